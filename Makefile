@@ -1,0 +1,42 @@
+# msm — the two commands a newcomer needs (`make run`, `make test`) and a few more.
+# Everything real lives in CMake; this file installs dependencies and drives it.
+
+JOBS      ?= 2
+BUILD     ?= build
+ASAN_DIR  ?= build-asan
+BENCH_DIR ?= build-bench
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test test-asan bench clean format
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure --timeout 600 $(CTEST_FLAGS)
+
+test-asan: deps
+	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DMSM_SANITIZE="address;undefined" $(CMAKE_FLAGS)
+	cmake --build $(ASAN_DIR) -j$(JOBS)
+	cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure --timeout 900 $(CTEST_FLAGS)
+
+bench: deps
+	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake --build $(BENCH_DIR) -j$(JOBS) --target msm-bench-stream
+	$(BENCH_DIR)/bench/msm-bench-stream
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(ASAN_DIR) $(BENCH_DIR)

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/* The durable log every layer meets in (events.*, ready.*, dispatch.*, status): named
+ * streams split into partitions by key, appended in batches that complete once durable,
+ * consumed by members of consumer groups with explicit acknowledgement (at-least-once).
+ * Two drivers stand behind it: Redis Streams and Kafka (librdkafka). Both pass one
+ * contract suite (tests/common/test_stream_contract.c).
+ *
+ * Threading: everything, callbacks included, runs on the loop's thread. */
+#ifndef MSM_STREAM_H
+#define MSM_STREAM_H
+
+#include "msm/err.h"
+#include "msm/loop.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct msm_stream_s msm_stream_t;
+typedef struct msm_consumer_s msm_consumer_t;
+
+typedef enum {
+    MSM_STREAM_REDIS = 0,
+    MSM_STREAM_KAFKA = 1,
+} msm_stream_backend_t;
+
+typedef struct {
+    msm_stream_backend_t backend;
+    const char *redis_url;     /**< redis://[:password@]host:port[/db] */
+    const char *name_prefix;   /**< namespace: stream "events.x" is stored as "<prefix>…" */
+    const char *kafka_brokers; /**< bootstrap.servers */
+    /** Extra librdkafka properties, "key=value" strings, NULL-terminated (may be NULL). */
+    const char *const *kafka_props;
+    /** A consumed entry left unacknowledged this long by its member is given to another
+     *  member (Redis: XAUTOCLAIM min-idle; Kafka: the group session timeout). 0 = 30000. */
+    uint64_t lease_ms;
+    /** An append not durable after this long fails with MSM_ERR_TIMEOUT. 0 = 10000. */
+    uint64_t append_timeout_ms;
+    /** Redis: approximate MAXLEN per partition stream; 0 keeps everything (default). */
+    uint64_t redis_maxlen;
+} msm_stream_conf_t;
+
+/** One record to append. The key chooses the partition (hash); no key = partition 0..n by
+ *  round robin. */
+typedef struct {
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+} msm_record_t;
+
+/** One consumed record; owned by the consumer until msm_consumer_ack() or the consumer
+ *  is freed. */
+typedef struct msm_stream_msg_s {
+    const char *stream;        /**< stream name as given to msm_stream_consume() */
+    int32_t partition;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    char position[48];         /**< driver position: Redis entry id, or Kafka offset */
+    uint32_t redelivered;      /**< non-zero when this record was delivered before */
+} msm_stream_msg_t;
+
+/**
+ * Completion of an append or ensure: @p err is MSM_OK only when every record is durable;
+ * otherwise @p reason says why (none of the records should be assumed stored).
+ */
+typedef void msm_stream_done_cb(msm_err_t err, const char *reason, void *opaque);
+
+/** A batch of consumed records, in log order per partition. The array is only valid during
+ *  the call; the messages stay valid until acknowledged. */
+typedef void msm_consumer_batch_cb(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n,
+                                   void *opaque);
+
+/** Backlog of a group on a stream: records not yet acknowledged, or -1 with err set. */
+typedef void msm_stream_backlog_cb(msm_err_t err, int64_t backlog, void *opaque);
+
+/**
+ * @brief Creates a log client of the configured backend on @p loop.
+ * @returns NULL on failure with the reason in @p errbuf.
+ * @remark the conf strings are copied.
+ */
+msm_stream_t *msm_stream_new(msm_loop_t *loop, const msm_stream_conf_t *conf, char *errbuf,
+                             size_t errbuf_size);
+
+/** @brief Frees the client; pending appends complete with MSM_ERR_SHUTDOWN first. */
+void msm_stream_free(msm_stream_t *s);
+
+/** @brief The backend's name: "redis" or "kafka". */
+const char *msm_stream_backend_name(const msm_stream_t *s);
+
+/**
+ * @brief Makes sure stream @p name exists with @p partitions partitions (never shrinks;
+ * an existing stream keeps its count). @p cb is called once.
+ */
+int msm_stream_ensure(msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb,
+                      void *opaque);
+
+/**
+ * @brief Appends @p n records to @p name; @p cb fires exactly once, after every record is
+ * durable or with the reason they are not. The records are copied before return.
+ * @returns MSM_OK when the append was started; an error (and no callback) otherwise.
+ */
+int msm_stream_append(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
+                      msm_stream_done_cb *cb, void *opaque);
+
+/** @brief Appends not yet completed (for back-pressure and graceful shutdown). */
+size_t msm_stream_pending_appends(const msm_stream_t *s);
+
+/**
+ * @brief Joins consumer group @p group on stream @p name as member @p member and starts
+ * delivering batches of at most @p max_batch records to @p cb, holding off while
+ * @p max_unacked records are unacknowledged. A new group starts at the oldest record.
+ * @returns NULL with the reason in @p errbuf on failure.
+ */
+msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char *group,
+                                   const char *member, size_t max_batch, size_t max_unacked,
+                                   msm_consumer_batch_cb *cb, void *opaque, char *errbuf,
+                                   size_t errbuf_size);
+
+/**
+ * @brief Acknowledges @p msg (batched and flushed before the loop sleeps) and frees it.
+ * An acknowledgement that never reaches the backend means a redelivery, never a loss.
+ */
+void msm_consumer_ack(msm_consumer_t *c, msm_stream_msg_t *msg);
+
+/** @brief Records delivered to the application and not yet acknowledged. */
+size_t msm_consumer_unacked(const msm_consumer_t *c);
+
+/**
+ * @brief Leaves the group and frees @p c. Unacknowledged records are not acknowledged:
+ * another member receives them again (after the lease, on Redis; after the rebalance, on
+ * Kafka).
+ */
+void msm_consumer_free(msm_consumer_t *c);
+
+/** @brief Asks for the backlog of @p group on @p name; @p cb fires once. */
+int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,
+                       msm_stream_backlog_cb *cb, void *opaque);
+
+#endif

@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/* The log interface: picks the driver and owns the copied configuration. */
+#include "stream_int.h"
+#include "msm/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void conf_free(msm_stream_conf_t *c)
+{
+    free((char *)c->redis_url);
+    free((char *)c->name_prefix);
+    free((char *)c->kafka_brokers);
+    if (c->kafka_props) {
+        for (size_t i = 0; c->kafka_props[i]; i++)
+            free((char *)c->kafka_props[i]);
+        free((char **)c->kafka_props);
+    }
+    memset(c, 0, sizeof(*c));
+}
+
+static int conf_copy(msm_stream_conf_t *dst, const msm_stream_conf_t *src)
+{
+    *dst = *src;
+    dst->redis_url = strdup(src->redis_url ? src->redis_url : "redis://127.0.0.1:6379");
+    dst->name_prefix = strdup(src->name_prefix ? src->name_prefix : "msm");
+    dst->kafka_brokers = strdup(src->kafka_brokers ? src->kafka_brokers : "127.0.0.1:9092");
+    dst->kafka_props = NULL;
+    if (!dst->redis_url || !dst->name_prefix || !dst->kafka_brokers)
+        return MSM_ERR_NOMEM;
+    if (src->kafka_props) {
+        size_t n = 0;
+        while (src->kafka_props[n])
+            n++;
+        char **props = calloc(n + 1, sizeof(*props));
+        if (!props)
+            return MSM_ERR_NOMEM;
+        dst->kafka_props = (const char *const *)props;
+        for (size_t i = 0; i < n; i++) {
+            props[i] = strdup(src->kafka_props[i]);
+            if (!props[i])
+                return MSM_ERR_NOMEM;
+        }
+    }
+    if (!dst->lease_ms)
+        dst->lease_ms = 30000;
+    if (!dst->append_timeout_ms)
+        dst->append_timeout_ms = 10000;
+    return MSM_OK;
+}
+
+msm_stream_t *msm_stream_new(msm_loop_t *loop, const msm_stream_conf_t *conf, char *errbuf,
+                             size_t errbuf_size)
+{
+    msm_stream_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(errbuf, errbuf_size, "out of memory");
+        return NULL;
+    }
+    s->s_loop = loop;
+    switch (conf->backend) {
+    case MSM_STREAM_REDIS:
+        s->s_driver = &msm__stream_redis_driver;
+        break;
+    case MSM_STREAM_KAFKA:
+        s->s_driver = &msm__stream_kafka_driver;
+        break;
+    default:
+        snprintf(errbuf, errbuf_size, "unknown log backend %d", (int)conf->backend);
+        goto fail;
+    }
+    if (conf_copy(&s->s_conf, conf) != MSM_OK) {
+        snprintf(errbuf, errbuf_size, "out of memory");
+        goto fail;
+    }
+    if (s->s_driver->init(s, errbuf, errbuf_size) != MSM_OK)
+        goto fail;
+    return s;
+fail:
+    conf_free(&s->s_conf);
+    free(s);
+    return NULL;
+}
+
+void msm_stream_free(msm_stream_t *s)
+{
+    if (!s)
+        return;
+    s->s_driver->destroy(s);
+    conf_free(&s->s_conf);
+    free(s);
+}
+
+const char *msm_stream_backend_name(const msm_stream_t *s)
+{
+    return s->s_driver->name;
+}
+
+int msm_stream_ensure(msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb,
+                      void *opaque)
+{
+    if (!name || !*name || partitions < 1 || partitions > 4096)
+        return MSM_ERR_INVALID;
+    return s->s_driver->ensure(s, name, partitions, cb, opaque);
+}
+
+int msm_stream_append(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
+                      msm_stream_done_cb *cb, void *opaque)
+{
+    if (!name || !*name || (n && !records) || !cb)
+        return MSM_ERR_INVALID;
+    return s->s_driver->append(s, name, records, n, cb, opaque);
+}
+
+size_t msm_stream_pending_appends(const msm_stream_t *s)
+{
+    return s->s_driver->pending_appends(s);
+}
+
+msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char *group,
+                                   const char *member, size_t max_batch, size_t max_unacked,
+                                   msm_consumer_batch_cb *cb, void *opaque, char *errbuf,
+                                   size_t errbuf_size)
+{
+    if (!name || !*name || !group || !*group || !member || !*member || !cb || max_batch == 0) {
+        snprintf(errbuf, errbuf_size, "stream, group, member, callback and max_batch needed");
+        return NULL;
+    }
+    if (max_unacked < max_batch)
+        max_unacked = max_batch;
+    msm_consumer_t *c = s->s_driver->consume(s, name, group, member, max_batch, max_unacked, cb,
+                                             opaque, errbuf, errbuf_size);
+    if (c)
+        c->c_stream = s;
+    return c;
+}
+
+void msm_consumer_ack(msm_consumer_t *c, msm_stream_msg_t *msg)
+{
+    c->c_stream->s_driver->ack(c, msg);
+}
+
+size_t msm_consumer_unacked(const msm_consumer_t *c)
+{
+    return c->c_stream->s_driver->unacked(c);
+}
+
+void msm_consumer_free(msm_consumer_t *c)
+{
+    if (c)
+        c->c_stream->s_driver->consumer_free(c);
+}
+
+int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,
+                       msm_stream_backlog_cb *cb, void *opaque)
+{
+    if (!name || !group || !cb)
+        return MSM_ERR_INVALID;
+    return s->s_driver->backlog(s, name, group, cb, opaque);
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs the Debian packages msm builds and tests with. Idempotent: does nothing
+# when every package is already present; otherwise needs root (or sudo) for apt-get.
+set -euo pipefail
+
+packages=(
+    build-essential cmake pkg-config
+    librdkafka-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler libavro-dev
+    libjansson-dev libmicrohttpd-dev libcunit1-dev libcurl4-openssl-dev libssl-dev
+    redis-server
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: MIT */
+/* Test support: CUnit runner, redis-server per test, librdkafka mock cluster, loop waits. */
+#include "msm_test.h"
+
+#include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int msm_test_run(CU_SuiteInfo *suites)
+{
+    /* A test must never die of SIGPIPE from a server we stopped on purpose. */
+    signal(SIGPIPE, SIG_IGN);
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    if (CU_register_suites(suites) != CUE_SUCCESS) {
+        fprintf(stderr, "CUnit: %s\n", CU_get_error_msg());
+        CU_cleanup_registry();
+        return 1;
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return failed ? 1 : 0;
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static int redis_ping(int port)
+{
+    struct timeval tv = {0, 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    int ok = 0;
+    if (c && !c->err) {
+        redisReply *r = redisCommand(c, "PING");
+        ok = r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+    }
+    if (c)
+        redisFree(c);
+    return ok;
+}
+
+static int redis_spawn(msm_test_redis_t *r)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", r->port);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, STDOUT_FILENO);
+            close(devnull);
+        }
+        /* Durability as msm documents it: AOF, fsync before every reply. */
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
+               r->dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+               "--daemonize", "no", "--loglevel", "warning", (char *)NULL);
+        _exit(127);
+    }
+    r->pid = pid;
+    uint64_t deadline = now_ms() + 10000;
+    while (now_ms() < deadline) {
+        if (redis_ping(r->port))
+            return 0;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            r->pid = 0;
+            return -1;
+        }
+        usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    r->pid = 0;
+    return -1;
+}
+
+int msm_test_redis_start(msm_test_redis_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    const char *tmp = getenv("TMPDIR");
+    snprintf(r->dir, sizeof(r->dir), "%s/msm-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(r->dir))
+        return -1;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        r->port = free_port();
+        if (r->port > 0 && redis_spawn(r) == 0) {
+            snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d", r->port);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int redis_signal(msm_test_redis_t *r, int sig)
+{
+    if (r->pid <= 0)
+        return 0;
+    kill(r->pid, sig);
+    waitpid(r->pid, NULL, 0);
+    r->pid = 0;
+    return 0;
+}
+
+int msm_test_redis_stop(msm_test_redis_t *r)
+{
+    return redis_signal(r, SIGTERM);
+}
+
+int msm_test_redis_kill(msm_test_redis_t *r)
+{
+    return redis_signal(r, SIGKILL);
+}
+
+int msm_test_redis_restart(msm_test_redis_t *r)
+{
+    if (r->pid > 0)
+        return 0;
+    return redis_spawn(r);
+}
+
+void msm_test_redis_destroy(msm_test_redis_t *r)
+{
+    msm_test_redis_stop(r);
+    if (r->dir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", r->dir);
+        r->dir[0] = '\0';
+    }
+}
+
+const char *msm_test_namespace(char *buf, size_t n)
+{
+    static unsigned counter;
+    snprintf(buf, n, "t%d_%u", (int)getpid(), ++counter);
+    return buf;
+}
+
+int msm_test_kafka_start(msm_test_kafka_t *k, int brokers)
+{
+    memset(k, 0, sizeof(*k));
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof(err));
+    k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (!k->rk) {
+        rd_kafka_conf_destroy(conf);
+        fprintf(stderr, "kafka mock: %s\n", err);
+        return -1;
+    }
+    k->mcluster = rd_kafka_mock_cluster_new(k->rk, brokers);
+    if (!k->mcluster) {
+        rd_kafka_destroy(k->rk);
+        k->rk = NULL;
+        return -1;
+    }
+    snprintf(k->bootstraps, sizeof(k->bootstraps), "%s",
+             rd_kafka_mock_cluster_bootstraps(k->mcluster));
+    return 0;
+}
+
+void msm_test_kafka_stop(msm_test_kafka_t *k)
+{
+    if (k->mcluster)
+        rd_kafka_mock_cluster_destroy(k->mcluster);
+    if (k->rk)
+        rd_kafka_destroy(k->rk);
+    memset(k, 0, sizeof(*k));
+}
+
+int msm_test_wait_flag(msm_loop_t *loop, volatile int *flag, uint64_t timeout_ms)
+{
+    uint64_t deadline = now_ms() + timeout_ms;
+    while (!*flag) {
+        if (now_ms() >= deadline)
+            return -1;
+        msm_loop_run_once(loop, 20);
+    }
+    return 0;
+}
+
+void msm_test_spin(msm_loop_t *loop, uint64_t ms)
+{
+    uint64_t deadline = now_ms() + ms;
+    while (now_ms() < deadline)
+        msm_loop_run_once(loop, 10);
+}

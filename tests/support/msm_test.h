@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/* Test support: a CUnit runner, a real redis-server per test binary, the librdkafka mock
+ * cluster, and loop helpers. Used by tests/ and bench/ only. */
+#ifndef MSM_TEST_H
+#define MSM_TEST_H
+
+#include <CUnit/CUnit.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "msm/loop.h"
+
+/**
+ * @brief Runs @p suites (CU_SuiteInfo array ending in CU_SUITE_INFO_NULL) in CUnit basic
+ * mode. argv[1], if given and not a backend word the test reads itself, is ignored.
+ * @returns 0 when every test passed, 1 otherwise (use as main's return).
+ */
+int msm_test_run(CU_SuiteInfo *suites);
+
+/** A redis-server of our own: free port, temporary directory, AOF with fsync always. */
+typedef struct {
+    pid_t pid;
+    int port;
+    char dir[256];
+    char url[96];
+} msm_test_redis_t;
+
+/** @brief Starts redis-server and waits until it answers PING. @returns 0 or -1. */
+int msm_test_redis_start(msm_test_redis_t *r);
+/** @brief SIGTERM and wait (data kept in dir). */
+int msm_test_redis_stop(msm_test_redis_t *r);
+/** @brief SIGKILL and wait, like a crash (the AOF keeps what was fsynced). */
+int msm_test_redis_kill(msm_test_redis_t *r);
+/** @brief Starts it again on the same port and directory. @returns 0 or -1. */
+int msm_test_redis_restart(msm_test_redis_t *r);
+/** @brief Stops it if running and removes its directory. */
+void msm_test_redis_destroy(msm_test_redis_t *r);
+
+/** A unique key namespace for one test ("t<pid>_<counter>"), so tests never share keys. */
+const char *msm_test_namespace(char *buf, size_t n);
+
+/** The librdkafka mock cluster: real Kafka protocol, in-process brokers. */
+typedef struct {
+    rd_kafka_t *rk; /* the handle the mock cluster lives in */
+    rd_kafka_mock_cluster_t *mcluster;
+    char bootstraps[512];
+} msm_test_kafka_t;
+
+/** @brief Starts a mock cluster of @p brokers brokers. @returns 0 or -1. */
+int msm_test_kafka_start(msm_test_kafka_t *k, int brokers);
+void msm_test_kafka_stop(msm_test_kafka_t *k);
+
+/** @brief Runs @p loop until *flag is non-zero or @p timeout_ms passes. @returns 0 if set. */
+int msm_test_wait_flag(msm_loop_t *loop, volatile int *flag, uint64_t timeout_ms);
+
+/** @brief Runs @p loop for @p ms milliseconds. */
+void msm_test_spin(msm_loop_t *loop, uint64_t ms);
+
+#endif
