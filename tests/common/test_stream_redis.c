@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: MIT */
+/* What the Redis Streams driver promises beyond the shared contract: its key layout, an
+ * acknowledged append surviving kill -9 of redis-server, appends held while Redis is away,
+ * a restarted member resuming its own pending entries, and its error answers. */
+#include "msm_test.h"
+#include "msm/err.h"
+#include "msm/stream.h"
+
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static msm_test_redis_t srv;
+
+typedef struct {
+    msm_loop_t *loop;
+    msm_stream_t *stream;
+    char ns[64];
+} fixture_t;
+
+static int fixture_open_ns(fixture_t *f, const char *ns, uint64_t append_timeout_ms,
+                           uint64_t lease_ms)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->ns, sizeof(f->ns), "%s", ns);
+    f->loop = msm_loop_new();
+    msm_stream_conf_t conf = {.backend = MSM_STREAM_REDIS, .redis_url = srv.url,
+                              .name_prefix = f->ns, .append_timeout_ms = append_timeout_ms,
+                              .lease_ms = lease_ms};
+    char err[256] = "";
+    f->stream = msm_stream_new(f->loop, &conf, err, sizeof(err));
+    if (!f->stream)
+        fprintf(stderr, "msm_stream_new: %s\n", err);
+    return f->stream ? 0 : -1;
+}
+
+static int fixture_open(fixture_t *f, uint64_t append_timeout_ms, uint64_t lease_ms)
+{
+    char ns[64];
+    return fixture_open_ns(f, msm_test_namespace(ns, sizeof(ns)), append_timeout_ms, lease_ms);
+}
+
+static void fixture_close(fixture_t *f)
+{
+    msm_stream_free(f->stream);
+    msm_loop_free(f->loop);
+}
+
+/* A synchronous side channel to look at what the driver stored. */
+static redisReply *peek(const char *fmt, ...)
+{
+    redisContext *ctx = redisConnect("127.0.0.1", srv.port);
+    if (!ctx || ctx->err) {
+        redisFree(ctx);
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(ctx, fmt, ap);
+    va_end(ap);
+    redisFree(ctx);
+    return r;
+}
+
+static long long peek_int(const char *fmt, const char *arg)
+{
+    redisReply *r = peek(fmt, arg);
+    long long v = -1;
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r && r->type == REDIS_REPLY_STRING)
+        v = atoll(r->str);
+    freeReplyObject(r);
+    return v;
+}
+
+typedef struct {
+    int done;
+    msm_err_t err;
+    char reason[256];
+} completion_t;
+
+static void on_done(msm_err_t err, const char *reason, void *opaque)
+{
+    completion_t *c = opaque;
+    CU_ASSERT_FALSE(c->done);
+    c->done = 1;
+    c->err = err;
+    snprintf(c->reason, sizeof(c->reason), "%s", reason ? reason : "");
+}
+
+static msm_err_t ensure_sync(fixture_t *f, const char *name, int partitions)
+{
+    completion_t c = {0};
+    if (msm_stream_ensure(f->stream, name, partitions, on_done, &c) != MSM_OK ||
+        msm_test_wait_flag(f->loop, &c.done, 10000) != 0)
+        return MSM_ERR_TIMEOUT;
+    return c.err;
+}
+
+/* Appends values v<first>..v<first+n-1> with keys k<value % nkeys> in one batch. */
+static int append_start(fixture_t *f, const char *name, int first, int n, int nkeys,
+                        completion_t *c)
+{
+    msm_record_t *recs = calloc((size_t)n, sizeof(*recs));
+    char(*keys)[16] = calloc((size_t)n, sizeof(*keys));
+    char(*vals)[16] = calloc((size_t)n, sizeof(*vals));
+    for (int i = 0; i < n; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", (first + i) % nkeys);
+        snprintf(vals[i], sizeof(vals[i]), "v%d", first + i);
+        recs[i] = (msm_record_t){.key = keys[i], .key_len = strlen(keys[i]), .value = vals[i],
+                                 .value_len = strlen(vals[i])};
+    }
+    memset(c, 0, sizeof(*c));
+    int rc = msm_stream_append(f->stream, name, recs, (size_t)n, on_done, c);
+    free(recs); /* copied by the driver */
+    free(keys);
+    free(vals);
+    return rc;
+}
+
+static msm_err_t append_sync(fixture_t *f, const char *name, int first, int n, int nkeys)
+{
+    completion_t c;
+    if (append_start(f, name, first, n, nkeys, &c) != MSM_OK ||
+        msm_test_wait_flag(f->loop, &c.done, 20000) != 0)
+        return MSM_ERR_TIMEOUT;
+    if (c.err != MSM_OK)
+        fprintf(stderr, "append: %s\n", c.reason);
+    return c.err;
+}
+
+typedef struct {
+    msm_consumer_t *consumer;
+    int ack;
+    int total, redelivered;
+    unsigned char seen[4096];
+    int distinct;
+} collector_t;
+
+static void on_batch(msm_consumer_t *consumer, msm_stream_msg_t *const *msgs, size_t n,
+                     void *opaque)
+{
+    collector_t *c = opaque;
+    for (size_t i = 0; i < n; i++) {
+        char buf[16] = "";
+        memcpy(buf, msgs[i]->value, msgs[i]->value_len < 15 ? msgs[i]->value_len : 15);
+        int v = atoi(buf + 1);
+        if (v >= 0 && v < 4096 && !c->seen[v]++)
+            c->distinct++;
+        c->total++;
+        c->redelivered += msgs[i]->redelivered != 0;
+        if (c->ack)
+            msm_consumer_ack(consumer, msgs[i]);
+    }
+}
+
+static msm_consumer_t *consume(fixture_t *f, const char *name, const char *member,
+                               collector_t *c)
+{
+    char err[256] = "";
+    c->consumer = msm_stream_consume(f->stream, name, "g", member, 100, 5000, on_batch, c, err,
+                                     sizeof(err));
+    if (!c->consumer)
+        fprintf(stderr, "consume: %s\n", err);
+    return c->consumer;
+}
+
+static int wait_distinct(fixture_t *f, collector_t *c, int want, uint64_t ms)
+{
+    for (uint64_t t = 0; t < ms && c->distinct < want; t += 20)
+        msm_test_spin(f->loop, 20);
+    return c->distinct;
+}
+
+/* ---- tests ---- */
+
+static void test_key_layout(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.layout", 4), MSM_OK);
+    /* An existing stream keeps its partition count. */
+    CU_ASSERT_EQUAL(ensure_sync(&f, "events.layout", 9), MSM_OK);
+    char key[256];
+    snprintf(key, sizeof(key), "%s:log:{events.layout}:meta", f.ns);
+    CU_ASSERT_EQUAL(peek_int("HGET %s partitions", key), 4);
+
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.layout", 0, 400, 8), MSM_OK);
+    /* Every record is in exactly one partition stream, all of a key's in the same one. */
+    long long total = 0;
+    int streams_with_k3 = 0;
+    for (int p = 0; p < 4; p++) {
+        snprintf(key, sizeof(key), "%s:log:{events.layout}:%d", f.ns, p);
+        total += peek_int("XLEN %s", key);
+        redisReply *r = peek("XRANGE %s - +", key);
+        int has_k3 = 0;
+        for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+            redisReply *fields = r->element[i]->element[1];
+            has_k3 |= strcmp(fields->element[1]->str, "k3") == 0;
+        }
+        streams_with_k3 += has_k3;
+        freeReplyObject(r);
+    }
+    CU_ASSERT_EQUAL(total, 400);
+    CU_ASSERT_EQUAL(streams_with_k3, 1);
+    fixture_close(&f);
+}
+
+static void test_unknown_stream(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    CU_ASSERT_EQUAL(append_sync(&f, "events.never-ensured", 0, 3, 1), MSM_ERR_NOTFOUND);
+    fixture_close(&f);
+}
+
+static void test_acked_append_survives_kill9(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 10000, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.crash", 3), MSM_OK);
+    for (int b = 0; b < 10; b++)
+        CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.crash", b * 100, 100, 7), MSM_OK);
+    char ns[64];
+    snprintf(ns, sizeof(ns), "%s", f.ns);
+    fixture_close(&f);
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_kill(&srv), 0);
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_restart(&srv), 0);
+
+    /* A new client in the same namespace reads every acknowledged record back. */
+    CU_ASSERT_EQUAL_FATAL(fixture_open_ns(&f, ns, 10000, 30000), 0);
+    collector_t c = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.crash", "m", &c));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &c, 1000, 10000), 1000);
+    msm_consumer_free(c.consumer);
+    fixture_close(&f);
+}
+
+static void test_held_while_down(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.held", 2), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.held", 0, 10, 3), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_stop(&srv), 0);
+    msm_test_spin(f.loop, 200); /* the client notices */
+    completion_t c;
+    CU_ASSERT_EQUAL_FATAL(append_start(&f, "events.held", 10, 10, 3, &c), MSM_OK);
+    msm_test_spin(f.loop, 500);
+    CU_ASSERT_FALSE(c.done); /* held, not failed at once and never reported durable */
+    CU_ASSERT_EQUAL(msm_stream_pending_appends(f.stream), 1);
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_restart(&srv), 0);
+    CU_ASSERT_EQUAL(msm_test_wait_flag(f.loop, &c.done, 10000), 0);
+    CU_ASSERT_EQUAL(c.err, MSM_OK);
+    collector_t col = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.held", "m", &col));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &col, 20, 10000), 20);
+    msm_consumer_free(col.consumer);
+
+    /* Away longer than the append timeout: the append fails with TIMEOUT. */
+    fixture_close(&f);
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 600, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.held", 2), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_stop(&srv), 0);
+    msm_test_spin(f.loop, 200);
+    CU_ASSERT_EQUAL_FATAL(append_start(&f, "events.held", 20, 5, 3, &c), MSM_OK);
+    CU_ASSERT_EQUAL(msm_test_wait_flag(f.loop, &c.done, 5000), 0);
+    CU_ASSERT_EQUAL(c.err, MSM_ERR_TIMEOUT);
+    CU_ASSERT_TRUE(c.reason[0] != '\0');
+    CU_ASSERT_EQUAL(msm_stream_pending_appends(f.stream), 0);
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_restart(&srv), 0);
+    fixture_close(&f);
+}
+
+static void test_member_resumes_own_pending(void)
+{
+    fixture_t f;
+    /* A long lease: what comes back must come from the member's own pending list. */
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 600000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.resume", 2), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.resume", 0, 300, 5), MSM_OK);
+    collector_t a = {.ack = 0};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.resume", "worker-1", &a));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &a, 300, 10000), 300);
+    CU_ASSERT_EQUAL(a.redelivered, 0);
+    msm_consumer_free(a.consumer); /* "crash": nothing acknowledged */
+
+    collector_t b = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.resume", "worker-1", &b));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &b, 300, 5000), 300);
+    CU_ASSERT_EQUAL(b.redelivered, 300);
+    msm_consumer_free(b.consumer);
+
+    /* Another member with the same long lease sees nothing: all acknowledged. */
+    collector_t c = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.resume", "worker-2", &c));
+    msm_test_spin(f.loop, 500);
+    CU_ASSERT_EQUAL(c.total, 0);
+    msm_consumer_free(c.consumer);
+    fixture_close(&f);
+}
+
+static void test_consumer_before_stream(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    collector_t c = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.later", "m", &c));
+    msm_test_spin(f.loop, 300);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.later", 2), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.later", 0, 50, 4), MSM_OK);
+    CU_ASSERT_EQUAL(wait_distinct(&f, &c, 50, 10000), 50);
+    msm_consumer_free(c.consumer);
+    fixture_close(&f);
+}
+
+typedef struct {
+    int done;
+    msm_err_t err;
+    int64_t backlog;
+} backlog_t;
+
+static void on_backlog(msm_err_t err, int64_t backlog, void *opaque)
+{
+    backlog_t *b = opaque;
+    b->done = 1;
+    b->err = err;
+    b->backlog = backlog;
+}
+
+static backlog_t backlog_sync(fixture_t *f, const char *name, const char *group)
+{
+    backlog_t b = {0};
+    if (msm_stream_backlog(f->stream, name, group, on_backlog, &b) != MSM_OK ||
+        msm_test_wait_flag(f->loop, &b.done, 5000) != 0)
+        b.err = MSM_ERR_TIMEOUT;
+    return b;
+}
+
+static void test_backlog_answers(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    CU_ASSERT_EQUAL(backlog_sync(&f, "events.none", "g").err, MSM_ERR_NOTFOUND);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.bl", 3), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.bl", 0, 120, 9), MSM_OK);
+    /* A group that has not joined yet will start at the oldest entry: all is backlog. */
+    backlog_t b = backlog_sync(&f, "events.bl", "g");
+    CU_ASSERT_EQUAL(b.err, MSM_OK);
+    CU_ASSERT_EQUAL(b.backlog, 120);
+    /* Delivered but unacknowledged entries still count. */
+    collector_t c = {.ack = 0};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.bl", "m", &c));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &c, 120, 5000), 120);
+    CU_ASSERT_EQUAL(backlog_sync(&f, "events.bl", "g").backlog, 120);
+    msm_consumer_free(c.consumer);
+    fixture_close(&f);
+}
+
+static int suite_init(void)
+{
+    return msm_test_redis_start(&srv) == 0 ? 0 : -1;
+}
+
+static int suite_clean(void)
+{
+    msm_test_redis_destroy(&srv);
+    return 0;
+}
+
+static CU_TestInfo tests[] = {
+    {"key layout and partition by key", test_key_layout},
+    {"append to a stream never ensured: NOTFOUND", test_unknown_stream},
+    {"acknowledged appends survive kill -9", test_acked_append_survives_kill9},
+    {"appends held while Redis is away", test_held_while_down},
+    {"a restarted member resumes its own pending entries", test_member_resumes_own_pending},
+    {"a consumer may start before its stream", test_consumer_before_stream},
+    {"backlog: unknown stream, new group, unacknowledged", test_backlog_answers},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+    {"stream.redis", suite_init, suite_clean, NULL, NULL, tests},
+    CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+    return msm_test_run(suites);
+}
