@@ -1222,9 +1222,9 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
      * shutdown() before close, and its optimistic reads gain little here. */
     srv->hs_mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG,
-        srv->hs_port, NULL, NULL, on_access, srv, MHD_OPTION_LISTEN_SOCKET, lfd,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        srv->hs_port, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
+        MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, max_conns,
         MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_END);
     if (!srv->hs_mhd) {

@@ -1,0 +1,947 @@
+/* SPDX-License-Identifier: MIT */
+/* The HTTP client: libcurl's multi_socket interface on the msm loop (curl tells us which
+ * sockets to watch and when to call it back; we call curl_multi_socket_action on readiness
+ * and on the timer), a pool of reusable requests with their easy handles and buffers, and
+ * the translation of curl's results into msm_http_result_t (see msm/http_client.h). */
+#include "msm/http_client.h"
+#include "msm/err.h"
+#include "msm/log.h"
+#include "msm/time.h"
+#include "msm/version.h"
+
+#include <curl/curl.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define FAC "http_client"
+
+#define DEFAULT_MAX_TOTAL          256
+#define DEFAULT_MAX_HOST           64
+#define DEFAULT_TIMEOUT_MS         30000
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_IDLE_S             55
+#define POOL_KEEP                  256 /* idle requests (easy handles) kept for reuse */
+#define BUF_KEEP                   ((size_t)64 * 1024) /* larger buffers are freed, not pooled */
+#define MAX_METHOD                 16
+
+enum { CALL_IDLE = 0, CALL_ACTIVE = 1, CALL_IN_CB = 2 };
+enum { OVER_NONE = 0, OVER_BODY, OVER_HEADERS, OVER_NOMEM };
+
+/* ---- types ---- */
+
+typedef struct {
+    uint32_t he_name; /* offsets into hd_buf, so the buffer may move while growing */
+    uint32_t he_value;
+} hdr_ent_t;
+
+struct msm_http_headers_s {
+    char *hd_buf; /* "name\0value\0" per header */
+    size_t hd_len, hd_cap;
+    hdr_ent_t *hd_ent;
+    size_t hd_n, hd_ent_cap;
+};
+
+struct msm_http_call_s {
+    msm_http_call_t *ca_prev, *ca_next;
+    msm_http_client_t *ca_client;
+    CURL *ca_easy;
+    struct curl_slist *ca_hdrs;
+    char *ca_body; /* the copied request body */
+    size_t ca_body_cap;
+    char *ca_resp; /* response body, kept NUL-terminated */
+    size_t ca_resp_len, ca_resp_cap, ca_resp_max;
+    msm_http_headers_t ca_rhdrs;
+    int ca_over; /* OVER_*: why a data callback refused data */
+    int ca_state;
+    msm_http_done_cb *ca_cb;
+    void *ca_opaque;
+    uint64_t ca_start_ms;
+    char ca_errbuf[CURL_ERROR_SIZE];
+    char ca_msg[CURL_ERROR_SIZE + 64];
+};
+
+typedef struct {
+    msm_http_call_t *head, *tail;
+    size_t n;
+} call_list_t;
+
+struct msm_http_client_s {
+    msm_loop_t *cl_loop;
+    CURLM *cl_multi;
+    msm_timer_t cl_timer;
+    char *cl_user_agent;
+    char *cl_proxy;
+    uint32_t cl_timeout_ms;
+    uint32_t cl_connect_timeout_ms;
+    unsigned cl_idle_s;
+    size_t cl_max_response;
+    call_list_t cl_inflight;
+    msm_http_call_t *cl_pool; /* singly linked through ca_next */
+    size_t cl_pool_n;
+    size_t cl_nsockets; /* sockets curl asked us to watch and not yet removed */
+    msm_http_client_stats_t cl_stats;
+    int cl_depth; /* nesting of entry points that may run callbacks */
+    int cl_closing;
+    int cl_free_pending;
+};
+
+/* ---- small helpers ---- */
+
+static void list_push(call_list_t *l, msm_http_call_t *c)
+{
+    c->ca_next = NULL;
+    c->ca_prev = l->tail;
+    if (l->tail)
+        l->tail->ca_next = c;
+    else
+        l->head = c;
+    l->tail = c;
+    l->n++;
+}
+
+static void list_remove(call_list_t *l, msm_http_call_t *c)
+{
+    if (c->ca_prev)
+        c->ca_prev->ca_next = c->ca_next;
+    else
+        l->head = c->ca_next;
+    if (c->ca_next)
+        c->ca_next->ca_prev = c->ca_prev;
+    else
+        l->tail = c->ca_prev;
+    c->ca_prev = c->ca_next = NULL;
+    l->n--;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* Grows *buf to hold at least @p need bytes (doubling). */
+static int grow(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return MSM_OK;
+    size_t n = *cap ? *cap : 256;
+    while (n < need)
+        n = n > SIZE_MAX / 2 ? need : n * 2;
+    char *p = realloc(*buf, n);
+    if (!p)
+        return MSM_ERR_NOMEM;
+    *buf = p;
+    *cap = n;
+    return MSM_OK;
+}
+
+/* ---- response headers ---- */
+
+static void headers_clear(msm_http_headers_t *h)
+{
+    h->hd_len = 0;
+    h->hd_n = 0;
+}
+
+static void headers_release(msm_http_headers_t *h)
+{
+    free(h->hd_buf);
+    free(h->hd_ent);
+    memset(h, 0, sizeof(*h));
+}
+
+static void trim(const char **s, size_t *len)
+{
+    while (*len && (**s == ' ' || **s == '\t')) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+        (*len)--;
+}
+
+static int
+headers_add(msm_http_headers_t *h, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    size_t need = h->hd_len + nlen + vlen + 2;
+    if (need > MSM_HTTP_CLIENT_MAX_HEADER_BYTES)
+        return MSM_ERR_TOOLARGE;
+    if (grow(&h->hd_buf, &h->hd_cap, need) != MSM_OK)
+        return MSM_ERR_NOMEM;
+    if (h->hd_n == h->hd_ent_cap) {
+        size_t cap = h->hd_ent_cap ? h->hd_ent_cap * 2 : 16;
+        hdr_ent_t *ent = realloc(h->hd_ent, cap * sizeof(*ent));
+        if (!ent)
+            return MSM_ERR_NOMEM;
+        h->hd_ent = ent;
+        h->hd_ent_cap = cap;
+    }
+    hdr_ent_t *e = &h->hd_ent[h->hd_n++];
+    e->he_name = (uint32_t)h->hd_len;
+    memcpy(h->hd_buf + h->hd_len, name, nlen);
+    h->hd_len += nlen;
+    h->hd_buf[h->hd_len++] = '\0';
+    e->he_value = (uint32_t)h->hd_len;
+    memcpy(h->hd_buf + h->hd_len, value, vlen);
+    h->hd_len += vlen;
+    h->hd_buf[h->hd_len++] = '\0';
+    return MSM_OK;
+}
+
+/* An obsolete folded line continues the last header's value, which ends the buffer. */
+static int headers_continue(msm_http_headers_t *h, const char *more, size_t len)
+{
+    if (h->hd_n == 0 || len == 0)
+        return MSM_OK;
+    size_t need = h->hd_len + len + 1;
+    if (need > MSM_HTTP_CLIENT_MAX_HEADER_BYTES)
+        return MSM_ERR_TOOLARGE;
+    if (grow(&h->hd_buf, &h->hd_cap, need) != MSM_OK)
+        return MSM_ERR_NOMEM;
+    h->hd_buf[h->hd_len - 1] = ' ';
+    memcpy(h->hd_buf + h->hd_len, more, len);
+    h->hd_len += len;
+    h->hd_buf[h->hd_len++] = '\0';
+    return MSM_OK;
+}
+
+/* One header line as curl hands it over (CRLF included). */
+static int headers_line(msm_http_headers_t *h, const char *line, size_t len)
+{
+    while (len && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+        len--;
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        /* A new status line: the headers of an interim (1xx) response are forgotten. */
+        headers_clear(h);
+        return MSM_OK;
+    }
+    if (len == 0)
+        return MSM_OK;
+    if (line[0] == ' ' || line[0] == '\t') {
+        trim(&line, &len);
+        return headers_continue(h, line, len);
+    }
+    const char *colon = memchr(line, ':', len);
+    if (!colon)
+        return MSM_OK; /* not a header: ignored, as curl does */
+    const char *name = line, *value = colon + 1;
+    size_t nlen = (size_t)(colon - line), vlen = len - nlen - 1;
+    trim(&name, &nlen);
+    trim(&value, &vlen);
+    return headers_add(h, name, nlen, value, vlen);
+}
+
+const char *msm_http_headers_get(const msm_http_headers_t *h, const char *name)
+{
+    for (size_t i = 0; i < h->hd_n; i++) {
+        if (strcasecmp(h->hd_buf + h->hd_ent[i].he_name, name) == 0)
+            return h->hd_buf + h->hd_ent[i].he_value;
+    }
+    return NULL;
+}
+
+size_t msm_http_headers_count(const msm_http_headers_t *h)
+{
+    return h->hd_n;
+}
+
+int msm_http_headers_at(const msm_http_headers_t *h,
+                        size_t i,
+                        const char **name,
+                        const char **value)
+{
+    if (i >= h->hd_n)
+        return MSM_ERR_NOTFOUND;
+    *name = h->hd_buf + h->hd_ent[i].he_name;
+    *value = h->hd_buf + h->hd_ent[i].he_value;
+    return MSM_OK;
+}
+
+/* ---- curl data callbacks (run inside curl_multi_socket_action) ---- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    msm_http_call_t *c = userdata;
+    size_t len = size * nmemb;
+    /* Refusing the data (returning less than len) makes curl fail with CURLE_WRITE_ERROR;
+     * the reason is kept for the result. */
+    if (len > c->ca_resp_max - c->ca_resp_len) {
+        c->ca_over = OVER_BODY;
+        return 0;
+    }
+    if (grow(&c->ca_resp, &c->ca_resp_cap, c->ca_resp_len + len + 1) != MSM_OK) {
+        c->ca_over = OVER_NOMEM;
+        return 0;
+    }
+    memcpy(c->ca_resp + c->ca_resp_len, data, len);
+    c->ca_resp_len += len;
+    c->ca_resp[c->ca_resp_len] = '\0';
+    return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    msm_http_call_t *c = userdata;
+    size_t len = size * nmemb;
+    int rc = headers_line(&c->ca_rhdrs, data, len);
+    if (rc == MSM_OK)
+        return len;
+    c->ca_over = rc == MSM_ERR_TOOLARGE ? OVER_HEADERS : OVER_NOMEM;
+    return 0;
+}
+
+/* ---- the request pool ---- */
+
+static void call_destroy(msm_http_call_t *c)
+{
+    curl_easy_cleanup(c->ca_easy);
+    curl_slist_free_all(c->ca_hdrs);
+    free(c->ca_body);
+    free(c->ca_resp);
+    headers_release(&c->ca_rhdrs);
+    free(c);
+}
+
+/* A request ready to be set up: from the pool (its easy handle reset, buffers kept) or new. */
+static msm_http_call_t *call_get(msm_http_client_t *cl)
+{
+    msm_http_call_t *c = cl->cl_pool;
+    if (c) {
+        cl->cl_pool = c->ca_next;
+        cl->cl_pool_n--;
+        c->ca_next = NULL;
+        curl_easy_reset(c->ca_easy);
+        return c;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->ca_easy = curl_easy_init();
+    if (!c->ca_easy) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Back to the pool once curl and the user are done with it. Big buffers are let go so one
+ * large response does not pin memory for good. */
+static void call_put(msm_http_client_t *cl, msm_http_call_t *c)
+{
+    curl_slist_free_all(c->ca_hdrs);
+    c->ca_hdrs = NULL;
+    c->ca_state = CALL_IDLE;
+    c->ca_cb = NULL;
+    c->ca_opaque = NULL;
+    if (cl->cl_pool_n >= POOL_KEEP) {
+        call_destroy(c);
+        return;
+    }
+    if (c->ca_body_cap > BUF_KEEP) {
+        free(c->ca_body);
+        c->ca_body = NULL;
+        c->ca_body_cap = 0;
+    }
+    if (c->ca_resp_cap > BUF_KEEP) {
+        free(c->ca_resp);
+        c->ca_resp = NULL;
+        c->ca_resp_cap = 0;
+    }
+    if (c->ca_rhdrs.hd_cap > BUF_KEEP)
+        headers_release(&c->ca_rhdrs);
+    c->ca_next = cl->cl_pool;
+    cl->cl_pool = c;
+    cl->cl_pool_n++;
+}
+
+/* ---- request set-up ---- */
+
+static int valid_method(const char *m)
+{
+    size_t n = strlen(m);
+    if (n == 0 || n > MAX_METHOD)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i] < 'A' || m[i] > 'Z')
+            return 0;
+    }
+    return 1;
+}
+
+static int is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static int valid_header(const msm_http_header_t *h)
+{
+    if (!h->name || !h->value || !*h->name)
+        return 0;
+    for (const char *p = h->name; *p; p++) {
+        if (!is_tchar((unsigned char)*p))
+            return 0;
+    }
+    return strpbrk(h->value, "\r\n") == NULL;
+}
+
+static int valid_url(const char *url)
+{
+    return url && (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0);
+}
+
+static int validate(const msm_http_request_t *req, const char *method)
+{
+    if (!valid_url(req->url) || !valid_method(method))
+        return MSM_ERR_INVALID;
+    if (req->body_len && !req->body)
+        return MSM_ERR_INVALID;
+    if (req->body_len && strcmp(method, "HEAD") == 0)
+        return MSM_ERR_INVALID;
+    if (req->n_headers && !req->headers)
+        return MSM_ERR_INVALID;
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (!valid_header(&req->headers[i]))
+            return MSM_ERR_INVALID;
+    }
+    return MSM_OK;
+}
+
+static int append_header(struct curl_slist **list, const char *name, const char *value)
+{
+    /* curl sends "Name;" as an empty header; "Name:" would remove it instead. */
+    size_t nlen = strlen(name), vlen = strlen(value);
+    char stack[512];
+    char *line = nlen + vlen + 3 <= sizeof(stack) ? stack : malloc(nlen + vlen + 3);
+    if (!line)
+        return MSM_ERR_NOMEM;
+    if (vlen)
+        snprintf(line, nlen + vlen + 3, "%s: %s", name, value);
+    else
+        snprintf(line, nlen + 2, "%s;", name);
+    struct curl_slist *l = curl_slist_append(*list, line);
+    if (line != stack)
+        free(line);
+    if (!l)
+        return MSM_ERR_NOMEM;
+    *list = l;
+    return MSM_OK;
+}
+
+static int has_header(const msm_http_request_t *req, const char *name)
+{
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int build_headers(msm_http_call_t *c, const msm_http_request_t *req, int has_body)
+{
+    for (size_t i = 0; i < req->n_headers; i++) {
+        if (append_header(&c->ca_hdrs, req->headers[i].name, req->headers[i].value) != MSM_OK)
+            return MSM_ERR_NOMEM;
+    }
+    /* "Name:" removes a header curl would add: no made-up form Content-Type for a body, and
+     * no "Expect: 100-continue" round trip (many small servers answer it late or never). */
+    struct curl_slist *l;
+    if (has_body && !has_header(req, "Content-Type")) {
+        if (!(l = curl_slist_append(c->ca_hdrs, "Content-Type:")))
+            return MSM_ERR_NOMEM;
+        c->ca_hdrs = l;
+    }
+    if (!has_header(req, "Expect")) {
+        if (!(l = curl_slist_append(c->ca_hdrs, "Expect:")))
+            return MSM_ERR_NOMEM;
+        c->ca_hdrs = l;
+    }
+    return MSM_OK;
+}
+
+static int setopt_err(CURLcode rc)
+{
+    return rc == CURLE_OUT_OF_MEMORY ? MSM_ERR_NOMEM : MSM_ERR_INVALID;
+}
+
+#define SETOPT(e, opt, val)                                                                        \
+    do {                                                                                           \
+        CURLcode rc_ = curl_easy_setopt((e), (opt), (val));                                        \
+        if (rc_ != CURLE_OK)                                                                       \
+            return setopt_err(rc_);                                                                \
+    } while (0)
+
+/* Options every request gets from the client's configuration. */
+static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
+{
+    CURL *e = c->ca_easy;
+    SETOPT(e, CURLOPT_PRIVATE, c);
+    SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(e, CURLOPT_USERAGENT, cl->cl_user_agent);
+    SETOPT(e, CURLOPT_PROXY, cl->cl_proxy ? cl->cl_proxy : "");
+    SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cl->cl_connect_timeout_ms);
+    SETOPT(e, CURLOPT_MAXAGE_CONN, (long)cl->cl_idle_s);
+    SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(e, CURLOPT_ERRORBUFFER, c->ca_errbuf);
+    SETOPT(e, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(e, CURLOPT_WRITEDATA, c);
+    SETOPT(e, CURLOPT_HEADERFUNCTION, on_header);
+    SETOPT(e, CURLOPT_HEADERDATA, c);
+    return MSM_OK;
+}
+
+static int setup_body(msm_http_call_t *c, const msm_http_request_t *req)
+{
+    const void *body = req->body;
+    if (req->body_len && !(req->flags & MSM_HTTP_BODY_BORROW)) {
+        if (grow(&c->ca_body, &c->ca_body_cap, req->body_len) != MSM_OK)
+            return MSM_ERR_NOMEM;
+        memcpy(c->ca_body, req->body, req->body_len);
+        body = c->ca_body;
+    }
+    /* The size first: without it curl would take strlen() of the body. */
+    SETOPT(c->ca_easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    SETOPT(c->ca_easy, CURLOPT_POSTFIELDS, body ? body : "");
+    return MSM_OK;
+}
+
+static int setup_request(msm_http_client_t *cl,
+                         msm_http_call_t *c,
+                         const msm_http_request_t *req,
+                         const char *method)
+{
+    CURL *e = c->ca_easy;
+    int rc = setup_common(cl, c);
+    if (rc != MSM_OK)
+        return rc;
+    SETOPT(e, CURLOPT_URL, req->url);
+    uint32_t timeout = req->timeout_ms ? req->timeout_ms : cl->cl_timeout_ms;
+    SETOPT(e, CURLOPT_TIMEOUT_MS, (long)timeout);
+    int has_body = req->body_len > 0 || strcmp(method, "POST") == 0;
+    if (strcmp(method, "HEAD") == 0) {
+        SETOPT(e, CURLOPT_NOBODY, 1L);
+    } else if (has_body) {
+        if ((rc = setup_body(c, req)) != MSM_OK)
+            return rc;
+        if (strcmp(method, "POST") != 0)
+            SETOPT(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "GET") != 0) {
+        SETOPT(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if ((rc = build_headers(c, req, has_body)) != MSM_OK)
+        return rc;
+    SETOPT(e, CURLOPT_HTTPHEADER, c->ca_hdrs);
+    c->ca_resp_len = 0;
+    if (c->ca_resp)
+        c->ca_resp[0] = '\0';
+    c->ca_resp_max = req->max_response_bytes ? req->max_response_bytes : cl->cl_max_response;
+    headers_clear(&c->ca_rhdrs);
+    c->ca_over = OVER_NONE;
+    c->ca_errbuf[0] = '\0';
+    return MSM_OK;
+}
+
+#undef SETOPT
+
+/* ---- completion ---- */
+
+static void enter(msm_http_client_t *cl)
+{
+    cl->cl_depth++;
+}
+
+static void really_free(msm_http_client_t *cl);
+
+/* Leaves an entry point; the client is freed here if msm_http_client_free() ran inside. */
+static void leave(msm_http_client_t *cl)
+{
+    if (--cl->cl_depth == 0 && cl->cl_free_pending)
+        really_free(cl);
+}
+
+/* Takes @p c away from curl and the in-flight list, counting the connections it opened.
+ * @p reused: a response arrived and this request opened no connection for it. */
+static void detach(msm_http_client_t *cl, msm_http_call_t *c, long *status, int *reused)
+{
+    long connects = 0;
+    *status = 0;
+    curl_easy_getinfo(c->ca_easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(c->ca_easy, CURLINFO_RESPONSE_CODE, status);
+    curl_multi_remove_handle(cl->cl_multi, c->ca_easy);
+    list_remove(&cl->cl_inflight, c);
+    cl->cl_stats.connections_opened += (uint64_t)(connects > 0 ? connects : 0);
+    *reused = connects == 0 && *status > 0;
+}
+
+static int err_of(const msm_http_call_t *c, CURLcode rc)
+{
+    if (rc == CURLE_WRITE_ERROR && c->ca_over != OVER_NONE)
+        return c->ca_over == OVER_NOMEM ? MSM_ERR_NOMEM : MSM_ERR_TOOLARGE;
+    switch (rc) {
+    case CURLE_OK:
+        return MSM_OK;
+    case CURLE_OPERATION_TIMEDOUT:
+        return MSM_ERR_TIMEOUT;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+        return MSM_ERR_INVALID;
+    case CURLE_OUT_OF_MEMORY:
+        return MSM_ERR_NOMEM;
+    case CURLE_FILESIZE_EXCEEDED:
+        return MSM_ERR_TOOLARGE;
+    default:
+        return MSM_ERR_IO;
+    }
+}
+
+static const char *error_text(msm_http_call_t *c, CURLcode rc)
+{
+    switch (c->ca_over) {
+    case OVER_BODY:
+        snprintf(c->ca_msg, sizeof(c->ca_msg), "response body over %zu bytes", c->ca_resp_max);
+        return c->ca_msg;
+    case OVER_HEADERS:
+        snprintf(c->ca_msg, sizeof(c->ca_msg), "response headers over %zu bytes",
+                 MSM_HTTP_CLIENT_MAX_HEADER_BYTES);
+        return c->ca_msg;
+    case OVER_NOMEM:
+        return "out of memory storing the response";
+    default:
+        break;
+    }
+    snprintf(c->ca_msg, sizeof(c->ca_msg), "%s",
+             c->ca_errbuf[0] ? c->ca_errbuf : curl_easy_strerror(rc));
+    return c->ca_msg;
+}
+
+/* Runs the callback of a detached request, then returns it to the pool. */
+static void deliver(msm_http_client_t *cl, msm_http_call_t *c, msm_http_result_t *res)
+{
+    if (res->err == MSM_OK) {
+        cl->cl_stats.completed++;
+    } else {
+        cl->cl_stats.failed++;
+        if (res->err == MSM_ERR_TIMEOUT)
+            cl->cl_stats.timeouts++;
+    }
+    if (res->reused)
+        cl->cl_stats.connections_reused++;
+    res->headers = &c->ca_rhdrs;
+    res->body = c->ca_resp ? c->ca_resp : "";
+    res->body_len = c->ca_resp_len;
+    res->latency_ms = msm_time_mono_ms() - c->ca_start_ms;
+    c->ca_state = CALL_IN_CB;
+    c->ca_cb(cl, c, res, c->ca_opaque);
+    call_put(cl, c);
+}
+
+static void complete(msm_http_client_t *cl, msm_http_call_t *c, CURLcode rc)
+{
+    long status;
+    int reused;
+    detach(cl, c, &status, &reused);
+    msm_http_result_t res = {0};
+    res.reused = reused;
+    res.curl_code = (int)rc;
+    res.err = err_of(c, rc);
+    res.error = res.err == MSM_OK ? NULL : error_text(c, rc);
+    res.status = (int)status;
+    deliver(cl, c, &res);
+}
+
+/* Hands every finished transfer to its callback. One message at a time: a callback may
+ * cancel or free, and curl drops the queued messages of removed handles. */
+static void collect_done(msm_http_client_t *cl)
+{
+    CURLMsg *msg;
+    int left;
+    while (!cl->cl_closing && (msg = curl_multi_info_read(cl->cl_multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        char *priv = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+        if (priv)
+            complete(cl, (msm_http_call_t *)priv, rc);
+    }
+}
+
+/* ---- curl on the loop ---- */
+
+static void drive(msm_http_client_t *cl, curl_socket_t fd, int flags)
+{
+    enter(cl);
+    int running = 0;
+    CURLMcode mc = curl_multi_socket_action(cl->cl_multi, fd, flags, &running);
+    if (mc != CURLM_OK)
+        msm_log(MSM_LOG_WARN, FAC, "curl_multi_socket_action: %s", curl_multi_strerror(mc));
+    collect_done(cl);
+    leave(cl);
+}
+
+static void on_fd_ready(msm_loop_t *loop, int fd, int events, void *opaque)
+{
+    (void)loop;
+    int flags = 0;
+    if (events & MSM_LOOP_READ)
+        flags |= CURL_CSELECT_IN;
+    if (events & MSM_LOOP_WRITE)
+        flags |= CURL_CSELECT_OUT;
+    if (events & MSM_LOOP_ERROR)
+        flags |= CURL_CSELECT_ERR;
+    drive(opaque, fd, flags);
+}
+
+static void on_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    drive(opaque, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl says which events it wants on a socket. */
+static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    msm_http_client_t *cl = userp;
+    if (what == CURL_POLL_REMOVE) {
+        msm_loop_unwatch(cl->cl_loop, s);
+        if (socketp)
+            cl->cl_nsockets--;
+        return 0;
+    }
+    int events = 0;
+    if (what & CURL_POLL_IN)
+        events |= MSM_LOOP_READ;
+    if (what & CURL_POLL_OUT)
+        events |= MSM_LOOP_WRITE;
+    if (msm_loop_watch(cl->cl_loop, s, events, on_fd_ready, cl) != MSM_OK) {
+        msm_log(MSM_LOG_ERROR, FAC, "cannot watch socket %d", (int)s);
+        return -1; /* curl fails the transfers on this socket */
+    }
+    if (!socketp) {
+        /* Any non-NULL mark: curl hands it back until the socket is removed. */
+        curl_multi_assign(cl->cl_multi, s, cl);
+        cl->cl_nsockets++;
+    }
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: one timer for the whole multi handle. curl must not be called
+ * from here, so even "now" (0) goes through the loop. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    msm_http_client_t *cl = userp;
+    if (timeout_ms < 0)
+        msm_loop_timer_stop(cl->cl_loop, &cl->cl_timer);
+    else
+        msm_loop_timer_start(cl->cl_loop, &cl->cl_timer, (uint64_t)timeout_ms, on_timer, cl);
+    return 0;
+}
+
+/* ---- public API ---- */
+
+void msm_http_client_conf_init(msm_http_client_conf_t *conf)
+{
+    memset(conf, 0, sizeof(*conf));
+}
+
+int msm_http_client_async_dns(void)
+{
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    return (v->features & CURL_VERSION_ASYNCHDNS) != 0;
+}
+
+static int setup_multi(msm_http_client_t *cl, const msm_http_client_conf_t *conf)
+{
+    long total =
+        conf->max_total_connections ? (long)conf->max_total_connections : DEFAULT_MAX_TOTAL;
+    long host = conf->max_host_connections ? (long)conf->max_host_connections : DEFAULT_MAX_HOST;
+    CURLM *m = cl->cl_multi;
+    if (curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_SOCKETDATA, cl) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_TIMERDATA, cl) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, total) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, host) != CURLM_OK ||
+        curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, total) != CURLM_OK)
+        return MSM_ERR_INVALID;
+    return MSM_OK;
+}
+
+msm_http_client_t *msm_http_client_new(msm_loop_t *loop,
+                                       const msm_http_client_conf_t *conf,
+                                       char *errbuf,
+                                       size_t errbuf_size)
+{
+    msm_http_client_conf_t defaults;
+    if (!conf) {
+        msm_http_client_conf_init(&defaults);
+        conf = &defaults;
+    }
+    if (!loop) {
+        snprintf(errbuf, errbuf_size, "no loop");
+        return NULL;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(errbuf, errbuf_size, "curl_global_init failed");
+        return NULL;
+    }
+    msm_http_client_t *cl = calloc(1, sizeof(*cl));
+    if (!cl)
+        goto nomem;
+    cl->cl_loop = loop;
+    msm_timer_init(&cl->cl_timer);
+    cl->cl_timeout_ms = conf->timeout_ms ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
+    cl->cl_connect_timeout_ms =
+        conf->connect_timeout_ms ? conf->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+    cl->cl_idle_s = conf->idle_timeout_s ? conf->idle_timeout_s : DEFAULT_IDLE_S;
+    cl->cl_max_response =
+        conf->max_response_bytes ? conf->max_response_bytes : MSM_HTTP_CLIENT_DEFAULT_MAX_RESPONSE;
+    if (conf->user_agent) {
+        cl->cl_user_agent = strdup(conf->user_agent);
+    } else {
+        char ua[64];
+        snprintf(ua, sizeof(ua), "msm/%s", msm_version());
+        cl->cl_user_agent = strdup(ua);
+    }
+    cl->cl_proxy = dup_or_null(conf->proxy);
+    if (!cl->cl_user_agent || (conf->proxy && !cl->cl_proxy))
+        goto nomem;
+    if (!(cl->cl_multi = curl_multi_init()))
+        goto nomem;
+    if (setup_multi(cl, conf) != MSM_OK) {
+        snprintf(errbuf, errbuf_size, "curl_multi_setopt failed");
+        goto fail;
+    }
+    if (!msm_http_client_async_dns())
+        msm_log(MSM_LOG_WARN, FAC,
+                "libcurl has no asynchronous resolver: host names are "
+                "resolved on the loop thread (blocking)");
+    return cl;
+nomem:
+    snprintf(errbuf, errbuf_size, "out of memory");
+fail:
+    if (cl) {
+        curl_multi_cleanup(cl->cl_multi);
+        free(cl->cl_user_agent);
+        free(cl->cl_proxy);
+        free(cl);
+    }
+    curl_global_cleanup();
+    return NULL;
+}
+
+static void really_free(msm_http_client_t *cl)
+{
+    /* Closes the pooled connections; curl may still call our socket and timer callbacks. */
+    curl_multi_cleanup(cl->cl_multi);
+    cl->cl_multi = NULL;
+    msm_loop_timer_stop(cl->cl_loop, &cl->cl_timer);
+    if (cl->cl_nsockets)
+        msm_log(MSM_LOG_DEBUG, FAC, "%zu sockets not removed by curl", cl->cl_nsockets);
+    msm_http_call_t *c;
+    while ((c = cl->cl_pool)) {
+        cl->cl_pool = c->ca_next;
+        call_destroy(c);
+    }
+    free(cl->cl_user_agent);
+    free(cl->cl_proxy);
+    free(cl);
+    curl_global_cleanup();
+}
+
+void msm_http_client_free(msm_http_client_t *cl)
+{
+    if (!cl || cl->cl_closing)
+        return;
+    cl->cl_closing = 1;
+    enter(cl);
+    /* Callbacks may cancel other requests: always take the current head. */
+    msm_http_call_t *c;
+    while ((c = cl->cl_inflight.head)) {
+        long status;
+        int reused;
+        detach(cl, c, &status, &reused);
+        msm_http_result_t res = {0};
+        res.err = MSM_ERR_SHUTDOWN;
+        res.error = "client closed";
+        res.status = (int)status;
+        deliver(cl, c, &res);
+    }
+    cl->cl_free_pending = 1;
+    leave(cl);
+}
+
+int msm_http_client_request(msm_http_client_t *cl,
+                            const msm_http_request_t *req,
+                            msm_http_done_cb *cb,
+                            void *opaque,
+                            msm_http_call_t **call_out)
+{
+    if (call_out)
+        *call_out = NULL;
+    if (cl->cl_closing)
+        return MSM_ERR_SHUTDOWN;
+    if (!req || !cb)
+        return MSM_ERR_INVALID;
+    const char *method = req->method ? req->method : req->body_len ? "POST" : "GET";
+    int rc = validate(req, method);
+    if (rc != MSM_OK)
+        return rc;
+    msm_http_call_t *c = call_get(cl);
+    if (!c)
+        return MSM_ERR_NOMEM;
+    c->ca_client = cl;
+    if ((rc = setup_request(cl, c, req, method)) != MSM_OK)
+        goto fail;
+    /* curl only arms its timer here; the transfer starts from the loop, so the callback can
+     * never run inside this call. */
+    if (curl_multi_add_handle(cl->cl_multi, c->ca_easy) != CURLM_OK) {
+        rc = MSM_ERR_NOMEM;
+        goto fail;
+    }
+    c->ca_cb = cb;
+    c->ca_opaque = opaque;
+    c->ca_start_ms = msm_time_mono_ms();
+    c->ca_state = CALL_ACTIVE;
+    list_push(&cl->cl_inflight, c);
+    cl->cl_stats.started++;
+    if (call_out)
+        *call_out = c;
+    return MSM_OK;
+fail:
+    call_put(cl, c);
+    return rc;
+}
+
+void msm_http_call_cancel(msm_http_call_t *call)
+{
+    if (!call || call->ca_state != CALL_ACTIVE)
+        return;
+    msm_http_client_t *cl = call->ca_client;
+    long status;
+    int reused;
+    detach(cl, call, &status, &reused);
+    cl->cl_stats.cancelled++;
+    call_put(cl, call);
+}
+
+void msm_http_client_stats(const msm_http_client_t *cl, msm_http_client_stats_t *out)
+{
+    *out = cl->cl_stats;
+}
+
+size_t msm_http_client_pending(const msm_http_client_t *cl)
+{
+    return cl->cl_inflight.n;
+}
