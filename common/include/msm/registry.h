@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* The control plane's state: topics and subscriptions as the frontend stores them in Redis
+ * and every daemon watches them, plus the names of the Redis keys and log streams the
+ * layers meet in (docs/pipeline.md has the whole map).
+ *
+ * Storage (under the namespace): hash "topics" name → topic JSON, hash "subs" name →
+ * subscription JSON, counter "registry:version" bumped by every change. A watcher polls the
+ * counter and reloads both hashes when it moves, so a change reaches every daemon within
+ * one poll interval without a pub/sub connection per daemon. */
+#ifndef MSM_REGISTRY_H
+#define MSM_REGISTRY_H
+
+#include "msm/json.h"
+#include "msm/loop.h"
+#include "msm/redis.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- log streams (msm/stream.h names; the log client adds the namespace) ---- */
+#define MSM_STREAM_EVENTS   "events.%s"   /**< per topic: msm.v1.Event, key = ordering key or key */
+#define MSM_STREAM_READY    "ready.%s"    /**< per subscription: msm.v1.Task, from the scheduler */
+#define MSM_STREAM_DISPATCH "dispatch.%s" /**< per subscription: msm.v1.Task, from flowcontrol */
+#define MSM_STREAM_STATUS   "status"      /**< msm.v1.DeliveryOutcome, from the router */
+
+/* ---- Redis keys (msm_redis_key() adds "<ns>:"); one subscription's keys share a hash tag */
+#define MSM_KEY_TOPICS      "topics"
+#define MSM_KEY_SUBS        "subs"
+#define MSM_KEY_VERSION     "registry:version"
+#define MSM_KEY_TASK        "sub:{%s}:task:%s" /**< hash: state, attempts, next_attempt_at,
+                                                    last_error, history, event, updated_ms */
+#define MSM_KEY_PENDING     "sub:{%s}:pending" /**< zset of event ids: priority, then age */
+#define MSM_KEY_RUNNING     "sub:{%s}:running" /**< zset of event ids by lease deadline */
+#define MSM_KEY_RETRY       "sub:{%s}:retry"   /**< zset of event ids by next attempt time */
+#define MSM_KEY_DELAYED     "sub:{%s}:delayed" /**< zset of event ids by deliver_at */
+#define MSM_KEY_DLQ         "sub:{%s}:dlq"     /**< zset of event ids by time of death */
+#define MSM_KEY_STATS       "sub:{%s}:stats"   /**< hash: succeeded, failed_attempts, dead */
+
+/** Topic and subscription names: [A-Za-z0-9._-]{1,200}. */
+#define MSM_NAME_MAX 200
+bool msm_name_valid(const char *name);
+
+typedef struct {
+    char *name;
+    char *schema_subject; /**< NULL when unbound */
+    int partitions;       /**< of events.<topic>; default 4 */
+    int64_t created_ms;
+} msm_topic_t;
+
+typedef struct {
+    char *url;
+    char *zone;  /**< NULL when not given */
+    int weight;  /**< default 1 */
+} msm_endpoint_t;
+
+typedef struct {
+    char *name;
+    char *topic;
+    msm_endpoint_t *endpoints;
+    size_t nendpoints;
+    char *filter;           /**< NULL = every event */
+    bool ordered;           /**< default false */
+    int max_concurrency;    /**< default 64 */
+    double rate_limit_per_s;/**< 0 = unlimited */
+    int timeout_ms;         /**< default 30000 */
+    int priority;           /**< 0..9, default 5 */
+    char *delivery_format;  /**< "native" (default) or "json" */
+    char **locality;        /**< preferred zones, in order */
+    size_t nlocality;
+    int max_attempts;       /**< retry.max_attempts, default 5 */
+    int64_t min_backoff_ms; /**< retry.min_backoff_ms, default 100 */
+    int64_t max_backoff_ms; /**< retry.max_backoff_ms, default 60000 */
+    char *secret;           /**< HMAC secret for Msm-Signature; NULL = unsigned */
+    int64_t created_ms;
+} msm_sub_t;
+
+/**
+ * @brief Validates a PUT body (API.md) into a topic named @p name; errors go to @p e with
+ * their field paths. @returns NULL when invalid.
+ */
+msm_topic_t *msm_topic_from_json(const char *name, const json_t *body, msm_json_err_t *e);
+/** @brief The stored and public JSON of @p t. */
+json_t *msm_topic_to_json(const msm_topic_t *t);
+void msm_topic_free(msm_topic_t *t);
+
+/** @brief As msm_topic_from_json(), for a subscription (defaults filled in). */
+msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_t *e);
+/** @brief JSON of @p s; the secret is included only when @p with_secret (storage). */
+json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret);
+void msm_sub_free(msm_sub_t *s);
+
+/* ---- writing (the frontend) ---- */
+
+/** Completion of a write: MSM_OK, or an error with a reason. */
+typedef void msm_registry_done_cb(int err, const char *reason, void *opaque);
+
+/** @brief Stores @p json (a topic's or subscription's) under @p name in hash @p kind
+ *  (MSM_KEY_TOPICS or MSM_KEY_SUBS) and bumps the version, atomically. */
+int msm_registry_put(msm_redis_t *r, const char *kind, const char *name, const json_t *json,
+                     msm_registry_done_cb *cb, void *opaque);
+/** @brief Deletes @p name from @p kind and bumps the version; err MSM_ERR_NOTFOUND when
+ *  it was not there. */
+int msm_registry_delete(msm_redis_t *r, const char *kind, const char *name,
+                        msm_registry_done_cb *cb, void *opaque);
+
+/* ---- watching (every daemon) ---- */
+
+typedef struct msm_registry_s msm_registry_t;
+
+/** Called after each reload that changed something (and after the first load). */
+typedef void msm_registry_changed_cb(msm_registry_t *reg, void *opaque);
+
+/** @brief Starts watching (first load at once, then every @p poll_ms; 0 = 500). */
+msm_registry_t *msm_registry_new(msm_redis_t *r, uint32_t poll_ms, msm_registry_changed_cb *cb,
+                                 void *opaque);
+void msm_registry_free(msm_registry_t *reg);
+/** @brief Non-zero once a first load has succeeded. */
+int msm_registry_loaded(const msm_registry_t *reg);
+/** @brief Reloads on the next loop turn (after a write of one's own). */
+void msm_registry_refresh(msm_registry_t *reg);
+
+/** The current snapshot; valid until the next change callback returns. */
+size_t msm_registry_topic_count(const msm_registry_t *reg);
+const msm_topic_t *msm_registry_topic_at(const msm_registry_t *reg, size_t i);
+const msm_topic_t *msm_registry_topic(const msm_registry_t *reg, const char *name);
+size_t msm_registry_sub_count(const msm_registry_t *reg);
+const msm_sub_t *msm_registry_sub_at(const msm_registry_t *reg, size_t i);
+const msm_sub_t *msm_registry_sub(const msm_registry_t *reg, const char *name);
+
+#endif

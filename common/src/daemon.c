@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: MIT */
+/* The shared start-up, serving and shutdown of every msm daemon (see msm/daemon.h). */
+#include "msm/daemon.h"
+#include "msm/err.h"
+#include "msm/log.h"
+#include "msm/version.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define DRAIN_DEADLINE_MS 10000
+#define DRAIN_POLL_MS     50
+
+struct msm_daemon_s {
+    const msm_daemon_spec_t *spec;
+    msm_common_conf_t *common;
+    msm_loop_t *loop;
+    msm_redis_t *redis;
+    msm_stream_t *stream;
+    msm_http_server_t *http;
+    msm_metrics_t *metrics;
+    char member[256];
+    int sigfd;
+    msm_http_ready_cb *ready;
+    void *ready_opaque;
+    msm_daemon_stop_cb *on_stop;
+    msm_daemon_drained_cb *drained;
+    void *stop_opaque;
+    int stopping;
+    uint64_t drain_deadline_ms;
+    msm_timer_t drain_timer;
+};
+
+static int daemon_ready(void *opaque, char *why, size_t n)
+{
+    msm_daemon_t *d = opaque;
+    if (!msm_redis_connected(d->redis)) {
+        snprintf(why, n, "redis not connected");
+        return 0;
+    }
+    if (d->stopping) {
+        snprintf(why, n, "stopping");
+        return 0;
+    }
+    return d->ready ? d->ready(d->ready_opaque, why, n) : 1;
+}
+
+static void on_drain_timer(msm_loop_t *loop, void *opaque)
+{
+    msm_daemon_t *d = opaque;
+    int done = !d->drained || d->drained(d->stop_opaque);
+    if (done || msm_loop_now_ms(loop) >= d->drain_deadline_ms) {
+        if (!done)
+            msm_log(MSM_LOG_WARN, "daemon", "drain deadline passed: stopping with work in flight "
+                                            "(unacknowledged log entries will be redelivered)");
+        msm_loop_stop(loop);
+        return;
+    }
+    msm_loop_timer_start(loop, &d->drain_timer, DRAIN_POLL_MS, on_drain_timer, d);
+}
+
+void msm_daemon_request_stop(msm_daemon_t *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    msm_log(MSM_LOG_INFO, "daemon", "stopping: no new work; draining what is in flight");
+    msm_http_server_quiesce(d->http);
+    if (d->on_stop)
+        d->on_stop(d->stop_opaque);
+    d->drain_deadline_ms = msm_loop_now_ms(d->loop) + DRAIN_DEADLINE_MS;
+    msm_loop_timer_start(d->loop, &d->drain_timer, 0, on_drain_timer, d);
+}
+
+static void on_signal(msm_loop_t *loop, int fd, int events, void *opaque)
+{
+    (void)loop;
+    (void)events;
+    msm_daemon_t *d = opaque;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        msm_log(MSM_LOG_INFO, "daemon", "signal %s received", strsignal((int)si.ssi_signo));
+        if (d->stopping && si.ssi_signo == SIGINT) {
+            msm_loop_stop(d->loop); /* a second Ctrl-C: stop now */
+            return;
+        }
+        msm_daemon_request_stop(d);
+    }
+}
+
+static int watch_signals(msm_daemon_t *d)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+        return MSM_ERR_IO;
+    signal(SIGPIPE, SIG_IGN); /* a peer closing a socket is an error return, not a death */
+    d->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->sigfd < 0)
+        return MSM_ERR_IO;
+    return msm_loop_watch(d->loop, d->sigfd, MSM_LOOP_READ, on_signal, d);
+}
+
+static void make_member(msm_daemon_t *d)
+{
+    char host[128] = "localhost";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(d->member, sizeof(d->member), "%s-%s-%d", host, d->spec->name,
+             d->common->http_port);
+}
+
+static int start_backends(msm_daemon_t *d, char *err, size_t n)
+{
+    const msm_common_conf_t *c = d->common;
+    msm_redis_conf_t rc = {.url = c->redis_url, .ns = c->ns, .client_name = d->spec->name};
+    d->redis = msm_redis_new(d->loop, &rc, err, n);
+    if (!d->redis)
+        return -1;
+    msm_stream_conf_t sc = {
+        .backend = (msm_stream_backend_t)c->log_backend,
+        .redis_url = c->redis_url,
+        .name_prefix = c->ns,
+        .kafka_brokers = c->kafka_brokers,
+        .kafka_props = (const char *const *)c->kafka_props,
+    };
+    d->stream = msm_stream_new(d->loop, &sc, err, n);
+    return d->stream ? 0 : -1;
+}
+
+static int start_http(msm_daemon_t *d, char *err, size_t n)
+{
+    json_t *config = msm_conf_to_json(d->spec->defs, d->spec->ndefs, d->spec->conf);
+    msm_http_server_conf_t hc;
+    msm_http_server_conf_init(&hc);
+    hc.bind_address = d->common->http_bind;
+    hc.port = d->common->http_port;
+    hc.name = d->spec->name;
+    hc.metrics = d->metrics;
+    hc.ready = daemon_ready;
+    hc.ready_opaque = d;
+    hc.config = config;
+    hc.max_body_bytes = d->spec->max_body_bytes;
+    d->http = msm_http_server_new(d->loop, &hc, err, n);
+    json_decref(config);
+    return d->http ? 0 : -1;
+}
+
+int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv)
+{
+    *out = NULL;
+    char err[512] = "";
+    int rc = msm_conf_load_argv(spec->defs, spec->ndefs, spec->conf, argc, argv, err, sizeof(err));
+    if (rc == MSM_CONF_HELP) {
+        msm_conf_help(spec->defs, spec->ndefs, stdout, spec->name, spec->summary);
+        return 0;
+    }
+    if (rc == MSM_CONF_VERSION) {
+        printf("%s %s (%s)\n", spec->name, msm_version(), msm_git_sha());
+        return 0;
+    }
+    if (rc != MSM_OK) {
+        fprintf(stderr, "%s: %s (see --help)\n", spec->name, err);
+        return 2;
+    }
+    msm_daemon_t *d = calloc(1, sizeof(*d));
+    if (!d) {
+        msm_conf_free(spec->defs, spec->ndefs, spec->conf);
+        return 1;
+    }
+    d->spec = spec;
+    d->sigfd = -1;
+    d->common = (msm_common_conf_t *)((char *)spec->conf + spec->common_offset);
+    msm_timer_init(&d->drain_timer);
+    msm_log_setup(spec->name, (msm_log_level_t)d->common->logging_level,
+                  (msm_log_format_t)d->common->logging_format, NULL);
+    make_member(d);
+    d->loop = msm_loop_new();
+    d->metrics = msm_metrics_new();
+    if (!d->loop || !d->metrics || watch_signals(d) != MSM_OK) {
+        snprintf(err, sizeof(err), "start-up failed: %s", strerror(errno));
+        goto fail;
+    }
+    if (start_backends(d, err, sizeof(err)) != 0 || start_http(d, err, sizeof(err)) != 0)
+        goto fail;
+    char url[256];
+    msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u; redis %s; log %s; member %s",
+            spec->name, msm_version(), msm_git_sha(), d->common->http_bind,
+            msm_http_server_port(d->http),
+            msm_conf_mask_url(d->common->redis_url, url, sizeof(url)),
+            msm_stream_backend_name(d->stream), d->member);
+    *out = d;
+    return 0;
+fail:
+    msm_log(MSM_LOG_ERROR, "daemon", "%s", err);
+    msm_daemon_free(d);
+    return 1;
+}
+
+void msm_daemon_free(msm_daemon_t *d)
+{
+    if (!d)
+        return;
+    if (d->loop)
+        msm_loop_timer_stop(d->loop, &d->drain_timer);
+    msm_http_server_free(d->http);
+    msm_stream_free(d->stream);
+    msm_redis_free(d->redis);
+    if (d->sigfd >= 0) {
+        msm_loop_unwatch(d->loop, d->sigfd);
+        close(d->sigfd);
+    }
+    msm_metrics_free(d->metrics);
+    msm_loop_free(d->loop);
+    msm_conf_free(d->spec->defs, d->spec->ndefs, d->spec->conf);
+    free(d);
+}
+
+int msm_daemon_run(msm_daemon_t *d)
+{
+    msm_loop_run(d->loop);
+    msm_log(MSM_LOG_INFO, "daemon", "stopped");
+    return 0;
+}
+
+void msm_daemon_set_ready(msm_daemon_t *d, msm_http_ready_cb *cb, void *opaque)
+{
+    d->ready = cb;
+    d->ready_opaque = opaque;
+}
+
+void msm_daemon_on_stop(msm_daemon_t *d, msm_daemon_stop_cb *stop, msm_daemon_drained_cb *drained,
+                        void *opaque)
+{
+    d->on_stop = stop;
+    d->drained = drained;
+    d->stop_opaque = opaque;
+}
+
+msm_loop_t *msm_daemon_loop(const msm_daemon_t *d)
+{
+    return d->loop;
+}
+
+msm_redis_t *msm_daemon_redis(const msm_daemon_t *d)
+{
+    return d->redis;
+}
+
+msm_stream_t *msm_daemon_stream(const msm_daemon_t *d)
+{
+    return d->stream;
+}
+
+msm_http_server_t *msm_daemon_http(const msm_daemon_t *d)
+{
+    return d->http;
+}
+
+msm_metrics_t *msm_daemon_metrics(const msm_daemon_t *d)
+{
+    return d->metrics;
+}
+
+const msm_common_conf_t *msm_daemon_common(const msm_daemon_t *d)
+{
+    return d->common;
+}
+
+const char *msm_daemon_name(const msm_daemon_t *d)
+{
+    return d->spec->name;
+}
+
+const char *msm_daemon_member(const msm_daemon_t *d)
+{
+    return d->member;
+}

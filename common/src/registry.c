@@ -1,0 +1,549 @@
+/* SPDX-License-Identifier: MIT */
+/* Topics and subscriptions: validation, JSON, storage in Redis and the watcher. */
+#include "msm/registry.h"
+#include "msm/err.h"
+#include "msm/log.h"
+#include "msm/time.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 512
+
+bool msm_name_valid(const char *name)
+{
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return n >= 1 && n <= MSM_NAME_MAX;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* ---- topics ---- */
+
+msm_topic_t *msm_topic_from_json(const char *name, const json_t *body, msm_json_err_t *e)
+{
+    static const char *const known[] = {"name", "schema_subject", "partitions", "created_ms",
+                                        NULL};
+    const char *subject = NULL, *given = NULL;
+    int64_t partitions = 4, created = 0;
+    if (body && !json_is_null(body)) {
+        if (msm_json_expect_object(e, body) != MSM_OK)
+            return NULL;
+        msm_json_check_known(e, body, known);
+        msm_json_get_strn(e, body, "schema_subject", MSM_JSON_NULLABLE, 255, &subject);
+        msm_json_get_int(e, body, "partitions", MSM_JSON_OPTIONAL, 1, 256, &partitions);
+        msm_json_get_str(e, body, "name", MSM_JSON_OPTIONAL, &given);
+        msm_json_get_int(e, body, "created_ms", MSM_JSON_OPTIONAL, 0, INT64_MAX, &created);
+        if (given && strcmp(given, name) != 0)
+            msm_json_err_add(e, "name", "must match the name in the path");
+    }
+    if (!msm_name_valid(name))
+        msm_json_err_add(e, "name", "must match [A-Za-z0-9._-]{1,200}");
+    if (msm_json_err_count(e))
+        return NULL;
+    msm_topic_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->name = strdup(name);
+    t->schema_subject = dup_or_null(subject);
+    t->partitions = (int)partitions;
+    t->created_ms = created ? created : msm_time_unix_ms();
+    if (!t->name || (subject && !t->schema_subject)) {
+        msm_topic_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+json_t *msm_topic_to_json(const msm_topic_t *t)
+{
+    return json_pack("{s:s,s:s?,s:i,s:I}", "name", t->name, "schema_subject", t->schema_subject,
+                     "partitions", t->partitions, "created_ms", (json_int_t)t->created_ms);
+}
+
+void msm_topic_free(msm_topic_t *t)
+{
+    if (!t)
+        return;
+    free(t->name);
+    free(t->schema_subject);
+    free(t);
+}
+
+/* ---- subscriptions ---- */
+
+static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
+{
+    static const char *const known[] = {"url", "zone", "weight", NULL};
+    size_t n = json_array_size(arr);
+    s->endpoints = calloc(n ? n : 1, sizeof(*s->endpoints));
+    if (!s->endpoints)
+        return;
+    msm_json_path_push_key(e, "endpoints");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *ep = json_array_get(arr, i);
+        msm_json_path_push_index(e, i);
+        const char *url = NULL, *zone = NULL;
+        int64_t weight = 1;
+        if (msm_json_expect_object(e, ep) == MSM_OK) {
+            msm_json_check_known(e, ep, known);
+            msm_json_get_strn(e, ep, "url", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, 2048, &url);
+            msm_json_get_strn(e, ep, "zone", MSM_JSON_NULLABLE, 64, &zone);
+            msm_json_get_int(e, ep, "weight", MSM_JSON_OPTIONAL, 1, 1000, &weight);
+            if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+                msm_json_err_add(e, "url", "must be an http:// or https:// URL");
+        }
+        msm_json_path_pop(e);
+        if (url) {
+            msm_endpoint_t *out = &s->endpoints[s->nendpoints++];
+            out->url = strdup(url);
+            out->zone = dup_or_null(zone);
+            out->weight = (int)weight;
+        }
+    }
+    msm_json_path_pop(e);
+}
+
+static void sub_locality(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
+{
+    size_t n = json_array_size(arr);
+    s->locality = calloc(n ? n : 1, sizeof(*s->locality));
+    if (!s->locality)
+        return;
+    msm_json_path_push_key(e, "locality");
+    for (size_t i = 0; i < n; i++) {
+        const json_t *z = json_array_get(arr, i);
+        if (!json_is_string(z)) {
+            msm_json_path_push_index(e, i);
+            msm_json_err_add(e, NULL, "must be a string");
+            msm_json_path_pop(e);
+            continue;
+        }
+        s->locality[s->nlocality++] = strdup(json_string_value(z));
+    }
+    msm_json_path_pop(e);
+}
+
+static void sub_retry(msm_json_err_t *e, const json_t *retry, msm_sub_t *s)
+{
+    static const char *const known[] = {"max_attempts", "min_backoff_ms", "max_backoff_ms",
+                                        NULL};
+    int64_t attempts = s->max_attempts;
+    msm_json_path_push_key(e, "retry");
+    if (msm_json_expect_object(e, retry) == MSM_OK) {
+        msm_json_check_known(e, retry, known);
+        msm_json_get_int(e, retry, "max_attempts", 0, 1, 1000, &attempts);
+        msm_json_get_int(e, retry, "min_backoff_ms", 0, 0, 86400000, &s->min_backoff_ms);
+        msm_json_get_int(e, retry, "max_backoff_ms", 0, 0, 86400000, &s->max_backoff_ms);
+        if (s->max_backoff_ms < s->min_backoff_ms)
+            msm_json_err_add(e, "max_backoff_ms", "must be >= min_backoff_ms");
+    }
+    msm_json_path_pop(e);
+    s->max_attempts = (int)attempts;
+}
+
+msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_t *e)
+{
+    static const char *const known[] = {
+        "name", "topic", "endpoints", "filter", "ordered", "max_concurrency",
+        "rate_limit_per_s", "timeout_ms", "priority", "delivery_format", "locality", "retry",
+        "secret", "created_ms", NULL};
+    if (msm_json_expect_object(e, body) != MSM_OK)
+        return NULL;
+    msm_sub_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->max_concurrency = 64;
+    s->timeout_ms = 30000;
+    s->priority = 5;
+    s->max_attempts = 5;
+    s->min_backoff_ms = 100;
+    s->max_backoff_ms = 60000;
+    msm_json_check_known(e, body, known);
+    const char *topic = NULL, *filter = NULL, *format = "native", *secret = NULL, *given = NULL;
+    json_t *endpoints = NULL, *locality = NULL, *retry = NULL;
+    int ordered = 0;
+    int64_t conc = s->max_concurrency, timeout = s->timeout_ms, prio = s->priority, created = 0;
+    msm_json_get_str(e, body, "name", 0, &given);
+    if (given && strcmp(given, name) != 0)
+        msm_json_err_add(e, "name", "must match the name in the path");
+    if (msm_json_get_str(e, body, "topic", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &topic) ==
+            MSM_OK &&
+        !msm_name_valid(topic))
+        msm_json_err_add(e, "topic", "must match [A-Za-z0-9._-]{1,200}");
+    if (msm_json_get_array(e, body, "endpoints", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY,
+                           &endpoints) == MSM_OK &&
+        endpoints)
+        sub_endpoints(e, endpoints, s);
+    msm_json_get_strn(e, body, "filter", MSM_JSON_NULLABLE, 4096, &filter);
+    msm_json_get_bool(e, body, "ordered", 0, &ordered);
+    msm_json_get_int(e, body, "max_concurrency", 0, 1, 100000, &conc);
+    msm_json_get_double(e, body, "rate_limit_per_s", 0, 0, 1e9, &s->rate_limit_per_s);
+    msm_json_get_int(e, body, "timeout_ms", 0, 1, 3600000, &timeout);
+    msm_json_get_int(e, body, "priority", 0, 0, 9, &prio);
+    msm_json_get_int(e, body, "created_ms", 0, 0, INT64_MAX, &created);
+    if (msm_json_get_str(e, body, "delivery_format", 0, &format) == MSM_OK &&
+        strcmp(format, "native") != 0 && strcmp(format, "json") != 0)
+        msm_json_err_add(e, "delivery_format", "must be \"native\" or \"json\"");
+    if (msm_json_get_array(e, body, "locality", MSM_JSON_NULLABLE, &locality) == MSM_OK &&
+        locality)
+        sub_locality(e, locality, s);
+    if (msm_json_get_object(e, body, "retry", MSM_JSON_NULLABLE, &retry) == MSM_OK && retry)
+        sub_retry(e, retry, s);
+    msm_json_get_strn(e, body, "secret", MSM_JSON_NULLABLE, 1024, &secret);
+    if (!msm_name_valid(name))
+        msm_json_err_add(e, "name", "must match [A-Za-z0-9._-]{1,200}");
+    if (msm_json_err_count(e)) {
+        msm_sub_free(s);
+        return NULL;
+    }
+    s->name = strdup(name);
+    s->topic = strdup(topic);
+    s->filter = dup_or_null(filter);
+    s->ordered = ordered;
+    s->max_concurrency = (int)conc;
+    s->timeout_ms = (int)timeout;
+    s->priority = (int)prio;
+    s->delivery_format = strdup(format);
+    s->secret = dup_or_null(secret);
+    s->created_ms = created ? created : msm_time_unix_ms();
+    if (!s->name || !s->topic || !s->delivery_format) {
+        msm_sub_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret)
+{
+    json_t *eps = json_array(), *loc = json_array();
+    for (size_t i = 0; i < s->nendpoints; i++)
+        json_array_append_new(eps, json_pack("{s:s,s:s?,s:i}", "url", s->endpoints[i].url,
+                                             "zone", s->endpoints[i].zone, "weight",
+                                             s->endpoints[i].weight));
+    for (size_t i = 0; i < s->nlocality; i++)
+        json_array_append_new(loc, json_string(s->locality[i]));
+    json_t *o = json_pack(
+        "{s:s,s:s,s:o,s:s?,s:b,s:i,s:f,s:i,s:i,s:s,s:o,s:{s:i,s:I,s:I},s:I}", "name", s->name,
+        "topic", s->topic, "endpoints", eps, "filter", s->filter, "ordered", s->ordered,
+        "max_concurrency", s->max_concurrency, "rate_limit_per_s", s->rate_limit_per_s,
+        "timeout_ms", s->timeout_ms, "priority", s->priority, "delivery_format",
+        s->delivery_format, "locality", loc, "retry", "max_attempts", s->max_attempts,
+        "min_backoff_ms", (json_int_t)s->min_backoff_ms, "max_backoff_ms",
+        (json_int_t)s->max_backoff_ms, "created_ms", (json_int_t)s->created_ms);
+    if (o && s->secret)
+        json_object_set_new(o, "secret", with_secret ? json_string(s->secret) : json_string("***"));
+    return o;
+}
+
+void msm_sub_free(msm_sub_t *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->nendpoints; i++) {
+        free(s->endpoints[i].url);
+        free(s->endpoints[i].zone);
+    }
+    for (size_t i = 0; i < s->nlocality; i++)
+        free(s->locality[i]);
+    free(s->endpoints);
+    free(s->locality);
+    free(s->name);
+    free(s->topic);
+    free(s->filter);
+    free(s->delivery_format);
+    free(s->secret);
+    free(s);
+}
+
+/* ---- writing ---- */
+
+typedef struct {
+    msm_registry_done_cb *cb;
+    void *opaque;
+} write_t;
+
+static void on_written(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    write_t *w = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why)
+        w->cb(MSM_ERR_BACKEND, why, w->opaque);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0)
+        w->cb(MSM_ERR_NOTFOUND, "not found", w->opaque);
+    else
+        w->cb(MSM_OK, NULL, w->opaque);
+    free(w);
+}
+
+/* KEYS: hash, version; ARGV: name [, json]. HSET or HDEL, then INCR: one atomic change. */
+static const char WRITE_LUA[] =
+    "local n\n"
+    "if ARGV[2] then n = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) + 1\n"
+    "else n = redis.call('HDEL', KEYS[1], ARGV[1]) end\n"
+    "if n > 0 then redis.call('INCR', KEYS[2]) end\n"
+    "return n\n";
+
+static int registry_write(msm_redis_t *r, const char *kind, const char *name, const char *json,
+                          msm_registry_done_cb *cb, void *opaque)
+{
+    char hash[KEY_MAX], version[KEY_MAX];
+    if (msm_redis_key(r, hash, sizeof(hash), "%s", kind) < 0 ||
+        msm_redis_key(r, version, sizeof(version), "%s", MSM_KEY_VERSION) < 0)
+        return MSM_ERR_TOOLARGE;
+    write_t *w = malloc(sizeof(*w));
+    if (!w)
+        return MSM_ERR_NOMEM;
+    *w = (write_t){cb, opaque};
+    const char *argv[] = {"EVAL", WRITE_LUA, "2", hash, version, name, json};
+    int rc = msm_redis_command_argv(r, on_written, w, json ? 7 : 6, argv, NULL);
+    if (rc != MSM_OK)
+        free(w);
+    return rc;
+}
+
+int msm_registry_put(msm_redis_t *r, const char *kind, const char *name, const json_t *json,
+                     msm_registry_done_cb *cb, void *opaque)
+{
+    char *text = msm_json_dump(json, NULL);
+    if (!text)
+        return MSM_ERR_NOMEM;
+    int rc = registry_write(r, kind, name, text, cb, opaque);
+    free(text);
+    return rc;
+}
+
+int msm_registry_delete(msm_redis_t *r, const char *kind, const char *name,
+                        msm_registry_done_cb *cb, void *opaque)
+{
+    return registry_write(r, kind, name, NULL, cb, opaque);
+}
+
+/* ---- watching ---- */
+
+struct msm_registry_s {
+    msm_redis_t *redis;
+    uint32_t poll_ms;
+    msm_registry_changed_cb *cb;
+    void *opaque;
+    msm_timer_t timer;
+    int loaded;
+    int polling;      /* a reload is in flight */
+    int freed;        /* freed while a reply is pending: the reply frees */
+    long long version;
+    msm_topic_t **topics;
+    size_t ntopics;
+    msm_sub_t **subs;
+    size_t nsubs;
+};
+
+static void snapshot_free(msm_topic_t **topics, size_t nt, msm_sub_t **subs, size_t ns)
+{
+    for (size_t i = 0; i < nt; i++)
+        msm_topic_free(topics[i]);
+    for (size_t i = 0; i < ns; i++)
+        msm_sub_free(subs[i]);
+    free(topics);
+    free(subs);
+}
+
+static void registry_destroy(msm_registry_t *reg)
+{
+    snapshot_free(reg->topics, reg->ntopics, reg->subs, reg->nsubs);
+    free(reg);
+}
+
+static void arm(msm_registry_t *reg, uint32_t ms);
+
+/* Parses one hash's HGETALL (name, json, name, json, ...) into objects; bad entries are
+ * logged and skipped (the frontend validated them; a hand edit must not stop a daemon). */
+static size_t parse_all(const redisReply *r, int subs, void **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const char *name = r->element[i]->str;
+        msm_json_err_t e;
+        msm_json_err_init(&e);
+        json_t *j = msm_json_parse(r->element[i + 1]->str, r->element[i + 1]->len, &e);
+        void *obj = NULL;
+        if (j)
+            obj = subs ? (void *)msm_sub_from_json(name, j, &e)
+                       : (void *)msm_topic_from_json(name, j, &e);
+        if (obj)
+            out[n++] = obj;
+        else
+            msm_log(MSM_LOG_WARN, "registry", "skipping stored %s %s: %s",
+                    subs ? "subscription" : "topic", name, msm_json_err_message(&e));
+        json_decref(j);
+        msm_json_err_deinit(&e);
+    }
+    return n;
+}
+
+static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    msm_registry_t *reg = opaque;
+    reg->polling = 0;
+    if (reg->freed) {
+        registry_destroy(reg);
+        return;
+    }
+    const char *why = msm_redis_reply_err(reply, err);
+    /* [version, HGETALL topics, HGETALL subs] */
+    if (why || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+        arm(reg, reg->poll_ms);
+        return;
+    }
+    long long version = reply->element[0]->type == REDIS_REPLY_STRING
+                            ? atoll(reply->element[0]->str)
+                            : 0;
+    if (reg->loaded && version == reg->version) {
+        arm(reg, reg->poll_ms);
+        return;
+    }
+    const redisReply *rt = reply->element[1], *rs = reply->element[2];
+    msm_topic_t **topics = calloc(rt->elements / 2 + 1, sizeof(*topics));
+    msm_sub_t **subs = calloc(rs->elements / 2 + 1, sizeof(*subs));
+    if (!topics || !subs) {
+        free(topics);
+        free(subs);
+        arm(reg, reg->poll_ms);
+        return;
+    }
+    size_t nt = parse_all(rt, 0, (void **)topics);
+    size_t ns = parse_all(rs, 1, (void **)subs);
+    msm_topic_t **old_topics = reg->topics;
+    msm_sub_t **old_subs = reg->subs;
+    size_t old_nt = reg->ntopics, old_ns = reg->nsubs;
+    reg->topics = topics;
+    reg->ntopics = nt;
+    reg->subs = subs;
+    reg->nsubs = ns;
+    reg->version = version;
+    reg->loaded = 1;
+    arm(reg, reg->poll_ms);
+    if (reg->cb)
+        reg->cb(reg, reg->opaque);
+    snapshot_free(old_topics, old_nt, old_subs, old_ns);
+}
+
+/* Version and both hashes in one script: a snapshot never mixes two versions. */
+static const char RELOAD_LUA[] =
+    "return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]),"
+    " redis.call('HGETALL', KEYS[3])}";
+/* The cheap poll: only the version; reload when it moved. */
+static const char POLL_LUA[] =
+    "local v = redis.call('GET', KEYS[1]) or '0'\n"
+    "if v == ARGV[1] then return {v, {}, {}} end\n"
+    "return {v, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}";
+
+static void on_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    msm_registry_t *reg = opaque;
+    if (reg->polling)
+        return;
+    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX], have[32];
+    msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
+    msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
+    msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
+    snprintf(have, sizeof(have), "%lld", reg->loaded ? reg->version : -1LL);
+    const char *argv[] = {"EVAL", reg->loaded ? POLL_LUA : RELOAD_LUA, "3", kv, kt, ks, have};
+    if (msm_redis_command_argv(reg->redis, on_reload, reg, reg->loaded ? 7 : 6, argv, NULL) ==
+        MSM_OK)
+        reg->polling = 1;
+    else
+        arm(reg, reg->poll_ms);
+}
+
+static void arm(msm_registry_t *reg, uint32_t ms)
+{
+    msm_loop_timer_start(msm_redis_loop(reg->redis), &reg->timer, ms, on_timer, reg);
+}
+
+msm_registry_t *msm_registry_new(msm_redis_t *r, uint32_t poll_ms, msm_registry_changed_cb *cb,
+                                 void *opaque)
+{
+    msm_registry_t *reg = calloc(1, sizeof(*reg));
+    if (!reg)
+        return NULL;
+    reg->redis = r;
+    reg->poll_ms = poll_ms ? poll_ms : 500;
+    reg->cb = cb;
+    reg->opaque = opaque;
+    msm_timer_init(&reg->timer);
+    arm(reg, 0);
+    return reg;
+}
+
+void msm_registry_free(msm_registry_t *reg)
+{
+    if (!reg)
+        return;
+    msm_loop_timer_stop(msm_redis_loop(reg->redis), &reg->timer);
+    if (reg->polling) {
+        reg->freed = 1; /* the pending reply frees it */
+        return;
+    }
+    registry_destroy(reg);
+}
+
+int msm_registry_loaded(const msm_registry_t *reg)
+{
+    return reg->loaded;
+}
+
+void msm_registry_refresh(msm_registry_t *reg)
+{
+    if (!reg->polling)
+        arm(reg, 0);
+}
+
+size_t msm_registry_topic_count(const msm_registry_t *reg)
+{
+    return reg->ntopics;
+}
+
+const msm_topic_t *msm_registry_topic_at(const msm_registry_t *reg, size_t i)
+{
+    return i < reg->ntopics ? reg->topics[i] : NULL;
+}
+
+const msm_topic_t *msm_registry_topic(const msm_registry_t *reg, const char *name)
+{
+    for (size_t i = 0; i < reg->ntopics; i++) {
+        if (strcmp(reg->topics[i]->name, name) == 0)
+            return reg->topics[i];
+    }
+    return NULL;
+}
+
+size_t msm_registry_sub_count(const msm_registry_t *reg)
+{
+    return reg->nsubs;
+}
+
+const msm_sub_t *msm_registry_sub_at(const msm_registry_t *reg, size_t i)
+{
+    return i < reg->nsubs ? reg->subs[i] : NULL;
+}
+
+const msm_sub_t *msm_registry_sub(const msm_registry_t *reg, const char *name)
+{
+    for (size_t i = 0; i < reg->nsubs; i++) {
+        if (strcmp(reg->subs[i]->name, name) == 0)
+            return reg->subs[i];
+    }
+    return NULL;
+}
