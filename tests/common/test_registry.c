@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: MIT */
+/* Topics and subscriptions: validation with field paths, defaults, JSON round trip, and the
+ * store + watcher pair against a real redis-server. */
+#include "msm_test.h"
+#include "msm/err.h"
+#include "msm/registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static msm_test_redis_t srv;
+
+static json_t *parse(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    CU_ASSERT_PTR_NOT_NULL(j);
+    return j;
+}
+
+static void test_names(void)
+{
+    CU_ASSERT_TRUE(msm_name_valid("orders"));
+    CU_ASSERT_TRUE(msm_name_valid("a.b-c_D9"));
+    CU_ASSERT_FALSE(msm_name_valid(""));
+    CU_ASSERT_FALSE(msm_name_valid("a b"));
+    CU_ASSERT_FALSE(msm_name_valid("a/b"));
+    CU_ASSERT_FALSE(msm_name_valid("x:publish"));
+    char longname[202];
+    memset(longname, 'a', 201);
+    longname[201] = '\0';
+    CU_ASSERT_FALSE(msm_name_valid(longname));
+    longname[200] = '\0';
+    CU_ASSERT_TRUE(msm_name_valid(longname));
+}
+
+static void test_sub_defaults_and_round_trip(void)
+{
+    json_t *body = parse("{\"topic\":\"orders\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+                         "\"secret\":\"s3\"}");
+    msm_json_err_t e;
+    msm_json_err_init(&e);
+    msm_sub_t *s = msm_sub_from_json("orders-sub", body, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_STRING_EQUAL(s->topic, "orders");
+    CU_ASSERT_EQUAL(s->nendpoints, 1);
+    CU_ASSERT_EQUAL(s->endpoints[0].weight, 1);
+    CU_ASSERT_EQUAL(s->max_concurrency, 64);
+    CU_ASSERT_EQUAL(s->timeout_ms, 30000);
+    CU_ASSERT_EQUAL(s->priority, 5);
+    CU_ASSERT_EQUAL(s->max_attempts, 5);
+    CU_ASSERT_EQUAL(s->min_backoff_ms, 100);
+    CU_ASSERT_EQUAL(s->max_backoff_ms, 60000);
+    CU_ASSERT_STRING_EQUAL(s->delivery_format, "native");
+    CU_ASSERT_FALSE(s->ordered);
+    /* Public JSON masks the secret; the stored one keeps it and parses back the same. */
+    json_t *pub = msm_sub_to_json(s, false);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(pub, "secret")), "***");
+    json_t *stored = msm_sub_to_json(s, true);
+    msm_sub_t *again = msm_sub_from_json("orders-sub", stored, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(again);
+    CU_ASSERT_STRING_EQUAL(again->secret, "s3");
+    CU_ASSERT_EQUAL(again->created_ms, s->created_ms);
+    json_t *stored2 = msm_sub_to_json(again, true);
+    CU_ASSERT_TRUE(json_equal(stored, stored2));
+    json_decref(pub);
+    json_decref(stored);
+    json_decref(stored2);
+    msm_sub_free(again);
+    msm_sub_free(s);
+    json_decref(body);
+    msm_json_err_deinit(&e);
+}
+
+/* Each bad body names the field at fault. */
+static void test_sub_errors(void)
+{
+    static const struct {
+        const char *body, *field;
+    } cases[] = {
+        {"{\"endpoints\":[{\"url\":\"http://x/\"}]}", "topic"},
+        {"{\"topic\":\"t\"}", "endpoints"},
+        {"{\"topic\":\"t\",\"endpoints\":[]}", "endpoints"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"ftp://x\"}]}", "endpoints[0].url"},
+        {"{\"topic\":\"t\",\"endpoints\":[{}]}", "endpoints[0].url"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\",\"weight\":0}]}",
+         "endpoints[0].weight"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"priority\":10}", "priority"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"max_concurrency\":0}",
+         "max_concurrency"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"ordered\":\"yes\"}", "ordered"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"delivery_format\":\"xml\"}",
+         "delivery_format"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"retry\":{\"max_attempts\":0}}",
+         "retry.max_attempts"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"bogus\":1}", "bogus"},
+        {"{\"topic\":\"bad name\",\"endpoints\":[{\"url\":\"http://x/\"}]}", "topic"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *body = parse(cases[i].body);
+        msm_json_err_t e;
+        msm_json_err_init(&e);
+        msm_sub_t *s = msm_sub_from_json("s", body, &e);
+        CU_ASSERT_PTR_NULL(s);
+        msm_sub_free(s);
+        json_t *err = msm_json_err_body(&e, NULL);
+        json_t *details = json_object_get(json_object_get(err, "error"), "details");
+        int named = 0;
+        for (size_t d = 0; d < json_array_size(details); d++) {
+            const char *f = json_string_value(json_object_get(json_array_get(details, d), "field"));
+            named |= f && strcmp(f, cases[i].field) == 0;
+        }
+        if (!named)
+            fprintf(stderr, "case %zu: %s not named in %s\n", i, cases[i].field,
+                    json_dumps(details, JSON_COMPACT));
+        CU_ASSERT_TRUE(named);
+        json_decref(err);
+        json_decref(body);
+        msm_json_err_deinit(&e);
+    }
+}
+
+static void test_topic(void)
+{
+    msm_json_err_t e;
+    msm_json_err_init(&e);
+    msm_topic_t *t = msm_topic_from_json("orders", NULL, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_EQUAL(t->partitions, 4);
+    CU_ASSERT_PTR_NULL(t->schema_subject);
+    msm_topic_free(t);
+    json_t *body = parse("{\"schema_subject\":\"orders-value\",\"partitions\":8}");
+    t = msm_topic_from_json("orders", body, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    CU_ASSERT_STRING_EQUAL(t->schema_subject, "orders-value");
+    CU_ASSERT_EQUAL(t->partitions, 8);
+    msm_topic_free(t);
+    json_decref(body);
+    CU_ASSERT_PTR_NULL(msm_topic_from_json("bad/name", NULL, &e));
+    msm_json_err_deinit(&e);
+}
+
+/* ---- store and watch ---- */
+
+typedef struct {
+    int changes;
+    int done;
+    int err;
+} watch_t;
+
+static void on_change(msm_registry_t *reg, void *opaque)
+{
+    (void)reg;
+    ((watch_t *)opaque)->changes++;
+}
+
+static void on_written(int err, const char *reason, void *opaque)
+{
+    (void)reason;
+    watch_t *w = opaque;
+    w->err = err;
+    w->done = 1;
+}
+
+static int write_sync(msm_loop_t *loop, msm_redis_t *r, const char *kind, const char *name,
+                      const char *json)
+{
+    watch_t w = {0};
+    json_t *j = json ? parse(json) : NULL;
+    int rc = j ? msm_registry_put(r, kind, name, j, on_written, &w)
+               : msm_registry_delete(r, kind, name, on_written, &w);
+    json_decref(j);
+    if (rc != MSM_OK || msm_test_wait_flag(loop, &w.done, 5000) != 0)
+        return MSM_ERR_TIMEOUT;
+    return w.err;
+}
+
+static int has_changes(void *arg)
+{
+    return ((watch_t *)arg)->changes > 0;
+}
+
+static void test_store_and_watch(void)
+{
+    char ns[64];
+    msm_loop_t *loop = msm_loop_new();
+    msm_redis_conf_t rc = {.url = srv.url, .ns = msm_test_namespace(ns, sizeof(ns))};
+    char err[256];
+    msm_redis_t *r = msm_redis_new(loop, &rc, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    watch_t w = {0};
+    msm_registry_t *reg = msm_registry_new(r, 50, on_change, &w);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    CU_ASSERT_TRUE(msm_registry_loaded(reg));
+    CU_ASSERT_EQUAL(msm_registry_topic_count(reg), 0);
+
+    w.changes = 0;
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_TOPICS, "orders", "{\"partitions\":2}"), MSM_OK);
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "s1",
+                               "{\"topic\":\"orders\",\"endpoints\":[{\"url\":\"http://h/\"}]}"),
+                    MSM_OK);
+    /* A stored entry that no longer validates is skipped, not fatal. */
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "broken", "{\"topic\":1}"), MSM_OK);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    msm_test_spin(loop, 200); /* the watcher may have seen the first write alone */
+    CU_ASSERT_EQUAL(msm_registry_topic_count(reg), 1);
+    CU_ASSERT_EQUAL(msm_registry_topic(reg, "orders")->partitions, 2);
+    CU_ASSERT_EQUAL(msm_registry_sub_count(reg), 1);
+    CU_ASSERT_STRING_EQUAL(msm_registry_sub(reg, "s1")->topic, "orders");
+    CU_ASSERT_PTR_NULL(msm_registry_sub(reg, "broken"));
+
+    w.changes = 0;
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "s1", NULL), MSM_OK);
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "s1", NULL), MSM_ERR_NOTFOUND);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    CU_ASSERT_PTR_NULL(msm_registry_sub(reg, "s1"));
+
+    /* Nothing changes: no callbacks. */
+    w.changes = 0;
+    msm_test_spin(loop, 300);
+    CU_ASSERT_EQUAL(w.changes, 0);
+    msm_registry_free(reg);
+    msm_redis_free(r);
+    msm_loop_free(loop);
+}
+
+static int suite_init(void)
+{
+    return msm_test_redis_start(&srv) == 0 ? 0 : -1;
+}
+
+static int suite_clean(void)
+{
+    msm_test_redis_destroy(&srv);
+    return 0;
+}
+
+static CU_TestInfo tests[] = {
+    {"names", test_names},
+    {"subscription defaults and JSON round trip", test_sub_defaults_and_round_trip},
+    {"subscription errors name their field", test_sub_errors},
+    {"topics", test_topic},
+    {"store and watch in Redis", test_store_and_watch},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+    {"registry", suite_init, suite_clean, NULL, NULL, tests},
+    CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+    return msm_test_run(suites);
+}
