@@ -7,7 +7,7 @@ ASAN_DIR  ?= build-asan
 BENCH_DIR ?= build-bench
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-asan bench clean format
+.PHONY: all deps build run test test-asan bench clean format
 
 all: build
 
@@ -19,6 +19,9 @@ $(BUILD)/CMakeCache.txt: | deps
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	@scripts/run.sh
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure --timeout 600 $(CTEST_FLAGS)

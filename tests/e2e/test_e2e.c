@@ -1,0 +1,633 @@
+/* SPDX-License-Identifier: MIT */
+/* End to end: a real redis-server, the four daemons and example lambdas as processes on free
+ * ports, driven only through the public HTTP API (API.md) and checked through the lambdas'
+ * record files and the task API.
+ *
+ *   test_e2e FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA */
+#include "msm_test.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS };
+static const char *daemon_names[NDAEMONS] = {"frontend", "scheduler", "flowcontrol", "router"};
+static const char *bins[NDAEMONS + 1];
+
+static msm_test_redis_t redis_srv;
+static char ns[64];
+static char dir[256];
+
+typedef struct {
+    const char *name;
+    pid_t pid;
+    int port;
+    char *argv[24];
+    int argc;
+    char log[320];
+} proc_t;
+
+static proc_t daemons[NDAEMONS];
+static char frontend_url[64];
+
+/* ---- processes ---- */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void proc_arg(proc_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void proc_arg(proc_t *p, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    p->argv[p->argc++] = strdup(buf);
+    p->argv[p->argc] = NULL;
+}
+
+static int proc_start(proc_t *p)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(p->argv[0], p->argv);
+        _exit(127);
+    }
+    p->pid = pid;
+    return 0;
+}
+
+static int proc_stop(proc_t *p, int sig)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    int status = 0;
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        usleep(50000);
+    }
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, &status, 0);
+    p->pid = 0;
+    return -1;
+}
+
+static void proc_free(proc_t *p)
+{
+    for (int i = 0; i < p->argc; i++)
+        free(p->argv[i]);
+    p->argc = 0;
+}
+
+/* ---- HTTP ---- */
+
+typedef struct {
+    char *data;
+    size_t len;
+} buf_t;
+
+static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
+{
+    buf_t *b = ud;
+    char *d = realloc(b->data, b->len + size * n + 1);
+    if (!d)
+        return 0;
+    memcpy(d + b->len, ptr, size * n);
+    b->data = d;
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+/* One request; returns the HTTP status (0 when there was no answer) and the parsed JSON. */
+static long http(const char *method, const char *url, const char *body, json_t **out)
+{
+    CURL *e = curl_easy_init();
+    buf_t b = {0};
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    if (body)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    if (curl_easy_perform(e) == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (out)
+        *out = b.data ? json_loads(b.data, 0, NULL) : NULL;
+    free(b.data);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    return status;
+}
+
+static long api(const char *method, const char *path, const char *body, json_t **out)
+{
+    char url[1024];
+    snprintf(url, sizeof(url), "%s%s", frontend_url, path);
+    return http(method, url, body, out);
+}
+
+static int64_t unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int wait_ready(int port, int timeout_ms)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", port);
+    for (int t = 0; t < timeout_ms; t += 100) {
+        if (http("GET", url, NULL, NULL) == 200)
+            return 0;
+        usleep(100000);
+    }
+    return -1;
+}
+
+/* ---- the suite ---- */
+
+static void daemon_setup(int i)
+{
+    proc_t *p = &daemons[i];
+    p->name = daemon_names[i];
+    p->port = free_port();
+    snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, p->name);
+    proc_arg(p, "%s", bins[i]);
+    proc_arg(p, "--redis.url=%s", redis_srv.url);
+    proc_arg(p, "--namespace=%s", ns);
+    proc_arg(p, "--http.port=%d", p->port);
+    proc_arg(p, "--http.bind=127.0.0.1");
+}
+
+static int suite_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(dir, sizeof(dir), "/tmp/msm-e2e-XXXXXX");
+    if (!mkdtemp(dir) || msm_test_redis_start(&redis_srv) != 0)
+        return -1;
+    msm_test_namespace(ns, sizeof(ns));
+    for (int i = 0; i < NDAEMONS; i++) {
+        daemon_setup(i);
+        if (proc_start(&daemons[i]) != 0)
+            return -1;
+    }
+    for (int i = 0; i < NDAEMONS; i++) {
+        if (wait_ready(daemons[i].port, 15000) != 0) {
+            fprintf(stderr, "%s not ready; see %s\n", daemons[i].name, daemons[i].log);
+            return -1;
+        }
+    }
+    snprintf(frontend_url, sizeof(frontend_url), "http://127.0.0.1:%d", daemons[FRONTEND].port);
+    return 0;
+}
+
+static int suite_clean(void)
+{
+    for (int i = 0; i < NDAEMONS; i++) {
+        int rc = proc_stop(&daemons[i], SIGTERM);
+        if (rc != 0)
+            fprintf(stderr, "%s exited with %d on SIGTERM (log: %s)\n", daemons[i].name, rc,
+                    daemons[i].log);
+        proc_free(&daemons[i]);
+    }
+    msm_test_redis_destroy(&redis_srv);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* ---- lambdas and their records ---- */
+
+typedef struct {
+    proc_t proc;
+    char record[320];
+} lambda_t;
+
+static int lambda_start(lambda_t *l, const char *name, const char *extra1, const char *extra2)
+{
+    memset(l, 0, sizeof(*l));
+    l->proc.name = name;
+    l->proc.port = free_port();
+    snprintf(l->proc.log, sizeof(l->proc.log), "%s/%s.log", dir, name);
+    snprintf(l->record, sizeof(l->record), "%s/%s.jsonl", dir, name);
+    proc_arg(&l->proc, "%s", bins[NDAEMONS]);
+    proc_arg(&l->proc, "--port=%d", l->proc.port);
+    proc_arg(&l->proc, "--bind=127.0.0.1");
+    proc_arg(&l->proc, "--record=%s", l->record);
+    if (extra1)
+        proc_arg(&l->proc, "%s", extra1);
+    if (extra2)
+        proc_arg(&l->proc, "%s", extra2);
+    if (proc_start(&l->proc) != 0)
+        return -1;
+    return wait_ready(l->proc.port, 10000);
+}
+
+static void lambda_stop(lambda_t *l)
+{
+    CU_ASSERT_EQUAL(proc_stop(&l->proc, SIGTERM), 0);
+    proc_free(&l->proc);
+}
+
+typedef struct {
+    char id[64];
+    int attempt;
+    int64_t received_ms;
+    char result[8];
+} record_t;
+
+/* Reads every line of a record file. */
+static size_t records_read(const char *path, record_t **out)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0, cap = 0;
+    record_t *r = NULL;
+    char line[2048];
+    while (f && fgets(line, sizeof(line), f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        if (!j)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            r = realloc(r, cap * sizeof(*r));
+        }
+        record_t *x = &r[n++];
+        snprintf(x->id, sizeof(x->id), "%s", json_string_value(json_object_get(j, "id")));
+        x->attempt = (int)json_integer_value(json_object_get(j, "attempt"));
+        x->received_ms = json_integer_value(json_object_get(j, "received_ms"));
+        snprintf(x->result, sizeof(x->result), "%s",
+                 json_string_value(json_object_get(j, "result")));
+        json_decref(j);
+    }
+    if (f)
+        fclose(f);
+    *out = r;
+    return n;
+}
+
+/* ---- published events ---- */
+
+typedef struct {
+    char id[64];
+    int64_t published_ms;
+    int handled;       /* ok records seen */
+    int64_t first_ok_ms;
+} sent_t;
+
+static int setup_route(const char *topic, const char *sub, const lambda_t *l, const char *extra)
+{
+    char body[1024];
+    snprintf(body, sizeof(body), "{}");
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/topics/%s", topic);
+    long st = api("PUT", path, body, NULL);
+    if (st != 200) {
+        fprintf(stderr, "PUT %s: %ld\n", path, st);
+        return -1;
+    }
+    snprintf(body, sizeof(body),
+             "{\"topic\":\"%s\",\"endpoints\":[{\"url\":\"http://127.0.0.1:%d/\"}]%s%s}", topic,
+             l->proc.port, extra ? "," : "", extra ? extra : "");
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s", sub);
+    st = api("PUT", path, body, NULL);
+    if (st != 200) {
+        fprintf(stderr, "PUT %s: %ld\n", path, st);
+        return -1;
+    }
+    sleep(2); /* every daemon's registry watcher sees the new subscription */
+    return 0;
+}
+
+/* Publishes @p n events in batches of 100; records ids and publish times. */
+static int publish(const char *topic, sent_t *sent, int n, const char *extra)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/topics/%s:publish", topic);
+    for (int first = 0; first < n; first += 100) {
+        int count = n - first < 100 ? n - first : 100;
+        json_t *events = json_array();
+        for (int i = 0; i < count; i++) {
+            char key[16];
+            snprintf(key, sizeof(key), "k%d", (first + i) % 10);
+            json_t *ev = json_pack("{s:{s:i},s:s}", "data", "n", first + i, "key", key);
+            if (extra) {
+                json_t *x = json_loads(extra, 0, NULL);
+                json_object_update(ev, x);
+                json_decref(x);
+            }
+            json_array_append_new(events, ev);
+        }
+        json_t *req = json_pack("{s:o}", "events", events);
+        char *body = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        int64_t t0 = unix_ms();
+        json_t *resp = NULL;
+        long st = api("POST", path, body, &resp);
+        free(body);
+        json_t *results = json_object_get(resp, "results");
+        if (st != 200 || json_array_size(results) != (size_t)count) {
+            fprintf(stderr, "publish: %ld\n", st);
+            json_decref(resp);
+            return -1;
+        }
+        for (int i = 0; i < count; i++) {
+            snprintf(sent[first + i].id, sizeof(sent[0].id), "%s",
+                     json_string_value(json_object_get(json_array_get(results, i), "id")));
+            sent[first + i].published_ms = t0;
+        }
+        json_decref(resp);
+    }
+    return 0;
+}
+
+static sent_t *find_sent(sent_t *sent, int n, const char *id)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(sent[i].id, id) == 0)
+            return &sent[i];
+    }
+    return NULL;
+}
+
+/* Waits until every sent event has an "ok" record (or the timeout); returns how many do. */
+static int wait_handled(const lambda_t *l, sent_t *sent, int n, int timeout_s, int *dups)
+{
+    int handled = 0;
+    for (int t = 0; t <= timeout_s * 10; t++) {
+        record_t *r = NULL;
+        size_t nr = records_read(l->record, &r);
+        for (int i = 0; i < n; i++)
+            sent[i].handled = 0;
+        for (size_t i = 0; i < nr; i++) {
+            sent_t *s = find_sent(sent, n, r[i].id);
+            if (s && strcmp(r[i].result, "ok") == 0) {
+                if (!s->handled++)
+                    s->first_ok_ms = r[i].received_ms;
+            }
+        }
+        free(r);
+        handled = 0;
+        *dups = 0;
+        for (int i = 0; i < n; i++) {
+            handled += sent[i].handled > 0;
+            *dups += sent[i].handled > 1;
+        }
+        if (handled == n)
+            break;
+        usleep(100000);
+    }
+    return handled;
+}
+
+static json_t *task(const char *sub, const char *id)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s/tasks/%s", sub, id);
+    json_t *t = NULL;
+    if (api("GET", path, NULL, &t) != 200) {
+        json_decref(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Waits until every task of @p sent is in @p state; returns how many are. */
+static int wait_states(const char *sub, sent_t *sent, int n, const char *state, int timeout_s,
+                       int *max_attempts)
+{
+    int in_state = 0;
+    for (int t = 0; t <= timeout_s * 2; t++) {
+        in_state = 0;
+        *max_attempts = 0;
+        for (int i = 0; i < n; i++) {
+            json_t *tk = task(sub, sent[i].id);
+            const char *st = json_string_value(json_object_get(tk, "state"));
+            int attempts = (int)json_integer_value(json_object_get(tk, "attempts"));
+            if (st && strcmp(st, state) == 0)
+                in_state++;
+            if (attempts > *max_attempts)
+                *max_attempts = attempts;
+            json_decref(tk);
+        }
+        if (in_state == n)
+            break;
+        usleep(500000);
+    }
+    return in_state;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_thousand_exactly_once(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-ok", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("orders", "orders-sub", &l, NULL), 0);
+    enum { N = 1000 };
+    sent_t *sent = calloc(N, sizeof(*sent));
+    int64_t t0 = unix_ms();
+    CU_ASSERT_EQUAL_FATAL(publish("orders", sent, N, NULL), 0);
+    int dups = 0;
+    int handled = wait_handled(&l, sent, N, 60, &dups);
+    int64_t t1 = 0;
+    CU_ASSERT_EQUAL(handled, N);
+    CU_ASSERT_EQUAL(dups, 0); /* no failure injected: each exactly once */
+    int64_t *lat = calloc(N, sizeof(*lat));
+    for (int i = 0; i < N; i++) {
+        lat[i] = sent[i].first_ok_ms - sent[i].published_ms;
+        if (sent[i].first_ok_ms > t1)
+            t1 = sent[i].first_ok_ms;
+    }
+    qsort(lat, N, sizeof(*lat), cmp_i64);
+    fprintf(stderr, "\n  e2e: %d events published and handled in %lld ms (%.0f events/s); "
+                    "publish-to-handler latency p50 %lld ms, p99 %lld ms\n",
+            N, (long long)(t1 - t0), N * 1000.0 / (double)(t1 - t0 > 0 ? t1 - t0 : 1),
+            (long long)lat[N / 2], (long long)lat[N * 99 / 100]);
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL(wait_states("orders-sub", sent, N, "succeeded", 30, &max_attempts), N);
+    CU_ASSERT_EQUAL(max_attempts, 1);
+    free(lat);
+    free(sent);
+    lambda_stop(&l);
+}
+
+static void test_retries_until_success(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-flaky", "--fail-rate=0.2", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(
+        setup_route("flaky", "flaky-sub", &l,
+                    "\"retry\":{\"max_attempts\":20,\"min_backoff_ms\":20,\"max_backoff_ms\":200}"),
+        0);
+    enum { N = 200 };
+    sent_t *sent = calloc(N, sizeof(*sent));
+    CU_ASSERT_EQUAL_FATAL(publish("flaky", sent, N, NULL), 0);
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL(wait_states("flaky-sub", sent, N, "succeeded", 60, &max_attempts), N);
+    CU_ASSERT_TRUE(max_attempts > 1);
+    fprintf(stderr, "  fail-rate 0.2: all %d succeeded, up to %d attempts\n", N, max_attempts);
+    free(sent);
+    lambda_stop(&l);
+}
+
+static void test_fatal_goes_dead(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-fatal", "--fatal-rate=1", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("poison", "poison-sub", &l, NULL), 0);
+    enum { N = 50 };
+    sent_t *sent = calloc(N, sizeof(*sent));
+    CU_ASSERT_EQUAL_FATAL(publish("poison", sent, N, NULL), 0);
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL(wait_states("poison-sub", sent, N, "dead", 60, &max_attempts), N);
+    CU_ASSERT_EQUAL(max_attempts, 1);
+    json_t *dlq = NULL;
+    CU_ASSERT_EQUAL(api("GET", "/v1/subscriptions/poison-sub/dlq?limit=1000", NULL, &dlq), 200);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(dlq, "tasks")), N);
+    json_decref(dlq);
+    free(sent);
+    lambda_stop(&l);
+}
+
+static void test_delayed_never_early(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-delay", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("later", "later-sub", &l, NULL), 0);
+    enum { N = 20 };
+    sent_t *sent = calloc(N, sizeof(*sent));
+    CU_ASSERT_EQUAL_FATAL(publish("later", sent, N, "{\"delay_ms\":1500}"), 0);
+    int dups = 0;
+    CU_ASSERT_EQUAL(wait_handled(&l, sent, N, 30, &dups), N);
+    int64_t min_wait = INT64_MAX, max_wait = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t w = sent[i].first_ok_ms - sent[i].published_ms;
+        min_wait = w < min_wait ? w : min_wait;
+        max_wait = w > max_wait ? w : max_wait;
+    }
+    fprintf(stderr, "  delay_ms 1500: handled after %lld..%lld ms\n", (long long)min_wait,
+            (long long)max_wait);
+    CU_ASSERT_TRUE(min_wait >= 1500);
+    free(sent);
+    lambda_stop(&l);
+}
+
+static void test_router_kill9_loses_nothing(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-slow", "--latency-ms=20", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("crashy", "crashy-sub", &l, "\"max_concurrency\":16"), 0);
+    enum { N = 600 };
+    sent_t *sent = calloc(N, sizeof(*sent));
+    CU_ASSERT_EQUAL_FATAL(publish("crashy", sent, N, NULL), 0);
+    /* Let some get through, then kill the router mid-run and start it again. */
+    int dups = 0;
+    for (int t = 0; t < 100 && wait_handled(&l, sent, N, 0, &dups) < 100; t++)
+        usleep(50000);
+    CU_ASSERT_EQUAL(proc_stop(&daemons[ROUTER], SIGKILL), 128 + SIGKILL);
+    int handled_at_kill = wait_handled(&l, sent, N, 0, &dups);
+    CU_ASSERT_TRUE(handled_at_kill < N);
+    CU_ASSERT_EQUAL_FATAL(proc_start(&daemons[ROUTER]), 0);
+    CU_ASSERT_EQUAL(wait_ready(daemons[ROUTER].port, 10000), 0);
+    CU_ASSERT_EQUAL(wait_handled(&l, sent, N, 90, &dups), N);
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL(wait_states("crashy-sub", sent, N, "succeeded", 60, &max_attempts), N);
+    fprintf(stderr, "  router kill -9 after %d of %d: all handled, %d handled twice\n",
+            handled_at_kill, N, dups);
+    free(sent);
+    lambda_stop(&l);
+}
+
+static void test_bad_input_answers(void)
+{
+    json_t *r = NULL;
+    CU_ASSERT_EQUAL(api("POST", "/v1/topics/nope:publish", "{\"events\":[{\"data\":1}]}", &r), 404);
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(json_object_get(r, "error"), "code"));
+    json_decref(r);
+    CU_ASSERT_EQUAL(api("POST", "/v1/topics/orders:publish", "{\"events\":[{\"data\":1},"
+                                                              "{\"delay_ms\":-1,\"data\":2}]}",
+                        &r),
+                    400);
+    json_decref(r);
+    CU_ASSERT_EQUAL(api("POST", "/v1/topics/orders:publish", "not json", NULL), 400);
+    /* Every daemon still answers. */
+    for (int i = 0; i < NDAEMONS; i++) {
+        char url[128];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", daemons[i].port);
+        CU_ASSERT_EQUAL(http("GET", url, NULL, NULL), 200);
+    }
+}
+
+static CU_TestInfo tests[] = {
+    {"1,000 events handled exactly once", test_thousand_exactly_once},
+    {"fail-rate 0.2: retried until all succeed", test_retries_until_success},
+    {"fatal-rate 1: dead after one attempt", test_fatal_goes_dead},
+    {"delay_ms 1500: never early", test_delayed_never_early},
+    {"router kill -9 mid-run loses nothing", test_router_kill9_loses_nothing},
+    {"bad input: clear errors, nothing crashes", test_bad_input_answers},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+    {"e2e", suite_init, suite_clean, NULL, NULL, tests},
+    CU_SUITE_INFO_NULL,
+};
+
+int main(int argc, char **argv)
+{
+    if (argc != NDAEMONS + 2) {
+        fprintf(stderr, "usage: %s FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA\n",
+                argv[0]);
+        return 2;
+    }
+    for (int i = 0; i <= NDAEMONS; i++)
+        bins[i] = argv[i + 1];
+    signal(SIGPIPE, SIG_IGN);
+    return msm_test_run(suites);
+}
