@@ -130,6 +130,8 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
         .name_prefix = c->ns,
         .kafka_brokers = c->kafka_brokers,
         .kafka_props = (const char *const *)c->kafka_props,
+        .append_timeout_ms = (uint64_t)c->log_append_timeout_ms,
+        .lease_ms = (uint64_t)c->log_lease_ms,
     };
     d->stream = msm_stream_new(d->loop, &sc, err, n);
     return d->stream ? 0 : -1;

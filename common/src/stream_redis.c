@@ -566,6 +566,7 @@ typedef struct {
     ack_queue_t *acks;       /* per partition */
     rbatch_t *batches;
     int reading;             /* a read is in flight on the reader */
+    unsigned rotate;         /* first partition of the next read when room is short */
     int claiming;            /* claims in flight on the shared client */
     int setup_pending;       /* setup replies awaited */
     int setup_failed;
@@ -588,7 +589,7 @@ static size_t room_of(const rconsumer_t *c)
 /* How many entries to ask each partition for: the whole read stays within the room left. */
 static size_t read_count(const rconsumer_t *c)
 {
-    size_t per = room_of(c) / (size_t)c->nparts;
+    size_t per = room_of(c) / (size_t)c->nparts; /* below 1: fewer partitions are asked */
     if (per < 1)
         per = 1;
     return per < c->max_batch ? per : c->max_batch;
@@ -840,16 +841,26 @@ static void consumer_read(rconsumer_t *c)
         argv[argc++] = fixed[i];
     if (history)
         argv[argc++] = "STREAMS";
-    for (int p = 0; p < c->nparts; p++) {
+    /* With less room than partitions, ask only as many partitions as there is room for,
+     * starting one further each time so that none is starved. */
+    size_t room = room_of(c), picked = 0;
+    int *chosen = malloc((size_t)c->nparts * sizeof(*chosen));
+    if (!chosen) {
+        free(argv);
+        retry_later(c);
+        return;
+    }
+    for (int i = 0; i < c->nparts && picked < room; i++) {
+        int p = (int)((c->rotate + (unsigned)i) % (unsigned)c->nparts);
         if (!history || c->history[p][0])
-            argv[argc++] = c->keys[p];
+            chosen[picked++] = p;
     }
-    for (int p = 0; p < c->nparts; p++) {
-        if (!history)
-            argv[argc++] = ">";
-        else if (c->history[p][0])
-            argv[argc++] = c->history[p];
-    }
+    c->rotate++;
+    for (size_t i = 0; i < picked; i++)
+        argv[argc++] = c->keys[chosen[i]];
+    for (size_t i = 0; i < picked; i++)
+        argv[argc++] = history ? c->history[chosen[i]] : ">";
+    free(chosen);
     int rc = history ? msm_redis_command_argv(c->reader, on_read, c, (int)argc, argv, NULL)
                      : msm_redis_command_blocking_argv(c->reader, READ_BLOCK_MS, on_read, c,
                                                        (int)argc, argv, NULL);
@@ -1347,7 +1358,9 @@ static void on_backlog_partitions(msm_redis_t *r, redisReply *reply, const char 
         free(b);
         return;
     }
+    /* A partition nobody wrote to has no key yet: its backlog is 0. */
     static const char script[] =
+        "if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end\n"
         "return {redis.call('XLEN', KEYS[1]), redis.call('XINFO', 'GROUPS', KEYS[1])}";
     b->waiting = 1; /* held until every partition is asked */
     for (long p = 0; p < n; p++) {

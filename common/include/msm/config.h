@@ -161,6 +161,8 @@ typedef struct {
     char *redis_url;     /**< redis.url, default redis://127.0.0.1:6379 */
     char *ns;            /**< namespace: key/stream prefix, default "msm" */
     int log_backend;     /**< log.backend: msm_stream_backend_t (0 redis, 1 kafka) */
+    int log_append_timeout_ms; /**< log.append_timeout_ms: an append not durable by then fails */
+    int log_lease_ms;    /**< log.lease_ms: unacknowledged entries go to another member after */
     char *kafka_brokers; /**< kafka.brokers, default 127.0.0.1:9092 */
     char **kafka_props;  /**< kafka.props: extra librdkafka "key=value" (NULL-terminated) */
     char *http_bind;     /**< http.bind, default 0.0.0.0 */
@@ -177,6 +179,10 @@ typedef struct {
                  "prefix of every Redis key and log stream"),                                      \
     MSM_CONF_ENUM("log.backend", type, member.log_backend, "redis", msm_conf_log_backends,         \
                   "durable log: redis streams or kafka"),                                          \
+    MSM_CONF_INT("log.append_timeout_ms", type, member.log_append_timeout_ms, 10000, 100, 600000,  \
+                 "an append not durable after this fails (publish answers 503)"),                  \
+    MSM_CONF_INT("log.lease_ms", type, member.log_lease_ms, 30000, 100, 3600000,                   \
+                 "unacknowledged log entries of a silent member go to another after this"),        \
     MSM_CONF_STR("kafka.brokers", type, member.kafka_brokers, "127.0.0.1:9092",                    \
                  "Kafka bootstrap servers (log.backend=kafka)"),                                   \
     MSM_CONF_PROPS("kafka.props", type, member.kafka_props,                                        \

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/* msm-router: the settings table and the daemon's three calls (see msm/daemon.h). */
+#include "router.h"
+
+#include <stddef.h>
+
+static const msm_conf_def_t router_defs[] = {
+    MSM_CONF_COMMON(router_conf_t, common, 8083),
+    MSM_CONF_INT("status.partitions", router_conf_t, status_partitions, 4, 1, 256,
+                 "partitions of the status stream, when the router is first to create it"),
+    MSM_CONF_INT("push.max_connections", router_conf_t, max_connections, 1024, 1, 65535,
+                 "open connections to endpoints in all (idle ones kept for reuse)"),
+    MSM_CONF_INT("push.max_host_connections", router_conf_t, max_host_connections, 256, 1,
+                 65535, "open connections per endpoint host:port"),
+    MSM_CONF_INT("push.connect_timeout_ms", router_conf_t, connect_timeout_ms, 5000, 1, 600000,
+                 "TCP connect timeout to an endpoint"),
+    MSM_CONF_INT("registry.poll_ms", router_conf_t, registry_poll_ms, 500, 10, 60000,
+                 "how often the registry version is polled"),
+    MSM_CONF_INT("consume.max_batch", router_conf_t, max_batch, 64, 1, 4096,
+                 "dispatch entries handed over per consumer callback"),
+};
+
+int main(int argc, char **argv)
+{
+    router_conf_t conf;
+    msm_daemon_t *d;
+    msm_daemon_spec_t spec = {
+        .name = "msm-router",
+        .summary = "pushes dispatched tasks to lambda endpoints and records their outcomes",
+        .defs = router_defs,
+        .ndefs = MSM_CONF_COUNT(router_defs),
+        .conf = &conf,
+        .common_offset = offsetof(router_conf_t, common),
+    };
+    int rc = msm_daemon_new(&d, &spec, argc, argv);
+    if (!d)
+        return rc;
+    router_t *r = router_new(d, &conf);
+    if (!r) {
+        msm_daemon_free(d);
+        return 1;
+    }
+    rc = msm_daemon_run(d);
+    router_free(r);
+    msm_daemon_free(d);
+    return rc;
+}

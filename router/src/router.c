@@ -1,0 +1,481 @@
+/* SPDX-License-Identifier: MIT */
+/* The router's life: the registry decides which subscriptions exist; each gets a consumer of
+ * dispatch.<sub> (group "router", this process's stable member name) once "status" exists,
+ * and loses it when the subscription goes away, its max_concurrency changes or the router
+ * stops. A consumer is only freed when none of its entries is in flight, so every entry
+ * taken ends acknowledged (outcome durable) or handed back unacknowledged. */
+#include "rt_int.h"
+
+#include "msm/err.h"
+#include "msm/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_STATUS_PARTITIONS 4
+#define DEFAULT_MAX_CONNECTIONS   1024
+#define DEFAULT_HOST_CONNECTIONS  256
+#define DEFAULT_CONNECT_MS        5000
+#define DEFAULT_POLL_MS           500
+#define DEFAULT_MAX_BATCH         64
+#define MAX_UNACKED_CAP           4096 /* however large a subscription's max_concurrency */
+#define RETRY_MS                  1000 /* status ensure and consumer creation retries */
+
+static void reconcile_all(router_t *rt);
+
+/* ---- delivery lists ---- */
+
+void msm__rt_list_push(rt_delivery_t **head, rt_delivery_t *d)
+{
+    d->prev = NULL;
+    d->next = *head;
+    if (*head)
+        (*head)->prev = d;
+    *head = d;
+}
+
+void msm__rt_list_remove(rt_delivery_t **head, rt_delivery_t *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        *head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->next = d->prev = NULL;
+}
+
+void msm__rt_delivery_free(rt_delivery_t *d)
+{
+    msm_task_free(d->task);
+    free(d->endpoint);
+    free(d->error);
+    msm_buf_deinit(&d->packed);
+    free(d);
+}
+
+/* ---- subscriptions ---- */
+
+static int max_unacked_of(const msm_sub_t *conf)
+{
+    return conf->max_concurrency < MAX_UNACKED_CAP ? conf->max_concurrency : MAX_UNACKED_CAP;
+}
+
+/* Taking new entries: consuming with the current settings and not stopping. */
+static int accepting(const rt_sub_t *sub)
+{
+    return sub->consumer && sub->conf && !sub->rt->stopping &&
+           sub->consumer_max == max_unacked_of(sub->conf);
+}
+
+static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
+{
+    (void)c;
+    rt_sub_t *sub = opaque;
+    for (size_t i = 0; i < n; i++) {
+        /* Entries arriving while a consumer is on its way out stay unacknowledged: the
+         * next consumer of this member name reads them again from its pending list. */
+        if (accepting(sub))
+            msm__rt_push(sub, msgs[i]);
+    }
+}
+
+static void sub_metrics(router_t *rt, rt_sub_t *sub)
+{
+    for (int k = 1; k < RT_KINDS; k++) {
+        static const char *const names[RT_KINDS] = {"", "success", "retriable", "fatal"};
+        sub->m_kind[k] = msm_metric_labels(rt->m_deliveries, sub->name, names[k], NULL);
+    }
+    sub->m_latency = msm_metric_labels(rt->m_latency, sub->name, NULL);
+    sub->m_in_flight = msm_metric_labels(rt->m_in_flight, sub->name, NULL);
+}
+
+static void sub_free(rt_sub_t *sub)
+{
+    msm__rt_queue_drop(sub);
+    msm_consumer_free(sub->consumer);
+    msm_sub_free(sub->conf);
+    json_decref(sub->conf_json);
+    free(sub->wrr);
+    free(sub->name);
+    free(sub);
+}
+
+static void sub_unlink(router_t *rt, rt_sub_t *sub)
+{
+    for (rt_sub_t **p = &rt->subs; *p; p = &(*p)->next) {
+        if (*p == sub) {
+            *p = sub->next;
+            return;
+        }
+    }
+}
+
+static void start_consumer(rt_sub_t *sub)
+{
+    router_t *rt = sub->rt;
+    char stream[MSM_NAME_MAX + 16], err[256] = "";
+    snprintf(stream, sizeof(stream), MSM_STREAM_DISPATCH, sub->name);
+    int max = max_unacked_of(sub->conf);
+    /* The log raises max_unacked to max_batch: keep the batch within the bound. */
+    size_t batch = (size_t)(rt->conf.max_batch < max ? rt->conf.max_batch : max);
+    sub->consumer = msm_stream_consume(rt->env.stream, stream, RT_GROUP, rt->member, batch,
+                                       (size_t)max, on_batch, sub, err, sizeof(err));
+    if (!sub->consumer) {
+        msm_log(MSM_LOG_ERROR, RT_FACILITY, "cannot consume %s: %s (retrying)", stream, err);
+        return;
+    }
+    sub->consumer_max = max;
+    msm_log(MSM_LOG_INFO, RT_FACILITY, "consuming %s as %s/%s, at most %d unacknowledged",
+            stream, RT_GROUP, rt->member, max);
+}
+
+/* Brings one subscription to what it should be; may free it. @returns 1 when the wanted
+ * state is not reached yet for a reason worth a retry (consumer creation failed). */
+static int reconcile(router_t *rt, rt_sub_t *sub)
+{
+    int wanted = sub->conf && rt->status_ready && !rt->stopping;
+    if (sub->consumer && !accepting(sub) && sub->live == 0) {
+        msm_consumer_free(sub->consumer); /* unacknowledged entries go back to the group */
+        sub->consumer = NULL;
+    }
+    if (!sub->consumer && wanted && sub->live == 0) {
+        start_consumer(sub);
+        return sub->consumer == NULL;
+    }
+    if (!sub->conf && !sub->consumer && sub->live == 0) {
+        sub_unlink(rt, sub);
+        sub_free(sub);
+    }
+    return 0;
+}
+
+static void on_retry_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    reconcile_all(opaque);
+}
+
+static void status_ensure(router_t *rt);
+
+static void reconcile_all(router_t *rt)
+{
+    if (!rt->status_ready && !rt->stopping && !rt->ensure_token)
+        status_ensure(rt);
+    int retry = 0;
+    for (rt_sub_t *sub = rt->subs, *next; sub; sub = next) {
+        next = sub->next;
+        retry |= reconcile(rt, sub);
+    }
+    if (retry && !msm_timer_active(&rt->retry_timer))
+        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+}
+
+void msm__rt_delivery_release(router_t *rt, rt_delivery_t *d)
+{
+    rt_sub_t *sub = d->sub;
+    msm__rt_delivery_free(d);
+    rt->live--;
+    if (--sub->live == 0 && !accepting(sub) && reconcile(rt, sub) &&
+        !msm_timer_active(&rt->retry_timer))
+        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+}
+
+/* Takes a subscription's new settings from the registry snapshot (a deep copy: the
+ * snapshot dies with the next change, deliveries may outlive it). */
+static int sub_update(rt_sub_t *sub, const msm_sub_t *s)
+{
+    json_t *j = msm_sub_to_json(s, true);
+    if (!j)
+        return MSM_ERR_NOMEM;
+    if (sub->conf_json && json_equal(j, sub->conf_json)) {
+        json_decref(j);
+        return MSM_OK;
+    }
+    msm_json_err_t e;
+    msm_json_err_init(&e);
+    msm_sub_t *copy = msm_sub_from_json(s->name, j, &e);
+    msm_json_err_deinit(&e);
+    if (!copy) {
+        json_decref(j);
+        return MSM_ERR_NOMEM;
+    }
+    msm_sub_free(sub->conf);
+    json_decref(sub->conf_json);
+    sub->conf = copy;
+    sub->conf_json = j;
+    return msm__rt_balance_reset(sub);
+}
+
+static rt_sub_t *sub_find(router_t *rt, const char *name)
+{
+    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
+        if (strcmp(sub->name, name) == 0)
+            return sub;
+    }
+    return NULL;
+}
+
+static rt_sub_t *sub_new(router_t *rt, const char *name)
+{
+    rt_sub_t *sub = calloc(1, sizeof(*sub));
+    if (!sub || !(sub->name = strdup(name))) {
+        free(sub);
+        return NULL;
+    }
+    sub->rt = rt;
+    sub_metrics(rt, sub);
+    sub->next = rt->subs;
+    rt->subs = sub;
+    return sub;
+}
+
+static void on_registry(msm_registry_t *reg, void *opaque)
+{
+    router_t *rt = opaque;
+    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
+        if (sub->conf && !msm_registry_sub(reg, sub->name)) {
+            msm_log(MSM_LOG_INFO, RT_FACILITY, "subscription %s removed", sub->name);
+            msm_sub_free(sub->conf);
+            sub->conf = NULL;
+            json_decref(sub->conf_json); /* a later one of the same name starts afresh */
+            sub->conf_json = NULL;
+        }
+    }
+    for (size_t i = 0; i < msm_registry_sub_count(reg); i++) {
+        const msm_sub_t *s = msm_registry_sub_at(reg, i);
+        rt_sub_t *sub = sub_find(rt, s->name);
+        if (!sub && !(sub = sub_new(rt, s->name)))
+            continue;
+        if (sub_update(sub, s) != MSM_OK)
+            msm_log(MSM_LOG_ERROR, RT_FACILITY, "subscription %s: out of memory", s->name);
+    }
+    reconcile_all(rt);
+}
+
+/* ---- the status stream ---- */
+
+static void on_status_ensured(msm_err_t err, const char *reason, void *opaque)
+{
+    rt_token_t *tok = opaque;
+    router_t *rt = tok->rt;
+    free(tok);
+    if (!rt)
+        return;
+    rt->ensure_token = NULL;
+    if (err != MSM_OK) {
+        msm_log(MSM_LOG_WARN, RT_FACILITY, "cannot create the status stream: %s (retrying)",
+                reason ? reason : msm_err_str(err));
+        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+        return;
+    }
+    rt->status_ready = 1;
+    reconcile_all(rt);
+}
+
+static void status_ensure(router_t *rt)
+{
+    rt_token_t *tok = calloc(1, sizeof(*tok));
+    if (!tok)
+        return;
+    tok->rt = rt;
+    rt->ensure_token = tok;
+    if (msm_stream_ensure(rt->env.stream, MSM_STREAM_STATUS, rt->conf.status_partitions,
+                          on_status_ensured, tok) != MSM_OK) {
+        rt->ensure_token = NULL;
+        free(tok);
+        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+    }
+}
+
+/* ---- life ---- */
+
+static void conf_defaults(router_conf_t *c)
+{
+    if (c->status_partitions <= 0)
+        c->status_partitions = DEFAULT_STATUS_PARTITIONS;
+    if (c->max_connections <= 0)
+        c->max_connections = DEFAULT_MAX_CONNECTIONS;
+    if (c->max_host_connections <= 0)
+        c->max_host_connections = DEFAULT_HOST_CONNECTIONS;
+    if (c->connect_timeout_ms <= 0)
+        c->connect_timeout_ms = DEFAULT_CONNECT_MS;
+    if (c->registry_poll_ms <= 0)
+        c->registry_poll_ms = DEFAULT_POLL_MS;
+    if (c->max_batch <= 0)
+        c->max_batch = DEFAULT_MAX_BATCH;
+}
+
+static int register_metrics(router_t *rt)
+{
+    static const char *const by_sub_kind[] = {"subscription", "kind", NULL};
+    static const char *const by_sub[] = {"subscription", NULL};
+    msm_metrics_t *m = rt->env.metrics;
+    msm_metric_t *invalid, *failures;
+    int rc = msm_metrics_counter(m, "msm_router_deliveries_total",
+                                 "push attempts finished, by subscription and outcome kind",
+                                 by_sub_kind, &rt->m_deliveries);
+    if (rc == MSM_OK)
+        rc = msm_metrics_histogram(m, "msm_router_delivery_latency_seconds",
+                                   "time from request start to answer or failure", by_sub,
+                                   NULL, 0, &rt->m_latency);
+    if (rc == MSM_OK)
+        rc = msm_metrics_gauge(m, "msm_router_in_flight", "push requests in flight", by_sub,
+                               &rt->m_in_flight);
+    if (rc == MSM_OK)
+        rc = msm_metrics_counter(m, "msm_router_invalid_tasks_total",
+                                 "dispatch entries that were not a valid task (dropped)", NULL,
+                                 &invalid);
+    if (rc == MSM_OK)
+        rc = msm_metrics_counter(m, "msm_router_status_append_failures_total",
+                                 "failed appends of outcomes to status (retried)", NULL,
+                                 &failures);
+    if (rc != MSM_OK)
+        return rc;
+    rt->m_invalid = msm_metric_solo(invalid);
+    rt->m_append_failures = msm_metric_solo(failures);
+    return MSM_OK;
+}
+
+static int start_http(router_t *rt, char *errbuf, size_t n)
+{
+    msm_http_client_conf_t hc;
+    msm_http_client_conf_init(&hc);
+    hc.max_total_connections = (unsigned)rt->conf.max_connections;
+    hc.max_host_connections = (unsigned)rt->conf.max_host_connections;
+    hc.connect_timeout_ms = (uint32_t)rt->conf.connect_timeout_ms;
+    rt->http = msm_http_client_new(rt->env.loop, &hc, errbuf, n);
+    return rt->http ? MSM_OK : MSM_ERR_IO;
+}
+
+router_t *router_new_env(const router_env_t *env, const router_conf_t *conf, char *errbuf,
+                         size_t errbuf_size)
+{
+    router_t *rt = calloc(1, sizeof(*rt));
+    if (!rt) {
+        snprintf(errbuf, errbuf_size, "out of memory");
+        return NULL;
+    }
+    rt->env = *env;
+    rt->conf = *conf;
+    conf_defaults(&rt->conf);
+    msm_timer_init(&rt->retry_timer);
+    rt->member = strdup(env->member);
+    rt->env.member = rt->member;
+    rt->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!rt->member || !rt->hmac) {
+        snprintf(errbuf, errbuf_size, rt->member ? "OpenSSL has no HMAC" : "out of memory");
+        goto fail;
+    }
+    if (register_metrics(rt) != MSM_OK) {
+        snprintf(errbuf, errbuf_size, "cannot register the router's metrics");
+        goto fail;
+    }
+    if (start_http(rt, errbuf, errbuf_size) != MSM_OK)
+        goto fail;
+    if (msm_loop_add_before_sleep(rt->env.loop, msm__rt_flush, rt) != MSM_OK) {
+        snprintf(errbuf, errbuf_size, "out of memory");
+        goto fail;
+    }
+    rt->registry = msm_registry_new(rt->env.redis, (uint32_t)rt->conf.registry_poll_ms,
+                                    on_registry, rt);
+    if (!rt->registry) {
+        snprintf(errbuf, errbuf_size, "out of memory");
+        goto fail;
+    }
+    status_ensure(rt);
+    return rt;
+fail:
+    router_free(rt);
+    return NULL;
+}
+
+void router_free(router_t *rt)
+{
+    if (!rt)
+        return;
+    msm_loop_timer_stop(rt->env.loop, &rt->retry_timer);
+    msm_loop_remove_before_sleep(rt->env.loop, msm__rt_flush, rt);
+    msm_registry_free(rt->registry);
+    if (rt->ensure_token)
+        rt->ensure_token->rt = NULL;
+    while (rt->sending) {
+        rt_delivery_t *d = rt->sending;
+        msm__rt_list_remove(&rt->sending, d);
+        msm_http_call_cancel(d->call);
+        msm_gauge_dec(d->sub->m_in_flight);
+        d->sub->in_http--;
+        msm__rt_delivery_free(d);
+    }
+    while (rt->finished) {
+        rt_delivery_t *d = rt->finished;
+        msm__rt_list_remove(&rt->finished, d);
+        msm__rt_delivery_free(d);
+    }
+    msm__rt_batches_abandon(rt);
+    while (rt->subs) {
+        rt_sub_t *sub = rt->subs;
+        rt->subs = sub->next;
+        sub_free(sub); /* its unacknowledged entries stay pending for this member name */
+    }
+    msm_http_client_free(rt->http);
+    EVP_MAC_free(rt->hmac);
+    free(rt->member);
+    free(rt);
+}
+
+void router_stop(void *opaque)
+{
+    router_t *rt = opaque;
+    if (rt->stopping)
+        return;
+    rt->stopping = 1;
+    msm_log(MSM_LOG_INFO, RT_FACILITY, "stopping: %zu deliveries in flight", rt->live);
+    reconcile_all(rt);
+}
+
+int router_drained(void *opaque)
+{
+    const router_t *rt = opaque;
+    return rt->live == 0 && rt->batches == NULL;
+}
+
+int router_ready(void *opaque, char *why, size_t n)
+{
+    const router_t *rt = opaque;
+    if (!msm_registry_loaded(rt->registry)) {
+        snprintf(why, n, "registry not loaded");
+        return 0;
+    }
+    if (!rt->status_ready) {
+        snprintf(why, n, "status stream not ready");
+        return 0;
+    }
+    return 1;
+}
+
+size_t router_live(const router_t *rt)
+{
+    return rt->live;
+}
+
+router_t *router_new(msm_daemon_t *d, const router_conf_t *conf)
+{
+    router_env_t env = {
+        .loop = msm_daemon_loop(d),
+        .redis = msm_daemon_redis(d),
+        .stream = msm_daemon_stream(d),
+        .metrics = msm_daemon_metrics(d),
+        .member = msm_daemon_member(d),
+    };
+    char err[256] = "";
+    router_t *rt = router_new_env(&env, conf, err, sizeof(err));
+    if (!rt) {
+        msm_log(MSM_LOG_ERROR, RT_FACILITY, "cannot start: %s", err);
+        return NULL;
+    }
+    msm_daemon_set_ready(d, router_ready, rt);
+    msm_daemon_on_stop(d, router_stop, router_drained, rt);
+    return rt;
+}
