@@ -715,6 +715,28 @@ const char *msm_http_req_header(const msm_http_req_t *req, const char *name)
     return MHD_lookup_connection_value(req->rq_conn, MHD_HEADER_KIND, name);
 }
 
+typedef struct {
+    msm_http_header_cb *hv_cb;
+    void *hv_opaque;
+    size_t hv_count;
+} header_visit_t;
+
+static enum MHD_Result visit_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    header_visit_t *v = cls;
+    v->hv_count++;
+    return v->hv_cb(v->hv_opaque, key, value ? value : "") == 0 ? MHD_YES : MHD_NO;
+}
+
+size_t msm_http_req_headers(const msm_http_req_t *req, msm_http_header_cb *cb, void *opaque)
+{
+    header_visit_t v = {cb, opaque, 0};
+    MHD_get_connection_values(req->rq_conn, MHD_HEADER_KIND, visit_header, &v);
+    return v.hv_count;
+}
+
 const char *msm_http_req_body(const msm_http_req_t *req, size_t *len)
 {
     if (len)

@@ -509,6 +509,69 @@ static void test_query_and_headers(void)
     stop();
 }
 
+static int collect_header(void *opaque, const char *name, const char *value)
+{
+    json_t *arr = opaque;
+    json_array_append_new(arr, json_pack("[s,s]", name, value));
+    return 0;
+}
+
+static int stop_at_second(void *opaque, const char *name, const char *value)
+{
+    (void)name, (void)value;
+    int *seen = opaque;
+    return ++*seen == 2;
+}
+
+static void h_headers(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    json_t *all = json_array();
+    size_t n = msm_http_req_headers(req, collect_header, all);
+    int seen = 0;
+    size_t stopped = msm_http_req_headers(req, stop_at_second, &seen);
+    msm_http_respond_json(req, 200,
+                          json_pack("{s:o,s:I,s:I,s:i}", "headers", all, "count", (json_int_t)n,
+                                    "stopped", (json_int_t)stopped, "seen", seen));
+}
+
+static void test_header_iteration(void)
+{
+    start();
+    CU_ASSERT_EQUAL(msm_http_server_route(srv, "GET", "/headers", h_headers, NULL), MSM_OK);
+    call_t c = {.path = "/headers",
+                .headers = {"Msm-Attr-kind: image", "X-Two: 2", "msm-attr-Size;"}};
+    call(&c);
+    CU_ASSERT_EQUAL(c.status, 200);
+    json_t *b = body_json(&c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    json_t *hs = json_object_get(b, "headers");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "count")),
+                    (json_int_t)json_array_size(hs));
+    CU_ASSERT_TRUE(json_array_size(hs) >= 4); /* Host and Accept from libcurl, then ours */
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "seen")), 2);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(b, "stopped")), 2);
+    /* Ours arrive in order, spelled as sent; an empty value is "". */
+    int found = 0;
+    size_t i;
+    json_t *h;
+    json_array_foreach(hs, i, h)
+    {
+        const char *name = json_string_value(json_array_get(h, 0));
+        const char *value = json_string_value(json_array_get(h, 1));
+        if (found == 0 && strcmp(name, "Msm-Attr-kind") == 0 && strcmp(value, "image") == 0)
+            found = 1;
+        else if (found == 1 && strcmp(name, "X-Two") == 0 && strcmp(value, "2") == 0)
+            found = 2;
+        else if (found == 2 && strcmp(name, "msm-attr-Size") == 0 && strcmp(value, "") == 0)
+            found = 3;
+    }
+    CU_ASSERT_EQUAL(found, 3);
+    json_decref(b);
+    call_free(&c);
+    stop();
+}
+
 static void h_json(msm_http_req_t *req, void *opaque)
 {
     (void)opaque;
@@ -1172,6 +1235,7 @@ static CU_TestInfo http_tests[] = {
     {"routing: params, suffix routes, precedence", test_routing},
     {"404 and 405 error bodies", test_not_found_and_method_not_allowed},
     {"query parameters and headers", test_query_and_headers},
+    {"header iteration in arrival order", test_header_iteration},
     {"JSON round trip and 400 details", test_json_round_trip},
     {"413 for oversize bodies", test_body_too_large},
     {"deferred response from a timer", test_deferred_response},

@@ -142,6 +142,18 @@ const char *msm_http_req_query(msm_http_req_t *req, const char *name);
 /** @brief A request header by case-insensitive name, or NULL. */
 const char *msm_http_req_header(const msm_http_req_t *req, const char *name);
 /**
+ * Called by msm_http_req_headers() once per request header.
+ * @returns 0 to go on, non-zero to stop.
+ */
+typedef int msm_http_header_cb(void *opaque, const char *name, const char *value);
+/**
+ * @brief Visits every request header in the order received, names spelled as sent (for
+ * prefixed families such as `Msm-Attr-*`).
+ * @returns the number of headers visited.
+ * @remark @p name and @p value stay valid while the request does.
+ */
+size_t msm_http_req_headers(const msm_http_req_t *req, msm_http_header_cb *cb, void *opaque);
+/**
  * @brief The complete body, NUL-terminated for convenience ("" when none).
  * @param len receives its length in bytes (may be NULL)
  */

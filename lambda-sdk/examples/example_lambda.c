@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+/* msm-example-lambda: the reference lambda of the demo, the tests and the benchmarks. It
+ * handles every subscription ("*"), can fail on purpose (--fail-rate, --fatal-rate), answer
+ * late without blocking its loop (--latency-ms: a deferred answer from a loop timer) and
+ * record each invocation as one JSON line (--record FILE). It also shows how a lambda adds
+ * its own flags (msm_lambda_add_conf) and hooks. */
+#include "msm/lambda.h"
+#include "msm/time.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    char *record;      /* path of the JSON-lines record, or NULL */
+    double fail_rate;  /* share of invocations answered MSM_RETRY */
+    double fatal_rate; /* share answered MSM_FATAL */
+    int latency_ms;    /* answer this late */
+    long long seed;    /* 0: seeded from the clock and pid */
+    /* runtime, not settings */
+    int record_fd;
+    uint64_t rng;
+} example_t;
+
+static const msm_conf_def_t example_conf[] = {
+    MSM_CONF_STR(
+        "record", example_t, record, NULL, "append one JSON line per invocation to this file"),
+    MSM_CONF_DOUBLE(
+        "fail-rate", example_t, fail_rate, 0.0, 0.0, 1.0, "share of invocations that answer retry"),
+    MSM_CONF_DOUBLE("fatal-rate",
+                    example_t,
+                    fatal_rate,
+                    0.0,
+                    0.0,
+                    1.0,
+                    "share of invocations that answer fatal"),
+    MSM_CONF_INT("latency-ms",
+                 example_t,
+                 latency_ms,
+                 0,
+                 0,
+                 3600000,
+                 "answer this many ms after the push arrived (the loop keeps serving)"),
+    MSM_CONF_INT(
+        "seed", example_t, seed, 0, 0, INT64_MAX, "seed of the failure draws (0: from the clock)"),
+};
+
+/* One invocation waiting for its --latency-ms timer. */
+typedef struct {
+    msm_timer_t p_timer;
+    msm_ctx_t *p_ctx;
+    example_t *p_ex;
+    msm_status_t p_status;
+    int64_t p_received_ms;
+} pending_t;
+
+/* xorshift64*: enough for failure draws, and reproducible with --seed. */
+static double next_uniform(example_t *ex)
+{
+    uint64_t x = ex->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    ex->rng = x;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+static msm_status_t draw_status(example_t *ex)
+{
+    double u = next_uniform(ex);
+    if (u < ex->fatal_rate)
+        return MSM_FATAL;
+    if (u < ex->fatal_rate + ex->fail_rate)
+        return MSM_RETRY;
+    return MSM_OK;
+}
+
+static const char *status_word(msm_status_t st)
+{
+    return st == MSM_OK ? "ok" : (st == MSM_FATAL ? "fatal" : "retry");
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return *s ? json_string(s) : json_null();
+}
+
+/* The record line of @p ev, without its result (added once the answer is known). */
+static json_t *record_begin(const example_t *ex, const msm_event_t *ev, int64_t received_ms)
+{
+    if (ex->record_fd < 0)
+        return NULL;
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(msm_event_id(ev)));
+    json_object_set_new(o, "subscription", json_string(msm_event_subscription(ev)));
+    json_object_set_new(o, "attempt", json_integer(msm_event_attempt(ev)));
+    json_object_set_new(o, "key", string_or_null(msm_event_key(ev)));
+    json_object_set_new(o, "ordering_key", string_or_null(msm_event_ordering_key(ev)));
+    json_object_set_new(o, "received_ms", json_integer(received_ms));
+    return o;
+}
+
+/* One line, one write(): with O_APPEND, lines from any number of writers never interleave. */
+static void record_end(const example_t *ex, json_t *o, msm_status_t told)
+{
+    if (!o)
+        return;
+    json_object_set_new(o, "result", json_string(status_word(told)));
+    char *line = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    size_t len = line ? strlen(line) : 0;
+    char *buf = line ? realloc(line, len + 2) : NULL;
+    if (!buf) {
+        free(line);
+        msm_log(MSM_LOG_ERROR, "example", "--record: out of memory");
+        return;
+    }
+    buf[len] = '\n';
+    buf[len + 1] = '\0';
+    if (write(ex->record_fd, buf, len + 1) != (ssize_t)(len + 1))
+        msm_log(MSM_LOG_ERROR, "example", "--record: write failed: %s", strerror(errno));
+    free(buf);
+}
+
+static void on_latency_elapsed(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    pending_t *p = opaque;
+    /* The event dies in msm_ctx_complete(): take the line first, the result after, so the
+     * record says what the router was told (retry if the deadline passed meanwhile). */
+    json_t *line = record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_ms);
+    msm_status_t told = msm_ctx_complete(p->p_ctx, p->p_status);
+    record_end(p->p_ex, line, told);
+    free(p);
+}
+
+static void on_cancel(msm_ctx_t *ctx, void *opaque)
+{
+    (void)ctx;
+    pending_t *p = opaque;
+    msm_loop_timer_stop(msm_ctx_loop(p->p_ctx), &p->p_timer);
+    free(p);
+}
+
+static msm_status_t handle(const msm_event_t *ev, msm_ctx_t *ctx)
+{
+    example_t *ex = msm_ctx_opaque(ctx);
+    int64_t received_ms = msm_time_unix_ms();
+    msm_status_t st = draw_status(ex);
+    if (st == MSM_RETRY)
+        msm_ctx_set_error(ctx, "example: simulated transient failure (--fail-rate)");
+    else if (st == MSM_FATAL)
+        msm_ctx_set_error(ctx, "example: simulated fatal failure (--fatal-rate)");
+    if (ex->latency_ms <= 0) {
+        record_end(ex, record_begin(ex, ev, received_ms), st);
+        return st;
+    }
+    pending_t *p = calloc(1, sizeof(*p));
+    if (!p) {
+        record_end(ex, record_begin(ex, ev, received_ms), MSM_RETRY);
+        return MSM_RETRY;
+    }
+    p->p_ctx = ctx;
+    p->p_ex = ex;
+    p->p_status = st;
+    p->p_received_ms = received_ms;
+    msm_timer_init(&p->p_timer);
+    msm_ctx_on_cancel(ctx, on_cancel, p);
+    msm_loop_timer_start(msm_ctx_loop(ctx), &p->p_timer, (uint64_t)ex->latency_ms,
+                         on_latency_elapsed, p);
+    return MSM_LATER;
+}
+
+static int on_start(msm_lambda_t *l, void *opaque)
+{
+    (void)l;
+    example_t *ex = opaque;
+    ex->rng = ex->seed ? (uint64_t)ex->seed
+                       : (uint64_t)msm_time_unix_ms() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
+    if (ex->rng == 0)
+        ex->rng = 1;
+    if (ex->fail_rate + ex->fatal_rate > 1.0) {
+        msm_log(MSM_LOG_ERROR, "example", "--fail-rate plus --fatal-rate must not exceed 1");
+        return -1;
+    }
+    if (!ex->record)
+        return 0;
+    ex->record_fd = open(ex->record, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (ex->record_fd < 0) {
+        msm_log(MSM_LOG_ERROR, "example", "--record %s: %s", ex->record, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int on_stop(msm_lambda_t *l, void *opaque)
+{
+    (void)l;
+    example_t *ex = opaque;
+    if (ex->record_fd >= 0)
+        close(ex->record_fd);
+    ex->record_fd = -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    example_t ex = {.record_fd = -1};
+    msm_lambda_t *l = msm_lambda_new("msm-example-lambda");
+    if (!l || msm_lambda_on(l, "*", handle) != MSM_OK ||
+        msm_lambda_add_conf(l, example_conf, MSM_CONF_COUNT(example_conf), &ex, sizeof(ex)) !=
+            MSM_OK ||
+        msm_lambda_on_start(l, on_start, &ex) != MSM_OK ||
+        msm_lambda_on_stop(l, on_stop, &ex) != MSM_OK)
+        return 1;
+    msm_lambda_set_opaque(l, &ex);
+    return msm_lambda_main(l, argc, argv);
+}

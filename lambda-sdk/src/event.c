@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/* The event a handler reads: built once from the push request's CloudEvents and Msm-*
+ * headers and its body, copied into one allocation so that a late (MSM_LATER) handler can
+ * keep using it after the HTTP request is gone. */
+#include "lambda_int.h"
+
+#include "msm/err.h"
+#include "msm/time.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ATTR_PREFIX     "Msm-Attr-"
+#define ATTR_PREFIX_LEN (sizeof(ATTR_PREFIX) - 1)
+#define TOPIC_SOURCE    "/msm/topics/"
+#define MAX_ATTRS       256
+
+typedef struct {
+    const char *a_name;
+    const char *a_value;
+} lm_attr_t;
+
+struct msm_event_s {
+    const char *ev_id;
+    const char *ev_source;
+    const char *ev_topic;
+    const char *ev_type;
+    const char *ev_subscription;
+    const char *ev_key;
+    const char *ev_ordering_key;
+    const char *ev_traceparent;
+    const char *ev_content_type;
+    int64_t ev_time_ms;
+    int64_t ev_deadline_ms;
+    int ev_attempt;
+    lm_attr_t *ev_attrs;
+    size_t ev_nattrs;
+    const char *ev_payload;
+    size_t ev_payload_len;
+};
+
+/* ---- collecting Msm-Attr-* headers ---- */
+
+typedef struct {
+    lm_attr_t ac_attrs[MAX_ATTRS];
+    size_t ac_n;
+    size_t ac_bytes; /* name and value bytes with their NULs */
+    int ac_too_many;
+} attr_collect_t;
+
+static int collect_attr(void *opaque, const char *name, const char *value)
+{
+    attr_collect_t *ac = opaque;
+    if (strncasecmp(name, ATTR_PREFIX, ATTR_PREFIX_LEN) != 0 || name[ATTR_PREFIX_LEN] == '\0')
+        return 0;
+    if (ac->ac_n == MAX_ATTRS) {
+        ac->ac_too_many = 1;
+        return 1;
+    }
+    lm_attr_t *a = &ac->ac_attrs[ac->ac_n++];
+    a->a_name = name + ATTR_PREFIX_LEN;
+    a->a_value = value;
+    ac->ac_bytes += strlen(a->a_name) + strlen(value) + 2;
+    return 0;
+}
+
+/* ---- parsing helpers ---- */
+
+static int parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end != '\0' || end == s || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static const char *header_or_empty(const msm_http_req_t *req, const char *name)
+{
+    const char *v = msm_http_req_header(req, name);
+    return v ? v : "";
+}
+
+/* Copies @p s into the arena at *pos and returns the copy. */
+static const char *arena_put(char **pos, const char *s, size_t len)
+{
+    char *p = *pos;
+    memcpy(p, s, len);
+    p[len] = '\0';
+    *pos = p + len + 1;
+    return p;
+}
+
+/* The text fields in one table, so sizing and copying walk the same list. */
+enum {
+    F_ID,
+    F_SOURCE,
+    F_TOPIC,
+    F_TYPE,
+    F_SUBSCRIPTION,
+    F_KEY,
+    F_ORDERING_KEY,
+    F_TRACEPARENT,
+    F_CONTENT_TYPE,
+    F_COUNT
+};
+
+static const char **field_slot(msm_event_t *ev, int f)
+{
+    switch (f) {
+    case F_ID:
+        return &ev->ev_id;
+    case F_SOURCE:
+        return &ev->ev_source;
+    case F_TOPIC:
+        return &ev->ev_topic;
+    case F_TYPE:
+        return &ev->ev_type;
+    case F_SUBSCRIPTION:
+        return &ev->ev_subscription;
+    case F_KEY:
+        return &ev->ev_key;
+    case F_ORDERING_KEY:
+        return &ev->ev_ordering_key;
+    case F_TRACEPARENT:
+        return &ev->ev_traceparent;
+    default:
+        return &ev->ev_content_type;
+    }
+}
+
+/* The topic of "/msm/topics/{topic}" (one non-empty segment), else "". */
+static const char *topic_of(const char *source, size_t *len)
+{
+    size_t pl = strlen(TOPIC_SOURCE);
+    if (strncmp(source, TOPIC_SOURCE, pl) != 0 || source[pl] == '\0' || strchr(source + pl, '/')) {
+        *len = 0;
+        return "";
+    }
+    *len = strlen(source + pl);
+    return source + pl;
+}
+
+static int
+check_headers(const msm_http_req_t *req, int64_t *attempt, int64_t *deadline, char *why, size_t n)
+{
+    const char *id = msm_http_req_header(req, "ce-id");
+    if (!id || !*id) {
+        snprintf(why, n, "the ce-id header is required");
+        return -1;
+    }
+    const char *spec = msm_http_req_header(req, "ce-specversion");
+    if (spec && strcmp(spec, "1.0") != 0) {
+        snprintf(why, n, "ce-specversion \"%.32s\" is not supported (1.0 is)", spec);
+        return -1;
+    }
+    const char *a = msm_http_req_header(req, "Msm-Attempt");
+    *attempt = 1;
+    if (a && parse_int64(a, 1, INT_MAX, attempt) != 0) {
+        snprintf(why, n, "Msm-Attempt must be an integer >= 1");
+        return -1;
+    }
+    const char *d = msm_http_req_header(req, "Msm-Deadline");
+    *deadline = 0;
+    if (d && parse_int64(d, 0, MSM_TIME_MAX_MS, deadline) != 0) {
+        snprintf(why, n, "Msm-Deadline must be unix milliseconds");
+        return -1;
+    }
+    return 0;
+}
+
+msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_size)
+{
+    int64_t attempt, deadline;
+    if (check_headers(req, &attempt, &deadline, why, why_size) != 0)
+        return NULL;
+    /* On the stack: a few KiB, and no allocation for events without attributes. */
+    attr_collect_t acs = {0}, *ac = &acs;
+    msm_http_req_headers(req, collect_attr, ac);
+    if (ac->ac_too_many) {
+        snprintf(why, why_size, "more than %d Msm-Attr-* headers", MAX_ATTRS);
+        return NULL;
+    }
+
+    const char *text[F_COUNT];
+    size_t lens[F_COUNT];
+    text[F_ID] = header_or_empty(req, "ce-id");
+    text[F_SOURCE] = header_or_empty(req, "ce-source");
+    text[F_TYPE] = header_or_empty(req, "ce-type");
+    text[F_SUBSCRIPTION] = header_or_empty(req, "Msm-Subscription");
+    text[F_KEY] = header_or_empty(req, "Msm-Key");
+    text[F_ORDERING_KEY] = header_or_empty(req, "Msm-Ordering-Key");
+    text[F_TRACEPARENT] = header_or_empty(req, "traceparent");
+    text[F_CONTENT_TYPE] = header_or_empty(req, "Content-Type");
+    size_t total = 0;
+    for (int f = 0; f < F_COUNT; f++) {
+        if (f != F_TOPIC)
+            lens[f] = strlen(text[f]);
+    }
+    text[F_TOPIC] = topic_of(text[F_SOURCE], &lens[F_TOPIC]);
+    for (int f = 0; f < F_COUNT; f++)
+        total += lens[f] + 1;
+    size_t body_len;
+    const char *body = msm_http_req_body(req, &body_len);
+
+    size_t size =
+        sizeof(msm_event_t) + ac->ac_n * sizeof(lm_attr_t) + total + ac->ac_bytes + body_len + 1;
+    msm_event_t *ev = calloc(1, size);
+    if (!ev) {
+        snprintf(why, why_size, "out of memory");
+        return NULL;
+    }
+    ev->ev_attrs = (lm_attr_t *)(void *)(ev + 1);
+    char *pos = (char *)(ev->ev_attrs + ac->ac_n);
+    for (int f = 0; f < F_COUNT; f++)
+        *field_slot(ev, f) = arena_put(&pos, text[f], lens[f]);
+    for (size_t i = 0; i < ac->ac_n; i++) {
+        const lm_attr_t *a = &ac->ac_attrs[i];
+        ev->ev_attrs[i].a_name = arena_put(&pos, a->a_name, strlen(a->a_name));
+        ev->ev_attrs[i].a_value = arena_put(&pos, a->a_value, strlen(a->a_value));
+    }
+    ev->ev_nattrs = ac->ac_n;
+    ev->ev_payload = arena_put(&pos, body, body_len);
+    ev->ev_payload_len = body_len;
+    ev->ev_attempt = (int)attempt;
+    ev->ev_deadline_ms = deadline;
+    const char *t = msm_http_req_header(req, "ce-time");
+    if (!t || msm_time_parse(t, &ev->ev_time_ms) != MSM_OK)
+        ev->ev_time_ms = 0;
+    return ev;
+}
+
+void msm__event_free(msm_event_t *ev)
+{
+    free(ev);
+}
+
+/* ---- accessors ---- */
+
+const char *msm_event_id(const msm_event_t *ev)
+{
+    return ev->ev_id;
+}
+
+const char *msm_event_topic(const msm_event_t *ev)
+{
+    return ev->ev_topic;
+}
+
+const char *msm_event_source(const msm_event_t *ev)
+{
+    return ev->ev_source;
+}
+
+const char *msm_event_type(const msm_event_t *ev)
+{
+    return ev->ev_type;
+}
+
+int64_t msm_event_time_ms(const msm_event_t *ev)
+{
+    return ev->ev_time_ms;
+}
+
+const char *msm_event_subscription(const msm_event_t *ev)
+{
+    return ev->ev_subscription;
+}
+
+const char *msm_event_key(const msm_event_t *ev)
+{
+    return ev->ev_key;
+}
+
+const char *msm_event_ordering_key(const msm_event_t *ev)
+{
+    return ev->ev_ordering_key;
+}
+
+const char *msm_event_traceparent(const msm_event_t *ev)
+{
+    return ev->ev_traceparent;
+}
+
+int msm_event_attempt(const msm_event_t *ev)
+{
+    return ev->ev_attempt;
+}
+
+int64_t msm_event_deadline_ms(const msm_event_t *ev)
+{
+    return ev->ev_deadline_ms;
+}
+
+const char *msm_event_content_type(const msm_event_t *ev)
+{
+    return ev->ev_content_type;
+}
+
+const void *msm_event_payload(const msm_event_t *ev, size_t *len)
+{
+    if (len)
+        *len = ev->ev_payload_len;
+    return ev->ev_payload;
+}
+
+const char *msm_event_attr(const msm_event_t *ev, const char *name)
+{
+    const char *folded = NULL;
+    for (size_t i = 0; i < ev->ev_nattrs; i++) {
+        if (strcmp(ev->ev_attrs[i].a_name, name) == 0)
+            return ev->ev_attrs[i].a_value;
+        if (!folded && strcasecmp(ev->ev_attrs[i].a_name, name) == 0)
+            folded = ev->ev_attrs[i].a_value;
+    }
+    return folded;
+}
+
+size_t msm_event_attr_count(const msm_event_t *ev)
+{
+    return ev->ev_nattrs;
+}
+
+int msm_event_attr_at(const msm_event_t *ev, size_t index, const char **name, const char **value)
+{
+    if (index >= ev->ev_nattrs)
+        return MSM_ERR_NOTFOUND;
+    if (name)
+        *name = ev->ev_attrs[index].a_name;
+    if (value)
+        *value = ev->ev_attrs[index].a_value;
+    return MSM_OK;
+}

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/* One push, start to end: refuse it while draining, check its signature, build the event,
+ * pick the handler, run it and answer the router (API.md "Push to lambdas": 2xx success,
+ * `Msm-Status: fatal` fatal, anything else retriable). A handler may answer later
+ * (MSM_LATER): the HTTP response is deferred and a deadline timer answers "retry" for it if
+ * it overruns, so the router never waits past Msm-Deadline for us. */
+#include "lambda_int.h"
+
+#include "msm/err.h"
+#include "msm/log.h"
+#include "msm/time.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAC "lambda"
+
+struct msm_ctx_s {
+    msm_ctx_t *cx_prev, *cx_next; /* the lambda's in-flight list */
+    msm_lambda_t *cx_lambda;
+    lm_handler_t *cx_handler;
+    msm_event_t *cx_ev;
+    msm_http_req_t *cx_req; /* NULL once answered (or cancelled by the server) */
+    msm_timer_t cx_deadline_timer;
+    uint64_t cx_start_us;
+    int cx_in_handler;
+    int cx_handler_done;      /* returned a final status, or completed after MSM_LATER */
+    int cx_early_status;      /* msm_ctx_complete() called from inside the handler, or -1 */
+    msm_status_t cx_answered; /* what the router was told */
+    int64_t cx_retry_after_ms;
+    msm_ctx_cancel_t *cx_cancel_cb;
+    void *cx_cancel_opaque;
+    char cx_error[256];
+};
+
+static const char *const result_names[] = {"ok", "retry", "fatal", "deadline"};
+
+/* ---- rejections before any handler runs ---- */
+
+static void count_rejected(msm_lambda_t *l, const char *reason)
+{
+    msm_counter_inc(msm_metric_labels(l->lm_m_rejected, reason, NULL));
+}
+
+static void reject(msm_lambda_t *l,
+                   msm_http_req_t *req,
+                   int status,
+                   const char *code,
+                   const char *reason,
+                   const char *msg)
+{
+    count_rejected(l, reason);
+    msm_log(MSM_LOG_DEBUG, FAC, "%s %s: %d %s: %s", msm_http_req_method(req),
+            msm_http_req_path(req), status, code, msg);
+    msm_http_respond_error(req, status, code, msg, NULL);
+}
+
+static lm_handler_t *find_handler(msm_lambda_t *l, const char *subscription)
+{
+    lm_handler_t *star = NULL;
+    for (size_t i = 0; i < l->lm_nhandlers; i++) {
+        lm_handler_t *h = &l->lm_handlers[i];
+        if (strcmp(h->h_subscription, subscription) == 0 && strcmp(h->h_subscription, "*") != 0)
+            return h;
+        if (strcmp(h->h_subscription, "*") == 0)
+            star = h;
+    }
+    return star;
+}
+
+/* ---- answering ---- */
+
+static int past_deadline(const msm_event_t *ev)
+{
+    int64_t d = msm_event_deadline_ms(ev);
+    return d > 0 && msm_time_unix_ms() >= d;
+}
+
+static void observe(msm_ctx_t *ctx, lm_result_t result)
+{
+    lm_handler_t *h = ctx->cx_handler;
+    msm_counter_inc(h->h_results[result]);
+    msm_histogram_observe(h->h_duration, (double)(msm_time_mono_us() - ctx->cx_start_us) / 1e6);
+    msm_log(MSM_LOG_DEBUG, FAC, "event %s subscription=%s attempt=%d: %s", msm_event_id(ctx->cx_ev),
+            msm_event_subscription(ctx->cx_ev), msm_event_attempt(ctx->cx_ev),
+            result_names[result]);
+}
+
+static void respond_failure(
+    msm_ctx_t *ctx, int status, const char *msm_status, const char *code, const char *fallback)
+{
+    msm_http_req_t *req = ctx->cx_req;
+    msm_http_add_header(req, "Msm-Status", msm_status);
+    msm_http_respond_error(req, status, code, ctx->cx_error[0] ? ctx->cx_error : fallback, NULL);
+}
+
+/* Tells the router how the invocation went (once) and returns what it was told.
+ * @p deadline_hit: the deadline timer fired (the wall clock may lag it by a millisecond). */
+static msm_status_t answer(msm_ctx_t *ctx, msm_status_t status, int deadline_hit)
+{
+    msm_http_req_t *req = ctx->cx_req;
+    if (!req)
+        return ctx->cx_answered;
+    if (status != MSM_OK && status != MSM_FATAL)
+        status = MSM_RETRY;
+    lm_result_t result =
+        status == MSM_OK ? LM_RESULT_OK : (status == MSM_FATAL ? LM_RESULT_FATAL : LM_RESULT_RETRY);
+    /* An answer after the deadline is one the router no longer waits for: whatever the
+     * handler decided, it will deliver again, so say so. */
+    if (deadline_hit || past_deadline(ctx->cx_ev)) {
+        status = MSM_RETRY;
+        result = LM_RESULT_DEADLINE;
+    }
+    if (result == LM_RESULT_OK) {
+        msm_http_add_header(req, "Msm-Status", "ok");
+        msm_http_respond_json(req, 200, json_pack("{s:s}", "status", "ok"));
+    } else if (result == LM_RESULT_FATAL) {
+        respond_failure(ctx, 500, "fatal", "FATAL", "the handler failed this event for good");
+    } else if (result == LM_RESULT_DEADLINE) {
+        respond_failure(ctx, 503, "retry", "DEADLINE_EXCEEDED",
+                        "the handler did not finish before Msm-Deadline");
+    } else if (ctx->cx_retry_after_ms > 0) {
+        char secs[24];
+        snprintf(secs, sizeof(secs), "%lld", (long long)((ctx->cx_retry_after_ms + 999) / 1000));
+        msm_http_add_header(req, "Retry-After", secs);
+        respond_failure(ctx, 429, "retry", "RETRY", "the handler asked to slow down");
+    } else {
+        respond_failure(ctx, 503, "retry", "RETRY", "the handler asked for a retry");
+    }
+    ctx->cx_req = NULL;
+    ctx->cx_answered = status;
+    observe(ctx, result);
+    return status;
+}
+
+/* ---- the in-flight list ---- */
+
+static void ctx_link(msm_lambda_t *l, msm_ctx_t *ctx)
+{
+    ctx->cx_next = l->lm_ctxs;
+    if (l->lm_ctxs)
+        l->lm_ctxs->cx_prev = ctx;
+    l->lm_ctxs = ctx;
+    l->lm_inflight++;
+    msm_gauge_inc(l->lm_m_inflight);
+}
+
+static void ctx_free(msm_ctx_t *ctx)
+{
+    msm_lambda_t *l = ctx->cx_lambda;
+    if (ctx->cx_prev)
+        ctx->cx_prev->cx_next = ctx->cx_next;
+    else
+        l->lm_ctxs = ctx->cx_next;
+    if (ctx->cx_next)
+        ctx->cx_next->cx_prev = ctx->cx_prev;
+    l->lm_inflight--;
+    msm_gauge_dec(l->lm_m_inflight);
+    msm_loop_timer_stop(l->lm_loop, &ctx->cx_deadline_timer);
+    msm__event_free(ctx->cx_ev);
+    free(ctx);
+}
+
+/* Frees the invocation once both sides are over: the router was answered and the handler
+ * will not touch the ctx again. */
+static void ctx_release(msm_ctx_t *ctx)
+{
+    if (ctx->cx_req || !ctx->cx_handler_done)
+        return;
+    msm_lambda_t *l = ctx->cx_lambda;
+    ctx_free(ctx);
+    msm__lambda_released(l);
+}
+
+static void on_deadline(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    msm_ctx_t *ctx = opaque;
+    answer(ctx, MSM_RETRY, 1);
+    ctx_release(ctx);
+}
+
+/* The HTTP server is going away with our late answer still owed: it answers 503 itself. */
+static void on_request_cancel(msm_http_req_t *req, void *opaque)
+{
+    (void)req;
+    msm_ctx_t *ctx = opaque;
+    ctx->cx_req = NULL;
+    ctx->cx_answered = MSM_RETRY;
+}
+
+/* ---- the route ---- */
+
+static int signature_ok(msm_lambda_t *l, msm_http_req_t *req)
+{
+    const char *secret = l->lm_conf.lc_secret;
+    if (!secret || !*secret)
+        return 1;
+    size_t len;
+    const char *body = msm_http_req_body(req, &len);
+    const char *id = msm_http_req_header(req, "ce-id");
+    char why[128];
+    if (msm__signature_verify(secret, msm_http_req_header(req, "Msm-Signature"), id ? id : "", body,
+                              len, msm_time_unix_ms() / 1000, l->lm_conf.lc_signature_tolerance_s,
+                              why, sizeof(why)) == 0)
+        return 1;
+    reject(l, req, 401, "UNAUTHENTICATED", "signature", why);
+    return 0;
+}
+
+static void run_handler(msm_ctx_t *ctx)
+{
+    msm_lambda_t *l = ctx->cx_lambda;
+    ctx->cx_in_handler = 1;
+    msm_status_t st = ctx->cx_handler->h_cb(ctx->cx_ev, ctx);
+    ctx->cx_in_handler = 0;
+    if (ctx->cx_early_status >= 0)
+        st = ctx->cx_early_status;
+    if (st != MSM_LATER) {
+        ctx->cx_handler_done = 1;
+        answer(ctx, st, 0);
+        ctx_release(ctx);
+        return;
+    }
+    msm_http_req_on_cancel(ctx->cx_req, on_request_cancel, ctx);
+    int64_t d = msm_event_deadline_ms(ctx->cx_ev);
+    if (d > 0) {
+        int64_t left = d - msm_time_unix_ms();
+        msm_loop_timer_start(l->lm_loop, &ctx->cx_deadline_timer, left > 0 ? (uint64_t)left : 0,
+                             on_deadline, ctx);
+    }
+}
+
+void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
+{
+    msm_lambda_t *l = opaque;
+    if (l->lm_draining) {
+        /* Close the connection too, so the router's next try opens one elsewhere. */
+        msm_http_add_header(req, "Connection", "close");
+        reject(l, req, 503, "SHUTTING_DOWN", "draining", "the lambda is shutting down");
+        return;
+    }
+    if (!signature_ok(l, req))
+        return;
+    char why[160];
+    msm_event_t *ev = msm__event_new(req, why, sizeof(why));
+    if (!ev) {
+        reject(l, req, 400, "INVALID_ARGUMENT", "invalid", why);
+        return;
+    }
+    lm_handler_t *h = find_handler(l, msm_event_subscription(ev));
+    if (!h) {
+        snprintf(why, sizeof(why), "no handler for subscription \"%.100s\"",
+                 msm_event_subscription(ev));
+        msm__event_free(ev);
+        reject(l, req, 404, "NOT_FOUND", "no_handler", why);
+        return;
+    }
+    msm_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        msm__event_free(ev);
+        reject(l, req, 503, "UNAVAILABLE", "nomem", "out of memory");
+        return;
+    }
+    ctx->cx_lambda = l;
+    ctx->cx_handler = h;
+    ctx->cx_ev = ev;
+    ctx->cx_req = req;
+    ctx->cx_early_status = -1;
+    ctx->cx_start_us = msm_time_mono_us();
+    msm_timer_init(&ctx->cx_deadline_timer);
+    ctx_link(l, ctx);
+    if (past_deadline(ev)) {
+        /* The router gave up already: running the handler would only repeat work. */
+        ctx->cx_handler_done = 1;
+        answer(ctx, MSM_RETRY, 1);
+        ctx_release(ctx);
+        return;
+    }
+    run_handler(ctx);
+}
+
+void msm__lambda_cancel_all(msm_lambda_t *l)
+{
+    while (l->lm_ctxs) {
+        msm_ctx_t *ctx = l->lm_ctxs;
+        if (!ctx->cx_handler_done && ctx->cx_cancel_cb)
+            ctx->cx_cancel_cb(ctx, ctx->cx_cancel_opaque);
+        msm_log(MSM_LOG_WARN, FAC, "event %s: abandoned at shutdown", msm_event_id(ctx->cx_ev));
+        ctx->cx_req = NULL;
+        ctx_free(ctx);
+    }
+}
+
+/* ---- ctx accessors ---- */
+
+int64_t msm_ctx_remaining_ms(const msm_ctx_t *ctx)
+{
+    int64_t d = msm_event_deadline_ms(ctx->cx_ev);
+    if (d <= 0)
+        return INT64_MAX;
+    int64_t left = d - msm_time_unix_ms();
+    return left > 0 ? left : 0;
+}
+
+const msm_event_t *msm_ctx_event(const msm_ctx_t *ctx)
+{
+    return ctx->cx_ev;
+}
+
+void *msm_ctx_opaque(const msm_ctx_t *ctx)
+{
+    return ctx->cx_lambda->lm_opaque;
+}
+
+msm_loop_t *msm_ctx_loop(const msm_ctx_t *ctx)
+{
+    return ctx->cx_lambda->lm_loop;
+}
+
+void msm_ctx_log(const msm_ctx_t *ctx, msm_log_level_t level, const char *fmt, ...)
+{
+    if (level < msm__log_threshold)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    msm__log_write(level, FAC, "%s (event=%s subscription=%s attempt=%d)", msg,
+                   msm_event_id(ctx->cx_ev), msm_event_subscription(ctx->cx_ev),
+                   msm_event_attempt(ctx->cx_ev));
+}
+
+void msm_ctx_set_error(msm_ctx_t *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->cx_error, sizeof(ctx->cx_error), fmt, ap);
+    va_end(ap);
+}
+
+void msm_ctx_set_retry_after(msm_ctx_t *ctx, int64_t ms)
+{
+    ctx->cx_retry_after_ms = ms > 0 ? ms : 0;
+}
+
+void msm_ctx_on_cancel(msm_ctx_t *ctx, msm_ctx_cancel_t *cb, void *opaque)
+{
+    ctx->cx_cancel_cb = cb;
+    ctx->cx_cancel_opaque = opaque;
+}
+
+msm_status_t msm_ctx_complete(msm_ctx_t *ctx, msm_status_t status)
+{
+    if (status != MSM_OK && status != MSM_FATAL)
+        status = MSM_RETRY;
+    if (ctx->cx_in_handler) {
+        /* Completing before returning is the same as returning the status. */
+        ctx->cx_early_status = status;
+        return past_deadline(ctx->cx_ev) ? MSM_RETRY : status;
+    }
+    ctx->cx_handler_done = 1;
+    msm_loop_timer_stop(ctx->cx_lambda->lm_loop, &ctx->cx_deadline_timer);
+    msm_status_t told = answer(ctx, status, 0);
+    ctx_release(ctx);
+    return told;
+}

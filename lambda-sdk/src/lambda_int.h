@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/* libmsm-lambda internals shared by its files: the lambda, the event, the invocation. */
+#ifndef MSM_LAMBDA_INT_H
+#define MSM_LAMBDA_INT_H
+
+#include "msm/http_server.h"
+#include "msm/lambda.h"
+#include "msm/metrics.h"
+
+#include <signal.h>
+#include <stdint.h>
+
+/* The SDK's own settings (the table lives in lambda.c). */
+typedef struct {
+    int lc_port;
+    char *lc_bind;
+    int lc_min_workers;
+    int lc_max_workers;
+    char *lc_canary;
+    int lc_canary_share;
+    char *lc_secret;
+    int lc_signature_tolerance_s;
+    int lc_drain_timeout_ms;
+    int lc_max_body_bytes;
+    int lc_logging_level;
+    int lc_logging_format;
+} lm_conf_t;
+
+typedef struct {
+    char *h_subscription; /* "*" for the catch-all */
+    msm_handler_t *h_cb;
+    msm_metric_child_t *h_results[4]; /* by lm_result_t */
+    msm_metric_child_t *h_duration;
+} lm_handler_t;
+
+/* How an invocation ended, for metrics and logs. */
+typedef enum {
+    LM_RESULT_OK = 0,
+    LM_RESULT_RETRY = 1,
+    LM_RESULT_FATAL = 2,
+    LM_RESULT_DEADLINE = 3,
+} lm_result_t;
+
+typedef struct {
+    const msm_conf_def_t *uc_defs;
+    size_t uc_ndefs;
+    void *uc_conf;
+    size_t uc_size;
+} lm_user_conf_t;
+
+typedef struct {
+    msm_lambda_hook_t *hk_cb;
+    void *hk_opaque;
+} lm_hook_t;
+
+struct msm_lambda_s {
+    char *lm_name;
+    void *lm_opaque;
+    lm_handler_t *lm_handlers;
+    size_t lm_nhandlers;
+    lm_user_conf_t *lm_user_confs;
+    size_t lm_nuser_confs;
+    lm_hook_t *lm_start_hooks, *lm_stop_hooks;
+    size_t lm_nstart_hooks, lm_nstop_hooks;
+
+    /* Serving state (msm_lambda_main). */
+    lm_conf_t lm_conf;
+    int lm_conf_loaded;
+    int lm_serving;
+    msm_loop_t *lm_loop;
+    msm_http_server_t *lm_srv;
+    msm_metrics_t *lm_metrics; /* lent to the server; outlives it */
+    uint16_t lm_port;
+    int lm_draining;
+    int lm_forced;
+    msm_timer_t lm_drain_timer;
+    msm_ctx_t *lm_ctxs; /* invocations not yet released */
+    size_t lm_inflight;
+    msm_metric_t *lm_m_invocations;
+    msm_metric_t *lm_m_duration;
+    msm_metric_t *lm_m_rejected;
+    msm_metric_child_t *lm_m_inflight;
+};
+
+/* ---- event.c ---- */
+
+/**
+ * Builds the event of a push request: one allocation holding copies of every field, the
+ * attributes and the payload, so it outlives the request. @returns NULL with a reason in
+ * @p why (a 400 answer) or "out of memory".
+ */
+msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_size);
+void msm__event_free(msm_event_t *ev);
+
+/* ---- signature.c ---- */
+
+/**
+ * Checks `Msm-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<ce-id>.<body>")>`
+ * (any of several v1= entries may match, for secret rotation). @p tolerance_s > 0 also
+ * refuses timestamps further than that from @p now_s. @returns 0 when valid, -1 with a
+ * reason in @p why.
+ */
+int msm__signature_verify(const char *secret,
+                          const char *header,
+                          const char *event_id,
+                          const void *body,
+                          size_t len,
+                          int64_t now_s,
+                          int tolerance_s,
+                          char *why,
+                          size_t why_size);
+
+/** Writes the v1 signature (64 hex digits + NUL) of (t, event_id, body) into @p out. */
+void msm__signature_v1(const char *secret,
+                       int64_t t,
+                       const char *event_id,
+                       const void *body,
+                       size_t len,
+                       char out[65]);
+
+/* ---- invoke.c ---- */
+
+/** The route handler of every POST: checks, builds the event, runs the handler, answers. */
+void msm__lambda_on_push(msm_http_req_t *req, void *opaque);
+
+/** Abandons every invocation still waiting for msm_ctx_complete() and frees them all
+ *  (after the HTTP server is gone). */
+void msm__lambda_cancel_all(msm_lambda_t *l);
+
+/** Called whenever an invocation is released: lets a drain finish. */
+void msm__lambda_released(msm_lambda_t *l);
+
+#endif

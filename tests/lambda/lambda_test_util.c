@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT */
+/* Test helpers: child processes, free ports, temporary directories, a blocking HTTP client. */
+#include "lambda_test_util.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+double lt_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int lt_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+int lt_tmpdir(char *buf, size_t n)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(buf, n, "%s/msm-lambda-test-XXXXXX", base && *base ? base : "/tmp");
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+void lt_rmdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[1024];
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+int lt_child_start(lt_child_t *c, const char *dir, const char *bin, const char *const *args)
+{
+    static int seq;
+    c->ch_port = lt_free_port();
+    snprintf(c->ch_log, sizeof(c->ch_log), "%s/child-%d.log", dir, ++seq);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", c->ch_port);
+    const char *argv[64] = {bin, "--port", port, "--bind", "127.0.0.1"};
+    int n = 5;
+    for (int i = 0; args && args[i] && n < 63; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(NULL);
+    c->ch_pid = fork();
+    if (c->ch_pid < 0)
+        return -1;
+    if (c->ch_pid == 0) {
+        int fd = open(c->ch_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        signal(SIGPIPE, SIG_DFL);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    double until = lt_now_ms() + 10000;
+    while (lt_now_ms() < until) {
+        int st;
+        if (waitpid(c->ch_pid, &st, WNOHANG) == c->ch_pid) {
+            c->ch_pid = -1;
+            return -1;
+        }
+        lt_http_t h = {.path = "/healthz", .timeout_ms = 1000};
+        lt_http(c->ch_port, &h);
+        long status = h.status;
+        lt_http_free(&h);
+        if (status == 200)
+            return 0;
+        nap_ms(20);
+    }
+    lt_child_wait(c, SIGKILL, 2000);
+    return -1;
+}
+
+int lt_child_wait(lt_child_t *c, int sig, int timeout_ms)
+{
+    if (c->ch_pid <= 0)
+        return -1;
+    if (sig)
+        kill(c->ch_pid, sig);
+    double until = lt_now_ms() + timeout_ms;
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(c->ch_pid, &st, WNOHANG);
+        if (r == c->ch_pid)
+            break;
+        if (lt_now_ms() >= until) {
+            kill(c->ch_pid, SIGKILL);
+            waitpid(c->ch_pid, &st, 0);
+            c->ch_pid = -1;
+            return -1;
+        }
+        nap_ms(10);
+    }
+    c->ch_pid = -1;
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    return 128 + WTERMSIG(st);
+}
+
+/* ---- HTTP ---- */
+
+static size_t on_write(char *p, size_t sz, size_t n, void *ud)
+{
+    lt_http_t *h = ud;
+    size_t len = sz * n;
+    char *b = realloc(h->rbody, h->rlen + len + 1);
+    if (!b)
+        return 0;
+    memcpy(b + h->rlen, p, len);
+    h->rbody = b;
+    h->rlen += len;
+    h->rbody[h->rlen] = '\0';
+    return len;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    lt_http_t *h = ud;
+    size_t len = sz * n, have = strlen(h->rhdrs);
+    if (have + len < sizeof(h->rhdrs)) {
+        memcpy(h->rhdrs + have, p, len);
+        h->rhdrs[have + len] = '\0';
+    }
+    return len;
+}
+
+void lt_http(int port, lt_http_t *h)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, h->path ? h->path : "/");
+    CURL *e = curl_easy_init();
+    struct curl_slist *hdrs = NULL;
+    for (int i = 0; h->headers[i]; i++)
+        hdrs = curl_slist_append(hdrs, h->headers[i]);
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    h->rhdrs[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, h->timeout_ms ? h->timeout_ms : 10000L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    if (h->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)h->body_len);
+    }
+    const char *method = h->method ? h->method : (h->body ? "POST" : "GET");
+    if (strcmp(method, "POST") == 0 && !h->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, 0L);
+    } else if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    double t0 = lt_now_ms();
+    h->rc = (int)curl_easy_perform(e);
+    h->secs = (lt_now_ms() - t0) / 1000.0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &h->status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(e);
+}
+
+void lt_http_free(lt_http_t *h)
+{
+    free(h->rbody);
+    h->rbody = NULL;
+    h->rlen = 0;
+}
+
+const char *lt_http_header(const lt_http_t *h, const char *name, char *out, size_t n)
+{
+    size_t nl = strlen(name);
+    for (const char *line = h->rhdrs; line && *line;) {
+        if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+            const char *v = line + nl + 1;
+            while (*v == ' ')
+                v++;
+            size_t vl = strcspn(v, "\r\n");
+            snprintf(out, n, "%.*s", (int)vl, v);
+            return out;
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return NULL;
+}
+
+char *lt_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1024 + 1 > cap) {
+            char *b = realloc(buf, cap * 2);
+            if (!b) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}

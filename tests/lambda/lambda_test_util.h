@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the lambda and msmctl tests: child processes, free ports, temporary
+ * directories and a blocking libcurl client. Test code only. */
+#ifndef LAMBDA_TEST_UTIL_H
+#define LAMBDA_TEST_UTIL_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/** A port that was free a moment ago on 127.0.0.1 (-1 on failure). */
+int lt_free_port(void);
+
+/** Makes a fresh temporary directory into @p buf. @returns 0 or -1. */
+int lt_tmpdir(char *buf, size_t n);
+/** Removes the files directly inside @p dir, then @p dir. */
+void lt_rmdir(const char *dir);
+
+/** A daemon-like child process. */
+typedef struct {
+    pid_t ch_pid;
+    int ch_port;
+    char ch_log[512]; /* its stdout and stderr */
+} lt_child_t;
+
+/**
+ * @brief Starts `bin --port P --bind 127.0.0.1 args...` with output to a log file in @p dir
+ * and waits (at most 10 s) until its /healthz answers 200.
+ * @param args NULL-terminated extra arguments
+ * @returns 0, or -1 (the child is gone then).
+ */
+int lt_child_start(lt_child_t *c, const char *dir, const char *bin, const char *const *args);
+
+/**
+ * @brief Sends @p sig (0: none) and waits up to @p timeout_ms for the exit; SIGKILL after.
+ * @returns the exit status, 128+signal when killed by one, or -1 on timeout.
+ */
+int lt_child_wait(lt_child_t *c, int sig, int timeout_ms);
+
+/** One blocking HTTP request. */
+typedef struct {
+    const char *method;      /* NULL = POST when body is set, else GET */
+    const char *path;        /* NULL = "/" */
+    const char *headers[32]; /* "Name: value", NULL-terminated */
+    const void *body;
+    size_t body_len;
+    long timeout_ms; /* 0 = 10000 */
+    /* results */
+    int rc; /* CURLcode */
+    long status;
+    char *rbody; /* NUL-terminated, malloc'd */
+    size_t rlen;
+    char rhdrs[8192];
+    double secs;
+} lt_http_t;
+
+/** @brief Performs @p h against http://127.0.0.1:@p port. */
+void lt_http(int port, lt_http_t *h);
+/** @brief Frees the results of @p h. */
+void lt_http_free(lt_http_t *h);
+/** @brief A response header's value (case-insensitive name) into @p out, or NULL. */
+const char *lt_http_header(const lt_http_t *h, const char *name, char *out, size_t n);
+
+/** @brief The whole file as a malloc'd NUL-terminated string (NULL when unreadable). */
+char *lt_read_file(const char *path, size_t *len);
+
+/** @brief Monotonic milliseconds. */
+double lt_now_ms(void);
+
+#endif

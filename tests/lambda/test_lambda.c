@@ -1,0 +1,779 @@
+/* SPDX-License-Identifier: MIT */
+/* libmsm-lambda end to end: the reference msm-example-lambda and a test lambda (echo_lambda.c)
+ * run as child processes on free ports and get real pushes over HTTP: headers to event
+ * fields, status mapping, unknown subscriptions, deadlines, Msm-Signature, --record lines,
+ * --latency-ms without blocking, metrics, and the SIGTERM drain. */
+#include "lambda_test_util.h"
+#include "msm_test.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[256];
+
+static int suite_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return lt_tmpdir(dir, sizeof(dir));
+}
+
+static int suite_clean(void)
+{
+    lt_rmdir(dir);
+    curl_global_cleanup();
+    return 0;
+}
+
+static long long unix_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void path_in_dir(char *buf, size_t n, const char *name)
+{
+    static int seq;
+    snprintf(buf, n, "%s/%s-%d", dir, name, ++seq);
+}
+
+/* Starts the echo lambda writing to @p out. */
+static int start_echo(lt_child_t *c, const char *out, int star)
+{
+    const char *args[] = {"--out", out, star ? "--star" : NULL, NULL};
+    return lt_child_start(c, dir, MSM_ECHO_LAMBDA, args);
+}
+
+/* The last JSON line of @p path (NULL when none). Payloads may hold NUL bytes. */
+static json_t *last_line(const char *path, int *nlines)
+{
+    size_t len;
+    char *text = lt_read_file(path, &len);
+    *nlines = 0;
+    if (!text)
+        return NULL;
+    const char *last = NULL;
+    for (char *p = text; p < text + len;) {
+        char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        if (!nl)
+            break;
+        (*nlines)++;
+        last = p;
+        p = nl + 1;
+    }
+    json_t *o =
+        last ? json_loadb(last, (size_t)(strchr(last, '\n') - last), JSON_ALLOW_NUL, NULL) : NULL;
+    free(text);
+    return o;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "(absent)";
+}
+
+static long long jint(json_t *o, const char *k)
+{
+    return (long long)json_integer_value(json_object_get(o, k));
+}
+
+/* A push to the echo lambda with the given extra headers. */
+static void push(lt_child_t *c, lt_http_t *h, const char *sub, const char *id, const char *want)
+{
+    char hsub[128], hid[128], hwant[128]; /* used by lt_http() below only */
+    snprintf(hsub, sizeof(hsub), "Msm-Subscription: %s", sub);
+    snprintf(hid, sizeof(hid), "ce-id: %s", id);
+    snprintf(hwant, sizeof(hwant), "Msm-Attr-want: %s", want);
+    int n = 0;
+    while (h->headers[n])
+        n++;
+    h->headers[n++] = "ce-specversion: 1.0";
+    h->headers[n++] = hsub;
+    h->headers[n++] = hid;
+    h->headers[n++] = "ce-source: /msm/topics/orders";
+    if (want)
+        h->headers[n++] = hwant;
+    h->headers[n] = NULL;
+    if (!h->body) {
+        h->body = "{}";
+        h->body_len = 2;
+    }
+    lt_http(c->ch_port, h);
+    /* The pointers into this frame must not outlive it. */
+    for (int i = 0; h->headers[i]; i++) {
+        if (h->headers[i] == hsub || h->headers[i] == hid || h->headers[i] == hwant)
+            h->headers[i] = NULL;
+    }
+}
+
+static int body_code_is(const lt_http_t *h, const char *code)
+{
+    json_t *b = h->rbody ? json_loads(h->rbody, 0, NULL) : NULL;
+    const char *c = json_string_value(json_object_get(json_object_get(b, "error"), "code"));
+    int same = c && strcmp(c, code) == 0;
+    json_decref(b);
+    return same;
+}
+
+/* ---- flags ---- */
+
+static void test_flags(void)
+{
+    char out[512], cmd[1024];
+    path_in_dir(out, sizeof(out), "help");
+    snprintf(cmd, sizeof(cmd), "%s --help > %s 2>&1", MSM_EXAMPLE_LAMBDA, out);
+    CU_ASSERT_EQUAL(WEXITSTATUS(system(cmd)), 0);
+    char *text = lt_read_file(out, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    const char *expect[] = {"--port",       "--bind",         "--config",    "--secret",
+                            "--version",    "--record",       "--fail-rate", "--fatal-rate",
+                            "--latency-ms", "--canary-share", NULL};
+    for (int i = 0; expect[i]; i++)
+        CU_ASSERT_PTR_NOT_NULL(strstr(text, expect[i]));
+    /* Only the supervisor flags say they are not there yet. */
+    const char *line = strstr(text, "--min-workers");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+    CU_ASSERT_PTR_NOT_NULL(strstr(line, "(not yet: single process)"));
+    line = strstr(text, "--secret");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+    char secret_line[512];
+    snprintf(secret_line, sizeof(secret_line), "%.*s", (int)strcspn(line, "\n"), line);
+    CU_ASSERT_PTR_NULL(strstr(secret_line, "not yet"));
+    free(text);
+
+    snprintf(cmd, sizeof(cmd), "%s --version > %s 2>&1", MSM_EXAMPLE_LAMBDA, out);
+    CU_ASSERT_EQUAL(WEXITSTATUS(system(cmd)), 0);
+    text = lt_read_file(out, NULL);
+    CU_ASSERT_TRUE(text && strncmp(text, "msm-example-lambda ", 19) == 0);
+    free(text);
+
+    snprintf(cmd, sizeof(cmd), "%s --fail-rate 2 > %s 2>&1", MSM_EXAMPLE_LAMBDA, out);
+    CU_ASSERT_EQUAL(WEXITSTATUS(system(cmd)), 2);
+    size_t len;
+    text = lt_read_file(out, &len);
+    CU_ASSERT_TRUE(text && strstr(text, "fail-rate") && strchr(text, '\n') == text + len - 1);
+    free(text);
+}
+
+/* ---- the event a handler sees ---- */
+
+static void test_event_round_trip(void)
+{
+    char out[512];
+    path_in_dir(out, sizeof(out), "echo");
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
+    char deadline[64];
+    long long dl = unix_ms() + 20000;
+    snprintf(deadline, sizeof(deadline), "Msm-Deadline: %lld", dl);
+    static const char payload[] = {'a', 'b', '\0', 'c', 'd'};
+    lt_http_t h = {
+        .path = "/some/deep/path",
+        .headers = {"ce-type: msm.order.created", "ce-time: 2026-11-25T12:00:00.123Z",
+                    "Content-Type: application/x-protobuf", "Msm-Attempt: 3", deadline,
+                    "Msm-Key: k-1", "Msm-Ordering-Key: ok-1",
+                    "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                    "Msm-Attr-kind: image", "Msm-Attr-Size: 42", "msm-attr-empty;", NULL},
+        .body = payload,
+        .body_len = sizeof(payload)};
+    push(&c, &h, "sub-a", "evt-1", NULL);
+    CU_ASSERT_EQUAL(h.rc, CURLE_OK);
+    CU_ASSERT_EQUAL(h.status, 200);
+    char v[64];
+    CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "ok") == 0);
+    lt_http_free(&h);
+
+    int n;
+    json_t *o = last_line(out, &n);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "handler"), "echo");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "id"), "evt-1");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "topic"), "orders");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "source"), "/msm/topics/orders");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "type"), "msm.order.created");
+    CU_ASSERT_EQUAL(jint(o, "time_ms"), 1795608000123LL);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "subscription"), "sub-a");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "key"), "k-1");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "ordering_key"), "ok-1");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "traceparent"),
+                           "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    CU_ASSERT_EQUAL(jint(o, "attempt"), 3);
+    CU_ASSERT_EQUAL(jint(o, "deadline_ms"), dl);
+    CU_ASSERT_TRUE(jint(o, "remaining_ms") > 15000 && jint(o, "remaining_ms") <= 20000);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "content_type"), "application/x-protobuf");
+    json_t *p = json_object_get(o, "payload");
+    CU_ASSERT_EQUAL(json_string_length(p), sizeof(payload));
+    CU_ASSERT_EQUAL(memcmp(json_string_value(p), payload, sizeof(payload)), 0);
+    CU_ASSERT_EQUAL(jint(o, "payload_len"), (long long)sizeof(payload));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(o, "nul_terminated")));
+    /* Attributes: in arrival order, names as sent, lookup ignoring case. */
+    json_t *attrs = json_object_get(o, "attrs");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(attrs), 3);
+    const char *want[3][2] = {{"kind", "image"}, {"Size", "42"}, {"empty", ""}};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *a = json_array_get(attrs, i);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_array_get(a, 0)), want[i][0]);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_array_get(a, 1)), want[i][1]);
+    }
+    CU_ASSERT_STRING_EQUAL(jstr(o, "attr_kind"), "image");
+    CU_ASSERT_TRUE(json_is_null(json_object_get(o, "attr_missing")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(o, "at_out_of_range")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(o, "opaque_ok")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(o, "same_event")));
+    json_decref(o);
+
+    /* The minimum: only ce-id. A CDC source has no topic; no deadline means "no limit". */
+    lt_http_t m = {
+        .method = "POST",
+        .headers = {"ce-id: evt-2", "ce-source: /msm/cdc/files", "Msm-Subscription: sub-a", NULL}};
+    lt_http(c.ch_port, &m);
+    CU_ASSERT_EQUAL(m.status, 200);
+    lt_http_free(&m);
+    o = last_line(out, &n);
+    CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "id"), "evt-2");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "topic"), "");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "source"), "/msm/cdc/files");
+    CU_ASSERT_EQUAL(jint(o, "attempt"), 1);
+    CU_ASSERT_EQUAL(jint(o, "deadline_ms"), 0);
+    CU_ASSERT_EQUAL(jint(o, "remaining_ms"), -1);
+    CU_ASSERT_EQUAL(jint(o, "time_ms"), 0);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "key"), "");
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(o, "attrs")), 0);
+    CU_ASSERT_EQUAL(jint(o, "payload_len"), 0);
+    json_decref(o);
+
+    /* Malformed pushes: 400, and no handler runs. */
+    const char *bad[][4] = {{"Msm-Subscription: sub-a", NULL},
+                            {"ce-id: x", "Msm-Subscription: sub-a", "Msm-Attempt: 0", NULL},
+                            {"ce-id: x", "Msm-Subscription: sub-a", "Msm-Deadline: soon", NULL},
+                            {"ce-id: x", "Msm-Subscription: sub-a", "ce-specversion: 0.3", NULL}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        lt_http_t b = {.method = "POST"};
+        for (int j = 0; bad[i][j]; j++)
+            b.headers[j] = bad[i][j];
+        lt_http(c.ch_port, &b);
+        CU_ASSERT_EQUAL(b.status, 400);
+        CU_ASSERT_TRUE(body_code_is(&b, "INVALID_ARGUMENT"));
+        lt_http_free(&b);
+    }
+    o = last_line(out, &n);
+    CU_ASSERT_EQUAL(n, 2);
+    json_decref(o);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+}
+
+/* ---- answers ---- */
+
+static void test_status_mapping(void)
+{
+    char out[512];
+    path_in_dir(out, sizeof(out), "echo");
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
+    struct {
+        const char *want;
+        long status;
+        const char *msm_status;
+        const char *code;
+    } cases[] = {
+        {"ok", 200, "ok", NULL},          {"retry", 503, "retry", "RETRY"},
+        {"fatal", 500, "fatal", "FATAL"}, {"retry-after", 429, "retry", "RETRY"},
+        {"bogus", 503, "retry", "RETRY"}, {"complete-inside", 500, "fatal", "FATAL"},
+        {"later:50", 200, "ok", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        lt_http_t h = {0};
+        push(&c, &h, "sub-a", "e", cases[i].want);
+        CU_ASSERT_EQUAL(h.status, cases[i].status);
+        char v[64];
+        CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) &&
+                       strcmp(v, cases[i].msm_status) == 0);
+        if (cases[i].code) {
+            CU_ASSERT_TRUE(body_code_is(&h, cases[i].code));
+        }
+        if (h.status != cases[i].status)
+            fprintf(stderr, "want=%s: got %ld %s\n", cases[i].want, h.status,
+                    h.rbody ? h.rbody : "");
+        lt_http_free(&h);
+    }
+    /* The handler's message reaches the router (as the task's last_error). */
+    lt_http_t h = {0};
+    push(&c, &h, "sub-a", "e", "fatal");
+    CU_ASSERT_PTR_NOT_NULL(h.rbody && strstr(h.rbody, "wanted fatal"));
+    lt_http_free(&h);
+    h = (lt_http_t){0};
+    push(&c, &h, "sub-a", "e", "retry-after");
+    char v[16];
+    CU_ASSERT_TRUE(lt_http_header(&h, "Retry-After", v, sizeof(v)) && strcmp(v, "3") == 0);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+}
+
+static void test_unknown_subscription(void)
+{
+    char out[512];
+    path_in_dir(out, sizeof(out), "echo");
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
+    lt_http_t h = {0};
+    push(&c, &h, "nobody-handles-this", "e1", NULL);
+    /* Retriable: not 2xx, and no Msm-Status: fatal. */
+    CU_ASSERT_EQUAL(h.status, 404);
+    char v[32];
+    CU_ASSERT_PTR_NULL(lt_http_header(&h, "Msm-Status", v, sizeof(v)));
+    CU_ASSERT_TRUE(body_code_is(&h, "NOT_FOUND"));
+    lt_http_free(&h);
+    int n;
+    json_t *o = last_line(out, &n);
+    CU_ASSERT_EQUAL(n, 0);
+    json_decref(o);
+    /* An exact subscription beats "*". */
+    h = (lt_http_t){0};
+    push(&c, &h, "sub-b", "e2", NULL);
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    o = last_line(out, &n);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "handler"), "sub-b");
+    json_decref(o);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+
+    /* With "*" the same subscription is handled. */
+    CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 1), 0);
+    h = (lt_http_t){0};
+    push(&c, &h, "nobody-handles-this", "e3", NULL);
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    h = (lt_http_t){0};
+    push(&c, &h, "sub-b", "e4", NULL);
+    lt_http_free(&h);
+    o = last_line(out, &n);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "handler"), "sub-b");
+    json_decref(o);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+}
+
+/* ---- deadlines ---- */
+
+static void push_with_deadline(lt_child_t *c, lt_http_t *h, long long in_ms, const char *want)
+{
+    static char dl[64];
+    snprintf(dl, sizeof(dl), "Msm-Deadline: %lld", unix_ms() + in_ms);
+    h->headers[0] = dl;
+    h->headers[1] = NULL;
+    push(c, h, "sub-a", "d", want);
+}
+
+static void test_deadlines(void)
+{
+    char out[512];
+    path_in_dir(out, sizeof(out), "echo");
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
+    /* A handler that blocks past the deadline: its "ok" is too late, so retry. */
+    lt_http_t h = {0};
+    push_with_deadline(&c, &h, 100, "sleep:300");
+    CU_ASSERT_EQUAL(h.status, 503);
+    CU_ASSERT_TRUE(body_code_is(&h, "DEADLINE_EXCEEDED"));
+    lt_http_free(&h);
+    /* A late (MSM_LATER) handler: answered retry at the deadline, not when it finishes. */
+    h = (lt_http_t){0};
+    push_with_deadline(&c, &h, 300, "later:1500");
+    CU_ASSERT_EQUAL(h.status, 503);
+    char v[32];
+    CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "retry") == 0);
+    CU_ASSERT_TRUE(h.secs >= 0.2 && h.secs < 2.0);
+    lt_http_free(&h);
+    /* Already past on arrival: answered without running the handler. */
+    int before, after;
+    json_decref(last_line(out, &before));
+    h = (lt_http_t){0};
+    push_with_deadline(&c, &h, -1000, NULL);
+    CU_ASSERT_EQUAL(h.status, 503);
+    CU_ASSERT_TRUE(body_code_is(&h, "DEADLINE_EXCEEDED"));
+    lt_http_free(&h);
+    json_decref(last_line(out, &after));
+    CU_ASSERT_EQUAL(after, before);
+    /* Within the deadline all is well, and the lambda still serves. */
+    h = (lt_http_t){0};
+    push_with_deadline(&c, &h, 5000, "later:20");
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    /* The overrun later:1500 is still pending: SIGTERM waits for it (done at 1.5 s). */
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 8000), 0);
+}
+
+/* ---- signatures ---- */
+
+static void sign(const char *secret, long long t, const char *id, const char *body, char *hex)
+{
+    char data[1024];
+    int n = snprintf(data, sizeof(data), "%lld.%s.%s", t, id, body);
+    unsigned char mac[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)data, (size_t)n, mac,
+         &len);
+    for (unsigned i = 0; i < len; i++)
+        sprintf(hex + 2 * i, "%02x", mac[i]);
+}
+
+static long signed_push(lt_child_t *c, const char *sig_header, const char *body)
+{
+    lt_http_t h = {.headers = {sig_header, NULL}, .body = body, .body_len = strlen(body)};
+    push(c, &h, "any", "evt-s", NULL);
+    long status = h.status;
+    if (status == 401 && !body_code_is(&h, "UNAUTHENTICATED"))
+        status = -401;
+    lt_http_free(&h);
+    return status;
+}
+
+static void test_signature(void)
+{
+    const char *args[] = {"--secret", "s3cret", NULL};
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    const char *body = "{\"n\":1}";
+    long long now = unix_ms() / 1000;
+    char good[80], other[80], hdr[400];
+    sign("s3cret", now, "evt-s", body, good);
+    sign("wrong", now, "evt-s", body, other);
+
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now, good);
+    CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 200);
+    /* Rotation: any v1 may match; order of the parts is free. */
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: v1=%s, t=%lld, v1=%s", other, now, good);
+    CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 200);
+    /* Wrong secret, tampered body, missing header, stale timestamp, garbage. */
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now, other);
+    CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 401);
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now, good);
+    CU_ASSERT_EQUAL(signed_push(&c, hdr, "{\"n\":2}"), 401);
+    CU_ASSERT_EQUAL(signed_push(&c, "X-Nothing: 1", body), 401);
+    char stale[80];
+    sign("s3cret", now - 3600, "evt-s", body, stale);
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now - 3600, stale);
+    CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 401);
+    CU_ASSERT_EQUAL(signed_push(&c, "Msm-Signature: t=abc,v1=zz", body), 401);
+    CU_ASSERT_EQUAL(signed_push(&c, "Msm-Signature: garbage", body), 401);
+
+    /* /debug/info shows the settings with the secret masked. */
+    lt_http_t h = {.path = "/debug/info"};
+    lt_http(c.ch_port, &h);
+    CU_ASSERT_EQUAL(h.status, 200);
+    CU_ASSERT_PTR_NULL(h.rbody ? strstr(h.rbody, "s3cret") : "no body");
+    CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "\"secret\":\"***\"") : NULL);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+}
+
+/* ---- the example's --record ---- */
+
+static void check_record_line(json_t *o,
+                              const char *id,
+                              int attempt,
+                              const char *key,
+                              const char *okey,
+                              long long t0,
+                              long long t1,
+                              const char *result)
+{
+    static const char *const keys[] = {"id",           "subscription", "attempt", "key",
+                                       "ordering_key", "received_ms",  "result",  NULL};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(json_object_size(o), 7);
+    for (int i = 0; keys[i]; i++)
+        CU_ASSERT_PTR_NOT_NULL(json_object_get(o, keys[i]));
+    CU_ASSERT_STRING_EQUAL(jstr(o, "id"), id);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "subscription"), "rec-sub");
+    CU_ASSERT_TRUE(json_is_integer(json_object_get(o, "attempt")));
+    CU_ASSERT_EQUAL(jint(o, "attempt"), attempt);
+    if (key) {
+        CU_ASSERT_STRING_EQUAL(jstr(o, "key"), key);
+    } else {
+        CU_ASSERT_TRUE(json_is_null(json_object_get(o, "key")));
+    }
+    if (okey) {
+        CU_ASSERT_STRING_EQUAL(jstr(o, "ordering_key"), okey);
+    } else {
+        CU_ASSERT_TRUE(json_is_null(json_object_get(o, "ordering_key")));
+    }
+    CU_ASSERT_TRUE(json_is_integer(json_object_get(o, "received_ms")));
+    CU_ASSERT_TRUE(jint(o, "received_ms") >= t0 && jint(o, "received_ms") <= t1);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "result"), result);
+}
+
+static void test_record(void)
+{
+    char rec[512];
+    path_in_dir(rec, sizeof(rec), "record");
+    const char *args[] = {"--record", rec, NULL};
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    long long t0 = unix_ms();
+    lt_http_t h = {.headers = {"Msm-Key: k1", "Msm-Ordering-Key: o1", "Msm-Attempt: 2", NULL}};
+    push(&c, &h, "rec-sub", "r1", NULL);
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    h = (lt_http_t){0};
+    push(&c, &h, "rec-sub", "r2", NULL);
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    long long t1 = unix_ms();
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+
+    /* Always fatal, then always retry: answers and records agree. */
+    const char *fatal_args[] = {"--record", rec, "--fatal-rate", "1", NULL};
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, fatal_args), 0);
+    h = (lt_http_t){0};
+    push(&c, &h, "rec-sub", "r3", NULL);
+    CU_ASSERT_EQUAL(h.status, 500);
+    char v[16];
+    CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "fatal") == 0);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    const char *retry_args[] = {"--record", rec, "--fail-rate", "1", NULL};
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, retry_args), 0);
+    h = (lt_http_t){0};
+    push(&c, &h, "rec-sub", "r4", NULL);
+    CU_ASSERT_EQUAL(h.status, 503);
+    CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "retry") == 0);
+    lt_http_free(&h);
+    long long t2 = unix_ms();
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+
+    size_t len;
+    char *text = lt_read_file(rec, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    json_t *lines[8] = {0};
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l && n < 8;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = json_loads(l, 0, NULL);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    CU_ASSERT_EQUAL(text[len - 1], '\0'); /* strtok replaced the last '\n' */
+    check_record_line(lines[0], "r1", 2, "k1", "o1", t0, t1, "ok");
+    check_record_line(lines[1], "r2", 1, NULL, NULL, t0, t1, "ok");
+    check_record_line(lines[2], "r3", 1, NULL, NULL, t0, t2, "fatal");
+    check_record_line(lines[3], "r4", 1, NULL, NULL, t0, t2, "retry");
+    for (int i = 0; i < n; i++)
+        json_decref(lines[i]);
+    free(text);
+}
+
+/* Two processes appending to one record file at once: every line stays whole. */
+typedef struct {
+    lt_child_t *pc_child;
+    int pc_count;
+    int pc_ok;
+} pusher_t;
+
+static void *pusher_main(void *arg)
+{
+    pusher_t *p = arg;
+    for (int i = 0; i < p->pc_count; i++) {
+        lt_http_t h = {.headers = {"Msm-Key: a-key-long-enough-to-make-lines-longer", NULL}};
+        char id[64];
+        snprintf(id, sizeof(id), "w%d-%d", p->pc_child->ch_port, i);
+        push(p->pc_child, &h, "rec-sub", id, NULL);
+        p->pc_ok += h.status == 200;
+        lt_http_free(&h);
+    }
+    return NULL;
+}
+
+static void test_record_concurrent_writers(void)
+{
+    char rec[512];
+    path_in_dir(rec, sizeof(rec), "shared-record");
+    const char *args[] = {"--record", rec, NULL};
+    lt_child_t a, b;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&a, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&b, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    pusher_t pa = {&a, 60, 0}, pb = {&b, 60, 0};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, pusher_main, &pa);
+    pthread_create(&tb, NULL, pusher_main, &pb);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CU_ASSERT_EQUAL(pa.pc_ok + pb.pc_ok, 120);
+    CU_ASSERT_EQUAL(lt_child_wait(&a, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(lt_child_wait(&b, SIGTERM, 5000), 0);
+    char *text = lt_read_file(rec, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    int lines = 0, valid = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *o = json_loads(l, 0, NULL);
+        lines++;
+        valid += o && json_object_size(o) == 7;
+        json_decref(o);
+    }
+    CU_ASSERT_EQUAL(lines, 120);
+    CU_ASSERT_EQUAL(valid, 120);
+    free(text);
+}
+
+/* ---- --latency-ms: late answers, the loop keeps serving ---- */
+
+typedef struct {
+    lt_child_t *lc_child;
+    lt_http_t lc_h;
+    const char *lc_id;
+} latent_t;
+
+static void *latent_main(void *arg)
+{
+    latent_t *l = arg;
+    push(l->lc_child, &l->lc_h, "lat-sub", l->lc_id, NULL);
+    return NULL;
+}
+
+static void test_latency_does_not_block(void)
+{
+    const int latency = 600;
+    const char *args[] = {"--latency-ms", "600", NULL};
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    latent_t a = {.lc_child = &c, .lc_id = "l1"}, b = {.lc_child = &c, .lc_id = "l2"};
+    pthread_t ta, tb;
+    double t0 = lt_now_ms();
+    pthread_create(&ta, NULL, latent_main, &a);
+    pthread_create(&tb, NULL, latent_main, &b);
+    /* Meanwhile the loop answers at once. */
+    usleep(100 * 1000);
+    lt_http_t health = {.path = "/healthz"};
+    lt_http(c.ch_port, &health);
+    CU_ASSERT_EQUAL(health.status, 200);
+    CU_ASSERT_TRUE(health.secs < 0.3);
+    lt_http_free(&health);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    double total = lt_now_ms() - t0;
+    CU_ASSERT_EQUAL(a.lc_h.status, 200);
+    CU_ASSERT_EQUAL(b.lc_h.status, 200);
+    CU_ASSERT_TRUE(a.lc_h.secs * 1000 >= latency - 20 && b.lc_h.secs * 1000 >= latency - 20);
+    /* Both in about one latency, not two. */
+    CU_ASSERT_TRUE(total < latency * 1.6);
+    if (total >= latency * 1.6)
+        fprintf(stderr, "two latent requests took %.0f ms\n", total);
+    lt_http_free(&a.lc_h);
+    lt_http_free(&b.lc_h);
+
+    /* The metrics count them. */
+    lt_http_t m = {.path = "/metrics"};
+    lt_http(c.ch_port, &m);
+    CU_ASSERT_PTR_NOT_NULL(
+        m.rbody ? strstr(m.rbody, "msm_lambda_invocations_total{handler=\"*\",result=\"ok\"} 2")
+                : NULL);
+    lt_http_free(&m);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+}
+
+/* ---- SIGTERM ---- */
+
+static void test_sigterm_drains(void)
+{
+    /* Idle: exits 0 promptly. */
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, NULL), 0);
+    double t0 = lt_now_ms();
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_TRUE(lt_now_ms() - t0 < 1500);
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, NULL), 0);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGINT, 5000), 0);
+
+    /* Busy: the push in flight is answered 200, new connections are refused, exit 0. */
+    const char *args[] = {"--latency-ms", "700", NULL};
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    latent_t a = {.lc_child = &c, .lc_id = "t1"};
+    pthread_t ta;
+    pthread_create(&ta, NULL, latent_main, &a);
+    usleep(200 * 1000);
+    kill(c.ch_pid, SIGTERM);
+    usleep(150 * 1000);
+    lt_http_t late = {.path = "/healthz", .timeout_ms = 2000};
+    lt_http(c.ch_port, &late);
+    CU_ASSERT_EQUAL(late.rc, CURLE_COULDNT_CONNECT);
+    lt_http_free(&late);
+    pthread_join(ta, NULL);
+    CU_ASSERT_EQUAL(a.lc_h.status, 200);
+    lt_http_free(&a.lc_h);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, 0, 5000), 0);
+
+    /* A second signal does not wait for the handler: 503 for it, exit status 1. */
+    const char *slow[] = {"--latency-ms", "20000", NULL};
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, slow), 0);
+    latent_t b = {.lc_child = &c, .lc_id = "t2"};
+    pthread_create(&ta, NULL, latent_main, &b);
+    usleep(200 * 1000);
+    kill(c.ch_pid, SIGTERM);
+    usleep(100 * 1000);
+    t0 = lt_now_ms();
+    int st = lt_child_wait(&c, SIGTERM, 5000);
+    CU_ASSERT_EQUAL(st, 1);
+    if (st != 1)
+        fprintf(stderr, "second SIGTERM: exit status %d (log %s)\n", st, c.ch_log);
+    CU_ASSERT_TRUE(lt_now_ms() - t0 < 2000);
+    pthread_join(ta, NULL);
+    CU_ASSERT_EQUAL(b.lc_h.status, 503);
+    lt_http_free(&b.lc_h);
+}
+
+/* ---- API.md's example ---- */
+
+static void test_api_example(void)
+{
+    lt_child_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_API_EXAMPLE_LAMBDA, NULL), 0);
+    lt_http_t h = {0};
+    push(&c, &h, "orders-sub", "o-1", NULL);
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    h = (lt_http_t){0};
+    push(&c, &h, "other-sub", "o-2", NULL);
+    CU_ASSERT_EQUAL(h.status, 404);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    char *log = lt_read_file(c.ch_log, NULL);
+    CU_ASSERT_PTR_NOT_NULL(log ? strstr(log, "order o-1 (event=o-1 subscription=orders-sub")
+                               : NULL);
+    free(log);
+}
+
+static CU_TestInfo lambda_tests[] = {
+    {"--help, --version, bad flags", test_flags},
+    {"headers to event fields", test_event_round_trip},
+    {"ok/retry/fatal answers", test_status_mapping},
+    {"unknown subscription, exact before *", test_unknown_subscription},
+    {"deadlines count as retry", test_deadlines},
+    {"Msm-Signature with --secret", test_signature},
+    {"--record lines", test_record},
+    {"--record from two processes", test_record_concurrent_writers},
+    {"--latency-ms answers late without blocking", test_latency_does_not_block},
+    {"SIGTERM drains and exits 0", test_sigterm_drains},
+    {"API.md's three-line lambda", test_api_example},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_SuiteInfo suites[] = {
+    {"lambda", suite_init, suite_clean, NULL, NULL, lambda_tests},
+    CU_SUITE_INFO_NULL,
+};
+
+int main(void)
+{
+    return msm_test_run(suites);
+}
