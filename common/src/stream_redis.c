@@ -69,6 +69,7 @@ typedef struct {
     msm_redis_script_t *ensure_script;
     stream_info_t *streams;
     size_t pending_appends;
+    size_t pending_acks;   /* XACKs sent and not answered: a drain waits for them */
     uint64_t maxlen;       /* approximate MAXLEN per partition; 0 = keep everything */
     uint64_t lease_ms;
     uint64_t append_timeout_ms;
@@ -522,7 +523,7 @@ static int redis_append(msm_stream_t *s, const char *name, const msm_record_t *r
 
 static size_t redis_pending_appends(const msm_stream_t *s)
 {
-    return log_of(s)->pending_appends;
+    return log_of(s)->pending_appends + log_of(s)->pending_acks;
 }
 
 /* ---- consumers ---- */
@@ -1129,7 +1130,8 @@ static void on_claim_timer(msm_loop_t *loop, void *opaque)
 static void on_xack(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    (void)opaque;
+    redis_log_t *lg = opaque;
+    lg->pending_acks--;
     const char *why = msm_redis_reply_err(reply, err);
     if (why) /* the entries stay pending and are delivered again: at-least-once */
         msm_log(MSM_LOG_WARN, "log", "XACK failed: %s", why);
@@ -1151,7 +1153,9 @@ static void acks_flush(rconsumer_t *c)
         argv[2] = c->group;
         for (size_t i = 0; i < q->n; i++)
             argv[3 + i] = q->ids[i];
-        msm_redis_command_argv(c->log->redis, on_xack, NULL, (int)(3 + q->n), argv, NULL);
+        if (msm_redis_command_argv(c->log->redis, on_xack, c->log, (int)(3 + q->n), argv,
+                                   NULL) == MSM_OK)
+            c->log->pending_acks++;
         free(argv);
         q->n = 0;
     }

@@ -263,7 +263,7 @@ static void test_file_errors(void)
                  "got an object");
     f = write_file("{\"http\":{\"port\":70000}}");
     expect_error(load(&c, NULL, ARGS("--config", f)), MSM_ERR_INVALID, &c, f,
-                 "\"http.port\": 70000 is out of range [1, 65535]");
+                 "\"http.port\": 70000 is out of range [0, 65535]");
     f = write_file("{\"ratio\":1.5}");
     expect_error(load(&c, NULL, ARGS("--config", f)), MSM_ERR_INVALID, &c, "\"ratio\"",
                  "out of range");
@@ -290,7 +290,7 @@ static void test_env_errors(void)
     char *e1[] = {"MSM_HTTP_PORT=abc", NULL};
     expect_error(load(&c, e1, NULL), MSM_ERR_INVALID, &c, "environment MSM_HTTP_PORT",
                  "\"http.port\": \"abc\" is not an integer");
-    char *e2[] = {"MSM_HTTP_PORT=0", NULL};
+    char *e2[] = {"MSM_HTTP_PORT=-1", NULL};
     expect_error(load(&c, e2, NULL), MSM_ERR_INVALID, &c, "MSM_HTTP_PORT", "out of range");
     char *e3[] = {"MSM_HTTP_PORT=8080x", NULL};
     expect_error(load(&c, e3, NULL), MSM_ERR_INVALID, &c, "MSM_HTTP_PORT", "not an integer");
@@ -404,7 +404,7 @@ static void test_flag_errors(void)
     expect_error(load(&c, NULL, ARGS("--config")), MSM_ERR_INVALID, &c, "flag --config",
                  "needs a value");
     expect_error(load(&c, NULL, ARGS("--http.port=65536")), MSM_ERR_INVALID, &c,
-                 "flag --http.port", "\"http.port\": 65536 is out of range [1, 65535]");
+                 "flag --http.port", "\"http.port\": 65536 is out of range [0, 65535]");
     expect_error(load(&c, NULL, ARGS("--http.port", "80a")), MSM_ERR_INVALID, &c,
                  "flag --http.port", "\"80a\" is not an integer");
     expect_error(load(&c, NULL, ARGS("--workers", "0")), MSM_ERR_INVALID, &c, "\"workers\"",

@@ -89,6 +89,11 @@ static int redis_spawn(msm_test_redis_t *r)
             dup2(devnull, STDOUT_FILENO);
             close(devnull);
         }
+        /* A daemon in this process blocks SIGTERM/SIGINT (signalfd); the server must not
+         * inherit that, or stopping it would hang. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         /* Durability as msm documents it: AOF, fsync before every reply. */
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
                r->dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "",

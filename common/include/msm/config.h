@@ -188,8 +188,8 @@ typedef struct {
     MSM_CONF_PROPS("kafka.props", type, member.kafka_props,                                        \
                    "extra librdkafka properties, key=value"),                                      \
     MSM_CONF_STR("http.bind", type, member.http_bind, "0.0.0.0", "HTTP listen address"),           \
-    MSM_CONF_INT("http.port", type, member.http_port, (default_port), 1, 65535,                    \
-                 "HTTP listen port"),                                                              \
+    MSM_CONF_INT("http.port", type, member.http_port, (default_port), 0, 65535,                    \
+                 "HTTP listen port (0: any free port)"),                                          \
     MSM_CONF_ENUM("logging.level", type, member.logging_level, "info", msm_conf_log_levels,        \
                   "lowest level logged"),                                                          \
     MSM_CONF_ENUM("logging.format", type, member.logging_format, "logfmt",                         \

@@ -104,7 +104,8 @@ int msm_stream_ensure(msm_stream_t *s, const char *name, int partitions, msm_str
 int msm_stream_append(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
                       msm_stream_done_cb *cb, void *opaque);
 
-/** @brief Appends not yet completed (for back-pressure and graceful shutdown). */
+/** @brief Appends not yet completed, and acknowledgements not yet confirmed by the backend
+ *  (for back-pressure and graceful shutdown: drain until 0, then free). */
 size_t msm_stream_pending_appends(const msm_stream_t *s);
 
 /**

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+/* The scheduler's internals shared by its files: the module, the per-topic consumers, the
+ * per-subscription entries, and the entry points of fan-out (fanout.c) and of the delayed
+ * events (delayed.c). */
+#ifndef MSM_SCH_INT_H
+#define MSM_SCH_INT_H
+
+#include "scheduler.h"
+
+#include "msm/envelope.h"
+#include "msm/metrics.h"
+#include "msm/registry.h"
+#include "msm/stream.h"
+
+#include <stdint.h>
+
+#define SCH_GROUP   "scheduler"
+#define SCH_KEY_MAX 512
+
+typedef struct sch_job_s sch_job_t;
+
+/** A topic with at least one subscription, and its consumer of events.<topic>. */
+typedef struct sch_topic_s {
+    struct sch_topic_s *next;
+    scheduler_t *sch;
+    char *name;
+    char *stream;             /* "events.<topic>" */
+    msm_consumer_t *consumer; /* NULL while the stream is being ensured */
+    int partitions;           /* as ensured by us; 0 when not ensured (yet) */
+    int ensuring;             /* msm_stream_ensure() in flight: its callback starts consuming */
+    int removed;              /* dropped while ensuring: the callback frees the entry */
+    int keep;                 /* reconcile mark */
+    sch_job_t *jobs;          /* batches holding this consumer's messages */
+    msm_metric_child_t *m_consumed, *m_invalid;
+} sch_topic_t;
+
+/** A subscription known to the registry: where its tasks go and its metric series. */
+typedef struct sch_sub_s {
+    struct sch_sub_s *next;
+    char *name;
+    char *topic;
+    char *ready;     /* "ready.<sub>" */
+    int ready_state; /* 0: not ensured, 1: ensure in flight, 2: ensured */
+    int keep;        /* reconcile mark */
+    msm_metric_child_t *m_fanned, *m_scheduled, *m_fired;
+} sch_sub_t;
+
+struct scheduler_s {
+    msm_daemon_t *daemon;
+    msm_loop_t *loop;
+    msm_redis_t *redis;
+    msm_stream_t *stream;
+    char member[256];
+    sch_conf_t conf; /* numbers only: the strings stay the daemon's */
+    msm_registry_t *registry;
+    sch_topic_t *topics;
+    sch_sub_t *subs;
+    msm_redis_script_t *schedule_script;
+    msm_redis_script_t *fetch_script;
+    int stopping;
+    int freed;       /* freed by the owner; the last completion destroys it */
+    size_t inflight; /* completions we still wait for (they point at us) */
+    size_t njobs;
+    sch_stats_t stats;
+
+    /* delayed events (delayed.c) */
+    msm_timer_t delay_timer;
+    int64_t delay_target_ms; /* unix ms the timer is set for, while it is active */
+    int cycle_running;       /* a scan/fire cycle is in flight */
+    int64_t hint_ms;         /* earliest deliver_at scheduled during the running cycle */
+    uint32_t cycle_failures; /* consecutive failed cycles: the retry backoff */
+
+    /* metrics */
+    msm_metric_t *f_consumed, *f_invalid, *f_fanned, *f_scheduled, *f_fired;
+    msm_metric_child_t *m_lateness, *m_retries, *m_consumers;
+};
+
+/* ---- scheduler.c ---- */
+/** Counts one completion we wait for (a command or append carrying a pointer to us). */
+void sch__hold(scheduler_t *s);
+/** The completion arrived: destroys the module when it was freed and this was the last. */
+void sch__release(scheduler_t *s);
+/** The subscription entry named @p name, or NULL. */
+sch_sub_t *sch__sub(scheduler_t *s, const char *name);
+/** Makes sure ready.<sub> exists (once per entry; again after a NOTFOUND). */
+void sch__ensure_ready(scheduler_t *s, sch_sub_t *sub);
+/** Backoff before retry number @p attempt of a failed write. */
+uint64_t sch__backoff_ms(const scheduler_t *s, uint32_t attempt);
+/** Packs Task{event, sub, attempt 0, PENDING} and appends it to @p out. */
+int sch__pack_task(Msm__V1__Event *ev, const char *sub, msm_buf_t *out);
+
+/* ---- fanout.c ---- */
+/** msm_consumer_batch_cb of every topic consumer (opaque: the sch_topic_t). */
+void sch__on_events(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque);
+/** The topic's consumer is about to be freed: its batches forget their messages. */
+void sch__topic_detach_jobs(sch_topic_t *t);
+
+/* ---- delayed.c ---- */
+/** Runs a scan/fire cycle now (or right after the running one). */
+void sch__delayed_kick(scheduler_t *s);
+/** A delayed event due at @p deliver_at_ms was scheduled: wake for it if it is earliest. */
+void sch__delayed_hint(scheduler_t *s, int64_t deliver_at_ms);
+/** Stops the timer (stop and free). */
+void sch__delayed_stop(scheduler_t *s);
+
+#endif

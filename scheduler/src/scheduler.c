@@ -1,0 +1,519 @@
+/* SPDX-License-Identifier: MIT */
+/* The scheduler module: its life cycle, the registry watch that starts and stops one
+ * consumer of events.<topic> per topic with subscriptions, the ready.<sub> streams, metrics
+ * and readiness. Fan-out is in fanout.c, delayed events in delayed.c. */
+#include "sch_int.h"
+
+#include "msm/backoff.h"
+#include "msm/err.h"
+#include "msm/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_PARTITIONS 4
+
+/* Lateness of fired delayed events, in seconds: milliseconds matter, seconds are a fault. */
+static const double lateness_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                          0.25,  0.5,    1,     2.5,  5,     10,   60};
+
+/* Schedules delayed events of one subscription. KEYS[1]: sub:{s}:delayed, KEYS[1+i]: the
+ * task hash of event i; ARGV[1]: now (unix ms), then (id, deliver_at, packed event) per
+ * event. A task hash that exists already means the event was scheduled before (this is a
+ * redelivery): it is left alone and not added to the set again, so an event already moved
+ * to ready.<sub> is not moved twice. Returns how many were newly scheduled. */
+static const char SCHEDULE_LUA[] =
+    "local added = 0\n"
+    "for i = 2, #KEYS do\n"
+    "  local a = (i - 2) * 3 + 2\n"
+    "  if redis.call('EXISTS', KEYS[i]) == 0 then\n"
+    "    redis.call('HSET', KEYS[i], 'state', 'delayed', 'attempts', '0',\n"
+    "               'event', ARGV[a + 2], 'updated_ms', ARGV[1])\n"
+    "    redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])\n"
+    "    added = added + 1\n"
+    "  end\n"
+    "end\n"
+    "return added\n";
+
+/* The packed events of due delayed tasks. KEYS: task hashes. Returns one bulk per key,
+ * nil where the hash (or its event) is gone. */
+static const char FETCH_LUA[] = "local r = {}\n"
+                                "for i, k in ipairs(KEYS) do\n"
+                                "  r[i] = redis.call('HGET', k, 'event')\n"
+                                "end\n"
+                                "return r\n";
+
+/* ---- shared helpers ---- */
+
+void sch__hold(scheduler_t *s)
+{
+    s->inflight++;
+}
+
+static void destroy(scheduler_t *s);
+
+void sch__release(scheduler_t *s)
+{
+    s->inflight--;
+    if (s->freed && s->inflight == 0)
+        destroy(s);
+}
+
+sch_sub_t *sch__sub(scheduler_t *s, const char *name)
+{
+    for (sch_sub_t *sub = s->subs; sub; sub = sub->next) {
+        if (strcmp(sub->name, name) == 0)
+            return sub;
+    }
+    return NULL;
+}
+
+uint64_t sch__backoff_ms(const scheduler_t *s, uint32_t attempt)
+{
+    uint64_t d = msm_backoff_delay_ms(attempt, (uint64_t)s->conf.retry_min_ms,
+                                      (uint64_t)s->conf.retry_max_ms);
+    /* Full jitter may draw 0: keep a floor so a dead backend is not hammered. */
+    uint64_t floor = (uint64_t)s->conf.retry_min_ms / 2;
+    return d < floor ? floor : d;
+}
+
+int sch__pack_task(Msm__V1__Event *ev, const char *sub, msm_buf_t *out)
+{
+    Msm__V1__Task task = MSM__V1__TASK__INIT;
+    task.event = ev;
+    task.subscription = (char *)sub;
+    task.attempt = 0; /* flowcontrol counts attempts: 1 is the first delivery */
+    task.state = MSM__V1__TASK_STATE__TASK_STATE_PENDING;
+    size_t n = protobuf_c_message_get_packed_size(&task.base);
+    if (msm_buf_reserve(out, n) != MSM_OK)
+        return MSM_ERR_NOMEM;
+    protobuf_c_message_pack(&task.base, out->data + out->len);
+    out->len += n;
+    return MSM_OK;
+}
+
+static int topic_partitions(const scheduler_t *s, const char *topic)
+{
+    const msm_topic_t *t = s->registry ? msm_registry_topic(s->registry, topic) : NULL;
+    return t ? t->partitions : DEFAULT_PARTITIONS;
+}
+
+/* ---- ready.<sub> streams ---- */
+
+typedef struct {
+    scheduler_t *s;
+    char *sub;
+} ready_ensure_t;
+
+static void on_ready_ensured(msm_err_t err, const char *reason, void *opaque)
+{
+    ready_ensure_t *e = opaque;
+    scheduler_t *s = e->s;
+    sch_sub_t *sub = s->freed ? NULL : sch__sub(s, e->sub);
+    if (sub)
+        sub->ready_state = err == MSM_OK ? 2 : 0;
+    if (err != MSM_OK && !s->freed && !s->stopping)
+        msm_log(MSM_LOG_WARN, "scheduler", "ensuring stream ready.%s: %s (retried on next use)",
+                e->sub, reason ? reason : msm_err_str(err));
+    free(e->sub);
+    free(e);
+    sch__release(s);
+}
+
+/* The frontend ensures events.<topic>; ready.<sub> is ours to create before the first
+ * append (an append to a stream that does not exist fails with NOTFOUND). */
+void sch__ensure_ready(scheduler_t *s, sch_sub_t *sub)
+{
+    if (sub->ready_state != 0 || s->freed)
+        return;
+    ready_ensure_t *e = calloc(1, sizeof(*e));
+    if (!e || !(e->sub = strdup(sub->name))) {
+        free(e);
+        return;
+    }
+    e->s = s;
+    if (msm_stream_ensure(s->stream, sub->ready, topic_partitions(s, sub->topic), on_ready_ensured,
+                          e) != MSM_OK) {
+        free(e->sub);
+        free(e);
+        return;
+    }
+    sub->ready_state = 1;
+    sch__hold(s);
+}
+
+/* ---- subscriptions ---- */
+
+static void sub_free(sch_sub_t *sub)
+{
+    free(sub->name);
+    free(sub->topic);
+    free(sub->ready);
+    free(sub);
+}
+
+static sch_sub_t *sub_new(scheduler_t *s, const msm_sub_t *rs)
+{
+    sch_sub_t *sub = calloc(1, sizeof(*sub));
+    if (!sub)
+        return NULL;
+    size_t n = strlen(rs->name) + sizeof("ready.");
+    sub->name = strdup(rs->name);
+    sub->topic = strdup(rs->topic);
+    sub->ready = malloc(n);
+    if (!sub->name || !sub->topic || !sub->ready) {
+        sub_free(sub);
+        return NULL;
+    }
+    snprintf(sub->ready, n, MSM_STREAM_READY, rs->name);
+    sub->m_fanned = msm_metric_labels(s->f_fanned, rs->name, NULL);
+    sub->m_scheduled = msm_metric_labels(s->f_scheduled, rs->name, NULL);
+    sub->m_fired = msm_metric_labels(s->f_fired, rs->name, NULL);
+    return sub;
+}
+
+/* Brings the subscription entries in line with the registry. */
+static void reconcile_subs(scheduler_t *s)
+{
+    for (sch_sub_t *sub = s->subs; sub; sub = sub->next)
+        sub->keep = 0;
+    for (size_t i = 0; i < msm_registry_sub_count(s->registry); i++) {
+        const msm_sub_t *rs = msm_registry_sub_at(s->registry, i);
+        sch_sub_t *sub = sch__sub(s, rs->name);
+        if (sub && strcmp(sub->topic, rs->topic) != 0) {
+            char *topic = strdup(rs->topic);
+            if (topic) {
+                free(sub->topic);
+                sub->topic = topic;
+            }
+        }
+        if (!sub && (sub = sub_new(s, rs)) != NULL) {
+            sub->next = s->subs;
+            s->subs = sub;
+            msm_log(MSM_LOG_INFO, "scheduler", "subscription %s on topic %s", rs->name, rs->topic);
+        }
+        if (sub) {
+            sub->keep = 1;
+            sch__ensure_ready(s, sub);
+        }
+    }
+    for (sch_sub_t **p = &s->subs; *p;) {
+        sch_sub_t *sub = *p;
+        if (sub->keep) {
+            p = &sub->next;
+            continue;
+        }
+        msm_log(MSM_LOG_INFO, "scheduler", "subscription %s removed", sub->name);
+        *p = sub->next;
+        sub_free(sub);
+    }
+}
+
+/* ---- topics and their consumers ---- */
+
+static void topic_destroy(sch_topic_t *t)
+{
+    free(t->name);
+    free(t->stream);
+    free(t);
+}
+
+static void topic_start_consumer(sch_topic_t *t)
+{
+    scheduler_t *s = t->sch;
+    char err[256] = "";
+    t->consumer =
+        msm_stream_consume(s->stream, t->stream, SCH_GROUP, s->member, (size_t)s->conf.batch,
+                           (size_t)s->conf.max_unacked, sch__on_events, t, err, sizeof(err));
+    if (!t->consumer) {
+        msm_log(MSM_LOG_ERROR, "scheduler", "consuming %s: %s", t->stream, err);
+        return;
+    }
+    s->stats.consumers++;
+    msm_gauge_set(s->m_consumers, (double)s->stats.consumers);
+    msm_log(MSM_LOG_INFO, "scheduler", "consuming %s as %s/%s", t->stream, SCH_GROUP, s->member);
+}
+
+static void topic_stop_consumer(sch_topic_t *t)
+{
+    if (!t->consumer)
+        return;
+    sch__topic_detach_jobs(t);
+    msm_consumer_free(t->consumer);
+    t->consumer = NULL;
+    t->sch->stats.consumers--;
+    msm_gauge_set(t->sch->m_consumers, (double)t->sch->stats.consumers);
+}
+
+static void on_events_ensured(msm_err_t err, const char *reason, void *opaque)
+{
+    sch_topic_t *t = opaque;
+    scheduler_t *s = t->sch;
+    t->ensuring = 0;
+    if (err != MSM_OK)
+        t->partitions = 0;
+    if (t->removed) {
+        topic_destroy(t);
+    } else if (!s->stopping) {
+        if (err != MSM_OK)
+            msm_log(MSM_LOG_WARN, "scheduler",
+                    "ensuring %s: %s; consuming anyway (the consumer waits for the stream)",
+                    t->stream, reason ? reason : msm_err_str(err));
+        topic_start_consumer(t);
+    }
+    sch__release(s);
+}
+
+static sch_topic_t *topic_new(scheduler_t *s, const char *name)
+{
+    sch_topic_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    size_t n = strlen(name) + sizeof("events.");
+    t->sch = s;
+    t->name = strdup(name);
+    t->stream = malloc(n);
+    if (!t->name || !t->stream) {
+        topic_destroy(t);
+        return NULL;
+    }
+    snprintf(t->stream, n, MSM_STREAM_EVENTS, name);
+    t->m_consumed = msm_metric_labels(s->f_consumed, name, NULL);
+    t->m_invalid = msm_metric_labels(s->f_invalid, name, NULL);
+    const msm_topic_t *rt = msm_registry_topic(s->registry, name);
+    if (rt &&
+        msm_stream_ensure(s->stream, t->stream, rt->partitions, on_events_ensured, t) == MSM_OK) {
+        t->ensuring = 1;
+        t->partitions = rt->partitions;
+        sch__hold(s);
+    } else {
+        /* Not registered (yet): the consumer waits until the frontend creates the stream. */
+        topic_start_consumer(t);
+    }
+    return t;
+}
+
+/* Frees the entry, or leaves it to the pending ensure callback. */
+static void topic_drop(sch_topic_t *t)
+{
+    topic_stop_consumer(t);
+    if (t->ensuring)
+        t->removed = 1;
+    else
+        topic_destroy(t);
+}
+
+static sch_topic_t *topic_find(scheduler_t *s, const char *name)
+{
+    for (sch_topic_t *t = s->topics; t; t = t->next) {
+        if (strcmp(t->name, name) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+/* One consumer per topic that has at least one subscription. */
+static void reconcile_topics(scheduler_t *s)
+{
+    for (sch_topic_t *t = s->topics; t; t = t->next)
+        t->keep = 0;
+    for (sch_sub_t *sub = s->subs; sub; sub = sub->next) {
+        sch_topic_t *t = topic_find(s, sub->topic);
+        if (!t && (t = topic_new(s, sub->topic)) != NULL) {
+            t->next = s->topics;
+            s->topics = t;
+        }
+        if (t)
+            t->keep = 1;
+    }
+    for (sch_topic_t **p = &s->topics; *p;) {
+        sch_topic_t *t = *p;
+        if (t->keep) {
+            p = &t->next;
+            continue;
+        }
+        msm_log(MSM_LOG_INFO, "scheduler", "topic %s has no subscription left: not consuming",
+                t->name);
+        *p = t->next;
+        topic_drop(t);
+    }
+}
+
+static void on_registry(msm_registry_t *reg, void *opaque)
+{
+    (void)reg;
+    scheduler_t *s = opaque;
+    if (s->stopping)
+        return;
+    reconcile_subs(s);
+    reconcile_topics(s);
+    /* A subscription may have come with delayed events of an earlier life: look now. */
+    sch__delayed_kick(s);
+}
+
+/* ---- readiness, metrics ---- */
+
+static int ready_cb(void *opaque, char *why, size_t n)
+{
+    scheduler_t *s = opaque;
+    if (scheduler_ready(s))
+        return 1;
+    snprintf(why, n, "registry not loaded");
+    return 0;
+}
+
+static int register_metrics(scheduler_t *s, msm_metrics_t *m)
+{
+    static const char *const by_topic[] = {"topic", NULL};
+    static const char *const by_sub[] = {"subscription", NULL};
+    msm_metric_t *lateness = NULL, *retries = NULL, *consumers = NULL;
+    int rc = 0;
+    rc |= msm_metrics_counter(m, "msm_scheduler_events_consumed_total",
+                              "events read from events.<topic> (redeliveries included)", by_topic,
+                              &s->f_consumed);
+    rc |= msm_metrics_counter(m, "msm_scheduler_events_invalid_total",
+                              "records of events.<topic> that are not a msm.v1.Event (dropped)",
+                              by_topic, &s->f_invalid);
+    rc |= msm_metrics_counter(m, "msm_scheduler_tasks_fanned_out_total",
+                              "tasks written for a subscription: to ready.<sub> or delayed", by_sub,
+                              &s->f_fanned);
+    rc |=
+        msm_metrics_counter(m, "msm_scheduler_delayed_scheduled_total",
+                            "delayed events newly held until deliver_at", by_sub, &s->f_scheduled);
+    rc |= msm_metrics_counter(m, "msm_scheduler_delayed_fired_total",
+                              "delayed events moved to ready.<sub> when due", by_sub, &s->f_fired);
+    rc |= msm_metrics_histogram(m, "msm_scheduler_delayed_fire_lateness_seconds",
+                                "how long after deliver_at a delayed event reached ready.<sub>",
+                                NULL, lateness_buckets,
+                                sizeof(lateness_buckets) / sizeof(lateness_buckets[0]), &lateness);
+    rc |= msm_metrics_counter(m, "msm_scheduler_write_retries_total",
+                              "failed writes to Redis or the log retried after a backoff", NULL,
+                              &retries);
+    rc |= msm_metrics_gauge(m, "msm_scheduler_consumers", "topic consumers running", NULL,
+                            &consumers);
+    if (rc)
+        return -1;
+    s->m_lateness = msm_metric_solo(lateness);
+    s->m_retries = msm_metric_solo(retries);
+    s->m_consumers = msm_metric_solo(consumers);
+    return 0;
+}
+
+/* ---- life cycle ---- */
+
+scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
+{
+    scheduler_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->daemon = d;
+    s->loop = msm_daemon_loop(d);
+    s->redis = msm_daemon_redis(d);
+    s->stream = msm_daemon_stream(d);
+    s->conf = *conf;
+    memset(&s->conf.common, 0, sizeof(s->conf.common)); /* the strings stay the daemon's */
+    if (s->conf.retry_max_ms < s->conf.retry_min_ms)
+        s->conf.retry_max_ms = s->conf.retry_min_ms;
+    snprintf(s->member, sizeof(s->member), "%s", msm_daemon_member(d));
+    msm_timer_init(&s->delay_timer);
+    s->hint_ms = INT64_MAX;
+    s->schedule_script = msm_redis_script_new(SCHEDULE_LUA);
+    s->fetch_script = msm_redis_script_new(FETCH_LUA);
+    if (!s->schedule_script || !s->fetch_script || register_metrics(s, msm_daemon_metrics(d)) != 0)
+        goto fail;
+    s->registry = msm_registry_new(s->redis, (uint32_t)s->conf.registry_poll_ms, on_registry, s);
+    if (!s->registry)
+        goto fail;
+    msm_daemon_set_ready(d, ready_cb, s);
+    return s;
+fail:
+    msm_redis_script_free(s->schedule_script);
+    msm_redis_script_free(s->fetch_script);
+    free(s);
+    return NULL;
+}
+
+static void on_ack_barrier(msm_err_t err, const char *reason, void *opaque)
+{
+    (void)err;
+    (void)reason;
+    sch__release(opaque);
+}
+
+/* Freeing a consumer sends its last acknowledgements on the log client's connection, and
+ * nothing reports when they are answered. An ensure of a stream we ensured before changes
+ * nothing and travels on that same connection: once it completes, those XACKs have been
+ * answered, so a drained stop does not leave a batch to be redelivered. */
+static void ack_barrier(scheduler_t *s)
+{
+    for (sch_topic_t *t = s->topics; t; t = t->next) {
+        if (t->partitions > 0 && !t->ensuring) {
+            if (msm_stream_ensure(s->stream, t->stream, t->partitions, on_ack_barrier, s) == MSM_OK)
+                sch__hold(s);
+            return;
+        }
+    }
+}
+
+void scheduler_stop(void *opaque)
+{
+    scheduler_t *s = opaque;
+    if (s->stopping)
+        return;
+    s->stopping = 1;
+    msm_registry_free(s->registry);
+    s->registry = NULL;
+    for (sch_topic_t *t = s->topics; t; t = t->next)
+        topic_stop_consumer(t);
+    ack_barrier(s);
+    sch__delayed_stop(s);
+    msm_log(MSM_LOG_INFO, "scheduler",
+            "stopped consuming; unacknowledged events will be redelivered");
+}
+
+int scheduler_drained(void *opaque)
+{
+    scheduler_t *s = opaque;
+    return s->inflight == 0 && msm_stream_pending_appends(s->stream) == 0;
+}
+
+int scheduler_ready(const scheduler_t *s)
+{
+    return s->registry && msm_registry_loaded(s->registry);
+}
+
+void scheduler_stats(const scheduler_t *s, sch_stats_t *out)
+{
+    *out = s->stats;
+    out->jobs = s->njobs;
+    out->inflight = s->inflight;
+}
+
+static void destroy(scheduler_t *s)
+{
+    msm_redis_script_free(s->schedule_script);
+    msm_redis_script_free(s->fetch_script);
+    free(s);
+}
+
+void scheduler_free(scheduler_t *s)
+{
+    if (!s)
+        return;
+    scheduler_stop(s);
+    msm_daemon_set_ready(s->daemon, NULL, NULL);
+    while (s->topics) {
+        sch_topic_t *t = s->topics;
+        s->topics = t->next;
+        topic_drop(t);
+    }
+    while (s->subs) {
+        sch_sub_t *sub = s->subs;
+        s->subs = sub->next;
+        sub_free(sub);
+    }
+    s->freed = 1;
+    if (s->inflight == 0)
+        destroy(s);
+}
