@@ -461,7 +461,7 @@ static void test_help_text(void)
     fclose(f);
     static const char *const want[] = {
         "Usage: msm-test [options]", "A test daemon.", "--config FILE", "MSM_CONFIG",
-        "--http.port INT", "MSM_HTTP_PORT", "8080", "HTTP listen port (1..65535)",
+        "--http.port INT", "MSM_HTTP_PORT", "8080", "HTTP listen port (0: any free port) (0..65535)",
         "--redis.url STR", "MSM_REDIS_URL", "redis://127.0.0.1:6379", "MSM_NAMESPACE",
         "--log.backend redis|kafka", "MSM_LOG_BACKEND", "MSM_KAFKA_BROKERS",
         "--logging.level debug|info|warn|error", "--[no-]verbose", "MSM_VERBOSE", "false",
