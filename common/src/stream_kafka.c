@@ -2,7 +2,7 @@
 /* The Kafka log driver (librdkafka): one idempotent producer per msm_stream_t and one
  * consumer handle per msm_consumer_t. Every librdkafka event arrives on a queue that wakes
  * our loop through a pipe, so no msm code runs on librdkafka's threads; the blocking broker
- * queries (backlog, the topic auto-creation fallback) run on one small worker thread. */
+ * queries (ensure, backlog) run on one small worker thread of ours. */
 #include "stream_int.h"
 #include "msm/err.h"
 #include "msm/log.h"
@@ -22,11 +22,17 @@
 #define KF_FAC             "kafka"
 #define KF_TOPIC_MAX       249   /* Kafka's limit on topic names */
 #define KF_DRAIN_MAX       1024  /* events handled per wake-up before yielding to the loop */
-#define KF_POLL_MS         1000  /* idle poll: keeps max.poll.interval.ms happy while paused */
+#define KF_POLL_MS         1000  /* idle poll: the member keeps polling while records are held */
 #define KF_CLOSE_MS        5000  /* bound on leaving the group in msm_consumer_free() */
 #define KF_COMMIT_RETRY_MS 250   /* pause before retrying a failed offset commit */
 #define KF_GROUP_CACHE     8     /* group handles the worker keeps for backlog queries */
 #define KF_MAX_PARTITION   65536 /* sanity bound on partition ids we index by */
+#define KF_MIN_SESSION_MS  6000  /* brokers' default group.min.session.timeout.ms */
+#define KF_MSG_MIN_CAP     256   /* smallest record buffer: most events fit, few reallocs */
+#define KF_MSG_SPARE_CAP   65536 /* larger record buffers are not kept for reuse */
+/* A broker back from an outage is reconnected to within a second, well inside the append
+ * timeout (librdkafka's default backoff grows to 10 s). */
+#define KF_RECONNECT_MAX_MS "1000"
 
 /* ------------------------------------------------------------------------------------ */
 /* Types                                                                                  */
@@ -53,7 +59,7 @@ typedef struct kf_batch_s {
 } kf_batch_t;
 
 typedef enum {
-    KF_JOB_ENSURE = 0,  /* CreateTopics on the loop; auto-creation fallback on the worker */
+    KF_JOB_ENSURE = 0,  /* CreateTopics, or the auto-creation fallback, on the worker */
     KF_JOB_BACKLOG = 1, /* watermarks and committed offsets, on the worker */
 } kf_job_kind_t;
 
@@ -115,8 +121,8 @@ typedef struct kf_stream_s {
 
 /* Per partition ack tracking: a ring of delivered offsets in order, acked or not. */
 typedef struct {
-    int64_t ks_off;
-    int ks_acked;
+    int64_t sl_off;
+    int sl_acked;
 } kf_slot_t;
 
 typedef struct {
@@ -130,11 +136,15 @@ typedef struct {
     int64_t kp_seen;   /* highest offset this consumer delivered (redelivery hint) */
 } kf_part_t;
 
+/* A consumed record, copied out of librdkafka's fetch buffer (holding the event instead
+ * would pin the whole fetch response in memory while the application holds one record).
+ * Freed records are kept for reuse (kc_spare), so steady consumption does not malloc. */
 typedef struct kf_msg_s {
     msm_stream_msg_t km_msg; /* first: the application sees only this */
     struct kf_msg_s *km_prev, *km_next;
     uint64_t km_seq;
     uint32_t km_gen;
+    size_t km_cap;  /* bytes km_data can hold */
     char km_data[]; /* key, then value */
 } kf_msg_t;
 
@@ -143,9 +153,11 @@ typedef struct {
     kf_stream_t *kc_ks;
     msm_loop_t *kc_loop;
     rd_kafka_t *kc_rk;
-    rd_kafka_queue_t *kc_q; /* consumer queue (the main queue is forwarded to it) */
+    rd_kafka_queue_t *kc_q;  /* consumer queue (the main queue is forwarded to it) */
+    rd_kafka_queue_t *kc_fq; /* the assigned partitions' records, read while there is room */
     int kc_pipe[2];
-    char *kc_name;
+    char *kc_name;   /* the stream, as the application named it */
+    char *kc_member; /* for the logs */
     char *kc_topic;
     size_t kc_max_batch, kc_max_unacked;
     msm_consumer_batch_cb *kc_cb;
@@ -158,7 +170,10 @@ typedef struct {
     size_t kc_nready;
     kf_msg_t *kc_out; /* handed out, not yet acknowledged */
     size_t kc_unacked;
-    int kc_paused, kc_dirty, kc_busy, kc_free_pending, kc_closing, kc_hooked;
+    kf_msg_t *kc_spare; /* freed records kept for reuse */
+    size_t kc_nspare;
+    int kc_held; /* records left in the fetch queue for want of room */
+    int kc_dirty, kc_busy, kc_free_pending, kc_closing, kc_hooked;
     msm_timer_t kc_kick, kc_poll, kc_retry;
 } kf_consumer_t;
 
@@ -216,6 +231,16 @@ static int topic_name(const char *prefix, const char *name, char *out, size_t ou
     return MSM_OK;
 }
 
+/* A consumer group belongs to one stream, as a Redis Streams group does: "<topic>:<group>"
+ * (':' never appears in a topic name, so two pairs never give one id). Heap string. */
+static char *group_id(const char *topic, const char *group)
+{
+    char *gid = NULL;
+    if (asprintf(&gid, "%s:%s", topic, group) < 0)
+        return NULL;
+    return gid;
+}
+
 static int pipe_open(int p[2])
 {
     if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
@@ -247,7 +272,7 @@ static void log_event(rd_kafka_event_t *ev)
     int level = 6;
     if (rd_kafka_event_log(ev, &fac, &str, &level) != 0)
         return;
-    msm_log_level_t l = level <= 3 ? MSM_LOG_ERROR
+    msm_log_level_t l = level <= 3   ? MSM_LOG_ERROR
                         : level == 4 ? MSM_LOG_WARN
                         : level <= 6 ? MSM_LOG_INFO
                                      : MSM_LOG_DEBUG;
@@ -262,8 +287,8 @@ static void log_error_event(const char *who, rd_kafka_event_t *ev)
             fatal ? " fatal error" : "", rd_kafka_event_error_string(ev), rd_kafka_err2name(e));
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errbuf,
-                    size_t errbuf_size)
+static int
+conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errbuf, size_t errbuf_size)
 {
     char err[256];
     if (rd_kafka_conf_set(conf, key, val, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
@@ -273,9 +298,35 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, cha
     return MSM_OK;
 }
 
-/* The user's "key=value" properties, applied after our defaults so they may override. */
-static int conf_apply_props(rd_kafka_conf_t *conf, const char *const *props, char *errbuf,
-                            size_t errbuf_size)
+/* Properties the driver's promises rest on (durability, commits of acknowledged records
+ * only, where a new group starts) or that msm_stream_conf_t already sets. */
+static const char *const kf_fixed_props[] = {
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "group.id",
+    "bootstrap.servers",
+    "metadata.broker.list",
+    NULL,
+};
+
+static int prop_is_fixed(const char *key)
+{
+    for (size_t i = 0; kf_fixed_props[i]; i++)
+        if (strcmp(key, kf_fixed_props[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The user's "key=value" properties, applied after our defaults so they may tune them;
+ * the fixed ones are refused rather than silently weakening a guarantee. */
+static int
+conf_apply_props(rd_kafka_conf_t *conf, const char *const *props, char *errbuf, size_t errbuf_size)
 {
     if (!props)
         return MSM_OK;
@@ -293,6 +344,10 @@ static int conf_apply_props(rd_kafka_conf_t *conf, const char *const *props, cha
         }
         memcpy(key, props[i], klen);
         key[klen] = '\0';
+        if (prop_is_fixed(key)) {
+            snprintf(errbuf, errbuf_size, "kafka property \"%s\" is set by msm", key);
+            return MSM_ERR_INVALID;
+        }
         int rc = conf_set(conf, key, eq + 1, errbuf, errbuf_size);
         if (rc != MSM_OK)
             return rc;
@@ -443,8 +498,12 @@ static void ks_kick(kf_stream_t *ks)
         msm_loop_timer_start(ks->ks_loop, &ks->ks_kick, 0, on_producer_kick, ks);
 }
 
-static int kf_append(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
-                     msm_stream_done_cb *cb, void *opaque)
+static int kf_append(msm_stream_t *s,
+                     const char *name,
+                     const msm_record_t *records,
+                     size_t n,
+                     msm_stream_done_cb *cb,
+                     void *opaque)
 {
     kf_stream_t *ks = s->s_impl;
     if (ks->ks_closing)
@@ -507,8 +566,8 @@ static kf_job_t *job_new(kf_stream_t *ks, kf_job_kind_t kind, const char *topic,
     j->kj_kind = kind;
     j->kj_backlog = -1;
     j->kj_topic = strdup(topic);
-    if (group && asprintf(&j->kj_group, "%s.%s", ks->ks_s->s_conf.name_prefix, group) < 0)
-        j->kj_group = NULL;
+    if (group)
+        j->kj_group = group_id(topic, group);
     if (!j->kj_topic || (group && !j->kj_group)) {
         free(j->kj_topic);
         free(j->kj_group);
@@ -619,8 +678,9 @@ fail:
 }
 
 /* Worker thread: makes the broker auto-create the topic through a metadata request (the
- * path taken when the broker has no CreateTopics, as librdkafka's mock cluster in 2.0.x). */
-static void worker_ensure(kf_stream_t *ks, kf_job_t *j)
+ * path taken when the cluster has no usable CreateTopics, as librdkafka's mock cluster in
+ * 2.0.x, whose Metadata versions predate the allow-auto-creation flag). */
+static void worker_auto_create(kf_stream_t *ks, kf_job_t *j)
 {
     uint64_t deadline = mono_ms() + (uint64_t)ks->ks_query_ms;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(ks->ks_rk, j->kj_topic, NULL);
@@ -663,6 +723,83 @@ static void worker_ensure(kf_stream_t *ks, kf_job_t *j)
         usleep(100 * 1000);
     }
     rd_kafka_topic_destroy(rkt);
+}
+
+/* Worker thread: 1 when the cluster names a controller that is one of its brokers (the
+ * mock cluster of librdkafka 2.0.x names broker 0, which does not exist). */
+static int worker_has_controller(kf_stream_t *ks)
+{
+    int32_t id = rd_kafka_controllerid(ks->ks_rk, ks->ks_query_ms);
+    const struct rd_kafka_metadata *md = NULL;
+    int found = 0;
+    if (id < 0 || rd_kafka_metadata(ks->ks_rk, 0, NULL, &md, ks->ks_query_ms) != 0)
+        return 0;
+    for (int i = 0; i < md->broker_cnt; i++)
+        found |= md->brokers[i].id == id;
+    rd_kafka_metadata_destroy(md);
+    return found;
+}
+
+/* Worker thread: CreateTopics, waiting for its result. @returns 0 when the job is decided,
+ * -1 when the broker does not support the request (the caller falls back). */
+static int worker_create_topic(kf_stream_t *ks, kf_job_t *j)
+{
+    char err[200];
+    rd_kafka_NewTopic_t *nt =
+        rd_kafka_NewTopic_new(j->kj_topic, j->kj_partitions, -1, err, sizeof(err));
+    if (!nt) {
+        j->kj_err = MSM_ERR_INVALID;
+        snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka create topic: %s", err);
+        return 0;
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(ks->ks_rk);
+    rd_kafka_AdminOptions_t *opts =
+        rd_kafka_AdminOptions_new(ks->ks_rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, ks->ks_query_ms, err, sizeof(err));
+    rd_kafka_AdminOptions_set_operation_timeout(opts, ks->ks_query_ms, err, sizeof(err));
+    rd_kafka_CreateTopics(ks->ks_rk, &nt, 1, opts, q);
+    /* The request times itself out; the margin only guards against a lost result. */
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 2 * ks->ks_query_ms + 1000);
+    rd_kafka_resp_err_t e = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    const char *es = ev ? rd_kafka_event_error_string(ev) : NULL;
+    const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    if (!e && res) {
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+        if (cnt >= 1) {
+            e = rd_kafka_topic_result_error(tr[0]);
+            es = rd_kafka_topic_result_error_string(tr[0]);
+        }
+    }
+    int unsupported = e == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE;
+    /* An existing topic keeps its partition count: msm never grows it behind the producers'
+     * backs (it would move keys to other partitions). */
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+        j->kj_err = MSM_OK;
+    } else {
+        j->kj_err = kf_err(e) == MSM_OK ? MSM_ERR_BACKEND : kf_err(e);
+        snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka create topic %s: %s", j->kj_topic,
+                 es ? es : rd_kafka_err2str(e));
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_queue_destroy(q);
+    return unsupported ? -1 : 0;
+}
+
+/* Worker thread: CreateTopics with the asked partition count where the cluster takes it,
+ * broker auto-creation otherwise. */
+static void worker_ensure(kf_stream_t *ks, kf_job_t *j)
+{
+    if (worker_has_controller(ks) && worker_create_topic(ks, j) == 0)
+        return;
+    msm_log(MSM_LOG_INFO, KF_FAC, "topic %s: no CreateTopics here; broker auto-creation",
+            j->kj_topic);
+    j->kj_err = MSM_OK;
+    j->kj_reason[0] = '\0';
+    worker_auto_create(ks, j);
 }
 
 static rd_kafka_topic_partition_list_t *parts_copy(const rd_kafka_topic_partition_list_t *l,
@@ -847,77 +984,29 @@ static void worker_stop(kf_stream_t *ks)
 /* ------------------------------------------------------------------------------------ */
 /* Ensure and backlog                                                                     */
 
-static void on_create_topics(kf_stream_t *ks, rd_kafka_event_t *ev)
-{
-    kf_job_t *j = rd_kafka_event_opaque(ev);
-    rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
-    const char *es = rd_kafka_event_error_string(ev);
-    if (!j)
-        return;
-    if (!e) {
-        const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
-        size_t cnt = 0;
-        const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
-        if (cnt >= 1) {
-            e = rd_kafka_topic_result_error(tr[0]);
-            es = rd_kafka_topic_result_error_string(tr[0]);
-        }
-    }
-    if (!es)
-        es = rd_kafka_err2str(e);
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-        /* An existing topic keeps its partition count: msm never grows it behind the
-         * producers' backs (it would move keys to other partitions). */
-        job_finish(ks, j, MSM_OK);
-        return;
-    }
-    if (e == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE && !ks->ks_closing) {
-        msm_log(MSM_LOG_INFO, KF_FAC, "topic %s: %s; relying on broker auto-creation",
-                j->kj_topic, es);
-        if (worker_submit(ks, j) == MSM_OK)
-            return;
-        e = RD_KAFKA_RESP_ERR__FAIL;
-        es = "cannot start the worker thread";
-    }
-    snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka create topic %s: %s", j->kj_topic, es);
-    job_finish(ks, j, kf_err(e) == MSM_OK ? MSM_ERR_BACKEND : kf_err(e));
-}
-
-static int kf_ensure(msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb,
-                     void *opaque)
+static int
+kf_ensure(msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb, void *opaque)
 {
     kf_stream_t *ks = s->s_impl;
-    char tname[KF_TOPIC_MAX + 1], err[256];
+    char tname[KF_TOPIC_MAX + 1];
     if (ks->ks_closing)
         return MSM_ERR_SHUTDOWN;
     if (topic_name(s->s_conf.name_prefix, name, tname, sizeof(tname)) != MSM_OK)
         return MSM_ERR_INVALID;
-    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(tname, partitions, -1, err, sizeof(err));
-    if (!nt) {
-        msm_log(MSM_LOG_WARN, KF_FAC, "topic %s: %s", tname, err);
-        return MSM_ERR_INVALID;
-    }
     kf_job_t *j = job_new(ks, KF_JOB_ENSURE, tname, NULL);
-    if (!j) {
-        rd_kafka_NewTopic_destroy(nt);
+    if (!j)
         return MSM_ERR_NOMEM;
-    }
     j->kj_partitions = partitions;
     j->kj_done_cb = cb;
     j->kj_opaque = opaque;
-    rd_kafka_AdminOptions_t *opts =
-        rd_kafka_AdminOptions_new(ks->ks_rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_opaque(opts, j);
-    rd_kafka_AdminOptions_set_request_timeout(opts, ks->ks_query_ms, err, sizeof(err));
-    rd_kafka_AdminOptions_set_operation_timeout(opts, ks->ks_query_ms, err, sizeof(err));
-    rd_kafka_CreateTopics(ks->ks_rk, &nt, 1, opts, ks->ks_q);
-    rd_kafka_AdminOptions_destroy(opts);
-    rd_kafka_NewTopic_destroy(nt);
-    return MSM_OK;
+    int rc = worker_submit(ks, j);
+    if (rc != MSM_OK)
+        job_free(ks, j);
+    return rc;
 }
 
-static int kf_backlog(msm_stream_t *s, const char *name, const char *group,
-                      msm_stream_backlog_cb *cb, void *opaque)
+static int kf_backlog(
+    msm_stream_t *s, const char *name, const char *group, msm_stream_backlog_cb *cb, void *opaque)
 {
     kf_stream_t *ks = s->s_impl;
     char tname[KF_TOPIC_MAX + 1];
@@ -956,9 +1045,6 @@ static void ks_drain(kf_stream_t *ks)
         switch (rd_kafka_event_type(ev)) {
         case RD_KAFKA_EVENT_DR:
             on_delivery(ks, ev);
-            break;
-        case RD_KAFKA_EVENT_CREATETOPICS_RESULT:
-            on_create_topics(ks, ev);
             break;
         case RD_KAFKA_EVENT_ERROR:
             log_error_event("producer", ev);
@@ -1058,6 +1144,10 @@ static int kf_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
         snprintf(errbuf, errbuf_size, "pipe: %s", strerror(errno));
         goto fail;
     }
+    /* Durable means written by every in-sync replica (acks=all), once however often
+     * librdkafka retries (idempotence), or failed when append_timeout_ms is spent. An append
+     * to a stream nobody ensured fails rather than creating a topic with the broker's
+     * default partition count. */
     conf = rd_kafka_conf_new();
     snprintf(num, sizeof(num), "%" PRIu64,
              sc->append_timeout_ms > INT32_MAX ? (uint64_t)INT32_MAX : sc->append_timeout_ms);
@@ -1068,6 +1158,8 @@ static int kf_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
         conf_set(conf, "linger.ms", "5", errbuf, errbuf_size) ||
         conf_set(conf, "message.timeout.ms", num, errbuf, errbuf_size) ||
         conf_set(conf, "partitioner", "murmur2_random", errbuf, errbuf_size) ||
+        conf_set(conf, "allow.auto.create.topics", "false", errbuf, errbuf_size) ||
+        conf_set(conf, "reconnect.backoff.max.ms", KF_RECONNECT_MAX_MS, errbuf, errbuf_size) ||
         conf_set(conf, "log.queue", "true", errbuf, errbuf_size) ||
         conf_apply_props(conf, sc->kafka_props, errbuf, errbuf_size))
         goto fail;
@@ -1081,8 +1173,7 @@ static int kf_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
     ks->ks_q = rd_kafka_queue_get_main(ks->ks_rk);
     rd_kafka_set_log_queue(ks->ks_rk, ks->ks_q);
     rd_kafka_queue_io_event_enable(ks->ks_q, ks->ks_pipe[1], "1", 1);
-    if (msm_loop_watch(ks->ks_loop, ks->ks_pipe[0], MSM_LOOP_READ, on_producer_fd, ks) !=
-        MSM_OK) {
+    if (msm_loop_watch(ks->ks_loop, ks->ks_pipe[0], MSM_LOOP_READ, on_producer_fd, ks) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "cannot watch the kafka wake-up pipe");
         goto fail;
     }
@@ -1142,8 +1233,8 @@ static int ring_push(kf_part_t *p, int64_t off, uint64_t *seq)
         p->kp_cap = ncap;
     }
     kf_slot_t *slot = ring_at(p, p->kp_tail);
-    slot->ks_off = off;
-    slot->ks_acked = 0;
+    slot->sl_off = off;
+    slot->sl_acked = 0;
     *seq = p->kp_tail++;
     return MSM_OK;
 }
@@ -1190,6 +1281,43 @@ static void out_unlink(kf_consumer_t *kc, kf_msg_t *km)
     km->km_prev = km->km_next = NULL;
 }
 
+/* A record buffer of at least @p need bytes: a spare one when there is (grown if it is too
+ * small), a new one otherwise. */
+static kf_msg_t *msg_take(kf_consumer_t *kc, size_t need)
+{
+    kf_msg_t *km = kc->kc_spare;
+    if (km) {
+        kc->kc_spare = km->km_next;
+        kc->kc_nspare--;
+        if (km->km_cap >= need)
+            return km;
+    }
+    size_t cap = KF_MSG_MIN_CAP;
+    while (cap < need && cap <= SIZE_MAX / 2)
+        cap *= 2;
+    if (cap < need)
+        cap = need;
+    kf_msg_t *grown = realloc(km, sizeof(*grown) + cap);
+    if (!grown) {
+        free(km);
+        return NULL;
+    }
+    grown->km_cap = cap;
+    return grown;
+}
+
+/* Keeps a freed record for reuse, as many as can be out at once, small ones only. */
+static void msg_give(kf_consumer_t *kc, kf_msg_t *km)
+{
+    if (km->km_cap > KF_MSG_SPARE_CAP || kc->kc_nspare >= kc->kc_max_unacked + kc->kc_max_batch) {
+        free(km);
+        return;
+    }
+    km->km_next = kc->kc_spare;
+    kc->kc_spare = km;
+    kc->kc_nspare++;
+}
+
 /* Drops fetched-but-undelivered messages of partitions no longer ours. */
 static void ready_prune(kf_consumer_t *kc)
 {
@@ -1198,7 +1326,7 @@ static void ready_prune(kf_consumer_t *kc)
         kf_msg_t *km = *pp;
         if (!msg_current(kc, km)) {
             *pp = km->km_next;
-            free(km);
+            msg_give(kc, km);
             kc->kc_nready--;
         } else {
             last = km;
@@ -1296,8 +1424,13 @@ static void on_fetch(kf_consumer_t *kc, rd_kafka_event_t *ev)
     kf_part_t *p = part_get(kc, m->partition);
     if (!p || !p->kp_assigned)
         return; /* not ours any more (librdkafka normally filters these) */
+    /* A rewind within one assignment (an offset reset, a seek) would break the ring's offset
+     * order: track afresh, as after a reassignment, so the records already out are delivered
+     * again rather than a later ack committing over them. */
+    if (p->kp_tail > p->kp_head && m->offset <= ring_at(p, p->kp_tail - 1)->sl_off)
+        part_assign(kc, p);
     size_t klen = m->key ? m->key_len : 0, vlen = m->payload ? m->len : 0;
-    kf_msg_t *km = malloc(sizeof(*km) + klen + vlen);
+    kf_msg_t *km = msg_take(kc, klen + vlen);
     uint64_t seq = 0;
     if (!km || ring_push(p, m->offset, &seq) != MSM_OK) {
         /* librdkafka already moved past this record: dropping it could commit over it. */
@@ -1333,6 +1466,25 @@ static void on_fetch(kf_consumer_t *kc, rd_kafka_event_t *ev)
     kc->kc_nready++;
 }
 
+/* Routes the records of newly assigned partitions to the fetch queue, which is only read
+ * while there is room under max_unacked (done before the assignment starts fetching; the
+ * routing ends by itself when a partition's fetching stops). */
+static void forward_partitions(kf_consumer_t *kc, const rd_kafka_topic_partition_list_t *l)
+{
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_queue_t *pq =
+            rd_kafka_queue_get_partition(kc->kc_rk, l->elems[i].topic, l->elems[i].partition);
+        if (!pq) {
+            /* Its records then arrive on the consumer queue, outside the flow control. */
+            msm_log(MSM_LOG_WARN, KF_FAC, "member %s: no queue for %s [%" PRId32 "]", kc->kc_member,
+                    l->elems[i].topic, l->elems[i].partition);
+            continue;
+        }
+        rd_kafka_queue_forward(pq, kc->kc_fq);
+        rd_kafka_queue_destroy(pq);
+    }
+}
+
 static void on_rebalance(kf_consumer_t *kc, rd_kafka_event_t *ev)
 {
     rd_kafka_t *rk = kc->kc_rk;
@@ -1348,14 +1500,14 @@ static void on_rebalance(kf_consumer_t *kc, rd_kafka_event_t *ev)
             if (p)
                 part_assign(kc, p);
         }
+        if (l)
+            forward_partitions(kc, l);
         if (coop)
             error = rd_kafka_incremental_assign(rk, l);
         else
             re = rd_kafka_assign(rk, l);
-        if (kc->kc_paused && cnt)
-            rd_kafka_pause_partitions(rk, l);
-        msm_log(MSM_LOG_INFO, KF_FAC, "member %s of %s: assigned %d partition(s)",
-                kc->kc_name, kc->kc_topic, cnt);
+        msm_log(MSM_LOG_INFO, KF_FAC, "member %s of %s: assigned %d partition(s)", kc->kc_member,
+                kc->kc_topic, cnt);
     } else {
         /* Revoked (or a rebalance error): commit what was acknowledged, forget the rest.
          * The async commit is queued ahead of the unassign and the rejoin. */
@@ -1377,42 +1529,53 @@ static void on_rebalance(kf_consumer_t *kc, rd_kafka_event_t *ev)
         else
             re = rd_kafka_assign(rk, NULL);
         if (e != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-            msm_log(MSM_LOG_WARN, KF_FAC, "member %s of %s: rebalance error: %s", kc->kc_name,
+            msm_log(MSM_LOG_WARN, KF_FAC, "member %s of %s: rebalance error: %s", kc->kc_member,
                     kc->kc_topic, rd_kafka_err2str(e));
         else
-            msm_log(MSM_LOG_INFO, KF_FAC, "member %s of %s: revoked %d partition(s)",
-                    kc->kc_name, kc->kc_topic, cnt);
+            msm_log(MSM_LOG_INFO, KF_FAC, "member %s of %s: revoked %d partition(s)", kc->kc_member,
+                    kc->kc_topic, cnt);
     }
     if (error) {
-        msm_log(MSM_LOG_WARN, KF_FAC, "member %s: %s", kc->kc_name, rd_kafka_error_string(error));
+        msm_log(MSM_LOG_WARN, KF_FAC, "member %s: %s", kc->kc_member, rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
     }
     if (re)
-        msm_log(MSM_LOG_WARN, KF_FAC, "member %s: assign: %s", kc->kc_name, rd_kafka_err2str(re));
+        msm_log(MSM_LOG_WARN, KF_FAC, "member %s: assign: %s", kc->kc_member, rd_kafka_err2str(re));
 }
 
-static void set_paused(kf_consumer_t *kc, int pause)
+/* Records held: handed out and unacknowledged, or fetched and not yet handed out. */
+static size_t kc_load(const kf_consumer_t *kc)
 {
-    rd_kafka_topic_partition_list_t *l = NULL;
-    if (rd_kafka_assignment(kc->kc_rk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
-        if (l->cnt && pause)
-            rd_kafka_pause_partitions(kc->kc_rk, l);
-        else if (l->cnt)
-            rd_kafka_resume_partitions(kc->kc_rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
+    return kc->kc_unacked + kc->kc_nready;
+}
+
+/* Takes records from the fetch queue while fewer than max_unacked are held. Leaving them in
+ * librdkafka's queue is what holds consumption back: its prefetch stops at
+ * queued.min.messages / queued.max.messages.kbytes, and the member keeps polling its group
+ * events meanwhile. (Pausing the partitions instead would drop the prefetched records and
+ * stall up to a second on every resume; so would a small queued.min.messages, since
+ * librdkafka 2.0 looks again at a partition whose queue was full about once a second.)
+ * @returns the events taken. */
+static size_t fetch_more(kf_consumer_t *kc, size_t budget)
+{
+    size_t n = 0;
+    kc->kc_held = 0;
+    while (n < budget) {
+        if (kc_load(kc) >= kc->kc_max_unacked) {
+            kc->kc_held = 1;
+            break;
+        }
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(kc->kc_fq, 0);
+        if (!ev)
+            break;
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_FETCH)
+            on_fetch(kc, ev);
+        else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_ERROR)
+            log_error_event("consumer", ev);
+        rd_kafka_event_destroy(ev);
+        n++;
     }
-    kc->kc_paused = pause;
-}
-
-/* Fetching stops while the application holds max_unacked records (counting those fetched and
- * not yet handed out); polling goes on, so the member stays in the group. */
-static void flow(kf_consumer_t *kc)
-{
-    size_t load = kc->kc_unacked + kc->kc_nready;
-    if (!kc->kc_paused && load >= kc->kc_max_unacked)
-        set_paused(kc, 1);
-    else if (kc->kc_paused && load < kc->kc_max_unacked)
-        set_paused(kc, 0);
+    return n;
 }
 
 static void deliver(kf_consumer_t *kc)
@@ -1442,19 +1605,16 @@ static void kc_kick(kf_consumer_t *kc)
         msm_loop_timer_start(kc->kc_loop, &kc->kc_kick, 0, on_consumer_kick, kc);
 }
 
-static void kc_drain(kf_consumer_t *kc)
+/* Serves the group's events (rebalances, commit results, errors, logs). @returns how many. */
+static size_t control_drain(kf_consumer_t *kc)
 {
-    if (kc->kc_closing)
-        return;
-    pipe_drain(kc->kc_pipe[0]);
-    kc->kc_busy++;
-    int i;
+    size_t i;
     for (i = 0; i < KF_DRAIN_MAX; i++) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(kc->kc_q, 0);
         if (!ev)
             break;
         switch (rd_kafka_event_type(ev)) {
-        case RD_KAFKA_EVENT_FETCH:
+        case RD_KAFKA_EVENT_FETCH: /* a partition whose queue could not be routed */
             on_fetch(kc, ev);
             break;
         case RD_KAFKA_EVENT_REBALANCE:
@@ -1474,15 +1634,36 @@ static void kc_drain(kf_consumer_t *kc)
         }
         rd_kafka_event_destroy(ev);
     }
-    deliver(kc);
-    if (!kc->kc_free_pending)
-        flow(kc);
+    return i;
+}
+
+static void kc_drain(kf_consumer_t *kc)
+{
+    if (kc->kc_closing)
+        return;
+    pipe_drain(kc->kc_pipe[0]);
+    kc->kc_busy++;
+    int more = control_drain(kc) == KF_DRAIN_MAX;
+    /* Acks from inside the batch callback make room for more: go round until no progress,
+     * within one wake-up's budget. */
+    size_t budget = KF_DRAIN_MAX;
+    while (!kc->kc_free_pending) {
+        size_t n = fetch_more(kc, budget);
+        deliver(kc);
+        budget -= n;
+        if (n == 0)
+            break;
+        if (budget == 0) {
+            more = 1;
+            break;
+        }
+    }
     kc->kc_busy--;
     if (kc->kc_free_pending) {
         kc_free_now(kc);
         return;
     }
-    if (i == KF_DRAIN_MAX)
+    if (more)
         kc_kick(kc);
 }
 
@@ -1522,7 +1703,7 @@ static int close_bounded(kf_consumer_t *kc)
 {
     rd_kafka_error_t *error = rd_kafka_consumer_close_queue(kc->kc_rk, kc->kc_q);
     if (error) {
-        msm_log(MSM_LOG_WARN, KF_FAC, "member %s: close: %s", kc->kc_name,
+        msm_log(MSM_LOG_WARN, KF_FAC, "member %s: close: %s", kc->kc_member,
                 rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
         return 0;
@@ -1530,7 +1711,7 @@ static int close_bounded(kf_consumer_t *kc)
     uint64_t deadline = mono_ms() + KF_CLOSE_MS;
     while (!rd_kafka_consumer_closed(kc->kc_rk)) {
         if (mono_ms() >= deadline) {
-            msm_log(MSM_LOG_WARN, KF_FAC, "member %s: leaving the group timed out", kc->kc_name);
+            msm_log(MSM_LOG_WARN, KF_FAC, "member %s: leaving the group timed out", kc->kc_member);
             return 0;
         }
         rd_kafka_event_t *ev = rd_kafka_queue_poll(kc->kc_q, 50);
@@ -1583,30 +1764,112 @@ static void kc_free_now(kf_consumer_t *kc)
             closed = close_bounded(kc);
             rd_kafka_queue_destroy(kc->kc_q);
         }
+        if (kc->kc_fq) {
+            rd_kafka_queue_io_event_enable(kc->kc_fq, -1, NULL, 0);
+            rd_kafka_queue_destroy(kc->kc_fq);
+        }
         rd_kafka_destroy_flags(kc->kc_rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
     msgs_free(kc->kc_ready);
     msgs_free(kc->kc_out);
+    msgs_free(kc->kc_spare);
     for (size_t i = 0; i < kc->kc_nparts; i++)
         free(kc->kc_parts[i].kp_ring);
     free(kc->kc_parts);
     free(kc->kc_arr);
     free(kc->kc_name);
+    free(kc->kc_member);
     free(kc->kc_topic);
     pipe_close(kc->kc_pipe);
     free(kc);
 }
 
-static msm_consumer_t *kf_consume(msm_stream_t *s, const char *name, const char *group,
-                                  const char *member, size_t max_batch, size_t max_unacked,
-                                  msm_consumer_batch_cb *cb, void *opaque, char *errbuf,
+/* The consumer's librdkafka configuration. @returns NULL with the reason in errbuf. */
+static rd_kafka_conf_t *consumer_conf(const msm_stream_conf_t *sc,
+                                      const char *gid,
+                                      const char *member,
+                                      char *errbuf,
+                                      size_t errbuf_size)
+{
+    char session[24], heartbeat[24], maxpoll[24];
+    /* The lease is the session timeout: a member silent that long loses its partitions and
+     * its unacknowledged records go to another member. Brokers refuse less than their
+     * group.min.session.timeout.ms (6 s by default). Heartbeats come often enough that a
+     * rebalance is noticed within a fraction of it. */
+    uint64_t lease = sc->lease_ms > 3600000 ? 3600000 : sc->lease_ms;
+    if (lease < KF_MIN_SESSION_MS)
+        lease = KF_MIN_SESSION_MS;
+    uint64_t hb = lease / 10 < 250 ? 250 : lease / 10 > 3000 ? 3000 : lease / 10;
+    snprintf(session, sizeof(session), "%" PRIu64, lease);
+    snprintf(heartbeat, sizeof(heartbeat), "%" PRIu64, hb);
+    snprintf(maxpoll, sizeof(maxpoll), "%" PRIu64, lease > 300000 ? lease : (uint64_t)300000);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf, errbuf_size) ||
+        conf_set(conf, "group.id", gid, errbuf, errbuf_size) ||
+        conf_set(conf, "client.id", member, errbuf, errbuf_size) ||
+        conf_set(conf, "enable.auto.commit", "false", errbuf, errbuf_size) ||
+        conf_set(conf, "enable.auto.offset.store", "false", errbuf, errbuf_size) ||
+        conf_set(conf, "auto.offset.reset", "earliest", errbuf, errbuf_size) ||
+        conf_set(conf, "session.timeout.ms", session, errbuf, errbuf_size) ||
+        conf_set(conf, "heartbeat.interval.ms", heartbeat, errbuf, errbuf_size) ||
+        conf_set(conf, "max.poll.interval.ms", maxpoll, errbuf, errbuf_size) ||
+        conf_set(conf, "reconnect.backoff.max.ms", KF_RECONNECT_MAX_MS, errbuf, errbuf_size) ||
+        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, errbuf_size) ||
+        conf_set(conf, "log.queue", "true", errbuf, errbuf_size) ||
+        conf_apply_props(conf, sc->kafka_props, errbuf, errbuf_size)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_FETCH | RD_KAFKA_EVENT_REBALANCE |
+                                       RD_KAFKA_EVENT_OFFSET_COMMIT | RD_KAFKA_EVENT_ERROR |
+                                       RD_KAFKA_EVENT_LOG);
+    return conf;
+}
+
+/* Wires the consumer's queue to the loop and subscribes. @returns MSM_OK or an error with
+ * the reason in errbuf. */
+static int consumer_start(kf_consumer_t *kc, char *errbuf, size_t errbuf_size)
+{
+    rd_kafka_poll_set_consumer(kc->kc_rk);
+    kc->kc_q = rd_kafka_queue_get_consumer(kc->kc_rk);
+    kc->kc_fq = rd_kafka_queue_new(kc->kc_rk);
+    rd_kafka_set_log_queue(kc->kc_rk, kc->kc_q);
+    rd_kafka_queue_io_event_enable(kc->kc_q, kc->kc_pipe[1], "1", 1);
+    rd_kafka_queue_io_event_enable(kc->kc_fq, kc->kc_pipe[1], "1", 1);
+    if (msm_loop_watch(kc->kc_loop, kc->kc_pipe[0], MSM_LOOP_READ, on_consumer_fd, kc) != MSM_OK ||
+        msm_loop_add_before_sleep(kc->kc_loop, on_consumer_before_sleep, kc) != MSM_OK) {
+        snprintf(errbuf, errbuf_size, "cannot attach the consumer to the loop");
+        return MSM_ERR_IO;
+    }
+    kc->kc_hooked = 1;
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, kc->kc_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(kc->kc_rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (e) {
+        snprintf(errbuf, errbuf_size, "subscribe to %s: %s", kc->kc_topic, rd_kafka_err2str(e));
+        return kf_err(e) == MSM_OK ? MSM_ERR_BACKEND : kf_err(e);
+    }
+    msm_loop_timer_start(kc->kc_loop, &kc->kc_poll, KF_POLL_MS, on_consumer_poll, kc);
+    /* Events queued before the pipe was attached produce no wake-up: look once. */
+    msm_loop_timer_start(kc->kc_loop, &kc->kc_kick, 0, on_consumer_kick, kc);
+    return MSM_OK;
+}
+
+static msm_consumer_t *kf_consume(msm_stream_t *s,
+                                  const char *name,
+                                  const char *group,
+                                  const char *member,
+                                  size_t max_batch,
+                                  size_t max_unacked,
+                                  msm_consumer_batch_cb *cb,
+                                  void *opaque,
+                                  char *errbuf,
                                   size_t errbuf_size)
 {
     kf_stream_t *ks = s->s_impl;
-    const msm_stream_conf_t *sc = &s->s_conf;
     rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_partition_list_t *sub = NULL;
-    char tname[KF_TOPIC_MAX + 1], session[24], heartbeat[24], maxpoll[24], err[256];
+    char tname[KF_TOPIC_MAX + 1], err[256];
     char *gid = NULL;
     kf_consumer_t *kc = calloc(1, sizeof(*kc));
     if (!kc) {
@@ -1627,16 +1890,16 @@ static msm_consumer_t *kf_consume(msm_stream_t *s, const char *name, const char 
         snprintf(errbuf, errbuf_size, "log client is closing");
         goto fail;
     }
-    if (topic_name(sc->name_prefix, name, tname, sizeof(tname)) != MSM_OK) {
+    if (topic_name(s->s_conf.name_prefix, name, tname, sizeof(tname)) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "stream name \"%s\" too long for a Kafka topic", name);
         goto fail;
     }
     kc->kc_name = strdup(name);
+    kc->kc_member = strdup(member);
     kc->kc_topic = strdup(tname);
     kc->kc_arr = calloc(max_batch, sizeof(*kc->kc_arr));
-    if (!kc->kc_name || !kc->kc_topic || !kc->kc_arr ||
-        asprintf(&gid, "%s.%s", sc->name_prefix, group) < 0) {
-        gid = NULL;
+    gid = group_id(tname, group);
+    if (!kc->kc_name || !kc->kc_member || !kc->kc_topic || !kc->kc_arr || !gid) {
         snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;
     }
@@ -1644,58 +1907,17 @@ static msm_consumer_t *kf_consume(msm_stream_t *s, const char *name, const char 
         snprintf(errbuf, errbuf_size, "pipe: %s", strerror(errno));
         goto fail;
     }
-    /* The lease is the session timeout: a member silent that long loses its partitions and
-     * its unacknowledged records go to another member. */
-    uint64_t lease = sc->lease_ms > 3600000 ? 3600000 : sc->lease_ms;
-    uint64_t hb = lease / 3 ? lease / 3 : 1;
-    snprintf(session, sizeof(session), "%" PRIu64, lease);
-    snprintf(heartbeat, sizeof(heartbeat), "%" PRIu64, hb);
-    snprintf(maxpoll, sizeof(maxpoll), "%" PRIu64, lease > 300000 ? lease : (uint64_t)300000);
-    conf = rd_kafka_conf_new();
-    if (conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf, errbuf_size) ||
-        conf_set(conf, "group.id", gid, errbuf, errbuf_size) ||
-        conf_set(conf, "client.id", member, errbuf, errbuf_size) ||
-        conf_set(conf, "enable.auto.commit", "false", errbuf, errbuf_size) ||
-        conf_set(conf, "enable.auto.offset.store", "false", errbuf, errbuf_size) ||
-        conf_set(conf, "auto.offset.reset", "earliest", errbuf, errbuf_size) ||
-        conf_set(conf, "session.timeout.ms", session, errbuf, errbuf_size) ||
-        conf_set(conf, "heartbeat.interval.ms", heartbeat, errbuf, errbuf_size) ||
-        conf_set(conf, "max.poll.interval.ms", maxpoll, errbuf, errbuf_size) ||
-        conf_set(conf, "allow.auto.create.topics", "true", errbuf, errbuf_size) ||
-        conf_set(conf, "topic.metadata.refresh.interval.ms", "10000", errbuf, errbuf_size) ||
-        conf_set(conf, "log.queue", "true", errbuf, errbuf_size) ||
-        conf_apply_props(conf, sc->kafka_props, errbuf, errbuf_size))
+    conf = consumer_conf(&s->s_conf, gid, member, errbuf, errbuf_size);
+    if (!conf)
         goto fail;
-    rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_FETCH | RD_KAFKA_EVENT_REBALANCE |
-                                       RD_KAFKA_EVENT_OFFSET_COMMIT | RD_KAFKA_EVENT_ERROR |
-                                       RD_KAFKA_EVENT_LOG);
     kc->kc_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!kc->kc_rk) {
         snprintf(errbuf, errbuf_size, "kafka consumer: %s", err);
         goto fail;
     }
     conf = NULL; /* owned by kc_rk now */
-    rd_kafka_poll_set_consumer(kc->kc_rk);
-    kc->kc_q = rd_kafka_queue_get_consumer(kc->kc_rk);
-    rd_kafka_set_log_queue(kc->kc_rk, kc->kc_q);
-    rd_kafka_queue_io_event_enable(kc->kc_q, kc->kc_pipe[1], "1", 1);
-    if (msm_loop_watch(kc->kc_loop, kc->kc_pipe[0], MSM_LOOP_READ, on_consumer_fd, kc) !=
-            MSM_OK ||
-        msm_loop_add_before_sleep(kc->kc_loop, on_consumer_before_sleep, kc) != MSM_OK) {
-        snprintf(errbuf, errbuf_size, "cannot attach the consumer to the loop");
+    if (consumer_start(kc, errbuf, errbuf_size) != MSM_OK)
         goto fail;
-    }
-    kc->kc_hooked = 1;
-    sub = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(sub, tname, RD_KAFKA_PARTITION_UA);
-    rd_kafka_resp_err_t e = rd_kafka_subscribe(kc->kc_rk, sub);
-    rd_kafka_topic_partition_list_destroy(sub);
-    if (e) {
-        snprintf(errbuf, errbuf_size, "subscribe to %s: %s", tname, rd_kafka_err2str(e));
-        goto fail;
-    }
-    msm_loop_timer_start(kc->kc_loop, &kc->kc_poll, KF_POLL_MS, on_consumer_poll, kc);
-    msm_loop_timer_start(kc->kc_loop, &kc->kc_kick, 0, on_consumer_kick, kc);
     free(gid);
     ks->ks_consumers++;
     return &kc->kc_base;
@@ -1716,17 +1938,17 @@ static void kf_ack(msm_consumer_t *c, msm_stream_msg_t *msg)
     kf_part_t *p = part_get(kc, km->km_msg.partition);
     if (p && p->kp_assigned && p->kp_gen == km->km_gen && km->km_seq >= p->kp_head &&
         km->km_seq < p->kp_tail) {
-        ring_at(p, km->km_seq)->ks_acked = 1;
+        ring_at(p, km->km_seq)->sl_acked = 1;
         /* Only the contiguous acknowledged prefix may be committed: an older record still
          * out holds the partition's commit back. */
-        while (p->kp_head < p->kp_tail && ring_at(p, p->kp_head)->ks_acked) {
-            p->kp_commit = ring_at(p, p->kp_head)->ks_off + 1;
+        while (p->kp_head < p->kp_tail && ring_at(p, p->kp_head)->sl_acked) {
+            p->kp_commit = ring_at(p, p->kp_head)->sl_off + 1;
             p->kp_head++;
             kc->kc_dirty = 1;
         }
     }
-    free(km);
-    if (!kc->kc_busy && (kc->kc_ready || kc->kc_paused))
+    msg_give(kc, km);
+    if (!kc->kc_busy && (kc->kc_ready || kc->kc_held))
         kc_kick(kc);
 }
 
