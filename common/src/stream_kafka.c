@@ -292,7 +292,7 @@ conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errbuf, 
 {
     char err[256];
     if (rd_kafka_conf_set(conf, key, val, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-        snprintf(errbuf, errbuf_size, "kafka property \"%s\": %s", key, err);
+        snprintf(errbuf, errbuf_size, "kafka property \"%.100s\": %.120s", key, err);
         return MSM_ERR_INVALID;
     }
     return MSM_OK;
@@ -660,7 +660,7 @@ static rd_kafka_t *worker_group(kf_stream_t *ks, const char *group, char *errbuf
     char err[256];
     g->kg_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
     if (!g->kg_rk) {
-        snprintf(errbuf, n, "kafka consumer: %s", err);
+        snprintf(errbuf, n, "kafka consumer: %.200s", err);
         goto fail;
     }
     conf = NULL;

@@ -391,8 +391,8 @@ static void test_bad_arguments(void)
     expect_one_line_error(bad_count, 2, "count");
     const char *bad_state[] = {"tasks", "s", "--state", "running", NULL};
     expect_one_line_error(bad_state, 2, "only dead");
-    const char *up[] = {"up", NULL};
-    expect_one_line_error(up, 1, "not yet");
+    const char *up[] = {"up", "extra", NULL};
+    expect_one_line_error(up, 2, "expected no arguments");
     /* Nothing listens there: the reason names the URL. */
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", lt_free_port());

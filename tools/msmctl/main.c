@@ -188,7 +188,8 @@ static const ctl_cmd_t commands[] = {
     {"schema register", "SUBJECT", 1, 1, "register a schema version", "schema type",
      ctl_schema_register},
     {"schema list", "", 0, 0, "list schema subjects", "", ctl_schema_list},
-    {"up", "", 0, 0, "start a local suite in the foreground (not yet)", "", NULL},
+    {"up", "", 0, 0, "start redis-server and the four daemons here, in the foreground", "",
+     ctl_up},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

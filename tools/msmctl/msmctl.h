@@ -138,6 +138,7 @@ int ctl_dlq_list(ctl_t *c, const char **args, int nargs);
 int ctl_dlq_replay(ctl_t *c, const char **args, int nargs);
 int ctl_schema_register(ctl_t *c, const char **args, int nargs);
 int ctl_schema_list(ctl_t *c, const char **args, int nargs);
+int ctl_up(ctl_t *c, const char **args, int nargs);
 
 /** @brief Reads "@FILE" arguments: returns a malloc'd copy of the text or file contents,
  *  or NULL with the reason printed. */
