@@ -725,19 +725,21 @@ static void worker_auto_create(kf_stream_t *ks, kf_job_t *j)
     rd_kafka_topic_destroy(rkt);
 }
 
-/* Worker thread: 1 when the cluster names a controller that is one of its brokers (the
- * mock cluster of librdkafka 2.0.x names broker 0, which does not exist). */
-static int worker_has_controller(kf_stream_t *ks)
+/* Worker thread: whether the cluster names a controller that is one of its brokers (the
+ * mock cluster of librdkafka 2.0.x names broker 0, which does not exist). @returns the error
+ * when the cluster cannot be reached. */
+static rd_kafka_resp_err_t worker_controller(kf_stream_t *ks, int *usable)
 {
-    int32_t id = rd_kafka_controllerid(ks->ks_rk, ks->ks_query_ms);
     const struct rd_kafka_metadata *md = NULL;
-    int found = 0;
-    if (id < 0 || rd_kafka_metadata(ks->ks_rk, 0, NULL, &md, ks->ks_query_ms) != 0)
-        return 0;
+    *usable = 0;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(ks->ks_rk, 0, NULL, &md, ks->ks_query_ms);
+    if (e)
+        return e;
+    int32_t id = rd_kafka_controllerid(ks->ks_rk, 0); /* known since that metadata */
     for (int i = 0; i < md->broker_cnt; i++)
-        found |= md->brokers[i].id == id;
+        *usable |= id >= 0 && md->brokers[i].id == id;
     rd_kafka_metadata_destroy(md);
-    return found;
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 /* Worker thread: CreateTopics, waiting for its result. @returns 0 when the job is decided,
@@ -793,7 +795,15 @@ static int worker_create_topic(kf_stream_t *ks, kf_job_t *j)
  * broker auto-creation otherwise. */
 static void worker_ensure(kf_stream_t *ks, kf_job_t *j)
 {
-    if (worker_has_controller(ks) && worker_create_topic(ks, j) == 0)
+    int usable = 0;
+    rd_kafka_resp_err_t e = worker_controller(ks, &usable);
+    if (e) {
+        j->kj_err = kf_err(e) == MSM_OK ? MSM_ERR_BACKEND : kf_err(e);
+        snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka %s: cluster metadata: %s", j->kj_topic,
+                 rd_kafka_err2str(e));
+        return;
+    }
+    if (usable && worker_create_topic(ks, j) == 0)
         return;
     msm_log(MSM_LOG_INFO, KF_FAC, "topic %s: no CreateTopics here; broker auto-creation",
             j->kj_topic);
