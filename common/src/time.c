@@ -118,7 +118,7 @@ static int expect(const char *s, size_t len, size_t *pos, char c)
 int msm_time_parse_n(const char *s, size_t len, int64_t *out)
 {
     size_t p = 0;
-    int y, mo, d, h, mi, se, ms = 0;
+    int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0, ms = 0;
     if (!s)
         return MSM_ERR_PARSE;
     if (digits(s, len, &p, 4, &y) || expect(s, len, &p, '-') || digits(s, len, &p, 2, &mo) ||

@@ -93,9 +93,9 @@ static long long jint(json_t *o, const char *k)
 static void push(lt_child_t *c, lt_http_t *h, const char *sub, const char *id, const char *want)
 {
     char hsub[128], hid[128], hwant[128]; /* used by lt_http() below only */
-    snprintf(hsub, sizeof(hsub), "Msm-Subscription: %s", sub);
-    snprintf(hid, sizeof(hid), "ce-id: %s", id);
-    snprintf(hwant, sizeof(hwant), "Msm-Attr-want: %s", want);
+    snprintf(hsub, sizeof(hsub), "Msm-Subscription: %s", sub ? sub : "");
+    snprintf(hid, sizeof(hid), "ce-id: %s", id ? id : "");
+    snprintf(hwant, sizeof(hwant), "Msm-Attr-want: %s", want ? want : "");
     int n = 0;
     while (h->headers[n])
         n++;
