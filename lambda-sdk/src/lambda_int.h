@@ -110,13 +110,6 @@ int msm__signature_verify(const char *secret,
                           char *why,
                           size_t why_size);
 
-/** Writes the v1 signature (64 hex digits + NUL) of (t, event_id, body) into @p out. */
-void msm__signature_v1(const char *secret,
-                       int64_t t,
-                       const char *event_id,
-                       const void *body,
-                       size_t len,
-                       char out[65]);
 
 /* ---- invoke.c ---- */
 

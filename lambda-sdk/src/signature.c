@@ -4,67 +4,14 @@
  * a captured request from being replayed much later; several v1= entries let a sender sign
  * with an old and a new secret while the secret is rotated. */
 #include "lambda_int.h"
+#include "msm/signature.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SIG_HEX_LEN 64
-
-/* HMAC over the three parts without building "<t>.<id>.<body>" in memory. */
-static int hmac_parts(const char *secret,
-                      const char *t,
-                      size_t tlen,
-                      const char *id,
-                      const void *body,
-                      size_t len,
-                      unsigned char out[32])
-{
-    int ok = 0;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    size_t n = 0;
-    if (ctx && EVP_MAC_init(ctx, (const unsigned char *)secret, strlen(secret), params) &&
-        EVP_MAC_update(ctx, (const unsigned char *)t, tlen) &&
-        EVP_MAC_update(ctx, (const unsigned char *)".", 1) &&
-        EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) &&
-        EVP_MAC_update(ctx, (const unsigned char *)".", 1) && EVP_MAC_update(ctx, body, len) &&
-        EVP_MAC_final(ctx, out, &n, 32) && n == 32)
-        ok = 1;
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
-    return ok ? 0 : -1;
-}
-
-static void to_hex(const unsigned char *in, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 0xf];
-    }
-    out[2 * n] = '\0';
-}
-
-void msm__signature_v1(
-    const char *secret, int64_t t, const char *event_id, const void *body, size_t len, char out[65])
-{
-    char ts[24];
-    int tl = snprintf(ts, sizeof(ts), "%lld", (long long)t);
-    unsigned char mac[32];
-    if (hmac_parts(secret, ts, (size_t)tl, event_id, body, len, mac) != 0) {
-        out[0] = '\0';
-        return;
-    }
-    to_hex(mac, sizeof(mac), out);
-}
+#define SIG_HEX_LEN MSM_SIGNATURE_HEX_LEN
 
 /* Lower-cases a hex candidate so that upper-case senders match too. */
 static int normalise_hex(const char *s, size_t n, char out[SIG_HEX_LEN + 1])
@@ -133,13 +80,11 @@ int msm__signature_verify(const char *secret,
                  tolerance_s);
         return -1;
     }
-    unsigned char mac[32];
     char want[SIG_HEX_LEN + 1];
-    if (hmac_parts(secret, tbuf, tlen, event_id, body, len, mac) != 0) {
+    if (msm_signature_v1(secret, tbuf, tlen, event_id, body, len, want) != MSM_OK) {
         snprintf(why, why_size, "HMAC-SHA256 is unavailable");
         return -1;
     }
-    to_hex(mac, sizeof(mac), want);
     for (const char *p = header; *p;) {
         while (*p == ' ' || *p == ',')
             p++;

@@ -7,12 +7,11 @@
 
 #include "msm/err.h"
 #include "msm/log.h"
+#include "msm/signature.h"
 #include "msm/time.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
-#include <openssl/core_names.h>
-#include <openssl/params.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,34 +48,6 @@ int msm__rt_value_ok(const char *s)
             return 0;
     }
     return 1;
-}
-
-/* ---- Msm-Signature ---- */
-
-int msm__rt_sign(EVP_MAC *mac, const char *secret, const char *t, const char *id,
-                 const void *body, size_t len, char hex[65])
-{
-    unsigned char out[32];
-    size_t outlen = 0;
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_end(),
-    };
-    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    int ok = ctx && EVP_MAC_init(ctx, (const unsigned char *)secret, strlen(secret), params) &&
-             EVP_MAC_update(ctx, (const unsigned char *)t, strlen(t)) &&
-             EVP_MAC_update(ctx, (const unsigned char *)".", 1) &&
-             EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) &&
-             EVP_MAC_update(ctx, (const unsigned char *)".", 1) &&
-             (len == 0 || EVP_MAC_update(ctx, body, len)) &&
-             EVP_MAC_final(ctx, out, &outlen, sizeof(out)) && outlen == sizeof(out);
-    EVP_MAC_CTX_free(ctx);
-    if (!ok)
-        return MSM_ERR_INVALID;
-    for (size_t i = 0; i < sizeof(out); i++)
-        snprintf(hex + 2 * i, 3, "%02x", out[i]);
-    return MSM_OK;
 }
 
 /* ---- the request's headers ---- */
@@ -158,8 +129,7 @@ static char *ce_source(const Msm__V1__Event *ev)
     return s;
 }
 
-static int build_headers(router_t *rt, const rt_sub_t *sub, const Msm__V1__Task *task,
-                         headers_t *hs)
+static int build_headers(const rt_sub_t *sub, const Msm__V1__Task *task, headers_t *hs)
 {
     const Msm__V1__Event *ev = task->event;
     memset(hs, 0, sizeof(*hs));
@@ -187,10 +157,10 @@ static int build_headers(router_t *rt, const rt_sub_t *sub, const Msm__V1__Task 
     add_optional(hs, "traceparent", ev->traceparent);
     add_optional(hs, "tracestate", ev->tracestate);
     if (sub->conf->secret && *sub->conf->secret) {
-        char t[24], hex[65];
+        char t[24], hex[MSM_SIGNATURE_HEX_LEN + 1];
         snprintf(t, sizeof(t), "%" PRId64, now / 1000);
-        if (msm__rt_sign(rt->hmac, sub->conf->secret, t, ev->id, ev->payload.data,
-                         ev->payload.len, hex) != MSM_OK)
+        if (msm_signature_v1(sub->conf->secret, t, strlen(t), ev->id, ev->payload.data,
+                             ev->payload.len, hex) != MSM_OK)
             return MSM_ERR_INVALID;
         snprintf(hs->signature, sizeof(hs->signature), "t=%s,v1=%s", t, hex);
         add(hs, "Msm-Signature", hs->signature);
@@ -325,7 +295,7 @@ static void send_request(router_t *rt, rt_delivery_t *d)
         return;
     }
     headers_t hs;
-    int rc = build_headers(rt, sub, d->task, &hs);
+    int rc = build_headers(sub, d->task, &hs);
     if (rc == MSM_OK) {
         const Msm__V1__Event *ev = d->task->event;
         msm_http_request_t req = {

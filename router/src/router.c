@@ -363,9 +363,8 @@ router_t *router_new_env(const router_env_t *env, const router_conf_t *conf, cha
     msm_timer_init(&rt->retry_timer);
     rt->member = strdup(env->member);
     rt->env.member = rt->member;
-    rt->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    if (!rt->member || !rt->hmac) {
-        snprintf(errbuf, errbuf_size, rt->member ? "OpenSSL has no HMAC" : "out of memory");
+    if (!rt->member) {
+        snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;
     }
     if (register_metrics(rt) != MSM_OK) {
@@ -420,7 +419,6 @@ void router_free(router_t *rt)
         sub_free(sub); /* its unacknowledged entries stay pending for this member name */
     }
     msm_http_client_free(rt->http);
-    EVP_MAC_free(rt->hmac);
     free(rt->member);
     free(rt);
 }

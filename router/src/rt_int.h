@@ -17,7 +17,6 @@
 #include "msm/http_client.h"
 #include "msm/registry.h"
 
-#include <openssl/evp.h>
 #include <stdint.h>
 
 #define RT_GROUP "router"
@@ -88,7 +87,6 @@ struct router_s {
     router_conf_t conf;
     msm_registry_t *registry;
     msm_http_client_t *http;
-    EVP_MAC *hmac;
     rt_sub_t *subs;
     rt_delivery_t *sending;  /**< HTTP requests in flight */
     rt_delivery_t *finished; /**< outcomes waiting for the next append */
@@ -126,9 +124,6 @@ void msm__rt_queue_drop(rt_sub_t *sub);
 int msm__rt_token_ok(const char *s);
 /** @brief 1 when @p s may be sent as a header value (no CR, LF or other controls). */
 int msm__rt_value_ok(const char *s);
-/** @brief Lower-case hex HMAC-SHA256(secret, "<t>.<id>.<body>") into @p hex (65 bytes). */
-int msm__rt_sign(EVP_MAC *mac, const char *secret, const char *t, const char *id,
-                 const void *body, size_t len, char hex[65]);
 
 /* ---- outcome.c ---- */
 /** @brief Records how @p d ended (copies @p error) and queues its outcome for the next
