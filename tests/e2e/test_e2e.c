@@ -44,21 +44,6 @@ static char frontend_url[64];
 
 /* ---- processes ---- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void proc_arg(proc_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void proc_arg(proc_t *p, const char *fmt, ...)
 {
@@ -193,7 +178,7 @@ static void daemon_setup(int i)
 {
     proc_t *p = &daemons[i];
     p->name = daemon_names[i];
-    p->port = free_port();
+    p->port = msm_test_free_port();
     snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, p->name);
     proc_arg(p, "%s", bins[i]);
     proc_arg(p, "--redis.url=%s", redis_srv.url);
@@ -249,7 +234,7 @@ static int lambda_start(lambda_t *l, const char *name, const char *extra1, const
 {
     memset(l, 0, sizeof(*l));
     l->proc.name = name;
-    l->proc.port = free_port();
+    l->proc.port = msm_test_free_port();
     snprintf(l->proc.log, sizeof(l->proc.log), "%s/%s.log", dir, name);
     snprintf(l->record, sizeof(l->record), "%s/%s.jsonl", dir, name);
     proc_arg(&l->proc, "%s", bins[NDAEMONS]);

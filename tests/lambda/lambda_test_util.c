@@ -31,23 +31,6 @@ static void nap_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-int lt_free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
-
 int lt_tmpdir(char *buf, size_t n)
 {
     const char *base = getenv("TMPDIR");
@@ -75,7 +58,7 @@ void lt_rmdir(const char *dir)
 int lt_child_start(lt_child_t *c, const char *dir, const char *bin, const char *const *args)
 {
     static int seq;
-    c->ch_port = lt_free_port();
+    c->ch_port = msm_test_free_port();
     snprintf(c->ch_log, sizeof(c->ch_log), "%s/child-%d.log", dir, ++seq);
     char port[16];
     snprintf(port, sizeof(port), "%d", c->ch_port);

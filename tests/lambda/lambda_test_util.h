@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Helpers shared by the lambda and msmctl tests: child processes, free ports, temporary
+/* Helpers shared by the lambda and msmctl tests: child processes, temporary
  * directories and a blocking libcurl client. Test code only. */
 #ifndef LAMBDA_TEST_UTIL_H
 #define LAMBDA_TEST_UTIL_H
@@ -7,8 +7,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-/** A port that was free a moment ago on 127.0.0.1 (-1 on failure). */
-int lt_free_port(void);
+#include "msm_test.h" /* msm_test_free_port() */
 
 /** Makes a fresh temporary directory into @p buf. @returns 0 or -1. */
 int lt_tmpdir(char *buf, size_t n);

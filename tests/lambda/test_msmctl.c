@@ -395,7 +395,7 @@ static void test_bad_arguments(void)
     expect_one_line_error(up, 2, "expected no arguments");
     /* Nothing listens there: the reason names the URL. */
     char url[64];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", lt_free_port());
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", msm_test_free_port());
     const char *unreachable[] = {"--url", url, "topic", "list", NULL};
     expect_one_line_error(unreachable, 1, "cannot reach http://127.0.0.1:");
     /* No request reached the frontend in all of that. */

@@ -100,20 +100,6 @@ typedef struct {
     size_t ncol;
 } fx_t;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* Starts the daemon scaffold and the scheduler on it (same namespace and port each time, so
  * a restart keeps the consumer member name). */
 static int daemon_up(fx_t *fx, int registry_poll_ms)
@@ -192,7 +178,7 @@ static int fx_start(fx_t *fx, int registry_poll_ms, const char *const *subs)
 {
     memset(fx, 0, sizeof(*fx));
     msm_test_namespace(fx->ns, sizeof(fx->ns));
-    fx->port = free_port();
+    fx->port = msm_test_free_port();
     for (size_t i = 0; subs[i]; i++) {
         snprintf(fx->col[i].sub, sizeof(fx->col[i].sub), "%s", subs[i]);
         fx->ncol++;

@@ -43,7 +43,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int free_port(void)
+int msm_test_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -126,7 +126,7 @@ int msm_test_redis_start(msm_test_redis_t *r)
     if (!mkdtemp(r->dir))
         return -1;
     for (int attempt = 0; attempt < 5; attempt++) {
-        r->port = free_port();
+        r->port = msm_test_free_port();
         if (r->port > 0 && redis_spawn(r) == 0) {
             snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d", r->port);
             return 0;

@@ -19,6 +19,9 @@
  */
 int msm_test_run(CU_SuiteInfo *suites);
 
+/** @brief A loopback TCP port nobody listens on right now (bound and released), or -1. */
+int msm_test_free_port(void);
+
 /** A redis-server of our own: free port, temporary directory, AOF with fsync always. */
 typedef struct {
     pid_t pid;
