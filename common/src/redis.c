@@ -923,6 +923,15 @@ int msm_redis_command_argv(msm_redis_t *r, msm_redis_reply_cb *cb, void *opaque,
     return msm_redis_command_blocking_argv(r, 0, cb, opaque, argc, argv, argvlen);
 }
 
+long long msm_redis_reply_int(const redisReply *reply, long long absent)
+{
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        return reply->integer;
+    if (reply && reply->type == REDIS_REPLY_STRING)
+        return strtoll(reply->str, NULL, 10);
+    return absent;
+}
+
 const char *msm_redis_reply_err(const redisReply *reply, const char *err)
 {
     if (err)

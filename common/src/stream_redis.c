@@ -1296,15 +1296,6 @@ static void backlog_step(backlog_t *b)
     free(b);
 }
 
-static long long reply_int(const redisReply *v)
-{
-    if (v->type == REDIS_REPLY_INTEGER)
-        return v->integer;
-    if (v->type == REDIS_REPLY_STRING)
-        return strtoll(v->str, NULL, 10);
-    return -1; /* nil: unknown */
-}
-
 /* The reply to [XLEN key, XINFO GROUPS key] of one partition (a MULTI would be overkill:
  * the backlog is an estimate that moves while we read it). */
 static void on_backlog_groups(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -1315,7 +1306,7 @@ static void on_backlog_groups(msm_redis_t *r, redisReply *reply, const char *err
     if (why) {
         b->failed = "backlog query failed";
     } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
-        long long len = reply_int(reply->element[0]);
+        long long len = msm_redis_reply_int(reply->element[0], -1);
         const redisReply *groups = reply->element[1];
         long long lag = -1, pending = 0;
         int found = 0;
@@ -1330,9 +1321,9 @@ static void on_backlog_groups(msm_redis_t *r, redisReply *reply, const char *err
                 if (k->type != REDIS_REPLY_STRING)
                     continue;
                 if (strcmp(k->str, "lag") == 0)
-                    lag = reply_int(g->element[f + 1]);
+                    lag = msm_redis_reply_int(g->element[f + 1], -1);
                 else if (strcmp(k->str, "pending") == 0)
-                    pending = reply_int(g->element[f + 1]);
+                    pending = msm_redis_reply_int(g->element[f + 1], -1);
             }
         }
         /* No such group yet: it will start at the oldest entry, so everything is backlog.

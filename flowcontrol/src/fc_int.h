@@ -179,8 +179,4 @@ fc_scripts_t *fc_scripts_new(void);
 void fc_scripts_keep(fc_scripts_t *s);
 void fc_scripts_release(fc_scripts_t *s);
 
-/* ---- small helpers ---- */
-/** @brief An integer from an integer or string reply (0 otherwise). */
-long long fc_reply_int(const redisReply *r);
-
 #endif

@@ -165,7 +165,7 @@ static void on_completed(msm_redis_t *r, redisReply *reply, const char *err, voi
         applied += !(res->type == REDIS_REPLY_STRING && strcmp(res->str, "stale") == 0);
         count_result(op, i, res);
     }
-    msm_gauge_set(sub->m_in_flight, (double)fc_reply_int(reply->element[1]));
+    msm_gauge_set(sub->m_in_flight, (double)msm_redis_reply_int(reply->element[1], 0));
     fc_op_ack(op);
     if (applied)
         fc_sub_kick(sub); /* slots were freed */

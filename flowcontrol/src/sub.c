@@ -17,17 +17,6 @@
 /* Pending score: (9 - priority) * 10^13 + arrival ms, so higher priority first, then oldest. */
 #define PRIORITY_SCALE 10000000000000LL
 
-long long fc_reply_int(const redisReply *r)
-{
-    if (!r)
-        return 0;
-    if (r->type == REDIS_REPLY_INTEGER)
-        return r->integer;
-    if (r->type == REDIS_REPLY_STRING)
-        return strtoll(r->str, NULL, 10);
-    return 0;
-}
-
 static int stopped(const fc_sub_t *sub)
 {
     return sub->removed || sub->fc->stopping;
@@ -64,7 +53,7 @@ static void on_admitted(msm_redis_t *r, redisReply *reply, const char *err, void
     }
     size_t admitted = 0;
     for (size_t i = 0; i < reply->elements; i++)
-        admitted += fc_reply_int(reply->element[i]) == 1;
+        admitted += msm_redis_reply_int(reply->element[i], 0) == 1;
     msm_counter_add(sub->m_admitted, admitted);
     msm_counter_add(sub->m_duplicates, reply->elements - admitted);
     fc_op_ack(op);
@@ -201,7 +190,7 @@ static int task_pack(fc_sub_t *sub,
     Msm__V1__Task task = MSM__V1__TASK__INIT;
     task.event = ev;
     task.subscription = sub->name;
-    task.attempt = (int32_t)fc_reply_int(item[1]);
+    task.attempt = (int32_t)msm_redis_reply_int(item[1], 0);
     task.state = MSM__V1__TASK_STATE__TASK_STATE_RUNNING;
     task.lease_until_ms = lease_until;
     int rc = msm_pb_pack(&task.base, buf);
@@ -275,8 +264,8 @@ static void on_taken(msm_redis_t *r, redisReply *reply, const char *err, void *o
         fc_op_free(op);
         return;
     }
-    long long running = fc_reply_int(reply->element[0]);
-    long long pending = fc_reply_int(reply->element[1]);
+    long long running = msm_redis_reply_int(reply->element[0], 0);
+    long long pending = msm_redis_reply_int(reply->element[1], 0);
     const redisReply *items = reply->element[2];
     size_t taken = items->elements / 3;
     msm_gauge_set(sub->m_in_flight, (double)running);
@@ -391,9 +380,9 @@ static void on_due(msm_redis_t *r, redisReply *reply, const char *err, void *opa
         fc_op_free(op);
         return;
     }
-    long long moved = fc_reply_int(reply->element[0]);
-    long long scanned = fc_reply_int(reply->element[1]);
-    long long next = fc_reply_int(reply->element[2]);
+    long long moved = msm_redis_reply_int(reply->element[0], 0);
+    long long scanned = msm_redis_reply_int(reply->element[1], 0);
+    long long next = msm_redis_reply_int(reply->element[2], 0);
     if (moved)
         fc_sub_kick(sub);
     fc_sub_arm_retry(sub, scanned >= sub->fc->conf.batch ? 0 : next);
@@ -467,15 +456,17 @@ static void on_expired(msm_redis_t *r, redisReply *reply, const char *err, void 
     if (list->elements >= 2 && !stopped(sub)) {
         fc_op_t *done = fc_complete_new(sub, 1);
         for (size_t i = 0; done && i + 1 < list->elements; i += 2)
-            fc_complete_add(done, list->element[i]->str, (int)fc_reply_int(list->element[i + 1]),
+            fc_complete_add(done, list->element[i]->str,
+                            (int)msm_redis_reply_int(list->element[i + 1], 0),
                             FC_KIND_RETRIABLE, 0, "lease expired", 0, 0);
         if (done)
             fc_complete_send(done);
     }
     /* A full scan means more may be waiting; the complete just sent runs before the next
      * scan on the same connection, so the same ids are not found twice. */
-    long long scanned = fc_reply_int(reply->element[1]);
-    fc_sub_arm_lease(sub, scanned >= sub->fc->conf.batch ? 0 : fc_reply_int(reply->element[2]));
+    long long scanned = msm_redis_reply_int(reply->element[1], 0);
+    long long next = msm_redis_reply_int(reply->element[2], 0);
+    fc_sub_arm_lease(sub, scanned >= sub->fc->conf.batch ? 0 : next);
     fc_op_free(op);
 }
 

@@ -183,17 +183,6 @@ static void sub_call_go(sub_call_t *sc)
 
 /* ---- replies ---- */
 
-static long long reply_ll(const redisReply *r)
-{
-    if (!r)
-        return 0;
-    if (r->type == REDIS_REPLY_INTEGER)
-        return r->integer;
-    if (r->type == REDIS_REPLY_STRING)
-        return strtoll(r->str, NULL, 10);
-    return 0;
-}
-
 static json_t *reply_str_or_null(const redisReply *r)
 {
     return r && r->type == REDIS_REPLY_STRING ? json_stringn(r->str, r->len) : json_null();
@@ -210,11 +199,12 @@ static json_t *task_json(const char *event_id, size_t id_len, const redisReply *
         json_decref(history);
         history = json_array();
     }
-    long long next = reply_ll(f->element[TF_NEXT]);
+    long long next = msm_redis_reply_int(f->element[TF_NEXT], 0);
+    long long attempts = msm_redis_reply_int(f->element[TF_ATTEMPTS], 0);
     char when[MSM_TIME_RFC3339_SIZE];
     json_t *o = json_pack("{s:s%,s:s%,s:I,s:o,s:o,s:o}", "event_id", event_id, id_len, "state",
                           f->element[TF_STATE]->str, f->element[TF_STATE]->len, "attempts",
-                          (json_int_t)reply_ll(f->element[TF_ATTEMPTS]), "next_attempt_at",
+                          (json_int_t)attempts, "next_attempt_at",
                           next > 0 && msm_time_format(next, when, sizeof(when))
                               ? json_string(when)
                               : json_null(),
@@ -280,9 +270,9 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
             sc->error = strdup(why);
     } else {
         for (size_t i = 0; i < 5; i++)
-            sc->counts[i] = reply_ll(reply->element[i]);
-        sc->counts[SC_SUCCEEDED] = reply_ll(reply->element[5]->element[0]);
-        sc->counts[SC_FAILED] = reply_ll(reply->element[5]->element[1]);
+            sc->counts[i] = msm_redis_reply_int(reply->element[i], 0);
+        sc->counts[SC_SUCCEEDED] = msm_redis_reply_int(reply->element[5]->element[0], 0);
+        sc->counts[SC_FAILED] = msm_redis_reply_int(reply->element[5]->element[1], 0);
     }
     stats_answer(sc);
 }

@@ -554,6 +554,21 @@ static void test_free_runs_pending_callbacks(void)
     msm_loop_free(loop);
 }
 
+/* Integer, numeric string, nil and other replies, built the way hiredis builds them. */
+static void test_reply_int(void)
+{
+    redisReply i = {.type = REDIS_REPLY_INTEGER, .integer = -42};
+    char digits[] = "123456789012";
+    redisReply str = {.type = REDIS_REPLY_STRING, .str = digits, .len = sizeof(digits) - 1};
+    redisReply nil = {.type = REDIS_REPLY_NIL};
+    redisReply arr = {.type = REDIS_REPLY_ARRAY};
+    CU_ASSERT_EQUAL(msm_redis_reply_int(&i, 7), -42);
+    CU_ASSERT_EQUAL(msm_redis_reply_int(&str, 7), 123456789012LL);
+    CU_ASSERT_EQUAL(msm_redis_reply_int(&nil, 7), 7);
+    CU_ASSERT_EQUAL(msm_redis_reply_int(&arr, -1), -1);
+    CU_ASSERT_EQUAL(msm_redis_reply_int(NULL, 0), 0);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -566,6 +581,7 @@ int main(void)
         {"command timeout drops and reconnects", test_command_timeout},
         {"unreachable server fails fast", test_unreachable_fails_fast},
         {"free runs pending callbacks", test_free_runs_pending_callbacks},
+        {"integer of a reply", test_reply_int},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {

@@ -4,6 +4,7 @@
  * a restarted member resuming its own pending entries, and its error answers. */
 #include "msm_test.h"
 #include "msm/err.h"
+#include "msm/redis.h"
 #include "msm/stream.h"
 
 #include <hiredis/hiredis.h>
@@ -67,11 +68,7 @@ static redisReply *peek(const char *fmt, ...)
 static long long peek_int(const char *fmt, const char *arg)
 {
     redisReply *r = peek(fmt, arg);
-    long long v = -1;
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        v = r->integer;
-    else if (r && r->type == REDIS_REPLY_STRING)
-        v = atoll(r->str);
+    long long v = msm_redis_reply_int(r, -1);
     freeReplyObject(r);
     return v;
 }

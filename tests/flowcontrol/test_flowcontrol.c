@@ -69,11 +69,7 @@ static redisReply *peek(const char *fmt, ...)
 
 static long long reply_ll(redisReply *r)
 {
-    long long v = -1;
-    if (r && r->type == REDIS_REPLY_INTEGER)
-        v = r->integer;
-    else if (r && r->type == REDIS_REPLY_STRING)
-        v = atoll(r->str);
+    long long v = msm_redis_reply_int(r, -1);
     freeReplyObject(r);
     return v;
 }

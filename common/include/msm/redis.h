@@ -155,6 +155,12 @@ int msm_redis_command_blocking_argv(msm_redis_t *r, uint32_t extra_timeout_ms,
 const char *msm_redis_reply_err(const redisReply *reply, const char *err);
 
 /**
+ * @brief The integer of an integer reply, or of a string reply holding one (HGET, a Lua
+ * number returned as text); @p absent for NULL, nil and every other reply type.
+ */
+long long msm_redis_reply_int(const redisReply *reply, long long absent);
+
+/**
  * @brief Writes "<ns>:<formatted rest>" into @p buf.
  * @returns the length written, or MSM_ERR_TOOLARGE when it does not fit in @p n.
  */
