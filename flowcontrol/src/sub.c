@@ -389,27 +389,34 @@ static void on_due(msm_redis_t *r, redisReply *reply, const char *err, void *opa
     fc_op_free(op);
 }
 
+/* The periodic scans (due retries, expired leases) take @p nargs strings, of which the first
+ * @p nkeys are keys, then now and the batch size. @returns MSM_OK once the script is sent;
+ * on failure @p op is freed. */
+static int scan_send(fc_op_t *op, const char *const *args, int nargs, int nkeys,
+                     const msm_redis_script_t *script, msm_redis_reply_cb *cb)
+{
+    int rc = op ? MSM_OK : MSM_ERR_NOMEM;
+    for (int i = 0; rc == MSM_OK && i < nargs; i++)
+        rc = fc_args_add(&op->args, args[i], strlen(args[i]));
+    if (rc == MSM_OK)
+        rc = fc_args_addf(&op->args, "%lld", (long long)msm_time_unix_ms());
+    if (rc == MSM_OK)
+        rc = fc_args_addf(&op->args, "%d", op->fc->conf.batch);
+    if (rc == MSM_OK)
+        rc = fc_op_eval(op, script, nkeys, cb);
+    if (rc != MSM_OK)
+        fc_op_free(op);
+    return rc;
+}
+
 static void due_send(fc_sub_t *sub)
 {
     flowcontrol_t *fc = sub->fc;
     if (stopped(sub) || sub->scanning_due)
         return;
-    fc_op_t *op = fc_op_new(fc, sub, FC_OP_DUE);
-    int rc = op ? MSM_OK : MSM_ERR_NOMEM;
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, sub->k_retry, strlen(sub->k_retry));
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, sub->k_pending, strlen(sub->k_pending));
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, sub->k_task, strlen(sub->k_task));
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%lld", (long long)msm_time_unix_ms());
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%d", fc->conf.batch);
-    if (rc == MSM_OK)
-        rc = fc_op_eval(op, fc->scripts->due, 2, on_due);
-    if (rc != MSM_OK) {
-        fc_op_free(op);
+    const char *const args[] = {sub->k_retry, sub->k_pending, sub->k_task /* prefix */};
+    if (scan_send(fc_op_new(fc, sub, FC_OP_DUE), args, 3, 2, fc->scripts->due, on_due) !=
+        MSM_OK) {
         fc_sub_arm_retry(sub, -1);
         return;
     }
@@ -475,20 +482,9 @@ static void expire_send(fc_sub_t *sub)
     flowcontrol_t *fc = sub->fc;
     if (stopped(sub) || sub->scanning_leases)
         return;
-    fc_op_t *op = fc_op_new(fc, sub, FC_OP_EXPIRE);
-    int rc = op ? MSM_OK : MSM_ERR_NOMEM;
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, sub->k_running, strlen(sub->k_running));
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, sub->k_task, strlen(sub->k_task));
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%lld", (long long)msm_time_unix_ms());
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%d", fc->conf.batch);
-    if (rc == MSM_OK)
-        rc = fc_op_eval(op, fc->scripts->expire, 1, on_expired);
-    if (rc != MSM_OK) {
-        fc_op_free(op);
+    const char *const args[] = {sub->k_running, sub->k_task /* prefix */};
+    if (scan_send(fc_op_new(fc, sub, FC_OP_EXPIRE), args, 2, 1, fc->scripts->expire,
+                  on_expired) != MSM_OK) {
         fc_sub_arm_lease(sub, -1);
         return;
     }
