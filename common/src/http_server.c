@@ -471,6 +471,18 @@ fail:
     return rc;
 }
 
+int msm_http_server_routes(msm_http_server_t *srv, const msm_http_route_t *routes, size_t n,
+                           void *opaque)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = msm_http_server_route(srv, routes[i].method, routes[i].pattern, routes[i].cb,
+                                       opaque);
+        if (rc != MSM_OK)
+            return rc;
+    }
+    return MSM_OK;
+}
+
 static void append_allow(char *allow, size_t n, const char *m)
 {
     size_t l = strlen(allow);
@@ -1226,10 +1238,13 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
         snprintf(errbuf, errbuf_size, "cannot register the HTTP metrics (name clash?)");
         goto fail;
     }
-    if (msm_http_server_route(srv, "GET", "/healthz", h_healthz, srv) != MSM_OK ||
-        msm_http_server_route(srv, "GET", "/readyz", h_readyz, srv) != MSM_OK ||
-        msm_http_server_route(srv, "GET", "/metrics", h_metrics, srv) != MSM_OK ||
-        msm_http_server_route(srv, "GET", "/debug/info", h_debug_info, srv) != MSM_OK)
+    static const msm_http_route_t builtin[] = {
+        {"GET", "/healthz", h_healthz},
+        {"GET", "/readyz", h_readyz},
+        {"GET", "/metrics", h_metrics},
+        {"GET", "/debug/info", h_debug_info},
+    };
+    if (msm_http_server_routes(srv, builtin, sizeof(builtin) / sizeof(builtin[0]), srv) != MSM_OK)
         goto nomem;
 
     const char *host = conf->bind_address ? conf->bind_address : "0.0.0.0";

@@ -504,10 +504,7 @@ static void sub_delete(msm_http_req_t *req, void *opaque)
 
 int fe_control_routes(fe_t *fe)
 {
-    static const struct {
-        const char *method, *pattern;
-        msm_http_handler_cb *cb;
-    } routes[] = {
+    static const msm_http_route_t routes[] = {
         {"GET", "/v1/topics", topic_list},
         {"PUT", "/v1/topics/{topic}", topic_put},
         {"GET", "/v1/topics/{topic}", topic_get},
@@ -520,11 +517,6 @@ int fe_control_routes(fe_t *fe)
     fe->fe_sub_check = msm_redis_script_new(SUB_CHECK_LUA);
     if (!fe->fe_sub_check)
         return MSM_ERR_NOMEM;
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        int rc = msm_http_server_route(fe->fe_deps.http, routes[i].method, routes[i].pattern,
-                                       routes[i].cb, fe);
-        if (rc != MSM_OK)
-            return rc;
-    }
-    return MSM_OK;
+    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]),
+                                  fe);
 }

@@ -618,20 +618,12 @@ static void dlq_replay(msm_http_req_t *req, void *opaque)
 
 int fe_tasks_routes(fe_t *fe)
 {
-    static const struct {
-        const char *method, *pattern;
-        msm_http_handler_cb *cb;
-    } routes[] = {
+    static const msm_http_route_t routes[] = {
         {"GET", "/v1/subscriptions/{name}/stats", stats},
         {"GET", "/v1/subscriptions/{name}/tasks/{event_id}", task_get},
         {"GET", "/v1/subscriptions/{name}/dlq", dlq_list},
         {"POST", "/v1/subscriptions/{name}/dlq:replay", dlq_replay},
     };
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        int rc = msm_http_server_route(fe->fe_deps.http, routes[i].method, routes[i].pattern,
-                                       routes[i].cb, fe);
-        if (rc != MSM_OK)
-            return rc;
-    }
-    return MSM_OK;
+    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]),
+                                  fe);
 }

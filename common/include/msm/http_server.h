@@ -114,6 +114,18 @@ size_t msm_http_server_pending(const msm_http_server_t *srv);
 int msm_http_server_route(msm_http_server_t *srv, const char *method, const char *pattern,
                           msm_http_handler_cb *cb, void *opaque);
 
+/** One row of a route table. */
+typedef struct {
+    const char *method;
+    const char *pattern;
+    msm_http_handler_cb *cb;
+} msm_http_route_t;
+
+/** @brief msm_http_server_route() for each of @p n rows, all with @p opaque; stops at the
+ *  first error and returns it. */
+int msm_http_server_routes(msm_http_server_t *srv, const msm_http_route_t *routes, size_t n,
+                           void *opaque);
+
 /*
  * Request lifetime. The server creates a request when its request line arrives and calls
  * the handler once the whole body is in. The request pointer is valid from then until the
