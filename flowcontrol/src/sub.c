@@ -14,8 +14,6 @@
 #include <string.h>
 
 #define ENSURE_RETRY_MS 1000
-/* Pending score: (9 - priority) * 10^13 + arrival ms, so higher priority first, then oldest. */
-#define PRIORITY_SCALE 10000000000000LL
 
 static int stopped(const fc_sub_t *sub)
 {
@@ -83,7 +81,7 @@ static int admit_add(fc_op_t *op, msm_stream_msg_t *msg, msm_buf_t *buf)
         return MSM_OK;
     }
     int priority = ev->priority < 0 ? 0 : ev->priority > 9 ? 9 : ev->priority;
-    long long score = (9 - priority) * PRIORITY_SCALE + op->now_ms;
+    long long score = msm_pending_score(priority, op->now_ms);
     int rc = msm_pb_pack(&ev->base, buf);
     if (rc == MSM_OK)
         rc = fc_args_add(&op->args, ev->id, strlen(ev->id));

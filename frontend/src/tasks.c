@@ -24,7 +24,6 @@
 #define REPLAY_IDS_MAX  10000
 #define EVENT_ID_MAX    200
 #define FLOWCONTROL     "flowcontrol" /* the group whose backlog on ready.<sub> counts */
-#define PRIORITY_WEIGHT 10000000000000LL /* 10^13: pending score = (9 - prio) * this + ms */
 
 /* Fields of a task hash, in the order the scripts return them. */
 #define TASK_FIELDS "'state', 'attempts', 'next_attempt_at', 'last_error', 'history', 'event'"
@@ -521,7 +520,7 @@ static void on_replay_read(msm_redis_t *r, redisReply *reply, const char *err, v
             const redisReply *id = reply->element[2 * i];
             int prio = event_priority(reply->element[2 * i + 1]);
             snprintf(scores[i], sizeof(scores[i]), "%" PRId64,
-                     (int64_t)((9 - prio) * PRIORITY_WEIGHT + now_ms));
+                     msm_pending_score(prio, now_ms));
             argv[4 + 2 * i] = id->type == REDIS_REPLY_STRING ? id->str : "";
             argvlen[4 + 2 * i] = id->type == REDIS_REPLY_STRING ? id->len : 0;
             argv[5 + 2 * i] = scores[i];

@@ -38,6 +38,13 @@
 #define MSM_KEY_DLQ         "sub:{%s}:dlq"     /**< zset of event ids by time of death */
 #define MSM_KEY_STATS       "sub:{%s}:stats"   /**< hash: succeeded, failed_attempts, dead */
 
+/** @brief The score of an event id in MSM_KEY_PENDING: higher @p priority (0..9) first, then
+ *  the oldest @p arrival_ms. (flowcontrol's retry-due script computes the same in Lua.) */
+static inline int64_t msm_pending_score(int priority, int64_t arrival_ms)
+{
+    return (int64_t)(9 - priority) * 10000000000000LL + arrival_ms;
+}
+
 /** Topic and subscription names: [A-Za-z0-9._-]{1,200}. */
 #define MSM_NAME_MAX 200
 bool msm_name_valid(const char *name);
