@@ -253,20 +253,6 @@ static int wait_all_seen(fixture_t *f, collector_t *c, uint64_t timeout_ms)
     return msm_loop_run_until(f->loop, collector_has_all, c, timeout_ms);
 }
 
-typedef struct {
-    int done;
-    msm_err_t err;
-    int64_t backlog;
-} backlog_t;
-
-static void on_backlog(msm_err_t err, int64_t backlog, void *opaque)
-{
-    backlog_t *b = opaque;
-    b->done = 1;
-    b->err = err;
-    b->backlog = backlog;
-}
-
 /* Polls the backlog until it reads @p want (acks and commits are asynchronous). */
 static int64_t wait_backlog(fixture_t *f, const char *name, const char *group, int64_t want,
                             uint64_t timeout_ms)
@@ -274,13 +260,12 @@ static int64_t wait_backlog(fixture_t *f, const char *name, const char *group, i
     uint64_t deadline = wall_ms() + timeout_ms;
     int64_t last = -1;
     for (;;) {
-        backlog_t b = {0};
-        if (msm_stream_backlog(f->stream, name, group, on_backlog, &b) != MSM_OK)
-            return -2;
-        if (msm_test_wait_flag(f->loop, &b.done, 10000) != 0)
+        int64_t backlog;
+        msm_err_t err = msm_test_stream_backlog(f->loop, f->stream, name, group, &backlog);
+        if (err == MSM_ERR_TIMEOUT)
             return -3;
-        if (b.err == MSM_OK)
-            last = b.backlog;
+        if (err == MSM_OK)
+            last = backlog;
         if (last == want || wall_ms() >= deadline)
             return last;
         msm_test_spin(f->loop, 100);

@@ -314,45 +314,24 @@ static void test_consumer_before_stream(void)
     fixture_close(&f);
 }
 
-typedef struct {
-    int done;
-    msm_err_t err;
-    int64_t backlog;
-} backlog_t;
-
-static void on_backlog(msm_err_t err, int64_t backlog, void *opaque)
-{
-    backlog_t *b = opaque;
-    b->done = 1;
-    b->err = err;
-    b->backlog = backlog;
-}
-
-static backlog_t backlog_sync(fixture_t *f, const char *name, const char *group)
-{
-    backlog_t b = {0};
-    if (msm_stream_backlog(f->stream, name, group, on_backlog, &b) != MSM_OK ||
-        msm_test_wait_flag(f->loop, &b.done, 5000) != 0)
-        b.err = MSM_ERR_TIMEOUT;
-    return b;
-}
-
 static void test_backlog_answers(void)
 {
     fixture_t f;
+    int64_t backlog;
     CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
-    CU_ASSERT_EQUAL(backlog_sync(&f, "events.none", "g").err, MSM_ERR_NOTFOUND);
+    CU_ASSERT_EQUAL(msm_test_stream_backlog(f.loop, f.stream, "events.none", "g", &backlog),
+                    MSM_ERR_NOTFOUND);
     CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.bl", 3), MSM_OK);
     CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.bl", 0, 120, 9), MSM_OK);
     /* A group that has not joined yet will start at the oldest entry: all is backlog. */
-    backlog_t b = backlog_sync(&f, "events.bl", "g");
-    CU_ASSERT_EQUAL(b.err, MSM_OK);
-    CU_ASSERT_EQUAL(b.backlog, 120);
+    CU_ASSERT_EQUAL(msm_test_stream_backlog(f.loop, f.stream, "events.bl", "g", &backlog), MSM_OK);
+    CU_ASSERT_EQUAL(backlog, 120);
     /* Delivered but unacknowledged entries still count. */
     collector_t c = {.ack = 0};
     CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.bl", "m", &c));
     CU_ASSERT_EQUAL(wait_distinct(&f, &c, 120, 5000), 120);
-    CU_ASSERT_EQUAL(backlog_sync(&f, "events.bl", "g").backlog, 120);
+    msm_test_stream_backlog(f.loop, f.stream, "events.bl", "g", &backlog);
+    CU_ASSERT_EQUAL(backlog, 120);
     msm_consumer_free(c.consumer);
     fixture_close(&f);
 }

@@ -230,3 +230,28 @@ void msm_test_spin(msm_loop_t *loop, uint64_t ms)
     while (now_ms() < deadline)
         msm_loop_run_once(loop, 10);
 }
+
+typedef struct {
+    int done;
+    msm_err_t err;
+    int64_t backlog;
+} backlog_answer_t;
+
+static void on_backlog_answer(msm_err_t err, int64_t backlog, void *opaque)
+{
+    backlog_answer_t *b = opaque;
+    b->done = 1;
+    b->err = err;
+    b->backlog = backlog;
+}
+
+msm_err_t msm_test_stream_backlog(msm_loop_t *loop, msm_stream_t *s, const char *name,
+                                  const char *group, int64_t *backlog)
+{
+    backlog_answer_t b = {.backlog = -1};
+    int rc = msm_stream_backlog(s, name, group, on_backlog_answer, &b);
+    if (rc == MSM_OK && msm_test_wait_flag(loop, &b.done, 10000) != 0)
+        rc = MSM_ERR_TIMEOUT;
+    *backlog = rc == MSM_OK && b.err == MSM_OK ? b.backlog : -1;
+    return rc != MSM_OK ? (msm_err_t)rc : b.err;
+}

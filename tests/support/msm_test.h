@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "msm/loop.h"
+#include "msm/stream.h"
 
 /**
  * @brief Runs @p suites (CU_SuiteInfo array ending in CU_SUITE_INFO_NULL) in CUnit basic
@@ -57,6 +58,14 @@ void msm_test_kafka_stop(msm_test_kafka_t *k);
 
 /** @brief Runs @p loop until *flag is non-zero or @p timeout_ms passes. @returns 0 if set. */
 int msm_test_wait_flag(msm_loop_t *loop, volatile int *flag, uint64_t timeout_ms);
+
+/**
+ * @brief Asks @p s for the backlog of @p group on @p name and runs @p loop until it answers.
+ * @returns MSM_OK with the backlog in *backlog; the driver's refusal or answer error; or
+ * MSM_ERR_TIMEOUT when no answer came within 10 s (*backlog is then -1).
+ */
+msm_err_t msm_test_stream_backlog(msm_loop_t *loop, msm_stream_t *s, const char *name,
+                                  const char *group, int64_t *backlog);
 
 /** @brief Runs @p loop for @p ms milliseconds. */
 void msm_test_spin(msm_loop_t *loop, uint64_t ms);
