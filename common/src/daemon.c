@@ -149,7 +149,7 @@ static int start_http(msm_daemon_t *d, char *err, size_t n)
     hc.ready = daemon_ready;
     hc.ready_opaque = d;
     hc.config = config;
-    hc.max_body_bytes = d->spec->max_body_bytes;
+    hc.max_body_bytes = (size_t)d->common->http_max_body_bytes;
     d->http = msm_http_server_new(d->loop, &hc, err, n);
     json_decref(config);
     return d->http ? 0 : -1;

@@ -28,8 +28,7 @@ int main(int argc, char **argv)
                               fc_defs,
                               MSM_CONF_COUNT(fc_defs),
                               &conf,
-                              offsetof(fc_conf_t, common),
-                              0};
+                              offsetof(fc_conf_t, common)};
     int rc = msm_daemon_new(&d, &spec, argc, argv);
     if (!d)
         return rc;

@@ -12,7 +12,6 @@
 
 typedef struct {
     msm_common_conf_t common;
-    long long max_body_bytes;
     int max_events;
     long long max_event_bytes;
     int registry_poll_ms;
@@ -22,8 +21,6 @@ typedef struct {
 
 static const msm_conf_def_t fe_defs[] = {
     MSM_CONF_COMMON(fe_conf_t, common, 8080),
-    MSM_CONF_INT("http.max_body_bytes", fe_conf_t, max_body_bytes, 10LL * 1024 * 1024, 1024,
-                 1024LL * 1024 * 1024, "largest request body; larger ones get 413"),
     MSM_CONF_INT("publish.max_events", fe_conf_t, max_events, FE_DEFAULT_MAX_EVENTS, 1, 100000,
                  "most events in one publish request; more get 413"),
     MSM_CONF_INT("publish.max_event_bytes", fe_conf_t, max_event_bytes,
@@ -38,21 +35,6 @@ static const msm_conf_def_t fe_defs[] = {
                  "partitions of the shared status stream (when it does not exist yet)"),
 };
 
-/* The HTTP server takes its body limit from the spec, before msm_daemon_new() hands us
- * the loaded settings: read that one setting first (msm_daemon_new reports any error). */
-static size_t body_limit(int argc, char **argv)
-{
-    fe_conf_t pre;
-    char err[256];
-    size_t limit = 0;
-    if (msm_conf_load_argv(fe_defs, MSM_CONF_COUNT(fe_defs), &pre, argc, argv, err,
-                           sizeof(err)) == 0) {
-        limit = (size_t)pre.max_body_bytes;
-        msm_conf_free(fe_defs, MSM_CONF_COUNT(fe_defs), &pre);
-    }
-    return limit;
-}
-
 int main(int argc, char **argv)
 {
     fe_conf_t conf;
@@ -63,7 +45,6 @@ int main(int argc, char **argv)
         .ndefs = MSM_CONF_COUNT(fe_defs),
         .conf = &conf,
         .common_offset = offsetof(fe_conf_t, common),
-        .max_body_bytes = body_limit(argc, argv),
     };
     msm_daemon_t *d;
     int rc = msm_daemon_new(&d, &spec, argc, argv);

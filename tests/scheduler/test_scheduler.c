@@ -116,8 +116,7 @@ static int daemon_up(fx_t *fx, int registry_poll_ms)
                                     sch_conf_defs,
                                     sch_conf_ndefs,
                                     &fx->conf,
-                                    offsetof(sch_conf_t, common),
-                                    0};
+                                    offsetof(sch_conf_t, common)};
     static msm_daemon_spec_t kept; /* the daemon keeps a pointer to its spec */
     kept = spec;
     if (msm_daemon_new(&fx->d, &kept, 7, argv) != 0 || !fx->d)

@@ -167,6 +167,7 @@ typedef struct {
     char **kafka_props;  /**< kafka.props: extra librdkafka "key=value" (NULL-terminated) */
     char *http_bind;     /**< http.bind, default 0.0.0.0 */
     int http_port;       /**< http.port, the daemon's own default */
+    long long http_max_body_bytes; /**< http.max_body_bytes: larger request bodies get 413 */
     int logging_level;   /**< logging.level: msm_log_level_t, default info */
     int logging_format;  /**< logging.format: msm_log_format_t, default logfmt */
 } msm_common_conf_t;
@@ -190,6 +191,8 @@ typedef struct {
     MSM_CONF_STR("http.bind", type, member.http_bind, "0.0.0.0", "HTTP listen address"),           \
     MSM_CONF_INT("http.port", type, member.http_port, (default_port), 0, 65535,                    \
                  "HTTP listen port (0: any free port)"),                                          \
+    MSM_CONF_INT("http.max_body_bytes", type, member.http_max_body_bytes, 10LL * 1024 * 1024,      \
+                 1024, 1024LL * 1024 * 1024, "largest request body; larger ones get 413"),         \
     MSM_CONF_ENUM("logging.level", type, member.logging_level, "info", msm_conf_log_levels,        \
                   "lowest level logged"),                                                          \
     MSM_CONF_ENUM("logging.format", type, member.logging_format, "logfmt",                         \

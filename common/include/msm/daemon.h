@@ -42,7 +42,6 @@ typedef struct {
     size_t ndefs;
     void *conf;                  /**< the daemon's struct, filled by msm_daemon_new() */
     size_t common_offset;        /**< offsetof its msm_common_conf_t */
-    size_t max_body_bytes;       /**< HTTP request body limit; 0 = the server default */
 } msm_daemon_spec_t;
 
 /** Called once when SIGTERM/SIGINT arrives: stop taking new work. */
