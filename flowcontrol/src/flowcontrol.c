@@ -209,15 +209,15 @@ int flowcontrol_drained(void *opaque)
     if (!fc->stopping || fc->nops)
         return 0;
     if (!fc->consumers_closed) {
-        /* Freeing a consumer flushes its acknowledgements; the next poll lets them go out. */
+        /* Freeing a consumer sends its last acknowledgements; they count as pending in the
+         * log client until Redis has answered them. */
         msm_consumer_free(fc->status);
         fc->status = NULL;
         for (fc_sub_t *s = fc->subs; s; s = s->next)
             fc_sub_close_consumer(s);
         fc->consumers_closed = 1;
-        return 0;
     }
-    return 1;
+    return msm_stream_pending_appends(fc->env.stream) == 0;
 }
 
 int flowcontrol_ready(void *opaque, char *why, size_t n)

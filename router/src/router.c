@@ -436,7 +436,9 @@ void router_stop(void *opaque)
 int router_drained(void *opaque)
 {
     const router_t *rt = opaque;
-    return rt->live == 0 && rt->batches == NULL;
+    /* The log client's pending count includes acknowledgements not yet answered. */
+    return rt->live == 0 && rt->batches == NULL &&
+           msm_stream_pending_appends(rt->env.stream) == 0;
 }
 
 int router_ready(void *opaque, char *why, size_t n)

@@ -434,28 +434,6 @@ fail:
     return NULL;
 }
 
-static void on_ack_barrier(msm_err_t err, const char *reason, void *opaque)
-{
-    (void)err;
-    (void)reason;
-    sch__release(opaque);
-}
-
-/* Freeing a consumer sends its last acknowledgements on the log client's connection, and
- * nothing reports when they are answered. An ensure of a stream we ensured before changes
- * nothing and travels on that same connection: once it completes, those XACKs have been
- * answered, so a drained stop does not leave a batch to be redelivered. */
-static void ack_barrier(scheduler_t *s)
-{
-    for (sch_topic_t *t = s->topics; t; t = t->next) {
-        if (t->partitions > 0 && !t->ensuring) {
-            if (msm_stream_ensure(s->stream, t->stream, t->partitions, on_ack_barrier, s) == MSM_OK)
-                sch__hold(s);
-            return;
-        }
-    }
-}
-
 void scheduler_stop(void *opaque)
 {
     scheduler_t *s = opaque;
@@ -465,8 +443,7 @@ void scheduler_stop(void *opaque)
     msm_registry_free(s->registry);
     s->registry = NULL;
     for (sch_topic_t *t = s->topics; t; t = t->next)
-        topic_stop_consumer(t);
-    ack_barrier(s);
+        topic_stop_consumer(t); /* its last XACKs count in msm_stream_pending_appends() */
     sch__delayed_stop(s);
     msm_log(MSM_LOG_INFO, "scheduler",
             "stopped consuming; unacknowledged events will be redelivered");
