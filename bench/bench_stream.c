@@ -112,6 +112,11 @@ static void ensure_done(msm_err_t err, const char *reason, void *opaque)
         fprintf(stderr, "ensure: %s\n", reason);
 }
 
+static int nothing_pending(void *arg)
+{
+    return msm_stream_pending_appends(arg) == 0;
+}
+
 static int run_one(msm_stream_backend_t backend, const char *url, const char *brokers, int batch,
                    int total)
 {
@@ -169,6 +174,8 @@ static int run_one(msm_stream_backend_t backend, const char *url, const char *br
            b.lat_us[(b.nlat * 99) / 100] / 1000.0);
     fflush(stdout);
     msm_consumer_free(c);
+    /* Let the last acknowledgements be answered before the client goes. */
+    msm_loop_run_until(b.loop, nothing_pending, b.stream, 5000);
     msm_stream_free(b.stream);
     msm_loop_free(b.loop);
     free(b.lat_us);
