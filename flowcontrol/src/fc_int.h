@@ -125,6 +125,9 @@ int fc_args_addf(fc_args_t *a, const char *fmt, ...) __attribute__((format(print
 void fc_args_deinit(fc_args_t *a);
 
 /* ---- operations (op.c) ---- */
+/** @brief Called first when the reply or completion of op @p opaque comes: the op, or NULL
+ *  when flowcontrol was freed meanwhile (the op is then freed). */
+fc_op_t *fc_op_answered(void *opaque);
 fc_op_t *fc_op_new(flowcontrol_t *fc, fc_sub_t *sub, fc_op_kind_t kind);
 void fc_op_free(fc_op_t *op);
 /** @brief Remembers @p msg, to be acknowledged by fc_op_ack(). */

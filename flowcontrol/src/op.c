@@ -80,6 +80,17 @@ fc_op_t *fc_op_new(flowcontrol_t *fc, fc_sub_t *sub, fc_op_kind_t kind)
     return op;
 }
 
+fc_op_t *fc_op_answered(void *opaque)
+{
+    fc_op_t *op = opaque;
+    op->in_call = 0;
+    if (!op->fc) {
+        fc_op_free(op); /* flowcontrol was freed while the op was out */
+        return NULL;
+    }
+    return op;
+}
+
 void fc_op_free(fc_op_t *op)
 {
     if (!op)

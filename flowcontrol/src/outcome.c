@@ -137,12 +137,9 @@ static void count_result(fc_op_t *op, size_t i, const redisReply *result)
 static void on_completed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     fc_sub_t *sub = op->sub;
     const char *why = msm_redis_reply_err(reply, err);
     if (!why &&

@@ -33,12 +33,9 @@ static void on_admit_retry(msm_loop_t *loop, void *opaque)
 static void on_admitted(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     fc_sub_t *sub = op->sub;
     const char *why = msm_redis_reply_err(reply, err);
     if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != op->nmsgs))
@@ -155,12 +152,9 @@ void fc_sub_kick(fc_sub_t *sub)
 
 static void on_dispatched(msm_err_t err, const char *reason, void *opaque)
 {
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     if (err == MSM_OK) {
         msm_counter_add(op->sub->m_dispatched, op->nitems);
     } else {
@@ -243,12 +237,9 @@ static void dispatch(fc_sub_t *sub, const redisReply *items, int64_t lease_until
 static void on_taken(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     fc_sub_t *sub = op->sub;
     sub->taking = 0;
     const char *why = msm_redis_reply_err(reply, err);
@@ -361,12 +352,9 @@ void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_unix_ms)
 static void on_due(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     fc_sub_t *sub = op->sub;
     sub->scanning_due = 0;
     const char *why = msm_redis_reply_err(reply, err);
@@ -439,12 +427,9 @@ void fc_sub_arm_lease(fc_sub_t *sub, int64_t due_unix_ms)
 static void on_expired(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     fc_sub_t *sub = op->sub;
     sub->scanning_leases = 0;
     const char *why = msm_redis_reply_err(reply, err);
@@ -501,12 +486,9 @@ static void on_ensure_timer(msm_loop_t *loop, void *opaque)
 
 static void on_ensured(msm_err_t err, const char *reason, void *opaque)
 {
-    fc_op_t *op = opaque;
-    op->in_call = 0;
-    if (!op->fc) {
-        fc_op_free(op);
+    fc_op_t *op = fc_op_answered(opaque);
+    if (!op)
         return;
-    }
     fc_sub_t *sub = op->sub;
     if (err == MSM_OK) {
         sub->dispatch_ready = 1;
