@@ -50,24 +50,9 @@ static void fixture_close(fixture_t *f)
 }
 
 /* A synchronous side channel to look at what the driver stored. */
-static redisReply *peek(const char *fmt, ...)
-{
-    redisContext *ctx = redisConnect("127.0.0.1", srv.port);
-    if (!ctx || ctx->err) {
-        redisFree(ctx);
-        return NULL;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(ctx, fmt, ap);
-    va_end(ap);
-    redisFree(ctx);
-    return r;
-}
-
 static long long peek_int(const char *fmt, const char *arg)
 {
-    redisReply *r = peek(fmt, arg);
+    redisReply *r = msm_test_redis_query(&srv, fmt, arg);
     long long v = msm_redis_reply_int(r, -1);
     freeReplyObject(r);
     return v;
@@ -192,7 +177,7 @@ static void test_key_layout(void)
     for (int p = 0; p < 4; p++) {
         snprintf(key, sizeof(key), "%s:log:{events.layout}:%d", f.ns, p);
         total += peek_int("XLEN %s", key);
-        redisReply *r = peek("XRANGE %s - +", key);
+        redisReply *r = msm_test_redis_query(&srv, "XRANGE %s - +", key);
         int has_k3 = 0;
         for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
             redisReply *fields = r->element[i]->element[1];

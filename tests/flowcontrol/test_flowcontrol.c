@@ -52,21 +52,6 @@ typedef struct {
 
 /* ---- a synchronous side channel for looking at the keys ---- */
 
-static redisReply *peek(const char *fmt, ...)
-{
-    redisContext *ctx = redisConnect("127.0.0.1", srv.port);
-    if (!ctx || ctx->err) {
-        redisFree(ctx);
-        return NULL;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(ctx, fmt, ap);
-    va_end(ap);
-    redisFree(ctx);
-    return r;
-}
-
 static long long reply_ll(redisReply *r)
 {
     long long v = msm_redis_reply_int(r, -1);
@@ -78,7 +63,7 @@ static long long reply_ll(redisReply *r)
 static const char *task_field(fx_t *f, const char *id, const char *field)
 {
     static char buf[4096];
-    redisReply *r = peek("HGET %s:sub:{%s}:task:%s %s", f->ns, f->sub, id, field);
+    redisReply *r = msm_test_redis_query(&srv, "HGET %s:sub:{%s}:task:%s %s", f->ns, f->sub, id, field);
     buf[0] = '\0';
     if (r && r->type == REDIS_REPLY_STRING)
         snprintf(buf, sizeof(buf), "%s", r->str);
@@ -88,17 +73,17 @@ static const char *task_field(fx_t *f, const char *id, const char *field)
 
 static long long zcard(fx_t *f, const char *set)
 {
-    return reply_ll(peek("ZCARD %s:sub:{%s}:%s", f->ns, f->sub, set));
+    return reply_ll(msm_test_redis_query(&srv, "ZCARD %s:sub:{%s}:%s", f->ns, f->sub, set));
 }
 
 static long long zscore(fx_t *f, const char *set, const char *id)
 {
-    return reply_ll(peek("ZSCORE %s:sub:{%s}:%s %s", f->ns, f->sub, set, id));
+    return reply_ll(msm_test_redis_query(&srv, "ZSCORE %s:sub:{%s}:%s %s", f->ns, f->sub, set, id));
 }
 
 static long long stat(fx_t *f, const char *field)
 {
-    return reply_ll(peek("HGET %s:sub:{%s}:stats %s", f->ns, f->sub, field));
+    return reply_ll(msm_test_redis_query(&srv, "HGET %s:sub:{%s}:stats %s", f->ns, f->sub, field));
 }
 
 /* The value of one sample in the /metrics text, or -1. */
@@ -535,11 +520,11 @@ static void test_fatal_dead_then_replay(void)
     CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_outcomes_total", "fatal"), 1);
 
     /* Replay as the frontend does it: back to pending; admission picks it up. */
-    redisReply *r = peek("HSET %s:sub:{%s}:task:f1 state pending", f.ns, f.sub);
+    redisReply *r = msm_test_redis_query(&srv, "HSET %s:sub:{%s}:task:f1 state pending", f.ns, f.sub);
     freeReplyObject(r);
-    r = peek("ZREM %s:sub:{%s}:dlq f1", f.ns, f.sub);
+    r = msm_test_redis_query(&srv, "ZREM %s:sub:{%s}:dlq f1", f.ns, f.sub);
     freeReplyObject(r);
-    r = peek("ZADD %s:sub:{%s}:pending 1 f1", f.ns, f.sub);
+    r = msm_test_redis_query(&srv, "ZADD %s:sub:{%s}:pending 1 f1", f.ns, f.sub);
     freeReplyObject(r);
     CU_ASSERT_FATAL(wait_seen(&f, 2, 3000) == 0);
     CU_ASSERT_STRING_EQUAL(f.seen[1].id, "f1");
@@ -584,7 +569,7 @@ static void test_duplicate_ready_admitted_once(void)
     fx_t f;
     CU_ASSERT_FATAL(fx_open(&f, &default_opts) == 0);
     /* A task the scheduler parked as delayed is admitted when it arrives on ready. */
-    redisReply *r = peek("HSET %s:sub:{%s}:task:d1 state delayed", f.ns, f.sub);
+    redisReply *r = msm_test_redis_query(&srv, "HSET %s:sub:{%s}:task:d1 state delayed", f.ns, f.sub);
     freeReplyObject(r);
     const char *ids[] = {"dup", "dup", "d1"};
     CU_ASSERT_FATAL(send_ready(&f, ids, 3) == 0);

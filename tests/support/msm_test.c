@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,4 +255,19 @@ msm_err_t msm_test_stream_backlog(msm_loop_t *loop, msm_stream_t *s, const char 
         rc = MSM_ERR_TIMEOUT;
     *backlog = rc == MSM_OK && b.err == MSM_OK ? b.backlog : -1;
     return rc != MSM_OK ? (msm_err_t)rc : b.err;
+}
+
+redisReply *msm_test_redis_query(const msm_test_redis_t *r, const char *fmt, ...)
+{
+    redisContext *ctx = redisConnect("127.0.0.1", r->port);
+    if (!ctx || ctx->err) {
+        redisFree(ctx);
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *reply = redisvCommand(ctx, fmt, ap);
+    va_end(ap);
+    redisFree(ctx);
+    return reply;
 }

@@ -5,6 +5,7 @@
 #define MSM_TEST_H
 
 #include <CUnit/CUnit.h>
+#include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdint.h>
@@ -41,6 +42,9 @@ int msm_test_redis_kill(msm_test_redis_t *r);
 int msm_test_redis_restart(msm_test_redis_t *r);
 /** @brief Stops it if running and removes its directory. */
 void msm_test_redis_destroy(msm_test_redis_t *r);
+/** @brief One command on a connection of its own, for looking at keys (NULL when the server
+ *  cannot be reached); the caller frees the reply with freeReplyObject(). */
+redisReply *msm_test_redis_query(const msm_test_redis_t *r, const char *fmt, ...);
 
 /** A unique key namespace for one test ("t<pid>_<counter>"), so tests never share keys. */
 const char *msm_test_namespace(char *buf, size_t n);
