@@ -3,6 +3,7 @@
  * readiness, on MHD_get_timeout's timer and in a before-sleep hook after a deferred response
  * resumed a connection (libmicrohttpd src/examples/suspend_resume_epoll.c). Routing, request
  * accessors, responses, metrics and the built-in endpoints live here too. */
+#include "hex_int.h"
 #include "msm/http_server.h"
 #include "msm/err.h"
 #include "msm/json.h"
@@ -222,17 +223,6 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 /* ---- percent-decoding ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes n bytes of s into out (room for n + 1). strict: a bad escape or %00 fails (-1);
  * otherwise a bad escape is kept as is. form: '+' means space. Returns the length. */
 static long pct_decode(const char *s, size_t n, char *out, int strict, int form)
@@ -241,8 +231,8 @@ static long pct_decode(const char *s, size_t n, char *out, int strict, int form)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
-            int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            int hi = i + 2 < n ? msm__hex_value(s[i + 1]) : -1;
+            int lo = i + 2 < n ? msm__hex_value(s[i + 2]) : -1;
             if (hi >= 0 && lo >= 0 && (hi || lo)) {
                 out[o++] = (char)(hi * 16 + lo);
                 i += 2;

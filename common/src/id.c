@@ -3,6 +3,7 @@
  * 0b10 | 30 more counter bits | 32 random bits. The counter starts at a random value below
  * 2^41 in each new millisecond and goes up by one per id; should it ever run out, the
  * timestamp is advanced by a millisecond (RFC 9562 §6.2, method 1). */
+#include "hex_int.h"
 #include "msm/id.h"
 #include "msm/backoff.h"
 #include "msm/err.h"
@@ -91,17 +92,6 @@ char *msm_id_new_str(char *buf)
     return msm_id_format(&id, buf);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int msm_id_parse_n(const char *s, size_t len, msm_id_t *out)
 {
     msm_id_t id;
@@ -113,7 +103,7 @@ int msm_id_parse_n(const char *s, size_t len, msm_id_t *out)
             if (s[p++] != '-')
                 return MSM_ERR_PARSE;
         }
-        int hi = hexval(s[p]), lo = hexval(s[p + 1]);
+        int hi = msm__hex_value(s[p]), lo = msm__hex_value(s[p + 1]);
         if (hi < 0 || lo < 0)
             return MSM_ERR_PARSE;
         id.b[i] = (uint8_t)(hi << 4 | lo);

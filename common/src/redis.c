@@ -2,6 +2,7 @@
 /* The Redis client: hiredis async attached to msm_loop (as hiredis adapters/ae.h does),
  * with connect/command timeouts, reconnection with backoff, prompt failure while down,
  * EVALSHA with a NOSCRIPT fallback, and namespaced keys (see msm/redis.h). */
+#include "hex_int.h"
 #include "msm/redis.h"
 #include "msm/err.h"
 #include "msm/log.h"
@@ -192,23 +193,13 @@ static void leave(msm_redis_t *r)
 
 /* ---- URL ---- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 static void percent_decode(char *s)
 {
     char *o = s;
     for (char *p = s; *p; p++) {
         int hi, lo;
-        if (p[0] == '%' && (hi = hexval((unsigned char)p[1])) >= 0 &&
-            (lo = hexval((unsigned char)p[2])) >= 0) {
+        if (p[0] == '%' && (hi = msm__hex_value((unsigned char)p[1])) >= 0 &&
+            (lo = msm__hex_value((unsigned char)p[2])) >= 0) {
             *o++ = (char)(hi * 16 + lo);
             p += 2;
         } else {
