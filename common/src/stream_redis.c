@@ -59,6 +59,9 @@ typedef struct stream_info_s {
     int partitions;        /* 0 while unknown */
     int looking_up;        /* an HGET is in flight */
     uint32_t round_robin;  /* next partition for records without a key */
+    char **part_keys;      /* made by info_keys() once the count is known */
+    size_t *part_key_lens;
+    char (*part_index)[8]; /* "1".."n": the append script's names of the partitions */
     append_t *waiting;     /* appends waiting for the partition count, oldest first */
     append_t *waiting_tail;
 } stream_info_t;
@@ -214,6 +217,11 @@ static void redis_destroy(msm_stream_t *s)
     while (lg->streams) {
         stream_info_t *i = lg->streams;
         lg->streams = i->next;
+        for (int p = 0; i->part_keys && p < i->partitions; p++)
+            free(i->part_keys[p]);
+        free(i->part_keys);
+        free(i->part_key_lens);
+        free(i->part_index);
         free(i->name);
         free(i);
     }
@@ -304,44 +312,69 @@ static void on_append(msm_redis_t *r, redisReply *reply, const char *err, void *
     }
 }
 
+/* The partition keys and the script's names for them ("1".."n"), made once per stream. */
+static int info_keys(redis_log_t *lg, stream_info_t *info)
+{
+    if (info->part_keys)
+        return MSM_OK;
+    int np = info->partitions;
+    char **keys = calloc((size_t)np, sizeof(*keys));
+    size_t *lens = calloc((size_t)np, sizeof(*lens));
+    char(*index)[8] = calloc((size_t)np, sizeof(*index));
+    int rc = keys && lens && index ? MSM_OK : MSM_ERR_NOMEM;
+    for (int p = 0; rc == MSM_OK && p < np; p++) {
+        char key[KEY_MAX];
+        int len = part_key(lg, info->name, p, key, sizeof(key));
+        if (len < 0) {
+            rc = MSM_ERR_TOOLARGE;
+        } else if (!(keys[p] = strdup(key))) {
+            rc = MSM_ERR_NOMEM;
+        } else {
+            lens[p] = (size_t)len;
+            snprintf(index[p], sizeof(index[p]), "%d", (p + 1) % 10000000);
+        }
+    }
+    if (rc != MSM_OK) {
+        for (int p = 0; keys && p < np; p++)
+            free(keys[p]);
+        free(keys);
+        free(lens);
+        free(index);
+        return rc;
+    }
+    info->part_keys = keys;
+    info->part_key_lens = lens;
+    info->part_index = index;
+    return MSM_OK;
+}
+
 /* Sends the batch as one script call. Arguments point into @p records (copied by eval). */
 static int append_send(append_t *a, const msm_record_t *records)
 {
     redis_log_t *lg = a->log;
     stream_info_t *info = a->info;
+    int rc = info_keys(lg, info);
+    if (rc != MSM_OK)
+        return rc;
     int np = info->partitions;
     size_t argc = (size_t)np + 1 + 3 * a->n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *argvlen = malloc(argc * sizeof(*argvlen));
-    /* Partition keys, then the index strings "1".."np" referenced by the triples. */
-    char *keys = malloc((size_t)np * (KEY_MAX + 8));
-    int rc = MSM_ERR_NOMEM;
-    if (!argv || !argvlen || !keys)
+    rc = MSM_ERR_NOMEM;
+    if (!argv || !argvlen)
         goto out;
-    char maxlen[24];
-    snprintf(maxlen, sizeof(maxlen), "%" PRIu64, lg->maxlen);
     for (int p = 0; p < np; p++) {
-        char *k = keys + (size_t)p * (KEY_MAX + 8);
-        int len = part_key(lg, info->name, p, k, KEY_MAX);
-        if (len < 0) {
-            rc = MSM_ERR_TOOLARGE;
-            goto out;
-        }
-        argv[p] = k;
-        argvlen[p] = (size_t)len;
-        /* The index string lives right after the key's NUL. */
-        char *idx = k + len + 1;
-        snprintf(idx, 8, "%d", (p + 1) % 10000000);
+        argv[p] = info->part_keys[p];
+        argvlen[p] = info->part_key_lens[p];
     }
+    char maxlen[24];
     size_t j = (size_t)np;
-    argv[j] = maxlen;
-    argvlen[j++] = strlen(maxlen);
+    argvlen[j] = (size_t)snprintf(maxlen, sizeof(maxlen), "%" PRIu64, lg->maxlen);
+    argv[j++] = maxlen;
     for (size_t i = 0; i < a->n; i++) {
-        int p = partition_of(info, &records[i]);
-        char *k = keys + (size_t)p * (KEY_MAX + 8);
-        const char *idx = k + strlen(k) + 1;
-        argv[j] = idx;
-        argvlen[j++] = strlen(idx);
+        const char *index = info->part_index[partition_of(info, &records[i])];
+        argv[j] = index;
+        argvlen[j++] = strlen(index);
         argv[j] = records[i].key_len ? records[i].key : "";
         argvlen[j++] = records[i].key_len;
         argv[j] = records[i].value_len ? records[i].value : "";
@@ -351,7 +384,6 @@ static int append_send(append_t *a, const msm_record_t *records)
 out:
     free(argv);
     free(argvlen);
-    free(keys);
     return rc;
 }
 
@@ -654,6 +686,15 @@ static void ack_queue_push(ack_queue_t *q, const char *id, size_t len)
     q->n++;
 }
 
+/* Reads this member's own pending list again from its start: entries may have entered it
+ * without our seeing them (a lost reply), or been read and not delivered. */
+static void reread_own_pending(rconsumer_t *c)
+{
+    c->phase = PHASE_HISTORY;
+    for (int p = 0; p < c->nparts; p++)
+        strcpy(c->history[p], "0");
+}
+
 /* Delivers entries of several partitions: entries[i] belongs to partition parts[i]. Trimmed
  * entries (no fields) are acknowledged at once: there is nothing left to deliver. */
 static void deliver(rconsumer_t *c, const redisReply *const *entries, const int *parts, size_t n,
@@ -678,7 +719,7 @@ static void deliver(rconsumer_t *c, const redisReply *const *entries, const int 
     if (!b || !list) {
         free(b);
         free(list);
-        c->setup_failed = 1; /* re-read our pending entries later */
+        reread_own_pending(c); /* the entries are ours now: deliver them on a later read */
         return;
     }
     char *data = (char *)&b->msgs[good];
@@ -753,10 +794,7 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
         if (strstr(why, "NOGROUP")) {
             c->phase = PHASE_SETUP; /* group or stream gone (server reset): make them again */
         } else if (c->phase == PHASE_LIVE) {
-            /* A lost reply may have moved entries into our pending list: read it again. */
-            c->phase = PHASE_HISTORY;
-            for (int p = 0; p < c->nparts; p++)
-                strcpy(c->history[p], "0");
+            reread_own_pending(c); /* a lost reply may have moved entries into it */
         }
         msm_log(MSM_LOG_DEBUG, "log", "read %s/%s: %s", c->name, c->group, why);
         retry_later(c);
@@ -944,9 +982,7 @@ static void on_group_created(msm_redis_t *r, redisReply *reply, const char *err,
         retry_later(c);
         return;
     }
-    c->phase = PHASE_HISTORY;
-    for (int p = 0; p < c->nparts; p++)
-        strcpy(c->history[p], "0");
+    reread_own_pending(c); /* a restarted member resumes its own entries first */
     consumer_read(c);
 }
 
@@ -1020,12 +1056,8 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
         return;
     }
     const char *why = msm_redis_reply_err(reply, err);
-    if (why && c->phase == PHASE_LIVE) {
-        /* The claim may have happened without our hearing it: re-read our own list. */
-        c->phase = PHASE_HISTORY;
-        for (int p = 0; p < c->nparts; p++)
-            strcpy(c->history[p], "0");
-    }
+    if (why && c->phase == PHASE_LIVE)
+        reread_own_pending(c); /* the claim may have happened without our hearing it */
     size_t n = 0;
     if (!why && reply->type == REDIS_REPLY_ARRAY && reply->elements) {
         const redisReply **entries = malloc(reply->elements * sizeof(*entries));
