@@ -127,8 +127,10 @@ msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char
         snprintf(errbuf, errbuf_size, "stream, group, member, callback and max_batch needed");
         return NULL;
     }
-    if (max_unacked < max_batch)
-        max_unacked = max_batch;
+    if (max_unacked == 0)
+        max_unacked = max_batch; /* one batch at a time */
+    else if (max_batch > max_unacked)
+        max_batch = max_unacked; /* the bound on unacknowledged records wins */
     msm_consumer_t *c = s->s_driver->consume(s, name, group, member, max_batch, max_unacked, cb,
                                              opaque, errbuf, errbuf_size);
     if (c)

@@ -118,10 +118,9 @@ static void start_consumer(rt_sub_t *sub)
     char stream[MSM_NAME_MAX + 16], err[256] = "";
     snprintf(stream, sizeof(stream), MSM_STREAM_DISPATCH, sub->name);
     int max = max_unacked_of(sub->conf);
-    /* The log raises max_unacked to max_batch: keep the batch within the bound. */
-    size_t batch = (size_t)(rt->conf.max_batch < max ? rt->conf.max_batch : max);
-    sub->consumer = msm_stream_consume(rt->env.stream, stream, RT_GROUP, rt->member, batch,
-                                       (size_t)max, on_batch, sub, err, sizeof(err));
+    sub->consumer = msm_stream_consume(rt->env.stream, stream, RT_GROUP, rt->member,
+                                       (size_t)rt->conf.max_batch, (size_t)max, on_batch, sub,
+                                       err, sizeof(err));
     if (!sub->consumer) {
         msm_log(MSM_LOG_ERROR, RT_FACILITY, "cannot consume %s: %s (retrying)", stream, err);
         return;

@@ -111,8 +111,8 @@ size_t msm_stream_pending_appends(const msm_stream_t *s);
 /**
  * @brief Joins consumer group @p group on stream @p name as member @p member and starts
  * delivering batches of at most @p max_batch records to @p cb, holding off while
- * @p max_unacked records are unacknowledged (a @p max_unacked below @p max_batch is raised
- * to it). A new group starts at the oldest record.
+ * @p max_unacked records are unacknowledged (0: one batch; a @p max_batch above
+ * @p max_unacked is lowered to it). A new group starts at the oldest record.
  * @returns NULL with the reason in @p errbuf on failure.
  */
 msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char *group,
