@@ -60,11 +60,13 @@ static json_t *list_body(const redisReply *r, const char *member, int mask)
     return json_pack("{s:o}", member, arr);
 }
 
+const fe_kind_t fe_kind_topics = {MSM_KEY_TOPICS, "topic", "topics", 0, 1};
+const fe_kind_t fe_kind_subs = {MSM_KEY_SUBS, "subscription", "subscriptions", 1, 0};
+
 typedef struct {
     fe_call_t base;
-    const char *what; /* "topic" or "subscription" (static) */
+    const fe_kind_t *kind;
     char *name;
-    int mask;
     int list;
 } read_call_t;
 
@@ -83,7 +85,7 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
         return;
     }
     if (rc->list) {
-        json_t *body = list_body(reply, rc->mask ? "subscriptions" : "topics", rc->mask);
+        json_t *body = list_body(reply, rc->kind->member, rc->kind->mask);
         if (body)
             fe_call_json(&rc->base, 200, body);
         else
@@ -94,26 +96,23 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
     if (!json_is_object(o)) {
         json_decref(o);
         char msg[512];
-        snprintf(msg, sizeof(msg), "%s %s not found", rc->what, rc->name);
+        snprintf(msg, sizeof(msg), "%s %s not found", rc->kind->what, rc->name);
         fe_call_error(&rc->base, 404, "NOT_FOUND", msg, NULL);
         return;
     }
-    if (rc->mask)
+    if (rc->kind->mask)
         fe_mask_secret(o);
     fe_call_json(&rc->base, 200, o);
 }
 
-/* GET of one object (@p name) or of the list (@p name NULL). */
-static void read_start(fe_t *fe, msm_http_req_t *req, const char *kind, const char *name)
+void fe_read_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name)
 {
-    int subs = strcmp(kind, MSM_KEY_SUBS) == 0;
-    const char *what = subs ? "subscription" : "topic";
     if (name && !msm_name_valid(name)) {
-        fe_not_found(req, what, name);
+        fe_not_found(req, kind->what, name);
         return;
     }
     char key[KEY_MAX];
-    if (hash_key(fe, kind, key, sizeof(key)) < 0) {
+    if (hash_key(fe, kind->key, key, sizeof(key)) < 0) {
         msm_http_respond_error(req, 500, "INTERNAL", "key too long", NULL);
         return;
     }
@@ -126,8 +125,7 @@ static void read_start(fe_t *fe, msm_http_req_t *req, const char *kind, const ch
         return;
     }
     rc->base.cleanup = read_cleanup;
-    rc->what = what;
-    rc->mask = subs;
+    rc->kind = kind;
     rc->list = name == NULL;
     int err = name ? msm_redis_command(fe->fe_deps.redis, on_read, rc, "HGET %s %s", key, name)
                    : msm_redis_command(fe->fe_deps.redis, on_read, rc, "HGETALL %s", key);
@@ -137,9 +135,8 @@ static void read_start(fe_t *fe, msm_http_req_t *req, const char *kind, const ch
 
 typedef struct {
     fe_call_t base;
-    const char *what;
+    const fe_kind_t *kind;
     char *name;
-    int topic;
 } delete_call_t;
 
 static void on_deleted(int err, const char *reason, void *opaque)
@@ -147,7 +144,7 @@ static void on_deleted(int err, const char *reason, void *opaque)
     delete_call_t *dc = opaque;
     if (err == MSM_ERR_NOTFOUND) {
         char msg[512];
-        snprintf(msg, sizeof(msg), "%s %s not found", dc->what, dc->name);
+        snprintf(msg, sizeof(msg), "%s %s not found", dc->kind->what, dc->name);
         fe_call_error(&dc->base, 404, "NOT_FOUND", msg, NULL);
         return;
     }
@@ -155,9 +152,9 @@ static void on_deleted(int err, const char *reason, void *opaque)
         fe_call_unavailable(&dc->base, reason);
         return;
     }
-    if (dc->topic && !dc->base.fe->fe_closing)
-        fe_topic_noted(dc->base.fe, dc->name, false);
-    msm_log(MSM_LOG_INFO, FAC, "%s %s deleted", dc->what, dc->name);
+    if (dc->kind->topic && !dc->base.fe->fe_closing)
+        fe_topic_noted(dc->base.fe, dc->name, false, NULL);
+    msm_log(MSM_LOG_INFO, FAC, "%s %s deleted", dc->kind->what, dc->name);
     fe_call_json(&dc->base, 200, json_object());
 }
 
@@ -166,12 +163,10 @@ static void delete_cleanup(fe_call_t *c)
     free(((delete_call_t *)c)->name);
 }
 
-static void delete_start(fe_t *fe, msm_http_req_t *req, const char *kind, const char *name)
+void fe_delete_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name)
 {
-    int topic = strcmp(kind, MSM_KEY_TOPICS) == 0;
-    const char *what = topic ? "topic" : "subscription";
     if (!msm_name_valid(name)) {
-        fe_not_found(req, what, name);
+        fe_not_found(req, kind->what, name);
         return;
     }
     delete_call_t *dc = fe_call_new(fe, req, sizeof(*dc));
@@ -182,9 +177,8 @@ static void delete_start(fe_t *fe, msm_http_req_t *req, const char *kind, const 
         return;
     }
     dc->base.cleanup = delete_cleanup;
-    dc->what = what;
-    dc->topic = topic;
-    int err = msm_registry_delete(fe->fe_deps.redis, kind, name, on_deleted, dc);
+    dc->kind = kind;
+    int err = msm_registry_delete(fe->fe_deps.redis, kind->key, name, on_deleted, dc);
     if (err != MSM_OK)
         fe_call_unavailable(&dc->base, msm_err_str(err));
 }
@@ -220,7 +214,7 @@ static void on_topic_stored(int err, const char *reason, void *opaque)
         return;
     }
     if (!tp->base.fe->fe_closing)
-        fe_topic_noted(tp->base.fe, tp->topic->name, true);
+        fe_topic_noted(tp->base.fe, tp->topic->name, true, tp->topic->schema_subject);
     msm_log(MSM_LOG_INFO, FAC, "topic %s stored (%d partitions)", tp->topic->name,
             tp->topic->partitions);
     fe_call_json(&tp->base, 200, msm_topic_to_json(tp->topic));
@@ -320,17 +314,17 @@ static void topic_put(msm_http_req_t *req, void *opaque)
 
 static void topic_get(msm_http_req_t *req, void *opaque)
 {
-    read_start(opaque, req, MSM_KEY_TOPICS, msm_http_req_param(req, "topic"));
+    fe_read_start(opaque, req, &fe_kind_topics, msm_http_req_param(req, "topic"));
 }
 
 static void topic_list(msm_http_req_t *req, void *opaque)
 {
-    read_start(opaque, req, MSM_KEY_TOPICS, NULL);
+    fe_read_start(opaque, req, &fe_kind_topics, NULL);
 }
 
 static void topic_delete(msm_http_req_t *req, void *opaque)
 {
-    delete_start(opaque, req, MSM_KEY_TOPICS, msm_http_req_param(req, "topic"));
+    fe_delete_start(opaque, req, &fe_kind_topics, msm_http_req_param(req, "topic"));
 }
 
 /* ---- subscriptions ---- */
@@ -489,17 +483,17 @@ static void sub_put(msm_http_req_t *req, void *opaque)
 
 static void sub_get(msm_http_req_t *req, void *opaque)
 {
-    read_start(opaque, req, MSM_KEY_SUBS, msm_http_req_param(req, "name"));
+    fe_read_start(opaque, req, &fe_kind_subs, msm_http_req_param(req, "name"));
 }
 
 static void sub_list(msm_http_req_t *req, void *opaque)
 {
-    read_start(opaque, req, MSM_KEY_SUBS, NULL);
+    fe_read_start(opaque, req, &fe_kind_subs, NULL);
 }
 
 static void sub_delete(msm_http_req_t *req, void *opaque)
 {
-    delete_start(opaque, req, MSM_KEY_SUBS, msm_http_req_param(req, "name"));
+    fe_delete_start(opaque, req, &fe_kind_subs, msm_http_req_param(req, "name"));
 }
 
 int fe_control_routes(fe_t *fe)

@@ -8,14 +8,23 @@
 
 #include "msm/registry.h"
 
+#include "msm/schema_store.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 
 /** A topic the frontend itself wrote or deleted since the registry last reloaded. */
 typedef struct {
     char *name;
+    char *subject; /* its schema_subject, NULL when unbound */
     bool present;
 } fe_own_write_t;
+
+/** A subject's latest schema id as last read (publish validates against it). */
+typedef struct {
+    char *subject;
+    int id;
+} fe_subject_latest_t;
 
 struct fe_s {
     fe_deps_t fe_deps;
@@ -34,6 +43,17 @@ struct fe_s {
     msm_redis_script_t *fe_dlq_list;
     msm_redis_script_t *fe_replay_read;
     msm_redis_script_t *fe_replay_move;
+    msm_redis_script_t *fe_sr_lookup;   /* schema registry */
+    msm_redis_script_t *fe_sr_register;
+    msm_redis_script_t *fe_sr_version;
+    msm_redis_script_t *fe_idem_claim;  /* idempotency keys */
+    msm_redis_script_t *fe_idem_settle;
+    msm_redis_script_t *fe_cdc_claim;   /* CDC push */
+    msm_redis_script_t *fe_cdc_settle;
+    msm_schema_store_t *fe_schemas;     /* compiled schemas by id */
+    fe_subject_latest_t *fe_latest;     /* subject -> latest schema id, cleared on changes */
+    size_t fe_nlatest;
+    msm_metric_t *fe_m_cdc;             /* CDC changes by source and result */
     msm_metric_t *fe_m_requests;
     msm_metric_t *fe_m_events;
     msm_metric_t *fe_m_latency;
@@ -80,16 +100,59 @@ void fe_mask_secret(json_t *sub);
 
 /* ---- topics as publish sees them ---- */
 
-/** @brief Non-zero when topic @p name exists (own writes first, then the registry). */
+/** @brief Non-zero when topic @p name exists (own writes first, then the registry); its
+ *  schema subject (NULL when unbound, borrowed until the next loop turn) in *subject. */
+int fe_topic_lookup(const fe_t *fe, const char *name, const char **subject);
+/** @brief fe_topic_lookup() without the subject. */
 int fe_topic_exists(const fe_t *fe, const char *name);
-/** @brief Notes a topic the frontend just stored (@p present) or deleted. */
-void fe_topic_noted(fe_t *fe, const char *name, bool present);
+/** @brief Notes a topic the frontend just stored (@p present, bound to @p subject or NULL)
+ *  or deleted. */
+void fe_topic_noted(fe_t *fe, const char *name, bool present, const char *subject);
+
+/* ---- schemas ---- */
+
+/** @brief The compiled-schema cache. */
+msm_schema_store_t *fe_schema_store(fe_t *fe);
+/** @brief A subject got a new version: forget the latest ids read so far. */
+void fe_schemas_changed(fe_t *fe);
+/** @brief The cached latest schema id of @p subject, 0 when not known. */
+int fe_subject_latest(const fe_t *fe, const char *subject);
+/** @brief Remembers @p id as @p subject's latest schema id. */
+void fe_subject_latest_note(fe_t *fe, const char *subject, int id);
+
+/* ---- registry objects (topics, subscriptions, CDC sources) ---- */
+
+/** One kind of object stored as JSON in a registry hash. */
+typedef struct {
+    const char *key;    /**< the hash (MSM_KEY_TOPICS, ...) */
+    const char *what;   /**< "topic", ... (messages) */
+    const char *member; /**< the list answer's member: {"topics":[...]} */
+    int mask;           /**< mask "secret" members */
+    int topic;          /**< deletes are noted for publish */
+} fe_kind_t;
+
+extern const fe_kind_t fe_kind_topics, fe_kind_subs, fe_kind_cdc;
+
+/** @brief GET of one object (@p name) or of the list (@p name NULL). */
+void fe_read_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name);
+/** @brief DELETE of one object. */
+void fe_delete_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name);
 
 /* ---- routes of each file ---- */
 
 int fe_control_routes(fe_t *fe);
 int fe_publish_routes(fe_t *fe);
 int fe_tasks_routes(fe_t *fe);
+int fe_schema_routes(fe_t *fe);
+int fe_cdc_routes(fe_t *fe);
+/** @brief Prepares the CDC push's Lua scripts. */
+int fe_cdc_scripts(fe_t *fe);
+void fe_publish_single(msm_http_req_t *req, void *opaque);
+void fe_publish_pb(msm_http_req_t *req, void *opaque);
+/** @brief Prepares the schema registry's Lua scripts. */
+int fe_schema_scripts(fe_t *fe);
+/** @brief Prepares the publish pipeline's Lua scripts (idempotency, CDC cursors). */
+int fe_publish_scripts(fe_t *fe);
 /** @brief Prepares the tasks file's Lua scripts. @returns MSM_OK or MSM_ERR_NOMEM. */
 int fe_tasks_scripts(fe_t *fe);
 

@@ -17,8 +17,10 @@
 
 static void fe_own_clear(fe_t *fe)
 {
-    for (size_t i = 0; i < fe->fe_nown; i++)
+    for (size_t i = 0; i < fe->fe_nown; i++) {
         free(fe->fe_own[i].name);
+        free(fe->fe_own[i].subject);
+    }
     free(fe->fe_own);
     fe->fe_own = NULL;
     fe->fe_nown = 0;
@@ -34,6 +36,15 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_dlq_list);
     msm_redis_script_free(fe->fe_replay_read);
     msm_redis_script_free(fe->fe_replay_move);
+    msm_redis_script_free(fe->fe_sr_lookup);
+    msm_redis_script_free(fe->fe_sr_register);
+    msm_redis_script_free(fe->fe_sr_version);
+    msm_redis_script_free(fe->fe_idem_claim);
+    msm_redis_script_free(fe->fe_idem_settle);
+    msm_redis_script_free(fe->fe_cdc_claim);
+    msm_redis_script_free(fe->fe_cdc_settle);
+    fe_schemas_changed(fe);
+    msm_schema_store_free(fe->fe_schemas);
     free(fe);
 }
 
@@ -43,6 +54,7 @@ static void on_registry_changed(msm_registry_t *reg, void *opaque)
 {
     fe_t *fe = opaque;
     fe_own_clear(fe);
+    fe_schemas_changed(fe); /* a subject may have a new latest version */
     msm_log(MSM_LOG_DEBUG, FAC, "registry: %zu topics, %zu subscriptions",
             msm_registry_topic_count(reg), msm_registry_sub_count(reg));
 }
@@ -59,6 +71,8 @@ static void settings_defaults(fe_settings_t *s)
         s->sub_partitions = FE_DEFAULT_SUB_PARTITIONS;
     if (s->status_partitions <= 0)
         s->status_partitions = FE_DEFAULT_STATUS_PARTITIONS;
+    if (!s->idempotency_window_ms)
+        s->idempotency_window_ms = FE_DEFAULT_IDEMPOTENCY_WINDOW_MS;
 }
 
 static int metrics_setup(fe_t *fe)
@@ -77,6 +91,11 @@ static int metrics_setup(fe_t *fe)
         rc = msm_metrics_histogram(m, "msm_frontend_publish_latency_seconds",
                                    "publish request time until the answer, by result", result,
                                    NULL, 0, &fe->fe_m_latency);
+    static const char *const source_result[] = {"source", "result", NULL};
+    if (rc == MSM_OK)
+        rc = msm_metrics_counter(m, "msm_frontend_cdc_changes_total",
+                                 "CDC changes pushed, by source and result (published, "
+                                 "duplicate, failed)", source_result, &fe->fe_m_cdc);
     return rc;
 }
 
@@ -97,7 +116,9 @@ fe_t *fe_new(const fe_deps_t *deps, const fe_settings_t *settings, char *errbuf,
         snprintf(errbuf, errbuf_size, "metrics: %s", msm_err_str(rc));
         goto fail;
     }
-    if (fe_tasks_scripts(fe) != MSM_OK) {
+    fe->fe_schemas = msm_schema_store_new(deps->redis, 0);
+    if (!fe->fe_schemas || fe_tasks_scripts(fe) != MSM_OK || fe_schema_scripts(fe) != MSM_OK ||
+        fe_publish_scripts(fe) != MSM_OK || fe_cdc_scripts(fe) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;
     }
@@ -110,7 +131,8 @@ fe_t *fe_new(const fe_deps_t *deps, const fe_settings_t *settings, char *errbuf,
     /* Last: the server cannot forget routes, so nothing may fail after them but them (and
      * then the process exits without serving). */
     if ((rc = fe_control_routes(fe)) != MSM_OK || (rc = fe_publish_routes(fe)) != MSM_OK ||
-        (rc = fe_tasks_routes(fe)) != MSM_OK) {
+        (rc = fe_tasks_routes(fe)) != MSM_OK || (rc = fe_schema_routes(fe)) != MSM_OK ||
+        (rc = fe_cdc_routes(fe)) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "routes: %s", msm_err_str(rc));
         goto fail;
     }
@@ -278,23 +300,34 @@ void fe_mask_secret(json_t *sub)
 
 /* ---- topics as publish sees them ---- */
 
-int fe_topic_exists(const fe_t *fe, const char *name)
+int fe_topic_lookup(const fe_t *fe, const char *name, const char **subject)
 {
     /* Newest own write first: a PUT then DELETE of the same topic leaves the DELETE. */
     for (size_t i = fe->fe_nown; i-- > 0;) {
-        if (strcmp(fe->fe_own[i].name, name) == 0)
+        if (strcmp(fe->fe_own[i].name, name) == 0) {
+            *subject = fe->fe_own[i].subject;
             return fe->fe_own[i].present;
+        }
     }
-    return fe->fe_reg && msm_registry_topic(fe->fe_reg, name) != NULL;
+    const msm_topic_t *t = fe->fe_reg ? msm_registry_topic(fe->fe_reg, name) : NULL;
+    *subject = t ? t->schema_subject : NULL;
+    return t != NULL;
 }
 
-void fe_topic_noted(fe_t *fe, const char *name, bool present)
+int fe_topic_exists(const fe_t *fe, const char *name)
 {
-    char *copy = strdup(name);
+    const char *subject;
+    return fe_topic_lookup(fe, name, &subject);
+}
+
+void fe_topic_noted(fe_t *fe, const char *name, bool present, const char *subject)
+{
+    char *copy = strdup(name), *subject_copy = subject ? strdup(subject) : NULL;
     fe_own_write_t *own = realloc(fe->fe_own, (fe->fe_nown + 1) * sizeof(*own));
-    if (!copy || !own) {
+    if (!copy || !own || (subject && !subject_copy)) {
         /* Without the note a publish may see 404 until the next poll: refresh at once. */
         free(copy);
+        free(subject_copy);
         if (own)
             fe->fe_own = own;
         if (fe->fe_reg)
@@ -302,7 +335,52 @@ void fe_topic_noted(fe_t *fe, const char *name, bool present)
         return;
     }
     fe->fe_own = own;
-    fe->fe_own[fe->fe_nown++] = (fe_own_write_t){copy, present};
+    fe->fe_own[fe->fe_nown++] = (fe_own_write_t){copy, subject_copy, present};
     if (fe->fe_reg)
         msm_registry_refresh(fe->fe_reg);
+}
+
+/* ---- schemas ---- */
+
+msm_schema_store_t *fe_schema_store(fe_t *fe)
+{
+    return fe->fe_schemas;
+}
+
+void fe_schemas_changed(fe_t *fe)
+{
+    for (size_t i = 0; i < fe->fe_nlatest; i++)
+        free(fe->fe_latest[i].subject);
+    free(fe->fe_latest);
+    fe->fe_latest = NULL;
+    fe->fe_nlatest = 0;
+}
+
+int fe_subject_latest(const fe_t *fe, const char *subject)
+{
+    for (size_t i = 0; i < fe->fe_nlatest; i++) {
+        if (strcmp(fe->fe_latest[i].subject, subject) == 0)
+            return fe->fe_latest[i].id;
+    }
+    return 0;
+}
+
+void fe_subject_latest_note(fe_t *fe, const char *subject, int id)
+{
+    for (size_t i = 0; i < fe->fe_nlatest; i++) {
+        if (strcmp(fe->fe_latest[i].subject, subject) == 0) {
+            fe->fe_latest[i].id = id;
+            return;
+        }
+    }
+    char *copy = strdup(subject);
+    fe_subject_latest_t *l = realloc(fe->fe_latest, (fe->fe_nlatest + 1) * sizeof(*l));
+    if (!copy || !l) { /* not remembered: the next publish reads it again */
+        free(copy);
+        if (l)
+            fe->fe_latest = l;
+        return;
+    }
+    fe->fe_latest = l;
+    fe->fe_latest[fe->fe_nlatest++] = (fe_subject_latest_t){copy, id};
 }

@@ -23,6 +23,7 @@
 #define FE_DEFAULT_REGISTRY_POLL_MS  500
 #define FE_DEFAULT_SUB_PARTITIONS    1
 #define FE_DEFAULT_STATUS_PARTITIONS 1
+#define FE_DEFAULT_IDEMPOTENCY_WINDOW_MS (24ULL * 3600 * 1000)
 
 typedef struct fe_s fe_t;
 
@@ -33,6 +34,7 @@ typedef struct {
     uint32_t registry_poll_ms;  /**< how often the registry watcher polls Redis */
     int sub_partitions;         /**< partitions of ready.<sub> and dispatch.<sub> */
     int status_partitions;      /**< partitions of the shared "status" stream */
+    uint64_t idempotency_window_ms; /**< a repeated idempotency key answers the first id */
 } fe_settings_t;
 
 /** What the frontend borrows; each must outlive it (the metrics registry must also outlive

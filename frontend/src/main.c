@@ -17,6 +17,7 @@ typedef struct {
     int registry_poll_ms;
     int sub_partitions;
     int status_partitions;
+    long long idempotency_window_ms;
 } fe_conf_t;
 
 static const msm_conf_def_t fe_defs[] = {
@@ -33,6 +34,9 @@ static const msm_conf_def_t fe_defs[] = {
     MSM_CONF_INT("streams.status_partitions", fe_conf_t, status_partitions,
                  FE_DEFAULT_STATUS_PARTITIONS, 1, 256,
                  "partitions of the shared status stream (when it does not exist yet)"),
+    MSM_CONF_INT("publish.idempotency_window_ms", fe_conf_t, idempotency_window_ms,
+                 (long long)FE_DEFAULT_IDEMPOTENCY_WINDOW_MS, 1000, 30LL * 24 * 3600 * 1000,
+                 "how long an idempotency key answers its first event's id"),
 };
 
 int main(int argc, char **argv)
@@ -40,7 +44,7 @@ int main(int argc, char **argv)
     fe_conf_t conf;
     msm_daemon_spec_t spec = {
         .name = "msm-frontend",
-        .summary = "msm's public API: control plane, publish, subscription stats and DLQ",
+        .summary = "msm's public API: control plane, publish, schema registry, CDC push, stats and DLQ",
         .defs = fe_defs,
         .ndefs = MSM_CONF_COUNT(fe_defs),
         .conf = &conf,
@@ -58,6 +62,7 @@ int main(int argc, char **argv)
         .registry_poll_ms = (uint32_t)conf.registry_poll_ms,
         .sub_partitions = conf.sub_partitions,
         .status_partitions = conf.status_partitions,
+        .idempotency_window_ms = (uint64_t)conf.idempotency_window_ms,
     };
     char err[256];
     fe_t *fe = fe_new(&deps, &set, err, sizeof(err));

@@ -1,50 +1,90 @@
 /* SPDX-License-Identifier: MIT */
-/* POST /v1/topics/{topic}:publish, the JSON batch form of API.md: every event is validated
- * first (any error: 400 naming events[i].field, nothing published), then all of them go to
- * events.<topic> in ONE log append as msm.v1.Event envelopes, and the request is answered
- * from the append's completion: 200 only once every event is durable, 503 otherwise. */
-#include "fe_int.h"
+/* The publish pipeline (pub_int.h): batches, the field checks every form shares, then
+ * schema, idempotency and the one durable log append, answered through the form's done
+ * callback: 200 only once every new event is durable, and nothing published on any error. */
+#include "pub_int.h"
 
-#include "msm/base64.h"
-#include "msm/envelope.h"
 #include "msm/err.h"
-#include "msm/id.h"
-#include "msm/json.h"
 #include "msm/log.h"
 #include "msm/time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define FAC "publish"
+#define KEY_MAX 1600
+/* A claimed idempotency key not settled by then is free again (the frontend died). */
+#define IDEM_PENDING_MS 60000
+#define IDEM_PENDING_PREFIX "p:"
 
-/* Per-event field limits (frontend/README.md). */
-#define KEY_MAX_BYTES         1024
-#define IDEMPOTENCY_MAX_BYTES 256
-#define CONTENT_TYPE_MAX      255
-#define ATTRS_MAX             100
-#define ATTR_NAME_MAX         128
-#define ATTR_VALUE_MAX        1024
-#define DELAY_MAX_MS          (10LL * 366 * 24 * 3600 * 1000) /* ten years */
-#define TRACESTATE_MAX        512
-#define DEFAULT_PRIORITY      5
+/* ---- batches ---- */
 
-/* ---- one event, validated ---- */
+int fe_batch_init(fe_batch_t *b, size_t n, size_t nattrs)
+{
+    b->evs = calloc(n ? n : 1, sizeof(*b->evs));
+    b->attr_entries = calloc(nattrs ? nattrs : 1, sizeof(*b->attr_entries));
+    b->attr_ptrs = calloc(nattrs ? nattrs : 1, sizeof(*b->attr_ptrs));
+    if (!b->evs || !b->attr_entries || !b->attr_ptrs)
+        return MSM_ERR_NOMEM;
+    b->n = n;
+    b->attr_cap = nattrs;
+    for (size_t i = 0; i < n; i++)
+        b->evs[i] = (fe_event_t){.key = "", .ordering_key = "", .idempotency_key = "",
+                                 .priority = FE_DEFAULT_PRIORITY};
+    return MSM_OK;
+}
 
-typedef struct {
-    const char *key;             /* borrowed from the request JSON; "" when absent */
-    const char *ordering_key;
-    const char *content_type;
-    const char *idempotency_key;
-    const json_t *attributes;    /* NULL when absent */
-    uint8_t *payload;            /* owned */
-    size_t payload_len;
-    int64_t deliver_at_ms;       /* 0 = now */
-    int priority;
-} pub_event_t;
+void fe_batch_free(fe_batch_t *b)
+{
+    for (size_t i = 0; b->evs && i < b->n; i++)
+        free(b->evs[i].owned);
+    free(b->evs);
+    free(b->attr_entries);
+    free(b->attr_ptrs);
+    json_decref(b->json);
+    if (b->pb)
+        protobuf_c_message_free_unpacked(b->pb, NULL);
+    for (size_t i = 0; i < b->nstrings; i++)
+        free(b->strings[i]);
+    free(b->strings);
+    memset(b, 0, sizeof(*b));
+}
 
-static int has_control_chars(const char *s)
+const char *fe_batch_keep(fe_batch_t *b, const char *s, size_t n)
+{
+    char **grown = realloc(b->strings, (b->nstrings + 1) * sizeof(*grown));
+    if (!grown)
+        return NULL;
+    b->strings = grown;
+    char *copy = malloc(n + 1);
+    if (!copy)
+        return NULL;
+    memcpy(copy, s, n);
+    copy[n] = '\0';
+    b->strings[b->nstrings++] = copy;
+    return copy;
+}
+
+void fe_batch_attr(fe_batch_t *b, fe_event_t *ev, const char *name, const char *value)
+{
+    if (b->attr_used == b->attr_cap)
+        return; /* callers size the batch from the attribute count */
+    Msm__V1__Event__AttributesEntry *a = &b->attr_entries[b->attr_used];
+    msm__v1__event__attributes_entry__init(a);
+    a->key = (char *)name;
+    a->value = (char *)value;
+    b->attr_ptrs[b->attr_used] = a;
+    if (!ev->attrs)
+        ev->attrs = &b->attr_ptrs[b->attr_used];
+    ev->n_attrs++;
+    b->attr_used++;
+}
+
+/* ---- shared checks ---- */
+
+int fe_has_control_chars(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p < 0x20 || *p == 0x7f)
@@ -53,161 +93,57 @@ static int has_control_chars(const char *s)
     return 0;
 }
 
-/* A text field that may end up in an HTTP header at delivery (Msm-Key, ...). */
-static void get_header_safe(msm_json_err_t *e, const json_t *ev, const char *field,
-                            size_t max, const char **out)
+void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, const char *v,
+                   size_t max)
 {
-    if (msm_json_get_strn(e, ev, field, MSM_JSON_NULLABLE, max, out) == MSM_OK &&
-        has_control_chars(*out))
+    if (strlen(v) > max)
+        msm_json_err_add(big, field, "must be at most %zu bytes long", max);
+    else if (fe_has_control_chars(v))
         msm_json_err_add(e, field, "must not contain control characters");
 }
 
 static int attr_name_valid(const char *s)
 {
     size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
-    return n >= 1 && n <= ATTR_NAME_MAX && s[n] == '\0';
+    return n >= 1 && n <= FE_ATTR_NAME_MAX && s[n] == '\0';
 }
 
-static void parse_attributes(msm_json_err_t *e, const json_t *ev, pub_event_t *out)
+void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *name,
+                   const char *value, size_t count)
 {
-    json_t *attrs = NULL;
-    if (msm_json_get_object(e, ev, "attributes", MSM_JSON_NULLABLE, &attrs) != MSM_OK || !attrs)
-        return;
-    msm_json_path_push_key(e, "attributes");
-    if (json_object_size(attrs) > ATTRS_MAX)
-        msm_json_err_add(e, NULL, "at most %d attributes", ATTRS_MAX);
-    const char *name;
-    json_t *v;
-    json_object_foreach(attrs, name, v) {
-        if (!attr_name_valid(name))
-            msm_json_err_add(e, name, "name must match [A-Za-z0-9._-]{1,%d}", ATTR_NAME_MAX);
-        else if (!json_is_string(v))
-            msm_json_err_add(e, name, "must be a string");
-        else if (json_string_length(v) > ATTR_VALUE_MAX)
-            msm_json_err_add(e, name, "must be at most %d bytes long", ATTR_VALUE_MAX);
-        else if (has_control_chars(json_string_value(v)))
-            msm_json_err_add(e, name, "must not contain control characters");
-    }
-    msm_json_path_pop(e);
-    out->attributes = attrs;
+    if (count == FE_ATTRS_MAX) /* reported once, at the first one too many */
+        msm_json_err_add(big, NULL, "at most %d attributes per event", FE_ATTRS_MAX);
+    if (!attr_name_valid(name))
+        msm_json_err_add(e, name, "name must match [A-Za-z0-9._-]{1,%d}", FE_ATTR_NAME_MAX);
+    else if (strlen(value) > FE_ATTR_VALUE_MAX)
+        msm_json_err_add(big, name, "must be at most %d bytes long", FE_ATTR_VALUE_MAX);
+    else if (fe_has_control_chars(value))
+        msm_json_err_add(e, name, "must not contain control characters");
 }
 
-static int is_json_media_type(const char *ct)
+int fe_media_type_ok(const char *ct)
 {
     size_t n = strcspn(ct, ";");
+    const char *slash = memchr(ct, '/', n);
+    return n > 0 && slash && slash != ct && slash + 1 < ct + n && !fe_has_control_chars(ct);
+}
+
+int fe_is_json_type(const char *ct)
+{
+    size_t n = strcspn(ct, ";");
+    while (n && ct[n - 1] == ' ')
+        n--;
     return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
            (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
 }
 
-/* data (any JSON, stored as its compact text) or data_base64 (+ content_type). Size
- * errors go to @p big (413), the rest to @p e (400). */
-static void parse_payload(const fe_t *fe, msm_json_err_t *e, msm_json_err_t *big,
-                          const json_t *ev, pub_event_t *out)
+int fe_same_media_type(const char *a, const char *b)
 {
-    size_t limit = fe->fe_set.max_event_bytes;
-    const json_t *data = json_object_get(ev, "data");
-    const char *b64 = NULL;
-    if (msm_json_get_str(e, ev, "data_base64", MSM_JSON_OPTIONAL, &b64) != MSM_OK)
-        return;
-    if (data && b64) {
-        msm_json_err_add(e, "data_base64", "cannot be used with data");
-        return;
-    }
-    if (!data && !b64) {
-        msm_json_err_add(e, "data", "is required (or data_base64)");
-        return;
-    }
-    if (out->content_type && data && !is_json_media_type(out->content_type))
-        msm_json_err_add(e, "content_type",
-                         "must be application/json or a +json type when data is given");
-    if (data) {
-        size_t len = 0;
-        char *text = msm_json_dump(data, &len);
-        if (!text) {
-            msm_json_err_add(e, "data", "cannot be serialised");
-            return;
-        }
-        if (len > limit) {
-            msm_json_err_add(big, "data", "exceeds the limit of %zu bytes", limit);
-            free(text);
-            return;
-        }
-        out->payload = (uint8_t *)text;
-        out->payload_len = len;
-        if (!out->content_type)
-            out->content_type = "application/json";
-        return;
-    }
-    size_t n = strlen(b64);
-    if (n / 4 * 3 > limit + 2) { /* surely too large: do not even decode */
-        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
-        return;
-    }
-    out->payload = malloc(n / 4 * 3 + 1);
-    if (!out->payload || msm_base64_decode(b64, n, out->payload, &out->payload_len) != MSM_OK) {
-        msm_json_err_add(e, "data_base64", "must be valid base64 (RFC 4648, padded)");
-        return;
-    }
-    if (out->payload_len > limit)
-        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
-    if (!out->content_type)
-        out->content_type = "application/octet-stream";
+    size_t na = strcspn(a, "; "), nb = strcspn(b, "; ");
+    return na == nb && strncasecmp(a, b, na) == 0;
 }
 
-static void parse_timing(msm_json_err_t *e, const json_t *ev, int64_t now_ms, pub_event_t *out)
-{
-    int64_t delay = -1;
-    const char *at = NULL;
-    int have_delay = json_object_get(ev, "delay_ms") != NULL;
-    msm_json_get_int(e, ev, "delay_ms", MSM_JSON_OPTIONAL, 0, DELAY_MAX_MS, &delay);
-    if (msm_json_get_str(e, ev, "deliver_at", MSM_JSON_OPTIONAL, &at) == MSM_OK && at) {
-        int64_t t;
-        if (have_delay)
-            msm_json_err_add(e, "deliver_at", "cannot be used with delay_ms");
-        else if (msm_time_parse(at, &t) != MSM_OK)
-            msm_json_err_add(e, "deliver_at", "must be an RFC 3339 date-time");
-        else if (t < 0)
-            msm_json_err_add(e, "deliver_at", "must not be before 1970-01-01T00:00:00Z");
-        else
-            out->deliver_at_ms = t;
-    }
-    if (delay >= 0)
-        out->deliver_at_ms = now_ms + delay;
-}
-
-static void parse_event(const fe_t *fe, msm_json_err_t *e, msm_json_err_t *big,
-                        const json_t *ev, int64_t now_ms, pub_event_t *out)
-{
-    static const char *const known[] = {
-        "data", "data_base64", "content_type", "key", "ordering_key", "attributes",
-        "delay_ms", "deliver_at", "idempotency_key", "priority", NULL};
-    *out = (pub_event_t){.key = "", .ordering_key = "", .idempotency_key = "",
-                         .priority = DEFAULT_PRIORITY};
-    if (msm_json_expect_object(e, ev) != MSM_OK)
-        return;
-    msm_json_check_known(e, ev, known);
-    get_header_safe(e, ev, "key", KEY_MAX_BYTES, &out->key);
-    get_header_safe(e, ev, "ordering_key", KEY_MAX_BYTES, &out->ordering_key);
-    get_header_safe(e, ev, "idempotency_key", IDEMPOTENCY_MAX_BYTES, &out->idempotency_key);
-    const char *ct = NULL;
-    if (msm_json_get_strn(e, ev, "content_type", MSM_JSON_NULLABLE | MSM_JSON_NONEMPTY,
-                          CONTENT_TYPE_MAX, &ct) == MSM_OK &&
-        ct) {
-        if (has_control_chars(ct) || !strchr(ct, '/'))
-            msm_json_err_add(e, "content_type", "must be a media type such as type/subtype");
-        else
-            out->content_type = ct;
-    }
-    parse_attributes(e, ev, out);
-    int64_t prio = DEFAULT_PRIORITY;
-    msm_json_get_int(e, ev, "priority", MSM_JSON_NULLABLE, 0, 9, &prio);
-    out->priority = (int)prio;
-    parse_timing(e, ev, now_ms, out);
-    parse_payload(fe, e, big, ev, out);
-}
-
-/* ---- trace context (W3C): carried when well-formed, ignored otherwise ---- */
-
+/* W3C trace context: carried when well formed, ignored otherwise. */
 static int hex_run(const char *s, size_t n, int *all_zero)
 {
     *all_zero = 1;
@@ -236,29 +172,26 @@ static int traceparent_valid(const char *tp)
     return hex_run(tp + 53, 2, &zero);
 }
 
-static int tracestate_valid(const char *ts)
+void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *tracestate)
 {
-    return ts && strlen(ts) <= TRACESTATE_MAX && !has_control_chars(ts);
+    if (!traceparent_valid(traceparent))
+        return;
+    b->traceparent = fe_batch_keep(b, traceparent, strlen(traceparent));
+    if (b->traceparent && tracestate && strlen(tracestate) <= 512 &&
+        !fe_has_control_chars(tracestate))
+        b->tracestate = fe_batch_keep(b, tracestate, strlen(tracestate));
 }
 
-/* ---- the request ---- */
+/* ---- requests ---- */
 
-typedef struct {
-    fe_call_t base;
-    char *topic;
-    size_t n;
-    char (*ids)[MSM_ID_STR_SIZE];
-    uint64_t start_us;
-} publish_t;
-
-static void publish_cleanup(fe_call_t *c)
+fe_parse_ctx_t fe_parse_ctx(const fe_t *fe)
 {
-    publish_t *p = (publish_t *)c;
-    free(p->topic);
-    free(p->ids);
+    return (fe_parse_ctx_t){.max_events = fe->fe_set.max_events,
+                            .max_event_bytes = fe->fe_set.max_event_bytes,
+                            .now_ms = msm_time_unix_ms()};
 }
 
-static void count(fe_t *fe, const char *topic, const char *result, size_t events,
+void fe_pub_count(fe_t *fe, const char *topic, const char *result, size_t events,
                   uint64_t start_us)
 {
     msm_counter_inc(msm_metric_labels(fe->fe_m_requests, topic, result, NULL));
@@ -267,248 +200,553 @@ static void count(fe_t *fe, const char *topic, const char *result, size_t events
                           (double)(msm_time_mono_us() - start_us) / 1e6);
 }
 
-static void on_appended(msm_err_t err, const char *reason, void *opaque)
+void fe_parse_failed(fe_t *fe, msm_http_req_t *req, const char *topic, int status,
+                     msm_json_err_t *e, msm_json_err_t *big, size_t events, uint64_t start_us)
 {
-    publish_t *p = opaque;
-    fe_t *fe = p->base.fe;
-    if (err != MSM_OK) {
-        msm_log(MSM_LOG_WARN, FAC, "publish of %zu events to %s failed: %s", p->n, p->topic,
-                reason ? reason : msm_err_str(err));
-        count(fe, p->topic, "unavailable", p->n, p->start_us);
-        char msg[512];
-        snprintf(msg, sizeof(msg), "nothing was published: %s",
-                 reason ? reason : msm_err_str(err));
-        fe_call_error(&p->base, 503, "UNAVAILABLE", msg, NULL);
-        return;
-    }
-    count(fe, p->topic, "ok", p->n, p->start_us);
-    if (!p->base.req)
-        msm_log(MSM_LOG_WARN, FAC, "%zu events published to %s after the request was "
-                "cancelled", p->n, p->topic);
-    json_t *results = json_array();
-    for (size_t i = 0; results && i < p->n; i++)
-        json_array_append_new(results, json_pack("{s:s,s:b}", "id", p->ids[i], "duplicate", 0));
-    fe_call_json(&p->base, 200, json_pack("{s:o*}", "results", results));
+    if (status == 413)
+        msm_http_respond_json(req, 413, msm_json_err_body(big, "PAYLOAD_TOO_LARGE"));
+    else if (status == 415)
+        msm_http_respond_json(req, 415, msm_json_err_body(e, "UNSUPPORTED_MEDIA_TYPE"));
+    else
+        msm_http_respond_json(req, status, msm_json_err_body(e, NULL));
+    fe_pub_count(fe, topic ? topic : "",
+                 status == 413 ? "too_large" : status == 415 ? "unsupported" : "invalid", events,
+                 start_us);
 }
 
-/* Fills an envelope for @p ev; attribute entries go to @p entries / @p ptrs (room for
- * the event's attribute count). Strings are borrowed: the envelope is packed, not freed. */
-static void envelope_fill(Msm__V1__Event *env, const pub_event_t *ev, const char *id,
-                          const char *topic, int64_t now_ms, const char *traceparent,
-                          const char *tracestate, Msm__V1__Event__AttributesEntry *entries,
-                          Msm__V1__Event__AttributesEntry **ptrs)
+static void pub_cleanup(fe_call_t *c)
 {
+    fe_pub_t *p = (fe_pub_t *)c;
+    if (p->release)
+        p->release(p);
+    fe_batch_free(&p->batch);
+    free(p->topic);
+    free(p->subject);
+    free(p->ids);
+    free(p->dup);
+    free(p->claimed);
+}
+
+void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
+                 const char *subject, fe_pub_done_cb *done, uint64_t start_us)
+{
+    fe_pub_t *p = fe_call_new(fe, req, size);
+    if (!p) {
+        msm_http_respond_error(req, 500, "INTERNAL", "out of memory", NULL);
+        return NULL;
+    }
+    p->base.cleanup = pub_cleanup;
+    p->done = done;
+    p->start_us = start_us;
+    if (!(p->topic = strdup(topic)) || (subject && !(p->subject = strdup(subject)))) {
+        fe_call_error(&p->base, 500, "INTERNAL", "out of memory", NULL);
+        return NULL;
+    }
+    return p;
+}
+
+json_t *fe_pub_results(const fe_pub_t *p)
+{
+    json_t *results = json_array();
+    for (size_t i = 0; results && i < p->batch.n; i++)
+        json_array_append_new(results, json_pack("{s:s,s:b}", "id", p->ids[i], "duplicate",
+                                                 p->dup[i]));
+    return json_pack("{s:o*}", "results", results);
+}
+
+/* Ends the request through the form's callback. */
+static void pub_finish(fe_pub_t *p, int status, json_t *error, const char *result)
+{
+    size_t fresh = 0;
+    for (size_t i = 0; i < p->batch.n; i++)
+        fresh += !p->dup[i];
+    fe_pub_count(p->base.fe, p->topic, result, status == 200 ? fresh : p->batch.n,
+                 p->start_us);
+    p->done(p, status, error);
+}
+
+static void pub_unavailable(fe_pub_t *p, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "nothing was published: %s", why ? why : "unknown error");
+    if (p->base.req)
+        msm_http_add_header(p->base.req, "Retry-After", "1");
+    pub_finish(p, 503, msm_json_error_body("UNAVAILABLE", msg, NULL), "unavailable");
+}
+
+static int pub_aborted(fe_pub_t *p)
+{
+    if (!p->base.fe->fe_closing)
+        return 0;
+    pub_unavailable(p, "the frontend is shutting down");
+    return 1;
+}
+
+/* ---- step 3: the append ---- */
+
+static void idem_settle(fe_pub_t *p, int commit);
+
+static void on_appended(msm_err_t err, const char *reason, void *opaque)
+{
+    fe_pub_t *p = opaque;
+    if (err != MSM_OK) {
+        msm_log(MSM_LOG_WARN, FAC, "publish of %zu events to %s failed: %s", p->batch.n,
+                p->topic, reason ? reason : msm_err_str(err));
+        idem_settle(p, 0);
+        pub_unavailable(p, reason ? reason : msm_err_str(err));
+        return;
+    }
+    idem_settle(p, 1);
+    if (!p->base.req)
+        msm_log(MSM_LOG_WARN, FAC, "%zu events published to %s after the request was "
+                "cancelled", p->batch.n, p->topic);
+    pub_finish(p, 200, NULL, "ok");
+}
+
+static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__Event *env)
+{
+    const fe_event_t *ev = &p->batch.evs[i];
     msm__v1__event__init(env);
-    env->id = (char *)id;
-    env->topic = (char *)topic;
+    env->id = (char *)p->ids[i];
+    env->topic = p->topic;
     env->key = (char *)ev->key;
     env->ordering_key = (char *)ev->ordering_key;
-    env->payload.data = ev->payload;
+    env->attributes = ev->attrs;
+    env->n_attributes = ev->n_attrs;
+    env->payload.data = (uint8_t *)ev->payload;
     env->payload.len = ev->payload_len;
-    env->content_type = (char *)ev->content_type;
+    env->content_type = (char *)(ev->content_type ? ev->content_type : "application/octet-stream");
+    env->schema_id = ev->schema_id;
     env->publish_time_ms = now_ms;
     env->deliver_at_ms = ev->deliver_at_ms;
     env->priority = ev->priority;
     env->idempotency_key = (char *)ev->idempotency_key;
-    if (traceparent) {
-        env->traceparent = (char *)traceparent;
-        if (tracestate)
-            env->tracestate = (char *)tracestate;
+    if (p->batch.traceparent) {
+        env->traceparent = (char *)p->batch.traceparent;
+        if (p->batch.tracestate)
+            env->tracestate = (char *)p->batch.tracestate;
     }
-    size_t k = 0;
-    const char *name;
-    json_t *v;
-    json_object_foreach((json_t *)ev->attributes, name, v) {
-        msm__v1__event__attributes_entry__init(&entries[k]);
-        entries[k].key = (char *)name;
-        entries[k].value = (char *)json_string_value(v);
-        ptrs[k] = &entries[k];
-        k++;
+    if (p->cdc_source) {
+        env->cdc_source = (char *)p->cdc_source;
+        env->cdc_partition = (char *)(ev->cdc_partition ? ev->cdc_partition : "");
+        env->cdc_sequence = ev->cdc_sequence;
+        env->cdc_operation = (Msm__V1__Operation)ev->cdc_operation;
+        env->cdc_entity = (char *)(ev->cdc_entity ? ev->cdc_entity : "");
     }
-    env->n_attributes = k;
-    env->attributes = k ? ptrs : NULL;
 }
 
-/* Packs every event into one buffer and points @p records at the pieces. */
-static int pack_events(publish_t *p, const pub_event_t *evs, int64_t now_ms,
-                       const char *traceparent, const char *tracestate, uint8_t **buf_out,
-                       msm_record_t *records)
+static void append_step(fe_pub_t *p)
 {
-    size_t total = 0, nattrs = 0;
-    for (size_t i = 0; i < p->n; i++)
-        nattrs += json_object_size(evs[i].attributes);
-    Msm__V1__Event *envs = calloc(p->n, sizeof(*envs));
-    Msm__V1__Event__AttributesEntry *entries = calloc(nattrs + 1, sizeof(*entries));
-    Msm__V1__Event__AttributesEntry **ptrs = calloc(nattrs + 1, sizeof(*ptrs));
-    size_t *sizes = calloc(p->n, sizeof(*sizes));
-    uint8_t *buf = NULL;
-    int rc = MSM_ERR_NOMEM;
-    if (!envs || !entries || !ptrs || !sizes)
-        goto out;
-    size_t a = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        msm_id_new_str(p->ids[i]);
-        envelope_fill(&envs[i], &evs[i], p->ids[i], p->topic, now_ms, traceparent, tracestate,
-                      entries + a, ptrs + a);
-        a += envs[i].n_attributes;
-        sizes[i] = msm__v1__event__get_packed_size(&envs[i]);
-        total += sizes[i];
-    }
-    buf = malloc(total + 1);
-    if (!buf)
-        goto out;
-    size_t off = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        msm__v1__event__pack(&envs[i], buf + off);
-        /* The record key picks the partition: ordering_key keeps its events in order. */
-        const char *key = *evs[i].ordering_key ? evs[i].ordering_key : evs[i].key;
-        records[i] = (msm_record_t){.key = *key ? key : NULL, .key_len = strlen(key),
-                                    .value = buf + off, .value_len = sizes[i]};
-        off += sizes[i];
-    }
-    *buf_out = buf;
-    buf = NULL;
-    rc = MSM_OK;
-out:
-    free(buf);
-    free(envs);
-    free(entries);
-    free(ptrs);
-    free(sizes);
-    return rc;
-}
-
-static void events_free(pub_event_t *evs, size_t n)
-{
-    for (size_t i = 0; evs && i < n; i++)
-        free(evs[i].payload);
-    free(evs);
-}
-
-/* Validates the body into @p evs (n of them). Answers 400/413 itself and returns -1. */
-static int validate(fe_t *fe, msm_http_req_t *req, const json_t *body, int64_t now_ms,
-                    pub_event_t **evs_out, size_t *n_out, const char **result)
-{
-    static const char *const known[] = {"events", NULL};
-    msm_json_err_t e, big;
-    msm_json_err_init(&e);
-    msm_json_err_init(&big);
-    json_t *events = NULL;
-    pub_event_t *evs = NULL;
-    size_t n = 0;
-    if (msm_json_expect_object(&e, body) == MSM_OK) {
-        msm_json_check_known(&e, body, known);
-        msm_json_get_array(&e, body, "events", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &events);
-    }
-    n = json_array_size(events);
-    if (n > fe->fe_set.max_events) {
-        msm_json_err_add(&big, "events", "at most %zu events per request",
-                         fe->fe_set.max_events);
-        n = 0;
-    } else if (n && !msm_json_err_count(&e)) {
-        evs = calloc(n, sizeof(*evs));
-        if (!evs)
-            msm_json_err_add(&e, NULL, "out of memory");
-        msm_json_path_push_key(&e, "events");
-        msm_json_path_push_key(&big, "events");
-        for (size_t i = 0; evs && i < n; i++) {
-            msm_json_path_push_index(&e, i);
-            msm_json_path_push_index(&big, i);
-            parse_event(fe, &e, &big, json_array_get(events, i), now_ms, &evs[i]);
-            msm_json_path_pop(&e);
-            msm_json_path_pop(&big);
-        }
-        msm_json_path_pop(&e);
-        msm_json_path_pop(&big);
-    }
-    int bad = msm_json_err_count(&e) > 0, too_large = msm_json_err_count(&big) > 0;
-    /* A malformed request is 400 even when it is also too large: fix the form first. */
-    if (bad)
-        msm_http_respond_json(req, 400, msm_json_err_body(&e, NULL));
-    else if (too_large)
-        msm_http_respond_json(req, 413, msm_json_err_body(&big, "PAYLOAD_TOO_LARGE"));
-    msm_json_err_deinit(&e);
-    msm_json_err_deinit(&big);
-    if (bad || too_large) {
-        events_free(evs, n);
-        *result = bad ? "invalid" : "too_large";
-        return -1;
-    }
-    *evs_out = evs;
-    *n_out = n;
-    return 0;
-}
-
-/* Starts the append; the answer comes from on_appended. */
-static void publish_start(fe_t *fe, msm_http_req_t *req, const char *topic, pub_event_t *evs,
-                          size_t n, int64_t now_ms, uint64_t start_us)
-{
-    const char *tp = msm_http_req_header(req, "traceparent");
-    const char *ts = msm_http_req_header(req, "tracestate");
-    if (!traceparent_valid(tp))
-        tp = NULL;
-    if (!tracestate_valid(ts))
-        ts = NULL;
-    publish_t *p = fe_call_new(fe, req, sizeof(*p));
-    msm_record_t *records = calloc(n, sizeof(*records));
-    uint8_t *buf = NULL;
-    if (!p || !records || !(p->topic = strdup(topic)) || !(p->ids = calloc(n, sizeof(*p->ids)))) {
-        free(records);
-        if (p) {
-            p->base.cleanup = publish_cleanup;
-            fe_call_end(&p->base);
-        }
-        msm_http_respond_error(req, 500, "INTERNAL", "out of memory", NULL);
+    fe_t *fe = p->base.fe;
+    size_t n = 0, total = 0;
+    for (size_t i = 0; i < p->batch.n; i++)
+        n += !p->dup[i];
+    if (n == 0) { /* every event is a repeat: nothing to publish */
+        pub_finish(p, 200, NULL, "ok");
         return;
     }
-    p->base.cleanup = publish_cleanup;
-    p->n = n;
-    p->start_us = start_us;
-    int rc = pack_events(p, evs, now_ms, tp, ts, &buf, records);
+    int64_t now_ms = p->batch.accepted_ms ? p->batch.accepted_ms : msm_time_unix_ms();
+    Msm__V1__Event env;
+    size_t *sizes = calloc(p->batch.n, sizeof(*sizes));
+    msm_record_t *records = calloc(n, sizeof(*records));
+    uint8_t *buf = NULL;
+    int rc = MSM_ERR_NOMEM;
+    if (!sizes || !records)
+        goto out;
+    for (size_t i = 0; i < p->batch.n; i++) {
+        if (p->dup[i])
+            continue;
+        envelope_fill(p, i, now_ms, &env);
+        sizes[i] = msm__v1__event__get_packed_size(&env);
+        total += sizes[i];
+    }
+    if (!(buf = malloc(total + 1)))
+        goto out;
+    size_t off = 0, k = 0;
+    for (size_t i = 0; i < p->batch.n; i++) {
+        if (p->dup[i])
+            continue;
+        const fe_event_t *ev = &p->batch.evs[i];
+        envelope_fill(p, i, now_ms, &env);
+        msm__v1__event__pack(&env, buf + off);
+        /* The record key picks the partition: ordering_key keeps its events in order. */
+        const char *key = *ev->ordering_key ? ev->ordering_key : ev->key;
+        records[k++] = (msm_record_t){.key = *key ? key : NULL, .key_len = strlen(key),
+                                      .value = buf + off, .value_len = sizes[i]};
+        off += sizes[i];
+    }
     char stream[MSM_NAME_MAX + 32];
-    snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, topic);
-    if (rc == MSM_OK)
-        rc = msm_stream_append(fe->fe_deps.stream, stream, records, n, on_appended, p);
+    snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, p->topic);
+    rc = msm_stream_append(fe->fe_deps.stream, stream, records, n, on_appended, p);
+out:
+    free(sizes);
     free(records);
     free(buf);
     if (rc != MSM_OK) {
-        count(fe, topic, "unavailable", n, start_us);
-        fe_call_unavailable(&p->base, msm_err_str(rc));
+        idem_settle(p, 0);
+        pub_unavailable(p, msm_err_str(rc));
     }
 }
 
-static void publish(msm_http_req_t *req, void *opaque)
+/* ---- step 2: idempotency keys ---- */
+
+/* KEYS: the keys; ARGV: pending ttl ms, then per key "p:<id>".
+ * -> per key: "" = claimed now, else the value there (an id, or "p:<id>" in flight). */
+static const char CLAIM_LUA[] =
+    "local r = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  if redis.call('SET', k, ARGV[i + 1], 'NX', 'PX', ARGV[1]) then r[i] = ''\n"
+    "  else r[i] = redis.call('GET', k) or '' end\n"
+    "end\n"
+    "return r\n";
+
+/* KEYS: the claimed keys; ARGV: "commit" or "release", window ms, then per key its id.
+ * Only keys still holding this request's claim change. */
+static const char SETTLE_LUA[] =
+    "for i, k in ipairs(KEYS) do\n"
+    "  if redis.call('GET', k) == 'p:' .. ARGV[i + 2] then\n"
+    "    if ARGV[1] == 'commit' then redis.call('SET', k, ARGV[i + 2], 'PX', ARGV[2])\n"
+    "    else redis.call('DEL', k) end\n"
+    "  end\n"
+    "end\n"
+    "return 0\n";
+
+int fe_publish_scripts(fe_t *fe)
 {
-    fe_t *fe = opaque;
-    uint64_t start_us = msm_time_mono_us();
-    const char *topic = msm_http_req_param(req, "topic");
-    if (!msm_name_valid(topic) || !fe_topic_exists(fe, topic)) {
-        count(fe, "", "not_found", 0, start_us); /* no label per unknown name */
-        fe_not_found(req, "topic", topic);
-        return;
-    }
-    json_t *body;
-    if (fe_parse_body(req, 0, &body) != 0) {
-        count(fe, topic, "invalid", 0, start_us);
-        return;
-    }
-    int64_t now_ms = msm_time_unix_ms();
-    pub_event_t *evs = NULL;
-    size_t n = 0;
-    const char *result = NULL;
-    if (validate(fe, req, body, now_ms, &evs, &n, &result) != 0) {
-        count(fe, topic, result, json_array_size(json_object_get(body, "events")), start_us);
-        json_decref(body);
-        return;
-    }
-    /* Strings in evs point into body: it lives until the append has copied the records. */
-    publish_start(fe, req, topic, evs, n, now_ms, start_us);
-    events_free(evs, n);
-    json_decref(body);
+    fe->fe_idem_claim = msm_redis_script_new(CLAIM_LUA);
+    fe->fe_idem_settle = msm_redis_script_new(SETTLE_LUA);
+    return fe->fe_idem_claim && fe->fe_idem_settle ? MSM_OK : MSM_ERR_NOMEM;
 }
 
-int fe_publish_routes(fe_t *fe)
+typedef struct {
+    const char **argv;
+    size_t *lens;
+    char *keys; /* KEY_MAX per key */
+    char *vals; /* "p:<id>" per key */
+    int argc;
+} idem_args_t;
+
+static void idem_args_free(idem_args_t *a)
 {
-    return msm_http_server_route(fe->fe_deps.http, "POST", "/v1/topics/{topic}:publish", publish,
-                                 fe);
+    free(a->argv);
+    free(a->lens);
+    free(a->keys);
+    free(a->vals);
+}
+
+/* Builds KEYS (the events with keys selected by @p pick) then @p nhead args then a value
+ * per key. Returns the number of keys, or -1 when out of memory. */
+static int idem_args(fe_pub_t *p, const unsigned char *pick, const char *const *head,
+                     int nhead, int pending_vals, idem_args_t *a)
+{
+    fe_t *fe = p->base.fe;
+    int nk = 0;
+    for (size_t i = 0; i < p->batch.n; i++)
+        nk += pick[i] != 0;
+    memset(a, 0, sizeof(*a));
+    a->argc = 2 * nk + nhead;
+    a->argv = calloc((size_t)a->argc + 1, sizeof(*a->argv));
+    a->lens = calloc((size_t)a->argc + 1, sizeof(*a->lens));
+    a->keys = malloc((size_t)nk * KEY_MAX + 1);
+    a->vals = malloc((size_t)nk * (MSM_ID_STR_SIZE + 2) + 1);
+    if (!a->argv || !a->lens || !a->keys || !a->vals) {
+        idem_args_free(a);
+        return -1;
+    }
+    int k = 0;
+    for (int h = 0; h < nhead; h++) {
+        a->argv[nk + h] = head[h];
+        a->lens[nk + h] = strlen(head[h]);
+    }
+    for (size_t i = 0; i < p->batch.n; i++) {
+        if (!pick[i])
+            continue;
+        char *key = a->keys + (size_t)k * KEY_MAX;
+        char *val = a->vals + (size_t)k * (MSM_ID_STR_SIZE + 2);
+        int kl = msm_redis_key(fe->fe_deps.redis, key, KEY_MAX, "idem:{%s}:%s", p->topic,
+                               p->batch.evs[i].idempotency_key);
+        snprintf(val, MSM_ID_STR_SIZE + 2, "%s%s", pending_vals ? IDEM_PENDING_PREFIX : "",
+                 p->ids[i]);
+        a->argv[k] = key;
+        a->lens[k] = kl > 0 ? (size_t)kl : 0;
+        a->argv[nk + nhead + k] = val;
+        a->lens[nk + nhead + k] = strlen(val);
+        k++;
+    }
+    return nk;
+}
+
+/* Fire and forget: a claim nobody settles expires after IDEM_PENDING_MS. */
+static void idem_settle(fe_pub_t *p, int commit)
+{
+    if (!p->nclaimed)
+        return;
+    fe_t *fe = p->base.fe;
+    char window[24];
+    snprintf(window, sizeof(window), "%llu", (unsigned long long)fe->fe_set.idempotency_window_ms);
+    const char *head[] = {commit ? "commit" : "release", window};
+    idem_args_t a;
+    int nk = idem_args(p, p->claimed, head, 2, 0, &a);
+    if (nk < 0)
+        return;
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_idem_settle, NULL, NULL, nk, a.argc, a.argv,
+                       a.lens) != MSM_OK)
+        msm_log(MSM_LOG_WARN, FAC, "idempotency keys of %s not settled", p->topic);
+    idem_args_free(&a);
+    p->nclaimed = 0;
+}
+
+static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    fe_pub_t *p = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    size_t nk = 0;
+    for (size_t i = 0; i < p->batch.n; i++)
+        nk += p->claimed[i];
+    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != nk))
+        why = "unexpected reply from Redis";
+    if (why) {
+        memset(p->claimed, 0, p->batch.n); /* unknown: the pending claims expire */
+        pub_unavailable(p, why);
+        return;
+    }
+    p->nclaimed = 0;
+    const char *busy = NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < p->batch.n; i++) {
+        if (!p->claimed[i])
+            continue;
+        const redisReply *v = reply->element[k++];
+        if (v->type != REDIS_REPLY_STRING || v->len == 0) {
+            p->nclaimed++;
+            continue;
+        }
+        p->claimed[i] = 0;
+        if (strncmp(v->str, IDEM_PENDING_PREFIX, 2) == 0) {
+            busy = p->batch.evs[i].idempotency_key;
+        } else {
+            p->dup[i] = 1;
+            snprintf(p->ids[i], sizeof(p->ids[i]), "%.*s", (int)v->len, v->str);
+        }
+    }
+    /* Repeats inside this request take the id their first occurrence ends up with. */
+    for (size_t i = 0; i < p->batch.n; i++) {
+        if (p->dup[i] != 2)
+            continue;
+        for (size_t j = 0; j < i; j++) {
+            if (p->dup[j] != 2 && strcmp(p->batch.evs[j].idempotency_key,
+                                         p->batch.evs[i].idempotency_key) == 0) {
+                memcpy(p->ids[i], p->ids[j], sizeof(p->ids[i]));
+                break;
+            }
+        }
+        p->dup[i] = 1;
+    }
+    if (busy) {
+        idem_settle(p, 0);
+        char msg[FE_IDEMPOTENCY_MAX_BYTES + 96];
+        snprintf(msg, sizeof(msg), "a publish with idempotency key '%s' is in progress", busy);
+        pub_unavailable(p, msg);
+        return;
+    }
+    if (!pub_aborted(p))
+        append_step(p);
+}
+
+static void idem_step(fe_pub_t *p)
+{
+    fe_t *fe = p->base.fe;
+    int any = 0;
+    for (size_t i = 0; i < p->batch.n; i++) {
+        const char *k = p->batch.evs[i].idempotency_key;
+        if (!*k)
+            continue;
+        /* A repeat inside the request (dup = 2, resolved in on_claimed) claims nothing. */
+        for (size_t j = 0; j < i && !p->dup[i]; j++) {
+            if (p->claimed[j] && strcmp(p->batch.evs[j].idempotency_key, k) == 0)
+                p->dup[i] = 2;
+        }
+        if (!p->dup[i])
+            p->claimed[i] = any = 1;
+    }
+    if (!any) {
+        append_step(p);
+        return;
+    }
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%d", IDEM_PENDING_MS);
+    const char *head[] = {ttl};
+    idem_args_t a;
+    int nk = idem_args(p, p->claimed, head, 1, 1, &a);
+    int rc = nk < 0 ? MSM_ERR_NOMEM
+                    : msm_redis_eval(fe->fe_deps.redis, fe->fe_idem_claim, on_claimed, p, nk,
+                                     a.argc, a.argv, a.lens);
+    if (nk >= 0)
+        idem_args_free(&a);
+    if (rc != MSM_OK) {
+        memset(p->claimed, 0, p->batch.n);
+        pub_unavailable(p, msm_err_str(rc));
+    }
+}
+
+/* ---- step 1: the topic's schema ---- */
+
+/* The wire bytes of event @p i under schema @p s; errors into @p e / @p big. */
+static void convert_event(fe_pub_t *p, const msm_schema_t *s, int id, size_t i,
+                          msm_json_err_t *e, msm_json_err_t *big, size_t limit)
+{
+    fe_event_t *ev = &p->batch.evs[i];
+    const char *wire = msm_schema_content_type(s);
+    json_t *parsed = NULL;
+    const json_t *value = ev->data;
+    if (!value && ev->content_type && fe_is_json_type(ev->content_type) &&
+        msm_schema_type(s) != MSM_SCHEMA_JSON) {
+        msm_json_err_t pe;
+        msm_json_err_init(&pe);
+        parsed = msm_json_parse((const char *)ev->payload, ev->payload_len, &pe);
+        if (!parsed)
+            msm_json_err_add(e, NULL, "%s", msm_json_err_message(&pe));
+        msm_json_err_deinit(&pe);
+        if (!parsed)
+            return;
+        value = parsed;
+    }
+    if (value) {
+        uint8_t *out = NULL;
+        size_t n = 0;
+        if (msm_schema_encode_json(s, value, e, &out, &n) == MSM_OK) {
+            free(ev->owned);
+            ev->owned = out;
+            ev->payload = out;
+            ev->payload_len = n;
+            ev->content_type = wire;
+            ev->schema_id = id;
+            if (n > limit)
+                msm_json_err_add(big, NULL, "exceeds the limit of %zu bytes once encoded",
+                                 limit);
+        }
+        json_decref(parsed);
+        return;
+    }
+    const char *ct = ev->content_type ? ev->content_type : wire;
+    if (!fe_same_media_type(ct, wire) && !(msm_schema_type(s) == MSM_SCHEMA_JSON &&
+                                           fe_is_json_type(ct))) {
+        msm_json_err_add(e, NULL, "content type %s does not match the topic's %s schema "
+                         "(send %s, or JSON to be converted)", ct,
+                         msm_schema_type_name(msm_schema_type(s)), wire);
+        return;
+    }
+    char why[256];
+    if (msm_schema_check(s, ev->payload, ev->payload_len, why, sizeof(why)) != MSM_OK) {
+        msm_json_err_add(e, NULL, "does not match schema %d: %s", id, why);
+        return;
+    }
+    ev->content_type = ct;
+    ev->schema_id = id;
+}
+
+static void on_schema(const msm_schema_t *s, int id, int err, const char *why, void *opaque)
+{
+    fe_pub_t *p = opaque;
+    if (pub_aborted(p))
+        return;
+    if (!s) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "schema %d of subject %s: %s", id, p->subject,
+                 why ? why : msm_err_str(err));
+        if (err == MSM_ERR_BACKEND)
+            pub_unavailable(p, msg);
+        else
+            pub_finish(p, 500, msm_json_error_body("INTERNAL", msg, NULL), "invalid");
+        return;
+    }
+    msm_json_err_t e, big;
+    msm_json_err_init(&e);
+    msm_json_err_init(&big);
+    if (p->batch.list) {
+        msm_json_path_push_key(&e, p->batch.list);
+        msm_json_path_push_key(&big, p->batch.list);
+    }
+    for (size_t i = 0; i < p->batch.n; i++) {
+        const char *field = p->batch.evs[i].data_field;
+        if (p->batch.list) {
+            msm_json_path_push_index(&e, i);
+            msm_json_path_push_index(&big, i);
+        }
+        if (field) {
+            msm_json_path_push_key(&e, field);
+            msm_json_path_push_key(&big, field);
+        }
+        convert_event(p, s, id, i, &e, &big, p->base.fe->fe_set.max_event_bytes);
+        if (field) {
+            msm_json_path_pop(&e);
+            msm_json_path_pop(&big);
+        }
+        if (p->batch.list) {
+            msm_json_path_pop(&e);
+            msm_json_path_pop(&big);
+        }
+    }
+    int bad = msm_json_err_count(&e) > 0, too_large = msm_json_err_count(&big) > 0;
+    json_t *body = bad ? msm_json_err_body(&e, NULL)
+                       : too_large ? msm_json_err_body(&big, "PAYLOAD_TOO_LARGE") : NULL;
+    msm_json_err_deinit(&e);
+    msm_json_err_deinit(&big);
+    if (body)
+        pub_finish(p, bad ? 400 : 413, body, bad ? "invalid" : "too_large");
+    else
+        idem_step(p);
+}
+
+static void on_latest_id(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    fe_pub_t *p = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) {
+        pub_unavailable(p, why);
+        return;
+    }
+    long long id = msm_redis_reply_int(reply, 0);
+    if (id <= 0) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "topic %s is bound to subject '%s', which has no schema "
+                 "version yet", p->topic, p->subject);
+        pub_finish(p, 409, msm_json_error_body("FAILED_PRECONDITION", msg, NULL), "invalid");
+        return;
+    }
+    if (!p->base.fe->fe_closing)
+        fe_subject_latest_note(p->base.fe, p->subject, (int)id);
+    if (msm_schema_store_get(fe_schema_store(p->base.fe), (int)id, on_schema, p) != MSM_OK)
+        pub_unavailable(p, "out of memory");
+}
+
+void fe_pub_submit(fe_pub_t *p)
+{
+    fe_t *fe = p->base.fe;
+    size_t n = p->batch.n;
+    p->ids = calloc(n ? n : 1, sizeof(*p->ids));
+    p->dup = calloc(n ? n : 1, 1);
+    p->claimed = calloc(n ? n : 1, 1);
+    if (!p->ids || !p->dup || !p->claimed) {
+        pub_finish(p, 500, msm_json_error_body("INTERNAL", "out of memory", NULL), "invalid");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        msm_id_new_str(p->ids[i]);
+    if (!p->subject) {
+        idem_step(p);
+        return;
+    }
+    int id = fe_subject_latest(fe, p->subject);
+    if (id > 0) {
+        if (msm_schema_store_get(fe_schema_store(fe), id, on_schema, p) != MSM_OK)
+            pub_unavailable(p, "out of memory");
+        return;
+    }
+    char key[KEY_MAX];
+    msm_redis_key(fe->fe_deps.redis, key, sizeof(key), MSM_KEY_SCHEMA_VERSIONS, p->subject);
+    if (msm_redis_command(fe->fe_deps.redis, on_latest_id, p, "LINDEX %s -1", key) != MSM_OK)
+        pub_unavailable(p, "Redis refused the command");
 }

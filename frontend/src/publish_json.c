@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/* POST /v1/topics/{topic}:publish, the JSON batch form of API.md: every event is validated
+ * first (any error: 400 naming events[i].field, nothing published), then the pipeline
+ * (pub_int.h) publishes all of them in one durable append. */
+#include "pub_int.h"
+
+#include "msm/base64.h"
+#include "msm/err.h"
+#include "msm/time.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void get_text(msm_json_err_t *e, msm_json_err_t *big, const json_t *ev,
+                     const char *field, size_t max, const char **out)
+{
+    const char *v = NULL;
+    if (msm_json_get_str(e, ev, field, MSM_JSON_NULLABLE, &v) == MSM_OK && v) {
+        fe_check_text(e, big, field, v, max);
+        *out = v;
+    }
+}
+
+static void parse_attributes(msm_json_err_t *e, msm_json_err_t *big, const json_t *ev,
+                             fe_batch_t *b, fe_event_t *out)
+{
+    json_t *attrs = NULL;
+    if (msm_json_get_object(e, ev, "attributes", MSM_JSON_NULLABLE, &attrs) != MSM_OK || !attrs)
+        return;
+    msm_json_path_push_key(e, "attributes");
+    msm_json_path_push_key(big, "attributes");
+    const char *name;
+    json_t *v;
+    size_t count = 0;
+    json_object_foreach(attrs, name, v) {
+        if (!json_is_string(v)) {
+            msm_json_err_add(e, name, "must be a string");
+            continue;
+        }
+        fe_check_attr(e, big, name, json_string_value(v), count++);
+        fe_batch_attr(b, out, name, json_string_value(v));
+    }
+    msm_json_path_pop(e);
+    msm_json_path_pop(big);
+}
+
+/* data (any JSON) or data_base64 (+ content_type). */
+static void parse_payload(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_err_t *big,
+                          const json_t *ev, int keep_json, fe_event_t *out)
+{
+    size_t limit = ctx->max_event_bytes;
+    const json_t *data = json_object_get(ev, "data");
+    const char *b64 = NULL;
+    if (msm_json_get_str(e, ev, "data_base64", MSM_JSON_OPTIONAL, &b64) != MSM_OK)
+        return;
+    if (data && b64) {
+        msm_json_err_add(e, "data_base64", "cannot be used with data");
+        return;
+    }
+    if (!data && !b64) {
+        msm_json_err_add(e, "data", "is required (or data_base64)");
+        return;
+    }
+    if (out->content_type && data && !fe_is_json_type(out->content_type))
+        msm_json_err_add(e, "content_type",
+                         "must be application/json or a +json type when data is given");
+    if (data) {
+        out->data_field = "data";
+        if (!out->content_type)
+            out->content_type = "application/json";
+        if (keep_json) { /* the topic's schema encodes it */
+            out->data = data;
+            return;
+        }
+        size_t len = 0;
+        char *text = msm_json_dump(data, &len);
+        if (!text) {
+            msm_json_err_add(e, "data", "cannot be serialised");
+            return;
+        }
+        out->owned = (uint8_t *)text;
+        out->payload = out->owned;
+        out->payload_len = len;
+        if (len > limit)
+            msm_json_err_add(big, "data", "exceeds the limit of %zu bytes", limit);
+        return;
+    }
+    out->data_field = "data_base64";
+    size_t n = strlen(b64);
+    if (n / 4 * 3 > limit + 2) { /* surely too large: do not even decode */
+        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
+        return;
+    }
+    out->owned = malloc(n / 4 * 3 + 1);
+    if (!out->owned ||
+        msm_base64_decode(b64, n, out->owned, &out->payload_len) != MSM_OK) {
+        msm_json_err_add(e, "data_base64", "must be valid base64 (RFC 4648, padded)");
+        return;
+    }
+    out->payload = out->owned;
+    if (out->payload_len > limit)
+        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
+    if (!out->content_type)
+        out->content_type = keep_json ? NULL : "application/octet-stream";
+}
+
+static void parse_timing(msm_json_err_t *e, const json_t *ev, int64_t now_ms, fe_event_t *out)
+{
+    int64_t delay = -1;
+    const char *at = NULL;
+    int have_delay = json_object_get(ev, "delay_ms") != NULL;
+    msm_json_get_int(e, ev, "delay_ms", MSM_JSON_OPTIONAL, 0, FE_DELAY_MAX_MS, &delay);
+    if (msm_json_get_str(e, ev, "deliver_at", MSM_JSON_OPTIONAL, &at) == MSM_OK && at) {
+        int64_t t;
+        if (have_delay)
+            msm_json_err_add(e, "deliver_at", "cannot be used with delay_ms");
+        else if (msm_time_parse(at, &t) != MSM_OK)
+            msm_json_err_add(e, "deliver_at", "must be an RFC 3339 date-time");
+        else if (t < 0)
+            msm_json_err_add(e, "deliver_at", "must not be before 1970-01-01T00:00:00Z");
+        else
+            out->deliver_at_ms = t;
+    }
+    if (delay >= 0)
+        out->deliver_at_ms = now_ms + delay;
+}
+
+static void parse_event(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_err_t *big,
+                        const json_t *ev, int keep_json, fe_batch_t *b, fe_event_t *out)
+{
+    static const char *const known[] = {
+        "data", "data_base64", "content_type", "key", "ordering_key", "attributes",
+        "delay_ms", "deliver_at", "idempotency_key", "priority", NULL};
+    if (msm_json_expect_object(e, ev) != MSM_OK)
+        return;
+    msm_json_check_known(e, ev, known);
+    get_text(e, big, ev, "key", FE_KEY_MAX_BYTES, &out->key);
+    get_text(e, big, ev, "ordering_key", FE_KEY_MAX_BYTES, &out->ordering_key);
+    get_text(e, big, ev, "idempotency_key", FE_IDEMPOTENCY_MAX_BYTES, &out->idempotency_key);
+    const char *ct = NULL;
+    if (msm_json_get_strn(e, ev, "content_type", MSM_JSON_NULLABLE | MSM_JSON_NONEMPTY,
+                          FE_CONTENT_TYPE_MAX, &ct) == MSM_OK &&
+        ct) {
+        if (!fe_media_type_ok(ct))
+            msm_json_err_add(e, "content_type", "must be a media type such as type/subtype");
+        else
+            out->content_type = ct;
+    }
+    parse_attributes(e, big, ev, b, out);
+    int64_t prio = FE_DEFAULT_PRIORITY;
+    msm_json_get_int(e, ev, "priority", MSM_JSON_NULLABLE, 0, 9, &prio);
+    out->priority = (int)prio;
+    parse_timing(e, ev, ctx->now_ms, out);
+    parse_payload(ctx, e, big, ev, keep_json, out);
+}
+
+static size_t count_attributes(const json_t *events)
+{
+    size_t n = 0, i;
+    const json_t *ev;
+    json_array_foreach(events, i, ev) {
+        n += json_object_size(json_object_get(ev, "attributes"));
+    }
+    return n;
+}
+
+int fe_parse_json_batch(const fe_parse_ctx_t *ctx, json_t *body, int keep_json,
+                        fe_batch_t *b, msm_json_err_t *e, msm_json_err_t *big)
+{
+    static const char *const known[] = {"events", NULL};
+    json_t *events = NULL;
+    b->json = body;
+    b->accepted_ms = ctx->now_ms;
+    b->list = "events";
+    if (msm_json_expect_object(e, body) == MSM_OK) {
+        msm_json_check_known(e, body, known);
+        msm_json_get_array(e, body, "events", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &events);
+    }
+    size_t n = json_array_size(events);
+    if (n > ctx->max_events) {
+        msm_json_err_add(big, "events", "at most %zu events per request", ctx->max_events);
+        return 413;
+    }
+    if (msm_json_err_count(e))
+        return 400;
+    if (fe_batch_init(b, n, count_attributes(events)) != MSM_OK) {
+        msm_json_err_add(e, NULL, "out of memory");
+        return 400;
+    }
+    msm_json_path_push_key(e, "events");
+    msm_json_path_push_key(big, "events");
+    for (size_t i = 0; i < n; i++) {
+        msm_json_path_push_index(e, i);
+        msm_json_path_push_index(big, i);
+        parse_event(ctx, e, big, json_array_get(events, i), keep_json, b, &b->evs[i]);
+        msm_json_path_pop(e);
+        msm_json_path_pop(big);
+    }
+    msm_json_path_pop(e);
+    msm_json_path_pop(big);
+    /* A malformed request is 400 even when it is also too large: fix the form first. */
+    return msm_json_err_count(e) ? 400 : msm_json_err_count(big) ? 413 : 0;
+}
+
+/* ---- the route ---- */
+
+static void on_done(fe_pub_t *p, int status, json_t *error)
+{
+    if (status == 200)
+        fe_call_json(&p->base, 200, fe_pub_results(p));
+    else
+        fe_call_json(&p->base, status, error);
+}
+
+static void publish(msm_http_req_t *req, void *opaque)
+{
+    fe_t *fe = opaque;
+    uint64_t start_us = msm_time_mono_us();
+    const char *topic = msm_http_req_param(req, "topic"), *subject = NULL;
+    if (!msm_name_valid(topic) || !fe_topic_lookup(fe, topic, &subject)) {
+        fe_pub_count(fe, "", "not_found", 0, start_us); /* no label per unknown name */
+        fe_not_found(req, "topic", topic);
+        return;
+    }
+    json_t *body;
+    if (fe_parse_body(req, 0, &body) != 0) {
+        fe_pub_count(fe, topic, "invalid", 0, start_us);
+        return;
+    }
+    fe_parse_ctx_t ctx = fe_parse_ctx(fe);
+    fe_batch_t b = {0};
+    msm_json_err_t e, big;
+    msm_json_err_init(&e);
+    msm_json_err_init(&big);
+    int status = fe_parse_json_batch(&ctx, body, subject != NULL, &b, &e, &big);
+    if (status) {
+        fe_parse_failed(fe, req, topic, status, &e, &big,
+                        json_array_size(json_object_get(body, "events")), start_us);
+        fe_batch_free(&b);
+    } else {
+        fe_pub_t *p = fe_pub_new(fe, req, sizeof(*p), topic, subject, on_done, start_us);
+        if (p) {
+            p->batch = b;
+            fe_trace_context(&p->batch, msm_http_req_header(req, "traceparent"),
+                             msm_http_req_header(req, "tracestate"));
+            fe_pub_submit(p);
+        } else {
+            fe_batch_free(&b);
+        }
+    }
+    msm_json_err_deinit(&e);
+    msm_json_err_deinit(&big);
+}
+
+int fe_publish_routes(fe_t *fe)
+{
+    static const msm_http_route_t routes[] = {
+        {"POST", "/v1/topics/{topic}:publish", publish},
+        {"POST", "/v1/topics/{topic}/events", fe_publish_single},
+        {"POST", "/v1/publish", fe_publish_pb},
+    };
+    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]),
+                                  fe);
+}
