@@ -5,9 +5,11 @@ JOBS      ?= 2
 BUILD     ?= build
 ASAN_DIR  ?= build-asan
 BENCH_DIR ?= build-bench
+FUZZ_DIR  ?= build-fuzz
+FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-asan bench clean format
+.PHONY: all deps build run test test-asan bench fuzz clean format
 
 all: build
 
@@ -35,11 +37,21 @@ test-asan: deps
 
 bench: deps
 	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
-	cmake --build $(BENCH_DIR) -j$(JOBS) --target msm-bench-stream
+	cmake --build $(BENCH_DIR) -j$(JOBS) --target msm-bench-stream msm-bench-publish
 	$(BENCH_DIR)/bench/msm-bench-stream
+	$(BENCH_DIR)/bench/msm-bench-publish $(BENCH_DIR)/frontend/msm-frontend
+
+# libFuzzer needs clang; CC only counts when $(FUZZ_DIR) is configured the first time.
+# FUZZ_SECONDS (default 60) per target; docs/fuzzing.md.
+fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (libFuzzer): apt-get install clang" >&2; exit 1; }
+	CC=clang cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMSM_FUZZ=ON \
+	    -DMSM_BUILD_TESTS=OFF $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target msm-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_DIR)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(ASAN_DIR) $(BENCH_DIR)
+	rm -rf $(BUILD) $(ASAN_DIR) $(BENCH_DIR) $(FUZZ_DIR)

@@ -17,6 +17,10 @@ for p in "${packages[@]}"; do
         missing+=("$p")
     fi
 done
+# Node.js and npm run the Confluent client test (tests/frontend/confluent_client/). They
+# are checked as commands: a Node.js from elsewhere (e.g. NodeSource, npm included) will do.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "install-deps: installing ${missing[*]}" >&2

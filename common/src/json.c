@@ -126,6 +126,49 @@ void msm_json_path_pop(msm_json_err_t *e)
 
 /* ---- recording ---- */
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one. */
+static size_t utf8_seq_len(const unsigned char *p)
+{
+    size_t n;
+    unsigned min;
+    unsigned cp;
+    if (p[0] < 0x80)
+        return 1;
+    if ((p[0] & 0xE0) == 0xC0) {
+        n = 2, min = 0x80, cp = p[0] & 0x1F;
+    } else if ((p[0] & 0xF0) == 0xE0) {
+        n = 3, min = 0x800, cp = p[0] & 0x0F;
+    } else if ((p[0] & 0xF8) == 0xF0) {
+        n = 4, min = 0x10000, cp = p[0] & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Paths and messages are cut to fit and jansson's error text quotes raw input: a sequence
+ * cut in two or an invalid byte would make json_string() refuse the whole text, so each
+ * becomes '?'. */
+static void utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_seq_len(p);
+        if (n == 0) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}
+
 /* a + b + c into dst, silently cut to fit (messages are for humans). */
 static void join3(char *dst, size_t n, const char *a, const char *b, const char *c)
 {
@@ -147,10 +190,17 @@ static json_t *record(msm_json_err_t *e, const char *key, const char *descriptio
         len = path_append_key(field, len, key);
     if (len == 0)
         memcpy(field, "$", 2);
+    utf8_scrub(field);
+    char desc[256];
+    snprintf(desc, sizeof(desc), "%s", description);
+    utf8_scrub(desc);
+    description = desc;
 
     e->je_count++;
-    if (e->je_count == 1)
+    if (e->je_count == 1) {
         join3(e->je_message, sizeof(e->je_message), field, ": ", description);
+        utf8_scrub(e->je_message);
+    }
     if (!e->je_details)
         e->je_details = json_array();
     if (!e->je_details || json_array_size(e->je_details) >= MSM_JSON_MAX_DETAILS)

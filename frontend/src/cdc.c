@@ -153,8 +153,8 @@ static void source_put(msm_http_req_t *req, void *opaque)
     msm_json_err_deinit(&e);
     const char *topic = json_string_value(json_object_get(src, "topic"));
     if (!fe_topic_exists(fe, topic)) {
+        fe_not_found(req, "topic", topic); /* before the decref: topic is src's */
         json_decref(src);
-        fe_not_found(req, "topic", topic);
         return;
     }
     put_t *pt = fe_call_new(fe, req, sizeof(*pt));

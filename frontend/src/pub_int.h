@@ -103,9 +103,10 @@ void fe_batch_attr(fe_batch_t *b, fe_event_t *ev, const char *name, const char *
 /** @brief A text that may travel as an HTTP header (key, ordering key, ...). */
 void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, const char *v,
                    size_t max);
-/** @brief An attribute @p name = @p value (event's attribute count so far in @p count). */
-void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *name,
-                   const char *value, size_t count);
+/** @brief An attribute @p name = @p value, errors at @p field (event's attribute count so
+ *  far in @p count). */
+void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
+                   const char *name, const char *value, size_t count);
 /** @brief A media type such as type/subtype[; params]. */
 int fe_media_type_ok(const char *ct);
 /** @brief application/json or any +json media type. */

@@ -108,17 +108,17 @@ static int attr_name_valid(const char *s)
     return n >= 1 && n <= FE_ATTR_NAME_MAX && s[n] == '\0';
 }
 
-void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *name,
-                   const char *value, size_t count)
+void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
+                   const char *name, const char *value, size_t count)
 {
     if (count == FE_ATTRS_MAX) /* reported once, at the first one too many */
         msm_json_err_add(big, NULL, "at most %d attributes per event", FE_ATTRS_MAX);
     if (!attr_name_valid(name))
-        msm_json_err_add(e, name, "name must match [A-Za-z0-9._-]{1,%d}", FE_ATTR_NAME_MAX);
+        msm_json_err_add(e, field, "name must match [A-Za-z0-9._-]{1,%d}", FE_ATTR_NAME_MAX);
     else if (strlen(value) > FE_ATTR_VALUE_MAX)
-        msm_json_err_add(big, name, "must be at most %d bytes long", FE_ATTR_VALUE_MAX);
+        msm_json_err_add(big, field, "must be at most %d bytes long", FE_ATTR_VALUE_MAX);
     else if (fe_has_control_chars(value))
-        msm_json_err_add(e, name, "must not contain control characters");
+        msm_json_err_add(e, field, "must not contain control characters");
 }
 
 int fe_media_type_ok(const char *ct)

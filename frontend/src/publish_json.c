@@ -37,7 +37,7 @@ static void parse_attributes(msm_json_err_t *e, msm_json_err_t *big, const json_
             msm_json_err_add(e, name, "must be a string");
             continue;
         }
-        fe_check_attr(e, big, name, json_string_value(v), count++);
+        fe_check_attr(e, big, name, name, json_string_value(v), count++);
         fe_batch_attr(b, out, name, json_string_value(v));
     }
     msm_json_path_pop(e);

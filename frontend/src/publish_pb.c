@@ -31,7 +31,8 @@ static void parse_event(const fe_parse_ctx_t *ctx, const Msm__V1__PublishEvent *
     msm_json_path_push_key(e, "attributes");
     msm_json_path_push_key(big, "attributes");
     for (size_t i = 0; i < pe->n_attributes; i++) {
-        fe_check_attr(e, big, pe->attributes[i]->key, pe->attributes[i]->value, i);
+        fe_check_attr(e, big, pe->attributes[i]->key, pe->attributes[i]->key,
+                      pe->attributes[i]->value, i);
         fe_batch_attr(b, ev, pe->attributes[i]->key, pe->attributes[i]->value);
     }
     msm_json_path_pop(e);

@@ -79,7 +79,7 @@ static void msm_headers(const fe_parse_ctx_t *ctx, const fe_header_t *h, size_t 
             continue;
         int64_t x;
         if (strncasecmp(name, "Msm-Attr-", 9) == 0) {
-            fe_check_attr(e, big, name + 9, v, (*nattrs)++);
+            fe_check_attr(e, big, name, name + 9, v, (*nattrs)++);
             fe_batch_attr(b, ev, keep(b, e, name + 9), keep(b, e, v));
         } else if (strcasecmp(name, "Msm-Key") == 0) {
             fe_check_text(e, big, "Msm-Key", v, FE_KEY_MAX_BYTES);
@@ -144,7 +144,7 @@ static void ce_attr(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, msm_json_e
     }
     if (strcmp(name, "partitionkey") == 0 && !*ev->key)
         ev->key = keep(b, e, v);
-    fe_check_attr(e, big, field, v, (*nattrs)++);
+    fe_check_attr(e, big, field, name, v, (*nattrs)++);
     fe_batch_attr(b, ev, keep(b, e, name), keep(b, e, v));
 }
 
