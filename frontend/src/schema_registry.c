@@ -119,7 +119,7 @@ static void call_error(fe_call_t *c, int status, const char *code, int confluent
 static void call_unavailable(fe_call_t *c, const char *why)
 {
     char msg[512];
-    snprintf(msg, sizeof(msg), "backend unavailable: %s", why ? why : "unknown error");
+    snprintf(msg, sizeof(msg), "backend unavailable: %.400s", why ? why : "unknown error");
     call_error(c, 503, "UNAVAILABLE", CE_BACKEND, msg);
 }
 
