@@ -6,6 +6,7 @@
 #include "rt_int.h"
 
 #include "msm/err.h"
+#include "msm/json.h"
 #include "msm/log.h"
 #include "msm/signature.h"
 #include "msm/time.h"
@@ -129,9 +130,12 @@ static char *ce_source(const Msm__V1__Event *ev)
     return s;
 }
 
-static int build_headers(const rt_sub_t *sub, const Msm__V1__Task *task, headers_t *hs)
+static int build_headers(const rt_sub_t *sub, const rt_delivery_t *d, headers_t *hs)
 {
+    const Msm__V1__Task *task = d->task;
     const Msm__V1__Event *ev = task->event;
+    const uint8_t *body = d->body ? (const uint8_t *)d->body : ev->payload.data;
+    size_t body_len = d->body ? d->body_len : ev->payload.len;
     memset(hs, 0, sizeof(*hs));
     hs->cap = FIXED_HEADERS + ev->n_attributes;
     hs->h = calloc(hs->cap, sizeof(*hs->h));
@@ -146,7 +150,7 @@ static int build_headers(const rt_sub_t *sub, const Msm__V1__Task *task, headers
     add(hs, "ce-type", ce_type(ev));
     if (msm_time_format(ev->publish_time_ms, hs->time, sizeof(hs->time)))
         add(hs, "ce-time", hs->time);
-    add_optional(hs, "Content-Type", ev->content_type);
+    add_optional(hs, "Content-Type", d->body ? "application/json" : ev->content_type);
     add(hs, "Msm-Subscription", sub->name);
     snprintf(hs->attempt, sizeof(hs->attempt), "%" PRId32, task->attempt);
     add(hs, "Msm-Attempt", hs->attempt);
@@ -159,8 +163,8 @@ static int build_headers(const rt_sub_t *sub, const Msm__V1__Task *task, headers
     if (sub->conf->secret && *sub->conf->secret) {
         char t[24], hex[MSM_SIGNATURE_HEX_LEN + 1];
         snprintf(t, sizeof(t), "%" PRId64, now / 1000);
-        if (msm_signature_v1(sub->conf->secret, t, strlen(t), ev->id, ev->payload.data,
-                             ev->payload.len, hex) != MSM_OK)
+        if (msm_signature_v1(sub->conf->secret, t, strlen(t), ev->id, body, body_len, hex) !=
+            MSM_OK)
             return MSM_ERR_INVALID;
         snprintf(hs->signature, sizeof(hs->signature), "t=%s,v1=%s", t, hex);
         add(hs, "Msm-Signature", hs->signature);
@@ -295,7 +299,7 @@ static void send_request(router_t *rt, rt_delivery_t *d)
         return;
     }
     headers_t hs;
-    int rc = build_headers(sub, d->task, &hs);
+    int rc = build_headers(sub, d, &hs);
     if (rc == MSM_OK) {
         const Msm__V1__Event *ev = d->task->event;
         msm_http_request_t req = {
@@ -303,8 +307,8 @@ static void send_request(router_t *rt, rt_delivery_t *d)
             .url = ep->url,
             .headers = hs.h,
             .n_headers = hs.n,
-            .body = ev->payload.data,
-            .body_len = ev->payload.len,
+            .body = d->body ? d->body : (const char *)ev->payload.data,
+            .body_len = d->body ? d->body_len : ev->payload.len,
             .flags = MSM_HTTP_BODY_BORROW, /* the task lives until the callback */
             .timeout_ms = (uint32_t)sub->conf->timeout_ms,
         };
@@ -320,6 +324,73 @@ static void send_request(router_t *rt, rt_delivery_t *d)
     msm__rt_list_push(&rt->sending, d);
     sub->in_http++;
     msm_gauge_inc(sub->m_in_flight);
+}
+
+static void enqueue(rt_sub_t *sub, rt_delivery_t *d)
+{
+    if (sub->queue_tail)
+        sub->queue_tail->next = d;
+    else
+        sub->queue = d;
+    sub->queue_tail = d;
+    send_queued(sub->rt, sub);
+}
+
+/* ---- delivery_format "json" (docs/schemas.md) ---- */
+
+static int is_json_type(const char *ct)
+{
+    size_t n = ct ? strcspn(ct, "; ") : 0;
+    return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
+}
+
+/* A payload with a schema, not JSON already, to a subscription that wants JSON. */
+static int wants_json(const rt_sub_t *sub, const Msm__V1__Event *ev)
+{
+    return sub->conf->delivery_format && strcmp(sub->conf->delivery_format, "json") == 0 &&
+           ev->schema_id > 0 && !is_json_type(ev->content_type);
+}
+
+/* Ends a delivery that was never sent. */
+static void give_up(rt_delivery_t *d, Msm__V1__OutcomeKind kind, const char *why)
+{
+    d->endpoint = strdup("");
+    msm__rt_finish(d->sub->rt, d, kind, 0, why, 0, 0);
+}
+
+static void on_schema(const msm_schema_t *s, int id, int err, const char *why, void *opaque)
+{
+    rt_delivery_t *d = opaque;
+    router_t *rt = d->sub->rt;
+    if (rt->freeing)
+        return;
+    msm__rt_list_remove(&rt->converting, d);
+    char msg[512];
+    const Msm__V1__Event *ev = d->task->event;
+    json_t *j = NULL;
+    if (!s) {
+        /* A schema that is gone or broken will not come back: dead-letter, not retry. */
+        snprintf(msg, sizeof(msg), "schema %d for delivery_format json: %s", id,
+                 why ? why : msm_err_str(err));
+        give_up(d, err == MSM_ERR_BACKEND ? MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE
+                                          : MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL, msg);
+        return;
+    }
+    char reason[256];
+    if (!(j = msm_schema_decode_json(s, ev->payload.data, ev->payload.len, reason,
+                                     sizeof(reason)))) {
+        snprintf(msg, sizeof(msg), "payload does not decode with schema %d: %s", id, reason);
+        give_up(d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL, msg);
+        return;
+    }
+    d->body = msm_json_dump(j, &d->body_len);
+    json_decref(j);
+    if (!d->body) {
+        give_up(d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, "out of memory");
+        return;
+    }
+    enqueue(d->sub, d);
 }
 
 void msm__rt_push(rt_sub_t *sub, msm_stream_msg_t *msg)
@@ -347,10 +418,13 @@ void msm__rt_push(rt_sub_t *sub, msm_stream_msg_t *msg)
     sub->live++;
     rt->live++;
     /* Later: the subscription's filter goes here (a filtered-out event is a success). */
-    if (sub->queue_tail)
-        sub->queue_tail->next = d;
-    else
-        sub->queue = d;
-    sub->queue_tail = d;
-    send_queued(rt, sub);
+    if (!wants_json(sub, task->event)) {
+        enqueue(sub, d);
+        return;
+    }
+    msm__rt_list_push(&rt->converting, d);
+    if (msm_schema_store_get(rt->schemas, task->event->schema_id, on_schema, d) != MSM_OK) {
+        msm__rt_list_remove(&rt->converting, d);
+        give_up(d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, "out of memory");
+    }
 }

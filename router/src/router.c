@@ -52,6 +52,7 @@ void msm__rt_delivery_free(rt_delivery_t *d)
     free(d->endpoint);
     free(d->error);
     msm_buf_deinit(&d->packed);
+    free(d->body);
     free(d);
 }
 
@@ -378,7 +379,8 @@ router_t *router_new_env(const router_env_t *env, const router_conf_t *conf, cha
     }
     rt->registry = msm_registry_new(rt->env.redis, (uint32_t)rt->conf.registry_poll_ms,
                                     on_registry, rt);
-    if (!rt->registry) {
+    rt->schemas = msm_schema_store_new(rt->env.redis, 0);
+    if (!rt->registry || !rt->schemas) {
         snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;
     }
@@ -396,6 +398,14 @@ void router_free(router_t *rt)
     msm_loop_timer_stop(rt->env.loop, &rt->retry_timer);
     msm_loop_remove_before_sleep(rt->env.loop, msm__rt_flush, rt);
     msm_registry_free(rt->registry);
+    /* Fetches in flight call back now and do nothing; their deliveries go below. */
+    rt->freeing = 1;
+    msm_schema_store_free(rt->schemas);
+    while (rt->converting) {
+        rt_delivery_t *d = rt->converting;
+        msm__rt_list_remove(&rt->converting, d);
+        msm__rt_delivery_free(d);
+    }
     if (rt->ensure_token)
         rt->ensure_token->rt = NULL;
     while (rt->sending) {

@@ -16,6 +16,7 @@
 #include "msm/envelope.h"
 #include "msm/http_client.h"
 #include "msm/registry.h"
+#include "msm/schema_store.h"
 
 #include <stdint.h>
 
@@ -63,6 +64,8 @@ struct rt_delivery_s {
     int64_t retry_after_ms;
     int64_t finished_at_ms;
     msm_buf_t packed;           /**< the DeliveryOutcome, packed once finished */
+    char *body;                 /**< delivery_format "json": the payload as JSON, else NULL */
+    size_t body_len;
 };
 
 /** Outcomes appended together; acknowledged together once durable. */
@@ -90,6 +93,9 @@ struct router_s {
     rt_sub_t *subs;
     rt_delivery_t *sending;  /**< HTTP requests in flight */
     rt_delivery_t *finished; /**< outcomes waiting for the next append */
+    rt_delivery_t *converting; /**< waiting for a schema to turn the payload into JSON */
+    msm_schema_store_t *schemas;
+    int freeing;             /**< router_free() runs: late callbacks do nothing */
     rt_batch_t *batches;     /**< appends in flight or waiting to retry */
     size_t live;             /**< deliveries alive, all subscriptions */
     int status_ready;        /**< "status" exists */

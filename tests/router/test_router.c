@@ -399,6 +399,7 @@ typedef struct {
     const char *tracestate;
     const char *cdc_source;
     int attempt;
+    int schema_id;
 } task_spec_t;
 
 static void append_task(const task_spec_t *t)
@@ -416,6 +417,7 @@ static void append_task(const task_spec_t *t)
     ev.traceparent = (char *)(t->traceparent ? t->traceparent : "");
     ev.tracestate = (char *)(t->tracestate ? t->tracestate : "");
     ev.cdc_source = (char *)(t->cdc_source ? t->cdc_source : "");
+    ev.schema_id = t->schema_id;
     Msm__V1__Event__AttributesEntry entries[8], *ptrs[8];
     size_t n = 0;
     for (size_t i = 0; t->attrs && t->attrs[i] && n < 8; i += 2, n++) {
@@ -602,6 +604,54 @@ static void test_cdc_source_and_defaults(void)
     CU_ASSERT_PTR_NULL(hdr(r, "Msm-Signature"));
     CU_ASSERT_EQUAL(r->body_len, 2);
     wait_outs(1, 10000);
+    stop();
+}
+
+/* delivery_format "json": an Avro payload reaches the lambda as JSON (signed as sent); one
+ * that does not decode with its schema, or names no schema, is dead-lettered. */
+static void test_delivery_format_json(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    const char *schema = "{\"type\":\"record\",\"name\":\"Order\",\"fields\":["
+                         "{\"name\":\"id\",\"type\":\"long\"},"
+                         "{\"name\":\"note\",\"type\":[\"null\",\"string\"]}]}";
+    redisReply *x = msm_test_redis_query(&redis_srv, "HSET %s:schemas:id:7 type AVRO schema %s",
+                                         F.ns, schema);
+    freeReplyObject(x);
+    char extra[128];
+    snprintf(extra, sizeof(extra), ",\"delivery_format\":\"json\",\"secret\":\"%s\"", SECRET);
+    put_standard_sub(extra);
+    start_all();
+    F.mode = ANSWER_200;
+    const uint8_t avro[] = {0x06, 0x02, 0x04, 'h', 'i'}; /* id 3, note: branch 1 "hi" */
+    task_spec_t ok = {.id = "0190a3e2-0000-7000-8000-0000000000c1", .schema_id = 7,
+                      .content_type = "application/avro", .payload = avro,
+                      .payload_len = sizeof(avro)};
+    append_task(&ok);
+    const uint8_t bad[] = {0x06, 0x09};
+    task_spec_t broken = {.id = "0190a3e2-0000-7000-8000-0000000000c2", .schema_id = 7,
+                          .content_type = "application/avro", .payload = bad,
+                          .payload_len = sizeof(bad)};
+    append_task(&broken);
+    task_spec_t unknown = {.id = "0190a3e2-0000-7000-8000-0000000000c3", .schema_id = 99,
+                           .content_type = "application/avro", .payload = avro,
+                           .payload_len = sizeof(avro)};
+    append_task(&unknown);
+    wait_outs(3, 10000);
+    CU_ASSERT_EQUAL_FATAL(F.nreqs, 1);
+    const req_rec_t *r = &F.reqs[0];
+    CU_ASSERT_STRING_EQUAL(hdr(r, "Content-Type"), "application/json");
+    const char *want = "{\"id\":3,\"note\":\"hi\"}";
+    CU_ASSERT(r->body_len == strlen(want) && memcmp(r->body, want, r->body_len) == 0);
+    CU_ASSERT(verify_signature(r));
+    const Msm__V1__DeliveryOutcome *o = outcome_of(ok.id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS);
+    o = outcome_of(broken.id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL &&
+              strstr(o->error, "does not decode"));
+    o = outcome_of(unknown.id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL &&
+              strstr(o->error, "schema 99"));
     stop();
 }
 
@@ -938,6 +988,7 @@ static CU_TestInfo tests[] = {
     {"ready once the registry and status are there", test_ready},
     {"200: every API.md header, signature, body; SUCCESS", test_headers_and_success},
     {"CDC source, default ce-type, optional headers absent", test_cdc_source_and_defaults},
+    {"delivery_format json: Avro payloads delivered as JSON", test_delivery_format_json},
     {"500: RETRIABLE", test_500_retriable},
     {"429 + Retry-After: 2: RETRIABLE, retry_after_ms 2000", test_429_retry_after},
     {"Msm-Status: fatal: FATAL", test_fatal},
