@@ -556,8 +556,12 @@ static int dec_union(av_dec_t *d, const av_node_t *n, int depth, json_t **out)
         return MSM_OK;
     }
     json_t *wrapped = json_object();
-    if (!wrapped || json_object_set_new_nocheck(wrapped, msm__avro_branch_name(b), v) != 0) {
-        json_decref(wrapped);
+    if (!wrapped) {
+        json_decref(v);
+        return nomem(d);
+    }
+    if (json_object_set_new_nocheck(wrapped, msm__avro_branch_name(b), v) != 0) {
+        json_decref(wrapped); /* v went with the failed set */
         return nomem(d);
     }
     *out = wrapped;

@@ -41,7 +41,7 @@ typedef struct {
     /* record pairs being compared right now: meeting one again means recursion */
     av_pair_t rs_busy[RES_MAX_DEPTH];
     size_t rs_n_busy;
-    /* record pairs proven readable, in order: a failure rolls back what was proven since
+    /* record and enum pairs proven readable, in order: a failure rolls back what was proven since
      * its start, as that may have leaned on the failed pair */
     av_pair_t *rs_log;
     size_t rs_n_log;
@@ -134,7 +134,7 @@ static int changed(av_res_t *res, int code, const av_node_t *r, const av_node_t 
                 describe(r, rb, sizeof(rb)));
 }
 
-/* ---- record pairs proven readable ---- */
+/* ---- pairs proven readable ---- */
 
 static size_t pair_hash(const av_node_t *r, const av_node_t *w)
 {
@@ -311,7 +311,7 @@ static int cmp_str_ptr(const void *a, const void *b)
 /* Every writer symbol must be a reader symbol, unless the reader has a default. */
 static int resolve_enums(av_res_t *res, const av_node_t *r, const av_node_t *w)
 {
-    if (r->an_enum_default >= 0)
+    if (r->an_enum_default >= 0 || proven(res, r, w))
         return R_OK;
     const char **sorted = malloc(r->an_n_symbols * sizeof(*sorted));
     if (!sorted)
@@ -327,7 +327,7 @@ static int resolve_enums(av_res_t *res, const av_node_t *r, const av_node_t *w)
                       r->an_fullname, w->an_symbols[i]);
     }
     free(sorted);
-    return rc;
+    return rc == R_OK ? prove(res, r, w) : rc; /* the same pair again is not sorted again */
 }
 
 static int

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Compiled schemas of the three registry types (API.md "Schema registry"): AVRO (avro-c,
- * Avro's own resolution rules), JSON (a JSON Schema keyword subset, docs/schemas.md) and
+ * Avro's own resolution rules), JSON (a JSON Schema keyword subset, docs/schema-json.md) and
  * PROTOBUF (a FileDescriptorSet plus one message's full name; C has no .proto parser).
  *
  * One compiled schema answers four questions:
@@ -77,7 +77,7 @@ int msm_schema_can_read(const msm_schema_t *reader, const msm_schema_t *writer, 
  * @brief Validates a JSON value against the schema and encodes it in the wire form (Avro
  * binary, protobuf wire format, or compact JSON text for JSON schemas).
  * JSON mappings: AVRO follows the Avro JSON encoding, except that a union's value may be
- * given bare when exactly one branch fits it (docs/schemas.md); PROTOBUF follows proto3's
+ * given bare when exactly one branch fits it (docs/schema-avro.md); PROTOBUF follows proto3's
  * JSON mapping (lowerCamelCase or original field names, enums by name or number, 64-bit
  * integers as numbers or strings, bytes as base64).
  * @param e errors are added at e's current path extended by the path inside the value
