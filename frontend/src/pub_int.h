@@ -173,6 +173,15 @@ void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
 /** @brief Runs the pipeline over p->batch (parsed, ids not yet assigned). */
 void fe_pub_submit(fe_pub_t *p);
 
+/**
+ * @brief What every form's handler does after its parser: answers the parser's failure
+ * (@p status 400/413/415, @p events counted), or runs the pipeline over @p b (taken) with
+ * the request's trace context. Deinitialises @p e and @p big either way.
+ */
+void fe_pub_run(fe_t *fe, msm_http_req_t *req, const char *topic, const char *subject,
+                fe_pub_done_cb *done, uint64_t start_us, int status, fe_batch_t *b,
+                msm_json_err_t *e, msm_json_err_t *big, size_t events);
+
 /** @brief The parse context of this frontend (limits, now). */
 fe_parse_ctx_t fe_parse_ctx(const fe_t *fe);
 

@@ -245,6 +245,28 @@ void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
     return p;
 }
 
+void fe_pub_run(fe_t *fe, msm_http_req_t *req, const char *topic, const char *subject,
+                fe_pub_done_cb *done, uint64_t start_us, int status, fe_batch_t *b,
+                msm_json_err_t *e, msm_json_err_t *big, size_t events)
+{
+    if (status) {
+        fe_parse_failed(fe, req, topic, status, e, big, events, start_us);
+        fe_batch_free(b);
+    } else {
+        fe_pub_t *p = fe_pub_new(fe, req, sizeof(*p), topic, subject, done, start_us);
+        if (p) {
+            p->batch = *b;
+            fe_trace_context(&p->batch, msm_http_req_header(req, "traceparent"),
+                             msm_http_req_header(req, "tracestate"));
+            fe_pub_submit(p);
+        } else {
+            fe_batch_free(b);
+        }
+    }
+    msm_json_err_deinit(e);
+    msm_json_err_deinit(big);
+}
+
 json_t *fe_pub_results(const fe_pub_t *p)
 {
     json_t *results = json_array();

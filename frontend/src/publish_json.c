@@ -232,24 +232,9 @@ static void publish(msm_http_req_t *req, void *opaque)
     msm_json_err_t e, big;
     msm_json_err_init(&e);
     msm_json_err_init(&big);
+    size_t events = json_array_size(json_object_get(body, "events"));
     int status = fe_parse_json_batch(&ctx, body, subject != NULL, &b, &e, &big);
-    if (status) {
-        fe_parse_failed(fe, req, topic, status, &e, &big,
-                        json_array_size(json_object_get(body, "events")), start_us);
-        fe_batch_free(&b);
-    } else {
-        fe_pub_t *p = fe_pub_new(fe, req, sizeof(*p), topic, subject, on_done, start_us);
-        if (p) {
-            p->batch = b;
-            fe_trace_context(&p->batch, msm_http_req_header(req, "traceparent"),
-                             msm_http_req_header(req, "tracestate"));
-            fe_pub_submit(p);
-        } else {
-            fe_batch_free(&b);
-        }
-    }
-    msm_json_err_deinit(&e);
-    msm_json_err_deinit(&big);
+    fe_pub_run(fe, req, topic, subject, on_done, start_us, status, &b, &e, &big, events);
 }
 
 int fe_publish_routes(fe_t *fe)

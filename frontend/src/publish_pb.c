@@ -169,21 +169,12 @@ void fe_publish_pb(msm_http_req_t *req, void *opaque)
         fe_pub_count(fe, "", "not_found", 0, start_us);
         fe_not_found(req, "topic", topic);
         fe_batch_free(&b);
-    } else if (status) {
-        fe_parse_failed(fe, req, topic && msm_name_valid(topic) && fe_topic_exists(fe, topic) ? topic : "",
-                        status, &e, &big, b.n, start_us);
-        fe_batch_free(&b);
-    } else {
-        fe_pub_t *p = fe_pub_new(fe, req, sizeof(*p), topic, subject, on_done, start_us);
-        if (p) {
-            p->batch = b;
-            fe_trace_context(&p->batch, msm_http_req_header(req, "traceparent"),
-                             msm_http_req_header(req, "tracestate"));
-            fe_pub_submit(p);
-        } else {
-            fe_batch_free(&b);
-        }
+        msm_json_err_deinit(&e);
+        msm_json_err_deinit(&big);
+        return;
     }
-    msm_json_err_deinit(&e);
-    msm_json_err_deinit(&big);
+    /* A failure is counted under the topic only when it exists (no label per bad name). */
+    const char *label = topic && msm_name_valid(topic) && fe_topic_exists(fe, topic) ? topic : "";
+    fe_pub_run(fe, req, status ? label : topic, subject, on_done, start_us, status, &b, &e,
+               &big, b.n);
 }

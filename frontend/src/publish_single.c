@@ -405,20 +405,5 @@ void fe_publish_single(msm_http_req_t *req, void *opaque)
     int status = fe_parse_single(&ctx, hs.h, hs.n, (const uint8_t *)body, len, subject != NULL,
                                  &b, &e, &big);
     free(hs.h);
-    if (status) {
-        fe_parse_failed(fe, req, topic, status, &e, &big, 1, start_us);
-        fe_batch_free(&b);
-    } else {
-        fe_pub_t *p = fe_pub_new(fe, req, sizeof(*p), topic, subject, on_done, start_us);
-        if (p) {
-            p->batch = b;
-            fe_trace_context(&p->batch, msm_http_req_header(req, "traceparent"),
-                             msm_http_req_header(req, "tracestate"));
-            fe_pub_submit(p);
-        } else {
-            fe_batch_free(&b);
-        }
-    }
-    msm_json_err_deinit(&e);
-    msm_json_err_deinit(&big);
+    fe_pub_run(fe, req, topic, subject, on_done, start_us, status, &b, &e, &big, 1);
 }

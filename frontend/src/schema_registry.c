@@ -123,6 +123,15 @@ static void call_unavailable(fe_call_t *c, const char *why)
     call_error(c, 503, "UNAVAILABLE", CE_BACKEND, msg);
 }
 
+/* Answers 503 and returns 1 when Redis gave no good reply. */
+static int redis_failed(fe_call_t *c, const redisReply *reply, const char *err)
+{
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why)
+        call_unavailable(c, why);
+    return why != NULL;
+}
+
 static int subject_valid(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
@@ -206,11 +215,8 @@ static void on_registered(msm_redis_t *r, redisReply *reply, const char *err, vo
 {
     (void)r;
     reg_t *g = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&g->base, why);
+    if (redis_failed(&g->base, reply, err))
         return;
-    }
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == -1) {
         lookup_start(g); /* another version landed meanwhile: check against it */
         return;
@@ -494,11 +500,8 @@ static void on_id_read(msm_redis_t *r, redisReply *reply, const char *err, void 
 {
     (void)r;
     read_t *rd = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&rd->base, why);
+    if (redis_failed(&rd->base, reply, err))
         return;
-    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
         char msg[64];
         snprintf(msg, sizeof(msg), "schema %d not found", rd->id);
@@ -548,11 +551,8 @@ static void on_subjects(msm_redis_t *r, redisReply *reply, const char *err, void
 {
     (void)r;
     read_t *rd = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&rd->base, why);
+    if (redis_failed(&rd->base, reply, err))
         return;
-    }
     size_t n = reply->type == REDIS_REPLY_ARRAY ? reply->elements : 0;
     const char **names = calloc(n + 1, sizeof(*names));
     json_t *arr = json_array();
@@ -598,11 +598,8 @@ static void on_versions(msm_redis_t *r, redisReply *reply, const char *err, void
 {
     (void)r;
     read_t *rd = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&rd->base, why);
+    if (redis_failed(&rd->base, reply, err))
         return;
-    }
     long long n = msm_redis_reply_int(reply, 0);
     if (n <= 0) {
         subject_not_found_call(rd);
@@ -636,11 +633,8 @@ static void on_version(msm_redis_t *r, redisReply *reply, const char *err, void 
 {
     (void)r;
     read_t *rd = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&rd->base, why);
+    if (redis_failed(&rd->base, reply, err))
         return;
-    }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
         subject_not_found_call(rd);
         return;
@@ -697,11 +691,8 @@ static void on_config_read(msm_redis_t *r, redisReply *reply, const char *err, v
 {
     (void)r;
     read_t *rd = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&rd->base, why);
+    if (redis_failed(&rd->base, reply, err))
         return;
-    }
     /* HMGET subject, "": the subject's own level, else the global one, else the default. */
     level_t level = LEVEL_DEFAULT;
     for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
@@ -717,11 +708,8 @@ static void on_config_written(msm_redis_t *r, redisReply *reply, const char *err
 {
     (void)r;
     read_t *rd = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) {
-        call_unavailable(&rd->base, why);
+    if (redis_failed(&rd->base, reply, err))
         return;
-    }
     fe_call_json(&rd->base, 200, json_pack("{s:s}", "compatibility", level_names[rd->id]));
 }
 
