@@ -536,7 +536,7 @@ static int dec_map(av_dec_t *d, const av_node_t *n, int depth, json_t **out)
 static int dec_union(av_dec_t *d, const av_node_t *n, int depth, json_t **out)
 {
     const uint8_t *at = d->de_p;
-    int32_t index;
+    int32_t index = 0;
     if (read_int(d, "union index", &index) != MSM_OK)
         return MSM_ERR_INVALID;
     if (index < 0 || (size_t)index >= n->an_n_branches) {
@@ -571,7 +571,7 @@ static int dec_union(av_dec_t *d, const av_node_t *n, int depth, json_t **out)
 static int dec_enum(av_dec_t *d, const av_node_t *n, json_t **out)
 {
     const uint8_t *at = d->de_p;
-    int32_t index;
+    int32_t index = 0;
     if (read_int(d, "enum index", &index) != MSM_OK)
         return MSM_ERR_INVALID;
     if (index < 0 || (size_t)index >= n->an_n_symbols) {
@@ -597,7 +597,7 @@ static int dec_scalar(av_dec_t *d, const av_node_t *n, json_t **out)
         }
         return d->de_build ? emit(d, out, json_boolean(*p)) : MSM_OK;
     case AV_INT: {
-        int32_t v;
+        int32_t v = 0;
         if (read_int(d, "int", &v) != MSM_OK)
             return MSM_ERR_INVALID;
         return d->de_build ? emit(d, out, json_integer(v)) : MSM_OK;

@@ -290,7 +290,7 @@ static void pub_finish(fe_pub_t *p, int status, json_t *error, const char *resul
 static void pub_unavailable(fe_pub_t *p, const char *why)
 {
     char msg[512];
-    snprintf(msg, sizeof(msg), "nothing was published: %s", why ? why : "unknown error");
+    snprintf(msg, sizeof(msg), "nothing was published: %.400s", why ? why : "unknown error");
     if (p->base.req)
         msm_http_add_header(p->base.req, "Retry-After", "1");
     pub_finish(p, 503, msm_json_error_body("UNAVAILABLE", msg, NULL), "unavailable");
