@@ -28,7 +28,8 @@ int ctl_schema_register(ctl_t *c, const char **args, int nargs)
     for (; type[i] && i + 1 < sizeof(upper); i++)
         upper[i] = (char)(type[i] >= 'a' && type[i] <= 'z' ? type[i] - 32 : type[i]);
     upper[i] = '\0';
-    json_t *body = json_pack("{s:s,s:s}", "schema", text, "schemaType", upper);
+    json_t *body = json_pack("{s:s,s:s,s:s*}", "schema", text, "schemaType", upper,
+                             "messageName", c->o.message_name);
     free(text);
     char *esc = ctl_escape(c, args[0]);
     char path[1024];

@@ -146,6 +146,9 @@ static const msm_conf_def_t all_opts[] = {
     MSM_CONF_INT("limit", ctl_opts_t, limit, 100, 1, 100000, "list at most this many"),
     MSM_CONF_STR("schema", ctl_opts_t, schema, NULL, "the schema text, or @FILE (required)"),
     MSM_CONF_STR("type", ctl_opts_t, schema_type, "AVRO", "AVRO, JSON or PROTOBUF"),
+    MSM_CONF_STR("message-name", ctl_opts_t, message_name, NULL,
+                 "PROTOBUF: the message's full name (default: the first message of the last "
+                 "file)"),
 };
 #define N_ALL    MSM_CONF_COUNT(all_opts)
 #define N_GLOBAL 3 /* url, json, http-timeout-ms come first */
@@ -185,8 +188,8 @@ static const ctl_cmd_t commands[] = {
     {"dlq list", "SUB", 1, 1, "list a subscription's dead-letter queue", "limit", ctl_dlq_list},
     {"dlq replay", "SUB [EVENT_ID...]", 1, -1, "send dead-lettered events again (all by default)",
      "", ctl_dlq_replay},
-    {"schema register", "SUBJECT", 1, 1, "register a schema version", "schema type",
-     ctl_schema_register},
+    {"schema register", "SUBJECT", 1, 1, "register a schema version",
+     "schema type message-name", ctl_schema_register},
     {"schema list", "", 0, 0, "list schema subjects", "", ctl_schema_list},
     {"up", "", 0, 0, "start redis-server and the four daemons here, in the foreground", "",
      ctl_up},

@@ -59,6 +59,7 @@ typedef struct {
     /* schema */
     char *schema;
     char *schema_type;
+    char *message_name;
 } ctl_opts_t;
 
 typedef struct {
