@@ -80,3 +80,47 @@ int msm_base64_decode(const char *in, size_t n, void *out, size_t *out_len)
     *out_len = len;
     return MSM_OK;
 }
+
+/* ---- lenient: standard or URL-safe alphabet, padding optional ---- */
+
+static int lenient_sextet(char c)
+{
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return sextet(c);
+}
+
+int msm_base64_lenient_measure(const char *in, size_t *n, size_t *out_len)
+{
+    size_t len = *n, pad = 0;
+    while (len > 0 && in[len - 1] == '=' && pad < 2) {
+        len--;
+        pad++;
+    }
+    if ((pad && (len + pad) % 4 != 0) || len % 4 == 1)
+        return MSM_ERR_PARSE;
+    for (size_t i = 0; i < len; i++) {
+        if (lenient_sextet(in[i]) < 0)
+            return MSM_ERR_PARSE;
+    }
+    *n = len;
+    *out_len = len / 4 * 3 + (len % 4 == 3 ? 2 : len % 4 == 2 ? 1 : 0);
+    return MSM_OK;
+}
+
+void msm_base64_lenient_decode(const char *in, size_t n, void *out)
+{
+    uint8_t *o = out;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc = acc << 6 | (uint32_t)lenient_sextet(in[i]);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            *o++ = (uint8_t)(acc >> bits);
+        }
+    }
+}

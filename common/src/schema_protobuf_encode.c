@@ -6,6 +6,8 @@
  * fixed up after its body is written. */
 #include "schema_protobuf_int.h"
 
+#include "msm/base64.h"
+
 #include "msm/err.h"
 
 #include <errno.h>
@@ -139,56 +141,6 @@ static void end_len(pb_enc_t *w, size_t mark)
         w->len += n - 1;
     }
     varint_at(w->buf + mark, body);
-}
-
-/* ---- base64 of bytes fields: standard or URL-safe, padding optional ---- */
-
-static int b64_sextet(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
-
-/* Validates the text; *n becomes its length without padding, *out_len the decoded size. */
-static bool b64_measure(const char *s, size_t *n, size_t *out_len)
-{
-    size_t len = *n, pad = 0;
-    while (len > 0 && s[len - 1] == '=' && pad < 2) {
-        len--;
-        pad++;
-    }
-    if ((pad && (len + pad) % 4 != 0) || len % 4 == 1)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (b64_sextet(s[i]) < 0)
-            return false;
-    }
-    *n = len;
-    *out_len = len / 4 * 3 + (len % 4 == 3 ? 2 : len % 4 == 2 ? 1 : 0);
-    return true;
-}
-
-static void b64_decode_into(const char *s, size_t n, uint8_t *out)
-{
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        acc = acc << 6 | (uint32_t)b64_sextet(s[i]);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            *out++ = (uint8_t)(acc >> bits);
-        }
-    }
 }
 
 /* ---- numbers from JSON ---- */
@@ -465,7 +417,7 @@ static bool scalar_from_json(pb_enc_t *w, const pb_field_t *f, const json_t *v, 
         }
         sc->str = json_string_value(v);
         sc->str_len = sc->len = json_string_length(v);
-        if (f->type == PB_TYPE_BYTES && !b64_measure(sc->str, &sc->str_len, &sc->len)) {
+        if (f->type == PB_TYPE_BYTES && msm_base64_lenient_measure(sc->str, &sc->str_len, &sc->len) != MSM_OK) {
             bad(w, NULL, "must be base64 (standard or URL-safe alphabet)");
             return false;
         }
@@ -492,7 +444,7 @@ static void put_scalar(pb_enc_t *w, uint8_t type, const pb_scalar_t *sc)
     if (!reserve(w, sc->len))
         return;
     if (type == PB_TYPE_BYTES)
-        b64_decode_into(sc->str, sc->str_len, w->buf + w->len);
+        msm_base64_lenient_decode(sc->str, sc->str_len, w->buf + w->len);
     else if (sc->len)
         memcpy(w->buf + w->len, sc->str, sc->len);
     w->len += sc->len;

@@ -51,6 +51,34 @@ static void test_base64_binary_round_trip(void)
     }
 }
 
+/* Lenient: URL-safe alphabet and missing padding are fine; the rest still is not. */
+static void test_base64_lenient(void)
+{
+    const struct {
+        const char *in;
+        const char *plain; /* NULL: rejected */
+        size_t len;
+    } cases[] = {
+        {"Zm9vYg==", "foob", 4}, {"Zm9vYg", "foob", 4}, {"Zm9vYmE", "fooba", 5},
+        {"-_8", "\xfb\xff", 2}, {"+/8=", "\xfb\xff", 2}, {"", "", 0},
+        {"Z", NULL, 0},          {"Zm9v!", NULL, 0},   {"Zg=", NULL, 0},
+        {"Zg===", NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = strlen(cases[i].in), out_len = 0;
+        int rc = msm_base64_lenient_measure(cases[i].in, &n, &out_len);
+        if (!cases[i].plain) {
+            CU_ASSERT_EQUAL(rc, MSM_ERR_PARSE);
+            continue;
+        }
+        CU_ASSERT_EQUAL_FATAL(rc, MSM_OK);
+        CU_ASSERT_EQUAL(out_len, cases[i].len);
+        char dec[16];
+        msm_base64_lenient_decode(cases[i].in, n, dec);
+        CU_ASSERT_EQUAL(memcmp(dec, cases[i].plain, out_len), 0);
+    }
+}
+
 static void test_event_round_trip(void)
 {
     Msm__V1__Event ev = MSM__V1__EVENT__INIT;
@@ -176,6 +204,7 @@ static CU_TestInfo tests[] = {
     {"base64 RFC 4648 vectors", test_base64_vectors},
     {"base64 rejects malformed input", test_base64_rejects_bad_input},
     {"base64 binary round trips", test_base64_binary_round_trip},
+    {"base64 lenient (URL-safe, unpadded)", test_base64_lenient},
     {"event pack/unpack and JSON view", test_event_round_trip},
     {"unpack rejects garbage, never crashes", test_unpack_rejects_garbage},
     {"task and outcome round trips", test_task_and_outcome},
