@@ -98,6 +98,17 @@ const char *fe_batch_keep(fe_batch_t *b, const char *s, size_t n);
  *  attributes must be added consecutively. */
 void fe_batch_attr(fe_batch_t *b, fe_event_t *ev, const char *name, const char *value);
 
+/* ---- payloads given in JSON: errors at "data" / "data_base64" ---- */
+
+/** @brief The event's payload is @p data: kept as JSON (@p keep_json: the topic's schema
+ *  encodes it) or its compact text (owned), at most @p limit bytes. */
+void fe_event_data(fe_event_t *ev, const json_t *data, int keep_json, size_t limit,
+                   msm_json_err_t *e, msm_json_err_t *big);
+/** @brief The event's payload is the base64 text @p b64 decoded (owned), at most @p limit
+ *  bytes. */
+void fe_event_data_base64(fe_event_t *ev, const char *b64, size_t limit, msm_json_err_t *e,
+                          msm_json_err_t *big);
+
 /* ---- shared field checks: errors into e (400) or big (413) at e's path ---- */
 
 /** @brief A text that may travel as an HTTP header (key, ordering key, ...). */

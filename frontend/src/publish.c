@@ -4,6 +4,7 @@
  * callback: 200 only once every new event is durable, and nothing published on any error. */
 #include "pub_int.h"
 
+#include "msm/base64.h"
 #include "msm/err.h"
 #include "msm/log.h"
 #include "msm/time.h"
@@ -80,6 +81,48 @@ void fe_batch_attr(fe_batch_t *b, fe_event_t *ev, const char *name, const char *
         ev->attrs = &b->attr_ptrs[b->attr_used];
     ev->n_attrs++;
     b->attr_used++;
+}
+
+/* ---- payloads given in JSON ---- */
+
+void fe_event_data(fe_event_t *ev, const json_t *data, int keep_json, size_t limit,
+                   msm_json_err_t *e, msm_json_err_t *big)
+{
+    ev->data_field = "data";
+    if (keep_json) { /* the topic's schema encodes it */
+        ev->data = data;
+        return;
+    }
+    size_t len = 0;
+    char *text = msm_json_dump(data, &len);
+    if (!text) {
+        msm_json_err_add(e, "data", "cannot be serialised");
+        return;
+    }
+    ev->owned = (uint8_t *)text;
+    ev->payload = ev->owned;
+    ev->payload_len = len;
+    if (len > limit)
+        msm_json_err_add(big, "data", "exceeds the limit of %zu bytes", limit);
+}
+
+void fe_event_data_base64(fe_event_t *ev, const char *b64, size_t limit, msm_json_err_t *e,
+                          msm_json_err_t *big)
+{
+    ev->data_field = "data_base64";
+    size_t n = strlen(b64);
+    if (n / 4 * 3 > limit + 2) { /* surely too large: do not even decode */
+        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
+        return;
+    }
+    ev->owned = malloc(n / 4 * 3 + 1);
+    if (!ev->owned || msm_base64_decode(b64, n, ev->owned, &ev->payload_len) != MSM_OK) {
+        msm_json_err_add(e, "data_base64", "must be valid base64 (RFC 4648, padded)");
+        return;
+    }
+    ev->payload = ev->owned;
+    if (ev->payload_len > limit)
+        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
 }
 
 /* ---- shared checks ---- */

@@ -4,7 +4,6 @@
  * (pub_int.h) publishes all of them in one durable append. */
 #include "pub_int.h"
 
-#include "msm/base64.h"
 #include "msm/err.h"
 #include "msm/time.h"
 
@@ -65,41 +64,12 @@ static void parse_payload(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json
         msm_json_err_add(e, "content_type",
                          "must be application/json or a +json type when data is given");
     if (data) {
-        out->data_field = "data";
         if (!out->content_type)
             out->content_type = "application/json";
-        if (keep_json) { /* the topic's schema encodes it */
-            out->data = data;
-            return;
-        }
-        size_t len = 0;
-        char *text = msm_json_dump(data, &len);
-        if (!text) {
-            msm_json_err_add(e, "data", "cannot be serialised");
-            return;
-        }
-        out->owned = (uint8_t *)text;
-        out->payload = out->owned;
-        out->payload_len = len;
-        if (len > limit)
-            msm_json_err_add(big, "data", "exceeds the limit of %zu bytes", limit);
+        fe_event_data(out, data, keep_json, limit, e, big);
         return;
     }
-    out->data_field = "data_base64";
-    size_t n = strlen(b64);
-    if (n / 4 * 3 > limit + 2) { /* surely too large: do not even decode */
-        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
-        return;
-    }
-    out->owned = malloc(n / 4 * 3 + 1);
-    if (!out->owned ||
-        msm_base64_decode(b64, n, out->owned, &out->payload_len) != MSM_OK) {
-        msm_json_err_add(e, "data_base64", "must be valid base64 (RFC 4648, padded)");
-        return;
-    }
-    out->payload = out->owned;
-    if (out->payload_len > limit)
-        msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes", limit);
+    fe_event_data_base64(out, b64, limit, e, big);
     if (!out->content_type)
         out->content_type = keep_json ? NULL : "application/octet-stream";
 }

@@ -9,7 +9,6 @@
  * unless Msm-Key is given. */
 #include "pub_int.h"
 
-#include "msm/base64.h"
 #include "msm/err.h"
 #include "msm/time.h"
 
@@ -225,19 +224,7 @@ static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
     }
     ev->content_type = ct;
     if (b64) {
-        size_t n = strlen(b64);
-        ev->data_field = "data_base64";
-        if (n / 4 * 3 > ctx->max_event_bytes + 2) {
-            msm_json_err_add(big, "data_base64", "exceeds the limit of %zu bytes",
-                             ctx->max_event_bytes);
-            return;
-        }
-        if (!(ev->owned = malloc(n / 4 * 3 + 1)) ||
-            msm_base64_decode(b64, n, ev->owned, &ev->payload_len) != MSM_OK) {
-            msm_json_err_add(e, "data_base64", "must be valid base64 (RFC 4648, padded)");
-            return;
-        }
-        ev->payload = ev->owned;
+        fe_event_data_base64(ev, b64, ctx->max_event_bytes, e, big);
         if (!ct && !keep_json)
             ev->content_type = "application/octet-stream";
         return;
@@ -258,21 +245,7 @@ static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
     }
     if (!ct)
         ev->content_type = "application/json";
-    if (keep_json) {
-        ev->data = data;
-        return;
-    }
-    size_t len = 0;
-    char *text = msm_json_dump(data, &len);
-    if (!text) {
-        msm_json_err_add(e, "data", "cannot be serialised");
-        return;
-    }
-    ev->owned = (uint8_t *)text;
-    ev->payload = ev->owned;
-    ev->payload_len = len;
-    if (len > ctx->max_event_bytes)
-        msm_json_err_add(big, "data", "exceeds the limit of %zu bytes", ctx->max_event_bytes);
+    fe_event_data(ev, data, keep_json, ctx->max_event_bytes, e, big);
 }
 
 /* A plain body: its bytes are the payload (JSON is checked to be JSON). */
