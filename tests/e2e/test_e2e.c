@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -543,28 +544,104 @@ static void test_delayed_never_early(void)
     lambda_stop(&l);
 }
 
-static void test_router_kill9_loses_nothing(void)
+/* Kills daemon @p which with SIGKILL while events are on their way, starts it again, and
+ * checks that every published (acknowledged) event is still handled and ends succeeded.
+ * @p early: kill right after publishing the first half (the daemon is likely mid-batch),
+ * and publish the second half while it is down; otherwise kill once 100 are handled. */
+static void kill9_mid_delivery(int which, int early)
 {
+    char name[64], topic[64], sub[64];
+    snprintf(name, sizeof(name), "lambda-k9-%s", daemon_names[which]);
+    snprintf(topic, sizeof(topic), "crashy-%s", daemon_names[which]);
+    snprintf(sub, sizeof(sub), "crashy-%s-sub", daemon_names[which]);
     lambda_t l;
-    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-slow", "--latency-ms=20", NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(setup_route("crashy", "crashy-sub", &l, "\"max_concurrency\":16"), 0);
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, name, "--latency-ms=20", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route(topic, sub, &l, "\"max_concurrency\":16"), 0);
     enum { N = 600 };
     sent_t *sent = calloc(N, sizeof(*sent));
-    CU_ASSERT_EQUAL_FATAL(publish("crashy", sent, N, NULL), 0);
-    /* Let some get through, then kill the router mid-run and start it again. */
     int dups = 0;
-    for (int t = 0; t < 100 && wait_handled(&l, sent, N, 0, &dups) < 100; t++)
-        usleep(50000);
-    CU_ASSERT_EQUAL(proc_stop(&daemons[ROUTER], SIGKILL), 128 + SIGKILL);
+    if (early) {
+        CU_ASSERT_EQUAL_FATAL(publish(topic, sent, N / 2, NULL), 0);
+        CU_ASSERT_EQUAL(proc_stop(&daemons[which], SIGKILL), 128 + SIGKILL);
+        CU_ASSERT_EQUAL_FATAL(publish(topic, sent + N / 2, N / 2, NULL), 0);
+    } else {
+        CU_ASSERT_EQUAL_FATAL(publish(topic, sent, N, NULL), 0);
+        for (int t = 0; t < 100 && wait_handled(&l, sent, N, 0, &dups) < 100; t++)
+            usleep(50000);
+        CU_ASSERT_EQUAL(proc_stop(&daemons[which], SIGKILL), 128 + SIGKILL);
+    }
     int handled_at_kill = wait_handled(&l, sent, N, 0, &dups);
     CU_ASSERT_TRUE(handled_at_kill < N);
-    CU_ASSERT_EQUAL_FATAL(proc_start(&daemons[ROUTER]), 0);
-    CU_ASSERT_EQUAL(wait_ready(daemons[ROUTER].port, 10000), 0);
+    CU_ASSERT_EQUAL_FATAL(proc_start(&daemons[which]), 0);
+    CU_ASSERT_EQUAL(wait_ready(daemons[which].port, 10000), 0);
     CU_ASSERT_EQUAL(wait_handled(&l, sent, N, 90, &dups), N);
     int max_attempts = 0;
-    CU_ASSERT_EQUAL(wait_states("crashy-sub", sent, N, "succeeded", 60, &max_attempts), N);
-    fprintf(stderr, "  router kill -9 after %d of %d: all handled, %d handled twice\n",
-            handled_at_kill, N, dups);
+    CU_ASSERT_EQUAL(wait_states(sub, sent, N, "succeeded", 60, &max_attempts), N);
+    fprintf(stderr, "  %s kill -9 with %d of %d handled: all handled, %d handled twice\n",
+            daemon_names[which], handled_at_kill, N, dups);
+    free(sent);
+    lambda_stop(&l);
+}
+
+static void test_router_kill9_loses_nothing(void)
+{
+    kill9_mid_delivery(ROUTER, 0);
+}
+
+static void test_flowcontrol_kill9_loses_nothing(void)
+{
+    kill9_mid_delivery(FLOWCONTROL, 1);
+}
+
+static void test_scheduler_kill9_loses_nothing(void)
+{
+    kill9_mid_delivery(SCHEDULER, 1);
+}
+
+/* The frontend killed while requests are in flight: every event it acknowledged (200) is
+ * handled; requests cut off got no answer and promised nothing. */
+typedef struct {
+    int delay_ms;
+    int killed;
+} killer_t;
+
+static void *kill_frontend_later(void *arg)
+{
+    killer_t *k = arg;
+    usleep((useconds_t)k->delay_ms * 1000);
+    kill(daemons[FRONTEND].pid, SIGKILL);
+    k->killed = 1;
+    return NULL;
+}
+
+static void test_frontend_kill9_loses_no_ack(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-k9-frontend", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("crashy-fe", "crashy-fe-sub", &l, NULL), 0);
+    enum { BATCHES = 400, PER = 10 };
+    sent_t *sent = calloc(BATCHES * PER, sizeof(*sent));
+    killer_t k = {.delay_ms = 300};
+    pthread_t th;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, kill_frontend_later, &k), 0);
+    int acked = 0, refused = 0;
+    for (int b = 0; b < BATCHES && !(k.killed && refused); b++) {
+        if (publish("crashy-fe", sent + acked, PER, NULL) == 0)
+            acked += PER;
+        else
+            refused++;
+    }
+    pthread_join(th, NULL);
+    int status = 0;
+    waitpid(daemons[FRONTEND].pid, &status, 0);
+    daemons[FRONTEND].pid = 0;
+    CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CU_ASSERT_TRUE(acked > 0);
+    CU_ASSERT_EQUAL_FATAL(proc_start(&daemons[FRONTEND]), 0);
+    CU_ASSERT_EQUAL_FATAL(wait_ready(daemons[FRONTEND].port, 10000), 0);
+    int dups = 0;
+    CU_ASSERT_EQUAL(wait_handled(&l, sent, acked, 60, &dups), acked);
+    fprintf(stderr, "  frontend kill -9 after %d acknowledged events: all handled\n", acked);
     free(sent);
     lambda_stop(&l);
 }
@@ -595,6 +672,10 @@ static CU_TestInfo tests[] = {
     {"fatal-rate 1: dead after one attempt", test_fatal_goes_dead},
     {"delay_ms 1500: never early", test_delayed_never_early},
     {"router kill -9 mid-run loses nothing", test_router_kill9_loses_nothing},
+    {"flowcontrol kill -9 mid-run, events published while down", test_flowcontrol_kill9_loses_nothing},
+    {"scheduler kill -9 mid-run, events published while down", test_scheduler_kill9_loses_nothing},
+    {"frontend kill -9 while publishing loses no acknowledged event",
+     test_frontend_kill9_loses_no_ack},
     {"bad input: clear errors, nothing crashes", test_bad_input_answers},
     CU_TEST_INFO_NULL,
 };
