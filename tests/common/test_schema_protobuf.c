@@ -14,38 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "protos/rich_fds.h"
+
 /* Descriptor sets, base64. tests/common/protos/ has the sources and the commands that
- * regenerate them; event_b64 is schemas/msm/v1/event.proto:
+ * regenerate them (rich_b64: protos/rich_fds.h); event_b64 is schemas/msm/v1/event.proto:
  *   protoc-c --descriptor_set_out=/dev/stdout --include_imports -Ischemas \
  *       schemas/msm/v1/event.proto | base64 -w0 */
-static const char rich_b64[] =
-    "CnYKC21vbmV5LnByb3RvEg5tc20udGVzdC5tb25leSJPCgVNb25leRIaCghjdXJyZW5jeRgBIAEoCVIIY3VycmVuY3kS"
-    "FAoFdW5pdHMYAiABKANSBXVuaXRzEhQKBW5hbm9zGAMgASgRUgVuYW5vc2IGcHJvdG8zCp4NCgpyaWNoLnByb3RvEght"
-    "c20udGVzdBoLbW9uZXkucHJvdG8isgwKBFJpY2gSGQoIZl9kb3VibGUYASABKAFSB2ZEb3VibGUSFwoHZl9mbG9hdBgC"
-    "IAEoAlIGZkZsb2F0EhcKB2ZfaW50NjQYAyABKANSBmZJbnQ2NBIZCghmX3VpbnQ2NBgEIAEoBFIHZlVpbnQ2NBIXCgdm"
-    "X2ludDMyGAUgASgFUgZmSW50MzISGwoJZl9maXhlZDY0GAYgASgGUghmRml4ZWQ2NBIbCglmX2ZpeGVkMzIYByABKAdS"
-    "CGZGaXhlZDMyEhUKBmZfYm9vbBgIIAEoCFIFZkJvb2wSGQoIZl9zdHJpbmcYCSABKAlSB2ZTdHJpbmcSFwoHZl9ieXRl"
-    "cxgMIAEoDFIGZkJ5dGVzEhkKCGZfdWludDMyGA0gASgNUgdmVWludDMyEiYKBmZfZW51bRgOIAEoDjIPLm1zbS50ZXN0"
-    "LkNvbG9yUgVmRW51bRIdCgpmX3NmaXhlZDMyGA8gASgPUglmU2ZpeGVkMzISHQoKZl9zZml4ZWQ2NBgQIAEoEFIJZlNm"
-    "aXhlZDY0EhkKCGZfc2ludDMyGBEgASgRUgdmU2ludDMyEhkKCGZfc2ludDY0GBIgASgSUgdmU2ludDY0Ei0KBm5lc3Rl"
-    "ZBgTIAEoCzIVLm1zbS50ZXN0LlJpY2guTmVzdGVkUgZuZXN0ZWQSFwoHcl9pbnQzMhgUIAMoBVIGckludDMyEhkKCHJf"
-    "ZG91YmxlGBUgAygBUgdyRG91YmxlEhkKCHJfc3RyaW5nGBYgAygJUgdyU3RyaW5nEjAKCHJfbmVzdGVkGBcgAygLMhUu"
-    "bXNtLnRlc3QuUmljaC5OZXN0ZWRSB3JOZXN0ZWQSJgoGcl9lbnVtGBggAygOMg8ubXNtLnRlc3QuQ29sb3JSBXJFbnVt"
-    "Eh0KCHJfc2ludDY0GBkgAygSQgIQAFIHclNpbnQ2NBI3CgltX3N0cl9pbnQYGiADKAsyGy5tc20udGVzdC5SaWNoLk1T"
-    "dHJJbnRFbnRyeVIHbVN0ckludBI3CgltX2ludF9tc2cYGyADKAsyGy5tc20udGVzdC5SaWNoLk1JbnRNc2dFbnRyeVIH"
-    "bUludE1zZxI6CgptX2Jvb2xfc3RyGBwgAygLMhwubXNtLnRlc3QuUmljaC5NQm9vbFN0ckVudHJ5UghtQm9vbFN0chI6"
-    "CgptX3U2NF9lbnVtGB0gAygLMhwubXNtLnRlc3QuUmljaC5NVTY0RW51bUVudHJ5UghtVTY0RW51bRIXCgZjX3RleHQY"
-    "HiABKAlIAFIFY1RleHQSGwoIY19udW1iZXIYHyABKAVIAFIHY051bWJlchIyCghjX25lc3RlZBggIAEoCzIVLm1zbS50"
-    "ZXN0LlJpY2guTmVzdGVkSABSB2NOZXN0ZWQSHAoHb19pbnQzMhghIAEoBUgBUgZvSW50MzKIAQESJAoFY2hpbGQYIiAB"
-    "KAsyDi5tc20udGVzdC5SaWNoUgVjaGlsZBIrCgVwcmljZRgjIAEoCzIVLm1zbS50ZXN0Lm1vbmV5Lk1vbmV5UgVwcmlj"
-    "ZRIaCgdyZW5hbWVkGCQgASgJUglvdGhlck5hbWUaZQoGTmVzdGVkEhIKBG5hbWUYASABKAlSBG5hbWUSFAoFdmFsdWUY"
-    "AiABKAVSBXZhbHVlEjEKCGNoaWxkcmVuGAMgAygLMhUubXNtLnRlc3QuUmljaC5OZXN0ZWRSCGNoaWxkcmVuGjoKDE1T"
-    "dHJJbnRFbnRyeRIQCgNrZXkYASABKAlSA2tleRIUCgV2YWx1ZRgCIAEoA1IFdmFsdWU6AjgBGlEKDE1JbnRNc2dFbnRy"
-    "eRIQCgNrZXkYASABKAVSA2tleRIrCgV2YWx1ZRgCIAEoCzIVLm1zbS50ZXN0LlJpY2guTmVzdGVkUgV2YWx1ZToCOAEa"
-    "OwoNTUJvb2xTdHJFbnRyeRIQCgNrZXkYASABKAhSA2tleRIUCgV2YWx1ZRgCIAEoCVIFdmFsdWU6AjgBGkwKDU1VNjRF"
-    "bnVtRW50cnkSEAoDa2V5GAEgASgEUgNrZXkSJQoFdmFsdWUYAiABKA4yDy5tc20udGVzdC5Db2xvclIFdmFsdWU6AjgB"
-    "QggKBmNob2ljZUIKCghfb19pbnQzMio8CgVDb2xvchIVChFDT0xPUl9VTlNQRUNJRklFRBAAEgcKA1JFRBABEgkKBUdS"
-    "RUVOEAISCAoEQkxVRRADYgZwcm90bzM=";
 
 static const char event_b64[] =
     "CtwGChJtc20vdjEvZXZlbnQucHJvdG8SBm1zbS52MSLLBQoFRXZlbnQSDgoCaWQYASABKAlSAmlkEhQKBXRvcGljGAIg"
