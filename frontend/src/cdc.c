@@ -352,6 +352,7 @@ static int build_events(push_t *ps, const char *subject, int64_t last, msm_json_
             continue;
         }
         size_t len = 4;
+        ev->unschematized = !data; /* a delete without data: a tombstone, nothing to check */
         char *text = data ? msm_json_dump(data, &len) : strdup("null");
         if (!text)
             return MSM_ERR_NOMEM;

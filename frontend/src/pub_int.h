@@ -47,6 +47,7 @@ typedef struct {
     int64_t deliver_at_ms;
     int priority;
     int32_t schema_id;
+    int unschematized;            /**< no body to check (a CDC delete without data) */
     /* CDC origin */
     const char *cdc_partition;
     const char *cdc_entity;

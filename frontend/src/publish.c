@@ -743,7 +743,8 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
             msm_json_path_push_key(&e, field);
             msm_json_path_push_key(&big, field);
         }
-        convert_event(p, s, id, i, &e, &big, p->base.fe->fe_set.max_event_bytes);
+        if (!p->batch.evs[i].unschematized)
+            convert_event(p, s, id, i, &e, &big, p->base.fe->fe_set.max_event_bytes);
         if (field) {
             msm_json_path_pop(&e);
             msm_json_path_pop(&big);

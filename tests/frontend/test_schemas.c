@@ -183,11 +183,55 @@ static void test_publish_avro(void)
     resp_clear(&r);
 }
 
+/* CDC changes on a schema-bound topic: data converted, a delete without data passes as a
+ * tombstone, data that does not fit is 400 naming the change. */
+static void test_cdc_avro(void)
+{
+    resp_t r;
+    http(&r, "PUT", "/v1/cdc/sources/orders-db", "{\"topic\":\"orders\",\"partitions\":[\"p0\"]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    long long before = stream_len("events.orders", 1);
+    http(&r, "POST", "/v1/cdc/sources/orders-db/changes",
+         "{\"partition\":\"p0\",\"changes\":[{\"sequence\":1,\"op\":\"update\","
+         "\"entity\":\"o1\",\"data\":{\"id\":\"one\"}}]}");
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT(has_detail(&r, "changes[0].data.id"));
+    resp_clear(&r);
+    http(&r, "POST", "/v1/cdc/sources/orders-db/changes",
+         "{\"partition\":\"p0\",\"changes\":[{\"sequence\":1,\"op\":\"create\","
+         "\"entity\":\"o1\",\"data\":{\"id\":1}},{\"sequence\":2,\"op\":\"delete\","
+         "\"entity\":\"o1\"}]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "accepted"), 2);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(stream_len("events.orders", 1), before + 2);
+    redisReply *x = cmd("XREVRANGE %s:log:{events.orders}:0 + - COUNT 2", F.ns);
+    CU_ASSERT_EQUAL_FATAL(x->elements, 2);
+    for (size_t i = 0; i < 2; i++) {
+        const redisReply *v = x->element[i]->element[1]->element[3];
+        Msm__V1__Event *ev = msm__v1__event__unpack(NULL, v->len, (const uint8_t *)v->str);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+        if (ev->cdc_sequence == 1) { /* {"id":1} with note's default "": 02 00 */
+            CU_ASSERT_STRING_EQUAL(ev->content_type, "application/avro");
+            CU_ASSERT(ev->schema_id > 0);
+            CU_ASSERT(ev->payload.len == 2 && memcmp(ev->payload.data, "\x02\x00", 2) == 0);
+        } else {
+            CU_ASSERT_EQUAL(ev->cdc_operation, MSM__V1__OPERATION__OPERATION_DELETE);
+            CU_ASSERT_EQUAL(ev->schema_id, 0);
+            CU_ASSERT(ev->payload.len == 4 && memcmp(ev->payload.data, "null", 4) == 0);
+        }
+        msm__v1__event__free_unpacked(ev, NULL);
+    }
+    freeReplyObject(x);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
         {"registry", test_registry},
         {"publish_avro", test_publish_avro},
+        {"cdc_avro", test_cdc_avro},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {
