@@ -6,15 +6,13 @@
  *
  *   msm-bench-publish [-c CONCURRENCY] [-n REQUESTS] FRONTEND [json|avro [BATCH]] */
 #include "msm_test.h"
+#include "msm_test_proc.h"
 
 #include <curl/curl.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,59 +114,31 @@ static long http_call(const char *method, const char *url, const char *body, ans
 /* ---- the frontend process ---- */
 
 typedef struct {
-    pid_t pid;
-    int port;
+    msm_test_proc_t proc;
     char url[64];
-    char log[300];
 } frontend_t;
-
-static int frontend_ready(frontend_t *fe, int timeout_ms)
-{
-    char url[128];
-    snprintf(url, sizeof(url), "%s/readyz", fe->url);
-    answer_t a;
-    for (int waited = 0; waited < timeout_ms; waited += 100) {
-        if (http_call("GET", url, NULL, &a) == 200)
-            return 0;
-        if (waitpid(fe->pid, NULL, WNOHANG) == fe->pid) {
-            fe->pid = 0;
-            return -1;
-        }
-        usleep(100000);
-    }
-    return -1;
-}
 
 static int frontend_start(frontend_t *fe, const char *bin, const char *redis_url, const char *dir)
 {
-    char ns[64], redis_arg[160], ns_arg[80], port_arg[32];
-    fe->port = msm_test_free_port();
-    if (fe->port <= 0)
+    msm_test_proc_t *p = &fe->proc;
+    char ns[64];
+    p->port = msm_test_free_port();
+    if (p->port <= 0)
         return -1;
-    snprintf(fe->url, sizeof(fe->url), "http://127.0.0.1:%d", fe->port);
-    snprintf(fe->log, sizeof(fe->log), "%s/frontend.log", dir);
-    snprintf(redis_arg, sizeof(redis_arg), "--redis.url=%s", redis_url);
-    snprintf(ns_arg, sizeof(ns_arg), "--namespace=%s", msm_test_namespace(ns, sizeof(ns)));
-    snprintf(port_arg, sizeof(port_arg), "--http.port=%d", fe->port);
-    pid_t pid = fork();
-    if (pid < 0)
+    snprintf(fe->url, sizeof(fe->url), "http://127.0.0.1:%d", p->port);
+    snprintf(p->log, sizeof(p->log), "%s/frontend.log", dir);
+    /* Never outlive the benchmark, even when it is killed. */
+    p->death_signal = SIGTERM;
+    msm_test_proc_arg(p, "%s", bin);
+    msm_test_proc_arg(p, "--redis.url=%s", redis_url);
+    msm_test_proc_arg(p, "--namespace=%s", msm_test_namespace(ns, sizeof(ns)));
+    msm_test_proc_arg(p, "--http.port=%d", p->port);
+    msm_test_proc_arg(p, "--http.bind=127.0.0.1");
+    /* Warnings only: a log line per request would be part of what is measured. */
+    msm_test_proc_arg(p, "--logging.level=warn");
+    if (msm_test_proc_start(p) != 0)
         return -1;
-    if (pid == 0) {
-        /* Never outlive the benchmark, even when it is killed. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        int fd = open(fe->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-            close(fd);
-        }
-        /* Warnings only: a log line per request would be part of what is measured. */
-        execl(bin, bin, redis_arg, ns_arg, port_arg, "--http.bind=127.0.0.1",
-              "--logging.level=warn", (char *)NULL);
-        _exit(127);
-    }
-    fe->pid = pid;
-    return frontend_ready(fe, 15000);
+    return msm_test_proc_wait_ready(p, NULL, 15000);
 }
 
 /* The last lines of the frontend's log, to stderr: why it failed is usually there. */
@@ -192,19 +162,7 @@ static void print_log_tail(const char *path, int lines)
 
 static void frontend_stop(frontend_t *fe)
 {
-    if (fe->pid <= 0)
-        return;
-    kill(fe->pid, SIGTERM);
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(fe->pid, NULL, WNOHANG) == fe->pid) {
-            fe->pid = 0;
-            return;
-        }
-        usleep(50000);
-    }
-    kill(fe->pid, SIGKILL);
-    waitpid(fe->pid, NULL, 0);
-    fe->pid = 0;
+    msm_test_proc_stop(&fe->proc, SIGTERM, MSM_TEST_PROC_GRACE_MS);
 }
 
 /* ---- one row: N requests, C in flight ---- */
@@ -488,7 +446,7 @@ int main(int argc, char **argv)
     if (frontend_start(&fe, bin, redis.url, redis.dir) != 0) {
         fprintf(stderr, "%s did not become ready\n", bin);
         frontend_stop(&fe);
-        print_log_tail(fe.log, 20);
+        print_log_tail(fe.proc.log, 20);
         msm_test_redis_destroy(&redis);
         return 1;
     }
@@ -528,7 +486,7 @@ int main(int argc, char **argv)
     frontend_stop(&fe);
     if (rc != 0) {
         fprintf(stderr, "msm-bench-publish: some rows FAILED (see the table)\n");
-        print_log_tail(fe.log, 20);
+        print_log_tail(fe.proc.log, 20);
     }
     msm_test_redis_destroy(&redis);
     curl_global_cleanup();

@@ -5,21 +5,19 @@
  *
  *   test_e2e FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA */
 #include "msm_test.h"
+#include "msm_test_proc.h"
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,73 +31,11 @@ static char dir[256];
 
 typedef struct {
     const char *name;
-    pid_t pid;
-    int port;
-    char *argv[24];
-    int argc;
-    char log[320];
-} proc_t;
+    msm_test_proc_t proc;
+} daemon_t;
 
-static proc_t daemons[NDAEMONS];
+static daemon_t daemons[NDAEMONS];
 static char frontend_url[64];
-
-/* ---- processes ---- */
-
-static void proc_arg(proc_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void proc_arg(proc_t *p, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    p->argv[p->argc++] = strdup(buf);
-    p->argv[p->argc] = NULL;
-}
-
-static int proc_start(proc_t *p)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execv(p->argv[0], p->argv);
-        _exit(127);
-    }
-    p->pid = pid;
-    return 0;
-}
-
-static int proc_stop(proc_t *p, int sig)
-{
-    if (p->pid <= 0)
-        return -1;
-    kill(p->pid, sig);
-    int status = 0;
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
-            p->pid = 0;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        usleep(50000);
-    }
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
-    p->pid = 0;
-    return -1;
-}
-
-static void proc_free(proc_t *p)
-{
-    for (int i = 0; i < p->argc; i++)
-        free(p->argv[i]);
-    p->argc = 0;
-}
 
 /* ---- HTTP ---- */
 
@@ -161,31 +97,19 @@ static int64_t unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int wait_ready(int port, int timeout_ms)
-{
-    char url[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", port);
-    for (int t = 0; t < timeout_ms; t += 100) {
-        if (http("GET", url, NULL, NULL) == 200)
-            return 0;
-        usleep(100000);
-    }
-    return -1;
-}
-
 /* ---- the suite ---- */
 
 static void daemon_setup(int i)
 {
-    proc_t *p = &daemons[i];
-    p->name = daemon_names[i];
+    msm_test_proc_t *p = &daemons[i].proc;
+    daemons[i].name = daemon_names[i];
     p->port = msm_test_free_port();
-    snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, p->name);
-    proc_arg(p, "%s", bins[i]);
-    proc_arg(p, "--redis.url=%s", redis_srv.url);
-    proc_arg(p, "--namespace=%s", ns);
-    proc_arg(p, "--http.port=%d", p->port);
-    proc_arg(p, "--http.bind=127.0.0.1");
+    snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, daemon_names[i]);
+    msm_test_proc_arg(p, "%s", bins[i]);
+    msm_test_proc_arg(p, "--redis.url=%s", redis_srv.url);
+    msm_test_proc_arg(p, "--namespace=%s", ns);
+    msm_test_proc_arg(p, "--http.port=%d", p->port);
+    msm_test_proc_arg(p, "--http.bind=127.0.0.1");
 }
 
 static int suite_init(void)
@@ -197,27 +121,27 @@ static int suite_init(void)
     msm_test_namespace(ns, sizeof(ns));
     for (int i = 0; i < NDAEMONS; i++) {
         daemon_setup(i);
-        if (proc_start(&daemons[i]) != 0)
+        if (msm_test_proc_start(&daemons[i].proc) != 0)
             return -1;
     }
     for (int i = 0; i < NDAEMONS; i++) {
-        if (wait_ready(daemons[i].port, 15000) != 0) {
-            fprintf(stderr, "%s not ready; see %s\n", daemons[i].name, daemons[i].log);
+        if (msm_test_proc_wait_ready(&daemons[i].proc, NULL, 15000) != 0) {
+            fprintf(stderr, "%s not ready; see %s\n", daemons[i].name, daemons[i].proc.log);
             return -1;
         }
     }
-    snprintf(frontend_url, sizeof(frontend_url), "http://127.0.0.1:%d", daemons[FRONTEND].port);
+    snprintf(frontend_url, sizeof(frontend_url), "http://127.0.0.1:%d",
+             daemons[FRONTEND].proc.port);
     return 0;
 }
 
 static int suite_clean(void)
 {
     for (int i = 0; i < NDAEMONS; i++) {
-        int rc = proc_stop(&daemons[i], SIGTERM);
+        int rc = msm_test_proc_stop(&daemons[i].proc, SIGTERM, MSM_TEST_PROC_GRACE_MS);
         if (rc != 0)
             fprintf(stderr, "%s exited with %d on SIGTERM (log: %s)\n", daemons[i].name, rc,
-                    daemons[i].log);
-        proc_free(&daemons[i]);
+                    daemons[i].proc.log);
     }
     msm_test_redis_destroy(&redis_srv);
     curl_global_cleanup();
@@ -227,34 +151,32 @@ static int suite_clean(void)
 /* ---- lambdas and their records ---- */
 
 typedef struct {
-    proc_t proc;
+    msm_test_proc_t proc;
     char record[320];
 } lambda_t;
 
 static int lambda_start(lambda_t *l, const char *name, const char *extra1, const char *extra2)
 {
     memset(l, 0, sizeof(*l));
-    l->proc.name = name;
     l->proc.port = msm_test_free_port();
     snprintf(l->proc.log, sizeof(l->proc.log), "%s/%s.log", dir, name);
     snprintf(l->record, sizeof(l->record), "%s/%s.jsonl", dir, name);
-    proc_arg(&l->proc, "%s", bins[NDAEMONS]);
-    proc_arg(&l->proc, "--port=%d", l->proc.port);
-    proc_arg(&l->proc, "--bind=127.0.0.1");
-    proc_arg(&l->proc, "--record=%s", l->record);
+    msm_test_proc_arg(&l->proc, "%s", bins[NDAEMONS]);
+    msm_test_proc_arg(&l->proc, "--port=%d", l->proc.port);
+    msm_test_proc_arg(&l->proc, "--bind=127.0.0.1");
+    msm_test_proc_arg(&l->proc, "--record=%s", l->record);
     if (extra1)
-        proc_arg(&l->proc, "%s", extra1);
+        msm_test_proc_arg(&l->proc, "%s", extra1);
     if (extra2)
-        proc_arg(&l->proc, "%s", extra2);
-    if (proc_start(&l->proc) != 0)
+        msm_test_proc_arg(&l->proc, "%s", extra2);
+    if (msm_test_proc_start(&l->proc) != 0)
         return -1;
-    return wait_ready(l->proc.port, 10000);
+    return msm_test_proc_wait_ready(&l->proc, NULL, 10000);
 }
 
 static void lambda_stop(lambda_t *l)
 {
-    CU_ASSERT_EQUAL(proc_stop(&l->proc, SIGTERM), 0);
-    proc_free(&l->proc);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&l->proc, SIGTERM, MSM_TEST_PROC_GRACE_MS), 0);
 }
 
 typedef struct {
@@ -562,18 +484,20 @@ static void kill9_mid_delivery(int which, int early)
     int dups = 0;
     if (early) {
         CU_ASSERT_EQUAL_FATAL(publish(topic, sent, N / 2, NULL), 0);
-        CU_ASSERT_EQUAL(proc_stop(&daemons[which], SIGKILL), 128 + SIGKILL);
+        CU_ASSERT_EQUAL(msm_test_proc_stop(&daemons[which].proc, SIGKILL, MSM_TEST_PROC_GRACE_MS),
+                        128 + SIGKILL);
         CU_ASSERT_EQUAL_FATAL(publish(topic, sent + N / 2, N / 2, NULL), 0);
     } else {
         CU_ASSERT_EQUAL_FATAL(publish(topic, sent, N, NULL), 0);
         for (int t = 0; t < 100 && wait_handled(&l, sent, N, 0, &dups) < 100; t++)
             usleep(50000);
-        CU_ASSERT_EQUAL(proc_stop(&daemons[which], SIGKILL), 128 + SIGKILL);
+        CU_ASSERT_EQUAL(msm_test_proc_stop(&daemons[which].proc, SIGKILL, MSM_TEST_PROC_GRACE_MS),
+                        128 + SIGKILL);
     }
     int handled_at_kill = wait_handled(&l, sent, N, 0, &dups);
     CU_ASSERT_TRUE(handled_at_kill < N);
-    CU_ASSERT_EQUAL_FATAL(proc_start(&daemons[which]), 0);
-    CU_ASSERT_EQUAL(wait_ready(daemons[which].port, 10000), 0);
+    CU_ASSERT_EQUAL_FATAL(msm_test_proc_start(&daemons[which].proc), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_wait_ready(&daemons[which].proc, NULL, 10000), 0);
     CU_ASSERT_EQUAL(wait_handled(&l, sent, N, 90, &dups), N);
     int max_attempts = 0;
     CU_ASSERT_EQUAL(wait_states(sub, sent, N, "succeeded", 60, &max_attempts), N);
@@ -609,7 +533,7 @@ static void *kill_frontend_later(void *arg)
 {
     killer_t *k = arg;
     usleep((useconds_t)k->delay_ms * 1000);
-    kill(daemons[FRONTEND].pid, SIGKILL);
+    kill(daemons[FRONTEND].proc.pid, SIGKILL);
     k->killed = 1;
     return NULL;
 }
@@ -632,13 +556,12 @@ static void test_frontend_kill9_loses_no_ack(void)
             refused++;
     }
     pthread_join(th, NULL);
-    int status = 0;
-    waitpid(daemons[FRONTEND].pid, &status, 0);
-    daemons[FRONTEND].pid = 0;
-    CU_ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    /* Killed already: this only reaps it. */
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&daemons[FRONTEND].proc, 0, MSM_TEST_PROC_GRACE_MS),
+                    128 + SIGKILL);
     CU_ASSERT_TRUE(acked > 0);
-    CU_ASSERT_EQUAL_FATAL(proc_start(&daemons[FRONTEND]), 0);
-    CU_ASSERT_EQUAL_FATAL(wait_ready(daemons[FRONTEND].port, 10000), 0);
+    CU_ASSERT_EQUAL_FATAL(msm_test_proc_start(&daemons[FRONTEND].proc), 0);
+    CU_ASSERT_EQUAL_FATAL(msm_test_proc_wait_ready(&daemons[FRONTEND].proc, NULL, 10000), 0);
     int dups = 0;
     CU_ASSERT_EQUAL(wait_handled(&l, sent, acked, 60, &dups), acked);
     fprintf(stderr, "  frontend kill -9 after %d acknowledged events: all handled\n", acked);
@@ -661,7 +584,7 @@ static void test_bad_input_answers(void)
     /* Every daemon still answers. */
     for (int i = 0; i < NDAEMONS; i++) {
         char url[128];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", daemons[i].port);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", daemons[i].proc.port);
         CU_ASSERT_EQUAL(http("GET", url, NULL, NULL), 200);
     }
 }

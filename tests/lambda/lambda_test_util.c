@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Test helpers: child processes, free ports, temporary directories, a blocking HTTP client. */
+/* Test helpers: a lambda as a child process, temporary directories, a blocking HTTP client. */
 #include "lambda_test_util.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,7 +13,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,12 +21,6 @@ double lt_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 int lt_tmpdir(char *buf, size_t n)
@@ -55,75 +47,25 @@ void lt_rmdir(const char *dir)
     rmdir(dir);
 }
 
-int lt_child_start(lt_child_t *c, const char *dir, const char *bin, const char *const *args)
+int lt_child_start(msm_test_proc_t *c, const char *dir, const char *bin, const char *const *args)
 {
     static int seq;
-    c->ch_port = msm_test_free_port();
-    snprintf(c->ch_log, sizeof(c->ch_log), "%s/child-%d.log", dir, ++seq);
-    char port[16];
-    snprintf(port, sizeof(port), "%d", c->ch_port);
-    const char *argv[64] = {bin, "--port", port, "--bind", "127.0.0.1"};
-    int n = 5;
-    for (int i = 0; args && args[i] && n < 63; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    fflush(NULL);
-    c->ch_pid = fork();
-    if (c->ch_pid < 0)
+    memset(c, 0, sizeof(*c));
+    c->port = msm_test_free_port();
+    snprintf(c->log, sizeof(c->log), "%s/child-%d.log", dir, ++seq);
+    msm_test_proc_arg(c, "%s", bin);
+    msm_test_proc_arg(c, "--port");
+    msm_test_proc_arg(c, "%d", c->port);
+    msm_test_proc_arg(c, "--bind");
+    msm_test_proc_arg(c, "127.0.0.1");
+    for (int i = 0; args && args[i]; i++)
+        msm_test_proc_arg(c, "%s", args[i]);
+    if (msm_test_proc_start(c) != 0)
         return -1;
-    if (c->ch_pid == 0) {
-        int fd = open(c->ch_log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        signal(SIGPIPE, SIG_DFL);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    double until = lt_now_ms() + 10000;
-    while (lt_now_ms() < until) {
-        int st;
-        if (waitpid(c->ch_pid, &st, WNOHANG) == c->ch_pid) {
-            c->ch_pid = -1;
-            return -1;
-        }
-        lt_http_t h = {.path = "/healthz", .timeout_ms = 1000};
-        lt_http(c->ch_port, &h);
-        long status = h.status;
-        lt_http_free(&h);
-        if (status == 200)
-            return 0;
-        nap_ms(20);
-    }
-    lt_child_wait(c, SIGKILL, 2000);
+    if (msm_test_proc_wait_ready(c, "/healthz", 10000) == 0)
+        return 0;
+    msm_test_proc_stop(c, SIGKILL, 2000);
     return -1;
-}
-
-int lt_child_wait(lt_child_t *c, int sig, int timeout_ms)
-{
-    if (c->ch_pid <= 0)
-        return -1;
-    if (sig)
-        kill(c->ch_pid, sig);
-    double until = lt_now_ms() + timeout_ms;
-    int st = 0;
-    for (;;) {
-        pid_t r = waitpid(c->ch_pid, &st, WNOHANG);
-        if (r == c->ch_pid)
-            break;
-        if (lt_now_ms() >= until) {
-            kill(c->ch_pid, SIGKILL);
-            waitpid(c->ch_pid, &st, 0);
-            c->ch_pid = -1;
-            return -1;
-        }
-        nap_ms(10);
-    }
-    c->ch_pid = -1;
-    if (WIFEXITED(st))
-        return WEXITSTATUS(st);
-    return 128 + WTERMSIG(st);
 }
 
 /* ---- HTTP ---- */

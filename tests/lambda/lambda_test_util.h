@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Helpers shared by the lambda and msmctl tests: child processes, temporary
+/* Helpers shared by the lambda and msmctl tests: a lambda as a child process, temporary
  * directories and a blocking libcurl client. Test code only. */
 #ifndef LAMBDA_TEST_UTIL_H
 #define LAMBDA_TEST_UTIL_H
@@ -8,32 +8,21 @@
 #include <sys/types.h>
 
 #include "msm_test.h" /* msm_test_free_port() */
+#include "msm_test_proc.h"
 
 /** Makes a fresh temporary directory into @p buf. @returns 0 or -1. */
 int lt_tmpdir(char *buf, size_t n);
 /** Removes the files directly inside @p dir, then @p dir. */
 void lt_rmdir(const char *dir);
 
-/** A daemon-like child process. */
-typedef struct {
-    pid_t ch_pid;
-    int ch_port;
-    char ch_log[512]; /* its stdout and stderr */
-} lt_child_t;
-
 /**
- * @brief Starts `bin --port P --bind 127.0.0.1 args...` with output to a log file in @p dir
- * and waits (at most 10 s) until its /healthz answers 200.
+ * @brief Starts `bin --port P --bind 127.0.0.1 args...` (P a free port, kept in c->port) with
+ * output to a log file in @p dir and waits (at most 10 s) until its /healthz answers 200.
+ * Stop it with msm_test_proc_stop().
  * @param args NULL-terminated extra arguments
  * @returns 0, or -1 (the child is gone then).
  */
-int lt_child_start(lt_child_t *c, const char *dir, const char *bin, const char *const *args);
-
-/**
- * @brief Sends @p sig (0: none) and waits up to @p timeout_ms for the exit; SIGKILL after.
- * @returns the exit status, 128+signal when killed by one, or -1 on timeout.
- */
-int lt_child_wait(lt_child_t *c, int sig, int timeout_ms);
+int lt_child_start(msm_test_proc_t *c, const char *dir, const char *bin, const char *const *args);
 
 /** One blocking HTTP request. */
 typedef struct {

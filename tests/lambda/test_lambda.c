@@ -49,7 +49,7 @@ static void path_in_dir(char *buf, size_t n, const char *name)
 }
 
 /* Starts the echo lambda writing to @p out. */
-static int start_echo(lt_child_t *c, const char *out, int star)
+static int start_echo(msm_test_proc_t *c, const char *out, int star)
 {
     const char *args[] = {"--out", out, star ? "--star" : NULL, NULL};
     return lt_child_start(c, dir, MSM_ECHO_LAMBDA, args);
@@ -90,7 +90,8 @@ static long long jint(json_t *o, const char *k)
 }
 
 /* A push to the echo lambda with the given extra headers. */
-static void push(lt_child_t *c, lt_http_t *h, const char *sub, const char *id, const char *want)
+static void push(msm_test_proc_t *c, lt_http_t *h, const char *sub, const char *id,
+                 const char *want)
 {
     char hsub[128], hid[128], hwant[128]; /* used by lt_http() below only */
     snprintf(hsub, sizeof(hsub), "Msm-Subscription: %s", sub ? sub : "");
@@ -110,7 +111,7 @@ static void push(lt_child_t *c, lt_http_t *h, const char *sub, const char *id, c
         h->body = "{}";
         h->body_len = 2;
     }
-    lt_http(c->ch_port, h);
+    lt_http(c->port, h);
     /* The pointers into this frame must not outlive it. */
     for (int i = 0; h->headers[i]; i++) {
         if (h->headers[i] == hsub || h->headers[i] == hid || h->headers[i] == hwant)
@@ -173,7 +174,7 @@ static void test_event_round_trip(void)
 {
     char out[512];
     path_in_dir(out, sizeof(out), "echo");
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
     char deadline[64];
     long long dl = unix_ms() + 20000;
@@ -239,7 +240,7 @@ static void test_event_round_trip(void)
     lt_http_t m = {
         .method = "POST",
         .headers = {"ce-id: evt-2", "ce-source: /msm/cdc/files", "Msm-Subscription: sub-a", NULL}};
-    lt_http(c.ch_port, &m);
+    lt_http(c.port, &m);
     CU_ASSERT_EQUAL(m.status, 200);
     lt_http_free(&m);
     o = last_line(out, &n);
@@ -265,7 +266,7 @@ static void test_event_round_trip(void)
         lt_http_t b = {.method = "POST"};
         for (int j = 0; bad[i][j]; j++)
             b.headers[j] = bad[i][j];
-        lt_http(c.ch_port, &b);
+        lt_http(c.port, &b);
         CU_ASSERT_EQUAL(b.status, 400);
         CU_ASSERT_TRUE(body_code_is(&b, "INVALID_ARGUMENT"));
         lt_http_free(&b);
@@ -273,7 +274,7 @@ static void test_event_round_trip(void)
     o = last_line(out, &n);
     CU_ASSERT_EQUAL(n, 2);
     json_decref(o);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
 /* ---- answers ---- */
@@ -282,7 +283,7 @@ static void test_status_mapping(void)
 {
     char out[512];
     path_in_dir(out, sizeof(out), "echo");
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
     struct {
         const char *want;
@@ -320,14 +321,14 @@ static void test_status_mapping(void)
     char v[16];
     CU_ASSERT_TRUE(lt_http_header(&h, "Retry-After", v, sizeof(v)) && strcmp(v, "3") == 0);
     lt_http_free(&h);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
 static void test_unknown_subscription(void)
 {
     char out[512];
     path_in_dir(out, sizeof(out), "echo");
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
     lt_http_t h = {0};
     push(&c, &h, "nobody-handles-this", "e1", NULL);
@@ -349,7 +350,7 @@ static void test_unknown_subscription(void)
     o = last_line(out, &n);
     CU_ASSERT_STRING_EQUAL(jstr(o, "handler"), "sub-b");
     json_decref(o);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 
     /* With "*" the same subscription is handled. */
     CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 1), 0);
@@ -363,12 +364,12 @@ static void test_unknown_subscription(void)
     o = last_line(out, &n);
     CU_ASSERT_STRING_EQUAL(jstr(o, "handler"), "sub-b");
     json_decref(o);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
 /* ---- deadlines ---- */
 
-static void push_with_deadline(lt_child_t *c, lt_http_t *h, long long in_ms, const char *want)
+static void push_with_deadline(msm_test_proc_t *c, lt_http_t *h, long long in_ms, const char *want)
 {
     static char dl[64];
     snprintf(dl, sizeof(dl), "Msm-Deadline: %lld", unix_ms() + in_ms);
@@ -381,7 +382,7 @@ static void test_deadlines(void)
 {
     char out[512];
     path_in_dir(out, sizeof(out), "echo");
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
     /* A handler that blocks past the deadline: its "ok" is too late, so retry. */
     lt_http_t h = {0};
@@ -413,7 +414,7 @@ static void test_deadlines(void)
     CU_ASSERT_EQUAL(h.status, 200);
     lt_http_free(&h);
     /* The overrun later:1500 is still pending: SIGTERM waits for it (done at 1.5 s). */
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 8000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 8000), 0);
 }
 
 /* ---- signatures ---- */
@@ -430,7 +431,7 @@ static void sign(const char *secret, long long t, const char *id, const char *bo
         sprintf(hex + 2 * i, "%02x", mac[i]);
 }
 
-static long signed_push(lt_child_t *c, const char *sig_header, const char *body)
+static long signed_push(msm_test_proc_t *c, const char *sig_header, const char *body)
 {
     lt_http_t h = {.headers = {sig_header, NULL}, .body = body, .body_len = strlen(body)};
     push(c, &h, "any", "evt-s", NULL);
@@ -444,7 +445,7 @@ static long signed_push(lt_child_t *c, const char *sig_header, const char *body)
 static void test_signature(void)
 {
     const char *args[] = {"--secret", "s3cret", NULL};
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
     const char *body = "{\"n\":1}";
     long long now = unix_ms() / 1000;
@@ -472,12 +473,12 @@ static void test_signature(void)
 
     /* /debug/info shows the settings with the secret masked. */
     lt_http_t h = {.path = "/debug/info"};
-    lt_http(c.ch_port, &h);
+    lt_http(c.port, &h);
     CU_ASSERT_EQUAL(h.status, 200);
     CU_ASSERT_PTR_NULL(h.rbody ? strstr(h.rbody, "s3cret") : "no body");
     CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "\"secret\":\"***\"") : NULL);
     lt_http_free(&h);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
 /* ---- the example's --record ---- */
@@ -521,7 +522,7 @@ static void test_record(void)
     char rec[512];
     path_in_dir(rec, sizeof(rec), "record");
     const char *args[] = {"--record", rec, NULL};
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
     long long t0 = unix_ms();
     lt_http_t h = {.headers = {"Msm-Key: k1", "Msm-Ordering-Key: o1", "Msm-Attempt: 2", NULL}};
@@ -533,7 +534,7 @@ static void test_record(void)
     CU_ASSERT_EQUAL(h.status, 200);
     lt_http_free(&h);
     long long t1 = unix_ms();
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 
     /* Always fatal, then always retry: answers and records agree. */
     const char *fatal_args[] = {"--record", rec, "--fatal-rate", "1", NULL};
@@ -544,7 +545,7 @@ static void test_record(void)
     char v[16];
     CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "fatal") == 0);
     lt_http_free(&h);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
     const char *retry_args[] = {"--record", rec, "--fail-rate", "1", NULL};
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, retry_args), 0);
     h = (lt_http_t){0};
@@ -553,7 +554,7 @@ static void test_record(void)
     CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "retry") == 0);
     lt_http_free(&h);
     long long t2 = unix_ms();
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 
     size_t len;
     char *text = lt_read_file(rec, &len);
@@ -576,7 +577,7 @@ static void test_record(void)
 
 /* Two processes appending to one record file at once: every line stays whole. */
 typedef struct {
-    lt_child_t *pc_child;
+    msm_test_proc_t *pc_child;
     int pc_count;
     int pc_ok;
 } pusher_t;
@@ -587,7 +588,7 @@ static void *pusher_main(void *arg)
     for (int i = 0; i < p->pc_count; i++) {
         lt_http_t h = {.headers = {"Msm-Key: a-key-long-enough-to-make-lines-longer", NULL}};
         char id[64];
-        snprintf(id, sizeof(id), "w%d-%d", p->pc_child->ch_port, i);
+        snprintf(id, sizeof(id), "w%d-%d", p->pc_child->port, i);
         push(p->pc_child, &h, "rec-sub", id, NULL);
         p->pc_ok += h.status == 200;
         lt_http_free(&h);
@@ -600,7 +601,7 @@ static void test_record_concurrent_writers(void)
     char rec[512];
     path_in_dir(rec, sizeof(rec), "shared-record");
     const char *args[] = {"--record", rec, NULL};
-    lt_child_t a, b;
+    msm_test_proc_t a, b;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&a, dir, MSM_EXAMPLE_LAMBDA, args), 0);
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&b, dir, MSM_EXAMPLE_LAMBDA, args), 0);
     pusher_t pa = {&a, 60, 0}, pb = {&b, 60, 0};
@@ -610,8 +611,8 @@ static void test_record_concurrent_writers(void)
     pthread_join(ta, NULL);
     pthread_join(tb, NULL);
     CU_ASSERT_EQUAL(pa.pc_ok + pb.pc_ok, 120);
-    CU_ASSERT_EQUAL(lt_child_wait(&a, SIGTERM, 5000), 0);
-    CU_ASSERT_EQUAL(lt_child_wait(&b, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&a, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&b, SIGTERM, 5000), 0);
     char *text = lt_read_file(rec, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     int lines = 0, valid = 0;
@@ -629,7 +630,7 @@ static void test_record_concurrent_writers(void)
 /* ---- --latency-ms: late answers, the loop keeps serving ---- */
 
 typedef struct {
-    lt_child_t *lc_child;
+    msm_test_proc_t *lc_child;
     lt_http_t lc_h;
     const char *lc_id;
 } latent_t;
@@ -645,7 +646,7 @@ static void test_latency_does_not_block(void)
 {
     const int latency = 600;
     const char *args[] = {"--latency-ms", "600", NULL};
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
     latent_t a = {.lc_child = &c, .lc_id = "l1"}, b = {.lc_child = &c, .lc_id = "l2"};
     pthread_t ta, tb;
@@ -655,7 +656,7 @@ static void test_latency_does_not_block(void)
     /* Meanwhile the loop answers at once. */
     usleep(100 * 1000);
     lt_http_t health = {.path = "/healthz"};
-    lt_http(c.ch_port, &health);
+    lt_http(c.port, &health);
     CU_ASSERT_EQUAL(health.status, 200);
     CU_ASSERT_TRUE(health.secs < 0.3);
     lt_http_free(&health);
@@ -674,12 +675,12 @@ static void test_latency_does_not_block(void)
 
     /* The metrics count them. */
     lt_http_t m = {.path = "/metrics"};
-    lt_http(c.ch_port, &m);
+    lt_http(c.port, &m);
     CU_ASSERT_PTR_NOT_NULL(
         m.rbody ? strstr(m.rbody, "msm_lambda_invocations_total{handler=\"*\",result=\"ok\"} 2")
                 : NULL);
     lt_http_free(&m);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
 /* ---- SIGTERM ---- */
@@ -687,13 +688,13 @@ static void test_latency_does_not_block(void)
 static void test_sigterm_drains(void)
 {
     /* Idle: exits 0 promptly. */
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, NULL), 0);
     double t0 = lt_now_ms();
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
     CU_ASSERT_TRUE(lt_now_ms() - t0 < 1500);
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, NULL), 0);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGINT, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGINT, 5000), 0);
 
     /* Busy: the push in flight is answered 200, new connections are refused, exit 0. */
     const char *args[] = {"--latency-ms", "700", NULL};
@@ -702,16 +703,16 @@ static void test_sigterm_drains(void)
     pthread_t ta;
     pthread_create(&ta, NULL, latent_main, &a);
     usleep(200 * 1000);
-    kill(c.ch_pid, SIGTERM);
+    kill(c.pid, SIGTERM);
     usleep(150 * 1000);
     lt_http_t late = {.path = "/healthz", .timeout_ms = 2000};
-    lt_http(c.ch_port, &late);
+    lt_http(c.port, &late);
     CU_ASSERT_EQUAL(late.rc, CURLE_COULDNT_CONNECT);
     lt_http_free(&late);
     pthread_join(ta, NULL);
     CU_ASSERT_EQUAL(a.lc_h.status, 200);
     lt_http_free(&a.lc_h);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, 0, 5000), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, 0, 5000), 0);
 
     /* A second signal does not wait for the handler: 503 for it, exit status 1. */
     const char *slow[] = {"--latency-ms", "20000", NULL};
@@ -719,13 +720,13 @@ static void test_sigterm_drains(void)
     latent_t b = {.lc_child = &c, .lc_id = "t2"};
     pthread_create(&ta, NULL, latent_main, &b);
     usleep(200 * 1000);
-    kill(c.ch_pid, SIGTERM);
+    kill(c.pid, SIGTERM);
     usleep(100 * 1000);
     t0 = lt_now_ms();
-    int st = lt_child_wait(&c, SIGTERM, 5000);
+    int st = msm_test_proc_stop(&c, SIGTERM, 5000);
     CU_ASSERT_EQUAL(st, 1);
     if (st != 1)
-        fprintf(stderr, "second SIGTERM: exit status %d (log %s)\n", st, c.ch_log);
+        fprintf(stderr, "second SIGTERM: exit status %d (log %s)\n", st, c.log);
     CU_ASSERT_TRUE(lt_now_ms() - t0 < 2000);
     pthread_join(ta, NULL);
     CU_ASSERT_EQUAL(b.lc_h.status, 503);
@@ -736,7 +737,7 @@ static void test_sigterm_drains(void)
 
 static void test_api_example(void)
 {
-    lt_child_t c;
+    msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_API_EXAMPLE_LAMBDA, NULL), 0);
     lt_http_t h = {0};
     push(&c, &h, "orders-sub", "o-1", NULL);
@@ -746,8 +747,8 @@ static void test_api_example(void)
     push(&c, &h, "other-sub", "o-2", NULL);
     CU_ASSERT_EQUAL(h.status, 404);
     lt_http_free(&h);
-    CU_ASSERT_EQUAL(lt_child_wait(&c, SIGTERM, 5000), 0);
-    char *log = lt_read_file(c.ch_log, NULL);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+    char *log = lt_read_file(c.log, NULL);
     CU_ASSERT_PTR_NOT_NULL(log ? strstr(log, "order o-1 (event=o-1 subscription=orders-sub")
                                : NULL);
     free(log);

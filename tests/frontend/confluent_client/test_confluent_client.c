@@ -6,17 +6,13 @@
  *
  *   test_confluent_client FRONTEND CLIENT_DIR */
 #include "msm_test.h"
+#include "msm_test_proc.h"
 
-#include <curl/curl.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SUBJECT          "msm-confluent-value"
@@ -30,20 +26,12 @@ static const char *client_dir;
 
 static msm_test_redis_t redis_srv;
 static char work_dir[256];
-static char frontend_log[320];
 static char frontend_url[64];
-static pid_t frontend_pid;
+static msm_test_proc_t frontend;
 static int tools_found;
 static int client_installed;
 
 /* ---- small helpers ---- */
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* 1 when an executable @p name is on PATH. */
 static int on_path(const char *name)
@@ -108,112 +96,54 @@ static int copy_file(const char *from, const char *to)
 
 /* ---- child processes ---- */
 
-/* Starts argv[0] (searched on PATH) in a process group of its own, output to @p log. */
-static pid_t spawn(char *const argv[], const char *log)
+/* Never outlive the test, and take npm's own children along when killed. */
+static void proc_init(msm_test_proc_t *p, const char *log)
 {
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    /* Never outlive the test, and take npm's own children along when killed. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    setpgid(0, 0);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd >= 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-    }
-    execvp(argv[0], argv);
-    fprintf(stderr, "cannot run %s\n", argv[0]);
-    _exit(127);
+    memset(p, 0, sizeof(*p));
+    snprintf(p->log, sizeof(p->log), "%s", log);
+    p->death_signal = SIGKILL;
+    p->own_group = 1;
 }
 
 /* Runs a command to its end. @returns its exit status, 128+signal, or -1 when it had to be
  * killed after @p timeout_ms. */
-static int run(char *const argv[], const char *log, uint64_t timeout_ms)
+static int run(const char *const argv[], const char *log, int timeout_ms)
 {
-    pid_t pid = spawn(argv, log);
-    if (pid < 0)
+    msm_test_proc_t p;
+    proc_init(&p, log);
+    for (int i = 0; argv[i]; i++)
+        msm_test_proc_arg(&p, "%s", argv[i]);
+    if (msm_test_proc_start(&p) != 0)
         return -1;
-    uint64_t deadline = now_ms() + timeout_ms;
-    int status;
-    while (waitpid(pid, &status, WNOHANG) != pid) {
-        if (now_ms() > deadline) {
-            kill(-pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            printf("  %s did not finish within %llu s: killed\n", argv[0],
-                   (unsigned long long)timeout_ms / 1000);
-            return -1;
-        }
-        usleep(50000);
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int frontend_ready(void)
-{
-    char url[128];
-    snprintf(url, sizeof(url), "%s/readyz", frontend_url);
-    CURL *e = curl_easy_init();
-    if (!e)
-        return -1;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 2000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    int rc = -1;
-    for (uint64_t deadline = now_ms() + READY_TIMEOUT_MS; now_ms() < deadline;) {
-        long status = 0;
-        if (curl_easy_perform(e) == CURLE_OK)
-            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        if (status == 200) {
-            rc = 0;
-            break;
-        }
-        if (waitpid(frontend_pid, NULL, WNOHANG) == frontend_pid) {
-            frontend_pid = 0;
-            break;
-        }
-        usleep(100000);
-    }
-    curl_easy_cleanup(e);
+    int rc = msm_test_proc_stop(&p, 0, timeout_ms);
+    if (rc == -1)
+        printf("  %s did not finish within %d s: killed\n", argv[0], timeout_ms / 1000);
     return rc;
 }
 
 static int frontend_start(void)
 {
-    int port = msm_test_free_port();
-    char ns[64], redis_arg[160], ns_arg[80], port_arg[32];
-    snprintf(frontend_url, sizeof(frontend_url), "http://127.0.0.1:%d", port);
-    snprintf(frontend_log, sizeof(frontend_log), "%s/frontend.log", work_dir);
-    snprintf(redis_arg, sizeof(redis_arg), "--redis.url=%s", redis_srv.url);
-    snprintf(ns_arg, sizeof(ns_arg), "--namespace=%s", msm_test_namespace(ns, sizeof(ns)));
-    snprintf(port_arg, sizeof(port_arg), "--http.port=%d", port);
-    char *argv[] = {(char *)frontend_bin,    redis_arg, ns_arg, port_arg,
-                    "--http.bind=127.0.0.1", NULL};
-    if (port <= 0 || (frontend_pid = spawn(argv, frontend_log)) < 0)
+    char ns[64], log[320];
+    snprintf(log, sizeof(log), "%s/frontend.log", work_dir);
+    proc_init(&frontend, log);
+    frontend.port = msm_test_free_port();
+    snprintf(frontend_url, sizeof(frontend_url), "http://127.0.0.1:%d", frontend.port);
+    msm_test_proc_arg(&frontend, "%s", frontend_bin);
+    msm_test_proc_arg(&frontend, "--redis.url=%s", redis_srv.url);
+    msm_test_proc_arg(&frontend, "--namespace=%s", msm_test_namespace(ns, sizeof(ns)));
+    msm_test_proc_arg(&frontend, "--http.port=%d", frontend.port);
+    msm_test_proc_arg(&frontend, "--http.bind=127.0.0.1");
+    if (frontend.port <= 0 || msm_test_proc_start(&frontend) != 0)
         return -1;
-    return frontend_ready();
+    return msm_test_proc_wait_ready(&frontend, NULL, READY_TIMEOUT_MS);
 }
 
 /* SIGTERM, as an operator would: @returns the exit status (0 expected), -1 if killed. */
 static int frontend_stop(void)
 {
-    if (frontend_pid <= 0)
+    if (frontend.pid <= 0)
         return 0;
-    kill(frontend_pid, SIGTERM);
-    int status = 0;
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(frontend_pid, &status, WNOHANG) == frontend_pid) {
-            frontend_pid = 0;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        usleep(50000);
-    }
-    kill(frontend_pid, SIGKILL);
-    waitpid(frontend_pid, NULL, 0);
-    frontend_pid = 0;
-    return -1;
+    return msm_test_proc_stop(&frontend, SIGTERM, MSM_TEST_PROC_GRACE_MS);
 }
 
 /* ---- the suite ---- */
@@ -221,7 +151,6 @@ static int frontend_stop(void)
 static int start_all(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     const char *tmp = getenv("TMPDIR");
     snprintf(work_dir, sizeof(work_dir), "%s/msm-confluent-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(work_dir)) {
@@ -235,7 +164,7 @@ static int start_all(void)
     }
     if (frontend_start() != 0) {
         fprintf(stderr, "%s did not become ready\n", frontend_bin);
-        print_file("frontend log", frontend_log, LOG_TAIL_LINES);
+        print_file("frontend log", frontend.log, LOG_TAIL_LINES);
         return -1;
     }
     return 0;
@@ -247,7 +176,7 @@ static int release_all(void)
     int rc = frontend_stop();
     if (rc != 0) {
         fprintf(stderr, "msm-frontend exited with %d on SIGTERM\n", rc);
-        print_file("frontend log", frontend_log, LOG_TAIL_LINES);
+        print_file("frontend log", frontend.log, LOG_TAIL_LINES);
     }
     msm_test_redis_destroy(&redis_srv);
     if (work_dir[0]) {
@@ -257,7 +186,6 @@ static int release_all(void)
             fprintf(stderr, "could not remove %s\n", work_dir);
         work_dir[0] = '\0';
     }
-    curl_global_cleanup();
     return rc == 0 ? 0 : -1;
 }
 
@@ -302,8 +230,8 @@ static void test_npm_install(void)
     }
     char log[320];
     snprintf(log, sizeof(log), "%s/npm.log", work_dir);
-    char *argv[] = {"npm",      "install", "--no-audit", "--no-fund", "--no-update-notifier",
-                    "--prefix", work_dir,  NULL};
+    const char *argv[] = {"npm",      "install", "--no-audit", "--no-fund", "--no-update-notifier",
+                          "--prefix", work_dir,  NULL};
     int rc = run(argv, log, NPM_TIMEOUT_MS);
     if (rc != 0) {
         printf("\n  npm install failed (exit %d): is the npm registry reachable?\n", rc);
@@ -322,7 +250,7 @@ static void test_registry_round_trip(void)
     char script[320], log[320];
     snprintf(script, sizeof(script), "%s/registry_client.js", work_dir);
     snprintf(log, sizeof(log), "%s/node.log", work_dir);
-    char *argv[] = {"node", script, frontend_url, SUBJECT, NULL};
+    const char *argv[] = {"node", script, frontend_url, SUBJECT, NULL};
     int rc = run(argv, log, NODE_TIMEOUT_MS);
     printf("\n");
     print_file("registry_client.js", log, LOG_TAIL_LINES);
