@@ -283,6 +283,9 @@ int fe_parse_single(const fe_parse_ctx_t *ctx, const fe_header_t *hdrs, size_t n
 {
     const char *ct = header(hdrs, nhdrs, "Content-Type");
     b->accepted_ms = ctx->now_ms;
+    /* A binary-mode CloudEvent may leave datacontenttype out: its data is just bytes. */
+    if (!ct && header(hdrs, nhdrs, "ce-specversion"))
+        ct = "application/octet-stream";
     int structured = ct && fe_same_media_type(ct, CE_JSON);
     if (len > ctx->max_event_bytes && !structured) {
         msm_json_err_add(big, NULL, "the event exceeds the limit of %zu bytes",

@@ -324,6 +324,18 @@ static void test_cloudevents(void)
     msm__v1__event__free_unpacked(ev, NULL);
     resp_clear(&r);
 
+    /* Binary mode without a Content-Type: the data is just bytes. */
+    msm_http_header_t bare[] = {{"ce-specversion", "1.0"}, {"ce-id", "ev-0"},
+                                {"ce-source", "/s"}, {"ce-type", "t.bytes"}};
+    http_hs(&r, "POST", ONE, "\x01\x02", 2, bare, sizeof(bare) / sizeof(bare[0]));
+    CU_ASSERT_EQUAL_FATAL(r.status, 200);
+    ev = find_event(TOPIC, jstr(r.json, "id"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+    CU_ASSERT_STRING_EQUAL(ev->content_type, "application/octet-stream");
+    CU_ASSERT(ev->payload.len == 2 && memcmp(ev->payload.data, "\x01\x02", 2) == 0);
+    msm__v1__event__free_unpacked(ev, NULL);
+    resp_clear(&r);
+
     msm_http_header_t st[] = {{"Content-Type", "application/cloudevents+json; charset=utf-8"},
                               {"Msm-Priority", "2"}};
     const char *body = "{\"specversion\":\"1.0\",\"id\":\"ev-2\",\"source\":\"/s\","
