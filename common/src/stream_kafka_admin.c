@@ -492,8 +492,9 @@ void msm__kafka_jobs_abort(kf_stream_t *ks)
 /* ------------------------------------------------------------------------------------ */
 /* Ensure and backlog                                                                   */
 
-int msm__kafka_ensure(
-    msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb, void *opaque)
+/* A job of @p kind on stream @p name, not yet submitted, in *out. */
+static int topic_job_new(msm_stream_t *s, kf_job_kind_t kind, const char *name,
+                         const char *group, kf_job_t **out)
 {
     kf_stream_t *ks = s->s_impl;
     char tname[KF_TOPIC_MAX + 1];
@@ -501,34 +502,40 @@ int msm__kafka_ensure(
         return MSM_ERR_SHUTDOWN;
     if (msm__kafka_topic_name(s->s_conf.name_prefix, name, tname, sizeof(tname)) != MSM_OK)
         return MSM_ERR_INVALID;
-    kf_job_t *j = job_new(ks, KF_JOB_ENSURE, tname, NULL);
-    if (!j)
-        return MSM_ERR_NOMEM;
-    j->kj_partitions = partitions;
-    j->kj_done_cb = cb;
-    j->kj_opaque = opaque;
+    *out = job_new(ks, kind, tname, group);
+    return *out ? MSM_OK : MSM_ERR_NOMEM;
+}
+
+/* Hands @p j to the worker; frees it when the worker cannot take it. */
+static int job_submit(kf_stream_t *ks, kf_job_t *j)
+{
     int rc = worker_submit(ks, j);
     if (rc != MSM_OK)
         job_free(ks, j);
     return rc;
 }
 
+int msm__kafka_ensure(
+    msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb, void *opaque)
+{
+    kf_job_t *j;
+    int rc = topic_job_new(s, KF_JOB_ENSURE, name, NULL, &j);
+    if (rc != MSM_OK)
+        return rc;
+    j->kj_partitions = partitions;
+    j->kj_done_cb = cb;
+    j->kj_opaque = opaque;
+    return job_submit(s->s_impl, j);
+}
+
 int msm__kafka_backlog(
     msm_stream_t *s, const char *name, const char *group, msm_stream_backlog_cb *cb, void *opaque)
 {
-    kf_stream_t *ks = s->s_impl;
-    char tname[KF_TOPIC_MAX + 1];
-    if (ks->ks_closing)
-        return MSM_ERR_SHUTDOWN;
-    if (msm__kafka_topic_name(s->s_conf.name_prefix, name, tname, sizeof(tname)) != MSM_OK)
-        return MSM_ERR_INVALID;
-    kf_job_t *j = job_new(ks, KF_JOB_BACKLOG, tname, group);
-    if (!j)
-        return MSM_ERR_NOMEM;
+    kf_job_t *j;
+    int rc = topic_job_new(s, KF_JOB_BACKLOG, name, group, &j);
+    if (rc != MSM_OK)
+        return rc;
     j->kj_backlog_cb = cb;
     j->kj_opaque = opaque;
-    int rc = worker_submit(ks, j);
-    if (rc != MSM_OK)
-        job_free(ks, j);
-    return rc;
+    return job_submit(s->s_impl, j);
 }
