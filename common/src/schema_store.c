@@ -77,7 +77,7 @@ void msm_schema_store_free(msm_schema_store_t *st)
     free(st);
 }
 
-const msm_schema_t *msm_schema_store_cached(const msm_schema_store_t *st, int id)
+static const msm_schema_t *cached(const msm_schema_store_t *st, int id)
 {
     return id > 0 && (size_t)id < st->by_id_len ? st->by_id[id] : NULL;
 }
@@ -100,7 +100,7 @@ static int index_grow(msm_schema_store_t *st, int id)
 
 void msm_schema_store_put(msm_schema_store_t *st, int id, msm_schema_t *s)
 {
-    if (id <= 0 || id > CACHE_ID_MAX || st->cap == 0 || msm_schema_store_cached(st, id) ||
+    if (id <= 0 || id > CACHE_ID_MAX || st->cap == 0 || cached(st, id) ||
         index_grow(st, id) != MSM_OK) {
         msm_schema_free(s);
         return;
@@ -127,8 +127,8 @@ static const redisReply *hash_field(const redisReply *hash, const char *name)
     return NULL;
 }
 
-msm_schema_t *msm_schema_store_compile_reply(const redisReply *hash, int *err, char *why,
-                                             size_t why_size)
+/* Compiles a stored schema hash (HGETALL of MSM_KEY_SCHEMA); NULL with *err and @p why. */
+static msm_schema_t *compile_reply(const redisReply *hash, int *err, char *why, size_t why_size)
 {
     if (!hash || hash->type != REDIS_REPLY_ARRAY || hash->elements == 0) {
         *err = MSM_ERR_NOTFOUND;
@@ -178,7 +178,7 @@ static void on_fetched(msm_redis_t *r, redisReply *reply, const char *err, void 
     if (fail)
         snprintf(why, sizeof(why), "schema registry unavailable: %s", fail);
     else
-        s = msm_schema_store_compile_reply(reply, &code, why, sizeof(why));
+        s = compile_reply(reply, &code, why, sizeof(why));
     waiters_call(f->waiters, s, f->id, code, s ? NULL : why);
     if (s)
         msm_schema_store_put(st, f->id, s);
@@ -187,7 +187,7 @@ static void on_fetched(msm_redis_t *r, redisReply *reply, const char *err, void 
 
 int msm_schema_store_get(msm_schema_store_t *st, int id, msm_schema_got_cb *cb, void *opaque)
 {
-    const msm_schema_t *s = msm_schema_store_cached(st, id);
+    const msm_schema_t *s = cached(st, id);
     if (s) {
         cb(s, id, MSM_OK, NULL, opaque);
         return MSM_OK;

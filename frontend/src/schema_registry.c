@@ -231,6 +231,9 @@ static void on_registered(msm_redis_t *r, redisReply *reply, const char *err, vo
     msm_log(MSM_LOG_INFO, FAC, "subject %s: version %lld is schema id %lld", g->subject,
             msm_redis_reply_int(reply->element[1], 0), id);
     fe_schemas_changed(g->base.fe);
+    /* Compiled already: the first publish under this id need not fetch and compile it. */
+    msm_schema_store_put(fe_schema_store(g->base.fe), (int)id, g->schema);
+    g->schema = NULL;
     fe_call_json(&g->base, 200, json_pack("{s:I}", "id", (json_int_t)id));
 }
 

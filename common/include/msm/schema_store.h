@@ -49,9 +49,6 @@ msm_schema_store_t *msm_schema_store_new(msm_redis_t *redis, size_t cache_max);
 /** @brief Frees the store. Fetches still in flight complete with MSM_ERR_BACKEND first. */
 void msm_schema_store_free(msm_schema_store_t *st);
 
-/** @brief The compiled schema @p id when cached, else NULL (never fetches). */
-const msm_schema_t *msm_schema_store_cached(const msm_schema_store_t *st, int id);
-
 /**
  * @brief The schema @p id: @p cb runs inside this call when it is cached, otherwise once
  * Redis answered (concurrent requests for one id share one fetch).
@@ -59,14 +56,8 @@ const msm_schema_t *msm_schema_store_cached(const msm_schema_store_t *st, int id
  */
 int msm_schema_store_get(msm_schema_store_t *st, int id, msm_schema_got_cb *cb, void *opaque);
 
-/** @brief Puts a schema the caller just compiled under @p id (takes @p s). */
+/** @brief Puts a schema the caller just compiled under @p id (takes @p s; freed at once
+ *  when that id is cached already or cannot be). */
 void msm_schema_store_put(msm_schema_store_t *st, int id, msm_schema_t *s);
-
-/**
- * @brief Compiles a stored schema hash's fields (HGETALL reply of MSM_KEY_SCHEMA).
- * @returns the schema, or NULL with the reason in @p why (MSM_ERR_NOTFOUND when empty).
- */
-msm_schema_t *msm_schema_store_compile_reply(const redisReply *hash, int *err, char *why,
-                                             size_t why_size);
 
 #endif
