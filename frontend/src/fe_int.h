@@ -76,6 +76,9 @@ struct fe_call_s {
 void *fe_call_new(fe_t *fe, msm_http_req_t *req, size_t size);
 /** @brief Answers with @p body (stolen) unless cancelled, then ends the call. */
 void fe_call_json(fe_call_t *c, int status, json_t *body);
+/** @brief Answers with @p body (copied) of @p content_type unless cancelled, then ends. */
+void fe_call_bytes(fe_call_t *c, int status, const char *content_type, const void *body,
+                   size_t len);
 /** @brief Answers with the API.md error body (details stolen) unless cancelled, then ends. */
 void fe_call_error(fe_call_t *c, int status, const char *code, const char *message,
                    json_t *details);

@@ -219,6 +219,17 @@ void fe_call_end(fe_call_t *c)
         fe_destroy(fe);
 }
 
+void fe_call_bytes(fe_call_t *c, int status, const char *content_type, const void *body,
+                   size_t len)
+{
+    if (c->req) {
+        msm_http_req_on_cancel(c->req, NULL, NULL);
+        msm_http_respond(c->req, status, content_type, body, len);
+        c->req = NULL;
+    }
+    fe_call_end(c);
+}
+
 void fe_call_json(fe_call_t *c, int status, json_t *body)
 {
     if (c->req) {

@@ -135,13 +135,8 @@ static void on_done(fe_pub_t *p, int status, json_t *error)
     size_t len = msm__v1__publish_response__pack(&resp, buf);
     free(results);
     free(ptrs);
-    if (p->base.req) {
-        msm_http_req_on_cancel(p->base.req, NULL, NULL);
-        msm_http_respond(p->base.req, 200, PROTOBUF_TYPE, (const char *)buf, len);
-        p->base.req = NULL;
-    }
+    fe_call_bytes(&p->base, 200, PROTOBUF_TYPE, buf, len);
     free(buf);
-    fe_call_end(&p->base);
 }
 
 void fe_publish_pb(msm_http_req_t *req, void *opaque)
