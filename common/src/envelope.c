@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Envelope helpers over the protoc-c generated code. */
 #include "msm/envelope.h"
+
 #include "msm/base64.h"
 #include "msm/err.h"
+#include "msm/json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,18 +107,9 @@ static void set_str(json_t *obj, const char *field, const char *value)
         json_object_set_new(obj, field, json_string(value));
 }
 
-static int is_json_type(const char *ct)
-{
-    if (!ct || !*ct)
-        return 0;
-    size_t n = strcspn(ct, ";");
-    return (n == 16 && strncmp(ct, "application/json", 16) == 0) ||
-           (n > 5 && strncmp(ct + n - 5, "+json", 5) == 0);
-}
-
 static json_t *payload_json(const Msm__V1__Event *ev)
 {
-    if (!is_json_type(ev->content_type))
+    if (!msm_json_media_type(ev->content_type))
         return NULL;
     return json_loadb((const char *)ev->payload.data, ev->payload.len,
                       JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void msm_json_err_init(msm_json_err_t *e)
 {
@@ -474,4 +475,13 @@ char *msm_json_dump(const json_t *v, size_t *len)
     if (s && len)
         *len = strlen(s);
     return s;
+}
+
+int msm_json_media_type(const char *ct)
+{
+    size_t n = ct ? strcspn(ct, ";") : 0;
+    while (n && ct[n - 1] == ' ')
+        n--;
+    return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
 }

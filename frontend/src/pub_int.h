@@ -121,8 +121,6 @@ void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
                    const char *name, const char *value, size_t count);
 /** @brief A media type such as type/subtype[; params]. */
 int fe_media_type_ok(const char *ct);
-/** @brief application/json or any +json media type. */
-int fe_is_json_type(const char *ct);
 /** @brief Same media type (parameters ignored, case-insensitive). */
 int fe_same_media_type(const char *a, const char *b);
 /** @brief Non-zero when @p s has a byte below 0x20 or 0x7f. */

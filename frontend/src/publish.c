@@ -171,15 +171,6 @@ int fe_media_type_ok(const char *ct)
     return n > 0 && slash && slash != ct && slash + 1 < ct + n && !fe_has_control_chars(ct);
 }
 
-int fe_is_json_type(const char *ct)
-{
-    size_t n = strcspn(ct, ";");
-    while (n && ct[n - 1] == ' ')
-        n--;
-    return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
-           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
-}
-
 int fe_same_media_type(const char *a, const char *b)
 {
     size_t na = strcspn(a, "; "), nb = strcspn(b, "; ");
@@ -665,7 +656,7 @@ static void convert_event(fe_pub_t *p, const msm_schema_t *s, int id, size_t i,
     const char *wire = msm_schema_content_type(s);
     json_t *parsed = NULL;
     const json_t *value = ev->data;
-    if (!value && ev->content_type && fe_is_json_type(ev->content_type) &&
+    if (!value && ev->content_type && msm_json_media_type(ev->content_type) &&
         msm_schema_type(s) != MSM_SCHEMA_JSON) {
         msm_json_err_t pe;
         msm_json_err_init(&pe);
@@ -696,7 +687,7 @@ static void convert_event(fe_pub_t *p, const msm_schema_t *s, int id, size_t i,
     }
     const char *ct = ev->content_type ? ev->content_type : wire;
     if (!fe_same_media_type(ct, wire) && !(msm_schema_type(s) == MSM_SCHEMA_JSON &&
-                                           fe_is_json_type(ct))) {
+                                           msm_json_media_type(ct))) {
         msm_json_err_add(e, NULL, "content type %s does not match the topic's %s schema "
                          "(send %s, or JSON to be converted)", ct,
                          msm_schema_type_name(msm_schema_type(s)), wire);

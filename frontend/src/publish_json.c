@@ -60,7 +60,7 @@ static void parse_payload(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json
         msm_json_err_add(e, "data", "is required (or data_base64)");
         return;
     }
-    if (out->content_type && data && !fe_is_json_type(out->content_type))
+    if (out->content_type && data && !msm_json_media_type(out->content_type))
         msm_json_err_add(e, "content_type",
                          "must be application/json or a +json type when data is given");
     if (data) {

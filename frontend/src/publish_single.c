@@ -26,7 +26,7 @@ static int plain_type_ok(const char *ct)
 {
     static const char *const ok[] = {"application/x-protobuf", "application/avro",
                                      "application/octet-stream", "text/plain", NULL};
-    if (fe_is_json_type(ct))
+    if (msm_json_media_type(ct))
         return 1;
     for (size_t i = 0; ok[i]; i++) {
         if (fe_same_media_type(ct, ok[i]))
@@ -234,7 +234,7 @@ static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
         ev->payload = (const uint8_t *)"";
         return;
     }
-    if (ct && !fe_is_json_type(ct)) {
+    if (ct && !msm_json_media_type(ct)) {
         if (!json_is_string(data)) {
             msm_json_err_add(e, "data", "must be a string when datacontenttype is %s", ct);
             return;
@@ -253,7 +253,7 @@ static void plain_body(const uint8_t *body, size_t len, const char *ct, int keep
                        fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e)
 {
     ev->content_type = keep(b, e, ct);
-    if (fe_is_json_type(ct)) {
+    if (msm_json_media_type(ct)) {
         msm_json_err_t pe;
         msm_json_err_init(&pe);
         json_t *v = msm_json_parse((const char *)body, len, &pe);

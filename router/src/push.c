@@ -338,18 +338,11 @@ static void enqueue(rt_sub_t *sub, rt_delivery_t *d)
 
 /* ---- delivery_format "json" (docs/schemas.md) ---- */
 
-static int is_json_type(const char *ct)
-{
-    size_t n = ct ? strcspn(ct, "; ") : 0;
-    return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
-           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
-}
-
 /* A payload with a schema, not JSON already, to a subscription that wants JSON. */
 static int wants_json(const rt_sub_t *sub, const Msm__V1__Event *ev)
 {
     return sub->conf->delivery_format && strcmp(sub->conf->delivery_format, "json") == 0 &&
-           ev->schema_id > 0 && !is_json_type(ev->content_type);
+           ev->schema_id > 0 && !msm_json_media_type(ev->content_type);
 }
 
 /* Ends a delivery that was never sent. */

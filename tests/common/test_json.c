@@ -284,12 +284,26 @@ static void test_limits(void)
     msm_json_err_deinit(&e);
 }
 
+static void test_media_type(void)
+{
+    const char *yes[] = {"application/json", "Application/JSON", "application/json; charset=utf-8",
+                         "application/json ;charset=utf-8", "application/cloudevents+json",
+                         "application/vnd.schemaregistry.v1+json"};
+    const char *no[] = {NULL, "", "text/plain", "application/jsonx", "application/avro",
+                        "json", "application/x-protobuf; proto=json"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        CU_ASSERT_TRUE(msm_json_media_type(yes[i]));
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        CU_ASSERT_FALSE(msm_json_media_type(no[i]));
+}
+
 static CU_TestInfo json_tests[] = {
     {"parse: success and errors with line/column", test_parse_ok_and_errors},
     {"getters record field paths", test_getters_and_paths},
     {"required, ranges and types", test_required_ranges_and_types},
     {"error body shape", test_error_body_shape},
     {"detail and path limits", test_limits},
+    {"JSON media types", test_media_type},
     CU_TEST_INFO_NULL,
 };
 

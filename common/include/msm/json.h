@@ -173,4 +173,8 @@ json_t *msm_json_err_body(msm_json_err_t *e, const char *code);
  */
 char *msm_json_dump(const json_t *v, size_t *len);
 
+/** @brief Non-zero when the media type @p ct (parameters ignored, case-insensitive) is
+ *  application/json or any +json type; 0 for NULL. */
+int msm_json_media_type(const char *ct);
+
 #endif
