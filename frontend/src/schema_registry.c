@@ -93,15 +93,27 @@ int fe_schema_scripts(fe_t *fe)
 
 /* ---- answers ---- */
 
-static json_t *error_body(const char *code, int confluent_code, const char *message,
-                          json_t *details)
+/* Confluent clients read these top-level members of an error body. */
+static json_t *with_confluent(json_t *b, int confluent_code, const char *message)
 {
-    json_t *b = msm_json_error_body(code, message, details);
     if (b) {
         json_object_set_new(b, "error_code", json_integer(confluent_code));
         json_object_set_new(b, "message", json_string(message));
     }
     return b;
+}
+
+static json_t *error_body(const char *code, int confluent_code, const char *message,
+                          json_t *details)
+{
+    return with_confluent(msm_json_error_body(code, message, details), confluent_code, message);
+}
+
+/* 400 with the collected details. */
+static void respond_invalid(msm_http_req_t *req, msm_json_err_t *e, int confluent_code)
+{
+    msm_http_respond_json(req, 400, with_confluent(msm_json_err_body(e, NULL), confluent_code,
+                                                   msm_json_err_message(e)));
 }
 
 static void respond_error(msm_http_req_t *req, int status, const char *code,
@@ -392,10 +404,7 @@ static msm_schema_t *body_schema(msm_http_req_t *req, char **text_out)
             msm_http_respond_error(req, 500, "INTERNAL", "out of memory", NULL);
         }
     } else {
-        json_t *b = msm_json_err_body(&e, NULL);
-        json_object_set_new(b, "error_code", json_integer(CE_INVALID_SCHEMA));
-        json_object_set_new(b, "message", json_string(msm_json_err_message(&e)));
-        msm_http_respond_json(req, 400, b);
+        respond_invalid(req, &e, CE_INVALID_SCHEMA);
     }
     msm_json_err_deinit(&e);
     json_decref(body);
@@ -742,12 +751,8 @@ static void config(msm_http_req_t *req, fe_t *fe, const char *subject)
                                  "must be BACKWARD, FORWARD, FULL or NONE");
         }
         int bad = msm_json_err_count(&e) > 0;
-        if (bad) {
-            json_t *b = msm_json_err_body(&e, NULL);
-            json_object_set_new(b, "error_code", json_integer(CE_INVALID_LEVEL));
-            json_object_set_new(b, "message", json_string(msm_json_err_message(&e)));
-            msm_http_respond_json(req, 400, b);
-        }
+        if (bad)
+            respond_invalid(req, &e, CE_INVALID_LEVEL);
         msm_json_err_deinit(&e);
         json_decref(body);
         if (bad)
