@@ -486,13 +486,11 @@ static void push(msm_http_req_t *req, void *opaque)
     msm_json_err_deinit(&e);
     msm_json_err_deinit(&big);
     /* The topic is known once the source is read: the pipeline's topic is set then. */
-    push_t *ps = fe_pub_new(fe, req, sizeof(*ps), "", NULL, on_published, start_us);
+    push_t *ps = fe_pub_new(fe, req, sizeof(*ps), NULL, NULL, on_published, start_us);
     if (!ps) {
         json_decref(body);
         return;
     }
-    free(ps->pub.topic);
-    ps->pub.topic = NULL;
     ps->pub.release = push_release;
     ps->body = body;
     ps->received = json_array_size(json_object_get(body, "changes"));

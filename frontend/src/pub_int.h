@@ -173,7 +173,8 @@ struct fe_pub_s {
 };
 
 /**
- * @brief A pipeline request for @p topic (its subject looked up now), @p size bytes
+ * @brief A pipeline request for @p topic (NULL: set p->topic before submitting, as CDC
+ * does once the source is read) and its @p subject, @p size bytes
  * (>= sizeof(fe_pub_t), the form's state after it). Answers 500 itself and returns NULL
  * when out of memory.
  */

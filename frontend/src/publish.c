@@ -272,7 +272,7 @@ void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
     p->base.cleanup = pub_cleanup;
     p->done = done;
     p->start_us = start_us;
-    if (!(p->topic = strdup(topic)) || (subject && !(p->subject = strdup(subject)))) {
+    if ((topic && !(p->topic = strdup(topic))) || (subject && !(p->subject = strdup(subject)))) {
         fe_call_error(&p->base, 500, "INTERNAL", "out of memory", NULL);
         return NULL;
     }
