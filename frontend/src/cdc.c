@@ -198,6 +198,8 @@ typedef struct {
     size_t received;       /* changes in the request */
     int64_t last_before;   /* the partition's last sequence when claimed */
     int64_t last_after;    /* the highest sequence published by this push */
+    int answer_status;     /* the answer, given once the lock is freed */
+    json_t *answer;
 } push_t;
 
 static void push_release(fe_pub_t *p)
@@ -206,6 +208,7 @@ static void push_release(fe_pub_t *p)
     free(ps->source);
     free(ps->partition);
     json_decref(ps->body);
+    json_decref(ps->answer);
 }
 
 static void count(fe_t *fe, const char *source, const char *result, size_t n)
@@ -213,8 +216,23 @@ static void count(fe_t *fe, const char *source, const char *result, size_t n)
     msm_counter_add(msm_metric_labels(fe->fe_m_cdc, source, result, NULL), n);
 }
 
-/* Fire and forget: frees the lock (and advances the sequence after a publish). */
-static void settle(push_t *ps, int64_t last)
+static void settled(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    push_t *ps = opaque;
+    (void)r;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why)
+        msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: lock not released (it expires): %s",
+                ps->source, ps->partition, why);
+    json_t *answer = ps->answer;
+    ps->answer = NULL;
+    fe_call_json(&ps->pub.base, ps->answer_status, answer);
+}
+
+/* Frees the lock (and advances the sequence to @p last after a publish), then answers
+ * @p status with @p answer (stolen). The answer waits for the lock: a client that pushes
+ * the partition's next changes as soon as it has the answer finds the partition free. */
+static void settle_and_answer(push_t *ps, int64_t last, int status, json_t *answer)
 {
     fe_t *fe = ps->pub.base.fe;
     char k_cur[KEY_MAX], k_lock[KEY_MAX], seq[24] = "";
@@ -224,10 +242,11 @@ static void settle(push_t *ps, int64_t last)
     if (last > 0)
         snprintf(seq, sizeof(seq), "%lld", (long long)last);
     const char *argv[] = {k_cur, k_lock, ps->partition, ps->token, seq};
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_settle, NULL, NULL, 2, 5, argv, NULL) !=
+    ps->answer_status = status;
+    ps->answer = answer;
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_settle, settled, ps, 2, 5, argv, NULL) !=
         MSM_OK)
-        msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: lock not released (it expires)",
-                ps->source, ps->partition);
+        settled(NULL, NULL, "not sent", ps);
 }
 
 static json_t *push_answer(const push_t *ps, size_t published)
@@ -242,15 +261,13 @@ static void on_published(fe_pub_t *p, int status, json_t *error)
     push_t *ps = (push_t *)p;
     fe_t *fe = p->base.fe;
     if (status != 200) {
-        settle(ps, 0);
         count(fe, ps->source, "failed", ps->received);
-        fe_call_json(&p->base, status, error);
+        settle_and_answer(ps, 0, status, error);
         return;
     }
-    settle(ps, ps->last_after);
     count(fe, ps->source, "published", p->batch.n);
     count(fe, ps->source, "duplicate", ps->received - p->batch.n);
-    fe_call_json(&p->base, 200, push_answer(ps, p->batch.n));
+    settle_and_answer(ps, ps->last_after, 200, push_answer(ps, p->batch.n));
 }
 
 /* Validates the changes (every one, before anything is claimed). */
@@ -434,7 +451,6 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
         status = 413;
     json_decref(src);
     if (status) {
-        settle(ps, 0);
         json_t *body = status == 413 ? msm_json_err_body(&big, "PAYLOAD_TOO_LARGE")
                                      : msm_json_error_body(status == 404 ? "NOT_FOUND"
                                                            : status == 400 ? "INVALID_ARGUMENT"
@@ -442,15 +458,14 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
                                                            msg, NULL);
         msm_json_err_deinit(&e);
         msm_json_err_deinit(&big);
-        fe_call_json(&p->base, status, body);
+        settle_and_answer(ps, 0, status, body);
         return;
     }
     msm_json_err_deinit(&e);
     msm_json_err_deinit(&big);
     if (p->batch.n == 0) { /* every change was a duplicate */
-        settle(ps, 0);
         count(fe, ps->source, "duplicate", ps->received);
-        fe_call_json(&p->base, 200, push_answer(ps, 0));
+        settle_and_answer(ps, 0, 200, push_answer(ps, 0));
         return;
     }
     p->cdc_source = ps->source;

@@ -167,6 +167,9 @@ struct fe_pub_s {
     unsigned char *dup;             /**< 1: a repeat; ids[i] is the first event's id */
     unsigned char *claimed;         /**< 1: this request holds the idempotency key */
     size_t nclaimed;
+    int fin_status;                 /**< the answer held while the keys are settled */
+    json_t *fin_error;
+    const char *fin_result;
     uint64_t start_us;
     fe_pub_done_cb *done;
     void (*release)(fe_pub_t *p);   /**< frees the form's own state, may be NULL */

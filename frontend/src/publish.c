@@ -259,6 +259,7 @@ static void pub_cleanup(fe_call_t *c)
     free(p->ids);
     free(p->dup);
     free(p->claimed);
+    json_decref(p->fin_error);
 }
 
 void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
@@ -321,13 +322,19 @@ static void pub_finish(fe_pub_t *p, int status, json_t *error, const char *resul
     p->done(p, status, error);
 }
 
-static void pub_unavailable(fe_pub_t *p, const char *why)
+/* The 503 body for @p why, with Retry-After. */
+static json_t *unavailable_body(fe_pub_t *p, const char *why)
 {
     char msg[512];
     snprintf(msg, sizeof(msg), "nothing was published: %.400s", why ? why : "unknown error");
     if (p->base.req)
         msm_http_add_header(p->base.req, "Retry-After", "1");
-    pub_finish(p, 503, msm_json_error_body("UNAVAILABLE", msg, NULL), "unavailable");
+    return msm_json_error_body("UNAVAILABLE", msg, NULL);
+}
+
+static void pub_unavailable(fe_pub_t *p, const char *why)
+{
+    pub_finish(p, 503, unavailable_body(p, why), "unavailable");
 }
 
 static int pub_aborted(fe_pub_t *p)
@@ -340,7 +347,8 @@ static int pub_aborted(fe_pub_t *p)
 
 /* ---- step 3: the append ---- */
 
-static void idem_settle(fe_pub_t *p, int commit);
+static void settle_and_finish(fe_pub_t *p, int commit, int status, json_t *error,
+                              const char *result);
 
 static void on_appended(msm_err_t err, const char *reason, void *opaque)
 {
@@ -348,15 +356,14 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
     if (err != MSM_OK) {
         msm_log(MSM_LOG_WARN, FAC, "publish of %zu events to %s failed: %s", p->batch.n,
                 p->topic, reason ? reason : msm_err_str(err));
-        idem_settle(p, 0);
-        pub_unavailable(p, reason ? reason : msm_err_str(err));
+        settle_and_finish(p, 0, 503, unavailable_body(p, reason ? reason : msm_err_str(err)),
+                          "unavailable");
         return;
     }
-    idem_settle(p, 1);
     if (!p->base.req)
         msm_log(MSM_LOG_WARN, FAC, "%zu events published to %s after the request was "
                 "cancelled", p->batch.n, p->topic);
-    pub_finish(p, 200, NULL, "ok");
+    settle_and_finish(p, 1, 200, NULL, "ok");
 }
 
 static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__Event *env)
@@ -438,10 +445,8 @@ out:
     free(sizes);
     free(records);
     free(buf);
-    if (rc != MSM_OK) {
-        idem_settle(p, 0);
-        pub_unavailable(p, msm_err_str(rc));
-    }
+    if (rc != MSM_OK)
+        settle_and_finish(p, 0, 503, unavailable_body(p, msm_err_str(rc)), "unavailable");
 }
 
 /* ---- step 2: idempotency keys ---- */
@@ -532,24 +537,46 @@ static int idem_args(fe_pub_t *p, const unsigned char *pick, const char *const *
     return nk;
 }
 
-/* Fire and forget: a claim nobody settles expires after IDEM_PENDING_MS. */
-static void idem_settle(fe_pub_t *p, int commit)
+static void idem_settled(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
-    if (!p->nclaimed)
+    fe_pub_t *p = opaque;
+    (void)r;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) /* the pending claims expire after IDEM_PENDING_MS */
+        msm_log(MSM_LOG_WARN, FAC, "idempotency keys of %s not settled: %s", p->topic, why);
+    json_t *error = p->fin_error;
+    p->fin_error = NULL;
+    pub_finish(p, p->fin_status, error, p->fin_result);
+}
+
+/* Commits (or releases) the keys this request claimed, then answers: a client that repeats
+ * a publish as soon as it has the answer must find the key settled, not in flight (and
+ * Redis may run this script after commands sent later: see NOSCRIPT in redis.c). */
+static void settle_and_finish(fe_pub_t *p, int commit, int status, json_t *error,
+                              const char *result)
+{
+    if (!p->nclaimed) {
+        pub_finish(p, status, error, result);
         return;
+    }
     fe_t *fe = p->base.fe;
     char window[24];
     snprintf(window, sizeof(window), "%llu", (unsigned long long)fe->fe_set.idempotency_window_ms);
     const char *head[] = {commit ? "commit" : "release", window};
     idem_args_t a;
     int nk = idem_args(p, p->claimed, head, 2, 0, &a);
-    if (nk < 0)
-        return;
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_idem_settle, NULL, NULL, nk, a.argc, a.argv,
-                       a.lens) != MSM_OK)
-        msm_log(MSM_LOG_WARN, FAC, "idempotency keys of %s not settled", p->topic);
-    idem_args_free(&a);
     p->nclaimed = 0;
+    p->fin_status = status;
+    p->fin_error = error;
+    p->fin_result = result;
+    if (nk < 0) {
+        idem_settled(NULL, NULL, "out of memory", p);
+        return;
+    }
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_idem_settle, idem_settled, p, nk, a.argc,
+                       a.argv, a.lens) != MSM_OK)
+        idem_settled(NULL, NULL, "not sent", p);
+    idem_args_free(&a);
 }
 
 static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -600,10 +627,9 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
         p->dup[i] = 1;
     }
     if (busy) {
-        idem_settle(p, 0);
         char msg[FE_IDEMPOTENCY_MAX_BYTES + 96];
         snprintf(msg, sizeof(msg), "a publish with idempotency key '%s' is in progress", busy);
-        pub_unavailable(p, msg);
+        settle_and_finish(p, 0, 503, unavailable_body(p, msg), "unavailable");
         return;
     }
     if (!pub_aborted(p))

@@ -539,6 +539,45 @@ static void test_cdc_push(void)
     resp_clear(&r);
 }
 
+/* The answer comes after the key or the partition is settled: a client that repeats at once
+ * sees a duplicate, never "in progress". SCRIPT FLUSH sends each settle script through the
+ * NOSCRIPT fallback, after which Redis ran it behind the client's next request while the
+ * answer did not wait for it. */
+static void test_settled_before_answer(void)
+{
+    resp_t r;
+    put_topic("settle", "{\"partitions\":1}");
+    http(&r, "PUT", "/v1/cdc/sources/settle-src",
+         "{\"topic\":\"settle\",\"partitions\":[\"p0\"]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    for (int i = 1; i <= 40; i++) {
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "{\"events\":[{\"data\":%d,\"idempotency_key\":\"s%d\"}]}", i, i);
+        cmd_int("SCRIPT FLUSH");
+        http(&r, "POST", "/v1/topics/settle:publish", body);
+        CU_ASSERT_EQUAL(r.status, 200);
+        resp_clear(&r);
+        http(&r, "POST", "/v1/topics/settle:publish", body);
+        CU_ASSERT_EQUAL(r.status, 200);
+        json_t *res = json_array_get(json_object_get(r.json, "results"), 0);
+        CU_ASSERT(json_is_true(json_object_get(res, "duplicate")));
+        resp_clear(&r);
+        cmd_int("SCRIPT FLUSH");
+        for (int k = 0; k < 2; k++) {
+            snprintf(body, sizeof(body),
+                     "{\"partition\":\"p0\",\"changes\":[{\"sequence\":%d,\"op\":"
+                     "\"update\",\"entity\":\"e\",\"data\":%d}]}",
+                     2 * i + k, i);
+            http(&r, "POST", "/v1/cdc/sources/settle-src/changes", body);
+            CU_ASSERT_EQUAL(r.status, 200);
+            CU_ASSERT_EQUAL(jint(r.json, "accepted"), 1);
+            resp_clear(&r);
+        }
+    }
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -548,6 +587,7 @@ int main(void)
         {"protobuf_rpc", test_protobuf_rpc},
         {"idempotency", test_idempotency},
         {"cdc_push", test_cdc_push},
+        {"settled_before_answer", test_settled_before_answer},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {
