@@ -79,6 +79,28 @@ void msm_outcome_free(Msm__V1__DeliveryOutcome *outcome)
         msm__v1__delivery_outcome__free_unpacked(outcome, NULL);
 }
 
+Msm__V1__TaskBatch *msm_task_batch_unpack(const void *data, size_t len)
+{
+    return msm__v1__task_batch__unpack(NULL, len, data);
+}
+
+void msm_task_batch_free(Msm__V1__TaskBatch *b)
+{
+    if (b)
+        msm__v1__task_batch__free_unpacked(b, NULL);
+}
+
+Msm__V1__OutcomeBatch *msm_outcome_batch_unpack(const void *data, size_t len)
+{
+    return msm__v1__outcome_batch__unpack(NULL, len, data);
+}
+
+void msm_outcome_batch_free(Msm__V1__OutcomeBatch *b)
+{
+    if (b)
+        msm__v1__outcome_batch__free_unpacked(b, NULL);
+}
+
 const char *msm_event_attr(const Msm__V1__Event *ev, const char *name)
 {
     for (size_t i = 0; i < ev->n_attributes; i++) {

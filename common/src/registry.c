@@ -156,7 +156,7 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     static const char *const known[] = {
         "name", "topic", "endpoints", "filter", "ordered", "max_concurrency",
         "rate_limit_per_s", "timeout_ms", "priority", "delivery_format", "locality", "retry",
-        "secret", "created_ms", NULL};
+        "secret", "max_batch_events", "task_retention_ms", "paused", "created_ms", NULL};
     if (msm_json_expect_object(e, body) != MSM_OK)
         return NULL;
     msm_sub_t *s = calloc(1, sizeof(*s));
@@ -168,10 +168,12 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     s->max_attempts = 5;
     s->min_backoff_ms = 100;
     s->max_backoff_ms = 60000;
+    s->task_retention_ms = 3600000;
     msm_json_check_known(e, body, known);
     const char *topic = NULL, *filter = NULL, *format = "native", *secret = NULL, *given = NULL;
     json_t *endpoints = NULL, *locality = NULL, *retry = NULL;
-    int ordered = 0;
+    int ordered = 0, paused = 0;
+    int64_t batch_events = 1;
     int64_t conc = s->max_concurrency, timeout = s->timeout_ms, prio = s->priority, created = 0;
     msm_json_get_str(e, body, "name", 0, &given);
     if (given && strcmp(given, name) != 0)
@@ -191,6 +193,10 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     msm_json_get_int(e, body, "timeout_ms", 0, 1, 3600000, &timeout);
     msm_json_get_int(e, body, "priority", 0, 0, 9, &prio);
     msm_json_get_int(e, body, "created_ms", 0, 0, INT64_MAX, &created);
+    msm_json_get_int(e, body, "max_batch_events", 0, 1, 1000, &batch_events);
+    msm_json_get_int(e, body, "task_retention_ms", 0, 1000, 30LL * 86400000,
+                     &s->task_retention_ms);
+    msm_json_get_bool(e, body, "paused", 0, &paused);
     if (msm_json_get_str(e, body, "delivery_format", 0, &format) == MSM_OK &&
         strcmp(format, "native") != 0 && strcmp(format, "json") != 0)
         msm_json_err_add(e, "delivery_format", "must be \"native\" or \"json\"");
@@ -210,6 +216,8 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     s->topic = strdup(topic);
     s->filter = dup_or_null(filter);
     s->ordered = ordered;
+    s->paused = paused;
+    s->max_batch_events = (int)batch_events;
     s->max_concurrency = (int)conc;
     s->timeout_ms = (int)timeout;
     s->priority = (int)prio;
@@ -240,6 +248,11 @@ json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret)
         s->delivery_format, "locality", loc, "retry", "max_attempts", s->max_attempts,
         "min_backoff_ms", (json_int_t)s->min_backoff_ms, "max_backoff_ms",
         (json_int_t)s->max_backoff_ms, "created_ms", (json_int_t)s->created_ms);
+    if (o) {
+        json_object_set_new(o, "max_batch_events", json_integer(s->max_batch_events));
+        json_object_set_new(o, "task_retention_ms", json_integer(s->task_retention_ms));
+        json_object_set_new(o, "paused", json_boolean(s->paused));
+    }
     if (o && s->secret)
         json_object_set_new(o, "secret", with_secret ? json_string(s->secret) : json_string("***"));
     return o;

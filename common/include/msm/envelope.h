@@ -46,6 +46,13 @@ void msm_task_free(Msm__V1__Task *task);
 Msm__V1__DeliveryOutcome *msm_outcome_unpack(const void *data, size_t len);
 void msm_outcome_free(Msm__V1__DeliveryOutcome *outcome);
 
+/** Batch records of the internal hops (ready.*, dispatch.*: TaskBatch; status.*:
+ *  OutcomeBatch). NULL when @p data is not one. */
+Msm__V1__TaskBatch *msm_task_batch_unpack(const void *data, size_t len);
+void msm_task_batch_free(Msm__V1__TaskBatch *b);
+Msm__V1__OutcomeBatch *msm_outcome_batch_unpack(const void *data, size_t len);
+void msm_outcome_batch_free(Msm__V1__OutcomeBatch *b);
+
 /** @brief The value of attribute @p name, or NULL (borrowed from @p ev). */
 const char *msm_event_attr(const Msm__V1__Event *ev, const char *name);
 

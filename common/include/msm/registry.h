@@ -19,31 +19,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- log streams (msm/stream.h names; the log client adds the namespace) ---- */
-#define MSM_STREAM_EVENTS   "events.%s"   /**< per topic: msm.v1.Event, key = ordering key or key */
-#define MSM_STREAM_READY    "ready.%s"    /**< per subscription: msm.v1.Task, from the scheduler */
-#define MSM_STREAM_DISPATCH "dispatch.%s" /**< per subscription: msm.v1.Task, from flowcontrol */
-#define MSM_STREAM_STATUS   "status"      /**< msm.v1.DeliveryOutcome, from the router */
+/* ---- log streams (msm/stream.h names; the log client adds the namespace) ----
+ * Internal hops carry batch records (docs/pipeline.md): ready.* and dispatch.* hold one
+ * msm.v1.TaskBatch per record, status.* one msm.v1.OutcomeBatch. */
+#define MSM_STREAM_EVENTS   "events.%s"   /**< per topic: one msm.v1.Event per record */
+#define MSM_STREAM_READY    "ready.%s"    /**< per subscription: TaskBatch, from the scheduler */
+#define MSM_STREAM_DISPATCH "dispatch.%s" /**< per subscription: TaskBatch, from flowcontrol */
+#define MSM_STREAM_STATUS   "status.%s"   /**< per subscription: OutcomeBatch, from the router */
 
-/* ---- Redis keys (msm_redis_key() adds "<ns>:"); one subscription's keys share a hash tag */
+/* ---- Redis keys (msm_redis_key() adds "<ns>:"); one subscription's keys share a hash tag.
+ * The happy path keeps no per-task key but the task record; the stores below hold tasks
+ * only off it (delayed, waiting for a retry, dead). */
 #define MSM_KEY_TOPICS      "topics"
 #define MSM_KEY_SUBS        "subs"
 #define MSM_KEY_VERSION     "registry:version"
-#define MSM_KEY_TASK        "sub:{%s}:task:%s" /**< hash: state, attempts, next_attempt_at,
-                                                    last_error, history, event, updated_ms */
-#define MSM_KEY_PENDING     "sub:{%s}:pending" /**< zset of event ids: priority, then age */
-#define MSM_KEY_RUNNING     "sub:{%s}:running" /**< zset of event ids by lease deadline */
-#define MSM_KEY_RETRY       "sub:{%s}:retry"   /**< zset of event ids by next attempt time */
-#define MSM_KEY_DELAYED     "sub:{%s}:delayed" /**< zset of event ids by deliver_at */
-#define MSM_KEY_DLQ         "sub:{%s}:dlq"     /**< zset of event ids by time of death */
-#define MSM_KEY_STATS       "sub:{%s}:stats"   /**< hash: succeeded, failed_attempts, dead */
+/** string, the task API's JSON {"event_id","state","attempts","next_attempt_at",
+ *  "last_error","updated_ms","history"}; expires task_retention_ms after its last write. */
+#define MSM_KEY_TASK        "sub:{%s}:t:%s"
+#define MSM_KEY_DELAYED     "sub:{%s}:delayed"        /**< zset: event id by deliver_at */
+#define MSM_KEY_DELAYED_EV  "sub:{%s}:delayed:events" /**< hash: event id → packed Event */
+#define MSM_KEY_RETRY       "sub:{%s}:retry"          /**< zset: event id by next attempt */
+#define MSM_KEY_RETRY_TASKS "sub:{%s}:retry:tasks"    /**< hash: event id → packed Task */
+#define MSM_KEY_DLQ         "sub:{%s}:dlq"            /**< zset: event id by time of death */
+#define MSM_KEY_DLQ_TASKS   "sub:{%s}:dlq:tasks"      /**< hash: event id → packed Task */
+/** hash: counters succeeded, failed_attempts, dead (HINCRBY); gauges pending, running,
+ *  retrying, concurrency_limit, updated_ms (written by the owner). */
+#define MSM_KEY_STATS       "sub:{%s}:stats"
+#define MSM_KEY_OWNER       "sub:{%s}:owner"          /**< string: flowcontrol member, PX lease */
 
-/** @brief The score of an event id in MSM_KEY_PENDING: higher @p priority (0..9) first, then
- *  the oldest @p arrival_ms. (flowcontrol's retry-due script computes the same in Lua.) */
-static inline int64_t msm_pending_score(int priority, int64_t arrival_ms)
-{
-    return (int64_t)(9 - priority) * 10000000000000LL + arrival_ms;
-}
+/** The names of every key and stream of subscription @p sub live under these patterns
+ *  (DELETE cleans them up): the keys "sub:{<sub>}:*", the streams ready/dispatch/status. */
 
 /** Topic and subscription names: [A-Za-z0-9._-]{1,200}. */
 #define MSM_NAME_MAX 200
@@ -80,6 +85,9 @@ typedef struct {
     int64_t min_backoff_ms; /**< retry.min_backoff_ms, default 100 */
     int64_t max_backoff_ms; /**< retry.max_backoff_ms, default 60000 */
     char *secret;           /**< HMAC secret for Msm-Signature; NULL = unsigned */
+    int max_batch_events;   /**< events per push request, default 1 (API.md "Batch push") */
+    int64_t task_retention_ms; /**< finished task records stay this long, default 3600000 */
+    bool paused;            /**< :pause / :resume; nothing is pushed while set */
     int64_t created_ms;
 } msm_sub_t;
 
