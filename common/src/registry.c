@@ -344,6 +344,13 @@ int msm_registry_delete(msm_redis_t *r, const char *kind, const char *name,
 
 /* ---- watching ---- */
 
+/* One msm_registry_sync() caller, queued until a check sent after its call completes. */
+typedef struct sync_waiter_s {
+    struct sync_waiter_s *next;
+    msm_registry_synced_cb *cb;
+    void *opaque;
+} sync_waiter_t;
+
 struct msm_registry_s {
     msm_redis_t *redis;
     uint32_t poll_ms;
@@ -351,13 +358,16 @@ struct msm_registry_s {
     void *opaque;
     msm_timer_t timer;
     int loaded;
-    int polling;      /* a reload is in flight */
+    int polling;      /* a check (poll or reload) is in flight */
     int freed;        /* freed while a reply is pending: the reply frees */
     long long version;
     msm_topic_t **topics;
     size_t ntopics;
     msm_sub_t **subs;
     size_t nsubs;
+    sync_waiter_t *checking;  /* answered by the check in flight */
+    sync_waiter_t *waiting;   /* asked after it was sent: wait for the next check */
+    sync_waiter_t **wait_end; /* where the next waiter is linked (FIFO) */
 };
 
 static void snapshot_free(msm_topic_t **topics, size_t nt, msm_sub_t **subs, size_t ns)
@@ -377,6 +387,28 @@ static void registry_destroy(msm_registry_t *reg)
 }
 
 static void arm(msm_registry_t *reg, uint32_t ms);
+
+/* Answers every waiter of @p list with @p err. */
+static void waiters_call(msm_registry_t *reg, sync_waiter_t *list, int err)
+{
+    while (list) {
+        sync_waiter_t *w = list;
+        list = w->next;
+        w->cb(reg, err, w->opaque);
+        free(w);
+    }
+}
+
+/* The check in flight is over: its waiters are answered, and syncs asked meanwhile get a
+ * check of their own (sent after theirs, so it sees every change committed before). */
+static void check_done(msm_registry_t *reg, int err)
+{
+    sync_waiter_t *done = reg->checking;
+    reg->checking = NULL;
+    reg->polling = 0;
+    arm(reg, reg->waiting ? 0 : reg->poll_ms);
+    waiters_call(reg, done, err);
+}
 
 /* Parses one hash's HGETALL (name, json, name, json, ...) into objects; bad entries are
  * logged and skipped (the frontend validated them; a hand edit must not stop a daemon). */
@@ -407,7 +439,6 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
 {
     (void)r;
     msm_registry_t *reg = opaque;
-    reg->polling = 0;
     if (reg->freed) {
         registry_destroy(reg);
         return;
@@ -415,14 +446,14 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
     const char *why = msm_redis_reply_err(reply, err);
     /* [version, HGETALL topics, HGETALL subs] */
     if (why || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
-        arm(reg, reg->poll_ms);
+        check_done(reg, MSM_ERR_BACKEND);
         return;
     }
     long long version = reply->element[0]->type == REDIS_REPLY_STRING
                             ? atoll(reply->element[0]->str)
                             : 0;
     if (reg->loaded && version == reg->version) {
-        arm(reg, reg->poll_ms);
+        check_done(reg, MSM_OK);
         return;
     }
     const redisReply *rt = reply->element[1], *rs = reply->element[2];
@@ -431,7 +462,7 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
     if (!topics || !subs) {
         free(topics);
         free(subs);
-        arm(reg, reg->poll_ms);
+        check_done(reg, MSM_ERR_NOMEM);
         return;
     }
     size_t nt = parse_all(rt, 0, (void **)topics);
@@ -445,10 +476,14 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
     reg->nsubs = ns;
     reg->version = version;
     reg->loaded = 1;
-    arm(reg, reg->poll_ms);
     if (reg->cb)
-        reg->cb(reg, reg->opaque);
+        reg->cb(reg, reg->opaque); /* still "polling": a free from here is deferred */
     snapshot_free(old_topics, old_nt, old_subs, old_ns);
+    if (reg->freed) {
+        registry_destroy(reg);
+        return;
+    }
+    check_done(reg, MSM_OK); /* after the change callback: waiters see the new snapshot */
 }
 
 /* Version and both hashes in one script: a snapshot never mixes two versions. */
@@ -461,23 +496,37 @@ static const char POLL_LUA[] =
     "if v == ARGV[1] then return {v, {}, {}} end\n"
     "return {v, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}";
 
-static void on_timer(msm_loop_t *loop, void *opaque)
+/* Sends the version check (the whole reload before the first load); the waiting syncs
+ * become the ones this check answers. Its end re-arms the timer. */
+static int check_send(msm_registry_t *reg)
 {
-    (void)loop;
-    msm_registry_t *reg = opaque;
-    if (reg->polling)
-        return;
     char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX], have[32];
     msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
     msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
     msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
     snprintf(have, sizeof(have), "%lld", reg->loaded ? reg->version : -1LL);
     const char *argv[] = {"EVAL", reg->loaded ? POLL_LUA : RELOAD_LUA, "3", kv, kt, ks, have};
-    if (msm_redis_command_argv(reg->redis, on_reload, reg, reg->loaded ? 7 : 6, argv, NULL) ==
-        MSM_OK)
-        reg->polling = 1;
-    else
-        arm(reg, reg->poll_ms);
+    int rc = msm_redis_command_argv(reg->redis, on_reload, reg, reg->loaded ? 7 : 6, argv, NULL);
+    if (rc != MSM_OK)
+        return rc;
+    reg->polling = 1;
+    reg->checking = reg->waiting;
+    reg->waiting = NULL;
+    reg->wait_end = &reg->waiting;
+    return MSM_OK;
+}
+
+static void on_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    msm_registry_t *reg = opaque;
+    if (reg->polling || check_send(reg) == MSM_OK)
+        return;
+    sync_waiter_t *failed = reg->waiting;
+    reg->waiting = NULL;
+    reg->wait_end = &reg->waiting;
+    arm(reg, reg->poll_ms);
+    waiters_call(reg, failed, MSM_ERR_BACKEND);
 }
 
 static void arm(msm_registry_t *reg, uint32_t ms)
@@ -495,6 +544,7 @@ msm_registry_t *msm_registry_new(msm_redis_t *r, uint32_t poll_ms, msm_registry_
     reg->poll_ms = poll_ms ? poll_ms : 500;
     reg->cb = cb;
     reg->opaque = opaque;
+    reg->wait_end = &reg->waiting;
     msm_timer_init(&reg->timer);
     arm(reg, 0);
     return reg;
@@ -505,6 +555,12 @@ void msm_registry_free(msm_registry_t *reg)
     if (!reg)
         return;
     msm_loop_timer_stop(msm_redis_loop(reg->redis), &reg->timer);
+    /* Nobody may wait for a registry that is gone: answered now, before it goes. */
+    sync_waiter_t *checking = reg->checking, *waiting = reg->waiting;
+    reg->checking = reg->waiting = NULL;
+    reg->wait_end = &reg->waiting;
+    waiters_call(reg, checking, MSM_ERR_SHUTDOWN);
+    waiters_call(reg, waiting, MSM_ERR_SHUTDOWN);
     if (reg->polling) {
         reg->freed = 1; /* the pending reply frees it */
         return;
@@ -521,6 +577,21 @@ void msm_registry_refresh(msm_registry_t *reg)
 {
     if (!reg->polling)
         arm(reg, 0);
+}
+
+int msm_registry_sync(msm_registry_t *reg, msm_registry_synced_cb *cb, void *opaque)
+{
+    sync_waiter_t *w = malloc(sizeof(*w));
+    if (!w)
+        return MSM_ERR_NOMEM;
+    *w = (sync_waiter_t){NULL, cb, opaque};
+    *reg->wait_end = w;
+    reg->wait_end = &w->next;
+    /* Sent on the next loop turn, so the syncs of this turn share it. A check in flight may
+     * predate the caller's change: its end sends the next one. */
+    if (!reg->polling)
+        arm(reg, 0);
+    return MSM_OK;
 }
 
 size_t msm_registry_topic_count(const msm_registry_t *reg)

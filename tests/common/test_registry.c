@@ -225,6 +225,94 @@ static void test_store_and_watch(void)
     msm_loop_free(loop);
 }
 
+/* ---- the barrier ---- */
+
+typedef struct {
+    int calls;
+    int err;
+    int saw_sub; /* the snapshot had "late" when the callback ran */
+} sync_t;
+
+static void on_synced(msm_registry_t *reg, int err, void *opaque)
+{
+    sync_t *s = opaque;
+    s->calls++;
+    s->err = err;
+    s->saw_sub = msm_registry_sub(reg, "late") != NULL;
+}
+
+typedef struct {
+    sync_t *s;
+    int n;
+} all_synced_t;
+
+static int all_synced(void *arg)
+{
+    all_synced_t *a = arg;
+    for (int i = 0; i < a->n; i++) {
+        if (!a->s[i].calls)
+            return 0;
+    }
+    return 1;
+}
+
+static void test_sync_barrier(void)
+{
+    char ns[64], err[256];
+    msm_loop_t *loop = msm_loop_new();
+    msm_redis_conf_t rc = {.url = srv.url, .ns = msm_test_namespace(ns, sizeof(ns))};
+    msm_redis_t *r = msm_redis_new(loop, &rc, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    watch_t w = {0};
+    /* A poll so rare it never runs here: only the syncs can see the change. */
+    msm_registry_t *reg = msm_registry_new(r, 600000, on_change, &w);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    CU_ASSERT_EQUAL(msm_registry_sub_count(reg), 0);
+
+    /* Nothing changed: the callback comes, with no reload. */
+    sync_t s[4] = {{0}};
+    all_synced_t a = {s, 1};
+    CU_ASSERT_EQUAL(msm_registry_sync(reg, on_synced, &s[0]), MSM_OK);
+    CU_ASSERT_EQUAL(s[0].calls, 0); /* never from inside the call */
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, all_synced, &a, 5000), MSM_OK);
+    CU_ASSERT_EQUAL(s[0].err, MSM_OK);
+    CU_ASSERT_EQUAL(w.changes, 1);
+
+    /* A change committed before the sync is in the snapshot its callback sees. */
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "late",
+                               "{\"topic\":\"orders\",\"endpoints\":[{\"url\":\"http://h/\"}]}"),
+                    MSM_OK);
+    CU_ASSERT_PTR_NULL(msm_registry_sub(reg, "late"));
+    memset(s, 0, sizeof(s));
+    msm_redis_stats_t before, after;
+    msm_redis_stats(r, &before);
+    a.n = 4;
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(msm_registry_sync(reg, on_synced, &s[i]), MSM_OK);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, all_synced, &a, 5000), MSM_OK);
+    msm_redis_stats(r, &after);
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT_EQUAL(s[i].calls, 1);
+        CU_ASSERT_EQUAL(s[i].err, MSM_OK);
+        CU_ASSERT_TRUE(s[i].saw_sub);
+    }
+    CU_ASSERT_EQUAL(w.changes, 2);
+    /* Four syncs asked together share one check. */
+    CU_ASSERT_EQUAL(after.commands - before.commands, 1);
+
+    /* Freed with a sync pending: answered, with MSM_ERR_SHUTDOWN. */
+    memset(s, 0, sizeof(s));
+    CU_ASSERT_EQUAL(msm_registry_sync(reg, on_synced, &s[0]), MSM_OK);
+    CU_ASSERT_EQUAL(msm_registry_sync(reg, on_synced, &s[1]), MSM_OK);
+    msm_registry_free(reg);
+    CU_ASSERT_EQUAL(s[0].calls, 1);
+    CU_ASSERT_EQUAL(s[0].err, MSM_ERR_SHUTDOWN);
+    CU_ASSERT_EQUAL(s[1].calls, 1);
+    msm_test_spin(loop, 50); /* the reply of the check in flight frees the registry */
+    msm_redis_free(r);
+    msm_loop_free(loop);
+}
+
 static int suite_init(void)
 {
     return msm_test_redis_start(&srv) == 0 ? 0 : -1;
@@ -242,6 +330,7 @@ static CU_TestInfo tests[] = {
     {"subscription errors name their field", test_sub_errors},
     {"topics", test_topic},
     {"store and watch in Redis", test_store_and_watch},
+    {"sync: the subscription barrier", test_sync_barrier},
     CU_TEST_INFO_NULL,
 };
 

@@ -136,6 +136,23 @@ int msm_registry_loaded(const msm_registry_t *reg);
 /** @brief Reloads on the next loop turn (after a write of one's own). */
 void msm_registry_refresh(msm_registry_t *reg);
 
+/** Completion of msm_registry_sync(): @p err MSM_OK once the snapshot is at least as new as
+ *  the stored version was when the sync was asked for (the change callback, if anything
+ *  changed, has run before); MSM_ERR_BACKEND when Redis could not be asked (the snapshot
+ *  is unchanged), MSM_ERR_SHUTDOWN from inside msm_registry_free(). */
+typedef void msm_registry_synced_cb(msm_registry_t *reg, int err, void *opaque);
+
+/**
+ * @brief The barrier: checks the stored version now (one round trip: GET, and the reload in
+ * the same script when the version moved) and calls @p cb once that is done. The syncs of
+ * one loop turn share one check; syncs asked for while a check is in flight share the next.
+ * A change committed before this call is always in the snapshot @p cb sees.
+ * @returns MSM_OK (@p cb will be called exactly once, never from inside this call), or
+ * MSM_ERR_NOMEM and no callback.
+ * @remark loop thread only; @p cb must not free @p reg.
+ */
+int msm_registry_sync(msm_registry_t *reg, msm_registry_synced_cb *cb, void *opaque);
+
 /** The current snapshot; valid until the next change callback returns. */
 size_t msm_registry_topic_count(const msm_registry_t *reg);
 const msm_topic_t *msm_registry_topic_at(const msm_registry_t *reg, size_t i);
