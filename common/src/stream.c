@@ -161,3 +161,15 @@ int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,
         return MSM_ERR_INVALID;
     return s->s_driver->backlog(s, name, group, cb, opaque);
 }
+
+void msm_consumer_set_lease(msm_consumer_t *c, uint64_t lease_ms)
+{
+    c->c_stream->s_driver->set_lease(c, lease_ms ? lease_ms : c->c_stream->s_conf.lease_ms);
+}
+
+int msm_stream_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque)
+{
+    if (!name || !*name || !cb)
+        return MSM_ERR_INVALID;
+    return s->s_driver->remove(s, name, cb, opaque);
+}

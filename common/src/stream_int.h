@@ -26,6 +26,8 @@ typedef struct msm_stream_driver_s {
     void (*consumer_free)(msm_consumer_t *c);
     int (*backlog)(msm_stream_t *s, const char *name, const char *group,
                    msm_stream_backlog_cb *cb, void *opaque);
+    void (*set_lease)(msm_consumer_t *c, uint64_t lease_ms); /* 0: the client's */
+    int (*remove)(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque);
 } msm_stream_driver_t;
 
 struct msm_stream_s {

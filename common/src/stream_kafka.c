@@ -294,6 +294,14 @@ fail:
     return MSM_ERR_INVALID;
 }
 
+/* By design: a live member keeps its assigned partitions however long it holds their
+ * records; only a dead member's partitions move (after the session timeout, conf.lease_ms). */
+static void kf_set_lease(msm_consumer_t *c, uint64_t lease_ms)
+{
+    (void)c;
+    (void)lease_ms;
+}
+
 const msm_stream_driver_t msm__stream_kafka_driver = {
     .name = "kafka",
     .init = kf_init,
@@ -306,4 +314,6 @@ const msm_stream_driver_t msm__stream_kafka_driver = {
     .unacked = msm__kafka_unacked,
     .consumer_free = msm__kafka_consumer_free,
     .backlog = msm__kafka_backlog,
+    .set_lease = kf_set_lease,
+    .remove = msm__kafka_delete,
 };

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The Kafka driver's blocking broker queries, run on one worker thread per client (started
- * on first use): ensure (CreateTopics, or broker auto-creation where the cluster lacks it)
- * and backlog (watermarks and the group's committed offsets). Their callbacks fire on the
+ * on first use): ensure (CreateTopics, or broker auto-creation where the cluster lacks it),
+ * delete (DeleteTopics) and backlog (watermarks and the group's committed offsets). Their callbacks fire on the
  * loop, which the worker wakes through the client's pipe. */
 #include "stream_kafka_int.h"
 #include "msm/err.h"
@@ -19,6 +19,7 @@
 typedef enum {
     KF_JOB_ENSURE = 0,  /* CreateTopics, or the auto-creation fallback, on the worker */
     KF_JOB_BACKLOG = 1, /* watermarks and committed offsets, on the worker */
+    KF_JOB_DELETE = 2,  /* DeleteTopics, on the worker */
 } kf_job_kind_t;
 
 /* An ensure or backlog request; lives in ks_jobs until its callback has fired. */
@@ -95,7 +96,7 @@ static void job_finish(kf_stream_t *ks, kf_job_t *j, int err)
     char reason[sizeof(j->kj_reason)];
     snprintf(reason, sizeof(reason), "%s", j->kj_reason[0] ? j->kj_reason : msm_err_str(err));
     job_free(ks, j);
-    if (kind == KF_JOB_ENSURE && dcb)
+    if ((kind == KF_JOB_ENSURE || kind == KF_JOB_DELETE) && dcb)
         dcb(err, err == MSM_OK ? NULL : reason, opaque);
     else if (kind == KF_JOB_BACKLOG && bcb)
         bcb(err, backlog, opaque);
@@ -302,6 +303,63 @@ static void worker_ensure(kf_stream_t *ks, kf_job_t *j)
     worker_auto_create(ks, j);
 }
 
+/* Worker thread: DeleteTopics, waiting for its result; a topic already gone is fine. */
+static void worker_delete(kf_stream_t *ks, kf_job_t *j)
+{
+    int usable = 0;
+    rd_kafka_resp_err_t e = worker_controller(ks, &usable);
+    if (!e && !usable) {
+        j->kj_err = MSM_ERR_BACKEND;
+        snprintf(j->kj_reason, sizeof(j->kj_reason),
+                 "kafka delete topic %s: the cluster has no usable controller for DeleteTopics",
+                 j->kj_topic);
+        return;
+    }
+    const char *es = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_DeleteTopic_t *dt = NULL;
+    if (e)
+        goto out;
+    char err[200];
+    dt = rd_kafka_DeleteTopic_new(j->kj_topic);
+    q = rd_kafka_queue_new(ks->ks_rk);
+    opts = rd_kafka_AdminOptions_new(ks->ks_rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, ks->ks_query_ms, err, sizeof(err));
+    rd_kafka_AdminOptions_set_operation_timeout(opts, ks->ks_query_ms, err, sizeof(err));
+    rd_kafka_DeleteTopics(ks->ks_rk, &dt, 1, opts, q);
+    /* The request times itself out; the margin only guards against a lost result. */
+    ev = rd_kafka_queue_poll(q, 2 * ks->ks_query_ms + 1000);
+    e = ev ? rd_kafka_event_error(ev) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    es = ev ? rd_kafka_event_error_string(ev) : NULL;
+    const rd_kafka_DeleteTopics_result_t *res = ev ? rd_kafka_event_DeleteTopics_result(ev) : NULL;
+    if (!e && res) {
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **tr = rd_kafka_DeleteTopics_result_topics(res, &cnt);
+        if (cnt >= 1) {
+            e = rd_kafka_topic_result_error(tr[0]);
+            es = rd_kafka_topic_result_error_string(tr[0]);
+        }
+    }
+out:
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+        j->kj_err = MSM_OK;
+    } else {
+        j->kj_err = msm__kafka_err(e) == MSM_OK ? MSM_ERR_BACKEND : msm__kafka_err(e);
+        snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka delete topic %s: %s", j->kj_topic,
+                 es ? es : rd_kafka_err2str(e));
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (dt)
+        rd_kafka_DeleteTopic_destroy(dt);
+    if (q)
+        rd_kafka_queue_destroy(q);
+}
+
 static rd_kafka_topic_partition_list_t *parts_copy(const rd_kafka_topic_partition_list_t *l,
                                                    int64_t offset)
 {
@@ -411,6 +469,8 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&w->kw_mu);
         if (j->kj_kind == KF_JOB_ENSURE)
             worker_ensure(ks, j);
+        else if (j->kj_kind == KF_JOB_DELETE)
+            worker_delete(ks, j);
         else
             worker_backlog(ks, j);
         pthread_mutex_lock(&w->kw_mu);
@@ -536,6 +596,17 @@ int msm__kafka_backlog(
     if (rc != MSM_OK)
         return rc;
     j->kj_backlog_cb = cb;
+    j->kj_opaque = opaque;
+    return job_submit(s->s_impl, j);
+}
+
+int msm__kafka_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque)
+{
+    kf_job_t *j;
+    int rc = topic_job_new(s, KF_JOB_DELETE, name, NULL, &j);
+    if (rc != MSM_OK)
+        return rc;
+    j->kj_done_cb = cb;
     j->kj_opaque = opaque;
     return job_submit(s->s_impl, j);
 }

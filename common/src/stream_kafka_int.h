@@ -172,10 +172,11 @@ void msm__kafka_appends_free(kf_stream_t *ks);
 void msm__kafka_topics_free(kf_stream_t *ks);
 
 /* ------------------------------------------------------------------------------------ */
-/* stream_kafka_admin.c: ensure and backlog on the worker thread                        */
+/* stream_kafka_admin.c: ensure, delete and backlog on the worker thread                */
 
 int msm__kafka_ensure(
     msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb, void *opaque);
+int msm__kafka_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque);
 int msm__kafka_backlog(
     msm_stream_t *s, const char *name, const char *group, msm_stream_backlog_cb *cb, void *opaque);
 /** @brief Fires the callbacks of the jobs the worker finished (loop thread). */

@@ -28,13 +28,17 @@
 #define CLAIM_MIN_MS    50
 #define CLAIM_MAX_MS    5000
 
-/* Atomic batch append. KEYS: the partition streams; ARGV[1]: MAXLEN (0 = none), then
- * (partition index 1-based, key, value) triples. Returns the number of entries added. */
+/* Atomic batch append. KEYS: the meta hash, then the partition streams; ARGV[1]: MAXLEN
+ * (0 = none), then (partition index 1-based, key, value) triples. Returns the number of
+ * entries added. A stream deleted since its partition count was read is not re-created. */
 static const char APPEND_LUA[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('NOTFOUND stream deleted')\n"
+    "end\n"
     "local maxlen = tonumber(ARGV[1])\n"
     "local n = 0\n"
     "for i = 2, #ARGV, 3 do\n"
-    "  local k = KEYS[tonumber(ARGV[i])]\n"
+    "  local k = KEYS[tonumber(ARGV[i]) + 1]\n"
     "  if maxlen > 0 then\n"
     "    redis.call('XADD', k, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i+1], 'v', ARGV[i+2])\n"
     "  else\n"
@@ -49,6 +53,14 @@ static const char ENSURE_LUA[] =
     "redis.call('HSETNX', KEYS[1], 'partitions', ARGV[1])\n"
     "return tonumber(redis.call('HGET', KEYS[1], 'partitions'))\n";
 
+/* KEYS[1]: meta hash, KEYS[2]: a partition; ARGV[1]: group. Creates the group at the oldest
+ * entry (BUSYGROUP when it exists), but never re-creates the partition of a deleted stream. */
+static const char GROUP_LUA[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  return redis.error_reply('NOSTREAM stream deleted')\n"
+    "end\n"
+    "return redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')\n";
+
 /* ---- the client and its cache of partition counts ---- */
 
 typedef struct append_s append_t;
@@ -59,7 +71,9 @@ typedef struct stream_info_s {
     int partitions;        /* 0 while unknown */
     int looking_up;        /* an HGET is in flight */
     uint32_t round_robin;  /* next partition for records without a key */
-    char **part_keys;      /* made by info_keys() once the count is known */
+    char *meta;            /* made by info_keys() once the count is known, with: */
+    size_t meta_len;
+    char **part_keys;
     size_t *part_key_lens;
     char (*part_index)[8]; /* "1".."n": the append script's names of the partitions */
     append_t *waiting;     /* appends waiting for the partition count, oldest first */
@@ -70,6 +84,7 @@ typedef struct {
     msm_redis_t *redis;
     msm_redis_script_t *append_script;
     msm_redis_script_t *ensure_script;
+    msm_redis_script_t *group_script;
     stream_info_t *streams;
     size_t pending_appends;
     size_t pending_acks;   /* XACKs sent and not answered: a drain waits for them */
@@ -149,6 +164,30 @@ static stream_info_t *info_find(redis_log_t *lg, const char *name, int create)
     return i;
 }
 
+static void info_keys_free(stream_info_t *info)
+{
+    for (int p = 0; info->part_keys && p < info->partitions; p++)
+        free(info->part_keys[p]);
+    free(info->part_keys);
+    free(info->part_key_lens);
+    free(info->part_index);
+    free(info->meta);
+    info->part_keys = NULL;
+    info->part_key_lens = NULL;
+    info->part_index = NULL;
+    info->meta = NULL;
+}
+
+/* Forgets the partition count of a stream deleted (or found deleted): the next append
+ * looks it up again and finds the stream missing, or re-created with another count. */
+static void info_forget(stream_info_t *info)
+{
+    if (info->looking_up || info->waiting)
+        return; /* the lookup in flight answers afresh */
+    info_keys_free(info);
+    info->partitions = 0;
+}
+
 /* ---- init / destroy ---- */
 
 static void warn_if_not_durable(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -182,12 +221,14 @@ static int redis_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
     lg->redis = msm_redis_new(s->s_loop, &rc, errbuf, errbuf_size);
     lg->append_script = msm_redis_script_new(APPEND_LUA);
     lg->ensure_script = msm_redis_script_new(ENSURE_LUA);
-    if (!lg->redis || !lg->append_script || !lg->ensure_script) {
+    lg->group_script = msm_redis_script_new(GROUP_LUA);
+    if (!lg->redis || !lg->append_script || !lg->ensure_script || !lg->group_script) {
         if (lg->redis && errbuf_size)
             snprintf(errbuf, errbuf_size, "out of memory");
         msm_redis_free(lg->redis);
         msm_redis_script_free(lg->append_script);
         msm_redis_script_free(lg->ensure_script);
+        msm_redis_script_free(lg->group_script);
         free(lg);
         return MSM_ERR_INVALID;
     }
@@ -217,16 +258,13 @@ static void redis_destroy(msm_stream_t *s)
     while (lg->streams) {
         stream_info_t *i = lg->streams;
         lg->streams = i->next;
-        for (int p = 0; i->part_keys && p < i->partitions; p++)
-            free(i->part_keys[p]);
-        free(i->part_keys);
-        free(i->part_key_lens);
-        free(i->part_index);
+        info_keys_free(i);
         free(i->name);
         free(i);
     }
     msm_redis_script_free(lg->append_script);
     msm_redis_script_free(lg->ensure_script);
+    msm_redis_script_free(lg->group_script);
     free(lg);
 }
 
@@ -283,6 +321,86 @@ static int redis_ensure(msm_stream_t *s, const char *name, int partitions, msm_s
     return rc;
 }
 
+/* ---- delete: read the partition count, then one DEL of the meta hash and every partition
+ * (their groups go with them). Appends and group creation check the meta hash in their
+ * scripts, so neither re-creates a partition of the deleted stream. ---- */
+
+static void remove_finish(ensure_t *e, msm_err_t err, const char *why)
+{
+    e->cb(err, why, e->opaque);
+    free(e->name);
+    free(e);
+}
+
+static void on_removed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    ensure_t *e = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    stream_info_t *info = info_find(e->log, e->name, 0);
+    if (info)
+        info_forget(info);
+    remove_finish(e, why ? (e->log->closing ? MSM_ERR_SHUTDOWN : MSM_ERR_BACKEND) : MSM_OK, why);
+}
+
+static void on_remove_partitions(msm_redis_t *r, redisReply *reply, const char *err,
+                                 void *opaque)
+{
+    ensure_t *e = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) {
+        remove_finish(e, e->log->closing ? MSM_ERR_SHUTDOWN : MSM_ERR_BACKEND, why);
+        return;
+    }
+    long n = reply->type == REDIS_REPLY_STRING ? strtol(reply->str, NULL, 10) : 0;
+    if (n < 0 || n > 4096)
+        n = 0; /* not a count msm wrote: remove the meta hash alone */
+    const char **keys = calloc((size_t)n + 2, sizeof(*keys));
+    int rc = keys ? MSM_OK : MSM_ERR_NOMEM;
+    char key[KEY_MAX];
+    if (rc == MSM_OK) {
+        keys[0] = "DEL";
+        rc = meta_key(e->log, e->name, key, sizeof(key)) < 0 ? MSM_ERR_TOOLARGE
+             : (keys[1] = strdup(key))                      ? MSM_OK
+                                                            : MSM_ERR_NOMEM;
+    }
+    for (long p = 0; rc == MSM_OK && p < n; p++) {
+        if (part_key(e->log, e->name, (int)p, key, sizeof(key)) < 0)
+            rc = MSM_ERR_TOOLARGE;
+        else if (!(keys[p + 2] = strdup(key)))
+            rc = MSM_ERR_NOMEM;
+    }
+    if (rc == MSM_OK)
+        rc = msm_redis_command_argv(r, on_removed, e, (int)n + 2, keys, NULL);
+    for (long i = 1; keys && i < n + 2; i++)
+        free((char *)keys[i]);
+    free(keys);
+    if (rc != MSM_OK)
+        remove_finish(e, rc, msm_err_str(rc));
+}
+
+static int redis_remove(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque)
+{
+    redis_log_t *lg = log_of(s);
+    char key[KEY_MAX];
+    if (lg->closing)
+        return MSM_ERR_SHUTDOWN;
+    if (meta_key(lg, name, key, sizeof(key)) < 0)
+        return MSM_ERR_TOOLARGE;
+    ensure_t *e = calloc(1, sizeof(*e));
+    if (!e || !(e->name = strdup(name))) {
+        free(e);
+        return MSM_ERR_NOMEM;
+    }
+    *e = (ensure_t){.log = lg, .name = e->name, .cb = cb, .opaque = opaque};
+    int rc = msm_redis_command(lg->redis, on_remove_partitions, e, "HGET %s partitions", key);
+    if (rc != MSM_OK) {
+        free(e->name);
+        free(e);
+    }
+    return rc;
+}
+
 /* ---- append ---- */
 
 static void append_complete(append_t *a, msm_err_t err, const char *reason)
@@ -306,6 +424,11 @@ static void on_append(msm_redis_t *r, redisReply *reply, const char *err, void *
         msm_err_t code = a->log->closing ? MSM_ERR_SHUTDOWN : MSM_ERR_BACKEND;
         if (err && strstr(err, "timed out"))
             code = MSM_ERR_TIMEOUT;
+        if (!err && strstr(why, "NOTFOUND")) {
+            code = MSM_ERR_NOTFOUND;
+            why = "stream not found (deleted)";
+            info_forget(a->info);
+        }
         append_complete(a, code, why);
     } else {
         append_complete(a, MSM_OK, NULL);
@@ -321,7 +444,13 @@ static int info_keys(redis_log_t *lg, stream_info_t *info)
     char **keys = calloc((size_t)np, sizeof(*keys));
     size_t *lens = calloc((size_t)np, sizeof(*lens));
     char(*index)[8] = calloc((size_t)np, sizeof(*index));
+    char meta[KEY_MAX];
+    int meta_len = meta_key(lg, info->name, meta, sizeof(meta));
     int rc = keys && lens && index ? MSM_OK : MSM_ERR_NOMEM;
+    if (rc == MSM_OK && meta_len < 0)
+        rc = MSM_ERR_TOOLARGE;
+    if (rc == MSM_OK && !(info->meta = strdup(meta)))
+        rc = MSM_ERR_NOMEM;
     for (int p = 0; rc == MSM_OK && p < np; p++) {
         char key[KEY_MAX];
         int len = part_key(lg, info->name, p, key, sizeof(key));
@@ -340,8 +469,11 @@ static int info_keys(redis_log_t *lg, stream_info_t *info)
         free(keys);
         free(lens);
         free(index);
+        free(info->meta);
+        info->meta = NULL;
         return rc;
     }
+    info->meta_len = (size_t)meta_len;
     info->part_keys = keys;
     info->part_key_lens = lens;
     info->part_index = index;
@@ -356,19 +488,21 @@ static int append_send(append_t *a, const msm_record_t *records)
     int rc = info_keys(lg, info);
     if (rc != MSM_OK)
         return rc;
-    int np = info->partitions;
-    size_t argc = (size_t)np + 1 + 3 * a->n;
+    int nkeys = info->partitions + 1;
+    size_t argc = (size_t)nkeys + 1 + 3 * a->n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *argvlen = malloc(argc * sizeof(*argvlen));
     rc = MSM_ERR_NOMEM;
     if (!argv || !argvlen)
         goto out;
-    for (int p = 0; p < np; p++) {
-        argv[p] = info->part_keys[p];
-        argvlen[p] = info->part_key_lens[p];
+    argv[0] = info->meta;
+    argvlen[0] = info->meta_len;
+    for (int p = 0; p < info->partitions; p++) {
+        argv[p + 1] = info->part_keys[p];
+        argvlen[p + 1] = info->part_key_lens[p];
     }
     char maxlen[24];
-    size_t j = (size_t)np;
+    size_t j = (size_t)nkeys;
     argvlen[j] = (size_t)snprintf(maxlen, sizeof(maxlen), "%" PRIu64, lg->maxlen);
     argv[j++] = maxlen;
     for (size_t i = 0; i < a->n; i++) {
@@ -380,7 +514,8 @@ static int append_send(append_t *a, const msm_record_t *records)
         argv[j] = records[i].value_len ? records[i].value : "";
         argvlen[j++] = records[i].value_len;
     }
-    rc = msm_redis_eval(lg->redis, lg->append_script, on_append, a, np, (int)argc, argv, argvlen);
+    rc = msm_redis_eval(lg->redis, lg->append_script, on_append, a, nkeys, (int)argc, argv,
+                        argvlen);
 out:
     free(argv);
     free(argvlen);
@@ -591,6 +726,7 @@ typedef struct {
     msm_consumer_batch_cb *cb;
     void *opaque;
     size_t max_batch, max_unacked, unacked;
+    uint64_t lease_ms;       /* others' entries idle this long are taken over */
     phase_t phase;
     int nparts;
     char **keys;             /* partition stream keys */
@@ -932,6 +1068,15 @@ static int shared_command(rconsumer_t *c, msm_redis_reply_cb *cb, int argc, cons
     return rc;
 }
 
+static int shared_eval(rconsumer_t *c, const msm_redis_script_t *script, msm_redis_reply_cb *cb,
+                       int nkeys, int argc, const char **argv)
+{
+    int rc = msm_redis_eval(c->log->redis, script, cb, c, nkeys, argc, argv, NULL);
+    if (rc == MSM_OK)
+        c->shared_inflight++;
+    return rc;
+}
+
 /* Called first in every shared-client callback: 0 when the consumer is gone. */
 static int shared_reply(rconsumer_t *c)
 {
@@ -973,7 +1118,9 @@ static void on_group_created(msm_redis_t *r, redisReply *reply, const char *err,
         return;
     const char *why = msm_redis_reply_err(reply, err);
     if (why && !strstr(why, "BUSYGROUP")) {
-        msm_log(MSM_LOG_WARN, "log", "creating group %s on %s: %s", c->group, c->name, why);
+        /* NOSTREAM: deleted between our reading its partitions and now; wait for it. */
+        msm_log(strstr(why, "NOSTREAM") ? MSM_LOG_DEBUG : MSM_LOG_WARN, "log",
+                "creating group %s on %s: %s", c->group, c->name, why);
         c->setup_failed = 1;
     }
     if (--c->setup_pending)
@@ -1004,11 +1151,16 @@ static void on_consumer_partitions(msm_redis_t *r, redisReply *reply, const char
         retry_later(c);
         return;
     }
+    char meta[KEY_MAX];
+    if (meta_key(c->log, c->name, meta, sizeof(meta)) < 0) {
+        retry_later(c);
+        return;
+    }
     /* New groups start at the oldest entry ("0"), like auto.offset.reset=earliest. */
     c->setup_failed = 0;
     for (int p = 0; p < c->nparts; p++) {
-        const char *argv[] = {"XGROUP", "CREATE", c->keys[p], c->group, "0", "MKSTREAM"};
-        if (shared_command(c, on_group_created, 6, argv, NULL) == MSM_OK)
+        const char *argv[] = {meta, c->keys[p], c->group};
+        if (shared_eval(c, c->log->group_script, on_group_created, 2, 3, argv) == MSM_OK)
             c->setup_pending++;
         else
             c->setup_failed = 1;
@@ -1101,7 +1253,7 @@ static void on_pending(msm_redis_t *r, redisReply *reply, const char *err, void 
         return;
     }
     char lease[24];
-    snprintf(lease, sizeof(lease), "%" PRIu64, c->log->lease_ms);
+    snprintf(lease, sizeof(lease), "%" PRIu64, c->lease_ms);
     argv[n++] = "XCLAIM";
     argv[n++] = c->keys[cl->p];
     argv[n++] = c->group;
@@ -1135,13 +1287,13 @@ static void on_pending(msm_redis_t *r, redisReply *reply, const char *err, void 
 static void on_claim_timer(msm_loop_t *loop, void *opaque)
 {
     rconsumer_t *c = opaque;
-    uint64_t every = c->log->lease_ms / 2;
+    uint64_t every = c->lease_ms / 2;
     every = every < CLAIM_MIN_MS ? CLAIM_MIN_MS : every > CLAIM_MAX_MS ? CLAIM_MAX_MS : every;
     msm_loop_timer_start(loop, &c->claim_timer, every, on_claim_timer, c);
     if (c->phase == PHASE_SETUP || c->claiming || room_of(c) == 0)
         return;
     char lease[24], count[24];
-    snprintf(lease, sizeof(lease), "%" PRIu64, c->log->lease_ms);
+    snprintf(lease, sizeof(lease), "%" PRIu64, c->lease_ms);
     snprintf(count, sizeof(count), "%zu", read_count(c));
     for (int p = 0; p < c->nparts; p++) {
         claim_t *cl = malloc(sizeof(*cl));
@@ -1211,6 +1363,16 @@ static void redis_ack(msm_consumer_t *base, msm_stream_msg_t *msg)
     batch_unref(c, m->batch);
 }
 
+/* The scan runs again at once with the new lease, and from then on every half lease. */
+static void redis_set_lease(msm_consumer_t *base, uint64_t lease_ms)
+{
+    rconsumer_t *c = (rconsumer_t *)base;
+    if (c->lease_ms == lease_ms || c->freed)
+        return;
+    c->lease_ms = lease_ms;
+    msm_loop_timer_start(c->stream->s_loop, &c->claim_timer, 0, on_claim_timer, c);
+}
+
 static size_t redis_unacked(const msm_consumer_t *base)
 {
     return ((const rconsumer_t *)base)->unacked;
@@ -1274,6 +1436,7 @@ static msm_consumer_t *redis_consume(msm_stream_t *s, const char *name, const ch
     c->opaque = opaque;
     c->max_batch = max_batch;
     c->max_unacked = max_unacked;
+    c->lease_ms = lg->lease_ms;
     c->name = strdup(name);
     c->group = strdup(group);
     c->member = strdup(member);
@@ -1440,4 +1603,6 @@ const msm_stream_driver_t msm__stream_redis_driver = {
     .unacked = redis_unacked,
     .consumer_free = redis_consumer_free,
     .backlog = redis_backlog,
+    .set_lease = redis_set_lease,
+    .remove = redis_remove,
 };

@@ -136,6 +136,35 @@ size_t msm_consumer_unacked(const msm_consumer_t *c);
  */
 void msm_consumer_free(msm_consumer_t *c);
 
+/**
+ * @brief Sets this consumer's lease: how long an entry delivered to ANOTHER member of its
+ * group must have stayed unacknowledged before this consumer takes it over. 0 restores the
+ * client's conf.lease_ms (the default). Set it to more than the longest time a member may
+ * hold a record (e.g. the longest push timeout plus a grace), so that a record still being
+ * worked on is never taken by another member.
+ *
+ * Redis: the consumer's XPENDING IDLE / XCLAIM min-idle; the takeover scan runs every half
+ * lease (bounded to 50 ms … 5 s). Members of one group should use the same lease: the
+ * lease that protects a member's entries is the one of the members that would claim them.
+ * Kafka: no effect, by design: a live member keeps its assigned partitions however long it
+ * holds their records; a member that dies loses them after the group session timeout
+ * (conf.lease_ms).
+ */
+void msm_consumer_set_lease(msm_consumer_t *c, uint64_t lease_ms);
+
+/**
+ * @brief Removes stream @p name: every partition with its records and consumer groups.
+ * @p cb fires once: MSM_OK when the stream is gone (also when it did not exist).
+ * Afterwards an append to @p name completes with MSM_ERR_NOTFOUND, as for a stream never
+ * ensured, until it is ensured again. Consumers of the stream do not fail: they wait for it
+ * to exist again, as a consumer started before its stream does; free them.
+ * Redis: one DEL of the metadata hash and every partition stream.
+ * Kafka: DeleteTopics through the client's worker; a cluster without a usable controller
+ * (librdkafka's mock cluster) answers MSM_ERR_BACKEND.
+ * @returns MSM_OK when the deletion was started; an error (and no callback) otherwise.
+ */
+int msm_stream_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque);
+
 /** @brief Asks for the backlog of @p group on @p name; @p cb fires once. */
 int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,
                        msm_stream_backlog_cb *cb, void *opaque);
