@@ -1,0 +1,1048 @@
+/* SPDX-License-Identifier: MIT */
+/* The whole data plane, end to end: a private redis-server, the four daemons and the example
+ * lambda as real processes, events published over HTTP and timed from the publish request to
+ * the lambda's record of the push. Workloads W0-W3 of issue 8; method in bench/README.md.
+ *
+ *   msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER LAMBDA]
+ *   MSM_BENCH_SCALE=0.1 scales every workload (default 1: the issue's sizes). */
+#include "msm_test.h"
+#include "msm_test_proc.h"
+#include "msm/id.h"
+#include "msm/time.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BATCH               1000    /* events per publish request */
+#define IN_FLIGHT           4       /* publish requests in flight */
+#define REQUEST_TIMEOUT_MS  30000   /* one publish or control call */
+#define REGISTRY_POLL_MS    50      /* every daemon's registry poll */
+#define SETTLE_MS           500     /* after a PUT, for the registry polls (10 of them) */
+#define RETENTION_MS        5000    /* task_retention_ms of every subscription */
+#define MIN_RATE            2000    /* events/s below which a workload is reported stuck */
+#define WAIT_SLACK_MS       60000   /* on top of events / MIN_RATE */
+#define FAR_DELAY_MS        3600000 /* W2's extra pending events: due in an hour */
+#define W2_SPREAD_MS        10000   /* W2's events come due evenly over this */
+#define ANSWER_KEEP         600     /* bytes of an answer shown in an error */
+#define LAMBDA_PATH_SIZE    512
+
+/* The ~100-byte JSON payload of every event. */
+#define PAYLOAD_FMT                                                                                \
+    "{\"order_id\":%d,\"customer\":\"customer-42\",\"status\":\"paid\",\"amount\":1299.5," \
+    "\"items\":[\"sku-1\",\"sku-2\"]}"
+
+enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS, LAMBDA = NDAEMONS, NBINS };
+static const char *const bin_names[NBINS] = {"frontend/msm-frontend", "scheduler/msm-scheduler",
+                                             "flowcontrol/msm-flowcontrol", "router/msm-router",
+                                             "lambda-sdk/msm-example-lambda"};
+static const char *const short_names[NBINS] = {"frontend", "scheduler", "flowcontrol", "router",
+                                               "lambda"};
+/* CPU columns: redis-server, the daemons, the lambda (reported apart: it is the user's). */
+enum { CPU_REDIS, CPU_DAEMON0, CPU_LAMBDA = CPU_DAEMON0 + NDAEMONS, NCPU };
+
+typedef struct {
+    char bins[NBINS][PATH_MAX];
+    char dir[256]; /* logs and record files; kept when something failed */
+    char ns[64];
+    char frontend_url[64];
+    double scale;
+    msm_test_redis_t redis;
+    msm_test_proc_t daemons[NDAEMONS];
+    int failed;
+} bench_t;
+
+/* ---- small helpers ---- */
+
+static int64_t unix_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int scaled(const bench_t *b, int n)
+{
+    int v = (int)(n * b->scale + 0.5);
+    return v < 1 ? 1 : v;
+}
+
+/* ---- HTTP for set-up (blocking, never while measuring) ---- */
+
+typedef struct {
+    char *data;
+    size_t len;
+} buf_t;
+
+static size_t buf_append(char *ptr, size_t size, size_t n, void *opaque)
+{
+    buf_t *b = opaque;
+    size_t bytes = size * n;
+    char *d = realloc(b->data, b->len + bytes + 1);
+    if (!d)
+        return 0;
+    memcpy(d + b->len, ptr, bytes);
+    b->data = d;
+    b->len += bytes;
+    b->data[b->len] = '\0';
+    return bytes;
+}
+
+/* One call to the frontend. @returns the HTTP status (0: no answer); @p answer gets the first
+ * ANSWER_KEEP bytes of the body, or why there was none. */
+static long api(const bench_t *b, const char *method, const char *path, const char *body,
+                char *answer)
+{
+    char url[512];
+    buf_t out = {0};
+    snprintf(url, sizeof(url), "%s%s", b->frontend_url, path);
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    long status = 0;
+    answer[0] = '\0';
+    if (!e || !h) {
+        snprintf(answer, ANSWER_KEEP, "out of memory");
+        goto done;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, buf_append);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &out);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    if (body)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    CURLcode rc = curl_easy_perform(e);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    else
+        snprintf(answer, ANSWER_KEEP, "%s", curl_easy_strerror(rc));
+    if (out.data)
+        snprintf(answer, ANSWER_KEEP, "%s", out.data);
+done:
+    free(out.data);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    return status;
+}
+
+/* ---- processes ---- */
+
+/* The binaries: from the command line, else beside this one in the build tree. */
+static int find_bins(bench_t *b, int argc, char **argv)
+{
+    if (argc == 1 + NBINS) {
+        for (int i = 0; i < NBINS; i++)
+            snprintf(b->bins[i], sizeof(b->bins[i]), "%s", argv[1 + i]);
+        return 0;
+    }
+    if (argc != 1)
+        return -1;
+    char self[PATH_MAX - 64];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return -1;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return -1;
+    *slash = '\0';
+    for (int i = 0; i < NBINS; i++) {
+        int len = snprintf(b->bins[i], sizeof(b->bins[i]), "%s/../%s", self, bin_names[i]);
+        if (len >= (int)sizeof(b->bins[i]) || access(b->bins[i], X_OK) != 0) {
+            fprintf(stderr, "msm-bench-pipeline: %s: %s\n", b->bins[i], strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void proc_common(const bench_t *b, msm_test_proc_t *p, int which)
+{
+    p->port = msm_test_free_port();
+    p->death_signal = SIGTERM; /* never outlive the benchmark */
+    snprintf(p->log, sizeof(p->log), "%s/%s.log", b->dir, short_names[which]);
+    msm_test_proc_arg(p, "%s", b->bins[which]);
+}
+
+static int daemons_start(bench_t *b)
+{
+    for (int i = 0; i < NDAEMONS; i++) {
+        msm_test_proc_t *p = &b->daemons[i];
+        proc_common(b, p, i);
+        msm_test_proc_arg(p, "--redis.url=%s", b->redis.url);
+        msm_test_proc_arg(p, "--namespace=%s", b->ns);
+        msm_test_proc_arg(p, "--http.port=%d", p->port);
+        msm_test_proc_arg(p, "--http.bind=127.0.0.1");
+        /* Warnings only: a log line per event would be part of what is measured. */
+        msm_test_proc_arg(p, "--logging.level=warn");
+        /* A short registry poll: a new subscription is seen within SETTLE_MS. */
+        msm_test_proc_arg(p, "--%sregistry%spoll_ms=%d", i == SCHEDULER ? "scheduler." : "",
+                          i == SCHEDULER ? "_" : ".", REGISTRY_POLL_MS);
+        if (msm_test_proc_start(p) != 0)
+            return -1;
+    }
+    for (int i = 0; i < NDAEMONS; i++) {
+        if (msm_test_proc_wait_ready(&b->daemons[i], NULL, 15000) != 0) {
+            fprintf(stderr, "msm-bench-pipeline: %s did not become ready (log: %s)\n",
+                    short_names[i], b->daemons[i].log);
+            return -1;
+        }
+    }
+    snprintf(b->frontend_url, sizeof(b->frontend_url), "http://127.0.0.1:%d",
+             b->daemons[FRONTEND].port);
+    return 0;
+}
+
+static void daemons_stop(bench_t *b)
+{
+    for (int i = 0; i < NDAEMONS; i++) {
+        if (b->daemons[i].pid > 0)
+            msm_test_proc_stop(&b->daemons[i], SIGTERM, MSM_TEST_PROC_GRACE_MS);
+    }
+}
+
+typedef struct {
+    msm_test_proc_t proc;
+    char record[LAMBDA_PATH_SIZE];
+} lambda_t;
+
+/* One lambda per workload, so each has a record file of its own. */
+static int lambda_start(const bench_t *b, lambda_t *l, const char *name, const char *extra)
+{
+    memset(l, 0, sizeof(*l));
+    proc_common(b, &l->proc, LAMBDA);
+    snprintf(l->proc.log, sizeof(l->proc.log), "%s/lambda-%s.log", b->dir, name);
+    snprintf(l->record, sizeof(l->record), "%s/lambda-%s.jsonl", b->dir, name);
+    msm_test_proc_arg(&l->proc, "--port=%d", l->proc.port);
+    msm_test_proc_arg(&l->proc, "--bind=127.0.0.1");
+    msm_test_proc_arg(&l->proc, "--record=%s", l->record);
+    msm_test_proc_arg(&l->proc, "--logging.level=warn");
+    if (extra)
+        msm_test_proc_arg(&l->proc, "%s", extra);
+    if (msm_test_proc_start(&l->proc) != 0)
+        return -1;
+    return msm_test_proc_wait_ready(&l->proc, NULL, 10000);
+}
+
+static void lambda_stop(lambda_t *l)
+{
+    if (l->proc.pid > 0)
+        msm_test_proc_stop(&l->proc, SIGTERM, MSM_TEST_PROC_GRACE_MS);
+}
+
+/* ---- what the processes cost ---- */
+
+/* utime + stime of @p pid in clock ticks, 0 when it cannot be read. */
+static uint64_t cpu_ticks(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(line, 1, sizeof(line) - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    /* The name (field 2) may hold spaces: count fields from its closing parenthesis. */
+    char *p = strrchr(line, ')');
+    unsigned long long utime = 0, stime = 0;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                     &stime) != 2)
+        return 0;
+    return utime + stime;
+}
+
+static void cpu_sample(const bench_t *b, const lambda_t *l, uint64_t out[NCPU])
+{
+    out[CPU_REDIS] = cpu_ticks(b->redis.pid);
+    for (int i = 0; i < NDAEMONS; i++)
+        out[CPU_DAEMON0 + i] = cpu_ticks(b->daemons[i].pid);
+    out[CPU_LAMBDA] = cpu_ticks(l->proc.pid);
+}
+
+/* INFO memory's used_memory in bytes, -1 when Redis does not answer. */
+static long long used_memory(const bench_t *b)
+{
+    redisReply *r = msm_test_redis_query(&b->redis, "INFO memory");
+    long long v = -1;
+    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "used_memory:") : NULL;
+    if (at)
+        v = atoll(at + strlen("used_memory:"));
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+static int redis_fsync(const bench_t *b, const char *mode)
+{
+    redisReply *r = msm_test_redis_query(&b->redis, "CONFIG SET appendfsync %s", mode);
+    int ok = r && r->type == REDIS_REPLY_STATUS;
+    if (r)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/* ---- the events of one workload: ids, times, and who saw them ---- */
+
+typedef struct {
+    char id[MSM_ID_STR_SIZE];
+    int64_t sent_us;     /* the publish request carrying it was handed to libcurl */
+    int64_t due_ms;      /* deliver_at, 0 when immediate */
+    int64_t handled_ms;  /* the lambda's received_ms of its first "ok", 0 until then */
+} event_t;
+
+typedef struct {
+    event_t *ev;
+    int n;
+    uint32_t *slots; /* open addressing, index + 1; 0 = empty */
+    uint32_t mask;
+    int handled;
+    long retries;     /* "retry" records */
+    long duplicates;  /* "ok" records after the first */
+    long unknown;     /* records of ids this workload did not publish */
+    off_t read_at;    /* how far the record file has been read */
+    char partial[1024];
+    size_t partial_len;
+} track_t;
+
+static uint32_t id_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s)
+        h = (h ^ (uint8_t)*s++) * 16777619u;
+    return h;
+}
+
+static int track_init(track_t *t, int n)
+{
+    memset(t, 0, sizeof(*t));
+    uint32_t size = 1024;
+    while (size < (uint32_t)n * 2u)
+        size <<= 1;
+    t->ev = calloc((size_t)n, sizeof(*t->ev));
+    t->slots = calloc(size, sizeof(*t->slots));
+    t->mask = size - 1;
+    t->n = n;
+    return t->ev && t->slots ? 0 : -1;
+}
+
+static void track_free(track_t *t)
+{
+    free(t->ev);
+    free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
+
+static void track_index(track_t *t, int i)
+{
+    uint32_t h = id_hash(t->ev[i].id) & t->mask;
+    while (t->slots[h])
+        h = (h + 1) & t->mask;
+    t->slots[h] = (uint32_t)i + 1;
+}
+
+static event_t *track_find(track_t *t, const char *id)
+{
+    for (uint32_t h = id_hash(id) & t->mask; t->slots[h]; h = (h + 1) & t->mask) {
+        event_t *e = &t->ev[t->slots[h] - 1];
+        if (strcmp(e->id, id) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* The value of "key": in one compact JSON record line, copied into @p out. */
+static int field(const char *line, const char *key, char *out, size_t n)
+{
+    char pat[32];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        return -1;
+    p += strlen(pat);
+    if (*p == '"')
+        p++;
+    size_t len = strcspn(p, "\",}");
+    if (len >= n)
+        return -1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return 0;
+}
+
+static void track_line(track_t *t, const char *line)
+{
+    char id[MSM_ID_STR_SIZE + 8], result[16], received[32];
+    if (field(line, "id", id, sizeof(id)) != 0 || field(line, "result", result, sizeof(result)) ||
+        field(line, "received_ms", received, sizeof(received)) != 0)
+        return;
+    event_t *e = track_find(t, id);
+    if (!e) {
+        t->unknown++;
+        return;
+    }
+    if (strcmp(result, "ok") != 0) {
+        t->retries++;
+        return;
+    }
+    if (e->handled_ms) {
+        t->duplicates++;
+        return;
+    }
+    e->handled_ms = atoll(received);
+    t->handled++;
+}
+
+/* Reads what the lambda appended to its record file since the last call. */
+static void track_read(track_t *t, const char *record)
+{
+    int fd = open(record, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[1 << 16];
+    ssize_t got;
+    while ((got = pread(fd, buf, sizeof(buf), t->read_at)) > 0) {
+        t->read_at += got;
+        for (ssize_t i = 0; i < got; i++) {
+            if (buf[i] != '\n') {
+                if (t->partial_len < sizeof(t->partial) - 1)
+                    t->partial[t->partial_len++] = buf[i];
+                continue;
+            }
+            t->partial[t->partial_len] = '\0';
+            track_line(t, t->partial);
+            t->partial_len = 0;
+        }
+    }
+    close(fd);
+}
+
+/* ---- publishing: batches over keep-alive connections, IN_FLIGHT at a time ---- */
+
+typedef enum { TIMING_NOW, TIMING_DUE, TIMING_FAR } timing_t;
+
+typedef struct {
+    CURL *easy;
+    buf_t body;
+    buf_t answer;
+    int first, count;
+    int64_t sent_us;
+} slot_t;
+
+typedef struct {
+    track_t *track;   /* NULL: ids are not kept (W2's far-out events) */
+    timing_t timing;
+    int n;            /* events to publish */
+    int batch;        /* events per request */
+    int64_t pace_us;  /* > 0: one request every pace_us (W0), else as fast as answered */
+    char url[256];
+    CURLM *multi;
+    struct curl_slist *headers;
+    slot_t slots[IN_FLIGHT];
+    int next;         /* first event not yet sent */
+    int answered;     /* events answered 200 */
+    char error[ANSWER_KEEP + 200];
+} pub_t;
+
+static int buf_printf(buf_t *b, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int buf_printf(buf_t *b, size_t *cap, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int w = vsnprintf(b->data + b->len, *cap - b->len, fmt, ap);
+        va_end(ap);
+        if (w < 0)
+            return -1;
+        if ((size_t)w < *cap - b->len) {
+            b->len += (size_t)w;
+            return 0;
+        }
+        size_t ncap = *cap * 2 + (size_t)w;
+        char *d = realloc(b->data, ncap);
+        if (!d)
+            return -1;
+        b->data = d;
+        *cap = ncap;
+    }
+}
+
+/* The body of one request: events first .. first+count-1 of the workload. */
+static int make_body(pub_t *p, slot_t *s)
+{
+    size_t cap = 256 + (size_t)s->count * 200;
+    free(s->body.data);
+    s->body.len = 0;
+    if (!(s->body.data = malloc(cap)))
+        return -1;
+    int rc = buf_printf(&s->body, &cap, "{\"events\":[");
+    for (int i = s->first; i < s->first + s->count && rc == 0; i++) {
+        rc = buf_printf(&s->body, &cap, "%s{\"key\":\"k%d\",\"data\":" PAYLOAD_FMT,
+                        i > s->first ? "," : "", i % 64, 1000000 + i);
+        if (rc == 0 && p->timing == TIMING_FAR)
+            rc = buf_printf(&s->body, &cap, ",\"delay_ms\":%d", FAR_DELAY_MS);
+        if (rc == 0 && p->timing == TIMING_DUE) {
+            char at[MSM_TIME_RFC3339_SIZE];
+            msm_time_format(p->track->ev[i].due_ms, at, sizeof(at));
+            rc = buf_printf(&s->body, &cap, ",\"deliver_at\":\"%s\"", at);
+        }
+        if (rc == 0)
+            rc = buf_printf(&s->body, &cap, "}");
+    }
+    return rc == 0 ? buf_printf(&s->body, &cap, "]}") : -1;
+}
+
+static int slot_send(pub_t *p, slot_t *s)
+{
+    s->first = p->next;
+    s->count = p->n - p->next < p->batch ? p->n - p->next : p->batch;
+    if (make_body(p, s) != 0) {
+        snprintf(p->error, sizeof(p->error), "out of memory");
+        return -1;
+    }
+    p->next += s->count;
+    free(s->answer.data);
+    s->answer.data = NULL;
+    s->answer.len = 0;
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body.data);
+    curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)s->body.len);
+    s->sent_us = unix_us();
+    for (int i = s->first; p->track && i < s->first + s->count; i++)
+        p->track->ev[i].sent_us = s->sent_us;
+    if (curl_multi_add_handle(p->multi, s->easy) != CURLM_OK) {
+        snprintf(p->error, sizeof(p->error), "curl_multi_add_handle failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Keeps the ids of a 200 answer: "results" are in request order. */
+static int keep_ids(pub_t *p, slot_t *s)
+{
+    json_t *root = json_loadb(s->answer.data ? s->answer.data : "", s->answer.len, 0, NULL);
+    json_t *results = json_object_get(root, "results");
+    int ok = json_array_size(results) == (size_t)s->count;
+    for (int i = 0; ok && p->track && i < s->count; i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(results, i), "id"));
+        event_t *e = &p->track->ev[s->first + i];
+        if (!id || strlen(id) >= sizeof(e->id)) {
+            ok = 0;
+            break;
+        }
+        memcpy(e->id, id, strlen(id) + 1);
+        track_index(p->track, s->first + i);
+    }
+    json_decref(root);
+    return ok ? 0 : -1;
+}
+
+static void slot_done(pub_t *p, slot_t *s, CURLcode result)
+{
+    long status = 0;
+    curl_multi_remove_handle(p->multi, s->easy);
+    if (result == CURLE_OK)
+        curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (p->error[0])
+        return;
+    if (result != CURLE_OK) {
+        snprintf(p->error, sizeof(p->error), "publish: %s", curl_easy_strerror(result));
+    } else if (status != 200) {
+        snprintf(p->error, sizeof(p->error), "publish: HTTP %ld %.*s", status, ANSWER_KEEP,
+                 s->answer.data ? s->answer.data : "");
+    } else if (keep_ids(p, s) != 0) {
+        snprintf(p->error, sizeof(p->error), "publish: 200 without one id per event: %.*s",
+                 ANSWER_KEEP, s->answer.data ? s->answer.data : "");
+    } else {
+        p->answered += s->count;
+    }
+    s->count = 0;
+}
+
+static int pub_init(pub_t *p, const bench_t *b, const char *topic)
+{
+    snprintf(p->url, sizeof(p->url), "%s/v1/topics/%s:publish", b->frontend_url, topic);
+    p->multi = curl_multi_init();
+    p->headers = curl_slist_append(NULL, "Content-Type: application/json");
+    /* No "Expect: 100-continue" round trip: a publish client sends the body at once. */
+    if (!p->multi || !p->headers || !curl_slist_append(p->headers, "Expect:"))
+        return -1;
+    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, (long)IN_FLIGHT);
+    curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)IN_FLIGHT);
+    for (int i = 0; i < IN_FLIGHT; i++) {
+        slot_t *s = &p->slots[i];
+        if (!(s->easy = curl_easy_init()))
+            return -1;
+        curl_easy_setopt(s->easy, CURLOPT_URL, p->url);
+        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, p->headers);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, buf_append);
+        curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, &s->answer);
+        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
+        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
+        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
+    }
+    return 0;
+}
+
+static void pub_deinit(pub_t *p)
+{
+    for (int i = 0; i < IN_FLIGHT; i++) {
+        slot_t *s = &p->slots[i];
+        if (s->easy) {
+            curl_multi_remove_handle(p->multi, s->easy);
+            curl_easy_cleanup(s->easy);
+        }
+        free(s->body.data);
+        free(s->answer.data);
+    }
+    curl_slist_free_all(p->headers);
+    curl_multi_cleanup(p->multi);
+}
+
+/* Publishes p->n events; every request has REQUEST_TIMEOUT_MS. @returns 0 when all were
+ * answered 200, else -1 with p->error. */
+static int pub_run(pub_t *p)
+{
+    int64_t start_us = unix_us();
+    int requests = 0;
+    while (p->answered < p->n && !p->error[0]) {
+        int64_t now = unix_us();
+        int64_t wait_ms = 100;
+        for (int i = 0; i < IN_FLIGHT && p->next < p->n; i++) {
+            if (p->slots[i].count)
+                continue;
+            int64_t at = start_us + requests * p->pace_us;
+            if (p->pace_us > 0 && now < at) {
+                wait_ms = (at - now) / 1000;
+                break;
+            }
+            if (slot_send(p, &p->slots[i]) != 0)
+                return -1;
+            requests++;
+        }
+        int running = 0;
+        if (curl_multi_perform(p->multi, &running) != CURLM_OK) {
+            snprintf(p->error, sizeof(p->error), "curl_multi_perform failed");
+            break;
+        }
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(p->multi, &left))) {
+            slot_t *s = NULL;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
+            slot_done(p, s, msg->data.result);
+            wait_ms = 0;
+        }
+        if (p->answered < p->n && !p->error[0] && wait_ms > 0)
+            curl_multi_poll(p->multi, NULL, 0, (int)wait_ms, NULL);
+    }
+    return p->error[0] ? -1 : 0;
+}
+
+/* One publish run to its end. @returns 0, or -1 with the reason in @p why. */
+static int publish(const bench_t *b, const char *topic, track_t *t, timing_t timing, int n,
+                   int batch, int64_t pace_us, char *why, size_t why_size)
+{
+    pub_t p = {.track = t, .timing = timing, .n = n, .batch = batch, .pace_us = pace_us};
+    int rc = pub_init(&p, b, topic);
+    if (rc != 0)
+        snprintf(p.error, sizeof(p.error), "out of memory");
+    else
+        rc = pub_run(&p);
+    if (rc != 0)
+        snprintf(why, why_size, "%d of %d events published; %s", p.answered, n, p.error);
+    pub_deinit(&p);
+    return rc;
+}
+
+/* ---- the workloads ---- */
+
+typedef struct {
+    const char *name;
+    const char *title;
+    int events;         /* at scale 1 */
+    int batch;
+    int rate;           /* > 0: events/s, one per request (W0) */
+    int max_batch;      /* max_batch_events, 0: the default */
+    int retry;          /* every ~10th event fails once (W3) */
+    int delayed;        /* W2 */
+    const char *fsync;  /* appendfsync for this row */
+} workload_t;
+
+typedef struct {
+    const workload_t *w;
+    char topic[64];
+    char sub[64];
+    lambda_t lambda;
+    track_t track;
+    uint64_t cpu0[NCPU], cpu1[NCPU];
+    long long mem0, mem1;
+    int64_t first_sent_us, last_handled_ms;
+    int retention; /* the subscription has task_retention_ms */
+    char note[800];
+} run_t;
+
+static void row_failed(const run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void row_failed(const run_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    printf("| %-10s | FAILED: ", r->w->name);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* PUT topic and subscription. @returns 0, 1 when the frontend refused max_batch_events (the
+ * reason in @p why), -1 on any other failure. */
+static int make_route(bench_t *b, run_t *r, char *why, size_t why_size)
+{
+    char path[256], body[1024], answer[ANSWER_KEEP];
+    snprintf(path, sizeof(path), "/v1/topics/%s", r->topic);
+    long st = api(b, "PUT", path, "{}", answer);
+    if (st != 200) {
+        snprintf(why, why_size, "PUT %s: HTTP %ld %s", path, st, answer);
+        return -1;
+    }
+    char extra[256] = "";
+    if (r->w->max_batch)
+        snprintf(extra, sizeof(extra), ",\"max_batch_events\":%d", r->w->max_batch);
+    if (r->w->retry)
+        snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+                 ",\"retry\":{\"max_attempts\":10,\"min_backoff_ms\":100,"
+                 "\"max_backoff_ms\":1000}");
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s", r->sub);
+    for (r->retention = 1; r->retention >= 0; r->retention--) {
+        char retention[64] = "";
+        if (r->retention)
+            snprintf(retention, sizeof(retention), ",\"task_retention_ms\":%d", RETENTION_MS);
+        snprintf(body, sizeof(body),
+                 "{\"topic\":\"%s\",\"endpoints\":[{\"url\":\"http://127.0.0.1:%d/\"}]%s%s}",
+                 r->topic, r->lambda.proc.port, extra, retention);
+        st = api(b, "PUT", path, body, answer);
+        if (st == 200)
+            break;
+        if (st == 400 && r->w->max_batch && strstr(answer, "max_batch_events")) {
+            snprintf(why, why_size, "HTTP 400 %s", answer);
+            return 1;
+        }
+        /* A frontend without task retention still runs the workload; the retention
+         * figure then says why it is missing. */
+        if (st == 400 && r->retention && strstr(answer, "task_retention_ms")) {
+            snprintf(r->note, sizeof(r->note), "task_retention_ms refused: %s", answer);
+            continue;
+        }
+        snprintf(why, why_size, "PUT %s: HTTP %ld %s", path, st, answer);
+        return -1;
+    }
+    sleep_ms(SETTLE_MS);
+    return 0;
+}
+
+/* The subscription's stats, shown when a wait runs out. */
+static void print_stats(const bench_t *b, const run_t *r)
+{
+    char path[256], answer[ANSWER_KEEP];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s/stats", r->sub);
+    long st = api(b, "GET", path, NULL, answer);
+    printf("|            |   stats of %s: HTTP %ld %s\n", r->sub, st, answer);
+}
+
+/* Waits until every tracked event was handled, or @p deadline_us. @returns 0 or -1. */
+static int wait_handled(const bench_t *b, run_t *r, int64_t deadline_us)
+{
+    track_t *t = &r->track;
+    for (;;) {
+        track_read(t, r->lambda.record);
+        if (t->handled == t->n)
+            return 0;
+        if (unix_us() > deadline_us)
+            break;
+        sleep_ms(20);
+    }
+    row_failed(r, "%d of %d events handled by the deadline (%ld retry answers, %ld records of "
+                  "unknown ids)",
+               t->handled, t->n, t->retries, t->unknown);
+    print_stats(b, r);
+    return -1;
+}
+
+static int64_t wait_deadline(int events)
+{
+    return unix_us() + (WAIT_SLACK_MS + (int64_t)events * 1000 / MIN_RATE) * 1000;
+}
+
+/* W2's set-up: the far-out events, published first and then fanned out into the delayed
+ * set (its stats' "delayed" reaches them) before the measured events go. */
+static int publish_far(const bench_t *b, run_t *r, int far, double *rate, char *why,
+                       size_t why_size)
+{
+    int64_t t0 = unix_us();
+    if (publish(b, r->topic, NULL, TIMING_FAR, far, BATCH, 0, why, why_size) != 0)
+        return -1;
+    *rate = far * 1e6 / (double)(unix_us() - t0 + 1);
+    char path[256], answer[ANSWER_KEEP];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s/stats", r->sub);
+    int64_t deadline = wait_deadline(far);
+    long long delayed = -1;
+    while (unix_us() < deadline) {
+        if (api(b, "GET", path, NULL, answer) == 200) {
+            json_t *j = json_loads(answer, 0, NULL);
+            delayed = json_integer_value(json_object_get(j, "delayed"));
+            json_decref(j);
+            if (delayed >= far)
+                return 0;
+        }
+        sleep_ms(200);
+    }
+    snprintf(why, why_size, "the %d far-out events did not all reach the delayed set "
+                            "(stats \"delayed\" %lld; last answer %s)",
+             far, delayed, answer);
+    return -1;
+}
+
+/* Due times for W2: evenly over W2_SPREAD_MS, from when publishing them should be done (at
+ * the far-out publish's rate, doubled, plus a second). */
+static void plan_due(track_t *t, double rate)
+{
+    int64_t publish_ms = (int64_t)(t->n / (rate > 1 ? rate : 1) * 2000.0) + 1000;
+    int64_t start = msm_time_unix_ms() + publish_ms;
+    for (int i = 0; i < t->n; i++)
+        t->ev[i].due_ms = start + (int64_t)i * W2_SPREAD_MS / t->n;
+}
+
+static int run_publish(bench_t *b, run_t *r, char *why, size_t why_size)
+{
+    const workload_t *w = r->w;
+    int n = r->track.n;
+    if (w->delayed) {
+        double rate = 0;
+        if (publish_far(b, r, scaled(b, 1000000), &rate, why, why_size) != 0)
+            return -1;
+        plan_due(&r->track, rate);
+    }
+    r->mem0 = used_memory(b);
+    cpu_sample(b, &r->lambda, r->cpu0);
+    r->first_sent_us = unix_us();
+    int64_t pace = w->rate > 0 ? 1000000 / w->rate : 0;
+    return publish(b, r->topic, &r->track, w->delayed ? TIMING_DUE : TIMING_NOW, n,
+                   w->rate > 0 ? 1 : w->batch, pace, why, why_size);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One row: events/s, latency (lateness for W2) p50/p99/max, CPU per event, memory. */
+static void print_row(const run_t *r)
+{
+    const track_t *t = &r->track;
+    int64_t *lat = malloc((size_t)t->n * sizeof(*lat)); /* µs */
+    int64_t last = 0;
+    int late_published = 0;
+    if (!lat) {
+        row_failed(r, "out of memory");
+        return;
+    }
+    for (int i = 0; i < t->n; i++) {
+        const event_t *e = &t->ev[i];
+        /* received_ms has millisecond resolution: take the middle of its millisecond. */
+        int64_t got_us = e->handled_ms * 1000 + 500;
+        lat[i] = e->due_ms ? (e->handled_ms - e->due_ms) * 1000 : got_us - e->sent_us;
+        late_published += e->due_ms && e->sent_us / 1000 > e->due_ms;
+        if (e->handled_ms > last)
+            last = e->handled_ms;
+    }
+    qsort(lat, (size_t)t->n, sizeof(*lat), cmp_i64);
+    double secs = (double)(last * 1000 + 500 - r->first_sent_us) / 1e6;
+    long hz = sysconf(_SC_CLK_TCK);
+    double us[NCPU], msm = 0;
+    for (int i = 0; i < NCPU; i++) {
+        us[i] = (double)(r->cpu1[i] - r->cpu0[i]) * 1e6 / (double)hz / t->n;
+        if (i != CPU_LAMBDA)
+            msm += us[i];
+    }
+    /* W2's pace is its due times, not the pipeline's: no events/s. */
+    char rate[16] = "-";
+    if (!r->w->delayed)
+        snprintf(rate, sizeof(rate), "%.0f", t->n / (secs > 0 ? secs : 1e-9));
+    printf("| %-10s | %7d | %8s | %8.2f | %8.2f | %8.2f | %5.1f | %5.1f | %5.1f | %5.1f | "
+           "%5.1f | %6.1f | %6.1f | %7.1f | %7.1f |\n",
+           r->w->name, t->n, rate, lat[t->n / 2] / 1000.0,
+           lat[(int64_t)t->n * 99 / 100] / 1000.0, lat[t->n - 1] / 1000.0, us[CPU_REDIS],
+           us[CPU_DAEMON0 + FRONTEND], us[CPU_DAEMON0 + SCHEDULER], us[CPU_DAEMON0 + FLOWCONTROL],
+           us[CPU_DAEMON0 + ROUTER], msm, us[CPU_LAMBDA], r->mem0 / 1048576.0,
+           r->mem1 / 1048576.0);
+    if (late_published)
+        printf("|            |   note: %d events were published after their deliver_at\n",
+               late_published);
+    if (t->retries || t->duplicates)
+        printf("|            |   %ld retry answers, %ld events handled again after an ok\n",
+               t->retries, t->duplicates);
+    fflush(stdout);
+    free(lat);
+}
+
+/* After W1: Redis memory once the task retention window has passed. */
+static void print_retention(const bench_t *b, const run_t *r)
+{
+    if (!r->retention) {
+        printf("|            |   used_memory after the task retention window: not measured "
+               "(%s)\n",
+               r->note);
+        return;
+    }
+    sleep_ms(RETENTION_MS + 2000);
+    printf("|            |   used_memory %.1f MB, %d s after the run (task_retention_ms %d)\n",
+           used_memory(b) / 1048576.0, (RETENTION_MS + 2000) / 1000, RETENTION_MS);
+    fflush(stdout);
+}
+
+static int run_workload(bench_t *b, const workload_t *w)
+{
+    run_t r = {.w = w};
+    char why[2048] = "";
+    int rc = -1;
+    snprintf(r.topic, sizeof(r.topic), "bench-%s", w->name);
+    snprintf(r.sub, sizeof(r.sub), "bench-%s-sub", w->name);
+    if (w->fsync && redis_fsync(b, w->fsync) != 0) {
+        row_failed(&r, "CONFIG SET appendfsync %s refused", w->fsync);
+        return -1;
+    }
+    int n = scaled(b, w->events);
+    if (track_init(&r.track, n) != 0) {
+        row_failed(&r, "out of memory");
+        goto done;
+    }
+    if (lambda_start(b, &r.lambda, w->name, w->retry ? "--fail-rate=0.1" : NULL) != 0) {
+        row_failed(&r, "the lambda did not become ready (log: %s)", r.lambda.proc.log);
+        goto done;
+    }
+    int route = make_route(b, &r, why, sizeof(why));
+    if (route == 1) {
+        printf("| %-10s | not supported (%s)\n", w->name, why);
+        rc = 0;
+        goto done;
+    }
+    if (route != 0 || run_publish(b, &r, why, sizeof(why)) != 0) {
+        row_failed(&r, "%s", why);
+        goto done;
+    }
+    if (wait_handled(b, &r, w->delayed ? unix_us() + (W2_SPREAD_MS + WAIT_SLACK_MS) * 1000LL +
+                                             (r.track.ev[n - 1].due_ms - msm_time_unix_ms()) * 1000
+                                       : wait_deadline(n)) != 0)
+        goto done;
+    cpu_sample(b, &r.lambda, r.cpu1);
+    r.mem1 = used_memory(b);
+    print_row(&r);
+    if (strcmp(w->name, "W1") == 0)
+        print_retention(b, &r);
+    rc = 0;
+done:
+    lambda_stop(&r.lambda);
+    track_free(&r.track);
+    return rc;
+}
+
+/* ---- main ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int main(int argc, char **argv)
+{
+    static const workload_t workloads[] = {
+        {.name = "W0", .title = "1k events/s one by one", .events = 5000, .rate = 1000},
+        {.name = "W1", .title = "published -> handled", .events = 200000, .batch = BATCH},
+        {.name = "W1b", .title = "max_batch_events 100", .events = 200000, .batch = BATCH,
+         .max_batch = 100},
+        {.name = "W3", .title = "fail-rate 0.1, backoff 100 ms", .events = 200000,
+         .batch = BATCH, .retry = 1},
+        {.name = "W2", .title = "delayed", .events = 100000, .batch = BATCH, .delayed = 1},
+        {.name = "W1-always", .title = "W1, appendfsync always", .events = 200000,
+         .batch = BATCH, .fsync = "always"},
+    };
+    bench_t b = {.scale = 1.0};
+    const char *scale = getenv("MSM_BENCH_SCALE");
+    if (scale && (b.scale = atof(scale)) <= 0) {
+        fprintf(stderr, "msm-bench-pipeline: MSM_BENCH_SCALE must be a number > 0\n");
+        return 2;
+    }
+    if (find_bins(&b, argc, argv) != 0) {
+        fprintf(stderr, "usage: msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER "
+                        "LAMBDA]\n(without arguments: found beside this binary in the build "
+                        "tree)\n");
+        return 2;
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(b.dir, sizeof(b.dir), "%s/msm-bench-pipeline-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    msm_test_namespace(b.ns, sizeof(b.ns));
+    if (!mkdtemp(b.dir) || msm_test_redis_start(&b.redis) != 0 ||
+        redis_fsync(&b, "everysec") != 0) {
+        fprintf(stderr, "msm-bench-pipeline: could not start redis-server\n");
+        return 1;
+    }
+    int rc = daemons_start(&b) == 0 ? 0 : 1;
+    if (rc == 0) {
+        printf("pipeline: ~100-byte JSON events over HTTP, batches of %d, %d requests in "
+               "flight; redis AOF everysec unless the row says otherwise; scale %g\n",
+               BATCH, IN_FLIGHT, b.scale);
+        printf("CPU: µs per event of each process (utime+stime); msm = redis + the four "
+               "daemons. MB: Redis used_memory before and after the row.\n");
+        printf("| workload   | events  | events/s | p50 ms   | p99 ms   | max ms   | redis | "
+               "fe    | sch   | fc    | rt    | msm    | lambda | MB bef. | MB aft. |\n");
+        printf("|------------|---------|----------|----------|----------|----------|-------|"
+               "-------|-------|-------|-------|--------|--------|---------|---------|\n");
+        fflush(stdout);
+        for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
+            if (run_workload(&b, &workloads[i]) != 0)
+                rc = 1;
+        }
+        printf("(W2: lateness = lambda's received_ms - deliver_at, with %d far-out events "
+               "pending; others: latency = received_ms - when the publish request was sent. "
+               "msm = redis + the four daemons)\n",
+               scaled(&b, 1000000));
+    }
+    fflush(stdout);
+    daemons_stop(&b);
+    msm_test_redis_destroy(&b.redis);
+    if (rc != 0)
+        fprintf(stderr, "msm-bench-pipeline: some rows FAILED; logs kept in %s\n", b.dir);
+    else
+        nftw(b.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    curl_global_cleanup();
+    return rc;
+}
