@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* One push: a dispatch entry's msm.v1.Task becomes a POST to an endpoint of its
- * subscription in CloudEvents 1.0 binary mode with the Msm-* headers of API.md ("Push to
- * lambdas"), and the answer becomes an outcome kind. Everything that comes from an event
- * is checked before it goes into a header: an event can never add headers of its own. */
+/* Pushes: a dispatch record's msm.v1.TaskBatch becomes one delivery per task; queued
+ * deliveries become requests to an endpoint of their subscription, bounded by
+ * max_concurrency. One task per request in CloudEvents 1.0 binary mode with the Msm-*
+ * headers of API.md ("Push to lambdas"), or with max_batch_events > 1 up to that many per
+ * request (batch_push.c). A task whose lease has passed, or of a paused subscription, is
+ * not pushed at all (OUTCOME_KIND_NOT_PUSHED: no attempt spent). Requests are kept per
+ * subscription with their header arrays and buffers, so a warm push allocates nothing.
+ * Everything that comes from an event is checked before it goes into a header: an event
+ * can never add headers of its own. */
 #include "rt_int.h"
 
 #include "msm/err.h"
@@ -21,6 +26,7 @@
 #define RETRY_AFTER_MAX_MS (24LL * 3600 * 1000) /* a longer pause is not believed */
 #define ERROR_BODY_MAX     200                  /* of a failed answer's body, kept in error */
 #define FIXED_HEADERS      16                   /* headers besides the attributes */
+#define IDLE_REQS_MAX      64                   /* requests kept for reuse per subscription */
 
 /* ---- header hygiene ---- */
 
@@ -51,49 +57,127 @@ int msm__rt_value_ok(const char *s)
     return 1;
 }
 
-/* ---- the request's headers ---- */
+/* ---- CloudEvents context shared by both modes ---- */
 
-typedef struct {
-    msm_http_header_t *h;
-    size_t n, cap;
-    char **owned; /* names and values built for this request */
-    size_t nowned;
-    char attempt[16];
-    char deadline[24];
-    char time[MSM_TIME_RFC3339_SIZE];
-    char signature[96];
-} headers_t;
-
-static void headers_deinit(headers_t *hs)
+const char *msm__rt_ce_type(const Msm__V1__Event *ev)
 {
-    for (size_t i = 0; i < hs->nowned; i++)
-        free(hs->owned[i]);
-    free(hs->owned);
-    free(hs->h);
+    const char *t = msm_event_attr(ev, "type");
+    return t && *t && msm__rt_value_ok(t) ? t : "msm.event";
 }
 
-static void add(headers_t *hs, const char *name, const char *value)
+/* What ce-source names: the CDC source when set and safe, else the topic. */
+static const char *source_of(const Msm__V1__Event *ev, int *cdc)
 {
-    if (hs->n < hs->cap)
-        hs->h[hs->n++] = (msm_http_header_t){name, value};
+    *cdc = ev->cdc_source && *ev->cdc_source && msm__rt_value_ok(ev->cdc_source);
+    const char *what = *cdc ? ev->cdc_source : ev->topic;
+    return what && msm__rt_value_ok(what) ? what : "";
+}
+
+size_t msm__rt_ce_source_size(const Msm__V1__Event *ev)
+{
+    int cdc;
+    return strlen(source_of(ev, &cdc)) + sizeof("/msm/topics/");
+}
+
+void msm__rt_ce_source(const Msm__V1__Event *ev, char *out, size_t n)
+{
+    int cdc;
+    const char *what = source_of(ev, &cdc);
+    snprintf(out, n, cdc ? "/msm/cdc/%s" : "/msm/topics/%s", what);
+}
+
+/* ---- requests, kept for reuse ---- */
+
+static rt_req_t *req_get(rt_sub_t *sub)
+{
+    rt_req_t *req = sub->idle_reqs;
+    if (req) {
+        sub->idle_reqs = req->next;
+        sub->nidle_reqs--;
+    } else if (!(req = calloc(1, sizeof(*req)))) {
+        return NULL;
+    }
+    req->next = req->prev = NULL;
+    req->sub = sub;
+    req->n = req->nh = 0;
+    req->text.len = req->body.len = 0;
+    return req;
+}
+
+void msm__rt_req_free(rt_req_t *req)
+{
+    free(req->items);
+    free(req->h);
+    msm_buf_deinit(&req->text);
+    msm_buf_deinit(&req->body);
+    free(req);
+}
+
+static void req_put(rt_sub_t *sub, rt_req_t *req)
+{
+    req->call = NULL;
+    if (sub->nidle_reqs >= IDLE_REQS_MAX) {
+        msm__rt_req_free(req);
+        return;
+    }
+    req->next = sub->idle_reqs;
+    sub->idle_reqs = req;
+    sub->nidle_reqs++;
+}
+
+static int req_reserve(rt_req_t *req, size_t items, size_t headers)
+{
+    if (items > req->cap) {
+        rt_delivery_t **p = realloc(req->items, items * sizeof(*p));
+        if (!p)
+            return MSM_ERR_NOMEM;
+        req->items = p;
+        req->cap = items;
+    }
+    if (headers > req->hcap) {
+        msm_http_header_t *h = realloc(req->h, headers * sizeof(*h));
+        if (!h)
+            return MSM_ERR_NOMEM;
+        req->h = h;
+        req->hcap = headers;
+    }
+    return MSM_OK;
+}
+
+static void add(rt_req_t *req, const char *name, const char *value)
+{
+    if (req->nh < req->hcap)
+        req->h[req->nh++] = (msm_http_header_t){name, value};
 }
 
 /* An optional header from event data: sent only when set and safe. */
-static void add_optional(headers_t *hs, const char *name, const char *value)
+static void add_optional(rt_req_t *req, const char *name, const char *value)
 {
     if (value && *value && msm__rt_value_ok(value))
-        add(hs, name, value);
+        add(req, name, value);
 }
 
-static char *own(headers_t *hs, char *s)
+/* ---- one task per request: binary mode ---- */
+
+/* Room in req->text for ce-source and the Msm-Attr-* names (reserved before any pointer
+ * into it is taken). */
+static size_t text_size(const Msm__V1__Event *ev)
 {
-    if (s)
-        hs->owned[hs->nowned++] = s;
-    return s;
+    size_t n = msm__rt_ce_source_size(ev);
+    for (size_t i = 0; i < ev->n_attributes; i++)
+        n += strlen(ev->attributes[i]->key) + sizeof("Msm-Attr-");
+    return n;
+}
+
+static char *text_take(rt_req_t *req, size_t n)
+{
+    char *p = (char *)req->text.data + req->text.len;
+    req->text.len += n;
+    return p;
 }
 
 /* Msm-Attr-<name> per attribute; an unsafe name or value drops that attribute. */
-static void add_attributes(headers_t *hs, const Msm__V1__Event *ev)
+static void add_attributes(rt_req_t *req, const Msm__V1__Event *ev)
 {
     for (size_t i = 0; i < ev->n_attributes; i++) {
         const char *k = ev->attributes[i]->key, *v = ev->attributes[i]->value;
@@ -103,79 +187,58 @@ static void add_attributes(headers_t *hs, const Msm__V1__Event *ev)
             continue;
         }
         size_t n = strlen(k) + sizeof("Msm-Attr-");
-        char *name = own(hs, malloc(n));
-        if (name) {
-            snprintf(name, n, "Msm-Attr-%s", k);
-            add(hs, name, v);
-        }
+        char *name = text_take(req, n);
+        snprintf(name, n, "Msm-Attr-%s", k);
+        add(req, name, v);
     }
 }
 
-static const char *ce_type(const Msm__V1__Event *ev)
+static int build_single(rt_req_t *req, int64_t now)
 {
-    const char *t = msm_event_attr(ev, "type");
-    return t && *t && msm__rt_value_ok(t) ? t : "msm.event";
-}
-
-static char *ce_source(const Msm__V1__Event *ev)
-{
-    int cdc = ev->cdc_source && *ev->cdc_source && msm__rt_value_ok(ev->cdc_source);
-    const char *what = cdc ? ev->cdc_source : ev->topic;
-    if (!msm__rt_value_ok(what))
-        what = "";
-    size_t n = strlen(what) + sizeof("/msm/topics/");
-    char *s = malloc(n);
-    if (s)
-        snprintf(s, n, cdc ? "/msm/cdc/%s" : "/msm/topics/%s", what);
-    return s;
-}
-
-static int build_headers(const rt_sub_t *sub, const rt_delivery_t *d, headers_t *hs)
-{
+    const rt_sub_t *sub = req->sub;
+    const rt_delivery_t *d = req->items[0];
     const Msm__V1__Task *task = d->task;
     const Msm__V1__Event *ev = task->event;
     const uint8_t *body = d->body ? (const uint8_t *)d->body : ev->payload.data;
     size_t body_len = d->body ? d->body_len : ev->payload.len;
-    memset(hs, 0, sizeof(*hs));
-    hs->cap = FIXED_HEADERS + ev->n_attributes;
-    hs->h = calloc(hs->cap, sizeof(*hs->h));
-    hs->owned = calloc(ev->n_attributes + 1, sizeof(*hs->owned));
-    char *source = hs->h && hs->owned ? own(hs, ce_source(ev)) : NULL;
-    if (!source)
+    if (req_reserve(req, 1, FIXED_HEADERS + ev->n_attributes) != MSM_OK ||
+        msm_buf_reserve(&req->text, text_size(ev)) != MSM_OK)
         return MSM_ERR_NOMEM;
-    int64_t now = msm_time_unix_ms();
-    add(hs, "ce-specversion", "1.0");
-    add(hs, "ce-id", ev->id);
-    add(hs, "ce-source", source);
-    add(hs, "ce-type", ce_type(ev));
-    if (msm_time_format(ev->publish_time_ms, hs->time, sizeof(hs->time)))
-        add(hs, "ce-time", hs->time);
-    add_optional(hs, "Content-Type", d->body ? "application/json" : ev->content_type);
-    add(hs, "Msm-Subscription", sub->name);
-    snprintf(hs->attempt, sizeof(hs->attempt), "%" PRId32, task->attempt);
-    add(hs, "Msm-Attempt", hs->attempt);
-    snprintf(hs->deadline, sizeof(hs->deadline), "%" PRId64, now + sub->conf->timeout_ms);
-    add(hs, "Msm-Deadline", hs->deadline);
-    add_optional(hs, "Msm-Key", ev->key);
-    add_optional(hs, "Msm-Ordering-Key", ev->ordering_key);
-    add_optional(hs, "traceparent", ev->traceparent);
-    add_optional(hs, "tracestate", ev->tracestate);
+    size_t sn = msm__rt_ce_source_size(ev);
+    char *source = text_take(req, sn);
+    msm__rt_ce_source(ev, source, sn);
+    add(req, "ce-specversion", "1.0");
+    add(req, "ce-id", ev->id);
+    add(req, "ce-source", source);
+    add(req, "ce-type", msm__rt_ce_type(ev));
+    if (msm_time_format(ev->publish_time_ms, req->time, sizeof(req->time)))
+        add(req, "ce-time", req->time);
+    add_optional(req, "Content-Type", d->body ? "application/json" : ev->content_type);
+    add(req, "Msm-Subscription", sub->name);
+    snprintf(req->attempt, sizeof(req->attempt), "%" PRId32, task->attempt);
+    add(req, "Msm-Attempt", req->attempt);
+    snprintf(req->deadline, sizeof(req->deadline), "%" PRId64, now + sub->conf->timeout_ms);
+    add(req, "Msm-Deadline", req->deadline);
+    add_optional(req, "Msm-Key", ev->key);
+    add_optional(req, "Msm-Ordering-Key", ev->ordering_key);
+    add_optional(req, "traceparent", ev->traceparent);
+    add_optional(req, "tracestate", ev->tracestate);
     if (sub->conf->secret && *sub->conf->secret) {
         char t[24], hex[MSM_SIGNATURE_HEX_LEN + 1];
         snprintf(t, sizeof(t), "%" PRId64, now / 1000);
         if (msm_signature_v1(sub->conf->secret, t, strlen(t), ev->id, body, body_len, hex) !=
             MSM_OK)
             return MSM_ERR_INVALID;
-        snprintf(hs->signature, sizeof(hs->signature), "t=%s,v1=%s", t, hex);
-        add(hs, "Msm-Signature", hs->signature);
+        snprintf(req->signature, sizeof(req->signature), "t=%s,v1=%s", t, hex);
+        add(req, "Msm-Signature", req->signature);
     }
-    add_attributes(hs, ev);
+    add_attributes(req, ev);
     return MSM_OK;
 }
 
 /* ---- the answer ---- */
 
-static int64_t retry_after_ms(const msm_http_result_t *res)
+int64_t msm__rt_retry_after_ms(const msm_http_result_t *res)
 {
     if (res->status != 429 && res->status != 503)
         return 0;
@@ -195,7 +258,7 @@ static int64_t retry_after_ms(const msm_http_result_t *res)
 }
 
 /* "HTTP 503: <start of the body>", controls turned into spaces. */
-static void http_error(const msm_http_result_t *res, const char *prefix, char *buf, size_t n)
+void msm__rt_http_error(const msm_http_result_t *res, const char *prefix, char *buf, size_t n)
 {
     int w = snprintf(buf, n, "%sHTTP %d", prefix, res->status);
     if (w < 0 || (size_t)w + 3 >= n || res->body_len == 0)
@@ -222,14 +285,21 @@ static Msm__V1__OutcomeKind classify(const rt_sub_t *sub, const msm_http_result_
         const char *st = msm_http_headers_get(res->headers, "Msm-Status");
         if (st && strcasecmp(st, "fatal") == 0) {
             /* The lambda's explicit verdict wins over its status code. */
-            http_error(res, "fatal: ", err, n);
+            msm__rt_http_error(res, "fatal: ", err, n);
             return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL;
         }
         if (res->status >= 200 && res->status <= 299)
             return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS;
-        http_error(res, "", err, n);
+        msm__rt_http_error(res, "", err, n);
         return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
     }
+    msm__rt_transport_error(sub, res, err, n);
+    return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
+}
+
+void msm__rt_transport_error(const rt_sub_t *sub, const msm_http_result_t *res, char *err,
+                             size_t n)
+{
     const char *why = res->error ? res->error : msm_err_str(res->err);
     if (res->err == MSM_ERR_TIMEOUT)
         snprintf(err, n, "timeout after %d ms: %s", sub->conf ? sub->conf->timeout_ms : 0, why);
@@ -237,34 +307,19 @@ static Msm__V1__OutcomeKind classify(const rt_sub_t *sub, const msm_http_result_
         snprintf(err, n, "connection failed: %s", why);
     else
         snprintf(err, n, "%s: %s", msm_err_str(res->err), why);
-    return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
 }
 
-static void send_request(router_t *rt, rt_delivery_t *d);
+/* ---- sending ---- */
 
-/* Starts queued deliveries while the subscription has free slots. The log bounds what is
- * taken only roughly (a read may return one entry per partition), so the bound on requests
- * in flight is kept here. */
-static void send_queued(router_t *rt, rt_sub_t *sub)
+static void req_unlink(router_t *rt, rt_req_t *req)
 {
-    while (sub->queue && (!sub->conf || sub->in_http < sub->conf->max_concurrency)) {
-        rt_delivery_t *d = sub->queue;
-        sub->queue = d->next;
-        if (!sub->queue)
-            sub->queue_tail = NULL;
-        d->next = NULL;
-        send_request(rt, d);
-    }
-}
-
-void msm__rt_queue_drop(rt_sub_t *sub)
-{
-    while (sub->queue) {
-        rt_delivery_t *d = sub->queue;
-        sub->queue = d->next;
-        msm__rt_delivery_free(d);
-    }
-    sub->queue_tail = NULL;
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        rt->sending = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    req->next = req->prev = NULL;
 }
 
 static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
@@ -272,68 +327,182 @@ static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
 {
     (void)cl;
     (void)call;
-    rt_delivery_t *d = opaque;
-    router_t *rt = d->sub->rt;
-    msm__rt_list_remove(&rt->sending, d);
-    d->call = NULL;
-    rt_sub_t *sub = d->sub;
+    rt_req_t *req = opaque;
+    rt_sub_t *sub = req->sub;
+    router_t *rt = sub->rt;
+    req_unlink(rt, req);
     sub->in_http--;
     msm_gauge_dec(sub->m_in_flight);
-    char err[512];
-    Msm__V1__OutcomeKind kind = classify(sub, res, err, sizeof(err));
-    msm__rt_finish(rt, d, kind, res->status, err, (int64_t)res->latency_ms,
-                   retry_after_ms(res));
-    send_queued(rt, sub);
+    if (req->body.len > 0) {
+        msm__rt_batch_settle(req, res);
+    } else {
+        char err[512];
+        Msm__V1__OutcomeKind kind = classify(sub, res, err, sizeof(err));
+        msm__rt_finish(rt, req->items[0], kind, res->status, err, (int64_t)res->latency_ms,
+                       msm__rt_retry_after_ms(res));
+    }
+    req_put(sub, req);
+    msm__rt_send_queued(sub);
 }
 
-/* ---- one task ---- */
-
-static void send_request(router_t *rt, rt_delivery_t *d)
+/* Ends every delivery of a request that could not be started. */
+static void req_fail(rt_req_t *req, const char *endpoint, const char *why)
 {
-    rt_sub_t *sub = d->sub;
+    for (size_t i = 0; i < req->n; i++) {
+        req->items[i]->endpoint = endpoint;
+        msm__rt_finish(req->sub->rt, req->items[i],
+                       MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 0, why, 0, 0);
+    }
+    req_put(req->sub, req);
+}
+
+static void send_req(rt_req_t *req)
+{
+    rt_sub_t *sub = req->sub;
+    router_t *rt = sub->rt;
     const msm_endpoint_t *ep = msm__rt_balance_pick(sub);
-    d->endpoint = strdup(ep ? ep->url : "");
     if (!ep) {
-        msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 0,
-                       "no endpoint to push to", 0, 0);
+        req_fail(req, "", "no endpoint to push to");
         return;
     }
-    headers_t hs;
-    int rc = build_headers(sub, d, &hs);
+    int64_t now = msm_time_unix_ms();
+    int rc = req->n == 1 && sub->conf->max_batch_events <= 1 ? build_single(req, now)
+                                                             : msm__rt_batch_build(req, now);
     if (rc == MSM_OK) {
-        const Msm__V1__Event *ev = d->task->event;
-        msm_http_request_t req = {
+        const rt_delivery_t *d = req->items[0];
+        msm_http_request_t hr = {
             .method = "POST",
             .url = ep->url,
-            .headers = hs.h,
-            .n_headers = hs.n,
-            .body = d->body ? d->body : (const char *)ev->payload.data,
-            .body_len = d->body ? d->body_len : ev->payload.len,
-            .flags = MSM_HTTP_BODY_BORROW, /* the task lives until the callback */
+            .headers = req->h,
+            .n_headers = req->nh,
+            .flags = MSM_HTTP_BODY_BORROW, /* the request and its tasks live until the end */
             .timeout_ms = (uint32_t)sub->conf->timeout_ms,
         };
-        rc = msm_http_client_request(rt->http, &req, on_response, d, &d->call);
+        if (req->body.len > 0) {
+            hr.body = req->body.data;
+            hr.body_len = req->body.len;
+        } else {
+            hr.body = d->body ? d->body : (const char *)d->task->event->payload.data;
+            hr.body_len = d->body ? d->body_len : d->task->event->payload.len;
+        }
+        rc = msm_http_client_request(rt->http, &hr, on_response, req, &req->call);
     }
-    headers_deinit(&hs);
     if (rc != MSM_OK) {
         char err[128];
         snprintf(err, sizeof(err), "request not started: %s", msm_err_str(rc));
-        msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 0, err, 0, 0);
+        req_fail(req, ep->url, err);
         return;
     }
-    msm__rt_list_push(&rt->sending, d);
+    for (size_t i = 0; i < req->n; i++)
+        req->items[i]->endpoint = ep->url;
+    req->endpoint = ep->url;
+    req->next = rt->sending;
+    if (rt->sending)
+        rt->sending->prev = req;
+    rt->sending = req;
     sub->in_http++;
     msm_gauge_inc(sub->m_in_flight);
 }
 
+static rt_delivery_t *queue_pop(rt_sub_t *sub)
+{
+    rt_delivery_t *d = sub->queue;
+    sub->queue = d->next;
+    if (!sub->queue)
+        sub->queue_tail = NULL;
+    d->next = NULL;
+    return d;
+}
+
+/* Why @p d must not be pushed now, or NULL: its lease passed (flowcontrol dispatches it
+ * again on the same attempt), or its subscription is paused. */
+static const char *not_pushed(const rt_sub_t *sub, const rt_delivery_t *d, int64_t now)
+{
+    if (d->task->lease_until_ms > 0 && now >= d->task->lease_until_ms)
+        return "lease expired before the push started";
+    if (sub->conf && sub->conf->paused)
+        return "subscription paused";
+    return NULL;
+}
+
+/* Starts queued deliveries while the subscription has free slots. The log bounds what is
+ * taken only roughly (a read may return one record per partition, a record holds many
+ * tasks), so the bound on requests in flight is kept here; a batch request is one. */
+void msm__rt_send_queued(rt_sub_t *sub)
+{
+    router_t *rt = sub->rt;
+    while (sub->queue && (!sub->conf || sub->in_http < sub->conf->max_concurrency)) {
+        size_t per = sub->conf && sub->conf->max_batch_events > 1
+                         ? (size_t)sub->conf->max_batch_events
+                         : 1;
+        rt_req_t *req = req_get(sub);
+        if (!req || req_reserve(req, per, 0) != MSM_OK) {
+            if (req)
+                req_put(sub, req);
+            rt_delivery_t *d = queue_pop(sub);
+            msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 0,
+                           "out of memory", 0, 0);
+            continue;
+        }
+        int64_t now = msm_time_unix_ms();
+        while (sub->queue && req->n < per) {
+            rt_delivery_t *d = queue_pop(sub);
+            const char *why = not_pushed(sub, d, now);
+            if (why) {
+                msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED, 0, why, 0,
+                               0);
+                continue;
+            }
+            d->kind = MSM__V1__OUTCOME_KIND__OUTCOME_KIND_UNSPECIFIED;
+            req->items[req->n++] = d;
+        }
+        if (req->n == 0) {
+            req_put(sub, req);
+            continue;
+        }
+        send_req(req);
+    }
+}
+
+void msm__rt_queue_drop(rt_sub_t *sub)
+{
+    sub->queue = sub->queue_tail = NULL; /* the deliveries belong to their records */
+    while (sub->idle_reqs) {
+        rt_req_t *req = sub->idle_reqs;
+        sub->idle_reqs = req->next;
+        msm__rt_req_free(req);
+    }
+    sub->nidle_reqs = 0;
+}
+
 static void enqueue(rt_sub_t *sub, rt_delivery_t *d)
 {
+    d->next = NULL;
     if (sub->queue_tail)
         sub->queue_tail->next = d;
     else
         sub->queue = d;
     sub->queue_tail = d;
-    send_queued(sub->rt, sub);
+}
+
+static void converting_push(router_t *rt, rt_delivery_t *d)
+{
+    d->prev = NULL;
+    d->next = rt->converting;
+    if (rt->converting)
+        rt->converting->prev = d;
+    rt->converting = d;
+}
+
+static void converting_remove(router_t *rt, rt_delivery_t *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        rt->converting = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->next = d->prev = NULL;
 }
 
 /* ---- delivery_format "json" (docs/schemas.md) ---- */
@@ -348,7 +517,7 @@ static int wants_json(const rt_sub_t *sub, const Msm__V1__Event *ev)
 /* Ends a delivery that was never sent. */
 static void give_up(rt_delivery_t *d, Msm__V1__OutcomeKind kind, const char *why)
 {
-    d->endpoint = strdup("");
+    d->endpoint = "";
     msm__rt_finish(d->sub->rt, d, kind, 0, why, 0, 0);
 }
 
@@ -358,7 +527,7 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
     router_t *rt = d->sub->rt;
     if (rt->freeing)
         return;
-    msm__rt_list_remove(&rt->converting, d);
+    converting_remove(rt, d);
     char msg[512];
     const Msm__V1__Event *ev = d->task->event;
     json_t *j = NULL;
@@ -384,40 +553,94 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
         return;
     }
     enqueue(d->sub, d);
+    msm__rt_send_queued(d->sub);
 }
 
-void msm__rt_push(rt_sub_t *sub, msm_stream_msg_t *msg)
+/* ---- one dispatch record ---- */
+
+static int task_ok(const Msm__V1__Task *task)
+{
+    return task && task->event && task->event->id && *task->event->id &&
+           msm__rt_value_ok(task->event->id);
+}
+
+/* A task on its way: queued, or first converted to JSON (delivery_format). */
+static void start_delivery(rt_sub_t *sub, rt_delivery_t *d)
 {
     router_t *rt = sub->rt;
-    Msm__V1__Task *task = msm_task_unpack(msg->value, msg->value_len);
-    if (!task || !task->event || !task->event->id || !*task->event->id ||
-        !msm__rt_value_ok(task->event->id)) {
-        /* Nothing could ever deliver it, and no outcome could name it: drop it loudly. */
-        msm_log(MSM_LOG_ERROR, RT_FACILITY, "dispatch.%s entry %s is not a valid task: dropped",
-                sub->name, msg->position);
-        msm_counter_inc(rt->m_invalid);
-        msm_task_free(task);
-        msm_consumer_ack(sub->consumer, msg);
-        return;
-    }
-    rt_delivery_t *d = calloc(1, sizeof(*d));
-    if (!d) {
-        msm_task_free(task); /* unacknowledged: delivered again after a restart */
-        return;
-    }
-    d->sub = sub;
-    d->msg = msg;
-    d->task = task;
-    sub->live++;
-    rt->live++;
     /* Later: the subscription's filter goes here (a filtered-out event is a success). */
-    if (!wants_json(sub, task->event)) {
+    if (!wants_json(sub, d->task->event)) {
         enqueue(sub, d);
         return;
     }
-    msm__rt_list_push(&rt->converting, d);
-    if (msm_schema_store_get(rt->schemas, task->event->schema_id, on_schema, d) != MSM_OK) {
-        msm__rt_list_remove(&rt->converting, d);
+    converting_push(rt, d);
+    if (msm_schema_store_get(rt->schemas, d->task->event->schema_id, on_schema, d) != MSM_OK) {
+        converting_remove(rt, d);
         give_up(d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, "out of memory");
+    }
+}
+
+/* A record nothing can come of: dropped loudly (acknowledged, as no outcome could name it). */
+static void drop_record(rt_sub_t *sub, msm_stream_msg_t *msg, const char *why)
+{
+    msm_log(MSM_LOG_ERROR, RT_FACILITY, "dispatch.%s record %s %s: dropped", sub->name,
+            msg->position, why);
+    msm_counter_inc(sub->rt->m_invalid);
+    msm_consumer_ack(sub->consumer, msg);
+}
+
+void msm__rt_take(rt_sub_t *sub, msm_stream_msg_t *msg)
+{
+    router_t *rt = sub->rt;
+    Msm__V1__TaskBatch *batch = msm_task_batch_unpack(msg->value, msg->value_len);
+    if (!batch) {
+        drop_record(sub, msg, "is not a TaskBatch");
+        return;
+    }
+    rt_record_t *rec = calloc(1, sizeof(*rec));
+    rt_delivery_t *items = batch->n_tasks ? calloc(batch->n_tasks, sizeof(*items)) : NULL;
+    if (!rec || (batch->n_tasks && !items)) {
+        free(rec);
+        free(items);
+        msm_task_batch_free(batch); /* unacknowledged: delivered again after a restart */
+        return;
+    }
+    rec->sub = sub;
+    rec->msg = msg;
+    rec->batch = batch;
+    rec->items = items;
+    rec->n = batch->n_tasks;
+    /* Count every task before the first can finish (a schema may answer at once). */
+    for (size_t i = 0; i < rec->n; i++) {
+        rt_delivery_t *d = &items[i];
+        d->rec = rec;
+        d->sub = sub;
+        d->task = batch->tasks[i];
+        d->endpoint = "";
+        if (!task_ok(d->task)) {
+            msm_log(MSM_LOG_ERROR, RT_FACILITY, "dispatch.%s record %s: task %zu is not valid: "
+                    "dropped", sub->name, msg->position, i);
+            msm_counter_inc(rt->m_invalid);
+            d->task = NULL;
+            continue;
+        }
+        rec->open++;
+    }
+    if (rec->open == 0) {
+        drop_record(sub, msg, "holds no valid task");
+        msm_task_batch_free(batch);
+        free(items);
+        free(rec);
+        return;
+    }
+    rec->next = rt->records;
+    if (rt->records)
+        rt->records->prev = rec;
+    rt->records = rec;
+    sub->live += rec->open;
+    rt->live += rec->open;
+    for (size_t i = 0; i < rec->n; i++) {
+        if (items[i].task)
+            start_delivery(sub, &items[i]);
     }
 }

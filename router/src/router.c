@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* The router's life: the registry decides which subscriptions exist; each gets a consumer of
- * dispatch.<sub> (group "router", this process's stable member name) once "status" exists,
- * and loses it when the subscription goes away, its max_concurrency changes or the router
- * stops. A consumer is only freed when none of its entries is in flight, so every entry
- * taken ends acknowledged (outcome durable) or handed back unacknowledged. */
+ * dispatch.<sub> (group "router", this process's stable member name) once its status.<sub>
+ * exists, and loses it when the subscription goes away or is paused, its max_concurrency
+ * changes or the router stops. A consumer is only freed when none of its records is in
+ * flight, so every record taken ends acknowledged (all its outcomes durable) or handed back
+ * unacknowledged. */
 #include "rt_int.h"
 
 #include "msm/err.h"
@@ -21,39 +22,32 @@
 #define DEFAULT_MAX_BATCH         64
 #define MAX_UNACKED_CAP           4096 /* however large a subscription's max_concurrency */
 #define RETRY_MS                  1000 /* status ensure and consumer creation retries */
+/* Added to a subscription's push timeout for its consumer's log lease: a record is held
+ * while its pushes run, then its outcomes are appended and it is acknowledged. */
+#define LEASE_GRACE_MS            5000
 
 static void reconcile_all(router_t *rt);
 
-/* ---- delivery lists ---- */
+/* ---- records ---- */
 
-void msm__rt_list_push(rt_delivery_t **head, rt_delivery_t *d)
+void msm__rt_record_free(router_t *rt, rt_record_t *rec)
 {
-    d->prev = NULL;
-    d->next = *head;
-    if (*head)
-        (*head)->prev = d;
-    *head = d;
-}
-
-void msm__rt_list_remove(rt_delivery_t **head, rt_delivery_t *d)
-{
-    if (d->prev)
-        d->prev->next = d->next;
+    if (rec->prev)
+        rec->prev->next = rec->next;
     else
-        *head = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
-    d->next = d->prev = NULL;
+        rt->records = rec->next;
+    if (rec->next)
+        rec->next->prev = rec->prev;
+    for (size_t i = 0; i < rec->n; i++)
+        free(rec->items[i].body);
+    free(rec->items);
+    msm_task_batch_free(rec->batch);
+    free(rec);
 }
 
-void msm__rt_delivery_free(rt_delivery_t *d)
+uint64_t msm__rt_lease_ms(const msm_sub_t *conf)
 {
-    msm_task_free(d->task);
-    free(d->endpoint);
-    free(d->error);
-    msm_buf_deinit(&d->packed);
-    free(d->body);
-    free(d);
+    return (uint64_t)conf->timeout_ms + LEASE_GRACE_MS;
 }
 
 /* ---- subscriptions ---- */
@@ -63,10 +57,10 @@ static int max_unacked_of(const msm_sub_t *conf)
     return conf->max_concurrency < MAX_UNACKED_CAP ? conf->max_concurrency : MAX_UNACKED_CAP;
 }
 
-/* Taking new entries: consuming with the current settings and not stopping. */
+/* Taking new records: consuming with the current settings, not paused, not stopping. */
 static int accepting(const rt_sub_t *sub)
 {
-    return sub->consumer && sub->conf && !sub->rt->stopping &&
+    return sub->consumer && sub->conf && !sub->conf->paused && !sub->rt->stopping &&
            sub->consumer_max == max_unacked_of(sub->conf);
 }
 
@@ -75,30 +69,66 @@ static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n,
     (void)c;
     rt_sub_t *sub = opaque;
     for (size_t i = 0; i < n; i++) {
-        /* Entries arriving while a consumer is on its way out stay unacknowledged: the
+        /* Records arriving while a consumer is on its way out stay unacknowledged: the
          * next consumer of this member name reads them again from its pending list. */
         if (accepting(sub))
-            msm__rt_push(sub, msgs[i]);
+            msm__rt_take(sub, msgs[i]);
     }
+    /* After the whole run: tasks of consecutive records share batch requests. */
+    msm__rt_send_queued(sub);
 }
 
 static void sub_metrics(router_t *rt, rt_sub_t *sub)
 {
     for (int k = 1; k < RT_KINDS; k++) {
-        static const char *const names[RT_KINDS] = {"", "success", "retriable", "fatal"};
+        static const char *const names[RT_KINDS] = {"", "success", "retriable", "fatal",
+                                                    "not_pushed"};
         sub->m_kind[k] = msm_metric_labels(rt->m_deliveries, sub->name, names[k], NULL);
     }
     sub->m_latency = msm_metric_labels(rt->m_latency, sub->name, NULL);
     sub->m_in_flight = msm_metric_labels(rt->m_in_flight, sub->name, NULL);
 }
 
+/* Frees the settings replaced while deliveries pointed into them. */
+static void sub_free_retired(rt_sub_t *sub)
+{
+    while (sub->retired) {
+        rt_retired_t *r = sub->retired;
+        sub->retired = r->next;
+        msm_sub_free(r->conf);
+        free(r);
+    }
+}
+
+/* Replaces the settings; the old ones live on while deliveries may point into them.
+ * @returns MSM_OK, or MSM_ERR_NOMEM with nothing changed. */
+static int sub_set_conf(rt_sub_t *sub, msm_sub_t *conf)
+{
+    if (sub->conf && sub->live > 0) {
+        rt_retired_t *r = malloc(sizeof(*r));
+        if (!r)
+            return MSM_ERR_NOMEM;
+        r->conf = sub->conf;
+        r->next = sub->retired;
+        sub->retired = r;
+        sub->conf = NULL;
+    }
+    msm_sub_free(sub->conf);
+    sub->conf = conf;
+    return MSM_OK;
+}
+
 static void sub_free(rt_sub_t *sub)
 {
     msm__rt_queue_drop(sub);
     msm_consumer_free(sub->consumer);
+    if (sub->ensure_token)
+        ((rt_token_t *)sub->ensure_token)->sub = NULL;
     msm_sub_free(sub->conf);
+    sub_free_retired(sub);
     json_decref(sub->conf_json);
     free(sub->wrr);
+    free(sub->status_stream);
     free(sub->name);
     free(sub);
 }
@@ -127,24 +157,33 @@ static void start_consumer(rt_sub_t *sub)
         return;
     }
     sub->consumer_max = max;
+    /* No other router takes a record of ours while its pushes may still run. */
+    msm_consumer_set_lease(sub->consumer, msm__rt_lease_ms(sub->conf));
     msm_log(MSM_LOG_INFO, RT_FACILITY, "consuming %s as %s/%s, at most %d unacknowledged",
             stream, RT_GROUP, rt->member, max);
 }
+
+static void status_ensure(rt_sub_t *sub);
 
 /* Brings one subscription to what it should be; may free it. @returns 1 when the wanted
  * state is not reached yet for a reason worth a retry (consumer creation failed). */
 static int reconcile(router_t *rt, rt_sub_t *sub)
 {
-    int wanted = sub->conf && rt->status_ready && !rt->stopping;
+    int wanted = sub->conf && !sub->conf->paused && !rt->stopping;
+    if (wanted && !sub->status_ready) {
+        if (!sub->ensure_token)
+            status_ensure(sub);
+        wanted = 0; /* nothing is consumed before its outcomes have a place */
+    }
     if (sub->consumer && !accepting(sub) && sub->live == 0) {
-        msm_consumer_free(sub->consumer); /* unacknowledged entries go back to the group */
+        msm_consumer_free(sub->consumer); /* unacknowledged records go back to the group */
         sub->consumer = NULL;
     }
     if (!sub->consumer && wanted && sub->live == 0) {
         start_consumer(sub);
         return sub->consumer == NULL;
     }
-    if (!sub->conf && !sub->consumer && sub->live == 0) {
+    if (!sub->conf && !sub->consumer && sub->live == 0 && !sub->ensure_token) {
         sub_unlink(rt, sub);
         sub_free(sub);
     }
@@ -157,29 +196,39 @@ static void on_retry_timer(msm_loop_t *loop, void *opaque)
     reconcile_all(opaque);
 }
 
-static void status_ensure(router_t *rt);
+static void retry_later(router_t *rt)
+{
+    if (!msm_timer_active(&rt->retry_timer))
+        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+}
 
 static void reconcile_all(router_t *rt)
 {
-    if (!rt->status_ready && !rt->stopping && !rt->ensure_token)
-        status_ensure(rt);
     int retry = 0;
     for (rt_sub_t *sub = rt->subs, *next; sub; sub = next) {
         next = sub->next;
         retry |= reconcile(rt, sub);
     }
-    if (retry && !msm_timer_active(&rt->retry_timer))
-        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+    if (retry)
+        retry_later(rt);
 }
 
-void msm__rt_delivery_release(router_t *rt, rt_delivery_t *d)
+void msm__rt_delivery_done(router_t *rt, rt_delivery_t *d, int ack)
 {
     rt_sub_t *sub = d->sub;
-    msm__rt_delivery_free(d);
+    rt_record_t *rec = d->rec;
+    if (--rec->open == 0) {
+        if (ack) /* every outcome durable: done */
+            msm_consumer_ack(sub->consumer, rec->msg);
+        rec->msg = NULL;
+        msm__rt_record_free(rt, rec);
+    }
     rt->live--;
-    if (--sub->live == 0 && !accepting(sub) && reconcile(rt, sub) &&
-        !msm_timer_active(&rt->retry_timer))
-        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+    if (--sub->live > 0)
+        return;
+    sub_free_retired(sub);
+    if (!accepting(sub) && reconcile(rt, sub))
+        retry_later(rt);
 }
 
 /* Takes a subscription's new settings from the registry snapshot (a deep copy: the
@@ -197,14 +246,15 @@ static int sub_update(rt_sub_t *sub, const msm_sub_t *s)
     msm_json_err_init(&e);
     msm_sub_t *copy = msm_sub_from_json(s->name, j, &e);
     msm_json_err_deinit(&e);
-    if (!copy) {
+    if (!copy || sub_set_conf(sub, copy) != MSM_OK) {
+        msm_sub_free(copy);
         json_decref(j);
         return MSM_ERR_NOMEM;
     }
-    msm_sub_free(sub->conf);
     json_decref(sub->conf_json);
-    sub->conf = copy;
     sub->conf_json = j;
+    if (sub->consumer) /* a new timeout_ms: the lease follows */
+        msm_consumer_set_lease(sub->consumer, msm__rt_lease_ms(sub->conf));
     return msm__rt_balance_reset(sub);
 }
 
@@ -220,10 +270,14 @@ static rt_sub_t *sub_find(router_t *rt, const char *name)
 static rt_sub_t *sub_new(router_t *rt, const char *name)
 {
     rt_sub_t *sub = calloc(1, sizeof(*sub));
-    if (!sub || !(sub->name = strdup(name))) {
+    size_t n = strlen(name) + sizeof(MSM_STREAM_STATUS);
+    if (!sub || !(sub->name = strdup(name)) || !(sub->status_stream = malloc(n))) {
+        if (sub)
+            free(sub->name);
         free(sub);
         return NULL;
     }
+    snprintf(sub->status_stream, n, MSM_STREAM_STATUS, name);
     sub->rt = rt;
     sub_metrics(rt, sub);
     sub->next = rt->subs;
@@ -237,10 +291,10 @@ static void on_registry(msm_registry_t *reg, void *opaque)
     for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
         if (sub->conf && !msm_registry_sub(reg, sub->name)) {
             msm_log(MSM_LOG_INFO, RT_FACILITY, "subscription %s removed", sub->name);
-            msm_sub_free(sub->conf);
-            sub->conf = NULL;
+            (void)sub_set_conf(sub, NULL); /* out of memory: kept until nothing is live */
             json_decref(sub->conf_json); /* a later one of the same name starts afresh */
             sub->conf_json = NULL;
+            sub->status_ready = 0;       /* its streams are being deleted */
         }
     }
     for (size_t i = 0; i < msm_registry_sub_count(reg); i++) {
@@ -254,38 +308,43 @@ static void on_registry(msm_registry_t *reg, void *opaque)
     reconcile_all(rt);
 }
 
-/* ---- the status stream ---- */
+/* ---- status.<sub> ---- */
 
 static void on_status_ensured(msm_err_t err, const char *reason, void *opaque)
 {
     rt_token_t *tok = opaque;
-    router_t *rt = tok->rt;
+    rt_sub_t *sub = tok->sub;
     free(tok);
-    if (!rt)
-        return;
-    rt->ensure_token = NULL;
+    if (!sub)
+        return; /* the router or the subscription is gone */
+    router_t *rt = sub->rt;
+    sub->ensure_token = NULL;
     if (err != MSM_OK) {
-        msm_log(MSM_LOG_WARN, RT_FACILITY, "cannot create the status stream: %s (retrying)",
-                reason ? reason : msm_err_str(err));
-        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+        msm_log(MSM_LOG_WARN, RT_FACILITY, "cannot create %s: %s (retrying)",
+                sub->status_stream, reason ? reason : msm_err_str(err));
+        retry_later(rt);
         return;
     }
-    rt->status_ready = 1;
+    sub->status_ready = sub->conf != NULL;
     reconcile_all(rt);
 }
 
-static void status_ensure(router_t *rt)
+static void status_ensure(rt_sub_t *sub)
 {
+    router_t *rt = sub->rt;
     rt_token_t *tok = calloc(1, sizeof(*tok));
-    if (!tok)
+    if (!tok) {
+        retry_later(rt);
         return;
+    }
     tok->rt = rt;
-    rt->ensure_token = tok;
-    if (msm_stream_ensure(rt->env.stream, MSM_STREAM_STATUS, rt->conf.status_partitions,
+    tok->sub = sub;
+    sub->ensure_token = tok;
+    if (msm_stream_ensure(rt->env.stream, sub->status_stream, rt->conf.status_partitions,
                           on_status_ensured, tok) != MSM_OK) {
-        rt->ensure_token = NULL;
+        sub->ensure_token = NULL;
         free(tok);
-        msm_loop_timer_start(rt->env.loop, &rt->retry_timer, RETRY_MS, on_retry_timer, rt);
+        retry_later(rt);
     }
 }
 
@@ -384,7 +443,6 @@ router_t *router_new_env(const router_env_t *env, const router_conf_t *conf, cha
         snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;
     }
-    status_ensure(rt);
     return rt;
 fail:
     router_free(rt);
@@ -401,33 +459,27 @@ void router_free(router_t *rt)
     /* Fetches in flight call back now and do nothing; their deliveries go below. */
     rt->freeing = 1;
     msm_schema_store_free(rt->schemas);
-    while (rt->converting) {
-        rt_delivery_t *d = rt->converting;
-        msm__rt_list_remove(&rt->converting, d);
-        msm__rt_delivery_free(d);
-    }
-    if (rt->ensure_token)
-        rt->ensure_token->rt = NULL;
+    rt->converting = NULL; /* deliveries belong to their records */
     while (rt->sending) {
-        rt_delivery_t *d = rt->sending;
-        msm__rt_list_remove(&rt->sending, d);
-        msm_http_call_cancel(d->call);
-        msm_gauge_dec(d->sub->m_in_flight);
-        d->sub->in_http--;
-        msm__rt_delivery_free(d);
-    }
-    while (rt->finished) {
-        rt_delivery_t *d = rt->finished;
-        msm__rt_list_remove(&rt->finished, d);
-        msm__rt_delivery_free(d);
+        rt_req_t *req = rt->sending;
+        rt->sending = req->next;
+        msm_http_call_cancel(req->call);
+        msm_gauge_dec(req->sub->m_in_flight);
+        req->sub->in_http--;
+        msm__rt_req_free(req);
     }
     msm__rt_batches_abandon(rt);
+    while (rt->records)
+        msm__rt_record_free(rt, rt->records); /* never acknowledged: delivered again */
     while (rt->subs) {
         rt_sub_t *sub = rt->subs;
         rt->subs = sub->next;
-        sub_free(sub); /* its unacknowledged entries stay pending for this member name */
+        sub_free(sub); /* its unacknowledged records stay pending for this member name */
     }
     msm_http_client_free(rt->http);
+    msm_buf_deinit(&rt->packed);
+    free(rt->outs);
+    free(rt->out_ptrs);
     free(rt->member);
     free(rt);
 }
@@ -457,9 +509,11 @@ int router_ready(void *opaque, char *why, size_t n)
         snprintf(why, n, "registry not loaded");
         return 0;
     }
-    if (!rt->status_ready) {
-        snprintf(why, n, "status stream not ready");
-        return 0;
+    for (const rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
+        if (sub->conf && !sub->conf->paused && !sub->status_ready) {
+            snprintf(why, n, "%s not ready", sub->status_stream);
+            return 0;
+        }
     }
     return 1;
 }

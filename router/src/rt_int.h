@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* The router's internals shared by its files: the router, one state per subscription and
- * one per delivery, and the steps a delivery goes through:
+/* The router's internals shared by its files: the router, one state per subscription, one
+ * per dispatch record, one per task (delivery) and one per HTTP request, and the steps a
+ * delivery goes through:
  *
- *   router.c   registry → per-subscription consumers (reconciled), batches in, stop/drain
- *   push.c     task → endpoint (balance.c) → HTTP request with the API.md headers → result
- *   outcome.c  result → DeliveryOutcome → one "status" append per loop turn → acks
+ *   router.c      registry → per-subscription status.<sub> ensure and consumer, stop/drain
+ *   push.c        dispatch record → deliveries → requests (one task, or a batch) → outcome
+ *   batch_push.c  max_batch_events > 1: the structured CloudEvents batch body and the
+ *                 per-event results of the answer (API.md "Batch push")
+ *   outcome.c     outcomes → one OutcomeBatch per subscription and loop turn → record acks
  *
  * Later concerns slot in as further steps of push.c (filters before the endpoint choice;
  * health and locality inside balance.c; pacing before the request). */
@@ -17,6 +20,7 @@
 #include "msm/http_client.h"
 #include "msm/registry.h"
 #include "msm/schema_store.h"
+#include "msm/time.h"
 
 #include <stdint.h>
 
@@ -24,55 +28,106 @@
 #define RT_FACILITY "router"
 
 typedef struct rt_sub_s rt_sub_t;
+typedef struct rt_record_s rt_record_t;
 typedef struct rt_delivery_s rt_delivery_t;
+typedef struct rt_req_s rt_req_t;
 typedef struct rt_batch_s rt_batch_t;
+typedef struct rt_retired_s rt_retired_t;
 
 /** The kinds counted in metrics, indexed by Msm__V1__OutcomeKind. */
-#define RT_KINDS 4
+#define RT_KINDS 5
+
+/** Room for an outcome's error text (longer ones are cut). */
+#define RT_ERROR_MAX 256
+
+/** Settings replaced while deliveries still point into them (endpoint URLs). */
+struct rt_retired_s {
+    rt_retired_t *next;
+    msm_sub_t *conf;
+};
 
 /** One subscription: its own copy of the settings, its consumer and its deliveries. */
 struct rt_sub_s {
     rt_sub_t *next;
     router_t *rt;
     char *name;
+    char *status_stream;      /**< "status.<name>" */
     msm_sub_t *conf;          /**< own deep copy; NULL once gone from the registry */
     json_t *conf_json;        /**< to notice changes */
+    rt_retired_t *retired;    /**< older settings, freed once nothing is live */
+    int status_ready;         /**< status.<name> exists: consuming may start */
+    void *ensure_token;       /**< status.<name> ensure in flight */
     msm_consumer_t *consumer; /**< NULL while not consuming */
     int consumer_max;         /**< the max_unacked it was created with */
-    size_t live;              /**< deliveries consumed and not acknowledged */
+    size_t live;              /**< deliveries taken whose outcome is not durable yet */
     int in_http;              /**< requests in flight, at most conf->max_concurrency */
-    rt_delivery_t *queue;     /**< taken beyond max_concurrency: wait for a free slot */
+    rt_delivery_t *queue;     /**< taken, waiting for a free request slot */
     rt_delivery_t *queue_tail;
+    rt_delivery_t *finished;  /**< outcomes waiting for the next append, oldest first */
+    rt_delivery_t *finished_tail;
+    size_t nfinished;
+    rt_req_t *idle_reqs;      /**< requests kept for reuse (their buffers with them) */
+    int nidle_reqs;
     int *wrr;                 /**< smooth weighted round robin: current weight per endpoint */
     msm_metric_child_t *m_kind[RT_KINDS];
     msm_metric_child_t *m_latency;
     msm_metric_child_t *m_in_flight;
 };
 
-/** One task from its dispatch entry to the acknowledgement of that entry. */
-struct rt_delivery_s {
-    rt_delivery_t *next, *prev; /**< in router.sending, router.finished or a batch */
-    rt_sub_t *sub;              /**< NULL once orphaned by router_free() */
+/** One dispatch record (a msm.v1.TaskBatch) from its consumption to its acknowledgement,
+ *  which waits until the outcome of every task in it is durable. */
+struct rt_record_s {
+    rt_record_t *next, *prev;   /**< in router.records */
+    rt_sub_t *sub;
     msm_stream_msg_t *msg;      /**< owned by sub->consumer until acknowledged */
-    Msm__V1__Task *task;
-    msm_http_call_t *call;      /**< while the request is in flight */
-    char *endpoint;             /**< URL pushed to ("" when none could be chosen) */
+    Msm__V1__TaskBatch *batch;
+    rt_delivery_t *items;       /**< one per task, one allocation */
+    size_t n;
+    size_t open;                /**< deliveries whose outcome is not durable yet */
+};
+
+/** One task of a record, from its record's consumption to its outcome being durable. */
+struct rt_delivery_s {
+    rt_delivery_t *next, *prev; /**< in sub.queue, router.converting or sub.finished */
+    rt_record_t *rec;
+    rt_sub_t *sub;
+    Msm__V1__Task *task;        /**< borrowed from rec->batch */
+    const char *endpoint;       /**< URL pushed to (borrowed from the settings), or "" */
     Msm__V1__OutcomeKind kind;
     int http_status;
-    char *error;
     int64_t latency_ms;
     int64_t retry_after_ms;
     int64_t finished_at_ms;
-    msm_buf_t packed;           /**< the DeliveryOutcome, packed once finished */
     char *body;                 /**< delivery_format "json": the payload as JSON, else NULL */
     size_t body_len;
+    char error[RT_ERROR_MAX];
 };
 
-/** Outcomes appended together; acknowledged together once durable. */
+/** One HTTP request (one task, or a batch of up to max_batch_events), kept for reuse with
+ *  its buffers so that a push allocates nothing once the subscription is warm. */
+struct rt_req_s {
+    rt_req_t *next, *prev;      /**< in router.sending, or sub.idle_reqs */
+    rt_sub_t *sub;
+    msm_http_call_t *call;      /**< while in flight */
+    rt_delivery_t **items;
+    size_t n, cap;
+    const char *endpoint;
+    msm_http_header_t *h;       /**< the request's headers */
+    size_t nh, hcap;
+    msm_buf_t text;             /**< header names and values built for this request */
+    msm_buf_t body;             /**< batch push: the JSON array */
+    char attempt[16];
+    char deadline[24];
+    char time[MSM_TIME_RFC3339_SIZE];
+    char signature[96];
+};
+
+/** The outcomes of one subscription appended together (one status.<sub> record). */
 struct rt_batch_s {
     rt_batch_t *next, *prev;
     router_t *rt;          /**< NULL once orphaned by router_free() */
-    rt_delivery_t *items;  /**< singly linked through next */
+    rt_sub_t *sub;
+    rt_delivery_t **items;
     size_t n;
     int appending;         /**< an append is in flight */
     uint32_t failures;     /**< consecutive failed appends (backoff) */
@@ -82,6 +137,7 @@ struct rt_batch_s {
 /** A callback token for a stream operation that may outlive the router. */
 typedef struct {
     router_t *rt; /**< NULL once the router is gone */
+    rt_sub_t *sub;
 } rt_token_t;
 
 struct router_s {
@@ -91,28 +147,32 @@ struct router_s {
     msm_registry_t *registry;
     msm_http_client_t *http;
     rt_sub_t *subs;
-    rt_delivery_t *sending;  /**< HTTP requests in flight */
-    rt_delivery_t *finished; /**< outcomes waiting for the next append */
+    rt_record_t *records;    /**< every record taken and not yet acknowledged */
+    rt_req_t *sending;       /**< HTTP requests in flight */
     rt_delivery_t *converting; /**< waiting for a schema to turn the payload into JSON */
     msm_schema_store_t *schemas;
     int freeing;             /**< router_free() runs: late callbacks do nothing */
     rt_batch_t *batches;     /**< appends in flight or waiting to retry */
     size_t live;             /**< deliveries alive, all subscriptions */
-    int status_ready;        /**< "status" exists */
-    rt_token_t *ensure_token;
     int stopping;
     msm_timer_t retry_timer; /**< status ensure / consumer creation retries */
+    msm_buf_t packed;        /**< an OutcomeBatch being packed (copied by the append) */
+    Msm__V1__DeliveryOutcome *outs; /**< scratch for packing */
+    Msm__V1__DeliveryOutcome **out_ptrs;
+    size_t outs_cap;
     msm_metric_t *m_deliveries, *m_latency, *m_in_flight;
     msm_metric_child_t *m_invalid, *m_append_failures;
 };
 
 /* ---- router.c ---- */
-/** A delivery is over (acknowledged or dropped): counts down and reconciles its sub. */
-void msm__rt_delivery_release(router_t *rt, rt_delivery_t *d);
-/** Frees a delivery's own memory (not its message). */
-void msm__rt_delivery_free(rt_delivery_t *d);
-void msm__rt_list_push(rt_delivery_t **head, rt_delivery_t *d);
-void msm__rt_list_remove(rt_delivery_t **head, rt_delivery_t *d);
+/** A delivery's outcome is durable (@p ack), or will never be (its subscription is gone):
+ *  counts it down, acknowledges its record when it was the last (only with @p ack), and
+ *  reconciles its sub. */
+void msm__rt_delivery_done(router_t *rt, rt_delivery_t *d, int ack);
+/** Frees a record, its deliveries and its batch (not its message). */
+void msm__rt_record_free(router_t *rt, rt_record_t *rec);
+/** The log lease of a subscription's dispatch consumer: longer than any push of it. */
+uint64_t msm__rt_lease_ms(const msm_sub_t *conf);
 
 /* ---- balance.c ---- */
 /** @brief Resets the balancer after the endpoints changed. @returns MSM_OK or NOMEM. */
@@ -121,22 +181,48 @@ int msm__rt_balance_reset(rt_sub_t *sub);
 const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub);
 
 /* ---- push.c ---- */
-/** @brief Takes one dispatch entry of @p sub: decodes it and pushes it (or finishes it at
- *  once when it cannot be pushed). */
-void msm__rt_push(rt_sub_t *sub, msm_stream_msg_t *msg);
-/** @brief Drops the deliveries queued behind max_concurrency (router_free()). */
+/** @brief Takes one dispatch record of @p sub: decodes it and queues its tasks (or finishes
+ *  them at once when they cannot be pushed). Call msm__rt_send_queued() after a run of
+ *  records, so that consecutive records share batch requests. */
+void msm__rt_take(rt_sub_t *sub, msm_stream_msg_t *msg);
+/** @brief Starts requests for queued deliveries while the subscription has free slots. */
+void msm__rt_send_queued(rt_sub_t *sub);
+/** @brief Drops the deliveries queued and the idle requests (router_free()). */
 void msm__rt_queue_drop(rt_sub_t *sub);
+/** @brief Frees a request and its buffers. */
+void msm__rt_req_free(rt_req_t *req);
 /** @brief 1 when @p s is an HTTP token (a valid header name). */
 int msm__rt_token_ok(const char *s);
 /** @brief 1 when @p s may be sent as a header value (no CR, LF or other controls). */
 int msm__rt_value_ok(const char *s);
+/** @brief ce-type of @p ev: attribute "type" when safe, else "msm.event". */
+const char *msm__rt_ce_type(const Msm__V1__Event *ev);
+/** @brief Bytes ce-source of @p ev needs, NUL included. */
+size_t msm__rt_ce_source_size(const Msm__V1__Event *ev);
+/** @brief Writes ce-source of @p ev: "/msm/topics/<topic>" or "/msm/cdc/<source>". */
+void msm__rt_ce_source(const Msm__V1__Event *ev, char *out, size_t n);
+/** @brief "HTTP 503: <start of the body>" into @p buf. */
+void msm__rt_http_error(const msm_http_result_t *res, const char *prefix, char *buf, size_t n);
+/** @brief Retry-After of a 429/503 answer in ms (0 when none). */
+int64_t msm__rt_retry_after_ms(const msm_http_result_t *res);
+/** @brief The error text of a request that got no answer. */
+void msm__rt_transport_error(const rt_sub_t *sub, const msm_http_result_t *res, char *err,
+                             size_t n);
+
+/* ---- batch_push.c ---- */
+/** @brief Builds the body and headers of a batch request for req->items. @returns MSM_OK,
+ *  MSM_ERR_NOMEM or MSM_ERR_INVALID (signing failed). */
+int msm__rt_batch_build(rt_req_t *req, int64_t now_ms);
+/** @brief Settles every delivery of a batch request from its answer. */
+void msm__rt_batch_settle(rt_req_t *req, const msm_http_result_t *res);
 
 /* ---- outcome.c ---- */
 /** @brief Records how @p d ended (copies @p error) and queues its outcome for the next
- *  append. */
+ *  append of its subscription. */
 void msm__rt_finish(router_t *rt, rt_delivery_t *d, Msm__V1__OutcomeKind kind, int http_status,
                     const char *error, int64_t latency_ms, int64_t retry_after_ms);
-/** @brief The before-sleep hook: appends the outcomes finished this turn in one batch. */
+/** @brief The before-sleep hook: appends each subscription's outcomes of this turn as one
+ *  status.<sub> record. */
 void msm__rt_flush(msm_loop_t *loop, void *opaque);
 /** @brief router_free(): batches in flight are orphaned (their callback frees them). */
 void msm__rt_batches_abandon(router_t *rt);
