@@ -33,6 +33,7 @@
 #define WAIT_SLACK_MS       60000   /* on top of events / MIN_RATE */
 #define FAR_DELAY_MS        3600000 /* W2's extra pending events: due in an hour */
 #define W2_SPREAD_MS        10000   /* W2's events come due evenly over this */
+#define STALL_MS            30000   /* no event handled for this long: the run is stuck */
 #define ANSWER_KEEP         600     /* bytes of an answer shown in an error */
 #define LAMBDA_PATH_SIZE    512
 
@@ -772,21 +773,57 @@ static void print_stats(const bench_t *b, const run_t *r)
     printf("|            |   stats of %s: HTTP %ld %s\n", r->sub, st, answer);
 }
 
-/* Waits until every tracked event was handled, or @p deadline_us. @returns 0 or -1. */
-static int wait_handled(const bench_t *b, run_t *r, int64_t deadline_us)
+/* The first of the processes that has exited (a zombie until its stop reaps it), or -1. */
+static int exited_process(const bench_t *b, const lambda_t *l)
+{
+    for (int i = 0; i < NBINS; i++) {
+        pid_t pid = i < NDAEMONS ? b->daemons[i].pid : l->proc.pid;
+        char path[64], line[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(line, 1, sizeof(line) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        line[n] = '\0';
+        char *p = strrchr(line, ')');
+        if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+            return i;
+    }
+    return -1;
+}
+
+/* Waits until every tracked event was handled. Gives up at @p deadline_us, when nothing was
+ * handled for STALL_MS after @p progress_from_us, or when a process exited. @returns 0 or -1. */
+static int wait_handled(const bench_t *b, run_t *r, int64_t deadline_us, int64_t progress_from_us)
 {
     track_t *t = &r->track;
+    int seen = -1, dead;
+    int64_t progress_us = progress_from_us, now;
+    char why[700] = "by the deadline";
     for (;;) {
         track_read(t, r->lambda.record);
         if (t->handled == t->n)
             return 0;
-        if (unix_us() > deadline_us)
+        now = unix_us();
+        if (t->handled != seen) {
+            seen = t->handled;
+            progress_us = now > progress_us ? now : progress_us;
+        }
+        if (now > deadline_us)
             break;
+        if (now > progress_us + STALL_MS * 1000LL) {
+            snprintf(why, sizeof(why), "none in the last %d s", STALL_MS / 1000);
+            break;
+        }
+        if ((dead = exited_process(b, &r->lambda)) >= 0) {
+            snprintf(why, sizeof(why), "then %s exited (log: %s)", short_names[dead],
+                     dead < NDAEMONS ? b->daemons[dead].log : r->lambda.proc.log);
+            break;
+        }
         sleep_ms(20);
     }
-    row_failed(r, "%d of %d events handled by the deadline (%ld retry answers, %ld records of "
-                  "unknown ids)",
-               t->handled, t->n, t->retries, t->unknown);
+    row_failed(r, "%d of %d events handled, %s (%ld retry answers, %ld records of unknown ids)",
+               t->handled, t->n, why, t->retries, t->unknown);
     print_stats(b, r);
     return -1;
 }
@@ -884,7 +921,8 @@ static void print_row(const run_t *r)
     long hz = sysconf(_SC_CLK_TCK);
     double us[NCPU], msm = 0;
     for (int i = 0; i < NCPU; i++) {
-        us[i] = (double)(r->cpu1[i] - r->cpu0[i]) * 1e6 / (double)hz / t->n;
+        uint64_t ticks = r->cpu1[i] > r->cpu0[i] ? r->cpu1[i] - r->cpu0[i] : 0;
+        us[i] = (double)ticks * 1e6 / (double)hz / t->n;
         if (i != CPU_LAMBDA)
             msm += us[i];
     }
@@ -954,9 +992,11 @@ static int run_workload(bench_t *b, const workload_t *w)
         row_failed(&r, "%s", why);
         goto done;
     }
-    if (wait_handled(b, &r, w->delayed ? unix_us() + (W2_SPREAD_MS + WAIT_SLACK_MS) * 1000LL +
-                                             (r.track.ev[n - 1].due_ms - msm_time_unix_ms()) * 1000
-                                       : wait_deadline(n)) != 0)
+    /* W2: nothing is due before its first due time; the deadline is after the last one. */
+    int64_t progress_from = w->delayed ? r.track.ev[0].due_ms * 1000 : unix_us();
+    int64_t deadline = w->delayed ? r.track.ev[n - 1].due_ms * 1000 + WAIT_SLACK_MS * 1000LL
+                                  : wait_deadline(n);
+    if (wait_handled(b, &r, deadline, progress_from) != 0)
         goto done;
     cpu_sample(b, &r.lambda, r.cpu1);
     r.mem1 = used_memory(b);
