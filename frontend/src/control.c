@@ -336,6 +336,7 @@ static const char SUB_CHECK_LUA[] =
 typedef struct {
     fe_call_t base;
     msm_sub_t *sub;
+    int explicit_paused; /* the body named "paused" */
     int ensuring;       /* streams still being ensured */
     char *ensure_error; /* the first failure */
 } sub_put_t;
@@ -381,20 +382,22 @@ static void on_sub_stream(msm_err_t err, const char *reason, void *opaque)
         fe_call_unavailable(&sp->base, msm_err_str(rc));
 }
 
-/* ready.<sub> and dispatch.<sub> (fe_settings_t.sub_partitions each) and the shared status
- * stream; the registry write waits for all three. */
+/* ready.<sub> and dispatch.<sub> (fe_settings_t.sub_partitions each) and status.<sub>
+ * (status_partitions); the registry write waits for all three, so a daemon that sees the
+ * subscription finds its streams. */
 static void sub_ensure_streams(sub_put_t *sp)
 {
     const fe_t *fe = sp->base.fe;
-    char ready[KEY_MAX], dispatch[KEY_MAX];
+    char ready[KEY_MAX], dispatch[KEY_MAX], status[KEY_MAX];
     snprintf(ready, sizeof(ready), MSM_STREAM_READY, sp->sub->name);
     snprintf(dispatch, sizeof(dispatch), MSM_STREAM_DISPATCH, sp->sub->name);
+    snprintf(status, sizeof(status), MSM_STREAM_STATUS, sp->sub->name);
     struct {
         const char *name;
         int partitions;
     } streams[] = {{ready, fe->fe_set.sub_partitions},
                    {dispatch, fe->fe_set.sub_partitions},
-                   {MSM_STREAM_STATUS, fe->fe_set.status_partitions}};
+                   {status, fe->fe_set.status_partitions}};
     sp->ensuring = 1; /* held until all are started */
     for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
         int rc = msm_stream_ensure(fe->fe_deps.stream, streams[i].name, streams[i].partitions,
@@ -439,6 +442,9 @@ static void on_sub_checked(msm_redis_t *r, redisReply *reply, const char *err, v
         json_int_t created = json_integer_value(json_object_get(old, "created_ms"));
         if (created > 0)
             sp->sub->created_ms = created;
+        /* A PUT that does not name "paused" keeps the state :pause / :resume left. */
+        if (!sp->explicit_paused)
+            sp->sub->paused = json_is_true(json_object_get(old, "paused"));
     }
     json_decref(old);
     if (!fe_call_aborted(&sp->base))
@@ -455,6 +461,7 @@ static void sub_put(msm_http_req_t *req, void *opaque)
     msm_json_err_t e;
     msm_json_err_init(&e);
     msm_sub_t *s = msm_sub_from_json(name, body, &e);
+    int explicit_paused = json_object_get(body, "paused") != NULL;
     json_decref(body);
     if (!s) {
         respond_invalid(req, &e);
@@ -474,6 +481,7 @@ static void sub_put(msm_http_req_t *req, void *opaque)
     }
     sp->base.cleanup = sub_put_cleanup;
     sp->sub = s;
+    sp->explicit_paused = explicit_paused;
     const char *argv[] = {kt, ks, s->topic, s->name};
     int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_sub_check, on_sub_checked, sp, 2, 4, argv,
                             NULL);
@@ -493,7 +501,17 @@ static void sub_list(msm_http_req_t *req, void *opaque)
 
 static void sub_delete(msm_http_req_t *req, void *opaque)
 {
-    fe_delete_start(opaque, req, &fe_kind_subs, msm_http_req_param(req, "name"));
+    fe_sub_delete_start(opaque, req, msm_http_req_param(req, "name"));
+}
+
+static void sub_pause(msm_http_req_t *req, void *opaque)
+{
+    fe_sub_pause_start(opaque, req, msm_http_req_param(req, "name"), true);
+}
+
+static void sub_resume(msm_http_req_t *req, void *opaque)
+{
+    fe_sub_pause_start(opaque, req, msm_http_req_param(req, "name"), false);
 }
 
 int fe_control_routes(fe_t *fe)
@@ -507,6 +525,8 @@ int fe_control_routes(fe_t *fe)
         {"PUT", "/v1/subscriptions/{name}", sub_put},
         {"GET", "/v1/subscriptions/{name}", sub_get},
         {"DELETE", "/v1/subscriptions/{name}", sub_delete},
+        {"POST", "/v1/subscriptions/{name}:pause", sub_pause},
+        {"POST", "/v1/subscriptions/{name}:resume", sub_resume},
     };
     fe->fe_sub_check = msm_redis_script_new(SUB_CHECK_LUA);
     if (!fe->fe_sub_check)

@@ -41,8 +41,9 @@ struct fe_s {
     msm_redis_script_t *fe_stats;
     msm_redis_script_t *fe_task_get;
     msm_redis_script_t *fe_dlq_list;
+    msm_redis_script_t *fe_task_list;
     msm_redis_script_t *fe_replay_read;
-    msm_redis_script_t *fe_replay_move;
+    msm_redis_script_t *fe_replay_done;
     msm_redis_script_t *fe_sr_lookup;   /* schema registry */
     msm_redis_script_t *fe_sr_register;
     msm_redis_script_t *fe_sr_version;
@@ -140,6 +141,14 @@ extern const fe_kind_t fe_kind_topics, fe_kind_subs, fe_kind_cdc;
 void fe_read_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name);
 /** @brief DELETE of one object. */
 void fe_delete_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name);
+
+/* ---- a subscription's life (sub_lifecycle.c) ---- */
+
+/** @brief POST …:pause (@p paused) or :resume: sets "paused" in the stored subscription. */
+void fe_sub_pause_start(fe_t *fe, msm_http_req_t *req, const char *name, bool paused);
+/** @brief DELETE of a subscription: the registry entry, then its streams and keys; answers
+ *  once they are gone. */
+void fe_sub_delete_start(fe_t *fe, msm_http_req_t *req, const char *name);
 
 /* ---- routes of each file ---- */
 

@@ -34,8 +34,9 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_stats);
     msm_redis_script_free(fe->fe_task_get);
     msm_redis_script_free(fe->fe_dlq_list);
+    msm_redis_script_free(fe->fe_task_list);
     msm_redis_script_free(fe->fe_replay_read);
-    msm_redis_script_free(fe->fe_replay_move);
+    msm_redis_script_free(fe->fe_replay_done);
     msm_redis_script_free(fe->fe_sr_lookup);
     msm_redis_script_free(fe->fe_sr_register);
     msm_redis_script_free(fe->fe_sr_version);

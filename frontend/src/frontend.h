@@ -33,7 +33,7 @@ typedef struct {
     size_t max_event_bytes;     /**< one event's payload (decoded); more: 413 */
     uint32_t registry_poll_ms;  /**< how often the registry watcher polls Redis */
     int sub_partitions;         /**< partitions of ready.<sub> and dispatch.<sub> */
-    int status_partitions;      /**< partitions of the shared "status" stream */
+    int status_partitions;      /**< partitions of each status.<sub> stream */
     uint64_t idempotency_window_ms; /**< a repeated idempotency key answers the first id */
 } fe_settings_t;
 

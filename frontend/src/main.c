@@ -33,7 +33,7 @@ static const msm_conf_def_t fe_defs[] = {
                  1, 256, "partitions of ready.<sub> and dispatch.<sub> made by PUT subscription"),
     MSM_CONF_INT("streams.status_partitions", fe_conf_t, status_partitions,
                  FE_DEFAULT_STATUS_PARTITIONS, 1, 256,
-                 "partitions of the shared status stream (when it does not exist yet)"),
+                 "partitions of each status.<sub> stream (when it does not exist yet)"),
     MSM_CONF_INT("publish.idempotency_window_ms", fe_conf_t, idempotency_window_ms,
                  (long long)FE_DEFAULT_IDEMPOTENCY_WINDOW_MS, 1000, 30LL * 24 * 3600 * 1000,
                  "how long an idempotency key answers its first event's id"),

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* What tasks.c (stats, tasks) and dlq.c (DLQ list, replay) share: the call that first looks
+ * the subscription up, and the task JSON the API shows. */
+#ifndef MSM_FE_TASKS_INT_H
+#define MSM_FE_TASKS_INT_H
+
+#include "fe_int.h"
+
+#include "msm/envelope.h"
+
+#include <stdint.h>
+
+#define TASKS_KEY_MAX  512
+#define EVENT_ID_MAX   200
+
+typedef struct sub_call_s sub_call_t;
+typedef void sub_next_cb(sub_call_t *sc);
+
+/** One request on subscription {name}; the fields after next belong to one endpoint. */
+struct sub_call_s {
+    fe_call_t base;
+    char *name;
+    json_t *sub;       /* the stored subscription, once found */
+    sub_next_cb *next; /* runs once it is found */
+    char *event_id;    /* tasks/{event_id} */
+    long limit;        /* dlq, tasks list */
+    char *state;       /* tasks list: the store listed */
+    char *cursor;      /* tasks list: where the page starts, NULL = first */
+    int waiting;       /* stats: replies still due */
+    int64_t backlog;   /* stats */
+    long long counts[10]; /* stats: the script's numbers */
+    char *error;       /* stats: the first failure */
+    json_t *ids;       /* replay: the requested ids (array), or NULL for all */
+    size_t offset;     /* replay by ids: the next id to read */
+    int64_t max_dead_ms; /* replay all: only tasks dead by then (so it ends) */
+    int64_t replayed;  /* replay: tasks appended so far */
+    json_t *page_ids;  /* replay: ids of the page being appended (array) */
+    json_t *page_records; /* replay: their reset task records (array of strings) */
+};
+
+/** @brief Starts a call on subscription {name} of @p req (404 itself when the name is not
+ *  valid); fill the endpoint's fields, then sub_call_go(). @returns NULL when answered. */
+sub_call_t *fe_sub_call_start(fe_t *fe, msm_http_req_t *req, sub_next_cb *next);
+/** @brief Looks the subscription up; next runs once it is found (404 otherwise). */
+void fe_sub_call_go(sub_call_t *sc);
+
+/** One of the subscription's keys; @p fmt is an MSM_KEY_* literal with the name's %s. */
+#define SUB_KEY(sc, buf, fmt)                                                                      \
+    msm_redis_key((sc)->base.fe->fe_deps.redis, buf, sizeof(buf), fmt, (sc)->name)
+
+/**
+ * @brief A task as the API shows it, from a packed Task of a store (retry, DLQ):
+ * {"event_id","state","attempts","next_attempt_at","last_error","history","event"}, with
+ * @p state and @p next_ms (0 = null) given by the store. NULL when @p packed is not a Task.
+ */
+json_t *fe_task_from_packed(const void *packed, size_t len, const char *state, int64_t next_ms);
+
+/** @brief A time in ms as the API's RFC 3339 string, or null for 0. */
+json_t *fe_time_json(int64_t ms);
+
+/** @brief A query parameter "limit" in 1..max (default @p def) into *out; answers 400
+ *  itself and returns -1 when it is not one. */
+int fe_query_limit(msm_http_req_t *req, long def, long max, long *out);
+
+/** @brief Prepares dlq.c's Lua scripts. @returns MSM_OK or MSM_ERR_NOMEM. */
+int fe_dlq_scripts(fe_t *fe);
+/** @brief Registers dlq.c's routes. */
+int fe_dlq_routes(fe_t *fe);
+
+#endif
