@@ -27,6 +27,7 @@
 #define RETRY_DELAY_MS  200  /* after a failed read or setup */
 #define CLAIM_MIN_MS    50
 #define CLAIM_MAX_MS    5000
+#define TRIM_EVERY_MS   1000 /* at most one trim per stream and client this often */
 
 /* Atomic batch append. KEYS: the meta hash, then the partition streams; ARGV[1]: MAXLEN
  * (0 = none), then (partition index 1-based, key, value) triples. Returns the number of
@@ -61,6 +62,52 @@ static const char GROUP_LUA[] =
     "end\n"
     "return redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')\n";
 
+/* Trim behind the slowest group. KEYS: the partition streams of one stream. Per partition,
+ * what every group still needs starts at its oldest pending entry, or after its last
+ * delivered one when nothing is pending; entries before the lowest such id over all groups
+ * are removed, exactly (XTRIM MINID without ~). A partition without groups is kept whole: a
+ * group may join later and start at the oldest entry. Returns the entries removed. Ids are
+ * compared as decimal strings: sequence numbers may exceed Lua's exact integers. */
+static const char TRIM_LUA[] =
+    "local function split(id)\n"
+    "  local d = string.find(id, '-', 1, true)\n"
+    "  return string.sub(id, 1, d - 1), string.sub(id, d + 1)\n"
+    "end\n"
+    "local function numlt(a, b)\n"
+    "  if #a ~= #b then return #a < #b end\n"
+    "  return a < b\n"
+    "end\n"
+    "local function idlt(a, b)\n"
+    "  local am, as = split(a)\n"
+    "  local bm, bs = split(b)\n"
+    "  if am ~= bm then return numlt(am, bm) end\n"
+    "  return numlt(as, bs)\n"
+    "end\n"
+    "local function after(id)\n"
+    "  local ms, seq = split(id)\n"
+    "  if #seq < 15 then return ms .. '-' .. string.format('%d', tonumber(seq) + 1) end\n"
+    "  return string.format('%d', tonumber(ms) + 1) .. '-0'\n"
+    "end\n"
+    "local removed = 0\n"
+    "for _, k in ipairs(KEYS) do\n"
+    "  if redis.call('EXISTS', k) == 1 then\n"
+    "    local low = nil\n"
+    "    for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do\n"
+    "      local f = {}\n"
+    "      for i = 1, #g, 2 do f[g[i]] = g[i + 1] end\n"
+    "      local keep\n"
+    "      if tonumber(f['pending']) > 0 then\n"
+    "        keep = redis.call('XPENDING', k, f['name'])[2]\n"
+    "      else\n"
+    "        keep = after(f['last-delivered-id'])\n"
+    "      end\n"
+    "      if not low or idlt(keep, low) then low = keep end\n"
+    "    end\n"
+    "    if low then removed = removed + redis.call('XTRIM', k, 'MINID', low) end\n"
+    "  end\n"
+    "end\n"
+    "return removed\n";
+
 /* ---- the client and its cache of partition counts ---- */
 
 typedef struct append_s append_t;
@@ -78,13 +125,19 @@ typedef struct stream_info_s {
     char (*part_index)[8]; /* "1".."n": the append script's names of the partitions */
     append_t *waiting;     /* appends waiting for the partition count, oldest first */
     append_t *waiting_tail;
+    int trim_wanted;       /* acknowledged on since the last trim */
+    int trimming;          /* a trim is in flight */
+    uint64_t trimmed_ms;   /* when the last trim was sent */
+    struct redis_log_s *trim_log;
 } stream_info_t;
 
-typedef struct {
+typedef struct redis_log_s {
     msm_redis_t *redis;
     msm_redis_script_t *append_script;
     msm_redis_script_t *ensure_script;
     msm_redis_script_t *group_script;
+    msm_redis_script_t *trim_script;
+    msm_timer_t trim_timer; /* armed only while a stream waits for its next trim */
     stream_info_t *streams;
     size_t pending_appends;
     size_t pending_acks;   /* XACKs sent and not answered: a drain waits for them */
@@ -222,13 +275,16 @@ static int redis_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
     lg->append_script = msm_redis_script_new(APPEND_LUA);
     lg->ensure_script = msm_redis_script_new(ENSURE_LUA);
     lg->group_script = msm_redis_script_new(GROUP_LUA);
-    if (!lg->redis || !lg->append_script || !lg->ensure_script || !lg->group_script) {
+    lg->trim_script = msm_redis_script_new(TRIM_LUA);
+    if (!lg->redis || !lg->append_script || !lg->ensure_script || !lg->group_script ||
+        !lg->trim_script) {
         if (lg->redis && errbuf_size)
             snprintf(errbuf, errbuf_size, "out of memory");
         msm_redis_free(lg->redis);
         msm_redis_script_free(lg->append_script);
         msm_redis_script_free(lg->ensure_script);
         msm_redis_script_free(lg->group_script);
+        msm_redis_script_free(lg->trim_script);
         free(lg);
         return MSM_ERR_INVALID;
     }
@@ -237,6 +293,7 @@ static int redis_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
     lg->append_timeout_ms = s->s_conf.append_timeout_ms;
     lg->loop = s->s_loop;
     msm_timer_init(&lg->deferred_timer);
+    msm_timer_init(&lg->trim_timer);
     msm_redis_set_state_cb(lg->redis, on_redis_state, lg);
     s->s_impl = lg;
     msm_redis_command(lg->redis, warn_if_not_durable, NULL, "CONFIG GET appendfsync");
@@ -248,6 +305,7 @@ static void redis_destroy(msm_stream_t *s)
     redis_log_t *lg = log_of(s);
     lg->closing = 1;
     msm_loop_timer_stop(lg->loop, &lg->deferred_timer);
+    msm_loop_timer_stop(lg->loop, &lg->trim_timer);
     while (lg->deferred) {
         append_t *a = lg->deferred;
         lg->deferred = a->next;
@@ -265,6 +323,7 @@ static void redis_destroy(msm_stream_t *s)
     msm_redis_script_free(lg->append_script);
     msm_redis_script_free(lg->ensure_script);
     msm_redis_script_free(lg->group_script);
+    msm_redis_script_free(lg->trim_script);
     free(lg);
 }
 
@@ -1309,6 +1368,80 @@ static void on_claim_timer(msm_loop_t *loop, void *opaque)
     }
 }
 
+/* ---- trimming behind the slowest group: after acknowledgements, at most once a second per
+ * stream, only for streams this client acknowledged on (no timer runs while idle) ---- */
+
+static void trim_schedule(redis_log_t *lg);
+
+static void on_trimmed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    stream_info_t *info = opaque;
+    redis_log_t *lg = info->trim_log;
+    info->trimming = 0;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (lg->closing)
+        return;
+    if (why)
+        msm_log(MSM_LOG_WARN, "log", "trimming %s: %s", info->name, why);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        msm_log(MSM_LOG_DEBUG, "log", "trimmed %lld entries of %s", reply->integer, info->name);
+    if (info->trim_wanted)
+        trim_schedule(lg);
+}
+
+static void trim_send(redis_log_t *lg, stream_info_t *info, uint64_t now)
+{
+    info->trim_wanted = 0;
+    if (info_keys(lg, info) != MSM_OK)
+        return;
+    info->trim_log = lg;
+    int np = info->partitions;
+    if (msm_redis_eval(lg->redis, lg->trim_script, on_trimmed, info, np, np,
+                       (const char **)info->part_keys, info->part_key_lens) == MSM_OK) {
+        info->trimming = 1;
+        info->trimmed_ms = now;
+    }
+}
+
+/* Sends the trims that are due; the timer waits for the earliest one that is not. */
+static void on_trim_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    trim_schedule(opaque);
+}
+
+static void trim_schedule(redis_log_t *lg)
+{
+    uint64_t now = msm_loop_now_ms(lg->loop), next = UINT64_MAX;
+    for (stream_info_t *i = lg->streams; i; i = i->next) {
+        if (!i->trim_wanted || i->trimming || !i->partitions)
+            continue;
+        uint64_t due = i->trimmed_ms + TRIM_EVERY_MS;
+        if (due <= now)
+            trim_send(lg, i, now);
+        else if (due < next)
+            next = due;
+    }
+    if (next != UINT64_MAX)
+        msm_loop_timer_start(lg->loop, &lg->trim_timer, next - now, on_trim_timer, lg);
+}
+
+/* Called once acknowledgements of @p c went out (the trim goes after them on the same
+ * connection, so it sees them). */
+static void trim_wanted(rconsumer_t *c)
+{
+    redis_log_t *lg = c->log;
+    stream_info_t *info = info_find(lg, c->name, 1);
+    if (!info)
+        return;
+    if (!info->partitions && !info->looking_up && !info->waiting)
+        info->partitions = c->nparts; /* read from the same meta hash */
+    info->trim_wanted = 1;
+    if (!msm_timer_active(&lg->trim_timer))
+        trim_schedule(lg);
+}
+
 /* ---- acknowledgements ---- */
 
 static void on_xack(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -1325,6 +1458,7 @@ static void on_xack(msm_redis_t *r, redisReply *reply, const char *err, void *op
  * needs nothing of the consumer, so it may be freed meanwhile. */
 static void acks_flush(rconsumer_t *c)
 {
+    int sent = 0;
     for (int p = 0; p < c->nparts; p++) {
         ack_queue_t *q = &c->acks[p];
         if (!q->n)
@@ -1338,11 +1472,15 @@ static void acks_flush(rconsumer_t *c)
         for (size_t i = 0; i < q->n; i++)
             argv[3 + i] = q->ids[i];
         if (msm_redis_command_argv(c->log->redis, on_xack, c->log, (int)(3 + q->n), argv,
-                                   NULL) == MSM_OK)
+                                   NULL) == MSM_OK) {
             c->log->pending_acks++;
+            sent = 1;
+        }
         free(argv);
         q->n = 0;
     }
+    if (sent)
+        trim_wanted(c);
 }
 
 static void before_sleep(msm_loop_t *loop, void *opaque)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* What the Redis Streams driver promises beyond the shared contract: its key layout, an
  * acknowledged append surviving kill -9 of redis-server, appends held while Redis is away,
- * a restarted member resuming its own pending entries, and its error answers. */
+ * a restarted member resuming its own pending entries, trimming behind the slowest group,
+ * a consumer's own lease, delete, and its error answers. */
 #include "msm_test.h"
 #include "msm/err.h"
 #include "msm/redis.h"
@@ -117,6 +118,7 @@ static msm_err_t append_sync(fixture_t *f, const char *name, int first, int n, i
 typedef struct {
     msm_consumer_t *consumer;
     int ack;
+    int ack_below; /* with ack off: values below this are acknowledged all the same */
     int total, redelivered;
     unsigned char seen[4096];
     int distinct;
@@ -134,20 +136,27 @@ static void on_batch(msm_consumer_t *consumer, msm_stream_msg_t *const *msgs, si
             c->distinct++;
         c->total++;
         c->redelivered += msgs[i]->redelivered != 0;
-        if (c->ack)
+        if (c->ack || v < c->ack_below)
             msm_consumer_ack(consumer, msgs[i]);
     }
+}
+
+static msm_consumer_t *consume_in(fixture_t *f, const char *name, const char *group,
+                                  const char *member, size_t max_batch, size_t max_unacked,
+                                  collector_t *c)
+{
+    char err[256] = "";
+    c->consumer = msm_stream_consume(f->stream, name, group, member, max_batch, max_unacked,
+                                     on_batch, c, err, sizeof(err));
+    if (!c->consumer)
+        fprintf(stderr, "consume: %s\n", err);
+    return c->consumer;
 }
 
 static msm_consumer_t *consume(fixture_t *f, const char *name, const char *member,
                                collector_t *c)
 {
-    char err[256] = "";
-    c->consumer = msm_stream_consume(f->stream, name, "g", member, 100, 5000, on_batch, c, err,
-                                     sizeof(err));
-    if (!c->consumer)
-        fprintf(stderr, "consume: %s\n", err);
-    return c->consumer;
+    return consume_in(f, name, "g", member, 100, 5000, c);
 }
 
 static int wait_distinct(fixture_t *f, collector_t *c, int want, uint64_t ms)
@@ -155,6 +164,42 @@ static int wait_distinct(fixture_t *f, collector_t *c, int want, uint64_t ms)
     for (uint64_t t = 0; t < ms && c->distinct < want; t += 20)
         msm_test_spin(f->loop, 20);
     return c->distinct;
+}
+
+static void part_key_of(const fixture_t *f, const char *name, int p, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s:log:{%s}:%d", f->ns, name, p);
+}
+
+/* Waits until partition @p p of @p name holds @p want entries; returns its length then. */
+static long long wait_len(fixture_t *f, const char *name, int p, long long want, uint64_t ms)
+{
+    char key[256];
+    part_key_of(f, name, p, key, sizeof(key));
+    long long len = peek_int("XLEN %s", key);
+    for (uint64_t t = 0; t < ms && len != want; t += 50) {
+        msm_test_spin(f->loop, 50);
+        len = peek_int("XLEN %s", key);
+    }
+    return len;
+}
+
+/* The value of the oldest entry of partition @p p, or -1. */
+static int first_value(fixture_t *f, const char *name, int p)
+{
+    char key[256];
+    part_key_of(f, name, p, key, sizeof(key));
+    redisReply *r = msm_test_redis_query(&srv, "XRANGE %s - + COUNT 1", key);
+    int v = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        redisReply *fields = r->element[0]->element[1];
+        for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+            if (strcmp(fields->element[i]->str, "v") == 0)
+                v = atoi(fields->element[i + 1]->str + 1);
+        }
+    }
+    freeReplyObject(r);
+    return v;
 }
 
 /* ---- tests ---- */
@@ -321,6 +366,126 @@ static void test_backlog_answers(void)
     fixture_close(&f);
 }
 
+static void test_trim_behind_slowest_group(void)
+{
+    fixture_t f;
+    /* A long lease: nothing moves between members behind the test's back. */
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 600000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.trim", 1), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.trim", 0, 200, 1), MSM_OK);
+
+    /* The slow group acknowledges v0..v49 and holds the next 60 (v50..v109) unacknowledged;
+     * the fast group acknowledges everything. Both join before either reads (a group that
+     * joins later starts at the oldest entry still there). */
+    collector_t slow = {.ack = 0, .ack_below = 50};
+    collector_t fast = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume_in(&f, "events.trim", "slow", "s", 10, 60, &slow));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume_in(&f, "events.trim", "fast", "f", 100, 1000, &fast));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &slow, 110, 10000), 110);
+    CU_ASSERT_EQUAL(wait_distinct(&f, &fast, 200, 10000), 200);
+
+    /* Exactly what the slow group still needs stays: its oldest pending entry onwards. */
+    CU_ASSERT_EQUAL(wait_len(&f, "events.trim", 0, 150, 5000), 150);
+    msm_test_spin(f.loop, 1500); /* and no later trim takes more */
+    CU_ASSERT_EQUAL(wait_len(&f, "events.trim", 0, 150, 0), 150);
+    CU_ASSERT_EQUAL(first_value(&f, "events.trim", 0), 50);
+    CU_ASSERT_EQUAL(slow.distinct, 110);
+
+    /* The slow member comes back, acknowledges all: nothing is left. */
+    msm_consumer_free(slow.consumer);
+    collector_t again = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume_in(&f, "events.trim", "slow", "s", 10, 60, &again));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &again, 150, 10000), 150);
+    CU_ASSERT_EQUAL(wait_len(&f, "events.trim", 0, 0, 5000), 0);
+    msm_consumer_free(again.consumer);
+    msm_consumer_free(fast.consumer);
+    fixture_close(&f);
+}
+
+static void test_maxlen_still_trims(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    msm_stream_free(f.stream);
+    msm_stream_conf_t conf = {.backend = MSM_STREAM_REDIS, .redis_url = srv.url,
+                              .name_prefix = f.ns, .redis_maxlen = 100};
+    char err[256] = "";
+    f.stream = msm_stream_new(f.loop, &conf, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f.stream);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.maxlen", 1), MSM_OK);
+    for (int b = 0; b < 10; b++)
+        CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.maxlen", b * 100, 100, 1), MSM_OK);
+    /* MAXLEN ~: at least 100 kept, whole nodes removed (100 entries a node by default). */
+    long long len = wait_len(&f, "events.maxlen", 0, 100, 0);
+    CU_ASSERT(len >= 100 && len <= 300);
+    fixture_close(&f);
+}
+
+static void test_consumer_lease(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 600000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.lease", 2), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.lease", 0, 100, 7), MSM_OK);
+    collector_t a = {.ack = 0};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.lease", "a", &a));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &a, 100, 10000), 100);
+
+    /* With the client's long lease, b leaves a's entries alone ... */
+    collector_t b = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.lease", "b", &b));
+    msm_test_spin(f.loop, 800);
+    CU_ASSERT_EQUAL(b.total, 0);
+    /* ... with a lease of its own of 300 ms, it takes them once idle that long. */
+    msm_consumer_set_lease(b.consumer, 300);
+    CU_ASSERT_EQUAL(wait_distinct(&f, &b, 100, 5000), 100);
+    CU_ASSERT_EQUAL(b.redelivered, 100);
+    /* Back to the client's lease: a member given entries now keeps them. */
+    msm_consumer_set_lease(b.consumer, 0);
+    msm_consumer_free(a.consumer);
+    msm_consumer_free(b.consumer);
+    fixture_close(&f);
+}
+
+static void test_delete(void)
+{
+    fixture_t f;
+    char key[256];
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.del", 3), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.del", 0, 30, 5), MSM_OK);
+    collector_t c = {.ack = 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(consume(&f, "events.del", "m", &c));
+    CU_ASSERT_EQUAL(wait_distinct(&f, &c, 30, 10000), 30);
+
+    completion_t d = {0};
+    CU_ASSERT_EQUAL_FATAL(msm_stream_delete(f.stream, "events.del", on_done, &d), MSM_OK);
+    CU_ASSERT_EQUAL(msm_test_wait_flag(f.loop, &d.done, 5000), 0);
+    CU_ASSERT_EQUAL(d.err, MSM_OK);
+    snprintf(key, sizeof(key), "%s:log:{events.del}:meta", f.ns);
+    CU_ASSERT_EQUAL(peek_int("EXISTS %s", key), 0);
+    /* The consumer lives on without re-creating anything, and appends find no stream. */
+    CU_ASSERT_EQUAL(append_sync(&f, "events.del", 100, 5, 5), MSM_ERR_NOTFOUND);
+    msm_test_spin(f.loop, 1500);
+    for (int p = 0; p < 3; p++) {
+        part_key_of(&f, "events.del", p, key, sizeof(key));
+        CU_ASSERT_EQUAL(peek_int("EXISTS %s", key), 0);
+    }
+    /* Deleting what is not there is fine. */
+    d = (completion_t){0};
+    CU_ASSERT_EQUAL_FATAL(msm_stream_delete(f.stream, "events.del", on_done, &d), MSM_OK);
+    CU_ASSERT_EQUAL(msm_test_wait_flag(f.loop, &d.done, 5000), 0);
+    CU_ASSERT_EQUAL(d.err, MSM_OK);
+
+    /* Ensured again, the stream starts empty and the waiting consumer reads it. */
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.del", 3), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.del", 100, 20, 5), MSM_OK);
+    CU_ASSERT_EQUAL(wait_distinct(&f, &c, 50, 10000), 50);
+    CU_ASSERT_EQUAL(c.total, 50);
+    msm_consumer_free(c.consumer);
+    fixture_close(&f);
+}
+
 static int suite_init(void)
 {
     return msm_test_redis_start(&srv) == 0 ? 0 : -1;
@@ -340,6 +505,10 @@ static CU_TestInfo tests[] = {
     {"a restarted member resumes its own pending entries", test_member_resumes_own_pending},
     {"a consumer may start before its stream", test_consumer_before_stream},
     {"backlog: unknown stream, new group, unacknowledged", test_backlog_answers},
+    {"trimmed behind the slowest group, exactly", test_trim_behind_slowest_group},
+    {"redis_maxlen still caps partitions", test_maxlen_still_trims},
+    {"a consumer's own lease decides when it takes others' entries", test_consumer_lease},
+    {"delete: keys gone, appends NOTFOUND, consumers wait", test_delete},
     CU_TEST_INFO_NULL,
 };
 
