@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* msm-router in-process: a real redis-server (registry, dispatch.<sub>, status) and a real
- * HTTP endpoint (msm/http_server.h on the same loop, ephemeral port) that records what it
- * receives and answers as each test says. Checks the pushed request header by header,
- * the signature, the outcome of every kind of answer, header injection, bounded
- * concurrency, weighted round robin, graceful stop and a kill-and-restart. */
+/* msm-router in-process: a real redis-server (registry, dispatch.<sub> records of
+ * TaskBatches, status.<sub> records of OutcomeBatches) and a real HTTP endpoint
+ * (msm/http_server.h on the same loop, ephemeral port) that records what it receives and
+ * answers as each test says. Checks the pushed request header by header, the signature,
+ * the outcome of every kind of answer, header injection, bounded concurrency, weighted
+ * round robin, graceful stop, a kill-and-restart, records of many tasks acknowledged only
+ * once all their outcomes are durable, expired leases (not pushed) and batch push. */
 #include "msm_test.h"
 #include "router.h"
 
@@ -25,6 +27,7 @@
 
 #define MAX_REQS  64
 #define MAX_OUTS  64
+#define MAX_STATUS 64
 #define PUBLISHED 1764072000123LL /* 2025-11-25T12:00:00.123Z */
 #define SECRET    "s3cr3t"
 
@@ -37,6 +40,7 @@ typedef enum {
     ANSWER_500,
     ANSWER_429,
     ANSWER_FATAL,
+    ANSWER_BATCH, /* {"results":[…]}: each event's "verdict" attribute, "omit" leaves it out */
     HOLD, /* keep the request unanswered until the test says */
 } ep_mode_t;
 
@@ -74,8 +78,10 @@ typedef struct {
     int nreqs;
     msm_http_req_t *held[MAX_REQS];
     int nheld;
-    Msm__V1__DeliveryOutcome *outs[MAX_OUTS];
+    Msm__V1__DeliveryOutcome *outs[MAX_OUTS]; /* borrowed from status[] */
     int nouts;
+    Msm__V1__OutcomeBatch *status_recs[MAX_STATUS];
+    int nstatus;
     int put_done;
     int ensure_done;
     int append_done;
@@ -104,9 +110,33 @@ static void on_held_cancel(msm_http_req_t *req, void *opaque)
     }
 }
 
+/* The batch answer: one result per event of the request's array, as its "verdict"
+ * extension says ("omit": none). */
+static void answer_batch(msm_http_req_t *req)
+{
+    size_t len;
+    const char *body = msm_http_req_body(req, &len);
+    json_t *events = json_loadb(body, len, 0, NULL);
+    json_t *results = json_array();
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev) {
+        const char *v = json_string_value(json_object_get(ev, "verdict"));
+        if (v && strcmp(v, "omit") == 0)
+            continue;
+        json_array_append_new(results, json_pack("{s:O,s:s}", "id", json_object_get(ev, "id"),
+                                                 "status", v ? v : "ok"));
+    }
+    json_decref(events);
+    msm_http_respond_json(req, 200, json_pack("{s:o}", "results", results));
+}
+
 static void answer(msm_http_req_t *req, ep_mode_t mode)
 {
     switch (mode) {
+    case ANSWER_BATCH:
+        answer_batch(req);
+        break;
     case ANSWER_200:
         msm_http_respond(req, 200, "text/plain", "ok", 2);
         break;
@@ -229,16 +259,20 @@ static void on_status(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n
 {
     (void)opaque;
     for (size_t i = 0; i < n; i++) {
-        Msm__V1__DeliveryOutcome *o = msm_outcome_unpack(msgs[i]->value, msgs[i]->value_len);
-        CU_ASSERT_PTR_NOT_NULL(o);
-        if (o) {
-            CU_ASSERT_EQUAL(msgs[i]->key_len, strlen(o->subscription));
-            CU_ASSERT_EQUAL(memcmp(msgs[i]->key, o->subscription, msgs[i]->key_len), 0);
+        Msm__V1__OutcomeBatch *b = msm_outcome_batch_unpack(msgs[i]->value, msgs[i]->value_len);
+        CU_ASSERT_PTR_NOT_NULL(b);
+        CU_ASSERT_EQUAL(msgs[i]->key_len, strlen(F.sub));
+        CU_ASSERT_EQUAL(memcmp(msgs[i]->key, F.sub, msgs[i]->key_len), 0);
+        if (b && F.nstatus < MAX_STATUS) {
+            F.status_recs[F.nstatus++] = b;
+            CU_ASSERT(b->n_outcomes > 0);
+            for (size_t k = 0; k < b->n_outcomes && F.nouts < MAX_OUTS; k++) {
+                CU_ASSERT_STRING_EQUAL(b->outcomes[k]->subscription, F.sub);
+                F.outs[F.nouts++] = b->outcomes[k];
+            }
+        } else {
+            msm_outcome_batch_free(b);
         }
-        if (o && F.nouts < MAX_OUTS)
-            F.outs[F.nouts++] = o;
-        else
-            msm_outcome_free(o);
         msm_consumer_ack(c, msgs[i]);
     }
 }
@@ -312,9 +346,10 @@ static void start_router(void)
 
 static void start_status_reader(void)
 {
-    char err[256] = "";
-    F.status = msm_stream_consume(F.stream, MSM_STREAM_STATUS, "test", "reader", 64, 1000,
-                                  on_status, NULL, err, sizeof(err));
+    char err[256] = "", name[128];
+    snprintf(name, sizeof(name), MSM_STREAM_STATUS, F.sub);
+    F.status = msm_stream_consume(F.stream, name, "test", "reader", 64, 1000, on_status, NULL,
+                                  err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(F.status);
 }
 
@@ -362,8 +397,8 @@ static void stop(void)
             free(F.reqs[i].h[j]);
         free(F.reqs[i].body);
     }
-    for (int i = 0; i < F.nouts; i++)
-        msm_outcome_free(F.outs[i]);
+    for (int i = 0; i < F.nstatus; i++)
+        msm_outcome_batch_free(F.status_recs[i]);
     memset(&F, 0, sizeof(F));
 }
 
@@ -400,9 +435,17 @@ typedef struct {
     const char *cdc_source;
     int attempt;
     int schema_id;
+    int64_t lease_until_ms;
 } task_spec_t;
 
-static void append_task(const task_spec_t *t)
+/* What one task of a record needs while it is packed. */
+typedef struct {
+    Msm__V1__Event ev;
+    Msm__V1__Event__AttributesEntry entries[8], *ptrs[8];
+    Msm__V1__Task task;
+} task_mem_t;
+
+static void fill_task(const task_spec_t *t, task_mem_t *m)
 {
     Msm__V1__Event ev = MSM__V1__EVENT__INIT;
     ev.id = (char *)t->id;
@@ -418,31 +461,53 @@ static void append_task(const task_spec_t *t)
     ev.tracestate = (char *)(t->tracestate ? t->tracestate : "");
     ev.cdc_source = (char *)(t->cdc_source ? t->cdc_source : "");
     ev.schema_id = t->schema_id;
-    Msm__V1__Event__AttributesEntry entries[8], *ptrs[8];
     size_t n = 0;
     for (size_t i = 0; t->attrs && t->attrs[i] && n < 8; i += 2, n++) {
         Msm__V1__Event__AttributesEntry e = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
         e.key = (char *)t->attrs[i];
         e.value = (char *)t->attrs[i + 1];
-        entries[n] = e;
-        ptrs[n] = &entries[n];
+        m->entries[n] = e;
+        m->ptrs[n] = &m->entries[n];
     }
-    ev.n_attributes = n;
-    ev.attributes = ptrs;
+    m->ev = ev;
+    m->ev.n_attributes = n;
+    m->ev.attributes = m->ptrs;
     Msm__V1__Task task = MSM__V1__TASK__INIT;
-    task.event = &ev;
     task.subscription = F.sub;
     task.attempt = t->attempt ? t->attempt : 1;
     task.state = MSM__V1__TASK_STATE__TASK_STATE_RUNNING;
+    task.lease_until_ms = t->lease_until_ms;
+    m->task = task;
+    m->task.event = &m->ev;
+}
+
+/* One dispatch record holding the @p n tasks (as flowcontrol appends them). */
+static void append_tasks(const task_spec_t *ts, size_t n)
+{
+    task_mem_t mem[16];
+    Msm__V1__Task *ptrs[16];
+    CU_ASSERT_FATAL(n <= 16);
+    for (size_t i = 0; i < n; i++) {
+        fill_task(&ts[i], &mem[i]);
+        ptrs[i] = &mem[i].task;
+    }
+    Msm__V1__TaskBatch batch = MSM__V1__TASK_BATCH__INIT;
+    batch.n_tasks = n;
+    batch.tasks = ptrs;
     msm_buf_t buf = {0};
-    CU_ASSERT_EQUAL_FATAL(msm_pb_pack(&task.base, &buf), MSM_OK);
-    msm_record_t rec = {t->id, strlen(t->id), buf.data, buf.len};
+    CU_ASSERT_EQUAL_FATAL(msm_pb_pack(&batch.base, &buf), MSM_OK);
+    msm_record_t rec = {ts[0].id, strlen(ts[0].id), buf.data, buf.len};
     char name[128];
     snprintf(name, sizeof(name), MSM_STREAM_DISPATCH, F.sub);
     F.append_done = 0;
     CU_ASSERT_EQUAL(msm_stream_append(F.stream, name, &rec, 1, on_done, &F.append_done), MSM_OK);
     CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, flag_set, &F.append_done, 5000), MSM_OK);
     msm_buf_deinit(&buf);
+}
+
+static void append_task(const task_spec_t *t)
+{
+    append_tasks(t, 1);
 }
 
 static void append_simple(const char *id)
@@ -484,7 +549,7 @@ static void assert_dispatch_acked(void)
 
 /* ---- tests ---- */
 
-static int verify_signature(const req_rec_t *r)
+static int verify_signature_as(const req_rec_t *r, const char *id)
 {
     const char *sig = hdr(r, "Msm-Signature");
     if (!sig)
@@ -494,7 +559,7 @@ static int verify_signature(const req_rec_t *r)
     if (sscanf(sig, "t=%lld,v1=%64[0-9a-f]", &t, hex) != 2 || strlen(hex) != 64)
         return 0;
     char prefix[128];
-    int n = snprintf(prefix, sizeof(prefix), "%lld.%s.", t, hdr(r, "ce-id"));
+    int n = snprintf(prefix, sizeof(prefix), "%lld.%s.", t, id);
     size_t len = (size_t)n + r->body_len;
     unsigned char *msg = malloc(len);
     memcpy(msg, prefix, (size_t)n);
@@ -508,6 +573,11 @@ static int verify_signature(const req_rec_t *r)
         snprintf(want + 2 * i, 3, "%02x", mac[i]);
     long long now = msm_time_unix_ms() / 1000;
     return maclen == 32 && strcmp(want, hex) == 0 && t <= now && t >= now - 30;
+}
+
+static int verify_signature(const req_rec_t *r)
+{
+    return verify_signature_as(r, hdr(r, "ce-id"));
 }
 
 static void test_headers_and_success(void)
@@ -973,6 +1043,200 @@ static void test_ready(void)
     stop();
 }
 
+/* A record of three tasks: acknowledged only once all three outcomes are durable, even
+ * when the first outcome is appended long before the others. */
+static void test_record_acked_when_all_durable(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub("");
+    start_all();
+    F.mode = HOLD;
+    task_spec_t ts[3] = {{.id = "0190a3e2-0000-7000-8000-000000000701"},
+                         {.id = "0190a3e2-0000-7000-8000-000000000702"},
+                         {.id = "0190a3e2-0000-7000-8000-000000000703"}};
+    append_tasks(ts, 3);
+    wait_held(3, 10000);
+    answer(F.held[0], ANSWER_200); /* one finishes, two stay in flight */
+    F.held[0] = NULL;
+    wait_outs(1, 10000);
+    msm_test_spin(F.loop, 300);
+    CU_ASSERT_EQUAL(F.nouts, 1);
+    CU_ASSERT_EQUAL(dispatch_backlog(), 1); /* its record waits for the other two */
+    release_held(ANSWER_500);
+    wait_outs(3, 10000);
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_PTR_NOT_NULL(outcome_of(ts[i].id));
+    assert_dispatch_acked();
+    stop();
+}
+
+/* Outcomes of one loop turn share one status record: three tasks answered together. */
+static void test_one_status_record_per_turn(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub("");
+    start_all();
+    F.mode = HOLD;
+    task_spec_t ts[3] = {{.id = "0190a3e2-0000-7000-8000-000000000711"},
+                         {.id = "0190a3e2-0000-7000-8000-000000000712"},
+                         {.id = "0190a3e2-0000-7000-8000-000000000713"}};
+    append_tasks(ts, 3);
+    wait_held(3, 10000);
+    /* The expired-lease path finishes at once, in one turn: see below. Here the answers
+     * arrive close together; however they are spread over turns, never one record each
+     * for more outcomes than turns, and all three are there. */
+    release_held(ANSWER_200);
+    wait_outs(3, 10000);
+    CU_ASSERT(F.nstatus >= 1 && F.nstatus <= 3);
+    assert_dispatch_acked();
+    stop();
+}
+
+/* A task whose lease passed before its push would start is not pushed: NOT_PUSHED, no
+ * HTTP request; the live task of the same record is pushed as usual. */
+static void test_expired_lease_not_pushed(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub("");
+    start_all();
+    F.mode = ANSWER_200;
+    int64_t now = msm_time_unix_ms();
+    task_spec_t ts[3] = {
+        {.id = "0190a3e2-0000-7000-8000-000000000801", .lease_until_ms = now - 1000,
+         .attempt = 2},
+        {.id = "0190a3e2-0000-7000-8000-000000000802", .lease_until_ms = now + 60000},
+        {.id = "0190a3e2-0000-7000-8000-000000000803", .lease_until_ms = now - 1},
+    };
+    append_tasks(ts, 3);
+    wait_outs(3, 10000);
+    CU_ASSERT_EQUAL(F.nreqs, 1);
+    CU_ASSERT_STRING_EQUAL(hdr(&F.reqs[0], "ce-id"), ts[1].id);
+    const Msm__V1__DeliveryOutcome *o = outcome_of(ts[0].id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED);
+    CU_ASSERT_EQUAL(o->attempt, 2);
+    CU_ASSERT_EQUAL(o->http_status, 0);
+    CU_ASSERT_STRING_EQUAL(o->endpoint, "");
+    CU_ASSERT_PTR_NOT_NULL(strstr(o->error, "lease"));
+    o = outcome_of(ts[2].id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED);
+    o = outcome_of(ts[1].id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS);
+    assert_dispatch_acked();
+    size_t len;
+    char *text = msm_metrics_render(F.metrics, &len);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "kind=\"not_pushed\"} 2"));
+    free(text);
+    stop();
+}
+
+static json_t *find_event(json_t *events, const char *id)
+{
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev) {
+        if (strcmp(json_string_value(json_object_get(ev, "id")), id) == 0)
+            return ev;
+    }
+    return NULL;
+}
+
+/* max_batch_events: the tasks of two consecutive records go in ONE request (structured
+ * CloudEvents array, signed with an empty ce-id), settled per event by the answer. */
+static void test_batch_push(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub(",\"max_batch_events\":10,\"secret\":\"" SECRET "\"");
+    F.mode = ANSWER_BATCH;
+    static const char bin[] = "\x00\x01\xff";
+    const char *ok[] = {"verdict", "ok", "region", "eu-west", "Bad-Name", "x", NULL};
+    const char *retry[] = {"verdict", "retry", NULL};
+    const char *fatal[] = {"verdict", "fatal", NULL};
+    const char *omit[] = {"verdict", "omit", NULL};
+    task_spec_t first[2] = {
+        {.id = "0190a3e2-0000-7000-8000-000000000901", .key = "k1", .ordering_key = "o1",
+         .attrs = ok, .payload = "{\"n\":1}", .payload_len = 7, .attempt = 2},
+        {.id = "0190a3e2-0000-7000-8000-000000000902", .attrs = retry,
+         .content_type = "application/octet-stream", .payload = bin, .payload_len = 3},
+    };
+    task_spec_t second[2] = {
+        {.id = "0190a3e2-0000-7000-8000-000000000903", .attrs = fatal},
+        {.id = "0190a3e2-0000-7000-8000-000000000904", .attrs = omit},
+    };
+    /* Two records in the log before the router reads them: one read, one request. */
+    append_tasks(first, 2);
+    append_tasks(second, 2);
+    start_all();
+    wait_outs(4, 10000);
+    CU_ASSERT_EQUAL_FATAL(F.nreqs, 1);
+    const req_rec_t *r = &F.reqs[0];
+    CU_ASSERT_STRING_EQUAL(hdr(r, "Content-Type"), "application/cloudevents-batch+json");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "Msm-Subscription"), F.sub);
+    CU_ASSERT_PTR_NOT_NULL(hdr(r, "Msm-Deadline"));
+    CU_ASSERT_PTR_NULL(hdr(r, "ce-id"));
+    CU_ASSERT(verify_signature_as(r, ""));
+    json_t *events = json_loadb(r->body, r->body_len, 0, NULL);
+    CU_ASSERT_FATAL(json_is_array(events));
+    size_t total = 0;
+    for (int i = 0; i < F.nreqs; i++) {
+        json_t *a = json_loadb(F.reqs[i].body, F.reqs[i].body_len, 0, NULL);
+        total += json_array_size(a);
+        json_decref(a);
+    }
+    CU_ASSERT_EQUAL(total, 4);
+    json_t *e1 = find_event(events, first[0].id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e1);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "specversion")), "1.0");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "source")), "/msm/topics/orders");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "type")), "msm.event");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "time")),
+                           "2025-11-25T12:00:00.123Z");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "datacontenttype")),
+                           "application/json");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "msmsubscription")), F.sub);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(e1, "msmattempt")), 2);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "msmkey")), "k1");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "msmorderingkey")), "o1");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e1, "region")), "eu-west");
+    CU_ASSERT_PTR_NULL(json_object_get(e1, "Bad-Name"));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(e1, "data"), "n")), 1);
+    if (F.nreqs == 1) {
+        json_t *e2 = find_event(events, first[1].id);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(e2);
+        CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e2, "data_base64")), "AAH/");
+        CU_ASSERT_PTR_NULL(json_object_get(e2, "data"));
+    }
+    json_decref(events);
+
+    const Msm__V1__DeliveryOutcome *o = outcome_of(first[0].id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS && o->attempt == 2 &&
+              o->http_status == 200);
+    o = outcome_of(first[1].id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE);
+    o = outcome_of(second[0].id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL);
+    o = outcome_of(second[1].id);
+    CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE &&
+              strstr(o->error, "not in the batch answer"));
+    assert_dispatch_acked();
+
+    /* Any other answer: every event of the request retriable. */
+    F.mode = ANSWER_500;
+    task_spec_t third[2] = {{.id = "0190a3e2-0000-7000-8000-000000000905", .attrs = ok},
+                            {.id = "0190a3e2-0000-7000-8000-000000000906", .attrs = ok}};
+    int before = F.nreqs;
+    append_tasks(third, 2);
+    wait_outs(6, 10000);
+    CU_ASSERT_EQUAL(F.nreqs, before + 1);
+    for (int i = 0; i < 2; i++) {
+        o = outcome_of(third[i].id);
+        CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE &&
+                  o->http_status == 500);
+    }
+    assert_dispatch_acked();
+    stop();
+}
+
 static int suite_init(void)
 {
     return msm_test_redis_start(&redis_srv) == 0 ? 0 : -1;
@@ -1002,6 +1266,11 @@ static CU_TestInfo tests[] = {
     {"max_concurrency change remakes the consumer", test_settings_change},
     {"status append failing: retried, acknowledged only once stored",
      test_status_append_retried},
+    {"a record of many tasks is acknowledged once all outcomes are durable",
+     test_record_acked_when_all_durable},
+    {"outcomes of a turn share a status record", test_one_status_record_per_turn},
+    {"expired lease: NOT_PUSHED, no request", test_expired_lease_not_pushed},
+    {"batch push: one request, per-event results", test_batch_push},
     {NULL, NULL},
 };
 
