@@ -1,185 +1,266 @@
 /* SPDX-License-Identifier: MIT */
-/* flowcontrol's internals shared between its files: the daemon, a subscription's engine, the
- * operations in flight (one Redis script or log append each) and the Lua scripts. */
+/* flowcontrol's internals shared between its files (docs/pipeline.md, "data plane v2"):
+ *
+ *   flowcontrol.c  the daemon: registry → one engine per subscription, stop and drain
+ *   own.c          the ownership lease of a subscription (one member works on it at a time)
+ *   sub.c          an owned subscription's engine: ready records in, admission by priority
+ *                  within max_concurrency, one dispatch record per loop turn, leases
+ *   task.c         tasks in memory: a pool, the id map, the pending queues
+ *   settle.c       outcomes from status.<sub>, the retry store, the DLQ, task records and
+ *                  stats, written in one pipeline per subscription and loop turn
+ *
+ * The happy path touches Redis only through the log and the pipelined task records: no Lua
+ * per event. Durable per-task state exists only for retries and dead letters. */
 #ifndef FC_INT_H
 #define FC_INT_H
 
 #include "flowcontrol.h"
+#include "msm/envelope.h"
 #include "msm/registry.h"
 
 #include <stdint.h>
 
-#define FC_KEY_MAX 512
+#define FC_KEY_MAX    512
+#define FC_PRIORITIES 10
+#define FC_FACILITY   "flowcontrol"
 
 typedef struct fc_sub_s fc_sub_t;
-typedef struct fc_op_s fc_op_t;
+typedef struct fc_task_s fc_task_t;
+typedef struct fc_rec_s fc_rec_t;
+typedef struct fc_flush_s fc_flush_t;
+typedef struct fc_call_s fc_call_t;
+
+/** One Redis call or log operation in flight for a subscription. Orphaned (fc = NULL, sub =
+ *  NULL) by flowcontrol_free(): its completion then only frees it. */
+struct fc_call_s {
+    fc_call_t *next, *prev;
+    flowcontrol_t *fc;
+    fc_sub_t *sub;   /**< a reference */
+    uint64_t gen;    /**< the subscription's ownership term when sent */
+    void *data;      /**< free()d with the call */
+    size_t n;
+};
 
 /** Metric families (labels: subscription, and kind for outcomes). */
 typedef struct {
     msm_metric_t *admitted, *duplicates, *dispatched, *dispatch_failures, *outcomes, *stale,
-        *retries, *dead, *expired, *in_flight, *subs;
+        *retries, *dead, *expired, *in_flight, *pending, *subs, *owned;
 } fc_metrics_t;
 
-/** The Lua scripts (scripts.c), shared by reference: an orphaned operation keeps them alive
- *  because a NOSCRIPT answer makes the Redis client send the script's text again. */
+/** Outcome kinds as counted and written in histories. */
+typedef enum {
+    FC_KIND_SUCCESS = 0,
+    FC_KIND_RETRIABLE = 1,
+    FC_KIND_FATAL = 2,
+    FC_KIND_NOT_PUSHED = 3,
+    FC_KIND_COUNT = 4,
+} fc_kind_t;
+
+extern const char *const fc_kind_names[FC_KIND_COUNT];
+
+typedef enum {
+    FC_TASK_PENDING = 0, /**< waiting in a priority queue */
+    FC_TASK_RUNNING,     /**< dispatched, lease running, outcome awaited */
+    FC_TASK_SETTLING,    /**< its final writes are in flight (succeeded, retry store, DLQ) */
+} fc_task_state_t;
+
+/** One ready record held unacknowledged until every task in it is settled. */
+struct fc_rec_s {
+    fc_sub_t *sub;
+    msm_stream_msg_t *msg;      /**< owned by the ready consumer until acknowledged */
+    Msm__V1__TaskBatch *batch;  /**< its tasks point into it */
+    size_t unsettled;
+};
+
+/** One task in memory. */
+struct fc_task_s {
+    fc_task_t *next, *prev;   /**< pending queue (singly), running list (doubly) or free list */
+    fc_task_t *hnext;         /**< id map chain */
+    fc_sub_t *sub;
+    fc_rec_t *rec;            /**< the ready record it came from; NULL: from the retry store */
+    Msm__V1__Task *t;         /**< borrowed from rec->batch, or owned when rec is NULL */
+    fc_task_state_t state;
+    int priority;
+    int dirty;                /**< its task record is due in this turn's flush */
+    int64_t lease_until_ms;
+    int64_t next_attempt_ms;  /**< retrying: when the retry is due */
+    const char *result;       /**< task record state once settling */
+};
+
+/** An outgoing pipeline: the Redis commands of one subscription and loop turn. */
 typedef struct {
-    int refs;
-    msm_redis_script_t *admit, *take, *complete, *expire, *due;
-} fc_scripts_t;
+    fc_flush_t *fl;
+    size_t arg0;   /**< first argument (index into the flush's argument table) */
+    int argc;
+    int done;      /**< answered OK */
+} fc_cmd_t;
+
+struct fc_flush_s {
+    fc_flush_t *next, *prev; /**< in flowcontrol.flushes */
+    flowcontrol_t *fc;       /**< NULL once orphaned by flowcontrol_free() */
+    fc_sub_t *sub;           /**< a reference */
+    msm_buf_t arena;         /**< argument bytes */
+    size_t *aoff, *alen;
+    size_t nargs, capargs;
+    fc_cmd_t *cmds;
+    size_t ncmds, capcmds;
+    size_t outstanding;
+    int failed;
+    uint32_t attempts;
+    fc_task_t **done;        /**< tasks settled once every command succeeded */
+    size_t ndone, capdone;
+    msm_stream_msg_t **acks; /**< status records acknowledged then */
+    size_t nacks, capacks;
+    msm_timer_t retry_timer;
+};
 
 struct flowcontrol_s {
     fc_env_t env;
     char *member;
     fc_conf_t conf;
     fc_metrics_t m;
-    fc_scripts_t *scripts;
     msm_registry_t *registry;
-    msm_consumer_t *status; /**< "status", created after the first registry load */
-    fc_sub_t *subs;         /**< subscriptions in the registry */
-    fc_sub_t *retired;      /**< removed ones whose operations are still in flight */
-    fc_op_t *ops;           /**< every operation in flight (doubly linked) */
-    size_t nops;
-    msm_timer_t status_timer; /**< retries creating the status consumer */
+    fc_sub_t *subs;       /**< subscriptions in the registry */
+    fc_sub_t *retired;    /**< removed ones whose writes are still in flight */
+    fc_flush_t *flushes;  /**< pipelines in flight or waiting to retry */
+    fc_call_t *calls;     /**< other calls in flight */
+    size_t ncalls;
+    fc_task_t *free_tasks;
+    size_t nfree_tasks;
     int stopping;
-    int consumers_closed; /**< drain: consumers freed so their acks are flushed */
+    int consumers_closed;
 };
-
-/** Outcome kinds as the complete script names them (history "result"). */
-typedef enum {
-    FC_KIND_SUCCESS = 0,
-    FC_KIND_RETRIABLE = 1,
-    FC_KIND_FATAL = 2,
-    FC_KIND_COUNT = 3,
-} fc_kind_t;
-
-extern const char *const fc_kind_names[FC_KIND_COUNT];
 
 struct fc_sub_s {
     fc_sub_t *next;
     flowcontrol_t *fc;
-    int refs;    /**< the list's own plus one per operation */
-    int removed; /**< gone from the registry: no new work, freed with its last operation */
+    int refs;    /**< the list's own plus one per flush or call in flight */
+    int removed; /**< gone from the registry: freed with its last reference */
     char *name;
     /* Settings, copied: the registry's snapshot dies at its next change. */
-    int max_concurrency;
-    int timeout_ms;
-    int max_attempts;
-    int64_t min_backoff_ms, max_backoff_ms;
-    int partitions; /**< of dispatch.<sub> when we create it */
-    char k_pending[FC_KEY_MAX], k_running[FC_KEY_MAX], k_retry[FC_KEY_MAX], k_dlq[FC_KEY_MAX],
-        k_stats[FC_KEY_MAX], k_task[FC_KEY_MAX]; /* k_task: prefix, the event id follows */
-    char s_ready[FC_KEY_MAX], s_dispatch[FC_KEY_MAX];
-    msm_consumer_t *ready;
-    int dispatch_ready; /**< dispatch.<sub> ensured */
-    int taking, take_again, scanning_due, scanning_leases;
-    msm_timer_t admit_timer, retry_timer, lease_timer, ensure_timer;
-    uint64_t retry_at_mono, lease_at_mono; /**< when those timers fire, while active */
+    int max_concurrency, timeout_ms, max_attempts, paused;
+    int64_t min_backoff_ms, max_backoff_ms, retention_ms;
+    int partitions;
+    char k_task[FC_KEY_MAX]; /**< prefix; the event id follows */
+    char k_retry[FC_KEY_MAX], k_retry_tasks[FC_KEY_MAX], k_dlq[FC_KEY_MAX],
+        k_dlq_tasks[FC_KEY_MAX], k_stats[FC_KEY_MAX], k_owner[FC_KEY_MAX];
+    char s_ready[FC_KEY_MAX], s_dispatch[FC_KEY_MAX], s_status[FC_KEY_MAX];
+
+    /* ownership (own.c) */
+    int owner;         /**< this member holds the lease and works on the subscription */
+    int own_call;      /**< an acquire or renew is in flight */
+    uint64_t own_ok_mono; /**< loop ms of the last confirmed renewal */
+    uint64_t own_gen;  /**< bumped at every loss: late replies of an older term are void */
+    msm_timer_t own_timer;
+
+    /* the engine (sub.c), alive while owner */
+    msm_consumer_t *ready, *status;
+    int streams_ready; /**< dispatch.<sub> and status.<sub> ensured */
+    int ensuring;
+    msm_timer_t ensure_timer, lease_timer, retry_timer, stats_timer;
+    fc_task_t *pq_head[FC_PRIORITIES], *pq_tail[FC_PRIORITIES];
+    size_t npending, nrunning, ntasks;
+    fc_task_t *running_head, *running_tail; /**< by dispatch time: leases in order */
+    fc_task_t **map;   /**< id → task, chained */
+    size_t map_size;
+    fc_task_t **outgoing; /**< admitted this turn, dispatched in the turn's record */
+    size_t noutgoing, capoutgoing;
+    fc_task_t **dirty;    /**< tasks whose record is written in this turn's pipeline */
+    size_t ndirty, capdirty;
+    int dispatching;   /**< dispatch appends in flight */
+    fc_flush_t *flush; /**< this turn's pipeline, sent before the loop sleeps */
+    int claiming;      /**< a retry-store claim is in flight */
+    int64_t retry_due_ms; /**< earliest retry known due (0: none known) */
+    /* stats (settle.c): counters not yet written, gauges last written */
+    int64_t c_succeeded, c_failed, c_dead;
+    size_t w_pending, w_running;
+    int stats_written;
     msm_metric_child_t *m_admitted, *m_duplicates, *m_dispatched, *m_dispatch_failures,
-        *m_outcomes[FC_KIND_COUNT], *m_stale, *m_retries, *m_dead, *m_expired, *m_in_flight;
+        *m_outcomes[FC_KIND_COUNT], *m_stale, *m_retries, *m_dead, *m_expired, *m_in_flight,
+        *m_pending;
 };
 
-/** Owned, binary-safe script arguments. */
-typedef struct {
-    char **v;
-    size_t *len;
-    int n, cap;
-} fc_args_t;
+/* ---- flowcontrol.c ---- */
+/** @brief Unix ms now (one clock for the whole daemon). */
+int64_t fc_now_ms(void);
+/** @brief A call for @p sub in its current ownership term (keeps a reference). */
+fc_call_t *fc_call_new(fc_sub_t *sub);
+/** @brief The completion of @p c arrived: the subscription, still referenced (release it
+ *  with fc_sub_release() when done), with *gen_ok set when the ownership term is the same;
+ *  NULL when orphaned. @p c and its data are freed by fc_call_free(). */
+fc_sub_t *fc_call_sub(fc_call_t *c, int *gen_ok);
+/** @brief Unlinks and frees @p c and its data (not the subscription's reference). */
+void fc_call_free(fc_call_t *c);
 
-typedef enum {
-    FC_OP_ADMIT,
-    FC_OP_TAKE,
-    FC_OP_DISPATCH,
-    FC_OP_COMPLETE,
-    FC_OP_EXPIRE,
-    FC_OP_DUE,
-    FC_OP_ENSURE,
-} fc_op_kind_t;
+/* ---- own.c ---- */
+/** @brief Starts competing for the subscription's lease (acquire now, then periodically). */
+void fc_own_start(fc_sub_t *sub);
+/** @brief Stops competing; gives the lease back when held and @p release (graceful stop). */
+void fc_own_stop(fc_sub_t *sub, int release);
 
-/** One script or append in flight. Orphaned (fc = NULL) by flowcontrol_free(): its reply is
- *  then only freed. */
-struct fc_op_s {
-    fc_op_t *prev, *next;
-    flowcontrol_t *fc;
-    fc_sub_t *sub; /**< a reference */
-    fc_op_kind_t kind;
-    int in_call; /**< a reply or completion is awaited (else: waiting to retry) */
-    msm_timer_t retry_timer;
-    fc_args_t args;
-    /* Log entries acknowledged once the script succeeded. */
-    msm_consumer_t *consumer;
-    msm_stream_msg_t **msgs;
-    size_t nmsgs, msgs_cap;
-    /* complete: per outcome, its kind and when a retry would be due (unix ms). */
-    uint8_t *kinds;
-    int64_t *due_ms;
-    size_t nitems;
-    int lease;              /**< complete of expired leases (counted apart from router outcomes) */
-    int64_t now_ms;         /**< unix ms the script was given */
-    int64_t lease_until_ms; /**< take: the lease deadline of what it takes */
-    fc_scripts_t *scripts_held; /**< set while orphaned and in a call */
-};
-
-/* ---- script arguments (op.c) ---- */
-int fc_args_add(fc_args_t *a, const void *data, size_t len);
-int fc_args_addf(fc_args_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void fc_args_deinit(fc_args_t *a);
-
-/* ---- operations (op.c) ---- */
-/** @brief Called first when the reply or completion of op @p opaque comes: the op, or NULL
- *  when flowcontrol was freed meanwhile (the op is then freed). */
-fc_op_t *fc_op_answered(void *opaque);
-fc_op_t *fc_op_new(flowcontrol_t *fc, fc_sub_t *sub, fc_op_kind_t kind);
-void fc_op_free(fc_op_t *op);
-/** @brief Remembers @p msg, to be acknowledged by fc_op_ack(). */
-int fc_op_hold(fc_op_t *op, msm_stream_msg_t *msg);
-void fc_op_ack(fc_op_t *op);
-/** @brief Runs @p script with op->args (the first @p nkeys are keys). */
-int fc_op_eval(fc_op_t *op, const msm_redis_script_t *script, int nkeys, msm_redis_reply_cb *cb);
-/** @brief Sends the op again after a pause, or gives up (no ack) when stopping. */
-void fc_op_retry_later(fc_op_t *op, msm_loop_timer_cb *resend);
-/** @brief Orphans every op (flowcontrol_free). */
-void fc_ops_orphan_all(flowcontrol_t *fc);
-
-/* ---- subscriptions (sub.c) ---- */
+/* ---- sub.c ---- */
 fc_sub_t *fc_sub_new(flowcontrol_t *fc, const msm_sub_t *s, const msm_topic_t *topic);
 void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s);
 void fc_sub_keep(fc_sub_t *sub);
 void fc_sub_release(fc_sub_t *sub);
-/** @brief Stops its timers and consumer reads; freed once its last operation is done. */
+/** @brief Gone from the registry: stops, gives up ownership, freed with its last reference. */
 void fc_sub_remove(fc_sub_t *sub);
-/** @brief Frees it now, whatever is in flight (flowcontrol_free, after fc_ops_orphan_all). */
+/** @brief Frees it now (flowcontrol_free, after every flush was orphaned). */
 void fc_sub_destroy(fc_sub_t *sub);
-void fc_sub_stop(fc_sub_t *sub);
-void fc_sub_close_consumer(fc_sub_t *sub);
 fc_sub_t *fc_sub_find(flowcontrol_t *fc, const char *name);
-/** @brief Runs admission soon (coalesced). */
-void fc_sub_kick(fc_sub_t *sub);
-/** @brief Makes sure the retry scan runs by @p due_unix_ms (-1: the safety poll). */
-void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_unix_ms);
-/** @brief Makes sure the lease scan runs by @p due_unix_ms (-1: the safety poll). */
-void fc_sub_arm_lease(fc_sub_t *sub, int64_t due_unix_ms);
+/** @brief The lease is ours: start consuming and working. */
+void fc_sub_start_engine(fc_sub_t *sub);
+/** @brief The lease is lost (or we stop): drop every task in memory, unacknowledged. */
+void fc_sub_stop_engine(fc_sub_t *sub);
+/** @brief Admits pending tasks into free slots; they leave in this turn's dispatch record. */
+void fc_sub_admit(fc_sub_t *sub);
+/** @brief The before-sleep work of one subscription: the dispatch record, the pipeline. */
+void fc_sub_turn(fc_sub_t *sub);
+/** @brief A running task goes back to pending at the front of its queue. */
+void fc_sub_requeue(fc_sub_t *sub, fc_task_t *task);
+/** @brief Takes tasks claimed from the retry store into memory (packed Tasks). */
+void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *lens, size_t n);
+/** @brief Makes sure the retry store is claimed from by @p due_ms. */
+void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_ms);
 
-/* ---- outcomes (outcome.c) ---- */
-/** @brief The status consumer's batch callback. */
+/* ---- task.c ---- */
+fc_task_t *fc_task_get(flowcontrol_t *fc);
+/** @brief Returns @p t to the pool (frees an owned Task). */
+void fc_task_put(flowcontrol_t *fc, fc_task_t *t);
+void fc_tasks_free_pool(flowcontrol_t *fc);
+const char *fc_task_id(const fc_task_t *t);
+int fc_map_add(fc_sub_t *sub, fc_task_t *t);
+fc_task_t *fc_map_find(fc_sub_t *sub, const char *id);
+void fc_map_remove(fc_sub_t *sub, fc_task_t *t);
+void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front);
+fc_task_t *fc_pq_pop(fc_sub_t *sub);
+void fc_running_add(fc_sub_t *sub, fc_task_t *t);
+void fc_running_remove(fc_sub_t *sub, fc_task_t *t);
+/** @brief Appends @p t to a growing array of task pointers. */
+int fc_ptrs_push(fc_task_t ***arr, size_t *n, size_t *cap, fc_task_t *t);
+/** @brief Queues @p t's task record for this turn's pipeline. */
+void fc_task_dirty(fc_sub_t *sub, fc_task_t *t);
+/** @brief Drops a task from memory (map, queues) and returns it to the pool; its record
+ *  count goes down only when @p settled (then the record may be acknowledged). */
+void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled);
+
+/* ---- settle.c ---- */
+/** @brief The status consumer's batch callback (opaque: the sub). */
 void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque);
-/** @brief Starts a complete op for @p sub. Items are added with fc_complete_add(). */
-fc_op_t *fc_complete_new(fc_sub_t *sub, int lease);
-/** @brief Adds one outcome (computes its retry delay). */
-int fc_complete_add(fc_op_t *op,
-                    const char *event_id,
-                    int attempt,
-                    fc_kind_t kind,
-                    int http_status,
-                    const char *error,
-                    int64_t latency_ms,
-                    int64_t retry_after_ms);
-/** @brief Sends the op (or frees it when it has no items). */
-void fc_complete_send(fc_op_t *op);
-
-/* ---- scripts (scripts.c) ---- */
-/** @brief The scripts with one reference. @returns NULL when out of memory. */
-fc_scripts_t *fc_scripts_new(void);
-void fc_scripts_keep(fc_scripts_t *s);
-void fc_scripts_release(fc_scripts_t *s);
+/** @brief The subscription's pipeline of this turn, made on first use. */
+fc_flush_t *fc_flush_of(fc_sub_t *sub);
+/** @brief Adds @p t's task record (state from the task) to this turn's pipeline. */
+void fc_flush_record(fc_sub_t *sub, fc_task_t *t);
+/** @brief Sends this turn's pipeline (also the stats). */
+void fc_flush_send(fc_sub_t *sub);
+/** @brief Orphans every pipeline (flowcontrol_free). */
+void fc_flushes_orphan_all(flowcontrol_t *fc);
+/** @brief Claims due tasks from the retry store (one script). */
+void fc_retry_claim(fc_sub_t *sub);
+/** @brief Writes the gauges when they changed (timer and turn). */
+void fc_stats_gauges(fc_sub_t *sub);
+/** @brief A task that must fail without an outcome from the router (bad record). */
+void fc_settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http_status,
+                       const char *error, int64_t latency_ms, int64_t retry_after_ms);
 
 #endif

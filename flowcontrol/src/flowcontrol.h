@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* msm-flowcontrol: the task state machine of every subscription. Admits tasks from
- * ready.<sub> into the pending set, moves them to running within the subscription's
- * max_concurrency and hands them to the router on dispatch.<sub>, applies the router's
- * outcomes from "status" (success, retry with backoff, dead letter), brings due retries back
- * and treats expired leases as failed attempts. docs/pipeline.md has the keys and streams.
+/* msm-flowcontrol: the task state machine of every subscription it owns. Holds the tasks
+ * of ready.<sub> in memory (pending by priority), admits them within the subscription's
+ * max_concurrency into one dispatch.<sub> record per loop turn, settles the router's outcomes
+ * from status.<sub> (success, retry store with backoff, dead letter), takes due retries back
+ * and re-dispatches tasks whose lease passed. Members share subscriptions by an ownership
+ * lease. docs/pipeline.md has the streams and keys.
  *
  * Threading: everything runs on the loop's thread. */
 #ifndef FLOWCONTROL_H
@@ -24,19 +25,21 @@ typedef struct flowcontrol_s flowcontrol_t;
  *  negative selects the default, except lease_grace_ms where 0 is a valid grace. */
 typedef struct {
     msm_common_conf_t common;
-    int lease_grace_ms;   /**< lease = now + timeout_ms + this; negative = 5000 */
-    int admit_poll_ms;    /**< admission also runs this often (replays, other instances) */
-    int safety_poll_ms;   /**< retry and lease scans run at least this often */
+    int lease_grace_ms;   /**< task lease = now + timeout_ms + this; negative = 5000 */
+    int owner_lease_ms;   /**< a subscription's ownership lease, renewed at a third */
     int registry_poll_ms; /**< registry version poll */
-    int batch;            /**< records per read, tasks per take, ids per retry/lease scan */
+    int batch;            /**< ready and status records per read */
+    int max_records;      /**< ready records held in memory per subscription (the bound) */
+    int dispatch_max;     /**< tasks per dispatch record */
 } fc_conf_t;
 
 /** Defaults of fc_conf_t (also the defaults of main.c's table). */
 #define FC_DEFAULT_LEASE_GRACE_MS   5000
-#define FC_DEFAULT_ADMIT_POLL_MS    200
-#define FC_DEFAULT_SAFETY_POLL_MS   1000
+#define FC_DEFAULT_OWNER_LEASE_MS   5000
 #define FC_DEFAULT_REGISTRY_POLL_MS 500
-#define FC_DEFAULT_BATCH            128
+#define FC_DEFAULT_BATCH            16
+#define FC_DEFAULT_MAX_RECORDS      64
+#define FC_DEFAULT_DISPATCH_MAX     1000
 
 /** What flowcontrol runs on; all borrowed, and must outlive it. */
 typedef struct {
@@ -48,8 +51,8 @@ typedef struct {
 } fc_env_t;
 
 /**
- * @brief Starts watching the registry; per subscription, consumes ready.<sub> and
- * dispatches to dispatch.<sub>; consumes "status" once the registry is loaded.
+ * @brief Starts watching the registry and competing for every subscription's ownership;
+ * per owned subscription, consumes ready.<sub> and status.<sub>, dispatches to dispatch.<sub>.
  * @param conf read during the call (copied)
  * @returns NULL when out of memory or the metric families cannot be registered.
  */
@@ -62,23 +65,29 @@ flowcontrol_t *flowcontrol_new(const fc_env_t *env, const fc_conf_t *conf);
 flowcontrol_t *flowcontrol_new_daemon(msm_daemon_t *d, const fc_conf_t *conf);
 
 /**
- * @brief Frees @p fc. Scripts and appends still in flight are orphaned (their replies are
- * dropped); unacknowledged log entries are delivered again later, which is harmless: every
- * step is idempotent. Call before freeing the Redis and log clients. Safe with NULL.
+ * @brief Frees @p fc. Writes still in flight are orphaned (their replies are dropped);
+ * unacknowledged log records are delivered again to the next owner: redelivery, never loss.
+ * Call before freeing the Redis and log clients. Safe with NULL.
  */
 void flowcontrol_free(flowcontrol_t *fc);
 
-/** @brief Stop taking new work (msm_daemon_stop_cb): no new reads, takes or scans. */
+/** @brief Stop taking new work (msm_daemon_stop_cb): nothing new is dispatched; outcomes of
+ *  what is running are still applied until drained. */
 void flowcontrol_stop(void *fc);
 
 /** @brief Non-zero once stopped and nothing is in flight (msm_daemon_drained_cb). */
 int flowcontrol_drained(void *fc);
 
-/** @brief /readyz condition (msm_http_ready_cb): the registry is loaded and "status" is
- *  being consumed. */
+/** @brief /readyz condition (msm_http_ready_cb): the registry is loaded. */
 int flowcontrol_ready(void *fc, char *why, size_t n);
 
 /** @brief Subscriptions currently managed (for tests and /debug). */
 size_t flowcontrol_sub_count(const flowcontrol_t *fc);
+
+/** @brief Subscriptions this member owns now (for tests). */
+size_t flowcontrol_owned_count(const flowcontrol_t *fc);
+
+/** @brief Tasks in memory across owned subscriptions (for tests). */
+size_t flowcontrol_task_count(const flowcontrol_t *fc);
 
 #endif

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* msm-flowcontrol: admits tasks within each subscription's concurrency, dispatches them to
- * the router, applies outcomes, retries with backoff, dead-letters, expires leases. */
+ * the router, applies outcomes, retries with backoff, dead-letters, re-dispatches on leases. */
 #include "flowcontrol.h"
 
 #include <stddef.h>
@@ -9,14 +9,16 @@ static const msm_conf_def_t fc_defs[] = {
     MSM_CONF_COMMON(fc_conf_t, common, 8082),
     MSM_CONF_INT("lease.grace_ms", fc_conf_t, lease_grace_ms, FC_DEFAULT_LEASE_GRACE_MS, 0,
                  3600000, "added to a subscription's timeout_ms to form a task's lease"),
-    MSM_CONF_INT("admit.poll_ms", fc_conf_t, admit_poll_ms, FC_DEFAULT_ADMIT_POLL_MS, 10, 60000,
-                 "admission also runs this often (dead-letter replays, other instances)"),
-    MSM_CONF_INT("scan.poll_ms", fc_conf_t, safety_poll_ms, FC_DEFAULT_SAFETY_POLL_MS, 10,
-                 600000, "retry and lease scans run at least this often"),
+    MSM_CONF_INT("owner.lease_ms", fc_conf_t, owner_lease_ms, FC_DEFAULT_OWNER_LEASE_MS, 300,
+                 600000, "ownership lease of a subscription (another member takes over after)"),
     MSM_CONF_INT("registry.poll_ms", fc_conf_t, registry_poll_ms, FC_DEFAULT_REGISTRY_POLL_MS,
                  10, 60000, "registry version poll interval"),
     MSM_CONF_INT("batch", fc_conf_t, batch, FC_DEFAULT_BATCH, 1, 10000,
-                 "log records per read, tasks per take, ids per retry or lease scan"),
+                 "ready and status records per read"),
+    MSM_CONF_INT("max_records", fc_conf_t, max_records, FC_DEFAULT_MAX_RECORDS, 1, 100000,
+                 "ready records held in memory per subscription"),
+    MSM_CONF_INT("dispatch_max", fc_conf_t, dispatch_max, FC_DEFAULT_DISPATCH_MAX, 1, 100000,
+                 "tasks per dispatch record"),
 };
 
 int main(int argc, char **argv)

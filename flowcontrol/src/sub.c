@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* One subscription's engine: admits ready.<sub> into pending, takes pending tasks into
- * running within max_concurrency and appends them to dispatch.<sub>, brings due retries back
- * to pending and hands expired leases to the complete script as failed attempts. Every step is
- * a script (scripts.c); the timers only decide when to run them. */
+/* One subscription's engine, alive while this member owns the subscription: ready records
+ * come into memory (pending, by priority), free slots under max_concurrency are filled and
+ * the tasks admitted in a loop turn leave in ONE dispatch.<sub> record; a task whose lease
+ * passes without an outcome is dispatched again on the same attempt; due retries are claimed
+ * from the retry store. A ready record stays unacknowledged until every task in it is
+ * settled (task.c), so a member that dies loses nothing: the next owner reads it again. */
 #include "fc_int.h"
-#include "msm/envelope.h"
 #include "msm/err.h"
 #include "msm/log.h"
-#include "msm/time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,508 +15,423 @@
 
 #define ENSURE_RETRY_MS 1000
 
-static int stopped(const fc_sub_t *sub)
+static int working(const fc_sub_t *sub)
 {
-    return sub->removed || sub->fc->stopping;
+    return sub->owner && !sub->removed;
 }
 
-/* ---- admit: ready.<sub> → pending ---- */
+/* ---- ready records in ---- */
 
-static void admit_send(fc_op_t *op);
-
-static void on_admit_retry(msm_loop_t *loop, void *opaque)
+static int clamp_priority(int p)
 {
-    (void)loop;
-    admit_send(opaque);
+    return p < 0 ? 0 : p >= FC_PRIORITIES ? FC_PRIORITIES - 1 : p;
 }
 
-static void on_admitted(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+static int task_valid(const Msm__V1__Task *t)
 {
-    (void)r;
-    fc_op_t *op = fc_op_answered(opaque);
-    if (!op)
-        return;
-    fc_sub_t *sub = op->sub;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != op->nmsgs))
-        why = "unexpected reply";
-    if (why) {
-        msm_log(MSM_LOG_WARN, "admit", "subscription %s: admitting %zu tasks failed: %s", sub->name,
-                op->nmsgs, why);
-        fc_op_retry_later(op, on_admit_retry);
-        return;
+    const Msm__V1__Event *ev = t ? t->event : NULL;
+    return ev && ev->id && *ev->id && strlen(ev->id) <= MSM_NAME_MAX;
+}
+
+/* Takes one task into memory as pending; 0 when it is not taken (duplicate, invalid). */
+static int intake(fc_sub_t *sub, fc_rec_t *rec, Msm__V1__Task *t)
+{
+    if (!task_valid(t)) {
+        msm_log(MSM_LOG_WARN, FC_FACILITY, "subscription %s: dropping a ready task without event id",
+                sub->name);
+        return 0;
     }
-    size_t admitted = 0;
-    for (size_t i = 0; i < reply->elements; i++)
-        admitted += msm_redis_reply_int(reply->element[i], 0) == 1;
-    msm_counter_add(sub->m_admitted, admitted);
-    msm_counter_add(sub->m_duplicates, reply->elements - admitted);
-    fc_op_ack(op);
-    if (admitted)
-        fc_sub_kick(sub);
-    fc_op_free(op);
-}
-
-static void admit_send(fc_op_t *op)
-{
-    if (fc_op_eval(op, op->fc->scripts->admit, 1, on_admitted) != MSM_OK)
-        fc_op_retry_later(op, on_admit_retry);
-}
-
-/* Adds one ready Task to the admit script's arguments; a record that is not a usable Task
- * is acknowledged and dropped (it can never become one). */
-static int admit_add(fc_op_t *op, msm_stream_msg_t *msg, msm_buf_t *buf)
-{
-    fc_sub_t *sub = op->sub;
-    Msm__V1__Task *task = msm_task_unpack(msg->value, msg->value_len);
-    const Msm__V1__Event *ev = task ? task->event : NULL;
-    if (!ev || !ev->id || !*ev->id || strlen(ev->id) > MSM_NAME_MAX) {
-        msm_log(MSM_LOG_WARN, "admit", "subscription %s: dropping ready entry %s: not a task",
-                sub->name, msg->position);
-        msm_task_free(task);
-        msm_consumer_ack(sub->ready, msg);
-        return MSM_OK;
+    if (fc_map_find(sub, t->event->id)) {
+        msm_counter_inc(sub->m_duplicates);
+        return 0;
     }
-    int priority = ev->priority < 0 ? 0 : ev->priority > 9 ? 9 : ev->priority;
-    long long score = msm_pending_score(priority, op->now_ms);
-    int rc = msm_pb_pack(&ev->base, buf);
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, ev->id, strlen(ev->id));
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%lld", score);
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%d", priority);
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, buf->data, buf->len);
-    if (rc == MSM_OK)
-        rc = fc_op_hold(op, msg);
-    msm_task_free(task);
-    return rc;
+    fc_task_t *task = fc_task_get(sub->fc);
+    if (!task)
+        return 0; /* out of memory: its record is held until a restart */
+    task->sub = sub;
+    task->rec = rec;
+    task->t = t;
+    task->priority = clamp_priority(t->event->priority);
+    if (fc_map_add(sub, task) != MSM_OK) {
+        fc_task_put(sub->fc, task);
+        return 0;
+    }
+    fc_pq_push(sub, task, 0);
+    fc_task_dirty(sub, task);
+    return 1;
 }
 
 static void on_ready_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
 {
     fc_sub_t *sub = opaque;
-    if (stopped(sub))
-        return; /* unacknowledged: delivered again after a restart */
-    fc_op_t *op = fc_op_new(sub->fc, sub, FC_OP_ADMIT);
-    if (!op)
-        return;
-    op->consumer = c;
-    op->now_ms = msm_time_unix_ms();
-    msm_buf_t buf = {0};
-    int rc = fc_args_add(&op->args, sub->k_pending, strlen(sub->k_pending));
-    if (rc == MSM_OK)
-        rc = fc_args_add(&op->args, sub->k_task, strlen(sub->k_task));
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%lld", (long long)op->now_ms);
-    for (size_t i = 0; rc == MSM_OK && i < n; i++)
-        rc = admit_add(op, msgs[i], &buf);
-    msm_buf_deinit(&buf);
-    if (rc != MSM_OK) {
-        msm_log(MSM_LOG_ERROR, "admit", "subscription %s: %s", sub->name, msm_err_str(rc));
-        fc_op_free(op); /* the entries stay unacknowledged until a restart */
-        return;
+    if (!working(sub) || c != sub->ready)
+        return; /* unacknowledged: the next owner reads them again */
+    for (size_t i = 0; i < n; i++) {
+        Msm__V1__TaskBatch *b = msm_task_batch_unpack(msgs[i]->value, msgs[i]->value_len);
+        fc_rec_t *rec = b ? calloc(1, sizeof(*rec)) : NULL;
+        if (!rec) {
+            if (!b)
+                msm_log(MSM_LOG_WARN, FC_FACILITY,
+                        "subscription %s: dropping ready record %s: not a task batch", sub->name,
+                        msgs[i]->position);
+            msm_task_batch_free(b);
+            if (!b)
+                msm_consumer_ack(c, msgs[i]);
+            continue;
+        }
+        rec->sub = sub;
+        rec->msg = msgs[i];
+        rec->batch = b;
+        rec->unsettled = 1; /* held while the tasks are taken in */
+        size_t taken = 0;
+        for (size_t k = 0; k < b->n_tasks; k++) {
+            rec->unsettled++;
+            if (intake(sub, rec, b->tasks[k]))
+                taken++;
+            else
+                rec->unsettled--;
+        }
+        msm_counter_add(sub->m_admitted, taken);
+        if (--rec->unsettled == 0) {
+            msm_consumer_ack(c, msgs[i]); /* nothing new in it */
+            msm_task_batch_free(b);
+            free(rec);
+        }
     }
-    if (op->nmsgs == 0) {
-        fc_op_free(op);
-        return;
+}
+
+void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *lens, size_t n)
+{
+    size_t taken = 0;
+    for (size_t i = 0; i < n; i++) {
+        Msm__V1__Task *t = msm_task_unpack(data[i], lens[i]);
+        if (!task_valid(t) || fc_map_find(sub, t->event->id)) {
+            msm_task_free(t); /* already in memory (claimed again before it settled) */
+            continue;
+        }
+        fc_task_t *task = fc_task_get(sub->fc);
+        if (!task) {
+            msm_task_free(t);
+            continue;
+        }
+        task->sub = sub;
+        task->t = t; /* owned: rec is NULL */
+        task->priority = clamp_priority(t->event->priority);
+        if (fc_map_add(sub, task) != MSM_OK) {
+            fc_task_put(sub->fc, task);
+            continue;
+        }
+        fc_pq_push(sub, task, 0);
+        fc_task_dirty(sub, task);
+        taken++;
     }
-    admit_send(op);
+    msm_counter_add(sub->m_admitted, taken);
 }
 
-/* ---- take: pending → running → dispatch.<sub> ---- */
+/* ---- admission and dispatch ---- */
 
-static void take_send(fc_sub_t *sub);
-
-static void on_admit_timer(msm_loop_t *loop, void *opaque)
+void fc_sub_requeue(fc_sub_t *sub, fc_task_t *task)
 {
-    (void)loop;
-    take_send(opaque);
+    fc_running_remove(sub, task);
+    fc_pq_push(sub, task, 1);
+    fc_task_dirty(sub, task);
 }
 
-static void arm_admit(fc_sub_t *sub, uint64_t delay_ms)
+static void lease_and_send(fc_sub_t *sub, fc_task_t *task, int64_t now)
 {
-    if (stopped(sub))
+    task->lease_until_ms = now + sub->timeout_ms + sub->fc->conf.lease_grace_ms;
+    task->t->lease_until_ms = task->lease_until_ms;
+    task->t->state = MSM__V1__TASK_STATE__TASK_STATE_RUNNING;
+    fc_running_add(sub, task);
+    fc_task_dirty(sub, task);
+    if (fc_ptrs_push(&sub->outgoing, &sub->noutgoing, &sub->capoutgoing, task) != MSM_OK)
+        msm_counter_inc(sub->m_dispatch_failures); /* sent again when the lease passes */
+}
+
+void fc_sub_admit(fc_sub_t *sub)
+{
+    if (!working(sub) || sub->paused || !sub->streams_ready || sub->fc->stopping)
         return;
-    msm_loop_timer_start(sub->fc->env.loop, &sub->admit_timer, delay_ms, on_admit_timer, sub);
-}
-
-void fc_sub_kick(fc_sub_t *sub)
-{
-    if (sub->taking)
-        sub->take_again = 1;
-    else
-        arm_admit(sub, 0);
+    int64_t now = fc_now_ms();
+    while (sub->nrunning < (size_t)sub->max_concurrency) {
+        fc_task_t *task = fc_pq_pop(sub);
+        if (!task)
+            break;
+        task->t->attempt++;
+        lease_and_send(sub, task, now);
+    }
 }
 
 static void on_dispatched(msm_err_t err, const char *reason, void *opaque)
 {
-    fc_op_t *op = fc_op_answered(opaque);
-    if (!op)
+    fc_call_t *c = opaque;
+    int same = 0;
+    fc_sub_t *sub = fc_call_sub(c, &same);
+    size_t n = c->n;
+    fc_call_free(c);
+    if (!sub)
         return;
+    sub->dispatching--;
     if (err == MSM_OK) {
-        msm_counter_add(op->sub->m_dispatched, op->nitems);
-    } else {
-        /* The tasks are running with a lease: when it expires they are retried. */
-        msm_log(MSM_LOG_WARN, "dispatch", "subscription %s: appending %zu tasks failed: %s",
-                op->sub->name, op->nitems, reason ? reason : msm_err_str(err));
-        msm_counter_add(op->sub->m_dispatch_failures, op->nitems);
+        msm_counter_add(sub->m_dispatched, n);
+    } else if (same) {
+        /* The tasks stay running: when their lease passes they are dispatched again. */
+        msm_log(MSM_LOG_WARN, FC_FACILITY, "subscription %s: appending %zu tasks failed: %s",
+                sub->name, n, reason ? reason : msm_err_str(err));
+        msm_counter_add(sub->m_dispatch_failures, n);
     }
-    fc_op_free(op);
+    fc_sub_release(sub);
 }
 
-/* Packs one taken task (id, attempt, packed event from the take reply) as a msm.v1.Task. */
-static int task_pack(fc_sub_t *sub,
-                     const redisReply *const *item,
-                     int64_t lease_until,
-                     msm_buf_t *buf,
-                     msm_record_t *rec)
+/* The tasks admitted this turn, in records of at most dispatch_max tasks. */
+static void dispatch_outgoing(fc_sub_t *sub)
 {
-    Msm__V1__Event *ev = msm_event_unpack(item[2]->str, item[2]->len);
-    if (!ev) {
-        msm_log(MSM_LOG_ERROR, "dispatch", "subscription %s: task %s has a corrupt event",
-                sub->name, item[0]->str);
-        return MSM_ERR_PARSE;
-    }
-    Msm__V1__Task task = MSM__V1__TASK__INIT;
-    task.event = ev;
-    task.subscription = sub->name;
-    task.attempt = (int32_t)msm_redis_reply_int(item[1], 0);
-    task.state = MSM__V1__TASK_STATE__TASK_STATE_RUNNING;
-    task.lease_until_ms = lease_until;
-    int rc = msm_pb_pack(&task.base, buf);
-    /* Per-key order lives in the ordering key, else the key, as on events.<topic>. */
-    const char *key = ev->ordering_key && *ev->ordering_key ? ev->ordering_key : ev->key;
-    char *key_copy = key && *key ? strdup(key) : NULL;
-    *rec = (msm_record_t){.key = key_copy,
-                          .key_len = key_copy ? strlen(key_copy) : 0,
-                          .value = buf->data,
-                          .value_len = buf->len};
-    msm_event_free(ev);
-    return rc;
-}
-
-static void dispatch(fc_sub_t *sub, const redisReply *items, int64_t lease_until)
-{
-    size_t n = items->elements / 3, k = 0;
-    if (!n)
-        return;
-    msm_record_t *recs = calloc(n, sizeof(*recs));
-    msm_buf_t *bufs = calloc(n, sizeof(*bufs));
-    fc_op_t *op = recs && bufs ? fc_op_new(sub->fc, sub, FC_OP_DISPATCH) : NULL;
-    for (size_t i = 0; op && i < n; i++) {
-        if (task_pack(sub, (const redisReply *const *)&items->element[3 * i], lease_until, &bufs[k],
-                      &recs[k]) == MSM_OK) {
-            k++;
-        } else {
-            free((void *)recs[k].key);
-            recs[k] = (msm_record_t){0};
+    size_t max = (size_t)sub->fc->conf.dispatch_max;
+    Msm__V1__Task **tasks = malloc((sub->noutgoing < max ? sub->noutgoing : max) * sizeof(*tasks));
+    msm_buf_t buf = {0};
+    for (size_t off = 0; tasks && off < sub->noutgoing; off += max) {
+        size_t n = sub->noutgoing - off < max ? sub->noutgoing - off : max;
+        for (size_t i = 0; i < n; i++)
+            tasks[i] = sub->outgoing[off + i]->t;
+        Msm__V1__TaskBatch b = MSM__V1__TASK_BATCH__INIT;
+        b.n_tasks = n;
+        b.tasks = tasks;
+        buf.len = 0;
+        fc_call_t *c = fc_call_new(sub);
+        int rc = c ? msm_pb_pack(&b.base, &buf) : MSM_ERR_NOMEM;
+        if (rc == MSM_OK) {
+            /* Per-key order of a subscription lives in the tasks' order within a record. */
+            msm_record_t rec = {.value = buf.data, .value_len = buf.len};
+            c->n = n;
+            rc = msm_stream_append(sub->fc->env.stream, sub->s_dispatch, &rec, 1, on_dispatched,
+                                   c);
+        }
+        if (rc == MSM_OK) {
+            sub->dispatching++;
+            continue;
+        }
+        msm_log(MSM_LOG_WARN, FC_FACILITY, "subscription %s: dispatch: %s", sub->name,
+                msm_err_str(rc));
+        msm_counter_add(sub->m_dispatch_failures, n);
+        if (c) {
+            fc_sub_release(sub);
+            fc_call_free(c);
         }
     }
-    int rc = MSM_ERR_NOMEM;
-    if (op && k) {
-        op->nitems = k;
-        rc = msm_stream_append(sub->fc->env.stream, sub->s_dispatch, recs, k, on_dispatched, op);
-        op->in_call = rc == MSM_OK;
-    }
-    if (rc != MSM_OK) {
-        msm_counter_add(sub->m_dispatch_failures, n);
-        if (k)
-            msm_log(MSM_LOG_WARN, "dispatch", "subscription %s: %s", sub->name, msm_err_str(rc));
-        fc_op_free(op);
-    }
-    for (size_t i = 0; recs && bufs && i < n; i++) {
-        free((void *)recs[i].key);
-        msm_buf_deinit(&bufs[i]);
-    }
-    free(recs);
-    free(bufs);
+    if (!tasks)
+        msm_counter_add(sub->m_dispatch_failures, sub->noutgoing);
+    free(tasks);
+    msm_buf_deinit(&buf);
+    sub->noutgoing = 0;
 }
 
-static void on_taken(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    (void)r;
-    fc_op_t *op = fc_op_answered(opaque);
-    if (!op)
-        return;
-    fc_sub_t *sub = op->sub;
-    sub->taking = 0;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-                 reply->element[2]->type != REDIS_REPLY_ARRAY))
-        why = "unexpected reply";
-    if (why) {
-        msm_log(MSM_LOG_WARN, "admission", "subscription %s: take failed: %s", sub->name, why);
-        sub->take_again = 0;
-        arm_admit(sub, (uint64_t)sub->fc->conf.admit_poll_ms);
-        fc_op_free(op);
-        return;
-    }
-    long long running = msm_redis_reply_int(reply->element[0], 0);
-    long long pending = msm_redis_reply_int(reply->element[1], 0);
-    const redisReply *items = reply->element[2];
-    size_t taken = items->elements / 3;
-    msm_gauge_set(sub->m_in_flight, (double)running);
-    dispatch(sub, items, op->lease_until_ms);
-    if (taken)
-        fc_sub_arm_lease(sub, op->lease_until_ms);
-    /* Go on at once while there is room and work; otherwise outcomes (or the poll) kick. */
-    int more = pending > 0 && running < sub->max_concurrency && taken > 0;
-    if (more || sub->take_again)
-        arm_admit(sub, 0);
-    else
-        arm_admit(sub, (uint64_t)sub->fc->conf.admit_poll_ms);
-    sub->take_again = 0;
-    fc_op_free(op);
-}
-
-static void take_send(fc_sub_t *sub)
-{
-    flowcontrol_t *fc = sub->fc;
-    if (stopped(sub) || sub->taking)
-        return;
-    if (!sub->dispatch_ready) {
-        arm_admit(sub, (uint64_t)fc->conf.admit_poll_ms);
-        return;
-    }
-    fc_op_t *op = fc_op_new(fc, sub, FC_OP_TAKE);
-    if (!op) {
-        arm_admit(sub, (uint64_t)fc->conf.admit_poll_ms);
-        return;
-    }
-    op->now_ms = msm_time_unix_ms();
-    op->lease_until_ms = op->now_ms + sub->timeout_ms + fc->conf.lease_grace_ms;
-    fc_args_t *a = &op->args;
-    int rc = fc_args_add(a, sub->k_pending, strlen(sub->k_pending));
-    if (rc == MSM_OK)
-        rc = fc_args_add(a, sub->k_running, strlen(sub->k_running));
-    if (rc == MSM_OK)
-        rc = fc_args_add(a, sub->k_task, strlen(sub->k_task));
-    if (rc == MSM_OK)
-        rc = fc_args_addf(a, "%lld", (long long)op->now_ms);
-    if (rc == MSM_OK)
-        rc = fc_args_addf(a, "%d", sub->max_concurrency);
-    if (rc == MSM_OK)
-        rc = fc_args_addf(a, "%d", fc->conf.batch);
-    if (rc == MSM_OK)
-        rc = fc_args_addf(a, "%lld", (long long)op->lease_until_ms);
-    if (rc == MSM_OK)
-        rc = fc_op_eval(op, fc->scripts->take, 2, on_taken);
-    if (rc != MSM_OK) {
-        fc_op_free(op);
-        arm_admit(sub, (uint64_t)fc->conf.admit_poll_ms);
-        return;
-    }
-    sub->taking = 1;
-}
-
-/* ---- timers at a unix-ms deadline (retry due times, lease deadlines) ---- */
-
-/* Starts @p t to fire by @p due_unix_ms unless it already fires sooner; -1 or a far deadline
- * becomes the safety poll, so a change made elsewhere is seen in time. */
-static void
-arm_at(fc_sub_t *sub, msm_timer_t *t, uint64_t *at_mono, int64_t due_unix_ms, msm_loop_timer_cb *cb)
-{
-    if (stopped(sub))
-        return;
-    msm_loop_t *loop = sub->fc->env.loop;
-    int64_t safety = sub->fc->conf.safety_poll_ms;
-    int64_t delay = due_unix_ms < 0 ? safety : due_unix_ms - msm_time_unix_ms();
-    if (delay < 0)
-        delay = 0;
-    if (delay > safety)
-        delay = safety;
-    uint64_t when = msm_loop_now_ms(loop) + (uint64_t)delay;
-    if (msm_timer_active(t) && *at_mono <= when)
-        return;
-    *at_mono = when;
-    msm_loop_timer_start(loop, t, (uint64_t)delay, cb, sub);
-}
-
-/* ---- retry: due retries → pending ---- */
-
-static void due_send(fc_sub_t *sub);
-
-static void on_retry_timer(msm_loop_t *loop, void *opaque)
-{
-    (void)loop;
-    due_send(opaque);
-}
-
-void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_unix_ms)
-{
-    arm_at(sub, &sub->retry_timer, &sub->retry_at_mono, due_unix_ms, on_retry_timer);
-}
-
-static void on_due(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    (void)r;
-    fc_op_t *op = fc_op_answered(opaque);
-    if (!op)
-        return;
-    fc_sub_t *sub = op->sub;
-    sub->scanning_due = 0;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3))
-        why = "unexpected reply";
-    if (why) {
-        msm_log(MSM_LOG_WARN, "retry", "subscription %s: retry scan failed: %s", sub->name, why);
-        fc_sub_arm_retry(sub, -1);
-        fc_op_free(op);
-        return;
-    }
-    long long moved = msm_redis_reply_int(reply->element[0], 0);
-    long long scanned = msm_redis_reply_int(reply->element[1], 0);
-    long long next = msm_redis_reply_int(reply->element[2], 0);
-    if (moved)
-        fc_sub_kick(sub);
-    fc_sub_arm_retry(sub, scanned >= sub->fc->conf.batch ? 0 : next);
-    fc_op_free(op);
-}
-
-/* The periodic scans (due retries, expired leases) take @p nargs strings, of which the first
- * @p nkeys are keys, then now and the batch size. @returns MSM_OK once the script is sent;
- * on failure @p op is freed. */
-static int scan_send(fc_op_t *op, const char *const *args, int nargs, int nkeys,
-                     const msm_redis_script_t *script, msm_redis_reply_cb *cb)
-{
-    int rc = op ? MSM_OK : MSM_ERR_NOMEM;
-    for (int i = 0; rc == MSM_OK && i < nargs; i++)
-        rc = fc_args_add(&op->args, args[i], strlen(args[i]));
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%lld", (long long)msm_time_unix_ms());
-    if (rc == MSM_OK)
-        rc = fc_args_addf(&op->args, "%d", op->fc->conf.batch);
-    if (rc == MSM_OK)
-        rc = fc_op_eval(op, script, nkeys, cb);
-    if (rc != MSM_OK)
-        fc_op_free(op);
-    return rc;
-}
-
-static void due_send(fc_sub_t *sub)
-{
-    flowcontrol_t *fc = sub->fc;
-    if (stopped(sub) || sub->scanning_due)
-        return;
-    const char *const args[] = {sub->k_retry, sub->k_pending, sub->k_task /* prefix */};
-    if (scan_send(fc_op_new(fc, sub, FC_OP_DUE), args, 3, 2, fc->scripts->due, on_due) !=
-        MSM_OK) {
-        fc_sub_arm_retry(sub, -1);
-        return;
-    }
-    sub->scanning_due = 1;
-}
-
-/* ---- leases: expired running tasks → failed attempts ---- */
-
-static void expire_send(fc_sub_t *sub);
+/* ---- leases ---- */
 
 static void on_lease_timer(msm_loop_t *loop, void *opaque)
 {
     (void)loop;
-    expire_send(opaque);
-}
-
-void fc_sub_arm_lease(fc_sub_t *sub, int64_t due_unix_ms)
-{
-    arm_at(sub, &sub->lease_timer, &sub->lease_at_mono, due_unix_ms, on_lease_timer);
-}
-
-static void on_expired(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    (void)r;
-    fc_op_t *op = fc_op_answered(opaque);
-    if (!op)
+    fc_sub_t *sub = opaque;
+    if (!working(sub))
         return;
-    fc_sub_t *sub = op->sub;
-    sub->scanning_leases = 0;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-                 reply->element[0]->type != REDIS_REPLY_ARRAY))
-        why = "unexpected reply";
-    if (why) {
-        msm_log(MSM_LOG_WARN, "lease", "subscription %s: lease scan failed: %s", sub->name, why);
-        fc_sub_arm_lease(sub, -1);
-        fc_op_free(op);
-        return;
+    int64_t now = fc_now_ms();
+    size_t n = 0;
+    fc_task_t *task;
+    /* The list is in dispatch order; leases of one subscription grow with it. */
+    while ((task = sub->running_head) && task->lease_until_ms <= now) {
+        fc_running_remove(sub, task);
+        lease_and_send(sub, task, now); /* same attempt: a push that never ran costs none */
+        n++;
     }
-    const redisReply *list = reply->element[0];
-    if (list->elements >= 2 && !stopped(sub)) {
-        fc_op_t *done = fc_complete_new(sub, 1);
-        for (size_t i = 0; done && i + 1 < list->elements; i += 2)
-            fc_complete_add(done, list->element[i]->str,
-                            (int)msm_redis_reply_int(list->element[i + 1], 0),
-                            FC_KIND_RETRIABLE, 0, "lease expired", 0, 0);
-        if (done)
-            fc_complete_send(done);
+    if (n) {
+        msm_counter_add(sub->m_expired, n);
+        msm_log(MSM_LOG_WARN, FC_FACILITY,
+                "subscription %s: %zu leases passed without an outcome: dispatched again",
+                sub->name, n);
     }
-    /* A full scan means more may be waiting; the complete just sent runs before the next
-     * scan on the same connection, so the same ids are not found twice. */
-    long long scanned = msm_redis_reply_int(reply->element[1], 0);
-    long long next = msm_redis_reply_int(reply->element[2], 0);
-    fc_sub_arm_lease(sub, scanned >= sub->fc->conf.batch ? 0 : next);
-    fc_op_free(op);
 }
 
-static void expire_send(fc_sub_t *sub)
+static void arm_lease(fc_sub_t *sub)
+{
+    if (!sub->running_head || msm_timer_active(&sub->lease_timer))
+        return;
+    int64_t delay = sub->running_head->lease_until_ms - fc_now_ms();
+    msm_loop_timer_start(sub->fc->env.loop, &sub->lease_timer, delay > 0 ? (uint64_t)delay : 0,
+                         on_lease_timer, sub);
+}
+
+/* ---- retries ---- */
+
+static void on_retry_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    fc_sub_t *sub = opaque;
+    sub->retry_due_ms = 0;
+    fc_retry_claim(sub);
+}
+
+void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_ms)
+{
+    if (!working(sub))
+        return;
+    if (sub->retry_due_ms && msm_timer_active(&sub->retry_timer) && sub->retry_due_ms <= due_ms)
+        return;
+    int64_t delay = due_ms - fc_now_ms();
+    sub->retry_due_ms = due_ms > 0 ? due_ms : 1;
+    msm_loop_timer_start(sub->fc->env.loop, &sub->retry_timer, delay > 0 ? (uint64_t)delay : 0,
+                         on_retry_timer, sub);
+}
+
+/* ---- the turn ---- */
+
+void fc_sub_turn(fc_sub_t *sub)
+{
+    if (!working(sub))
+        return;
+    fc_sub_admit(sub);
+    if (sub->noutgoing)
+        dispatch_outgoing(sub);
+    for (size_t i = 0; i < sub->ndirty; i++) {
+        fc_task_t *t = sub->dirty[i];
+        t->dirty = 0;
+        fc_flush_record(sub, t);
+    }
+    sub->ndirty = 0;
+    fc_stats_gauges(sub);
+    fc_flush_send(sub);
+    arm_lease(sub);
+    msm_gauge_set(sub->m_in_flight, (double)sub->nrunning);
+    msm_gauge_set(sub->m_pending, (double)sub->npending);
+}
+
+/* ---- the engine's life ---- */
+
+static void start_consumers(fc_sub_t *sub)
 {
     flowcontrol_t *fc = sub->fc;
-    if (stopped(sub) || sub->scanning_leases)
-        return;
-    const char *const args[] = {sub->k_running, sub->k_task /* prefix */};
-    if (scan_send(fc_op_new(fc, sub, FC_OP_EXPIRE), args, 2, 1, fc->scripts->expire,
-                  on_expired) != MSM_OK) {
-        fc_sub_arm_lease(sub, -1);
+    char err[256] = "";
+    size_t batch = (size_t)fc->conf.batch, max = (size_t)fc->conf.max_records;
+    sub->ready = msm_stream_consume(fc->env.stream, sub->s_ready, "flowcontrol", fc->member, batch,
+                                    max, on_ready_batch, sub, err, sizeof(err));
+    if (sub->ready)
+        sub->status = msm_stream_consume(fc->env.stream, sub->s_status, "flowcontrol",
+                                         fc->member, batch, max, fc_on_status_batch, sub, err,
+                                         sizeof(err));
+    if (!sub->ready || !sub->status) {
+        msm_log(MSM_LOG_ERROR, FC_FACILITY, "subscription %s: cannot consume: %s", sub->name, err);
+        fc_sub_stop_engine(sub); /* the next renewal starts it again */
         return;
     }
-    sub->scanning_leases = 1;
+    /* Only the owner reads these streams: the records of a member that died are taken over
+     * once idle for an ownership lease. */
+    msm_consumer_set_lease(sub->ready, (uint64_t)fc->conf.owner_lease_ms);
+    msm_consumer_set_lease(sub->status, (uint64_t)fc->conf.owner_lease_ms);
+    fc_sub_arm_retry(sub, 1); /* what an earlier owner left in the retry store */
 }
 
-/* ---- dispatch.<sub> must exist before the first append ---- */
-
-static void ensure_dispatch(fc_sub_t *sub);
+/* dispatch.<sub> and status.<sub> are made one after the other (sub->ensuring: 1, 2) before
+ * anything is read or dispatched. */
+static void ensure_next(fc_sub_t *sub);
 
 static void on_ensure_timer(msm_loop_t *loop, void *opaque)
 {
     (void)loop;
-    ensure_dispatch(opaque);
+    fc_sub_t *sub = opaque;
+    sub->ensuring = 0;
+    ensure_next(sub);
+}
+
+static void ensure_retry(fc_sub_t *sub, const char *why)
+{
+    msm_log(MSM_LOG_WARN, FC_FACILITY, "subscription %s: creating its streams: %s (retrying)",
+            sub->name, why);
+    msm_loop_timer_start(sub->fc->env.loop, &sub->ensure_timer, ENSURE_RETRY_MS, on_ensure_timer,
+                         sub);
 }
 
 static void on_ensured(msm_err_t err, const char *reason, void *opaque)
 {
-    fc_op_t *op = fc_op_answered(opaque);
-    if (!op)
+    fc_call_t *c = opaque;
+    int same = 0;
+    fc_sub_t *sub = fc_call_sub(c, &same);
+    fc_call_free(c);
+    if (!sub)
         return;
-    fc_sub_t *sub = op->sub;
-    if (err == MSM_OK) {
-        sub->dispatch_ready = 1;
-        fc_sub_kick(sub);
-    } else if (!stopped(sub)) {
-        msm_log(MSM_LOG_WARN, "dispatch", "subscription %s: creating %s failed: %s", sub->name,
-                sub->s_dispatch, reason ? reason : msm_err_str(err));
-        msm_loop_timer_start(sub->fc->env.loop, &sub->ensure_timer, ENSURE_RETRY_MS,
-                             on_ensure_timer, sub);
+    if (same && working(sub)) {
+        if (err != MSM_OK)
+            ensure_retry(sub, reason ? reason : msm_err_str(err));
+        else
+            ensure_next(sub);
     }
-    fc_op_free(op);
+    fc_sub_release(sub);
 }
 
-static void ensure_dispatch(fc_sub_t *sub)
+static void ensure_next(fc_sub_t *sub)
 {
-    if (stopped(sub))
+    if (!working(sub))
         return;
-    fc_op_t *op = fc_op_new(sub->fc, sub, FC_OP_ENSURE);
-    int rc = op ? msm_stream_ensure(sub->fc->env.stream, sub->s_dispatch, sub->partitions,
-                                    on_ensured, op)
-                : MSM_ERR_NOMEM;
-    if (op)
-        op->in_call = rc == MSM_OK;
-    if (rc != MSM_OK) {
-        fc_op_free(op);
-        msm_loop_timer_start(sub->fc->env.loop, &sub->ensure_timer, ENSURE_RETRY_MS,
-                             on_ensure_timer, sub);
+    if (sub->ensuring == 2) {
+        sub->streams_ready = 1;
+        start_consumers(sub);
+        return;
     }
+    const char *name = sub->ensuring == 0 ? sub->s_dispatch : sub->s_status;
+    sub->ensuring++;
+    fc_call_t *c = fc_call_new(sub);
+    if (c && msm_stream_ensure(sub->fc->env.stream, name, sub->partitions, on_ensured, c) == MSM_OK)
+        return;
+    if (c) {
+        fc_sub_release(sub);
+        fc_call_free(c);
+    }
+    ensure_retry(sub, "cannot send");
+}
+
+void fc_sub_start_engine(fc_sub_t *sub)
+{
+    sub->owner = 1;
+    sub->own_gen++;
+    sub->ensuring = 0;
+    ensure_next(sub);
+}
+
+void fc_sub_stop_engine(fc_sub_t *sub)
+{
+    msm_loop_t *loop = sub->fc->env.loop;
+    sub->owner = 0;
+    sub->own_gen++; /* late answers of this term are void */
+    sub->streams_ready = 0;
+    sub->ensuring = 0;
+    msm_loop_timer_stop(loop, &sub->ensure_timer);
+    msm_loop_timer_stop(loop, &sub->lease_timer);
+    msm_loop_timer_stop(loop, &sub->retry_timer);
+    sub->retry_due_ms = 0;
+    sub->claiming = 0;
+    /* Pipelines in flight finish their writes but settle and acknowledge nothing. */
+    for (fc_flush_t *fl = sub->fc->flushes; fl; fl = fl->next) {
+        if (fl->sub == sub) {
+            fl->ndone = 0;
+            fl->nacks = 0;
+        }
+    }
+    if (sub->flush) {
+        sub->flush->ndone = 0;
+        sub->flush->nacks = 0;
+    }
+    sub->noutgoing = 0;
+    sub->ndirty = 0;
+    for (size_t b = 0; b < sub->map_size; b++) {
+        while (sub->map[b])
+            fc_task_drop(sub, sub->map[b], 0);
+    }
+    for (int p = 0; p < FC_PRIORITIES; p++)
+        sub->pq_head[p] = sub->pq_tail[p] = NULL;
+    sub->running_head = sub->running_tail = NULL;
+    sub->npending = sub->nrunning = 0;
+    msm_consumer_free(sub->ready); /* unacknowledged records go to the next owner */
+    msm_consumer_free(sub->status);
+    sub->ready = sub->status = NULL;
+    msm_gauge_set(sub->m_in_flight, 0);
+    msm_gauge_set(sub->m_pending, 0);
 }
 
 /* ---- lifecycle ---- */
@@ -536,34 +451,40 @@ static int sub_metrics(fc_sub_t *sub)
     sub->m_dead = msm_metric_labels(m->dead, n, NULL);
     sub->m_expired = msm_metric_labels(m->expired, n, NULL);
     sub->m_in_flight = msm_metric_labels(m->in_flight, n, NULL);
-    return sub->m_admitted && sub->m_in_flight ? MSM_OK : MSM_ERR_NOMEM;
+    sub->m_pending = msm_metric_labels(m->pending, n, NULL);
+    return sub->m_admitted && sub->m_in_flight && sub->m_pending ? MSM_OK : MSM_ERR_NOMEM;
 }
 
 static int sub_names(fc_sub_t *sub)
 {
     msm_redis_t *r = sub->fc->env.redis;
     const char *n = sub->name;
-    int bad = msm_redis_key(r, sub->k_pending, FC_KEY_MAX, MSM_KEY_PENDING, n) < 0 ||
-              msm_redis_key(r, sub->k_running, FC_KEY_MAX, MSM_KEY_RUNNING, n) < 0 ||
+    int bad = msm_redis_key(r, sub->k_task, FC_KEY_MAX, MSM_KEY_TASK, n, "") < 0 ||
               msm_redis_key(r, sub->k_retry, FC_KEY_MAX, MSM_KEY_RETRY, n) < 0 ||
+              msm_redis_key(r, sub->k_retry_tasks, FC_KEY_MAX, MSM_KEY_RETRY_TASKS, n) < 0 ||
               msm_redis_key(r, sub->k_dlq, FC_KEY_MAX, MSM_KEY_DLQ, n) < 0 ||
+              msm_redis_key(r, sub->k_dlq_tasks, FC_KEY_MAX, MSM_KEY_DLQ_TASKS, n) < 0 ||
               msm_redis_key(r, sub->k_stats, FC_KEY_MAX, MSM_KEY_STATS, n) < 0 ||
-              msm_redis_key(r, sub->k_task, FC_KEY_MAX, MSM_KEY_TASK, n, "") < 0;
+              msm_redis_key(r, sub->k_owner, FC_KEY_MAX, MSM_KEY_OWNER, n) < 0;
     bad = bad || snprintf(sub->s_ready, FC_KEY_MAX, MSM_STREAM_READY, n) >= FC_KEY_MAX ||
-          snprintf(sub->s_dispatch, FC_KEY_MAX, MSM_STREAM_DISPATCH, n) >= FC_KEY_MAX;
+          snprintf(sub->s_dispatch, FC_KEY_MAX, MSM_STREAM_DISPATCH, n) >= FC_KEY_MAX ||
+          snprintf(sub->s_status, FC_KEY_MAX, MSM_STREAM_STATUS, n) >= FC_KEY_MAX;
     return bad ? MSM_ERR_TOOLARGE : MSM_OK;
 }
 
 void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s)
 {
-    int wider = s->max_concurrency > sub->max_concurrency;
     sub->max_concurrency = s->max_concurrency > 0 ? s->max_concurrency : 1;
     sub->timeout_ms = s->timeout_ms;
     sub->max_attempts = s->max_attempts > 0 ? s->max_attempts : 1;
     sub->min_backoff_ms = s->min_backoff_ms;
     sub->max_backoff_ms = s->max_backoff_ms;
-    if (wider && sub->dispatch_ready)
-        fc_sub_kick(sub);
+    sub->retention_ms = s->task_retention_ms > 0 ? s->task_retention_ms : 3600000;
+    if (sub->paused != s->paused)
+        msm_log(MSM_LOG_INFO, FC_FACILITY, "subscription %s %s", sub->name,
+                s->paused ? "paused" : "resumed");
+    sub->paused = s->paused;
+    sub->stats_written = 0; /* the concurrency limit may have moved */
 }
 
 fc_sub_t *fc_sub_new(flowcontrol_t *fc, const msm_sub_t *s, const msm_topic_t *topic)
@@ -575,29 +496,21 @@ fc_sub_t *fc_sub_new(flowcontrol_t *fc, const msm_sub_t *s, const msm_topic_t *t
     sub->refs = 1;
     sub->name = strdup(s->name);
     sub->partitions = topic && topic->partitions > 0 ? topic->partitions : 4;
-    msm_timer_init(&sub->admit_timer);
-    msm_timer_init(&sub->retry_timer);
-    msm_timer_init(&sub->lease_timer);
+    msm_timer_init(&sub->own_timer);
     msm_timer_init(&sub->ensure_timer);
+    msm_timer_init(&sub->lease_timer);
+    msm_timer_init(&sub->retry_timer);
+    msm_timer_init(&sub->stats_timer);
+    if (!sub->name || sub_names(sub) != MSM_OK || sub_metrics(sub) != MSM_OK) {
+        msm_log(MSM_LOG_ERROR, FC_FACILITY, "subscription %s: cannot start: out of memory or name too long",
+                s->name);
+        fc_sub_destroy(sub);
+        return NULL;
+    }
     fc_sub_update(sub, s);
-    char err[256] = "";
-    if (!sub->name || sub_names(sub) != MSM_OK || sub_metrics(sub) != MSM_OK)
-        goto fail;
-    size_t batch = (size_t)fc->conf.batch;
-    sub->ready = msm_stream_consume(fc->env.stream, sub->s_ready, "flowcontrol", fc->member, batch,
-                                    batch * 4, on_ready_batch, sub, err, sizeof(err));
-    if (!sub->ready)
-        goto fail;
-    ensure_dispatch(sub);
-    /* What an earlier run left behind: due retries and expired leases. */
-    fc_sub_arm_retry(sub, 0);
-    fc_sub_arm_lease(sub, 0);
+    msm_log(MSM_LOG_INFO, FC_FACILITY, "subscription %s: max_concurrency %d, timeout %d ms",
+            sub->name, sub->max_concurrency, sub->timeout_ms);
     return sub;
-fail:
-    msm_log(MSM_LOG_ERROR, "flowcontrol", "subscription %s: cannot start: %s", s->name,
-            *err ? err : "out of memory or name too long");
-    fc_sub_destroy(sub);
-    return NULL;
 }
 
 fc_sub_t *fc_sub_find(flowcontrol_t *fc, const char *name)
@@ -609,27 +522,17 @@ fc_sub_t *fc_sub_find(flowcontrol_t *fc, const char *name)
     return NULL;
 }
 
-void fc_sub_stop(fc_sub_t *sub)
-{
-    msm_loop_t *loop = sub->fc->env.loop;
-    msm_loop_timer_stop(loop, &sub->admit_timer);
-    msm_loop_timer_stop(loop, &sub->retry_timer);
-    msm_loop_timer_stop(loop, &sub->lease_timer);
-    msm_loop_timer_stop(loop, &sub->ensure_timer);
-}
-
-void fc_sub_close_consumer(fc_sub_t *sub)
-{
-    msm_consumer_free(sub->ready);
-    sub->ready = NULL;
-}
-
 void fc_sub_destroy(fc_sub_t *sub)
 {
     if (!sub)
         return;
-    fc_sub_stop(sub);
-    fc_sub_close_consumer(sub);
+    msm_loop_t *loop = sub->fc->env.loop;
+    msm_loop_timer_stop(loop, &sub->own_timer);
+    msm_loop_timer_stop(loop, &sub->stats_timer);
+    fc_sub_stop_engine(sub);
+    free(sub->map);
+    free(sub->outgoing);
+    free(sub->dirty);
     free(sub->name);
     free(sub);
 }
@@ -663,8 +566,8 @@ void fc_sub_remove(fc_sub_t *sub)
 {
     flowcontrol_t *fc = sub->fc;
     unlink_from(&fc->subs, sub);
+    fc_own_stop(sub, 1);
     sub->removed = 1;
-    fc_sub_stop(sub);
     sub->next = fc->retired;
     fc->retired = sub;
     fc_sub_release(sub); /* the list's reference */

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+/* Tasks in memory: a pool (no allocation per event once warm), the id map that outcomes
+ * are matched through, the pending queues (one FIFO per priority, highest first) and the
+ * running list in dispatch order, which is also lease order. */
+#include "fc_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define POOL_KEEP 65536 /* idle task structs kept for reuse */
+
+fc_task_t *fc_task_get(flowcontrol_t *fc)
+{
+    fc_task_t *t = fc->free_tasks;
+    if (t) {
+        fc->free_tasks = t->next;
+        fc->nfree_tasks--;
+    } else if (!(t = malloc(sizeof(*t)))) {
+        return NULL;
+    }
+    memset(t, 0, sizeof(*t));
+    return t;
+}
+
+void fc_task_put(flowcontrol_t *fc, fc_task_t *t)
+{
+    if (!t->rec)
+        msm_task_free(t->t);
+    if (fc->nfree_tasks >= POOL_KEEP) {
+        free(t);
+        return;
+    }
+    t->next = fc->free_tasks;
+    fc->free_tasks = t;
+    fc->nfree_tasks++;
+}
+
+void fc_tasks_free_pool(flowcontrol_t *fc)
+{
+    while (fc->free_tasks) {
+        fc_task_t *t = fc->free_tasks;
+        fc->free_tasks = t->next;
+        free(t);
+    }
+    fc->nfree_tasks = 0;
+}
+
+const char *fc_task_id(const fc_task_t *t)
+{
+    return t->t->event->id;
+}
+
+/* ---- the id map ---- */
+
+static size_t hash_id(const char *id)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+static int map_grow(fc_sub_t *sub)
+{
+    size_t size = sub->map_size ? sub->map_size * 2 : 1024;
+    fc_task_t **map = calloc(size, sizeof(*map));
+    if (!map)
+        return MSM_ERR_NOMEM;
+    for (size_t i = 0; i < sub->map_size; i++) {
+        fc_task_t *t = sub->map[i];
+        while (t) {
+            fc_task_t *next = t->hnext;
+            size_t b = hash_id(fc_task_id(t)) & (size - 1);
+            t->hnext = map[b];
+            map[b] = t;
+            t = next;
+        }
+    }
+    free(sub->map);
+    sub->map = map;
+    sub->map_size = size;
+    return MSM_OK;
+}
+
+int fc_map_add(fc_sub_t *sub, fc_task_t *t)
+{
+    if (sub->ntasks + 1 > sub->map_size && map_grow(sub) != MSM_OK)
+        return MSM_ERR_NOMEM;
+    size_t b = hash_id(fc_task_id(t)) & (sub->map_size - 1);
+    t->hnext = sub->map[b];
+    sub->map[b] = t;
+    sub->ntasks++;
+    return MSM_OK;
+}
+
+fc_task_t *fc_map_find(fc_sub_t *sub, const char *id)
+{
+    if (!sub->map_size)
+        return NULL;
+    for (fc_task_t *t = sub->map[hash_id(id) & (sub->map_size - 1)]; t; t = t->hnext) {
+        if (strcmp(fc_task_id(t), id) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+void fc_map_remove(fc_sub_t *sub, fc_task_t *t)
+{
+    fc_task_t **p = &sub->map[hash_id(fc_task_id(t)) & (sub->map_size - 1)];
+    for (; *p; p = &(*p)->hnext) {
+        if (*p == t) {
+            *p = t->hnext;
+            t->hnext = NULL;
+            sub->ntasks--;
+            return;
+        }
+    }
+}
+
+/* ---- pending queues ---- */
+
+void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front)
+{
+    int p = t->priority;
+    t->state = FC_TASK_PENDING;
+    if (front) {
+        t->next = sub->pq_head[p];
+        sub->pq_head[p] = t;
+        if (!sub->pq_tail[p])
+            sub->pq_tail[p] = t;
+    } else {
+        t->next = NULL;
+        if (sub->pq_tail[p])
+            sub->pq_tail[p]->next = t;
+        else
+            sub->pq_head[p] = t;
+        sub->pq_tail[p] = t;
+    }
+    sub->npending++;
+}
+
+fc_task_t *fc_pq_pop(fc_sub_t *sub)
+{
+    for (int p = FC_PRIORITIES - 1; p >= 0; p--) {
+        fc_task_t *t = sub->pq_head[p];
+        if (!t)
+            continue;
+        sub->pq_head[p] = t->next;
+        if (!t->next)
+            sub->pq_tail[p] = NULL;
+        t->next = NULL;
+        sub->npending--;
+        return t;
+    }
+    return NULL;
+}
+
+/* ---- running list ---- */
+
+void fc_running_add(fc_sub_t *sub, fc_task_t *t)
+{
+    t->state = FC_TASK_RUNNING;
+    t->next = NULL;
+    t->prev = sub->running_tail;
+    if (sub->running_tail)
+        sub->running_tail->next = t;
+    else
+        sub->running_head = t;
+    sub->running_tail = t;
+    sub->nrunning++;
+}
+
+void fc_running_remove(fc_sub_t *sub, fc_task_t *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        sub->running_head = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    else
+        sub->running_tail = t->prev;
+    t->next = t->prev = NULL;
+    sub->nrunning--;
+}
+
+int fc_ptrs_push(fc_task_t ***arr, size_t *n, size_t *cap, fc_task_t *t)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 256;
+        fc_task_t **a = realloc(*arr, c * sizeof(*a));
+        if (!a)
+            return MSM_ERR_NOMEM;
+        *arr = a;
+        *cap = c;
+    }
+    (*arr)[(*n)++] = t;
+    return MSM_OK;
+}
+
+void fc_task_dirty(fc_sub_t *sub, fc_task_t *t)
+{
+    /* Out of memory: the record is only late (written at the task's next change). */
+    if (!t->dirty && fc_ptrs_push(&sub->dirty, &sub->ndirty, &sub->capdirty, t) == MSM_OK)
+        t->dirty = 1;
+}
+
+/* A record whose tasks are all settled is acknowledged: the log no longer needs to hold
+ * them. */
+static void rec_settled(fc_sub_t *sub, fc_rec_t *rec)
+{
+    if (--rec->unsettled)
+        return;
+    if (sub->ready && rec->msg)
+        msm_consumer_ack(sub->ready, rec->msg);
+    msm_task_batch_free(rec->batch);
+    free(rec);
+}
+
+void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled)
+{
+    fc_map_remove(sub, t);
+    fc_rec_t *rec = t->rec;
+    fc_task_put(sub->fc, t);
+    if (!rec)
+        return;
+    if (settled) {
+        rec_settled(sub, rec);
+    } else if (--rec->unsettled == 0) {
+        /* Dropped unsettled (ownership lost): the record stays unacknowledged. */
+        msm_task_batch_free(rec->batch);
+        free(rec);
+    }
+}
