@@ -982,6 +982,12 @@ static int run_workload(bench_t *b, const workload_t *w)
         row_failed(&r, "the lambda did not become ready (log: %s)", r.lambda.proc.log);
         goto done;
     }
+    int dead = exited_process(b, &r.lambda);
+    if (dead >= 0) {
+        row_failed(&r, "%s has exited (log: %s)", short_names[dead],
+                   dead < NDAEMONS ? b->daemons[dead].log : r.lambda.proc.log);
+        goto done;
+    }
     int route = make_route(b, &r, why, sizeof(why));
     if (route == 1) {
         printf("| %-10s | not supported (%s)\n", w->name, why);
