@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* msm-frontend in-process: the frontend library on its own loop with a real redis-server, an
  * HTTP server on an ephemeral port and the Redis log; requests go through msm/http_client.h
- * on the same loop. Hand-written Redis state (docs/pipeline.md) checks stats, tasks and DLQ. */
+ * on the same loop. test_tasks.c covers a subscription's delivery state. */
 #include "msm_test.h"
 
 #include "frontend.h"
@@ -131,7 +131,7 @@ static void test_subscriptions(void)
     freeReplyObject(stored);
     CU_ASSERT_EQUAL(cmd_int("HGET %s:log:{ready.sub-a}:meta partitions", F.ns), 1);
     CU_ASSERT_EQUAL(cmd_int("HGET %s:log:{dispatch.sub-a}:meta partitions", F.ns), 1);
-    CU_ASSERT(cmd_int("HGET %s:log:{status}:meta partitions", F.ns) >= 1);
+    CU_ASSERT_EQUAL(cmd_int("HGET %s:log:{status.sub-a}:meta partitions", F.ns), 1);
 
     http(&r, "GET", "/v1/subscriptions/sub-a", NULL);
     CU_ASSERT_EQUAL(r.status, 200);
@@ -555,196 +555,6 @@ static void test_publish_roundtrip(void)
     resp_clear(&r);
 }
 
-/* ---- stats, tasks, DLQ against hand-written state (docs/pipeline.md) ---- */
-
-typedef struct {
-    volatile int done;
-    msm_err_t err;
-} append_wait_t;
-
-static void on_appended(msm_err_t err, const char *reason, void *opaque)
-{
-    (void)reason;
-    append_wait_t *w = opaque;
-    w->err = err;
-    w->done = 1;
-}
-
-static void zadd_ids(const char *set, const char *sub, const char *prefix, int n, int score0)
-{
-    for (int i = 0; i < n; i++)
-        freeReplyObject(cmd("ZADD %s:sub:{%s}:%s %d %s-%d", F.ns, sub, set, score0 + i, prefix,
-                            i));
-}
-
-static void test_stats(void)
-{
-    put_topic("st-topic", "{}");
-    put_sub("st-sub", "st-topic");
-    resp_t r;
-    /* Nothing yet: every count is 0 (the ready stream has no entry). */
-    http(&r, "GET", "/v1/subscriptions/st-sub/stats", NULL);
-    CU_ASSERT_EQUAL(r.status, 200);
-    CU_ASSERT_EQUAL(jint(r.json, "backlog"), 0);
-    CU_ASSERT_EQUAL(jint(r.json, "dead"), 0);
-    resp_clear(&r);
-
-    zadd_ids("pending", "st-sub", "p", 3, 1);
-    zadd_ids("delayed", "st-sub", "d", 2, 1);
-    zadd_ids("running", "st-sub", "r", 1, 1);
-    zadd_ids("retry", "st-sub", "y", 4, 1);
-    zadd_ids("dlq", "st-sub", "x", 5, 1);
-    freeReplyObject(cmd("HSET %s:sub:{st-sub}:stats succeeded 17 failed_attempts 9 dead 5", F.ns));
-    /* Five tasks in ready.st-sub that flowcontrol has not read (its group does not exist). */
-    msm_record_t recs[5];
-    for (int i = 0; i < 5; i++)
-        recs[i] = (msm_record_t){.value = "task", .value_len = 4};
-    append_wait_t w = {0, MSM_ERR_IO};
-    CU_ASSERT_EQUAL_FATAL(msm_stream_append(F.stream, "ready.st-sub", recs, 5, on_appended, &w),
-                          MSM_OK);
-    CU_ASSERT_EQUAL_FATAL(msm_test_wait_flag(F.loop, &w.done, 5000), 0);
-    CU_ASSERT_EQUAL(w.err, MSM_OK);
-
-    http(&r, "GET", "/v1/subscriptions/st-sub/stats", NULL);
-    CU_ASSERT_EQUAL(r.status, 200);
-    CU_ASSERT_EQUAL(jint(r.json, "backlog"), 5 + 3);
-    CU_ASSERT_EQUAL(jint(r.json, "delayed"), 2);
-    CU_ASSERT_EQUAL(jint(r.json, "in_flight"), 1);
-    CU_ASSERT_EQUAL(jint(r.json, "retrying"), 4);
-    CU_ASSERT_EQUAL(jint(r.json, "dead"), 5);
-    CU_ASSERT_EQUAL(jint(r.json, "succeeded"), 17);
-    CU_ASSERT_EQUAL(jint(r.json, "failed_attempts"), 9);
-    CU_ASSERT_EQUAL(jint(r.json, "concurrency_limit"), 7);
-    CU_ASSERT_EQUAL(jint(r.json, "rate_limit_per_s"), 12);
-    json_t *eps = json_object_get(r.json, "endpoints");
-    CU_ASSERT_EQUAL(json_array_size(eps), 2);
-    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(eps, 1), "url"), "http://127.0.0.1:9001/");
-    CU_ASSERT_TRUE(json_is_true(json_object_get(json_array_get(eps, 0), "healthy")));
-    CU_ASSERT_EQUAL(jint(json_array_get(eps, 0), "in_flight"), 0);
-    resp_clear(&r);
-
-    http(&r, "GET", "/v1/subscriptions/ghost/stats", NULL);
-    CU_ASSERT_EQUAL(r.status, 404);
-    resp_clear(&r);
-}
-
-/* Writes a task hash with a packed event of priority @p prio. */
-static void write_task(const char *sub, const char *id, const char *state, int attempts,
-                       long long next, const char *last_error, const char *history, int prio)
-{
-    Msm__V1__Event ev = MSM__V1__EVENT__INIT;
-    ev.id = (char *)id;
-    ev.topic = "tk-topic";
-    ev.priority = prio;
-    ev.content_type = "application/json";
-    ev.payload.data = (uint8_t *)"{\"n\":1}";
-    ev.payload.len = 7;
-    msm_buf_t buf = {0};
-    CU_ASSERT_EQUAL_FATAL(msm_pb_pack(&ev.base, &buf), MSM_OK);
-    freeReplyObject(cmd("HSET %s:sub:{%s}:task:%s state %s attempts %d next_attempt_at %lld "
-                        "last_error %s history %s event %b updated_ms 1",
-                        F.ns, sub, id, state, attempts, next, last_error, history, buf.data,
-                        buf.len));
-    msm_buf_deinit(&buf);
-}
-
-static void test_tasks_and_dlq(void)
-{
-    put_topic("tk-topic", "{}");
-    put_sub("tk-sub", "tk-topic");
-    const char *history = "[{\"attempt\":1,\"at\":1700000000000,\"result\":\"retry\","
-                          "\"error\":\"HTTP 500\",\"latency_ms\":12}]";
-    write_task("tk-sub", "ev-retry", "retrying", 2, 1700000001234LL, "HTTP 500", history, 5);
-    resp_t r;
-    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-retry", NULL);
-    CU_ASSERT_EQUAL(r.status, 200);
-    CU_ASSERT_STRING_EQUAL(jstr(r.json, "event_id"), "ev-retry");
-    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "retrying");
-    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 2);
-    CU_ASSERT_STRING_EQUAL(jstr(r.json, "next_attempt_at"), "2023-11-14T22:13:21.234Z");
-    CU_ASSERT_STRING_EQUAL(jstr(r.json, "last_error"), "HTTP 500");
-    json_t *h = json_object_get(r.json, "history");
-    CU_ASSERT_EQUAL(json_array_size(h), 1);
-    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(h, 0), "error"), "HTTP 500");
-    CU_ASSERT_EQUAL(jint(json_array_get(h, 0), "latency_ms"), 12);
-    CU_ASSERT_EQUAL(jint(json_object_get(json_object_get(r.json, "event"), "data"), "n"), 1);
-    resp_clear(&r);
-    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-none", NULL);
-    CU_ASSERT_EQUAL(r.status, 404);
-    resp_clear(&r);
-    http(&r, "GET", "/v1/subscriptions/ghost/tasks/ev-retry", NULL);
-    CU_ASSERT_EQUAL(r.status, 404);
-    resp_clear(&r);
-
-    /* Three dead tasks, died at 100, 200, 300; priorities 9, 0, 5. */
-    const char *dead[] = {"ev-d1", "ev-d2", "ev-d3"};
-    const int prio[] = {9, 0, 5};
-    for (int i = 0; i < 3; i++) {
-        write_task("tk-sub", dead[i], "dead", 5, 0, "HTTP 503", "[]", prio[i]);
-        freeReplyObject(cmd("ZADD %s:sub:{tk-sub}:dlq %d %s", F.ns, (i + 1) * 100, dead[i]));
-    }
-    http(&r, "GET", "/v1/subscriptions/tk-sub/dlq?limit=2", NULL);
-    CU_ASSERT_EQUAL(r.status, 200);
-    json_t *tasks = json_object_get(r.json, "tasks");
-    CU_ASSERT_EQUAL_FATAL(json_array_size(tasks), 2);
-    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, 0), "event_id"), "ev-d3");
-    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, 1), "event_id"), "ev-d2");
-    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, 0), "state"), "dead");
-    CU_ASSERT(json_is_null(json_object_get(json_array_get(tasks, 0), "next_attempt_at")));
-    resp_clear(&r);
-    http(&r, "GET", "/v1/subscriptions/tk-sub/dlq", NULL);
-    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "tasks")), 3);
-    resp_clear(&r);
-    http(&r, "GET", "/v1/subscriptions/tk-sub/dlq?limit=0", NULL);
-    CU_ASSERT_EQUAL(r.status, 400);
-    CU_ASSERT(has_detail(&r, "limit"));
-    resp_clear(&r);
-    http(&r, "GET", "/v1/subscriptions/tk-sub/dlq?limit=abc", NULL);
-    CU_ASSERT_EQUAL(r.status, 400);
-    resp_clear(&r);
-
-    /* Replay one by id, then the rest with an empty list. */
-    http(&r, "POST", "/v1/subscriptions/tk-sub/dlq:replay", "{\"event_ids\":[\"ev-d1\"]}");
-    CU_ASSERT_EQUAL(r.status, 200);
-    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 1);
-    resp_clear(&r);
-    int64_t now = msm_time_unix_ms();
-    redisReply *st = cmd("HMGET %s:sub:{tk-sub}:task:ev-d1 state attempts", F.ns);
-    CU_ASSERT_STRING_EQUAL(st->element[0]->str, "pending");
-    CU_ASSERT_STRING_EQUAL(st->element[1]->str, "0");
-    freeReplyObject(st);
-    CU_ASSERT_EQUAL(cmd_int("ZSCORE %s:sub:{tk-sub}:dlq ev-d1", F.ns), -1); /* nil */
-    /* Pending score: (9 - priority 9) * 10^13 + replay time. */
-    long long score = cmd_int("ZSCORE %s:sub:{tk-sub}:pending ev-d1", F.ns);
-    CU_ASSERT(score > now - 5000 && score <= now);
-    /* An id that is not dead, or unknown, is not replayed. */
-    http(&r, "POST", "/v1/subscriptions/tk-sub/dlq:replay",
-         "{\"event_ids\":[\"ev-retry\",\"ev-unknown\",\"ev-d1\"]}");
-    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 0);
-    resp_clear(&r);
-    http(&r, "POST", "/v1/subscriptions/tk-sub/dlq:replay", "{\"event_ids\":[]}");
-    CU_ASSERT_EQUAL(r.status, 200);
-    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 2);
-    resp_clear(&r);
-    CU_ASSERT_EQUAL(cmd_int("ZCARD %s:sub:{tk-sub}:dlq", F.ns), 0);
-    CU_ASSERT_EQUAL(cmd_int("ZCARD %s:sub:{tk-sub}:pending", F.ns), 3);
-    score = cmd_int("ZSCORE %s:sub:{tk-sub}:pending ev-d2", F.ns); /* priority 0 */
-    CU_ASSERT(score > 9 * 10000000000000LL);
-    score = cmd_int("ZSCORE %s:sub:{tk-sub}:pending ev-d3", F.ns); /* priority 5 */
-    CU_ASSERT(score > 4 * 10000000000000LL && score < 5 * 10000000000000LL);
-    http(&r, "POST", "/v1/subscriptions/tk-sub/dlq:replay", NULL);
-    CU_ASSERT_EQUAL(r.status, 200);
-    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 0);
-    resp_clear(&r);
-    http(&r, "POST", "/v1/subscriptions/tk-sub/dlq:replay", "{\"event_ids\":[1]}");
-    CU_ASSERT_EQUAL(r.status, 400);
-    CU_ASSERT(has_detail(&r, "event_ids[0]"));
-    resp_clear(&r);
-    http(&r, "POST", "/v1/subscriptions/ghost/dlq:replay", "{}");
-    CU_ASSERT_EQUAL(r.status, 404);
-    resp_clear(&r);
-}
-
 static void test_readyz(void)
 {
     resp_t r;
@@ -853,8 +663,6 @@ int main(void)
         {"subscriptions", test_subscriptions},
         {"publish_invalid", test_publish_invalid},
         {"publish_roundtrip", test_publish_roundtrip},
-        {"stats", test_stats},
-        {"tasks_and_dlq", test_tasks_and_dlq},
         {"readyz", test_readyz},
         {"publish_outage", test_publish_outage},
         {"shutdown_in_flight", test_shutdown_in_flight},

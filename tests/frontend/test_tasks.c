@@ -1,0 +1,555 @@
+/* SPDX-License-Identifier: MIT */
+/* A subscription's delivery state through the frontend (data plane v2, docs/pipeline.md):
+ * stats, the task API, the task list, the DLQ and its replay, :pause/:resume and DELETE.
+ * The other layers' keys are written by hand here, as flowcontrol and the scheduler write
+ * them; ready.<sub> is read back through the Redis log's own keys. */
+#include "msm_test.h"
+
+#include "frontend.h"
+
+#include "msm/envelope.h"
+#include "msm/err.h"
+#include "msm/registry.h"
+#include "msm/stream.h"
+#include "msm/time.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fe_fixture.h"
+
+#define HISTORY "[{\"attempt\":1,\"at\":1700000000000,\"result\":\"retry\",\"error\":\"HTTP 500\"," \
+                "\"latency_ms\":12}]"
+#define DUE_MS   1700000001234LL
+#define DUE_TEXT "2023-11-14T22:13:21.234Z"
+
+typedef struct {
+    volatile int done;
+    msm_err_t err;
+} append_wait_t;
+
+static void on_appended(msm_err_t err, const char *reason, void *opaque)
+{
+    (void)reason;
+    append_wait_t *w = opaque;
+    w->err = err;
+    w->done = 1;
+}
+
+static void append_raw(const char *stream, int n)
+{
+    msm_record_t recs[8];
+    for (int i = 0; i < n && i < 8; i++)
+        recs[i] = (msm_record_t){.value = "task", .value_len = 4};
+    append_wait_t w = {0, MSM_ERR_IO};
+    CU_ASSERT_EQUAL_FATAL(msm_stream_append(F.stream, stream, recs, (size_t)n, on_appended, &w),
+                          MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(msm_test_wait_flag(F.loop, &w.done, 5000), 0);
+    CU_ASSERT_EQUAL(w.err, MSM_OK);
+}
+
+static void zadd_ids(const char *set, const char *sub, const char *prefix, int n, int score0)
+{
+    for (int i = 0; i < n; i++)
+        freeReplyObject(cmd("ZADD %s:sub:{%s}:%s %d %s-%d", F.ns, sub, set, score0 + i, prefix,
+                            i));
+}
+
+static void event_init(Msm__V1__Event *ev, const char *id, int prio)
+{
+    msm__v1__event__init(ev);
+    ev->id = (char *)id;
+    ev->topic = "tk-topic";
+    ev->priority = prio;
+    ev->content_type = "application/json";
+    ev->payload.data = (uint8_t *)"{\"n\":1}";
+    ev->payload.len = 7;
+}
+
+/* A delayed event as the scheduler stores it: due at @p due. */
+static void write_delayed(const char *sub, const char *id, long long due)
+{
+    Msm__V1__Event ev;
+    event_init(&ev, id, 5);
+    msm_buf_t buf = {0};
+    CU_ASSERT_EQUAL_FATAL(msm_pb_pack(&ev.base, &buf), MSM_OK);
+    freeReplyObject(cmd("HSET %s:sub:{%s}:delayed:events %s %b", F.ns, sub, id, buf.data,
+                        buf.len));
+    freeReplyObject(cmd("ZADD %s:sub:{%s}:delayed %lld %s", F.ns, sub, due, id));
+    msm_buf_deinit(&buf);
+}
+
+/* A task as flowcontrol keeps it in the retry store or the DLQ (@p store "retry", "dlq"),
+ * with @p score its next attempt or its time of death. */
+static void write_stored(const char *store, const char *sub, const char *id, int attempt,
+                         const char *last_error, const char *history, int prio, long long score)
+{
+    Msm__V1__Event ev;
+    event_init(&ev, id, prio);
+    Msm__V1__Task t = MSM__V1__TASK__INIT;
+    t.event = &ev;
+    t.subscription = (char *)sub;
+    t.attempt = attempt;
+    t.state = strcmp(store, "dlq") == 0 ? MSM__V1__TASK_STATE__TASK_STATE_DEAD
+                                        : MSM__V1__TASK_STATE__TASK_STATE_RETRYING;
+    t.next_attempt_at_ms = strcmp(store, "dlq") == 0 ? 0 : score;
+    t.last_error = (char *)last_error;
+    t.history = (char *)history;
+    msm_buf_t buf = {0};
+    CU_ASSERT_EQUAL_FATAL(msm_pb_pack(&t.base, &buf), MSM_OK);
+    freeReplyObject(cmd("HSET %s:sub:{%s}:%s:tasks %s %b", F.ns, sub, store, id, buf.data,
+                        buf.len));
+    freeReplyObject(cmd("ZADD %s:sub:{%s}:%s %lld %s", F.ns, sub, store, score, id));
+    msm_buf_deinit(&buf);
+}
+
+/* The task records of ready.<sub>'s records (one partition), in order, as TaskBatches. */
+static size_t ready_batches(const char *sub, Msm__V1__TaskBatch **out, size_t max)
+{
+    redisReply *all = cmd("XRANGE %s:log:{ready.%s}:0 - +", F.ns, sub);
+    size_t n = 0;
+    for (size_t i = 0; all->type == REDIS_REPLY_ARRAY && i < all->elements && n < max; i++) {
+        const redisReply *f = all->element[i]->element[1];
+        for (size_t k = 0; k + 1 < f->elements; k += 2) {
+            if (strcmp(f->element[k]->str, "v") == 0)
+                out[n++] = msm_task_batch_unpack(f->element[k + 1]->str, f->element[k + 1]->len);
+        }
+    }
+    freeReplyObject(all);
+    return n;
+}
+
+/* ---- stats ---- */
+
+static void test_stats(void)
+{
+    put_topic("st-topic", "{}");
+    put_sub("st-sub", "st-topic");
+    resp_t r;
+    /* Nothing yet: every count is 0 (the ready stream has no entry). */
+    http(&r, "GET", "/v1/subscriptions/st-sub/stats", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "backlog"), 0);
+    CU_ASSERT_EQUAL(jint(r.json, "dead"), 0);
+    CU_ASSERT_EQUAL(jint(r.json, "concurrency_limit"), 7); /* no gauge: the configured one */
+    CU_ASSERT_TRUE(json_is_false(json_object_get(r.json, "paused")));
+    resp_clear(&r);
+
+    zadd_ids("delayed", "st-sub", "d", 2, 1);
+    zadd_ids("retry", "st-sub", "y", 4, 1);
+    zadd_ids("dlq", "st-sub", "x", 5, 1);
+    freeReplyObject(cmd("HSET %s:sub:{st-sub}:stats succeeded 17 failed_attempts 9 dead 5 "
+                        "pending 3 running 2 concurrency_limit 4 updated_ms 1",
+                        F.ns));
+    /* Five records in ready.st-sub that flowcontrol has not read (its group does not exist). */
+    append_raw("ready.st-sub", 5);
+
+    http(&r, "GET", "/v1/subscriptions/st-sub/stats", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "backlog"), 5 + 3);
+    CU_ASSERT_EQUAL(jint(r.json, "delayed"), 2);
+    CU_ASSERT_EQUAL(jint(r.json, "in_flight"), 2);
+    CU_ASSERT_EQUAL(jint(r.json, "retrying"), 4);
+    CU_ASSERT_EQUAL(jint(r.json, "dead"), 5);
+    CU_ASSERT_EQUAL(jint(r.json, "succeeded"), 17);
+    CU_ASSERT_EQUAL(jint(r.json, "failed_attempts"), 9);
+    CU_ASSERT_EQUAL(jint(r.json, "concurrency_limit"), 4); /* the owner's gauge */
+    CU_ASSERT_EQUAL(jint(r.json, "rate_limit_per_s"), 12);
+    json_t *eps = json_object_get(r.json, "endpoints");
+    CU_ASSERT_EQUAL(json_array_size(eps), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(eps, 1), "url"), "http://127.0.0.1:9001/");
+    resp_clear(&r);
+
+    http(&r, "GET", "/v1/subscriptions/ghost/stats", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* ---- GET .../tasks/{event_id}: record, then delayed, DLQ, retry store ---- */
+
+static void test_task_get(void)
+{
+    put_topic("tk-topic", "{}");
+    put_sub("tk-sub", "tk-topic");
+    resp_t r;
+    /* The task record flowcontrol wrote is answered as is, with defaults for what it lacks. */
+    freeReplyObject(cmd("SET %s:sub:{tk-sub}:t:ev-rec %s", F.ns,
+                        "{\"event_id\":\"ev-rec\",\"state\":\"succeeded\",\"attempts\":1,"
+                        "\"updated_ms\":5}"));
+    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-rec", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "succeeded");
+    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 1);
+    CU_ASSERT_EQUAL(jint(r.json, "updated_ms"), 5);
+    CU_ASSERT(json_is_null(json_object_get(r.json, "next_attempt_at")));
+    CU_ASSERT(json_is_null(json_object_get(r.json, "last_error")));
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "history")), 0);
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(r.json, "history"));
+    resp_clear(&r);
+
+    write_delayed("tk-sub", "ev-del", DUE_MS);
+    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-del", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "delayed");
+    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 0);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "next_attempt_at"), DUE_TEXT);
+    CU_ASSERT_EQUAL(jint(json_object_get(json_object_get(r.json, "event"), "data"), "n"), 1);
+    resp_clear(&r);
+
+    write_stored("dlq", "tk-sub", "ev-dead", 5, "HTTP 503", HISTORY, 5, 100);
+    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-dead", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "event_id"), "ev-dead");
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "dead");
+    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 5);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "last_error"), "HTTP 503");
+    CU_ASSERT(json_is_null(json_object_get(r.json, "next_attempt_at")));
+    json_t *h = json_object_get(r.json, "history");
+    CU_ASSERT_EQUAL(json_array_size(h), 1);
+    CU_ASSERT_EQUAL(jint(json_array_get(h, 0), "latency_ms"), 12);
+    resp_clear(&r);
+
+    write_stored("retry", "tk-sub", "ev-retry", 2, "HTTP 500", HISTORY, 5, DUE_MS);
+    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-retry", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "retrying");
+    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "next_attempt_at"), DUE_TEXT);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "last_error"), "HTTP 500");
+    resp_clear(&r);
+
+    /* A record wins over the stores: it is the newest word on the task. */
+    freeReplyObject(cmd("SET %s:sub:{tk-sub}:t:ev-retry %s", F.ns,
+                        "{\"event_id\":\"ev-retry\",\"state\":\"running\",\"attempts\":3}"));
+    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-retry", NULL);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "running");
+    resp_clear(&r);
+
+    http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-none", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/ghost/tasks/ev-dead", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* ---- GET .../tasks?state=S ---- */
+
+static void test_task_list(void)
+{
+    put_topic("tk-topic", "{}");
+    put_sub("ls-sub", "tk-topic");
+    /* Deaths at 100, 200, 200 (a tie, ordered by id), 300. */
+    write_stored("dlq", "ls-sub", "a", 5, "HTTP 503", "[]", 5, 100);
+    write_stored("dlq", "ls-sub", "b", 5, "HTTP 503", "[]", 5, 200);
+    write_stored("dlq", "ls-sub", "c", 5, "HTTP 503", "[]", 5, 200);
+    write_stored("dlq", "ls-sub", "d", 5, "HTTP 503", "[]", 5, 300);
+    resp_t r;
+    const char *expect[] = {"a", "b", "c", "d"};
+    char path[256] = "/v1/subscriptions/ls-sub/tasks?state=dead&limit=2";
+    size_t seen = 0;
+    for (int page = 0; page < 3; page++) {
+        http(&r, "GET", path, NULL);
+        CU_ASSERT_EQUAL_FATAL(r.status, 200);
+        json_t *tasks = json_object_get(r.json, "tasks");
+        for (size_t i = 0; i < json_array_size(tasks) && seen < 4; i++) {
+            CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, i), "event_id"), expect[seen]);
+            CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, i), "state"), "dead");
+            seen++;
+        }
+        const char *next = jstr(r.json, "next_cursor");
+        if (next)
+            snprintf(path, sizeof(path),
+                     "/v1/subscriptions/ls-sub/tasks?state=dead&limit=2&cursor=%s", next);
+        int last = next == NULL;
+        CU_ASSERT(json_object_get(r.json, "next_cursor") != NULL);
+        resp_clear(&r);
+        if (last)
+            break;
+    }
+    CU_ASSERT_EQUAL(seen, 4);
+
+    /* A cursor whose task left the store meanwhile continues after its time. */
+    freeReplyObject(cmd("ZREM %s:sub:{ls-sub}:dlq a", F.ns));
+    http(&r, "GET", "/v1/subscriptions/ls-sub/tasks?state=dead&cursor=100:a", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "tasks")), 3);
+    CU_ASSERT(json_is_null(json_object_get(r.json, "next_cursor")));
+    resp_clear(&r);
+
+    write_stored("retry", "ls-sub", "y", 2, "HTTP 500", HISTORY, 5, DUE_MS);
+    write_delayed("ls-sub", "z", DUE_MS);
+    http(&r, "GET", "/v1/subscriptions/ls-sub/tasks?state=retrying", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *t = json_array_get(json_object_get(r.json, "tasks"), 0);
+    CU_ASSERT_STRING_EQUAL(jstr(t, "event_id"), "y");
+    CU_ASSERT_STRING_EQUAL(jstr(t, "next_attempt_at"), DUE_TEXT);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/ls-sub/tasks?state=delayed", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    t = json_array_get(json_object_get(r.json, "tasks"), 0);
+    CU_ASSERT_STRING_EQUAL(jstr(t, "event_id"), "z");
+    CU_ASSERT_STRING_EQUAL(jstr(t, "state"), "delayed");
+    resp_clear(&r);
+
+    /* States without an index are refused, not answered with an empty list. */
+    const char *refused[] = {"pending", "running", "succeeded"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "/v1/subscriptions/ls-sub/tasks?state=%s", refused[i]);
+        http(&r, "GET", path, NULL);
+        CU_ASSERT_EQUAL(r.status, 400);
+        CU_ASSERT(has_detail(&r, "state"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "not supported"));
+        resp_clear(&r);
+    }
+    const char *bad[] = {"/v1/subscriptions/ls-sub/tasks", "/v1/subscriptions/ls-sub/tasks?state=x",
+                         "/v1/subscriptions/ls-sub/tasks?state=dead&limit=0",
+                         "/v1/subscriptions/ls-sub/tasks?state=dead&cursor=zz"};
+    for (size_t i = 0; i < 4; i++) {
+        http(&r, "GET", bad[i], NULL);
+        CU_ASSERT_EQUAL(r.status, 400);
+        resp_clear(&r);
+    }
+    http(&r, "GET", "/v1/subscriptions/ghost/tasks?state=dead", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* ---- DLQ list and replay ---- */
+
+static void test_dlq_and_replay(void)
+{
+    put_topic("tk-topic", "{}");
+    put_sub("dq-sub", "tk-topic");
+    /* Three dead tasks, died at 100, 200, 300, with the records flowcontrol wrote. */
+    const char *dead[] = {"ev-d1", "ev-d2", "ev-d3"};
+    for (int i = 0; i < 3; i++) {
+        write_stored("dlq", "dq-sub", dead[i], 5, "HTTP 503", HISTORY, 5, (i + 1) * 100);
+        freeReplyObject(cmd("SET %s:sub:{dq-sub}:t:%s {\"state\":\"dead\"}", F.ns, dead[i]));
+    }
+    resp_t r;
+    http(&r, "GET", "/v1/subscriptions/dq-sub/dlq?limit=2", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *tasks = json_object_get(r.json, "tasks");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(tasks), 2);
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, 0), "event_id"), "ev-d3");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, 1), "event_id"), "ev-d2");
+    CU_ASSERT_STRING_EQUAL(jstr(json_array_get(tasks, 0), "state"), "dead");
+    CU_ASSERT_EQUAL(jint(json_array_get(tasks, 0), "attempts"), 5);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(json_array_get(tasks, 0), "history")), 1);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/dq-sub/dlq", NULL);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "tasks")), 3);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/dq-sub/dlq?limit=0", NULL);
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT(has_detail(&r, "limit"));
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/dq-sub/dlq?limit=abc", NULL);
+    CU_ASSERT_EQUAL(r.status, 400);
+    resp_clear(&r);
+
+    /* Replay one by id: one TaskBatch in ready.dq-sub, attempt 0, history kept. */
+    http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay", "{\"event_ids\":[\"ev-d1\"]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 1);
+    resp_clear(&r);
+    Msm__V1__TaskBatch *b[8] = {0};
+    size_t nb = ready_batches("dq-sub", b, 8);
+    CU_ASSERT_EQUAL_FATAL(nb, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b[0]);
+    CU_ASSERT_EQUAL_FATAL(b[0]->n_tasks, 1);
+    const Msm__V1__Task *t = b[0]->tasks[0];
+    CU_ASSERT_STRING_EQUAL(t->event->id, "ev-d1");
+    CU_ASSERT_EQUAL(t->attempt, 0);
+    CU_ASSERT_EQUAL(t->state, MSM__V1__TASK_STATE__TASK_STATE_PENDING);
+    CU_ASSERT_STRING_EQUAL(t->history, HISTORY);
+    for (size_t i = 0; i < nb; i++)
+        msm_task_batch_free(b[i]);
+    CU_ASSERT_EQUAL(cmd_int("ZSCORE %s:sub:{dq-sub}:dlq ev-d1", F.ns), -1); /* nil */
+    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:sub:{dq-sub}:dlq:tasks ev-d1", F.ns), 0);
+    http(&r, "GET", "/v1/subscriptions/dq-sub/tasks/ev-d1", NULL);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "pending");
+    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 0);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "history")), 1);
+    resp_clear(&r);
+    CU_ASSERT(cmd_int("PTTL %s:sub:{dq-sub}:t:ev-d1", F.ns) > 3000000); /* task_retention_ms */
+
+    /* Ids that are not dead, or unknown, are not replayed (and no record is written). */
+    http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay",
+         "{\"event_ids\":[\"ev-unknown\",\"ev-d1\"]}");
+    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 0);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(stream_len("ready.dq-sub", 1), 1);
+    /* An empty list replays the rest, each id once. */
+    http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay", "{\"event_ids\":[]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 2);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(cmd_int("ZCARD %s:sub:{dq-sub}:dlq", F.ns), 0);
+    CU_ASSERT_EQUAL(cmd_int("HLEN %s:sub:{dq-sub}:dlq:tasks", F.ns), 0);
+    CU_ASSERT_EQUAL(stream_len("ready.dq-sub", 1), 2);
+    http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 0);
+    resp_clear(&r);
+
+    /* Many dead tasks go in bounded pages: one record per page. */
+    for (int i = 0; i < 1203; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "m-%04d", i);
+        write_stored("dlq", "dq-sub", id, 5, "HTTP 503", "[]", 5, 1000 + i);
+    }
+    freeReplyObject(cmd("ZADD %s:sub:{dq-sub}:dlq 5 orphan", F.ns)); /* no packed task */
+    http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay", "{}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "replayed"), 1203);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(stream_len("ready.dq-sub", 1), 2 + 3);
+    CU_ASSERT_EQUAL(cmd_int("ZCARD %s:sub:{dq-sub}:dlq", F.ns), 1); /* the orphan stays */
+
+    http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay", "{\"event_ids\":[1]}");
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT(has_detail(&r, "event_ids[0]"));
+    resp_clear(&r);
+    http(&r, "POST", "/v1/subscriptions/ghost/dlq:replay", "{}");
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* ---- :pause, :resume and the new subscription fields ---- */
+
+static void test_pause_resume(void)
+{
+    put_topic("pz-topic", "{}");
+    resp_t r;
+    http(&r, "PUT", "/v1/subscriptions/pz-sub",
+         "{\"topic\":\"pz-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"max_batch_events\":10,\"task_retention_ms\":5000,\"secret\":\"k\"}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "max_batch_events"), 10);
+    CU_ASSERT_EQUAL(jint(r.json, "task_retention_ms"), 5000);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(r.json, "paused")));
+    resp_clear(&r);
+
+    http(&r, "POST", "/v1/subscriptions/pz-sub:pause", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(r.json, "paused")));
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "secret"), "***");
+    CU_ASSERT_EQUAL(jint(r.json, "max_batch_events"), 10);
+    resp_clear(&r);
+    redisReply *stored = cmd("HGET %s:subs pz-sub", F.ns);
+    CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "\"paused\":true"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "\"secret\":\"k\""));
+    freeReplyObject(stored);
+    http(&r, "GET", "/v1/subscriptions/pz-sub/stats", NULL);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(r.json, "paused")));
+    resp_clear(&r);
+
+    /* A PUT that does not name "paused" keeps it; one that does sets it. */
+    http(&r, "PUT", "/v1/subscriptions/pz-sub",
+         "{\"topic\":\"pz-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"max_concurrency\":3}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(r.json, "paused")));
+    CU_ASSERT_EQUAL(jint(r.json, "max_concurrency"), 3);
+    resp_clear(&r);
+    http(&r, "POST", "/v1/subscriptions/pz-sub:resume", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(r.json, "paused")));
+    CU_ASSERT_EQUAL(jint(r.json, "max_concurrency"), 3);
+    resp_clear(&r);
+    http(&r, "PUT", "/v1/subscriptions/pz-sub",
+         "{\"topic\":\"pz-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"paused\":true}");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(r.json, "paused")));
+    resp_clear(&r);
+    http(&r, "PUT", "/v1/subscriptions/pz-sub",
+         "{\"topic\":\"pz-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"max_batch_events\":0,\"task_retention_ms\":1}");
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT(has_detail(&r, "max_batch_events"));
+    CU_ASSERT(has_detail(&r, "task_retention_ms"));
+    resp_clear(&r);
+
+    http(&r, "POST", "/v1/subscriptions/ghost:pause", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+    http(&r, "POST", "/v1/subscriptions/ghost:resume", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* ---- PUT ensures the three streams; DELETE removes them and every key ---- */
+
+static void test_sub_streams_and_delete(void)
+{
+    put_topic("dl-topic", "{}");
+    put_sub("dl-sub", "dl-topic");
+    put_sub("dl-sub2", "dl-topic"); /* a name that extends the other: must survive */
+    const char *streams[] = {"ready", "dispatch", "status"};
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(cmd_int("HGET %s:log:{%s.dl-sub}:meta partitions", F.ns, streams[i]), 1);
+    append_raw("ready.dl-sub", 3);
+    append_raw("status.dl-sub", 1);
+    write_stored("dlq", "dl-sub", "x1", 5, "HTTP 503", "[]", 5, 100);
+    write_stored("retry", "dl-sub", "x2", 1, "HTTP 500", "[]", 5, DUE_MS);
+    write_delayed("dl-sub", "x3", DUE_MS);
+    freeReplyObject(cmd("SET %s:sub:{dl-sub}:t:x4 {}", F.ns));
+    freeReplyObject(cmd("HSET %s:sub:{dl-sub}:stats succeeded 3", F.ns));
+    freeReplyObject(cmd("SET %s:sub:{dl-sub}:owner fc-1", F.ns));
+    freeReplyObject(cmd("HSET %s:sub:{dl-sub2}:stats succeeded 4", F.ns));
+
+    /* The DELETE answers once the cleanup is done (sub_lifecycle.c). */
+    resp_t r;
+    http(&r, "DELETE", "/v1/subscriptions/dl-sub", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    redisReply *left = cmd("KEYS %s:sub:{dl-sub}:*", F.ns);
+    CU_ASSERT_EQUAL(left->elements, 0);
+    freeReplyObject(left);
+    left = cmd("KEYS %s:log:{*.dl-sub}*", F.ns);
+    CU_ASSERT_EQUAL(left->elements, 0);
+    freeReplyObject(left);
+    CU_ASSERT_EQUAL(cmd_int("HGET %s:sub:{dl-sub2}:stats succeeded", F.ns), 4);
+    CU_ASSERT_EQUAL(cmd_int("HGET %s:log:{ready.dl-sub2}:meta partitions", F.ns), 1);
+    http(&r, "DELETE", "/v1/subscriptions/dl-sub", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+
+    /* The same name again starts empty. */
+    put_sub("dl-sub", "dl-topic");
+    http(&r, "GET", "/v1/subscriptions/dl-sub/stats", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "backlog"), 0);
+    CU_ASSERT_EQUAL(jint(r.json, "dead"), 0);
+    CU_ASSERT_EQUAL(jint(r.json, "retrying"), 0);
+    CU_ASSERT_EQUAL(jint(r.json, "delayed"), 0);
+    CU_ASSERT_EQUAL(jint(r.json, "succeeded"), 0);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/dl-sub/tasks/x4", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(stream_len("ready.dl-sub", 1), 0);
+}
+
+int main(void)
+{
+    CU_TestInfo tests[] = {
+        {"stats", test_stats},
+        {"task_get", test_task_get},
+        {"task_list", test_task_list},
+        {"dlq_and_replay", test_dlq_and_replay},
+        {"pause_resume", test_pause_resume},
+        {"sub_streams_and_delete", test_sub_streams_and_delete},
+        CU_TEST_INFO_NULL,
+    };
+    CU_SuiteInfo suites[] = {
+        {"tasks", suite_init, suite_clean, NULL, NULL, tests},
+        CU_SUITE_INFO_NULL,
+    };
+    return msm_test_run(suites);
+}
