@@ -9,16 +9,26 @@ const msm_conf_def_t sch_conf_defs[] = {
                  "most events handled per consumed batch"),
     MSM_CONF_INT("scheduler.max_unacked", sch_conf_t, max_unacked, 5000, 1, 1000000,
                  "per topic: events consumed and not yet acknowledged before reading pauses"),
-    MSM_CONF_INT("scheduler.fire_batch", sch_conf_t, fire_batch, 500, 1, 10000,
-                 "most due delayed events moved per subscription per turn"),
+    MSM_CONF_INT("scheduler.record_max_tasks", sch_conf_t, record_max_tasks, 1000, 1, 100000,
+                 "most tasks per ready.<sub> record (a larger batch is split)"),
+    MSM_CONF_INT("scheduler.record_max_bytes", sch_conf_t, record_max_bytes, 900000, 1024,
+                 256 * 1024 * 1024,
+                 "most bytes per ready.<sub> record (a larger batch is split; one bigger task "
+                 "goes alone); below the Kafka brokers' message.max.bytes"),
+    MSM_CONF_INT("scheduler.fire_batch", sch_conf_t, fire_batch, 2000, 1, 10000,
+                 "most due delayed events claimed per subscription per turn"),
+    MSM_CONF_INT("scheduler.claim_lease_ms", sch_conf_t, claim_lease_ms, 30000, 1000, 3600000,
+                 "claimed delayed events are skipped by other schedulers this long (due again "
+                 "after it if their claimer died before removing them)"),
     MSM_CONF_INT("scheduler.delayed_poll_ms", sch_conf_t, delayed_poll_ms, 1000, 10, 60000,
                  "safety poll of the delayed sets (events another instance added)"),
     MSM_CONF_INT("scheduler.retry_min_ms", sch_conf_t, retry_min_ms, 50, 1, 60000,
                  "first backoff after a failed write to Redis or the log"),
     MSM_CONF_INT("scheduler.retry_max_ms", sch_conf_t, retry_max_ms, 2000, 1, 600000,
                  "backoff cap after failed writes"),
-    MSM_CONF_INT("scheduler.registry_poll_ms", sch_conf_t, registry_poll_ms, 500, 10, 60000,
-                 "how often the registry of topics and subscriptions is polled"),
+    MSM_CONF_INT("scheduler.registry_poll_ms", sch_conf_t, registry_poll_ms, 500, 10, 3600000,
+                 "how often the registry of topics and subscriptions is polled (fan-out checks "
+                 "it before every batch anyway; the poll starts and stops topic consumers)"),
 };
 /* clang-format on */
 

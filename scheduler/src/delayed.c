@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Delayed events: ONE loop timer, set at the earliest deliver_at across the subscriptions'
  * sub:{s}:delayed sets (or the safety poll, whichever is sooner), so thousands of waiting
- * events cost nothing until one is due. Each wake-up runs one cycle, per subscription and
- * pipelined: ZRANGEBYSCORE -inf now (the due ids) and ZRANGE 0 0 WITHSCORES (the earliest).
- * Due ids are moved: their events are read from the task hashes, appended as Tasks to
- * ready.<sub>, and only once that append completed OK removed from the set (the task hash
- * stays for flowcontrol). A crash between append and ZREM, or two instances firing the same
- * id, gives a duplicate in ready.<sub>, never a loss: delivery is at-least-once. Nothing is
- * fired before its deliver_at: the scan compares against the wall clock at send time. */
+ * events cost nothing until one is due. Each wake-up runs one cycle: per subscription, one
+ * claim script takes the due ids (at most fire_batch), re-scores them to now + claim lease so
+ * other schedulers skip them, and returns their events; they are appended as TaskBatch
+ * records to ready.<sub>, and only once that append is durable removed from both keys
+ * (HDEL, then ZREM, pipelined). Several schedulers never fire the same id twice; a claimer
+ * that dies before removing leaves its ids due again after the lease (at-least-once).
+ * Nothing is fired before its deliver_at: the claim compares against the wall clock at send
+ * time. A full batch makes the next cycle start at once. */
 #include "sch_int.h"
 
 #include "msm/err.h"
@@ -25,12 +26,13 @@ typedef struct sch_cycle_s sch_cycle_t;
 typedef struct {
     sch_cycle_t *cycle;
     char *sub;
-    char key[SCH_KEY_MAX]; /* sub:{s}:delayed */
-    int replies;           /* scan replies still awaited */
-    int64_t earliest;      /* smallest score in the set; INT64_MAX when empty */
-    char **ids;            /* due ids */
-    int64_t *due_at;       /* their deliver_at */
+    char key[SCH_KEY_MAX];   /* sub:{s}:delayed */
+    char evkey[SCH_KEY_MAX]; /* sub:{s}:delayed:events */
+    int64_t earliest;        /* smallest score above the cycle's now; INT64_MAX when none */
+    char **ids;              /* claimed ids */
     size_t n;
+    Msm__V1__Event **events; /* their events (NULL where missing or invalid) */
+    int replies;             /* removal replies still awaited */
     int failed;
 } sch_fire_t;
 
@@ -39,9 +41,9 @@ struct sch_cycle_s {
     sch_fire_t *fires;
     size_t nfires;
     size_t active; /* fires not finished */
-    int64_t now;   /* wall clock the scan compared against */
+    int64_t now;   /* wall clock the claims compared against */
     int64_t earliest;
-    int moved; /* something was moved (or a full batch was due): look again */
+    int full; /* a full batch was due: more may be, look again at once */
     int failed;
 };
 
@@ -100,10 +102,12 @@ static void cycle_free(sch_cycle_t *c)
 {
     for (size_t i = 0; i < c->nfires; i++) {
         sch_fire_t *f = &c->fires[i];
-        for (size_t j = 0; j < f->n; j++)
+        for (size_t j = 0; j < f->n; j++) {
             free(f->ids[j]);
+            msm_event_free(f->events[j]);
+        }
         free(f->ids);
-        free(f->due_at);
+        free(f->events);
         free(f->sub);
     }
     free(c->fires);
@@ -120,8 +124,8 @@ static void cycle_end(sch_cycle_t *c)
     }
     int64_t next = c->earliest < s->hint_ms ? c->earliest : s->hint_ms;
     s->hint_ms = INT64_MAX;
-    if (c->moved)
-        next = 0; /* more may be due (a full batch): look again at once */
+    if (c->full)
+        next = 0; /* more may be due: look again at once */
     if (c->failed) {
         /* Only the healthy subscriptions' times count: a failing one waits for the backoff
          * instead of spinning. */
@@ -140,15 +144,15 @@ static void fire_finish(sch_fire_t *f)
     sch_cycle_t *c = f->cycle;
     if (f->failed)
         c->failed = 1;
-    else if (f->n)
-        c->moved = 1;
-    else if (f->earliest < c->earliest)
+    else if (f->n >= (size_t)c->sch->conf.fire_batch)
+        c->full = 1;
+    if (!f->failed && f->earliest < c->earliest)
         c->earliest = f->earliest;
     if (--c->active == 0)
         cycle_end(c);
 }
 
-/* ---- moving the due ids ---- */
+/* ---- removing what was appended ---- */
 
 static void on_removed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
@@ -157,39 +161,49 @@ static void on_removed(msm_redis_t *r, redisReply *reply, const char *err, void 
     scheduler_t *s = f->cycle->sch;
     const char *why = msm_redis_reply_err(reply, err);
     if (why) {
-        /* Appended but still in the set: fired again next cycle (a duplicate, no loss). */
-        if (!s->freed && !s->stopping)
-            msm_log(MSM_LOG_WARN, "scheduler", "removing %zu fired ids of %s: %s", f->n, f->sub,
-                    why);
+        /* Appended but still claimed: due again after the lease (a duplicate, no loss). */
+        if (!f->failed && !s->freed && !s->stopping)
+            msm_log(MSM_LOG_WARN, "scheduler", "removing %zu fired delayed events of %s: %s", f->n,
+                    f->sub, why);
         f->failed = 1;
     }
-    fire_finish(f);
+    if (--f->replies == 0)
+        fire_finish(f);
     sch__release(s);
 }
 
-static void send_remove(sch_fire_t *f)
+/* "<cmd> <key> id...": the claimed ids. */
+static int send_ids(sch_fire_t *f, const char *cmd, const char *key)
 {
     scheduler_t *s = f->cycle->sch;
-    size_t argc = 2 + f->n;
-    const char **argv = calloc(argc, sizeof(*argv));
-    if (!argv) {
-        f->failed = 1;
-        fire_finish(f);
-        return;
-    }
-    argv[0] = "ZREM";
-    argv[1] = f->key;
+    const char **argv = calloc(2 + f->n, sizeof(*argv));
+    if (!argv)
+        return MSM_ERR_NOMEM;
+    argv[0] = cmd;
+    argv[1] = key;
     for (size_t i = 0; i < f->n; i++)
         argv[2 + i] = f->ids[i];
-    int rc = msm_redis_command_argv(s->redis, on_removed, f, (int)argc, argv, NULL);
+    int rc = msm_redis_command_argv(s->redis, on_removed, f, (int)(2 + f->n), argv, NULL);
     free(argv);
-    if (rc != MSM_OK) {
-        f->failed = 1;
-        fire_finish(f);
-        return;
+    if (rc == MSM_OK) {
+        f->replies++;
+        sch__hold(s);
     }
-    sch__hold(s);
+    return rc;
 }
+
+/* HDEL before ZREM: a crash between them leaves an id without its event, which the next
+ * claim drops (logged), never an event nobody will remove. */
+static void send_remove(sch_fire_t *f)
+{
+    f->replies = 1; /* held until both are sent */
+    if (send_ids(f, "HDEL", f->evkey) != MSM_OK || send_ids(f, "ZREM", f->key) != MSM_OK)
+        f->failed = 1;
+    if (--f->replies == 0)
+        fire_finish(f);
+}
+
+/* ---- appending the claimed events ---- */
 
 static void record_fired(sch_fire_t *f, size_t count)
 {
@@ -201,30 +215,60 @@ static void record_fired(sch_fire_t *f, size_t count)
         msm_counter_add(sub->m_fired, count);
     int64_t now = msm_time_unix_ms();
     for (size_t i = 0; i < f->n; i++) {
-        int64_t late = now - f->due_at[i];
+        if (!f->events[i])
+            continue;
+        int64_t late = now - f->events[i]->deliver_at_ms;
         msm_histogram_observe(s->m_lateness, late > 0 ? (double)late / 1000.0 : 0.0);
     }
 }
 
-typedef struct {
-    sch_fire_t *fire;
-    size_t count;
-} fire_append_t;
+/* The append failed: the claim is given back (deliver_at again), so the next cycle, after
+ * the backoff, retries instead of waiting for the lease. If that fails too, the lease does. */
+static void send_release(sch_fire_t *f)
+{
+    scheduler_t *s = f->cycle->sch;
+    const char **argv = calloc(3 + 2 * f->n, sizeof(*argv));
+    char *nums = malloc(f->n * 24);
+    size_t argc = 3;
+    if (argv && nums) {
+        argv[0] = "ZADD";
+        argv[1] = f->key;
+        argv[2] = "XX";
+        for (size_t i = 0; i < f->n; i++) {
+            if (!f->events[i])
+                continue;
+            char *at = nums + i * 24;
+            snprintf(at, 24, "%" PRId64, f->events[i]->deliver_at_ms);
+            argv[argc++] = at;
+            argv[argc++] = f->ids[i];
+        }
+        f->replies = 1;
+        if (msm_redis_command_argv(s->redis, on_removed, f, (int)argc, argv, NULL) == MSM_OK)
+            sch__hold(s);
+        else
+            f->replies = 0;
+    }
+    free(argv);
+    free(nums);
+    if (!f->replies)
+        fire_finish(f);
+}
 
 static void on_fire_appended(msm_err_t err, const char *reason, void *opaque)
 {
-    fire_append_t *a = opaque;
-    sch_fire_t *f = a->fire;
+    sch_fire_t *f = opaque;
     scheduler_t *s = f->cycle->sch;
+    size_t count = 0;
+    for (size_t i = 0; i < f->n; i++)
+        count += f->events[i] != NULL;
     if (err == MSM_OK) {
-        record_fired(f, a->count);
+        record_fired(f, count);
         send_remove(f);
     } else {
         if (!s->freed && !s->stopping) {
             msm_log(MSM_LOG_WARN, "scheduler",
-                    "moving %zu delayed events to ready.%s: %s "
-                    "(retrying)",
-                    a->count, f->sub, reason ? reason : msm_err_str(err));
+                    "appending %zu delayed events to ready.%s: %s (retrying)", count, f->sub,
+                    reason ? reason : msm_err_str(err));
             sch_sub_t *sub = err == MSM_ERR_NOTFOUND ? sch__sub(s, f->sub) : NULL;
             if (sub) {
                 sub->ready_state = 0;
@@ -232,212 +276,122 @@ static void on_fire_appended(msm_err_t err, const char *reason, void *opaque)
             }
         }
         f->failed = 1;
-        fire_finish(f);
+        if (s->freed || s->stopping)
+            fire_finish(f);
+        else
+            send_release(f);
     }
-    free(a);
     sch__release(s);
 }
 
-/* Builds the Tasks of the events found and appends them in one batch. */
-static void append_tasks(sch_fire_t *f, const redisReply *events)
+/* The claimed events, in claim order (deliver_at), as TaskBatch records. */
+static void append_fired(sch_fire_t *f)
 {
     scheduler_t *s = f->cycle->sch;
-    msm_buf_t tasks = {0};
-    msm_record_t *recs = calloc(f->n, sizeof(*recs));
-    size_t *lens = calloc(f->n, sizeof(*lens));
     Msm__V1__Event **evs = calloc(f->n, sizeof(*evs));
-    fire_append_t *a = malloc(sizeof(*a));
     size_t count = 0;
     int rc = MSM_ERR_NOMEM;
-    if (!recs || !lens || !evs || !a)
+    if (!evs)
         goto out;
     for (size_t i = 0; i < f->n; i++) {
-        const redisReply *e = events->element[i];
-        Msm__V1__Event *ev =
-            e->type == REDIS_REPLY_STRING ? msm_event_unpack(e->str, e->len) : NULL;
-        if (!ev) {
-            /* Nothing to deliver: it is removed with the others (and logged). */
-            msm_log(MSM_LOG_WARN, "scheduler",
-                    "delayed task %s of %s has no valid event: "
-                    "dropped",
-                    f->ids[i], f->sub);
-            continue;
-        }
-        size_t before = tasks.len;
-        if (sch__pack_task(ev, f->sub, &tasks) != MSM_OK) {
-            msm_event_free(ev);
-            goto out;
-        }
-        lens[count] = tasks.len - before;
-        evs[count++] = ev;
+        if (f->events[i])
+            evs[count++] = f->events[i];
     }
     if (!count) {
-        send_remove(f);
+        send_remove(f); /* nothing to deliver: only ids without events */
         rc = MSM_OK;
         goto out;
     }
-    size_t off = 0;
-    for (size_t i = 0; i < count; i++) {
-        const char *k =
-            evs[i]->ordering_key && *evs[i]->ordering_key ? evs[i]->ordering_key : evs[i]->key;
-        recs[i] = (msm_record_t){.key = k,
-                                 .key_len = k ? strlen(k) : 0,
-                                 .value = tasks.data + off,
-                                 .value_len = lens[i]};
-        off += lens[i];
-    }
+    sch_sub_t *sub = sch__sub(s, f->sub);
+    if (sub)
+        sch__ensure_ready(s, sub);
     char name[SCH_KEY_MAX];
     snprintf(name, sizeof(name), MSM_STREAM_READY, f->sub);
-    *a = (fire_append_t){f, count};
-    rc = msm_stream_append(s->stream, name, recs, count, on_fire_appended, a);
-    if (rc == MSM_OK) {
-        a = NULL;
+    sch_records_t recs;
+    rc = sch__records_build(s, f->sub, evs, count, &recs);
+    if (rc == MSM_OK)
+        rc = msm_stream_append(s->stream, name, recs.recs, recs.n, on_fire_appended, f);
+    sch__records_deinit(&recs);
+    if (rc == MSM_OK)
         sch__hold(s);
-    }
 out:
-    for (size_t i = 0; i < count; i++)
-        msm_event_free(evs[i]);
     free(evs);
-    free(recs);
-    free(lens);
-    free(a);
-    msm_buf_deinit(&tasks);
     if (rc != MSM_OK) {
+        msm_log(MSM_LOG_WARN, "scheduler", "appending delayed events of %s: %s", f->sub,
+                msm_err_str(rc));
         f->failed = 1;
-        fire_finish(f);
+        send_release(f);
     }
 }
 
-static void on_fetched(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+/* ---- the claim ---- */
+
+/* Takes the claimed ids and events from the reply {earliest, id, event, ...}. */
+static const char *take_claimed(sch_fire_t *f, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 1)
+        return "unexpected reply to the claim script";
+    const redisReply *next = reply->element[0];
+    if (next->type == REDIS_REPLY_STRING && next->len)
+        f->earliest = (int64_t)strtod(next->str, NULL);
+    size_t n = reply->elements / 2;
+    if (!n)
+        return NULL;
+    f->ids = calloc(n, sizeof(*f->ids));
+    f->events = calloc(n, sizeof(*f->events));
+    if (!f->ids || !f->events)
+        return "out of memory"; /* the claim lapses: due again after the lease */
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *id = reply->element[1 + 2 * i], *ev = reply->element[2 + 2 * i];
+        if (id->type != REDIS_REPLY_STRING || !(f->ids[f->n] = strdup(id->str)))
+            continue;
+        if (ev->type == REDIS_REPLY_STRING)
+            f->events[f->n] = msm_event_unpack(ev->str, ev->len);
+        if (!f->events[f->n])
+            msm_log(MSM_LOG_WARN, "scheduler",
+                    "delayed event %s of %s has no valid stored event: dropped", f->ids[f->n],
+                    f->sub);
+        f->n++;
+    }
+    return NULL;
+}
+
+static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
     sch_fire_t *f = opaque;
     scheduler_t *s = f->cycle->sch;
     const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != f->n))
-        why = "unexpected reply to the fetch script";
-    if (why || s->stopping || s->freed) {
-        if (why && !s->freed && !s->stopping)
-            msm_log(MSM_LOG_WARN, "scheduler", "reading delayed events of %s: %s", f->sub, why);
-        f->failed = why != NULL;
+    if (!why)
+        why = take_claimed(f, reply);
+    if (why) {
+        if (!s->freed && !s->stopping)
+            msm_log(MSM_LOG_WARN, "scheduler", "claiming due delayed events of %s: %s", f->sub,
+                    why);
+        f->failed = 1;
         fire_finish(f);
+    } else if (!f->n || s->stopping || s->freed) {
+        fire_finish(f); /* claimed while stopping: due again after the lease */
     } else {
-        append_tasks(f, reply);
+        append_fired(f);
     }
     sch__release(s);
 }
 
-static void send_fetch(sch_fire_t *f)
+static void fire_claim(sch_fire_t *f)
 {
     scheduler_t *s = f->cycle->sch;
-    const char **argv = calloc(f->n, sizeof(*argv));
-    char *keys = malloc(f->n * SCH_KEY_MAX);
-    int rc = MSM_ERR_NOMEM;
-    if (argv && keys) {
-        rc = MSM_OK;
-        for (size_t i = 0; i < f->n && rc == MSM_OK; i++) {
-            argv[i] = keys + i * SCH_KEY_MAX;
-            if (msm_redis_key(s->redis, keys + i * SCH_KEY_MAX, SCH_KEY_MAX, MSM_KEY_TASK, f->sub,
-                              f->ids[i]) < 0)
-                rc = MSM_ERR_TOOLARGE;
-        }
-        if (rc == MSM_OK)
-            rc = msm_redis_eval(s->redis, s->fetch_script, on_fetched, f, (int)f->n, (int)f->n,
-                                argv, NULL);
-    }
-    free(argv);
-    free(keys);
-    if (rc != MSM_OK) {
+    char now[24], limit[24], until[24];
+    snprintf(now, sizeof(now), "%" PRId64, f->cycle->now);
+    snprintf(limit, sizeof(limit), "%d", s->conf.fire_batch);
+    snprintf(until, sizeof(until), "%" PRId64, f->cycle->now + s->conf.claim_lease_ms);
+    const char *argv[] = {f->key, f->evkey, now, limit, until};
+    if (msm_redis_eval(s->redis, s->claim_script, on_claimed, f, 2, 5, argv, NULL) != MSM_OK) {
         f->failed = 1;
         fire_finish(f);
         return;
     }
     sch__hold(s);
-}
-
-/* ---- the scan ---- */
-
-static void scan_reply_done(sch_fire_t *f)
-{
-    if (--f->replies)
-        return;
-    if (f->failed || !f->n || f->cycle->sch->stopping || f->cycle->sch->freed) {
-        fire_finish(f);
-        return;
-    }
-    send_fetch(f);
-}
-
-/* ZRANGEBYSCORE -inf now WITHSCORES LIMIT 0 fire_batch: [id, score, ...]. */
-static void on_due(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    (void)r;
-    sch_fire_t *f = opaque;
-    scheduler_t *s = f->cycle->sch;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (!why && reply->type != REDIS_REPLY_ARRAY)
-        why = "unexpected reply";
-    size_t n = why ? 0 : reply->elements / 2;
-    if (n) {
-        f->ids = calloc(n, sizeof(*f->ids));
-        f->due_at = calloc(n, sizeof(*f->due_at));
-        if (!f->ids || !f->due_at)
-            why = "out of memory";
-    }
-    for (size_t i = 0; !why && i < n; i++) {
-        const redisReply *id = reply->element[2 * i], *sc = reply->element[2 * i + 1];
-        if (id->type != REDIS_REPLY_STRING || sc->type != REDIS_REPLY_STRING ||
-            !(f->ids[f->n] = strdup(id->str)))
-            continue;
-        f->due_at[f->n++] = (int64_t)strtod(sc->str, NULL);
-    }
-    if (why) {
-        if (!s->freed && !s->stopping)
-            msm_log(MSM_LOG_WARN, "scheduler", "scanning delayed events of %s: %s", f->sub, why);
-        f->failed = 1;
-    }
-    scan_reply_done(f);
-    sch__release(s);
-}
-
-/* ZRANGE 0 0 WITHSCORES: [id, score] or []. */
-static void on_earliest(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    (void)r;
-    sch_fire_t *f = opaque;
-    scheduler_t *s = f->cycle->sch;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why)
-        f->failed = 1;
-    else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-             reply->element[1]->type == REDIS_REPLY_STRING)
-        f->earliest = (int64_t)strtod(reply->element[1]->str, NULL);
-    scan_reply_done(f);
-    sch__release(s);
-}
-
-static void fire_scan(sch_fire_t *f)
-{
-    scheduler_t *s = f->cycle->sch;
-    char now[24], limit[24];
-    snprintf(now, sizeof(now), "%" PRId64, f->cycle->now);
-    snprintf(limit, sizeof(limit), "%d", s->conf.fire_batch);
-    const char *due[] = {"ZRANGEBYSCORE", f->key, "-inf", now, "WITHSCORES", "LIMIT", "0", limit};
-    const char *first[] = {"ZRANGE", f->key, "0", "0", "WITHSCORES"};
-    f->replies = 1; /* held until both are sent, so no reply can finish the fire early */
-    if (msm_redis_command_argv(s->redis, on_due, f, 8, due, NULL) == MSM_OK) {
-        f->replies++;
-        sch__hold(s);
-    } else {
-        f->failed = 1;
-    }
-    if (msm_redis_command_argv(s->redis, on_earliest, f, 5, first, NULL) == MSM_OK) {
-        f->replies++;
-        sch__hold(s);
-    } else {
-        f->failed = 1;
-    }
-    scan_reply_done(f);
 }
 
 static void cycle_start(scheduler_t *s)
@@ -465,7 +419,9 @@ static void cycle_start(scheduler_t *s)
         f->cycle = c;
         f->earliest = INT64_MAX;
         if (!(f->sub = strdup(sub->name)) ||
-            msm_redis_key(s->redis, f->key, sizeof(f->key), MSM_KEY_DELAYED, sub->name) < 0) {
+            msm_redis_key(s->redis, f->key, sizeof(f->key), MSM_KEY_DELAYED, sub->name) < 0 ||
+            msm_redis_key(s->redis, f->evkey, sizeof(f->evkey), MSM_KEY_DELAYED_EV, sub->name) <
+                0) {
             free(f->sub);
             f->sub = NULL;
             c->failed = 1;
@@ -475,7 +431,7 @@ static void cycle_start(scheduler_t *s)
         c->active++;
     }
     for (size_t i = 0; i < c->nfires; i++)
-        fire_scan(&c->fires[i]);
+        fire_claim(&c->fires[i]);
     if (--c->active == 0)
         cycle_end(c);
 }

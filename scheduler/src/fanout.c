@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Fan-out: one consumed batch of events.<topic> becomes, per subscription of the topic, one
- * append of Tasks to ready.<sub> (events due now) and one schedule script (events whose
- * deliver_at lies ahead). The batch is acknowledged only once every one of those writes
- * has completed OK; a failed write is retried after a backoff without acknowledging, so
- * progress resumes as soon as the backend is back (and a crash meanwhile means a
- * redelivery, never a loss). */
+ * append of a TaskBatch record to ready.<sub> (the events due now; split only past
+ * record_max_tasks/bytes) and one pipelined HSET + ZADD NX into the delayed store (events
+ * whose deliver_at lies ahead). Before that the registry version is checked (the
+ * subscription barrier), so a subscription created before the event was published gets it.
+ * The batch is acknowledged only once every write has completed OK; a failed write is
+ * retried after a backoff without acknowledging, so progress resumes as soon as the backend
+ * is back (and a crash meanwhile means a redelivery, never a loss). */
 #include "sch_int.h"
 
 #include "msm/err.h"
@@ -23,11 +25,11 @@ typedef struct {
     sch_job_t *job;
     char *sub;
     int delayed;
-    size_t *idx; /* indexes into job->events */
+    size_t *idx; /* indexes into job->events, in event order */
     size_t n;
-    msm_buf_t tasks;  /* due now: the packed Tasks back to back */
-    size_t *lens;     /* due now: each Task's length */
     int64_t earliest; /* delayed: the smallest deliver_at */
+    int replies;      /* delayed: HSET and ZADD replies still awaited */
+    int failed;       /* delayed: one of them failed */
     op_state_t state;
 } sch_op_t;
 
@@ -40,7 +42,8 @@ struct sch_job_s {
     size_t n;
     sch_op_t *ops;
     size_t nops;
-    size_t inflight;
+    size_t inflight; /* writes, or the registry sync, awaiting completion */
+    int synced;      /* the registry was checked: ops are built */
     uint32_t attempt;
     msm_timer_t retry_timer;
 };
@@ -79,8 +82,6 @@ static void job_free(sch_job_t *job)
         sch_op_t *op = &job->ops[i];
         free(op->sub);
         free(op->idx);
-        free(op->lens);
-        msm_buf_deinit(&op->tasks);
     }
     for (size_t i = 0; i < job->n; i++)
         msm_event_free(job->events[i]);
@@ -101,6 +102,17 @@ void sch__topic_detach_jobs(sch_topic_t *t)
     }
 }
 
+/* Sends what is not done yet again after a backoff (@p failed writes or syncs). */
+static void job_retry(sch_job_t *job, size_t failed)
+{
+    scheduler_t *s = job->sch;
+    job->attempt++;
+    s->stats.fanout_retries += failed;
+    msm_counter_add(s->m_retries, failed);
+    msm_loop_timer_start(s->loop, &job->retry_timer, sch__backoff_ms(s, job->attempt),
+                         on_retry_timer, job);
+}
+
 /* Every write of the job has completed: acknowledge, or retry what failed. */
 static void job_settle(sch_job_t *job)
 {
@@ -118,11 +130,7 @@ static void job_settle(sch_job_t *job)
         job_free(job);
         return;
     }
-    job->attempt++;
-    s->stats.fanout_retries += failed;
-    msm_counter_add(s->m_retries, failed);
-    msm_loop_timer_start(s->loop, &job->retry_timer, sch__backoff_ms(s, job->attempt),
-                         on_retry_timer, job);
+    job_retry(job, failed);
 }
 
 /* ---- one write ---- */
@@ -158,38 +166,49 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
     op_done(op, err == MSM_OK);
 }
 
-static void on_scheduled(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+static void delayed_reply(sch_op_t *op, const char *why)
+{
+    scheduler_t *s = op->job->sch;
+    if (why) {
+        if (!op->failed && !s->freed && !s->stopping)
+            msm_log(MSM_LOG_WARN, "scheduler", "storing %zu delayed events of %s: %s (retrying)",
+                    op->n, op->sub, why);
+        op->failed = 1;
+    }
+    if (--op->replies)
+        return;
+    if (!op->failed && !s->freed) {
+        sch_sub_t *sub = sch__sub(s, op->sub);
+        if (sub)
+            msm_counter_add(sub->m_fanned, op->n);
+        sch__delayed_hint(s, op->earliest);
+    }
+    op_done(op, !op->failed);
+}
+
+/* HSET sub:{s}:delayed:events: the packed events are stored. */
+static void on_delayed_stored(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    delayed_reply(opaque, msm_redis_reply_err(reply, err));
+}
+
+/* ZADD NX sub:{s}:delayed: their ids are due at deliver_at; the reply counts the new ones
+ * (a redelivered event still waiting keeps its place, and a claim in progress its lease). */
+static void on_delayed_indexed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
     sch_op_t *op = opaque;
     scheduler_t *s = op->job->sch;
     const char *why = msm_redis_reply_err(reply, err);
     if (!why && reply->type != REDIS_REPLY_INTEGER)
-        why = "unexpected reply to the schedule script";
-    if (!s->freed) {
+        why = "unexpected reply to ZADD";
+    if (!why && !s->freed) {
         sch_sub_t *sub = sch__sub(s, op->sub);
-        if (!why) {
-            if (sub) {
-                msm_counter_add(sub->m_fanned, op->n);
-                msm_counter_add(sub->m_scheduled, (uint64_t)reply->integer);
-            }
-            sch__delayed_hint(s, op->earliest);
-        } else if (!s->stopping) {
-            msm_log(MSM_LOG_WARN, "scheduler",
-                    "scheduling %zu delayed events of %s: %s "
-                    "(retrying)",
-                    op->n, op->sub, why);
-        }
+        if (sub)
+            msm_counter_add(sub->m_scheduled, (uint64_t)reply->integer);
     }
-    op_done(op, why == NULL);
-}
-
-/* Partition key of a Task: the event's ordering key, else its key (as on events.<topic>). */
-static const char *task_key(const Msm__V1__Event *ev, size_t *len)
-{
-    const char *k = ev->ordering_key && *ev->ordering_key ? ev->ordering_key : ev->key;
-    *len = k ? strlen(k) : 0;
-    return k;
+    delayed_reply(op, why);
 }
 
 static int send_ready(sch_op_t *op)
@@ -201,67 +220,120 @@ static int send_ready(sch_op_t *op)
     snprintf(name, sizeof(name), MSM_STREAM_READY, op->sub);
     if (sub)
         sch__ensure_ready(s, sub); /* no-op once ensured; queued before the append if not */
-    msm_record_t *recs = calloc(op->n, sizeof(*recs));
-    if (!recs)
+    Msm__V1__Event **evs = calloc(op->n, sizeof(*evs));
+    if (!evs)
         return MSM_ERR_NOMEM;
-    size_t off = 0;
-    for (size_t i = 0; i < op->n; i++) {
-        recs[i].key = task_key(job->events[op->idx[i]], &recs[i].key_len);
-        recs[i].value = op->tasks.data + off;
-        recs[i].value_len = op->lens[i];
-        off += op->lens[i];
-    }
-    int rc = msm_stream_append(s->stream, name, recs, op->n, on_appended, op);
-    free(recs);
+    for (size_t i = 0; i < op->n; i++)
+        evs[i] = job->events[op->idx[i]];
+    sch_records_t recs;
+    int rc = sch__records_build(s, op->sub, evs, op->n, &recs);
+    if (rc == MSM_OK)
+        rc = msm_stream_append(s->stream, name, recs.recs, recs.n, on_appended, op);
+    sch__records_deinit(&recs);
+    free(evs);
     return rc;
 }
 
-/* Arguments of the schedule script (see SCHEDULE_LUA in scheduler.c). */
+/* HSET then ZADD NX, pipelined (no script: nothing per event runs in Lua). The hash comes
+ * first: an id in the set always finds its event, unless a crash came between the two, and
+ * then the event is redelivered and both are written again. */
 static int send_delayed(sch_op_t *op)
 {
     sch_job_t *job = op->job;
     scheduler_t *s = job->sch;
-    size_t nkeys = 1 + op->n, argc = nkeys + 1 + 3 * op->n;
-    const char **argv = calloc(argc, sizeof(*argv));
-    size_t *lens = calloc(argc, sizeof(*lens));
-    char *keys = malloc(nkeys * SCH_KEY_MAX);
-    char *nums = malloc((op->n + 1) * 24);
+    size_t argc = 2 + 2 * op->n;
+    const char **hset = calloc(argc, sizeof(*hset)), **zadd = calloc(argc + 1, sizeof(*zadd));
+    size_t *hlens = calloc(argc, sizeof(*hlens)), *zlens = calloc(argc + 1, sizeof(*zlens));
+    char *nums = malloc(op->n * 24);
+    char hkey[SCH_KEY_MAX], zkey[SCH_KEY_MAX];
     int rc = MSM_ERR_NOMEM;
-    if (!argv || !lens || !keys || !nums)
+    if (!hset || !zadd || !hlens || !zlens || !nums)
         goto out;
     rc = MSM_ERR_TOOLARGE;
-    int len = msm_redis_key(s->redis, keys, SCH_KEY_MAX, MSM_KEY_DELAYED, op->sub);
-    if (len < 0)
+    int hl = msm_redis_key(s->redis, hkey, sizeof(hkey), MSM_KEY_DELAYED_EV, op->sub);
+    int zl = msm_redis_key(s->redis, zkey, sizeof(zkey), MSM_KEY_DELAYED, op->sub);
+    if (hl < 0 || zl < 0)
         goto out;
-    argv[0] = keys;
-    lens[0] = (size_t)len;
-    size_t a = nkeys;
-    argv[a] = nums;
-    lens[a++] = (size_t)snprintf(nums, 24, "%" PRId64, msm_time_unix_ms());
+    hset[0] = "HSET";
+    hlens[0] = 4;
+    hset[1] = hkey;
+    hlens[1] = (size_t)hl;
+    zadd[0] = "ZADD";
+    zlens[0] = 4;
+    zadd[1] = zkey;
+    zlens[1] = (size_t)zl;
+    zadd[2] = "NX";
+    zlens[2] = 2;
     for (size_t i = 0; i < op->n; i++) {
         const Msm__V1__Event *ev = job->events[op->idx[i]];
         const msm_stream_msg_t *msg = job->msgs[op->idx[i]];
-        char *key = keys + (i + 1) * SCH_KEY_MAX, *at = nums + (i + 1) * 24;
-        len = msm_redis_key(s->redis, key, SCH_KEY_MAX, MSM_KEY_TASK, op->sub, ev->id);
-        if (len < 0)
-            goto out;
-        argv[1 + i] = key;
-        lens[1 + i] = (size_t)len;
-        argv[a] = ev->id;
-        lens[a++] = strlen(ev->id);
-        argv[a] = at;
-        lens[a++] = (size_t)snprintf(at, 24, "%" PRId64, ev->deliver_at_ms);
-        argv[a] = msg->value; /* the packed Event exactly as published */
-        lens[a++] = msg->value_len;
+        char *at = nums + i * 24;
+        hset[2 + 2 * i] = ev->id;
+        hlens[2 + 2 * i] = strlen(ev->id);
+        hset[3 + 2 * i] = msg->value; /* the packed Event exactly as published */
+        hlens[3 + 2 * i] = msg->value_len;
+        zadd[3 + 2 * i] = at;
+        zlens[3 + 2 * i] = (size_t)snprintf(at, 24, "%" PRId64, ev->deliver_at_ms);
+        zadd[4 + 2 * i] = ev->id;
+        zlens[4 + 2 * i] = strlen(ev->id);
     }
-    rc = msm_redis_eval(s->redis, s->schedule_script, on_scheduled, op, (int)nkeys, (int)argc, argv,
-                        lens);
+    rc = msm_redis_command_argv(s->redis, on_delayed_stored, op, (int)argc, hset, hlens);
+    if (rc != MSM_OK)
+        goto out;
+    op->failed = 0;
+    op->replies = 1;
+    if (msm_redis_command_argv(s->redis, on_delayed_indexed, op, (int)argc + 1, zadd, zlens) ==
+        MSM_OK)
+        op->replies++;
+    else
+        op->failed = 1; /* the HSET's reply completes the op, as failed */
 out:
-    free(argv);
-    free(lens);
-    free(keys);
+    free(hset);
+    free(zadd);
+    free(hlens);
+    free(zlens);
     free(nums);
     return rc;
+}
+
+static int job_build_ops(sch_job_t *job, int64_t now);
+
+/* The registry is as new as it was when the batch arrived (or could not be asked). */
+static void on_synced(msm_registry_t *reg, int err, void *opaque)
+{
+    (void)reg;
+    sch_job_t *job = opaque;
+    scheduler_t *s = job->sch;
+    job->inflight--;
+    if (!job->topic || s->freed || s->stopping) {
+        job_free(job);
+    } else if (err != MSM_OK) {
+        msm_log(MSM_LOG_WARN, "scheduler",
+                "checking the registry before fanning out %zu events of %s: %s (retrying)", job->n,
+                job->topic->stream, msm_err_str(err));
+        job_retry(job, 1);
+    } else if (job_build_ops(job, msm_time_unix_ms()) != MSM_OK) {
+        msm_log(MSM_LOG_ERROR, "scheduler", "out of memory: %zu events of %s held back", job->n,
+                job->topic->stream);
+        job_unlink(job); /* unacknowledged: redelivered when this consumer is restarted */
+        job_free(job);
+    } else {
+        job->synced = 1;
+        job_send(job); /* no write at all (no subscription any more): acknowledged at once */
+    }
+    sch__release(s);
+}
+
+/* The subscription barrier: fan out only with a registry at least as new as the batch. */
+static void job_sync(sch_job_t *job)
+{
+    scheduler_t *s = job->sch;
+    if (msm_registry_sync(s->registry, on_synced, job) != MSM_OK) {
+        job_retry(job, 1);
+        return;
+    }
+    job->inflight++;
+    sch__hold(s);
 }
 
 /* Sends every write not yet done (all of them the first time, the failed ones after). */
@@ -270,6 +342,10 @@ static void job_send(sch_job_t *job)
     scheduler_t *s = job->sch;
     if (!job->topic || s->stopping) {
         job_free(job);
+        return;
+    }
+    if (!job->synced) {
+        job_sync(job);
         return;
     }
     for (size_t i = 0; i < job->nops; i++) {
@@ -293,19 +369,14 @@ static void job_send(sch_job_t *job)
 
 /* ---- building a job from a batch ---- */
 
-static int op_add_event(sch_op_t *op, size_t ev_index)
+static void op_add_event(sch_op_t *op, size_t ev_index)
 {
     op->idx[op->n++] = ev_index;
     if (op->delayed) {
         int64_t at = op->job->events[ev_index]->deliver_at_ms;
         if (op->n == 1 || at < op->earliest)
             op->earliest = at;
-        return MSM_OK;
     }
-    size_t before = op->tasks.len;
-    int rc = sch__pack_task(op->job->events[ev_index], op->sub, &op->tasks);
-    op->lens[op->n - 1] = op->tasks.len - before;
-    return rc;
 }
 
 static sch_op_t *op_init(sch_job_t *job, const char *sub, int delayed)
@@ -315,9 +386,8 @@ static sch_op_t *op_init(sch_job_t *job, const char *sub, int delayed)
     op->delayed = delayed;
     op->sub = strdup(sub);
     op->idx = calloc(job->n, sizeof(*op->idx));
-    op->lens = delayed ? NULL : calloc(job->n, sizeof(*op->lens));
     job->nops++; /* counted at once so job_free releases a half-built op */
-    if (!op->sub || !op->idx || (!delayed && !op->lens))
+    if (!op->sub || !op->idx)
         return NULL;
     return op;
 }
@@ -341,8 +411,7 @@ static int job_build_ops(sch_job_t *job, int64_t now)
             sch_op_t **slot = delayed ? &later_op : &now_op;
             if (!*slot && !(*slot = op_init(job, sub->name, delayed)))
                 return MSM_ERR_NOMEM;
-            if (op_add_event(*slot, i) != MSM_OK)
-                return MSM_ERR_NOMEM;
+            op_add_event(*slot, i);
         }
     }
     return MSM_OK;
@@ -400,12 +469,9 @@ void sch__on_events(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, 
                 t->stream);
         return;
     }
-    if (job_build_ops(job, msm_time_unix_ms()) != MSM_OK) {
-        msm_log(MSM_LOG_ERROR, "scheduler", "out of memory: %zu events of %s held back", n,
-                t->stream);
-        job_unlink(job); /* unacknowledged: redelivered when this consumer is restarted */
-        job_free(job);
+    if (!job->n) {
+        job_free(job); /* nothing but invalid records, acknowledged already */
         return;
     }
-    job_send(job); /* no write at all (no subscription any more): acknowledged at once */
+    job_send(job); /* the registry check first, then the writes */
 }

@@ -55,8 +55,7 @@ struct scheduler_s {
     msm_registry_t *registry;
     sch_topic_t *topics;
     sch_sub_t *subs;
-    msm_redis_script_t *schedule_script;
-    msm_redis_script_t *fetch_script;
+    msm_redis_script_t *claim_script; /* delayed.c: claims the due ids of one subscription */
     int stopping;
     int freed;       /* freed by the owner; the last completion destroys it */
     size_t inflight; /* completions we still wait for (they point at us) */
@@ -76,7 +75,8 @@ struct scheduler_s {
 };
 
 /* ---- scheduler.c ---- */
-/** Counts one completion we wait for (a command or append carrying a pointer to us). */
+/** Counts one completion we wait for (a command, append or registry sync carrying a
+ *  pointer to us). */
 void sch__hold(scheduler_t *s);
 /** The completion arrived: destroys the module when it was freed and this was the last. */
 void sch__release(scheduler_t *s);
@@ -86,8 +86,27 @@ sch_sub_t *sch__sub(scheduler_t *s, const char *name);
 void sch__ensure_ready(scheduler_t *s, sch_sub_t *sub);
 /** Backoff before retry number @p attempt of a failed write. */
 uint64_t sch__backoff_ms(const scheduler_t *s, uint32_t attempt);
-/** Packs Task{event, sub, attempt 0, PENDING} and appends it to @p out. */
-int sch__pack_task(Msm__V1__Event *ev, const char *sub, msm_buf_t *out);
+/** The ready.<sub> records of some tasks: packed TaskBatches back to back in one buffer. */
+typedef struct {
+    msm_buf_t buf;
+    msm_record_t *recs; /* values point into buf, keys into the events */
+    size_t n;
+} sch_records_t;
+
+/**
+ * Packs Task{event, sub, attempt 0, PENDING} for each of @p evs, in order, into TaskBatch
+ * records of at most record_max_tasks tasks and record_max_bytes bytes (a bigger single
+ * task goes alone). A record's key is its first task's ordering key, else its key, else
+ * none (round robin): a topic whose events share one key keeps its ready records in one
+ * partition, in order.
+ * @remark the keys are borrowed from @p evs: append before freeing them.
+ */
+int sch__records_build(const scheduler_t *s,
+                       const char *sub,
+                       Msm__V1__Event *const *evs,
+                       size_t n,
+                       sch_records_t *out);
+void sch__records_deinit(sch_records_t *r);
 
 /* ---- fanout.c ---- */
 /** msm_consumer_batch_cb of every topic consumer (opaque: the sch_topic_t). */

@@ -18,31 +18,33 @@
 static const double lateness_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                           0.25,  0.5,    1,     2.5,  5,     10,   60};
 
-/* Schedules delayed events of one subscription. KEYS[1]: sub:{s}:delayed, KEYS[1+i]: the
- * task hash of event i; ARGV[1]: now (unix ms), then (id, deliver_at, packed event) per
- * event. A task hash that exists already means the event was scheduled before (this is a
- * redelivery): it is left alone and not added to the set again, so an event already moved
- * to ready.<sub> is not moved twice. Returns how many were newly scheduled. */
-static const char SCHEDULE_LUA[] =
-    "local added = 0\n"
-    "for i = 2, #KEYS do\n"
-    "  local a = (i - 2) * 3 + 2\n"
-    "  if redis.call('EXISTS', KEYS[i]) == 0 then\n"
-    "    redis.call('HSET', KEYS[i], 'state', 'delayed', 'attempts', '0',\n"
-    "               'event', ARGV[a + 2], 'updated_ms', ARGV[1])\n"
-    "    redis.call('ZADD', KEYS[1], ARGV[a + 1], ARGV[a])\n"
-    "    added = added + 1\n"
+/* Claims the due delayed events of one subscription. KEYS[1]: sub:{s}:delayed, KEYS[2]:
+ * sub:{s}:delayed:events; ARGV: now, most ids, claim lease end (unix ms). The due ids (score
+ * <= now, at most ARGV[2]) are re-scored to the lease end, so other schedulers skip them
+ * until their claimer removed them (or died: then they are due again). Returns {earliest
+ * score above now or '', id, packed event or nil, ...}. ZRANGEBYSCORE by score is
+ * O(log n + m): a large backlog further out costs nothing. Chunks of 1000 stay below
+ * Lua's unpack() limit. */
+static const char CLAIM_LUA[] =
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])\n"
+    "local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf',\n"
+    "                       'WITHSCORES', 'LIMIT', 0, 1)\n"
+    "local r = {nxt[2] or ''}\n"
+    "for i = 1, #due, 1000 do\n"
+    "  local ids, z = {}, {}\n"
+    "  for j = i, math.min(i + 999, #due) do\n"
+    "    ids[#ids + 1] = due[j]\n"
+    "    z[#z + 1] = ARGV[3]\n"
+    "    z[#z + 1] = due[j]\n"
+    "  end\n"
+    "  redis.call('ZADD', KEYS[1], 'XX', unpack(z))\n"
+    "  local evs = redis.call('HMGET', KEYS[2], unpack(ids))\n"
+    "  for j = 1, #ids do\n"
+    "    r[#r + 1] = ids[j]\n"
+    "    r[#r + 1] = evs[j]\n"
     "  end\n"
     "end\n"
-    "return added\n";
-
-/* The packed events of due delayed tasks. KEYS: task hashes. Returns one bulk per key,
- * nil where the hash (or its event) is gone. */
-static const char FETCH_LUA[] = "local r = {}\n"
-                                "for i, k in ipairs(KEYS) do\n"
-                                "  r[i] = redis.call('HGET', k, 'event')\n"
-                                "end\n"
-                                "return r\n";
+    "return r\n";
 
 /* ---- shared helpers ---- */
 
@@ -78,19 +80,97 @@ uint64_t sch__backoff_ms(const scheduler_t *s, uint32_t attempt)
     return d < floor ? floor : d;
 }
 
-int sch__pack_task(Msm__V1__Event *ev, const char *sub, msm_buf_t *out)
+/* The length of a length-delimited field of @p len bytes in its parent (tag + varint). */
+static size_t field_size(size_t len)
 {
-    Msm__V1__Task task = MSM__V1__TASK__INIT;
-    task.event = ev;
-    task.subscription = (char *)sub;
-    task.attempt = 0; /* flowcontrol counts attempts: 1 is the first delivery */
-    task.state = MSM__V1__TASK_STATE__TASK_STATE_PENDING;
-    size_t n = protobuf_c_message_get_packed_size(&task.base);
-    if (msm_buf_reserve(out, n) != MSM_OK)
-        return MSM_ERR_NOMEM;
-    protobuf_c_message_pack(&task.base, out->data + out->len);
-    out->len += n;
-    return MSM_OK;
+    size_t n = 2;
+    for (size_t v = len; v >= 0x80; v >>= 7)
+        n++;
+    return n + len;
+}
+
+/* Where the tasks of @p tasks from @p start on are cut: at most the configured tasks and
+ * bytes, at least one task. */
+static size_t record_end(const scheduler_t *s, const Msm__V1__Task *tasks, size_t start, size_t n)
+{
+    size_t end = start, bytes = 0;
+    size_t max_tasks = (size_t)s->conf.record_max_tasks,
+           max_bytes = (size_t)s->conf.record_max_bytes;
+    while (end < n && end - start < max_tasks) {
+        size_t add = field_size(protobuf_c_message_get_packed_size(&tasks[end].base));
+        if (end > start && bytes + add > max_bytes)
+            break;
+        bytes += add;
+        end++;
+    }
+    return end;
+}
+
+static const char *event_key(const Msm__V1__Event *ev, size_t *len)
+{
+    const char *k = ev->ordering_key && *ev->ordering_key ? ev->ordering_key : ev->key;
+    *len = k ? strlen(k) : 0;
+    return *len ? k : NULL;
+}
+
+int sch__records_build(
+    const scheduler_t *s, const char *sub, Msm__V1__Event *const *evs, size_t n, sch_records_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    Msm__V1__Task *tasks = calloc(n ? n : 1, sizeof(*tasks));
+    Msm__V1__Task **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    size_t *first = calloc(n ? n : 1, sizeof(*first)); /* per record: its first task */
+    size_t *off = calloc(n + 1, sizeof(*off));         /* per record: where it starts in buf */
+    out->recs = calloc(n ? n : 1, sizeof(*out->recs));
+    int rc = MSM_ERR_NOMEM;
+    if (!tasks || !ptrs || !first || !off || !out->recs)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        msm__v1__task__init(&tasks[i]);
+        tasks[i].event = evs[i];
+        tasks[i].subscription = (char *)sub;
+        tasks[i].attempt = 0; /* flowcontrol counts attempts: 1 is the first delivery */
+        tasks[i].state = MSM__V1__TASK_STATE__TASK_STATE_PENDING;
+        ptrs[i] = &tasks[i];
+    }
+    for (size_t start = 0; start < n;) {
+        size_t end = record_end(s, tasks, start, n);
+        Msm__V1__TaskBatch batch = MSM__V1__TASK_BATCH__INIT;
+        batch.n_tasks = end - start;
+        batch.tasks = ptrs + start;
+        size_t len = protobuf_c_message_get_packed_size(&batch.base);
+        if (msm_buf_reserve(&out->buf, len) != MSM_OK)
+            goto out;
+        protobuf_c_message_pack(&batch.base, out->buf.data + out->buf.len);
+        out->buf.len += len;
+        first[out->n] = start;
+        off[++out->n] = out->buf.len;
+        start = end;
+    }
+    /* The buffer no longer moves: the values can point into it. */
+    for (size_t r = 0; r < out->n; r++) {
+        msm_record_t *rec = &out->recs[r];
+        rec->key = event_key(evs[first[r]], &rec->key_len);
+        rec->value = out->buf.data + off[r];
+        rec->value_len = off[r + 1] - off[r];
+    }
+    rc = MSM_OK;
+out:
+    free(tasks);
+    free(ptrs);
+    free(first);
+    free(off);
+    if (rc != MSM_OK)
+        sch__records_deinit(out);
+    return rc;
+}
+
+void sch__records_deinit(sch_records_t *r)
+{
+    msm_buf_deinit(&r->buf);
+    free(r->recs);
+    r->recs = NULL;
+    r->n = 0;
 }
 
 static int topic_partitions(const scheduler_t *s, const char *topic)
@@ -418,9 +498,8 @@ scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
     snprintf(s->member, sizeof(s->member), "%s", msm_daemon_member(d));
     msm_timer_init(&s->delay_timer);
     s->hint_ms = INT64_MAX;
-    s->schedule_script = msm_redis_script_new(SCHEDULE_LUA);
-    s->fetch_script = msm_redis_script_new(FETCH_LUA);
-    if (!s->schedule_script || !s->fetch_script || register_metrics(s, msm_daemon_metrics(d)) != 0)
+    s->claim_script = msm_redis_script_new(CLAIM_LUA);
+    if (!s->claim_script || register_metrics(s, msm_daemon_metrics(d)) != 0)
         goto fail;
     s->registry = msm_registry_new(s->redis, (uint32_t)s->conf.registry_poll_ms, on_registry, s);
     if (!s->registry)
@@ -428,8 +507,7 @@ scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
     msm_daemon_set_ready(d, ready_cb, s);
     return s;
 fail:
-    msm_redis_script_free(s->schedule_script);
-    msm_redis_script_free(s->fetch_script);
+    msm_redis_script_free(s->claim_script);
     free(s);
     return NULL;
 }
@@ -469,8 +547,7 @@ void scheduler_stats(const scheduler_t *s, sch_stats_t *out)
 
 static void destroy(scheduler_t *s)
 {
-    msm_redis_script_free(s->schedule_script);
-    msm_redis_script_free(s->fetch_script);
+    msm_redis_script_free(s->claim_script);
     free(s);
 }
 

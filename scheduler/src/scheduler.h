@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* msm-scheduler (layer 2): consumes events.<topic> and fans every event out to the
- * subscriptions of its topic as msm.v1.Task records on ready.<subscription>; events whose
- * deliver_at lies ahead are held in Redis (task hash + sub:{s}:delayed) and moved to
- * ready.<subscription> when due. The logic lives here, in the msm_scheduler library;
- * main.c only wires it to msm_daemon (see scheduler/README.md). */
+/* msm-scheduler (layer 2): consumes events.<topic> and fans every consumed batch out to the
+ * subscriptions of its topic as msm.v1.TaskBatch records on ready.<subscription>; events
+ * whose deliver_at lies ahead are held in Redis (sub:{s}:delayed + sub:{s}:delayed:events)
+ * and appended to ready.<subscription> when due. The logic lives here, in the msm_scheduler
+ * library; main.c only wires it to msm_daemon (see scheduler/README.md). */
 #ifndef MSM_SCHEDULER_H
 #define MSM_SCHEDULER_H
 
@@ -18,7 +18,10 @@ typedef struct {
     msm_common_conf_t common;
     int batch;            /**< scheduler.batch: most events per consumed batch */
     int max_unacked;      /**< scheduler.max_unacked: per topic, consumed and not yet acked */
-    int fire_batch;       /**< scheduler.fire_batch: most delayed events moved per sub per turn */
+    int record_max_tasks; /**< scheduler.record_max_tasks: most tasks per ready.<sub> record */
+    int record_max_bytes; /**< scheduler.record_max_bytes: most bytes per ready.<sub> record */
+    int fire_batch;       /**< scheduler.fire_batch: most delayed events claimed per sub per turn */
+    int claim_lease_ms;   /**< scheduler.claim_lease_ms: how long claimed delayed ids are skipped */
     int delayed_poll_ms;  /**< scheduler.delayed_poll_ms: safety poll of the delayed sets */
     int retry_min_ms;     /**< scheduler.retry_min_ms: first backoff after a failed write */
     int retry_max_ms;     /**< scheduler.retry_max_ms: backoff cap */

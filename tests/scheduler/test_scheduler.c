@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The scheduler module in-process on a loop against a real redis-server (Redis log
- * backend): fan-out to every subscription, delayed events (never early, on time, surviving
- * a restart, costing no wake-ups while they wait), subscriptions added and removed later,
- * a Redis crash during fan-out, and the graceful stop. */
+ * backend): fan-out to every subscription as TaskBatch records, delayed events (never early,
+ * on time, surviving a restart, costing no wake-ups while they wait, fired exactly once by
+ * two schedulers, gone from Redis once fired), the subscription barrier, subscriptions
+ * added and removed later, a Redis crash during fan-out, and the graceful stop. */
 #include "msm_test.h"
 #include "scheduler.h"
 
@@ -41,7 +42,9 @@ typedef struct {
     got_t *got;
     size_t n, cap;
     size_t records;
-    int bad; /* records that were not a proper Task for this subscription */
+    size_t tasks;     /* tasks in them, duplicates included */
+    size_t max_tasks; /* most tasks in one record */
+    int bad;          /* records or tasks that were not a proper TaskBatch of this subscription */
 } collector_t;
 
 static got_t *got_find(collector_t *c, const char *id)
@@ -53,33 +56,46 @@ static got_t *got_find(collector_t *c, const char *id)
     return NULL;
 }
 
+static void got_task(collector_t *c, const Msm__V1__Task *t, int64_t now)
+{
+    if (!t->event || strcmp(t->subscription, c->sub) != 0 || t->attempt != 0 ||
+        t->state != MSM__V1__TASK_STATE__TASK_STATE_PENDING ||
+        strlen(t->event->id) >= MSM_ID_STR_SIZE) {
+        c->bad++;
+        return;
+    }
+    got_t *g = got_find(c, t->event->id);
+    if (!g) {
+        if (c->n == c->cap) {
+            c->cap = c->cap ? 2 * c->cap : 64;
+            c->got = realloc(c->got, c->cap * sizeof(*c->got));
+        }
+        g = &c->got[c->n++];
+        memset(g, 0, sizeof(*g));
+        snprintf(g->id, sizeof(g->id), "%s", t->event->id);
+        g->deliver_at = t->event->deliver_at_ms;
+        g->received = now;
+    }
+    g->count++;
+}
+
 static void on_ready(msm_consumer_t *cons, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
 {
     collector_t *c = opaque;
     int64_t now = msm_time_unix_ms();
     for (size_t i = 0; i < n; i++) {
-        Msm__V1__Task *t = msm_task_unpack(msgs[i]->value, msgs[i]->value_len);
+        Msm__V1__TaskBatch *b = msm_task_batch_unpack(msgs[i]->value, msgs[i]->value_len);
         c->records++;
-        if (!t || !t->event || strcmp(t->subscription, c->sub) != 0 || t->attempt != 0 ||
-            t->state != MSM__V1__TASK_STATE__TASK_STATE_PENDING ||
-            strlen(t->event->id) >= MSM_ID_STR_SIZE) {
+        if (!b || !b->n_tasks)
             c->bad++;
-        } else {
-            got_t *g = got_find(c, t->event->id);
-            if (!g) {
-                if (c->n == c->cap) {
-                    c->cap = c->cap ? 2 * c->cap : 64;
-                    c->got = realloc(c->got, c->cap * sizeof(*c->got));
-                }
-                g = &c->got[c->n++];
-                memset(g, 0, sizeof(*g));
-                snprintf(g->id, sizeof(g->id), "%s", t->event->id);
-                g->deliver_at = t->event->deliver_at_ms;
-                g->received = now;
-            }
-            g->count++;
+        for (size_t k = 0; b && k < b->n_tasks; k++)
+            got_task(c, b->tasks[k], now);
+        if (b) {
+            c->tasks += b->n_tasks;
+            if (b->n_tasks > c->max_tasks)
+                c->max_tasks = b->n_tasks;
         }
-        msm_task_free(t);
+        msm_task_batch_free(b);
         msm_consumer_ack(cons, msgs[i]);
     }
 }
@@ -100,31 +116,78 @@ typedef struct {
     size_t ncol;
 } fx_t;
 
-/* Starts the daemon scaffold and the scheduler on it (same namespace and port each time, so
- * a restart keeps the consumer member name). */
-static int daemon_up(fx_t *fx, int registry_poll_ms)
+/* A daemon scaffold with the scheduler on it. */
+typedef struct {
+    sch_conf_t conf;
+    msm_daemon_t *d;
+    scheduler_t *s;
+} sched_t;
+
+/* Starts a daemon and scheduler in namespace @p nsname on @p http_port (@p conf must live as
+ * long as the daemon); @p extra: more flags (NULL-ended). */
+static int sched_start(sch_conf_t *conf, msm_daemon_t **d, scheduler_t **s, const char *nsname,
+                       int http_port, int registry_poll_ms, const char *const *extra)
 {
     char url[128], ns[96], port[32], poll[64];
     snprintf(url, sizeof(url), "--redis.url=%s", g_redis.url);
-    snprintf(ns, sizeof(ns), "--namespace=%s", fx->ns);
-    snprintf(port, sizeof(port), "--http.port=%d", fx->port);
+    snprintf(ns, sizeof(ns), "--namespace=%s", nsname);
+    snprintf(port, sizeof(port), "--http.port=%d", http_port);
     snprintf(poll, sizeof(poll), "--scheduler.registry_poll_ms=%d", registry_poll_ms);
-    char *argv[] = {"test_scheduler",       url,  ns,  port, "--http.bind=127.0.0.1",
-                    "--logging.level=warn", poll, NULL};
+    char *argv[16] = {"test_scheduler",       url,  ns,  port, "--http.bind=127.0.0.1",
+                      "--logging.level=warn", poll, NULL};
+    int argc = 7;
+    for (size_t i = 0; extra && extra[i] && argc < 15; i++)
+        argv[argc++] = (char *)extra[i];
+    argv[argc] = NULL;
     const msm_daemon_spec_t spec = {"msm-scheduler",
-                                    "test",
-                                    sch_conf_defs,
-                                    sch_conf_ndefs,
-                                    &fx->conf,
-                                    offsetof(sch_conf_t, common)};
-    static msm_daemon_spec_t kept; /* the daemon keeps a pointer to its spec */
-    kept = spec;
-    if (msm_daemon_new(&fx->d, &kept, 7, argv) != 0 || !fx->d)
+                                           "test",
+                                           sch_conf_defs,
+                                           sch_conf_ndefs,
+                                           NULL,
+                                           offsetof(sch_conf_t, common)};
+    static msm_daemon_spec_t kept[2]; /* the daemon keeps a pointer to its spec */
+    static int next;
+    msm_daemon_spec_t *k = &kept[next++ % 2];
+    *k = spec;
+    k->conf = conf;
+    if (msm_daemon_new(d, k, argc, argv) != 0 || !*d)
         return -1;
-    fx->s = scheduler_new(fx->d, &fx->conf);
-    msm_daemon_on_stop(fx->d, scheduler_stop, scheduler_drained, fx->s);
-    fx->loop = msm_daemon_loop(fx->d);
-    return fx->s ? 0 : -1;
+    *s = scheduler_new(*d, conf);
+    msm_daemon_on_stop(*d, scheduler_stop, scheduler_drained, *s);
+    return *s ? 0 : -1;
+}
+
+static int sched_up(sched_t *sc, const char *nsname, int http_port, int registry_poll_ms,
+                    const char *const *extra)
+{
+    return sched_start(&sc->conf, &sc->d, &sc->s, nsname, http_port, registry_poll_ms, extra);
+}
+
+static int drained(void *arg);
+
+static void sched_down(sched_t *sc)
+{
+    scheduler_stop(sc->s);
+    msm_loop_run_until(msm_daemon_loop(sc->d), drained, sc->s, 3000);
+    msm_daemon_on_stop(sc->d, NULL, NULL, NULL);
+    scheduler_free(sc->s);
+    sc->s = NULL;
+    msm_daemon_free(sc->d);
+    sc->d = NULL;
+}
+
+/* Starts the daemon scaffold and the scheduler on it (same namespace and port each time, so
+ * a restart keeps the consumer member name). */
+static int daemon_up_with(fx_t *fx, int registry_poll_ms, const char *const *extra)
+{
+    int rc = sched_start(&fx->conf, &fx->d, &fx->s, fx->ns, fx->port, registry_poll_ms, extra);
+    fx->loop = fx->d ? msm_daemon_loop(fx->d) : NULL;
+    return rc;
+}
+
+static int daemon_up(fx_t *fx, int registry_poll_ms)
+{
+    return daemon_up_with(fx, registry_poll_ms, NULL);
 }
 
 static int drained(void *arg)
@@ -173,7 +236,8 @@ static int clients_up(fx_t *fx)
     return fx->r && fx->log ? 0 : -1;
 }
 
-static int fx_start(fx_t *fx, int registry_poll_ms, const char *const *subs)
+/* The namespace, port, collectors and blocking connection; no daemon yet. */
+static int fx_init(fx_t *fx, const char *const *subs)
 {
     memset(fx, 0, sizeof(*fx));
     msm_test_namespace(fx->ns, sizeof(fx->ns));
@@ -183,11 +247,20 @@ static int fx_start(fx_t *fx, int registry_poll_ms, const char *const *subs)
         fx->ncol++;
     }
     fx->sync = redisConnect("127.0.0.1", g_redis.port);
-    if (!fx->sync || fx->sync->err)
-        return -1;
-    if (daemon_up(fx, registry_poll_ms) != 0)
+    return fx->sync && !fx->sync->err ? 0 : -1;
+}
+
+static int fx_start_with(fx_t *fx, int registry_poll_ms, const char *const *subs,
+                         const char *const *extra)
+{
+    if (fx_init(fx, subs) != 0 || daemon_up_with(fx, registry_poll_ms, extra) != 0)
         return -1;
     return clients_up(fx);
+}
+
+static int fx_start(fx_t *fx, int registry_poll_ms, const char *const *subs)
+{
+    return fx_start_with(fx, registry_poll_ms, subs, NULL);
 }
 
 static void fx_stop(fx_t *fx)
@@ -269,9 +342,11 @@ static int delete_sub(fx_t *fx, const char *sub)
     return d.err;
 }
 
-/* Publishes @p n events to events.<topic> as the frontend would, in batches of 500; their
- * ids go to @p ids (n * MSM_ID_STR_SIZE) when given. */
-static int publish(fx_t *fx, const char *topic, size_t n, int64_t deliver_at, char *ids)
+/* Publishes @p n events to events.<topic> as the frontend would, in batches of 500, due
+ * from @p deliver_at to @p deliver_at + @p spread_ms; their ids go to @p ids
+ * (n * MSM_ID_STR_SIZE) when given. */
+static int publish_spread(fx_t *fx, const char *topic, size_t n, int64_t deliver_at,
+                          int64_t spread_ms, char *ids)
 {
     char stream[96];
     snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, topic);
@@ -298,7 +373,9 @@ static int publish(fx_t *fx, const char *topic, size_t n, int64_t deliver_at, ch
             ev.payload = (ProtobufCBinaryData){5, (uint8_t *)"hello"};
             ev.content_type = "text/plain";
             ev.publish_time_ms = msm_time_unix_ms();
-            ev.deliver_at_ms = deliver_at;
+            ev.deliver_at_ms = deliver_at ? deliver_at + spread_ms * (int64_t)(off + i) /
+                                                             (int64_t)n
+                                          : 0;
             ev.priority = 5;
             msm_pb_pack(&ev.base, &bufs[i]);
             recs[i] = (msm_record_t){keys[i], strlen(keys[i]), bufs[i].data, bufs[i].len};
@@ -314,6 +391,11 @@ static int publish(fx_t *fx, const char *topic, size_t n, int64_t deliver_at, ch
     free(recs);
     free(keys);
     return rc;
+}
+
+static int publish(fx_t *fx, const char *topic, size_t n, int64_t deliver_at, char *ids)
+{
+    return publish_spread(fx, topic, n, deliver_at, 0, ids);
 }
 
 /* ---- waiting and looking ---- */
@@ -354,14 +436,24 @@ static long long zcard(fx_t *fx, const char *sub)
     return n;
 }
 
-/* HGET of a task hash field; "" when absent. */
-static void
-task_field(fx_t *fx, const char *sub, const char *id, const char *field, char *out, size_t n)
+static long long hlen(fx_t *fx, const char *sub)
 {
-    redisReply *r = redisCommand(fx->sync, "HGET %s:sub:{%s}:task:%s %s", fx->ns, sub, id, field);
-    snprintf(out, n, "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+    redisReply *r = redisCommand(fx->sync, "HLEN %s:sub:{%s}:delayed:events", fx->ns, sub);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     if (r)
         freeReplyObject(r);
+    return n;
+}
+
+/* The delayed event stored for @p id: unpacked (free it), or NULL when absent. */
+static Msm__V1__Event *stored_event(fx_t *fx, const char *sub, const char *id)
+{
+    redisReply *r = redisCommand(fx->sync, "HGET %s:sub:{%s}:delayed:events %s", fx->ns, sub, id);
+    Msm__V1__Event *ev =
+        r && r->type == REDIS_REPLY_STRING ? msm_event_unpack(r->str, (size_t)r->len) : NULL;
+    if (r)
+        freeReplyObject(r);
+    return ev;
 }
 
 typedef struct {
@@ -469,6 +561,11 @@ static void test_fanout_to_every_subscription(void)
     CU_ASSERT(scheduler_backlog(&fx, "orders") == 0);
     /* Events due now never touch the delayed state. */
     CU_ASSERT(zcard(&fx, "a") == 0);
+    /* One record per consumed batch and subscription, not one per event. */
+    fprintf(stderr, "\n  1200 events: %zu records to a, %zu to b\n", col_of(&fx, "a")->records,
+            col_of(&fx, "b")->records);
+    CU_ASSERT(col_of(&fx, "a")->records <= N / 20);
+    CU_ASSERT(col_of(&fx, "b")->records <= N / 20);
     CU_ASSERT(metric_has(&fx, "msm_scheduler_tasks_fanned_out_total{subscription=\"a\"} 1200"));
     CU_ASSERT(metric_has(&fx, "msm_scheduler_tasks_fanned_out_total{subscription=\"b\"} 1200"));
     CU_ASSERT(metric_has(&fx, "msm_scheduler_events_consumed_total{topic=\"orders\"} 1200"));
@@ -493,15 +590,19 @@ static void test_delayed_fire_on_time(void)
     CU_ASSERT(wait_all(&fx, col_of(&fx, "a"), now_ids, M, 3000) == MSM_OK);
     CU_ASSERT(wait_zcard(&fx, "a", N, 3000) == 0);
     CU_ASSERT(wait_zcard(&fx, "b", N, 3000) == 0);
-    /* Meanwhile: held, visible, not delivered. */
+    /* Meanwhile: held (the event as published, no task state), not delivered. */
     CU_ASSERT(msm_time_unix_ms() < deliver_at);
-    char state[32], attempts[32], event[16];
-    task_field(&fx, "a", ids, "state", state, sizeof(state));
-    task_field(&fx, "a", ids, "attempts", attempts, sizeof(attempts));
-    task_field(&fx, "b", ids + MSM_ID_STR_SIZE, "event", event, sizeof(event));
-    CU_ASSERT_STRING_EQUAL(state, "delayed");
-    CU_ASSERT_STRING_EQUAL(attempts, "0");
-    CU_ASSERT(event[0] != '\0');
+    CU_ASSERT(hlen(&fx, "a") == N);
+    CU_ASSERT(hlen(&fx, "b") == N);
+    Msm__V1__Event *held = stored_event(&fx, "b", ids + MSM_ID_STR_SIZE);
+    CU_ASSERT_FATAL(held != NULL);
+    CU_ASSERT_STRING_EQUAL(held->id, ids + MSM_ID_STR_SIZE);
+    CU_ASSERT(held->deliver_at_ms == deliver_at);
+    msm_event_free(held);
+    redisReply *tk = redisCommand(fx.sync, "EXISTS %s:sub:{a}:t:%s", fx.ns, ids);
+    CU_ASSERT(tk && tk->type == REDIS_REPLY_INTEGER && tk->integer == 0);
+    if (tk)
+        freeReplyObject(tk);
     CU_ASSERT(got_find(col_of(&fx, "a"), ids) == NULL);
     CU_ASSERT(got_find(col_of(&fx, "b"), ids) == NULL);
     /* Then fired: never before deliver_at, and within ~100 ms after it. */
@@ -521,11 +622,11 @@ static void test_delayed_fire_on_time(void)
         }
         CU_ASSERT(col->bad == 0);
     }
+    /* Fired: gone from both keys. */
     CU_ASSERT(wait_zcard(&fx, "a", 0, 1000) == 0);
     CU_ASSERT(wait_zcard(&fx, "b", 0, 1000) == 0);
-    /* The task hash stays, for flowcontrol to take over. */
-    task_field(&fx, "a", ids, "state", state, sizeof(state));
-    CU_ASSERT_STRING_EQUAL(state, "delayed");
+    CU_ASSERT(hlen(&fx, "a") == 0);
+    CU_ASSERT(hlen(&fx, "b") == 0);
     CU_ASSERT(metric_has(&fx, "msm_scheduler_delayed_scheduled_total{subscription=\"a\"} 20"));
     CU_ASSERT(metric_has(&fx, "msm_scheduler_delayed_fired_total{subscription=\"b\"} 20"));
     CU_ASSERT(metric_has(&fx, "msm_scheduler_delayed_fire_lateness_seconds_count 40"));
@@ -715,6 +816,133 @@ static void test_graceful_stop(void)
     fx_stop(&fx);
 }
 
+static const char *const split_sub[] = {"split", NULL};
+
+static void test_records_split(void)
+{
+    static const char *const extra[] = {"--scheduler.record_max_tasks=100", NULL};
+    fx_t fx;
+    CU_ASSERT_FATAL(fx_start_with(&fx, 100, split_sub, extra) == 0);
+    CU_ASSERT(put_topic(&fx, "big", 1) == 0);
+    CU_ASSERT(put_sub(&fx, "split", "big") == 0);
+    CU_ASSERT_FATAL(wait_consumers(&fx, 1) == 0);
+    enum { N = 1000 };
+    char *ids = calloc(N, MSM_ID_STR_SIZE);
+    CU_ASSERT_FATAL(publish(&fx, "big", N, 0, ids) == 0);
+    collector_t *c = col_of(&fx, "split");
+    CU_ASSERT(wait_all(&fx, c, ids, N, 10000) == MSM_OK);
+    CU_ASSERT(c->max_tasks <= 100);
+    CU_ASSERT(c->records >= N / 100);
+    CU_ASSERT(c->bad == 0);
+    free(ids);
+    fx_stop(&fx);
+}
+
+/* Runs both daemons' loops in turn. */
+static void spin_both(msm_loop_t *a, msm_loop_t *b, uint64_t ms)
+{
+    uint64_t end = msm_time_mono_ms() + ms;
+    while (msm_time_mono_ms() < end) {
+        msm_loop_run_once(a, 1);
+        msm_loop_run_once(b, 1);
+    }
+}
+
+static const char *const dual_sub[] = {"dual", NULL};
+
+/* Two schedulers on one delayed set: both fan out (the group splits the events) and both
+ * fire, with small claims so they race; the claim makes every id fire exactly once. */
+static void test_two_schedulers_fire_once(void)
+{
+    static const char *const extra[] = {"--scheduler.fire_batch=50", NULL};
+    fx_t fx;
+    sched_t other = {0};
+    CU_ASSERT_FATAL(fx_start_with(&fx, 100, dual_sub, extra) == 0);
+    CU_ASSERT_FATAL(sched_up(&other, fx.ns, msm_test_free_port(), 100, extra) == 0);
+    msm_loop_t *other_loop = msm_daemon_loop(other.d);
+    CU_ASSERT(put_topic(&fx, "twice", 4) == 0);
+    CU_ASSERT(put_sub(&fx, "dual", "twice") == 0);
+    uint64_t end = msm_time_mono_ms() + 5000;
+    sch_stats_t st1 = {0}, st2 = {0};
+    while (msm_time_mono_ms() < end && (st1.consumers != 1 || st2.consumers != 1)) {
+        spin_both(fx.loop, other_loop, 20);
+        scheduler_stats(fx.s, &st1);
+        scheduler_stats(other.s, &st2);
+    }
+    CU_ASSERT_FATAL(st1.consumers == 1 && st2.consumers == 1);
+    enum { N = 5000 };
+    char *ids = calloc(N, MSM_ID_STR_SIZE);
+    int64_t deliver_at = msm_time_unix_ms() + 1500;
+    CU_ASSERT_FATAL(publish_spread(&fx, "twice", N, deliver_at, 1000, ids) == 0);
+    collector_t *c = col_of(&fx, "dual");
+    end = msm_time_mono_ms() + 15000;
+    while (msm_time_mono_ms() < end && !has_all(c, ids, N))
+        spin_both(fx.loop, other_loop, 20);
+    CU_ASSERT(has_all(c, ids, N));
+    spin_both(fx.loop, other_loop, 500); /* a duplicate would come now */
+    sch_stats_t a, b;
+    scheduler_stats(fx.s, &a);
+    scheduler_stats(other.s, &b);
+    size_t dups = 0, early = 0;
+    int64_t late = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        dups += c->got[i].count > 1;
+        early += c->got[i].received < c->got[i].deliver_at;
+        if (c->got[i].received - c->got[i].deliver_at > late)
+            late = c->got[i].received - c->got[i].deliver_at;
+    }
+    fprintf(stderr,
+            "\n  two schedulers, %d delayed events: %zu received, %zu duplicates, %zu early, "
+            "at most %lld ms late, %llu + %llu cycles\n",
+            N, c->n, dups, early, (long long)late, (unsigned long long)a.delayed_cycles,
+            (unsigned long long)b.delayed_cycles);
+    CU_ASSERT(c->n == N);
+    CU_ASSERT(c->tasks == N);
+    CU_ASSERT(dups == 0);
+    CU_ASSERT(early == 0);
+    CU_ASSERT(c->bad == 0);
+    /* Both keys empty once everything fired. */
+    CU_ASSERT(zcard(&fx, "dual") == 0);
+    CU_ASSERT(hlen(&fx, "dual") == 0);
+    CU_ASSERT(metric_has(&fx, "msm_scheduler_delayed_fire_lateness_seconds_count"));
+    free(ids);
+    sched_down(&other);
+    fx_stop(&fx);
+}
+
+static const char *const barrier_subs[] = {"old", "new", NULL};
+
+/* A registry poll that never runs in the test: only the barrier can show the scheduler a
+ * subscription created just before an event was published. */
+static void test_subscription_barrier(void)
+{
+    fx_t fx;
+    CU_ASSERT_FATAL(fx_init(&fx, barrier_subs) == 0);
+    /* Stored before the daemon starts: its first load sees topic "bar" with one subscription. */
+    json_t *sub = json_pack("{s:s,s:[{s:s}]}", "topic", "bar", "endpoints", "url",
+                            "http://127.0.0.1:9/");
+    char *text = json_dumps(sub, JSON_COMPACT);
+    json_decref(sub);
+    redisReply *r = redisCommand(fx.sync, "HSET %s:subs old %s", fx.ns, text);
+    free(text);
+    CU_ASSERT(r && r->type == REDIS_REPLY_INTEGER);
+    if (r)
+        freeReplyObject(r);
+    r = redisCommand(fx.sync, "INCR %s:registry:version", fx.ns);
+    if (r)
+        freeReplyObject(r);
+    CU_ASSERT_FATAL(daemon_up(&fx, 600000) == 0);
+    CU_ASSERT_FATAL(clients_up(&fx) == 0);
+    CU_ASSERT_FATAL(wait_consumers(&fx, 1) == 0);
+    /* As PUT /v1/subscriptions does, then a publish right after its answer. */
+    CU_ASSERT(put_sub(&fx, "new", "bar") == 0);
+    char id[MSM_ID_STR_SIZE];
+    CU_ASSERT_FATAL(publish(&fx, "bar", 1, 0, id) == 0);
+    CU_ASSERT(wait_all(&fx, col_of(&fx, "new"), id, 1, 5000) == MSM_OK);
+    CU_ASSERT(wait_all(&fx, col_of(&fx, "old"), id, 1, 5000) == MSM_OK);
+    fx_stop(&fx);
+}
+
 /* ---- suite ---- */
 
 static int suite_init(void)
@@ -736,6 +964,10 @@ static CU_TestInfo tests[] = {
     {"subscription added later, removed", test_subscription_added_and_removed},
     {"redis kill -9 during fan-out: nothing lost", test_redis_crash_during_fanout},
     {"graceful stop", test_graceful_stop},
+    {"records split past record_max_tasks", test_records_split},
+    {"delayed: two schedulers fire every id exactly once", test_two_schedulers_fire_once},
+    {"subscription barrier: an event after the PUT reaches the new subscription",
+     test_subscription_barrier},
     CU_TEST_INFO_NULL,
 };
 
