@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* msmctl tasks and dlq: one event's task in a subscription
- * (GET /v1/subscriptions/{name}/tasks/{event_id}), the dead-letter queue
- * (GET …/dlq?limit=N) and its replay (POST …/dlq:replay). */
+ * (GET /v1/subscriptions/{name}/tasks/{event_id}), the tasks waiting for a retry or
+ * delayed (GET …/tasks?state=S, page by page), the dead-letter queue (GET …/dlq?limit=N)
+ * and its replay (POST …/dlq:replay). */
 #include "msmctl.h"
 
 #include <stdlib.h>
@@ -81,6 +82,67 @@ static int list_dead(ctl_t *c, const char *sub)
     return CTL_EXIT_OK;
 }
 
+#define LIST_PAGE_MAX 1000 /* the frontend's largest page */
+
+/* One page of GET …/tasks?state=S from @p cursor (NULL = first): its tasks appended to
+ * @p all, the next cursor (malloc'd) in *next or NULL. */
+static int list_page(ctl_t *c, const char *sub, const char *state, int limit,
+                     const char *cursor, json_t *all, char **next)
+{
+    char *esc = cursor ? ctl_escape(c, cursor) : NULL;
+    char suffix[512], path[1024];
+    snprintf(suffix, sizeof(suffix), "/tasks?state=%s&limit=%d%s%s", state, limit,
+             esc ? "&cursor=" : "", esc ? esc : "");
+    free(esc);
+    ctl_resp_t r;
+    *next = NULL;
+    if (sub_path(c, sub, suffix, path, sizeof(path)) != 0 ||
+        ctl_http(c, "GET", path, NULL, &r) != 0)
+        return -1;
+    json_array_extend(all, json_object_get(r.json, "tasks"));
+    const char *n = json_string_value(json_object_get(r.json, "next_cursor"));
+    if (n)
+        *next = strdup(n);
+    ctl_resp_free(&r);
+    return 0;
+}
+
+/* Up to --limit tasks in @p state, following next_cursor page by page. */
+static int list_state(ctl_t *c, const char *sub, const char *state)
+{
+    json_t *all = json_array();
+    char *cursor = NULL;
+    int rc = CTL_EXIT_OK;
+    for (int left = c->o.limit; left > 0;) {
+        int page = left > LIST_PAGE_MAX ? LIST_PAGE_MAX : left;
+        char *next;
+        size_t before = json_array_size(all);
+        if (list_page(c, sub, state, page, cursor, all, &next) != 0) {
+            rc = CTL_EXIT_ERROR;
+            break;
+        }
+        free(cursor);
+        cursor = next;
+        left -= (int)(json_array_size(all) - before);
+        if (!cursor || json_array_size(all) == before)
+            break;
+    }
+    free(cursor);
+    if (rc == CTL_EXIT_OK) {
+        if (c->o.json) {
+            json_t *o = json_pack("{s:O}", "tasks", all);
+            char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            printf("%s\n", text ? text : "{}");
+            free(text);
+            json_decref(o);
+        } else {
+            ctl_print_table(stdout, all, task_columns);
+        }
+    }
+    json_decref(all);
+    return rc;
+}
+
 int ctl_tasks(ctl_t *c, const char **args, int nargs)
 {
     if (nargs == 2) {
@@ -91,17 +153,18 @@ int ctl_tasks(ctl_t *c, const char **args, int nargs)
         return show_task(c, args[0], args[1]);
     }
     if (!c->o.state) {
-        ctl_error(c, "expected an EVENT_ID, or --state dead to list the dead-letter queue");
+        ctl_error(c, "expected an EVENT_ID, or --state dead|retrying|delayed to list tasks");
         return CTL_EXIT_USAGE;
     }
-    if (strcmp(c->o.state, "dead") != 0) {
-        ctl_error(c,
-                  "--state %s: only dead tasks can be listed (the API lists the "
-                  "dead-letter queue); show one task with msmctl tasks SUB EVENT_ID",
-                  c->o.state);
-        return CTL_EXIT_USAGE;
-    }
-    return list_dead(c, args[0]);
+    if (strcmp(c->o.state, "dead") == 0)
+        return list_dead(c, args[0]);
+    if (strcmp(c->o.state, "retrying") == 0 || strcmp(c->o.state, "delayed") == 0)
+        return list_state(c, args[0], c->o.state);
+    ctl_error(c,
+              "--state %s: only dead, retrying and delayed tasks can be listed (the others "
+              "are not indexed); show one task with msmctl tasks SUB EVENT_ID",
+              c->o.state);
+    return CTL_EXIT_USAGE;
 }
 
 int ctl_dlq_list(ctl_t *c, const char **args, int nargs)

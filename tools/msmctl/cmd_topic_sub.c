@@ -230,6 +230,40 @@ int ctl_sub_delete(ctl_t *c, const char **args, int nargs)
     return on_named(c, "DELETE", "subscriptions", args[0], NULL, "deleted");
 }
 
+/* POST /v1/subscriptions/{name}:<verb> (pause, resume). */
+static int sub_verb(ctl_t *c, const char *name, const char *verb, const char *done_word)
+{
+    char *esc = ctl_escape(c, name);
+    if (!esc) {
+        ctl_error(c, "out of memory");
+        return CTL_EXIT_ERROR;
+    }
+    char path[1024];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s:%s", esc, verb);
+    free(esc);
+    ctl_resp_t r;
+    if (ctl_http(c, "POST", path, NULL, &r) != 0)
+        return CTL_EXIT_ERROR;
+    if (c->o.json)
+        ctl_print_raw(&r);
+    else
+        printf("subscription %s %s\n", name, done_word);
+    ctl_resp_free(&r);
+    return CTL_EXIT_OK;
+}
+
+int ctl_sub_pause(ctl_t *c, const char **args, int nargs)
+{
+    (void)nargs;
+    return sub_verb(c, args[0], "pause", "paused");
+}
+
+int ctl_sub_resume(ctl_t *c, const char **args, int nargs)
+{
+    (void)nargs;
+    return sub_verb(c, args[0], "resume", "resumed");
+}
+
 /* ---- stats, once or --watch ---- */
 
 static volatile sig_atomic_t interrupted;

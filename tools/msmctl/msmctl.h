@@ -133,6 +133,8 @@ int ctl_sub_list(ctl_t *c, const char **args, int nargs);
 int ctl_sub_get(ctl_t *c, const char **args, int nargs);
 int ctl_sub_delete(ctl_t *c, const char **args, int nargs);
 int ctl_sub_stats(ctl_t *c, const char **args, int nargs);
+int ctl_sub_pause(ctl_t *c, const char **args, int nargs);
+int ctl_sub_resume(ctl_t *c, const char **args, int nargs);
 int ctl_publish(ctl_t *c, const char **args, int nargs);
 int ctl_tasks(ctl_t *c, const char **args, int nargs);
 int ctl_dlq_list(ctl_t *c, const char **args, int nargs);
