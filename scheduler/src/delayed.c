@@ -261,7 +261,9 @@ static void on_fire_appended(msm_err_t err, const char *reason, void *opaque)
     size_t count = 0;
     for (size_t i = 0; i < f->n; i++)
         count += f->events[i] != NULL;
-    if (err == MSM_OK) {
+    if (err == MSM_OK && s->freed) {
+        fire_finish(f); /* the Redis client may be gone: the claim lapses (a duplicate later) */
+    } else if (err == MSM_OK) {
         record_fired(f, count);
         send_remove(f);
     } else {
