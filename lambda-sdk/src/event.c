@@ -4,7 +4,9 @@
  * keep using it after the HTTP request is gone. */
 #include "lambda_int.h"
 
+#include "msm/base64.h"
 #include "msm/err.h"
+#include "msm/json.h"
 #include "msm/time.h"
 
 #include <errno.h>
@@ -177,42 +179,34 @@ check_headers(const msm_http_req_t *req, int64_t *attempt, int64_t *deadline, ch
     return 0;
 }
 
-msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_size)
-{
-    int64_t attempt, deadline;
-    if (check_headers(req, &attempt, &deadline, why, why_size) != 0)
-        return NULL;
-    /* On the stack: a few KiB, and no allocation for events without attributes. */
-    attr_collect_t acs = {0}, *ac = &acs;
-    msm_http_req_headers(req, collect_attr, ac);
-    if (ac->ac_too_many) {
-        snprintf(why, why_size, "more than %d Msm-Attr-* headers", MAX_ATTRS);
-        return NULL;
-    }
-
+/* The parts of an event before it is copied into its one allocation. */
+typedef struct {
     const char *text[F_COUNT];
     size_t lens[F_COUNT];
-    text[F_ID] = header_or_empty(req, "ce-id");
-    text[F_SOURCE] = header_or_empty(req, "ce-source");
-    text[F_TYPE] = header_or_empty(req, "ce-type");
-    text[F_SUBSCRIPTION] = header_or_empty(req, "Msm-Subscription");
-    text[F_KEY] = header_or_empty(req, "Msm-Key");
-    text[F_ORDERING_KEY] = header_or_empty(req, "Msm-Ordering-Key");
-    text[F_TRACEPARENT] = header_or_empty(req, "traceparent");
-    text[F_CONTENT_TYPE] = header_or_empty(req, "Content-Type");
-    size_t total = 0;
+    const attr_collect_t *attrs;
+    const char *payload;
+    size_t payload_len;
+    int64_t attempt, deadline_ms, time_ms;
+} event_parts_t;
+
+/* Sets the topic from the source and the lengths of the text fields. */
+static void parts_measure(event_parts_t *p)
+{
     for (int f = 0; f < F_COUNT; f++) {
         if (f != F_TOPIC)
-            lens[f] = strlen(text[f]);
+            p->lens[f] = strlen(p->text[f]);
     }
-    text[F_TOPIC] = topic_of(text[F_SOURCE], &lens[F_TOPIC]);
-    for (int f = 0; f < F_COUNT; f++)
-        total += lens[f] + 1;
-    size_t body_len;
-    const char *body = msm_http_req_body(req, &body_len);
+    p->text[F_TOPIC] = topic_of(p->text[F_SOURCE], &p->lens[F_TOPIC]);
+}
 
-    size_t size =
-        sizeof(msm_event_t) + ac->ac_n * sizeof(lm_attr_t) + total + ac->ac_bytes + body_len + 1;
+static msm_event_t *event_build(const event_parts_t *p, char *why, size_t why_size)
+{
+    const attr_collect_t *ac = p->attrs;
+    size_t total = 0;
+    for (int f = 0; f < F_COUNT; f++)
+        total += p->lens[f] + 1;
+    size_t size = sizeof(msm_event_t) + ac->ac_n * sizeof(lm_attr_t) + total + ac->ac_bytes +
+                  p->payload_len + 1;
     msm_event_t *ev = calloc(1, size);
     if (!ev) {
         snprintf(why, why_size, "out of memory");
@@ -221,20 +215,173 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
     ev->ev_attrs = (lm_attr_t *)(void *)(ev + 1);
     char *pos = (char *)(ev->ev_attrs + ac->ac_n);
     for (int f = 0; f < F_COUNT; f++)
-        *field_slot(ev, f) = arena_put(&pos, text[f], lens[f]);
+        *field_slot(ev, f) = arena_put(&pos, p->text[f], p->lens[f]);
     for (size_t i = 0; i < ac->ac_n; i++) {
         const lm_attr_t *a = &ac->ac_attrs[i];
         ev->ev_attrs[i].a_name = arena_put(&pos, a->a_name, strlen(a->a_name));
         ev->ev_attrs[i].a_value = arena_put(&pos, a->a_value, strlen(a->a_value));
     }
     ev->ev_nattrs = ac->ac_n;
-    ev->ev_payload = arena_put(&pos, body, body_len);
-    ev->ev_payload_len = body_len;
-    ev->ev_attempt = (int)attempt;
-    ev->ev_deadline_ms = deadline;
+    ev->ev_payload = arena_put(&pos, p->payload, p->payload_len);
+    ev->ev_payload_len = p->payload_len;
+    ev->ev_attempt = (int)p->attempt;
+    ev->ev_deadline_ms = p->deadline_ms;
+    ev->ev_time_ms = p->time_ms;
+    return ev;
+}
+
+msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_size)
+{
+    event_parts_t p = {0};
+    if (check_headers(req, &p.attempt, &p.deadline_ms, why, why_size) != 0)
+        return NULL;
+    /* On the stack: a few KiB, and no allocation for events without attributes. */
+    attr_collect_t acs = {0}, *ac = &acs;
+    msm_http_req_headers(req, collect_attr, ac);
+    if (ac->ac_too_many) {
+        snprintf(why, why_size, "more than %d Msm-Attr-* headers", MAX_ATTRS);
+        return NULL;
+    }
+    p.attrs = ac;
+    p.text[F_ID] = header_or_empty(req, "ce-id");
+    p.text[F_SOURCE] = header_or_empty(req, "ce-source");
+    p.text[F_TYPE] = header_or_empty(req, "ce-type");
+    p.text[F_SUBSCRIPTION] = header_or_empty(req, "Msm-Subscription");
+    p.text[F_KEY] = header_or_empty(req, "Msm-Key");
+    p.text[F_ORDERING_KEY] = header_or_empty(req, "Msm-Ordering-Key");
+    p.text[F_TRACEPARENT] = header_or_empty(req, "traceparent");
+    p.text[F_CONTENT_TYPE] = header_or_empty(req, "Content-Type");
+    parts_measure(&p);
+    p.payload = msm_http_req_body(req, &p.payload_len);
     const char *t = msm_http_req_header(req, "ce-time");
-    if (!t || msm_time_parse(t, &ev->ev_time_ms) != MSM_OK)
-        ev->ev_time_ms = 0;
+    if (!t || msm_time_parse(t, &p.time_ms) != MSM_OK)
+        p.time_ms = 0;
+    return event_build(&p, why, why_size);
+}
+
+/* ---- one event of a batch push (structured mode) ---- */
+
+/* Members that are CloudEvents context attributes or msm's own, not event attributes. */
+static int is_context(const char *name)
+{
+    static const char *const names[] = {
+        "specversion", "id", "source", "type", "time", "datacontenttype", "dataschema",
+        "subject", "data", "data_base64", "msmsubscription", "msmattempt", "msmkey",
+        "msmorderingkey", "traceparent", "tracestate", NULL};
+    for (size_t i = 0; names[i]; i++) {
+        if (strcmp(names[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static const char *member_str(const json_t *obj, const char *name)
+{
+    const char *v = json_string_value(json_object_get(obj, name));
+    return v ? v : "";
+}
+
+static int json_attempt(const json_t *v, int64_t *out)
+{
+    *out = 1;
+    if (!v)
+        return 0;
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return *out >= 1 && *out <= INT_MAX ? 0 : -1;
+    }
+    return json_is_string(v) ? parse_int64(json_string_value(v), 1, INT_MAX, out) : -1;
+}
+
+/* The payload: "data" (JSON, or text for a non-JSON type) or "data_base64". *owned is
+ * what the caller frees. */
+static int json_payload(const json_t *obj, const char *ct, event_parts_t *p, char **owned,
+                        char *why, size_t n)
+{
+    const json_t *data = json_object_get(obj, "data");
+    const json_t *b64 = json_object_get(obj, "data_base64");
+    *owned = NULL;
+    p->payload = "";
+    p->payload_len = 0;
+    if (b64) {
+        const char *text = json_string_value(b64);
+        size_t len = text ? strlen(text) : 0;
+        char *out = text ? malloc(len / 4 * 3 + 3) : NULL;
+        if (!out || msm_base64_decode(text, len, out, &p->payload_len) != MSM_OK) {
+            free(out);
+            snprintf(why, n, "data_base64 is not base64");
+            return -1;
+        }
+        *owned = out;
+        p->payload = out;
+        return 0;
+    }
+    if (!data)
+        return 0;
+    if (json_is_string(data) && !msm_json_media_type(ct)) {
+        p->payload = json_string_value(data);
+        p->payload_len = json_string_length(data);
+        return 0;
+    }
+    *owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!*owned) {
+        snprintf(why, n, "out of memory");
+        return -1;
+    }
+    p->payload = *owned;
+    p->payload_len = strlen(*owned);
+    return 0;
+}
+
+msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
+                                  int64_t deadline_ms, char *why, size_t why_size)
+{
+    if (!json_is_object(obj) || !*member_str(obj, "id")) {
+        snprintf(why, why_size, "an event without an id");
+        return NULL;
+    }
+    const char *spec = json_string_value(json_object_get(obj, "specversion"));
+    if (spec && strcmp(spec, "1.0") != 0) {
+        snprintf(why, why_size, "specversion \"%.32s\" is not supported (1.0 is)", spec);
+        return NULL;
+    }
+    event_parts_t p = {.deadline_ms = deadline_ms};
+    if (json_attempt(json_object_get(obj, "msmattempt"), &p.attempt) != 0) {
+        snprintf(why, why_size, "msmattempt must be an integer >= 1");
+        return NULL;
+    }
+    attr_collect_t acs = {0}, *ac = &acs;
+    const char *name;
+    const json_t *v;
+    json_object_foreach((json_t *)obj, name, v) {
+        if (is_context(name) || !json_is_string(v))
+            continue;
+        if (ac->ac_n == MAX_ATTRS) {
+            snprintf(why, why_size, "more than %d attributes", MAX_ATTRS);
+            return NULL;
+        }
+        ac->ac_attrs[ac->ac_n++] = (lm_attr_t){name, json_string_value(v)};
+        ac->ac_bytes += strlen(name) + strlen(json_string_value(v)) + 2;
+    }
+    p.attrs = ac;
+    const char *sub = member_str(obj, "msmsubscription");
+    p.text[F_ID] = member_str(obj, "id");
+    p.text[F_SOURCE] = member_str(obj, "source");
+    p.text[F_TYPE] = member_str(obj, "type");
+    p.text[F_SUBSCRIPTION] = *sub ? sub : (subscription ? subscription : "");
+    p.text[F_KEY] = member_str(obj, "msmkey");
+    p.text[F_ORDERING_KEY] = member_str(obj, "msmorderingkey");
+    p.text[F_TRACEPARENT] = member_str(obj, "traceparent");
+    p.text[F_CONTENT_TYPE] = member_str(obj, "datacontenttype");
+    parts_measure(&p);
+    const char *t = json_string_value(json_object_get(obj, "time"));
+    if (!t || msm_time_parse(t, &p.time_ms) != MSM_OK)
+        p.time_ms = 0;
+    char *owned;
+    if (json_payload(obj, p.text[F_CONTENT_TYPE], &p, &owned, why, why_size) != 0)
+        return NULL;
+    msm_event_t *ev = event_build(&p, why, why_size);
+    free(owned);
     return ev;
 }
 

@@ -3,7 +3,11 @@
  * pick the handler, run it and answer the router (API.md "Push to lambdas": 2xx success,
  * `Msm-Status: fatal` fatal, anything else retriable). A handler may answer later
  * (MSM_LATER): the HTTP response is deferred and a deadline timer answers "retry" for it if
- * it overruns, so the router never waits past Msm-Deadline for us. */
+ * it overruns, so the router never waits past Msm-Deadline for us.
+ *
+ * A batch push (`Content-Type: application/cloudevents-batch+json`, API.md "Batch push")
+ * runs the handler once per event of its JSON array, each with its own ctx, and answers
+ * `{"results":[{"id","status"}]}` once every event has its verdict. */
 #include "lambda_int.h"
 
 #include "msm/err.h"
@@ -14,8 +18,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define FAC "lambda"
+#define BATCH_MEDIA_TYPE "application/cloudevents-batch+json"
+
+typedef struct lm_batch_s lm_batch_t;
+
+/* One batch push: the verdict of each event until all are in, then one answer. */
+struct lm_batch_s {
+    msm_http_req_t *b_req; /* NULL once answered or cancelled by the server */
+    size_t b_n;
+    size_t b_waiting;      /* events without a verdict yet */
+    int b_starting;        /* handlers are still being started: do not answer yet */
+    char **b_ids;
+    const char **b_status; /* "ok", "retry", "fatal" per event */
+    msm_ctx_t **b_ctxs;    /* the ctx still owing its verdict, per event */
+};
 
 struct msm_ctx_s {
     msm_ctx_t *cx_prev, *cx_next; /* the lambda's in-flight list */
@@ -32,8 +51,12 @@ struct msm_ctx_s {
     int64_t cx_retry_after_ms;
     msm_ctx_cancel_t *cx_cancel_cb;
     void *cx_cancel_opaque;
+    lm_batch_t *cx_batch;     /* a member of a batch push: the verdict goes there */
+    size_t cx_index;
     char cx_error[256];
 };
+
+static void batch_verdict(msm_ctx_t *ctx, lm_result_t result);
 
 static const char *const result_names[] = {"ok", "retry", "fatal", "deadline"};
 
@@ -112,6 +135,13 @@ static msm_status_t answer(msm_ctx_t *ctx, msm_status_t status, int deadline_hit
     if (deadline_hit || past_deadline(ctx->cx_ev)) {
         status = MSM_RETRY;
         result = LM_RESULT_DEADLINE;
+    }
+    if (ctx->cx_batch) {
+        ctx->cx_req = NULL;
+        ctx->cx_answered = status;
+        observe(ctx, result);
+        batch_verdict(ctx, result);
+        return status;
     }
     if (result == LM_RESULT_OK) {
         msm_http_add_header(req, "Msm-Status", "ok");
@@ -224,13 +254,162 @@ static void run_handler(msm_ctx_t *ctx)
         ctx_release(ctx);
         return;
     }
-    msm_http_req_on_cancel(ctx->cx_req, on_request_cancel, ctx);
+    if (!ctx->cx_batch) /* a batch's request has one cancel hook for all its events */
+        msm_http_req_on_cancel(ctx->cx_req, on_request_cancel, ctx);
     int64_t d = msm_event_deadline_ms(ctx->cx_ev);
     if (d > 0) {
         int64_t left = d - msm_time_unix_ms();
         msm_loop_timer_start(l->lm_loop, &ctx->cx_deadline_timer, left > 0 ? (uint64_t)left : 0,
                              on_deadline, ctx);
     }
+}
+
+/* ---- batch push ---- */
+
+static void batch_free(lm_batch_t *b)
+{
+    for (size_t i = 0; i < b->b_n; i++)
+        free(b->b_ids[i]);
+    free(b->b_ids);
+    free(b->b_status);
+    free(b->b_ctxs);
+    free(b);
+}
+
+static void batch_answer(lm_batch_t *b)
+{
+    json_t *results = json_array();
+    for (size_t i = 0; results && i < b->b_n; i++) {
+        if (b->b_ids[i])
+            json_array_append_new(results, json_pack("{s:s,s:s}", "id", b->b_ids[i], "status",
+                                                     b->b_status[i]));
+    }
+    msm_http_respond_json(b->b_req, 200, json_pack("{s:o*}", "results", results));
+    batch_free(b);
+}
+
+static void batch_verdict(msm_ctx_t *ctx, lm_result_t result)
+{
+    lm_batch_t *b = ctx->cx_batch;
+    ctx->cx_batch = NULL;
+    b->b_status[ctx->cx_index] =
+        result == LM_RESULT_OK ? "ok" : (result == LM_RESULT_FATAL ? "fatal" : "retry");
+    b->b_ctxs[ctx->cx_index] = NULL;
+    if (--b->b_waiting == 0 && !b->b_starting)
+        batch_answer(b);
+}
+
+/* The server is going away with the batch's answer still owed: it answers 503 itself. */
+static void on_batch_cancel(msm_http_req_t *req, void *opaque)
+{
+    (void)req;
+    lm_batch_t *b = opaque;
+    for (size_t i = 0; i < b->b_n; i++) {
+        msm_ctx_t *ctx = b->b_ctxs[i];
+        if (ctx) {
+            ctx->cx_batch = NULL;
+            ctx->cx_req = NULL;
+            ctx->cx_answered = MSM_RETRY;
+        }
+    }
+    batch_free(b);
+}
+
+static lm_batch_t *batch_new(size_t n)
+{
+    lm_batch_t *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->b_n = n;
+    b->b_ids = calloc(n ? n : 1, sizeof(*b->b_ids));
+    b->b_status = calloc(n ? n : 1, sizeof(*b->b_status));
+    b->b_ctxs = calloc(n ? n : 1, sizeof(*b->b_ctxs));
+    if (!b->b_ids || !b->b_status || !b->b_ctxs) {
+        batch_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static msm_ctx_t *ctx_new(msm_lambda_t *l, lm_handler_t *h, msm_event_t *ev,
+                          msm_http_req_t *req);
+static void ctx_start(msm_ctx_t *ctx);
+
+/* Starts the handler of event @p i (its verdict may come at once). */
+static void batch_start_one(msm_lambda_t *l, lm_batch_t *b, size_t i, const json_t *obj,
+                            const char *subscription, int64_t deadline)
+{
+    char why[160];
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    b->b_ids[i] = id ? strdup(id) : NULL; /* no id: no result can name it (retried) */
+    b->b_status[i] = "retry";
+    msm_event_t *ev = msm__event_from_json(obj, subscription, deadline, why, sizeof(why));
+    lm_handler_t *h = ev ? find_handler(l, msm_event_subscription(ev)) : NULL;
+    msm_ctx_t *ctx = h ? ctx_new(l, h, ev, b->b_req) : NULL;
+    if (!ctx) {
+        /* Retried like a single push answered 400 or 404 would be. */
+        count_rejected(l, !ev ? "invalid" : (!h ? "no_handler" : "nomem"));
+        msm_log(MSM_LOG_DEBUG, FAC, "batch event %zu: %s", i,
+                !ev ? why : "no handler for its subscription");
+        msm__event_free(ev);
+        return;
+    }
+    ctx->cx_batch = b;
+    ctx->cx_index = i;
+    b->b_ctxs[i] = ctx;
+    b->b_waiting++;
+    ctx_start(ctx);
+}
+
+static void on_batch_push(msm_lambda_t *l, msm_http_req_t *req)
+{
+    size_t len;
+    const char *body = msm_http_req_body(req, &len);
+    const char *secret = l->lm_conf.lc_secret;
+    char why[160];
+    if (secret && *secret &&
+        msm__signature_verify(secret, msm_http_req_header(req, "Msm-Signature"), "", body, len,
+                              msm_time_unix_ms() / 1000, l->lm_conf.lc_signature_tolerance_s,
+                              why, sizeof(why)) != 0) {
+        reject(l, req, 401, "UNAUTHENTICATED", "signature", why);
+        return;
+    }
+    const char *d = msm_http_req_header(req, "Msm-Deadline");
+    long long deadline = d ? strtoll(d, NULL, 10) : 0;
+    json_t *events = json_loadb(body, len, 0, NULL);
+    if (!json_is_array(events)) {
+        json_decref(events);
+        reject(l, req, 400, "INVALID_ARGUMENT", "invalid", "a batch push is a JSON array");
+        return;
+    }
+    lm_batch_t *b = batch_new(json_array_size(events));
+    if (!b) {
+        json_decref(events);
+        reject(l, req, 503, "UNAVAILABLE", "nomem", "out of memory");
+        return;
+    }
+    b->b_req = req;
+    b->b_starting = 1;
+    const char *subscription = msm_http_req_header(req, "Msm-Subscription");
+    size_t i;
+    json_t *obj;
+    json_array_foreach(events, i, obj)
+        batch_start_one(l, b, i, obj, subscription, deadline > 0 ? deadline : 0);
+    json_decref(events);
+    b->b_starting = 0;
+    if (b->b_waiting == 0) {
+        batch_answer(b);
+        return;
+    }
+    msm_http_req_on_cancel(req, on_batch_cancel, b);
+}
+
+static int is_batch(const msm_http_req_t *req)
+{
+    const char *ct = msm_http_req_header(req, "Content-Type");
+    size_t n = sizeof(BATCH_MEDIA_TYPE) - 1;
+    return ct && strncasecmp(ct, BATCH_MEDIA_TYPE, n) == 0 && (ct[n] == '\0' || ct[n] == ';' ||
+                                                               ct[n] == ' ');
 }
 
 void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
@@ -240,6 +419,10 @@ void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
         /* Close the connection too, so the router's next try opens one elsewhere. */
         msm_http_add_header(req, "Connection", "close");
         reject(l, req, 503, "SHUTTING_DOWN", "draining", "the lambda is shutting down");
+        return;
+    }
+    if (is_batch(req)) {
+        on_batch_push(l, req);
         return;
     }
     if (!signature_ok(l, req))
@@ -258,12 +441,21 @@ void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
         reject(l, req, 404, "NOT_FOUND", "no_handler", why);
         return;
     }
-    msm_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    msm_ctx_t *ctx = ctx_new(l, h, ev, req);
     if (!ctx) {
         msm__event_free(ev);
         reject(l, req, 503, "UNAVAILABLE", "nomem", "out of memory");
         return;
     }
+    ctx_start(ctx);
+}
+
+static msm_ctx_t *ctx_new(msm_lambda_t *l, lm_handler_t *h, msm_event_t *ev,
+                          msm_http_req_t *req)
+{
+    msm_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
     ctx->cx_lambda = l;
     ctx->cx_handler = h;
     ctx->cx_ev = ev;
@@ -272,7 +464,12 @@ void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
     ctx->cx_start_us = msm_time_mono_us();
     msm_timer_init(&ctx->cx_deadline_timer);
     ctx_link(l, ctx);
-    if (past_deadline(ev)) {
+    return ctx;
+}
+
+static void ctx_start(msm_ctx_t *ctx)
+{
+    if (past_deadline(ctx->cx_ev)) {
         /* The router gave up already: running the handler would only repeat work. */
         ctx->cx_handler_done = 1;
         answer(ctx, MSM_RETRY, 1);

@@ -7,6 +7,7 @@
 #include "msm/lambda.h"
 #include "msm/metrics.h"
 
+#include <jansson.h>
 #include <signal.h>
 #include <stdint.h>
 
@@ -90,6 +91,15 @@ struct msm_lambda_s {
  * @p why (a 400 answer) or "out of memory".
  */
 msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_size);
+/**
+ * Builds the event of one member of a batch push (a structured-mode CloudEvent, API.md
+ * "Batch push"): msmsubscription (else @p subscription, the request's Msm-Subscription),
+ * msmattempt, msmkey, msmorderingkey, the other string members as attributes, "data" or
+ * "data_base64" as the payload; @p deadline_ms is the request's Msm-Deadline. @returns NULL
+ * with a reason in @p why.
+ */
+msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
+                                  int64_t deadline_ms, char *why, size_t why_size);
 void msm__event_free(msm_event_t *ev);
 
 /* ---- signature.c ---- */

@@ -754,6 +754,148 @@ static void test_api_example(void)
     free(log);
 }
 
+/* ---- batch push (API.md "Batch push") ---- */
+
+/* POSTs @p body as a batch push; @returns the parsed answer (NULL when not JSON). */
+static json_t *batch_push(msm_test_proc_t *c, const char *body, const char *sig, long *status)
+{
+    char dl[64];
+    snprintf(dl, sizeof(dl), "Msm-Deadline: %lld", unix_ms() + 5000);
+    lt_http_t h = {.headers = {"Content-Type: application/cloudevents-batch+json",
+                               "Msm-Subscription: sub-a", dl, sig, NULL},
+                   .body = body,
+                   .body_len = strlen(body)};
+    lt_http(c->port, &h);
+    *status = h.status;
+    json_t *o = h.rbody ? json_loads(h.rbody, 0, NULL) : NULL;
+    lt_http_free(&h);
+    return o;
+}
+
+static const char *result_of(json_t *answer, const char *id)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(answer, "results"), i, r) {
+        if (strcmp(jstr(r, "id"), id) == 0)
+            return jstr(r, "status");
+    }
+    return NULL;
+}
+
+/* One request, one handler call per event, one result per event as the handler answered
+ * (a late one included); an event of no handled subscription is "retry". */
+static void test_batch_push(void)
+{
+    char out[512];
+    path_in_dir(out, sizeof(out), "echo");
+    msm_test_proc_t c;
+    CU_ASSERT_EQUAL_FATAL(start_echo(&c, out, 0), 0);
+    const char *body =
+        "[{\"specversion\":\"1.0\",\"id\":\"b1\",\"source\":\"/msm/topics/orders\","
+        "\"type\":\"msm.event\",\"time\":\"2025-11-25T12:00:00.123Z\","
+        "\"datacontenttype\":\"application/json\",\"msmsubscription\":\"sub-a\","
+        "\"msmattempt\":3,\"msmkey\":\"k1\",\"msmorderingkey\":\"o1\",\"want\":\"ok\","
+        "\"region\":\"eu\",\"data\":{\"n\":1}},"
+        "{\"specversion\":\"1.0\",\"id\":\"b2\",\"source\":\"/msm/topics/orders\","
+        "\"type\":\"msm.event\",\"datacontenttype\":\"application/octet-stream\","
+        "\"msmattempt\":1,\"want\":\"retry\",\"data_base64\":\"aGk=\"},"
+        "{\"specversion\":\"1.0\",\"id\":\"b3\",\"source\":\"/msm/topics/orders\","
+        "\"type\":\"msm.event\",\"want\":\"fatal\"},"
+        "{\"specversion\":\"1.0\",\"id\":\"b4\",\"source\":\"/msm/topics/orders\","
+        "\"type\":\"msm.event\",\"want\":\"later:100\"},"
+        "{\"specversion\":\"1.0\",\"id\":\"b5\",\"source\":\"/msm/topics/orders\","
+        "\"type\":\"msm.event\",\"msmsubscription\":\"nobody\"}]";
+    long status;
+    json_t *a = batch_push(&c, body, NULL, &status);
+    CU_ASSERT_EQUAL(status, 200);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(a, "results")), 5);
+    CU_ASSERT_STRING_EQUAL(result_of(a, "b1"), "ok");
+    CU_ASSERT_STRING_EQUAL(result_of(a, "b2"), "retry");
+    CU_ASSERT_STRING_EQUAL(result_of(a, "b3"), "fatal");
+    CU_ASSERT_STRING_EQUAL(result_of(a, "b4"), "ok");
+    CU_ASSERT_STRING_EQUAL(result_of(a, "b5"), "retry");
+    json_decref(a);
+
+    size_t len;
+    char *text = lt_read_file(out, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *o = json_loads(l, 0, NULL);
+        n++;
+        if (o && strcmp(jstr(o, "id"), "b1") == 0) {
+            CU_ASSERT_STRING_EQUAL(jstr(o, "subscription"), "sub-a");
+            CU_ASSERT_STRING_EQUAL(jstr(o, "topic"), "orders");
+            CU_ASSERT_EQUAL(jint(o, "attempt"), 3);
+            CU_ASSERT_STRING_EQUAL(jstr(o, "key"), "k1");
+            CU_ASSERT_STRING_EQUAL(jstr(o, "ordering_key"), "o1");
+            CU_ASSERT_STRING_EQUAL(jstr(o, "content_type"), "application/json");
+            CU_ASSERT_STRING_EQUAL(jstr(o, "payload"), "{\"n\":1}");
+            CU_ASSERT_EQUAL(jint(o, "time_ms"), 1764072000123LL);
+            CU_ASSERT(jint(o, "deadline_ms") > unix_ms());
+        }
+        if (o && strcmp(jstr(o, "id"), "b2") == 0)
+            CU_ASSERT_STRING_EQUAL(jstr(o, "payload"), "hi");
+        json_decref(o);
+    }
+    CU_ASSERT_EQUAL(n, 4); /* b5 reached no handler */
+    free(text);
+
+    /* Not an array: 400, as a malformed single push. */
+    a = batch_push(&c, "{\"id\":\"x\"}", NULL, &status);
+    CU_ASSERT_EQUAL(status, 400);
+    json_decref(a);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+}
+
+/* --secret: a batch is signed over "<t>..<body>" (an empty ce-id); the example's --record
+ * has one line per event. */
+static void test_batch_push_signed_record(void)
+{
+    char rec[512];
+    path_in_dir(rec, sizeof(rec), "record");
+    const char *args[] = {"--secret", "s3cret", "--record", rec, NULL};
+    msm_test_proc_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    const char *body = "[{\"specversion\":\"1.0\",\"id\":\"s1\",\"source\":\"/msm/topics/t\","
+                       "\"type\":\"msm.event\",\"msmsubscription\":\"rec-sub\","
+                       "\"msmattempt\":2,\"msmkey\":\"k\",\"data\":1},"
+                       "{\"specversion\":\"1.0\",\"id\":\"s2\",\"source\":\"/msm/topics/t\","
+                       "\"type\":\"msm.event\",\"msmsubscription\":\"rec-sub\",\"data\":2}]";
+    long long now = unix_ms() / 1000;
+    char hex[80], sig[200];
+    sign("s3cret", now, "", body, hex);
+    snprintf(sig, sizeof(sig), "Msm-Signature: t=%lld,v1=%s", now, hex);
+    long long t0 = unix_ms();
+    long status;
+    json_t *a = batch_push(&c, body, "X-Nothing: 1", &status);
+    CU_ASSERT_EQUAL(status, 401);
+    json_decref(a);
+    a = batch_push(&c, body, sig, &status);
+    CU_ASSERT_EQUAL(status, 200);
+    CU_ASSERT_STRING_EQUAL(result_of(a, "s1"), "ok");
+    CU_ASSERT_STRING_EQUAL(result_of(a, "s2"), "ok");
+    json_decref(a);
+    long long t1 = unix_ms();
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+    size_t len;
+    char *text = lt_read_file(rec, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    json_t *lines[4] = {0};
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l && n < 4;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = json_loads(l, 0, NULL);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    check_record_line(lines[0], "s1", 2, "k", NULL, t0, t1, "ok");
+    check_record_line(lines[1], "s2", 1, NULL, NULL, t0, t1, "ok");
+    for (int i = 0; i < n; i++)
+        json_decref(lines[i]);
+    free(text);
+}
+
 static CU_TestInfo lambda_tests[] = {
     {"--help, --version, bad flags", test_flags},
     {"headers to event fields", test_event_round_trip},
@@ -766,6 +908,9 @@ static CU_TestInfo lambda_tests[] = {
     {"--latency-ms answers late without blocking", test_latency_does_not_block},
     {"SIGTERM drains and exits 0", test_sigterm_drains},
     {"API.md's three-line lambda", test_api_example},
+    {"batch push: one handler call and one result per event", test_batch_push},
+    {"batch push: signature over an empty ce-id, --record per event",
+     test_batch_push_signed_record},
     CU_TEST_INFO_NULL,
 };
 
