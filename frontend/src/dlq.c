@@ -253,7 +253,13 @@ static int page_append(sub_call_t *sc, Msm__V1__Task **tasks, size_t n)
     if (rc == MSM_OK) {
         char ready[TASKS_KEY_MAX];
         snprintf(ready, sizeof(ready), MSM_STREAM_READY, sc->name);
-        msm_record_t rec = {.value = buf.data, .value_len = buf.len};
+        /* keyed as the scheduler keys its records: by the first event's ordering key */
+        const Msm__V1__Event *ev = tasks[0]->event;
+        const char *key = ev->ordering_key && *ev->ordering_key ? ev->ordering_key : ev->key;
+        msm_record_t rec = {.key = key && *key ? key : NULL,
+                            .key_len = key && *key ? strlen(key) : 0,
+                            .value = buf.data,
+                            .value_len = buf.len};
         rc = msm_stream_append(sc->base.fe->fe_deps.stream, ready, &rec, 1, on_replay_appended,
                                sc);
     }

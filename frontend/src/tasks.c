@@ -206,8 +206,10 @@ static json_t *task_from_record(const char *id, const redisReply *text)
         json_object_set_new(o, "event_id", json_string(id));
     if (!json_object_get(o, "attempts"))
         json_object_set_new(o, "attempts", json_integer(0));
-    if (!json_object_get(o, "next_attempt_at"))
-        json_object_set_new(o, "next_attempt_at", json_null());
+    /* A time written in ms is shown as the API's RFC 3339, like every other time here. */
+    json_t *next = json_object_get(o, "next_attempt_at");
+    if (!next || json_is_integer(next))
+        json_object_set_new(o, "next_attempt_at", fe_time_json(json_integer_value(next)));
     if (!json_object_get(o, "last_error"))
         json_object_set_new(o, "last_error", json_null());
     if (!json_is_array(json_object_get(o, "history")))

@@ -221,11 +221,14 @@ static void test_task_get(void)
     CU_ASSERT_STRING_EQUAL(jstr(r.json, "last_error"), "HTTP 500");
     resp_clear(&r);
 
-    /* A record wins over the stores: it is the newest word on the task. */
+    /* A record wins over the stores: it is the newest word on the task. Its time in ms is
+     * shown in RFC 3339. */
     freeReplyObject(cmd("SET %s:sub:{tk-sub}:t:ev-retry %s", F.ns,
-                        "{\"event_id\":\"ev-retry\",\"state\":\"running\",\"attempts\":3}"));
+                        "{\"event_id\":\"ev-retry\",\"state\":\"retrying\",\"attempts\":3,"
+                        "\"next_attempt_at\":1700000001234}"));
     http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-retry", NULL);
-    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "running");
+    CU_ASSERT_EQUAL(jint(r.json, "attempts"), 3);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "next_attempt_at"), DUE_TEXT);
     resp_clear(&r);
 
     http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-none", NULL);
