@@ -61,43 +61,168 @@ static int intake(fc_sub_t *sub, fc_rec_t *rec, Msm__V1__Task *t)
     return 1;
 }
 
+/* A task whose record says it already finished, or waits in the retry store, is not taken
+ * again when its ready record comes back after a takeover. */
+static int already_settled(const redisReply *state)
+{
+    if (!state || state->type != REDIS_REPLY_STRING)
+        return 0;
+    return strstr(state->str, "\"state\":\"succeeded\"") ||
+           strstr(state->str, "\"state\":\"dead\"") ||
+           strstr(state->str, "\"state\":\"retrying\"");
+}
+
+/* Takes the tasks of one ready record in; @p states (an MGET reply of their task records,
+ * from *next on) skips those already settled. Takes @p b. */
+static void rec_take(fc_sub_t *sub, msm_stream_msg_t *msg, Msm__V1__TaskBatch *b,
+                     const redisReply *states, size_t *next)
+{
+    fc_rec_t *rec = calloc(1, sizeof(*rec));
+    if (!rec) {
+        msm_task_batch_free(b); /* unacknowledged: read again after a restart */
+        return;
+    }
+    rec->sub = sub;
+    rec->msg = msg;
+    rec->batch = b;
+    rec->unsettled = 1; /* held while the tasks are taken in */
+    size_t taken = 0, settled = 0;
+    for (size_t k = 0; k < b->n_tasks; k++) {
+        const redisReply *st = states && *next < states->elements ? states->element[*next] : NULL;
+        if (states)
+            (*next)++;
+        if (already_settled(st)) {
+            settled++;
+            continue;
+        }
+        rec->unsettled++;
+        if (intake(sub, rec, b->tasks[k]))
+            taken++;
+        else
+            rec->unsettled--;
+    }
+    msm_counter_add(sub->m_admitted, taken);
+    msm_counter_add(sub->m_duplicates, settled);
+    if (--rec->unsettled == 0) {
+        msm_consumer_ack(sub->ready, msg); /* nothing new in it */
+        msm_task_batch_free(b);
+        free(rec);
+    }
+}
+
+/* Redelivered records wait for one MGET of their tasks' records. */
+typedef struct {
+    size_t n;
+    msm_stream_msg_t **msgs;
+    Msm__V1__TaskBatch **batches;
+} recheck_t;
+
+static void recheck_free(recheck_t *rc)
+{
+    for (size_t i = 0; i < rc->n; i++)
+        msm_task_batch_free(rc->batches[i]);
+    rc->n = 0;
+}
+
+static void on_rechecked(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    fc_call_t *c = opaque;
+    recheck_t *rc = c->data;
+    int same = 0;
+    fc_sub_t *sub = fc_call_sub(c, &same);
+    if (!sub || !same || !working(sub)) {
+        recheck_free(rc);
+        fc_call_free(c);
+        if (sub)
+            fc_sub_release(sub);
+        return;
+    }
+    const char *why = msm_redis_reply_err(reply, err);
+    const redisReply *states = !why && reply->type == REDIS_REPLY_ARRAY ? reply : NULL;
+    size_t next = 0;
+    for (size_t i = 0; i < rc->n; i++)
+        rec_take(sub, rc->msgs[i], rc->batches[i], states, &next);
+    rc->n = 0;
+    fc_call_free(c);
+    fc_sub_release(sub);
+}
+
+static void recheck_send(fc_sub_t *sub, recheck_t *rc)
+{
+    size_t nkeys = 0;
+    for (size_t i = 0; i < rc->n; i++)
+        nkeys += rc->batches[i]->n_tasks;
+    const char **argv = calloc(nkeys + 1, sizeof(*argv));
+    char *keys = malloc(nkeys * FC_KEY_MAX + 1);
+    fc_call_t *c = argv && keys ? fc_call_new(sub) : NULL;
+    int ok = c != NULL;
+    if (ok) {
+        argv[0] = "MGET";
+        size_t k = 0;
+        for (size_t i = 0; i < rc->n; i++) {
+            for (size_t t = 0; t < rc->batches[i]->n_tasks; t++, k++) {
+                const Msm__V1__Task *task = rc->batches[i]->tasks[t];
+                char *key = keys + k * FC_KEY_MAX;
+                snprintf(key, FC_KEY_MAX, "%s%s", sub->k_task,
+                         task_valid(task) ? task->event->id : "");
+                argv[1 + k] = key;
+            }
+        }
+        c->data = rc;
+        ok = msm_redis_command_argv(sub->fc->env.redis, on_rechecked, c, (int)nkeys + 1, argv,
+                                    NULL) == MSM_OK;
+    }
+    free(argv);
+    free(keys);
+    if (ok)
+        return;
+    /* Not checked: taken in as they are (at-least-once). */
+    if (c) {
+        c->data = NULL;
+        fc_sub_release(sub);
+        fc_call_free(c);
+    }
+    size_t next = 0;
+    for (size_t i = 0; i < rc->n; i++)
+        rec_take(sub, rc->msgs[i], rc->batches[i], NULL, &next);
+    free(rc);
+}
+
 static void on_ready_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
 {
     fc_sub_t *sub = opaque;
     if (!working(sub) || c != sub->ready)
         return; /* unacknowledged: the next owner reads them again */
+    recheck_t *rc = NULL;
     for (size_t i = 0; i < n; i++) {
         Msm__V1__TaskBatch *b = msm_task_batch_unpack(msgs[i]->value, msgs[i]->value_len);
-        fc_rec_t *rec = b ? calloc(1, sizeof(*rec)) : NULL;
-        if (!rec) {
-            if (!b)
-                msm_log(MSM_LOG_WARN, FC_FACILITY,
-                        "subscription %s: dropping ready record %s: not a task batch", sub->name,
-                        msgs[i]->position);
-            msm_task_batch_free(b);
-            if (!b)
-                msm_consumer_ack(c, msgs[i]);
+        if (!b) {
+            msm_log(MSM_LOG_WARN, FC_FACILITY,
+                    "subscription %s: dropping ready record %s: not a task batch", sub->name,
+                    msgs[i]->position);
+            msm_consumer_ack(c, msgs[i]);
             continue;
         }
-        rec->sub = sub;
-        rec->msg = msgs[i];
-        rec->batch = b;
-        rec->unsettled = 1; /* held while the tasks are taken in */
-        size_t taken = 0;
-        for (size_t k = 0; k < b->n_tasks; k++) {
-            rec->unsettled++;
-            if (intake(sub, rec, b->tasks[k]))
-                taken++;
-            else
-                rec->unsettled--;
+        if (!msgs[i]->redelivered) {
+            size_t next = 0;
+            rec_take(sub, msgs[i], b, NULL, &next);
+            continue;
         }
-        msm_counter_add(sub->m_admitted, taken);
-        if (--rec->unsettled == 0) {
-            msm_consumer_ack(c, msgs[i]); /* nothing new in it */
-            msm_task_batch_free(b);
-            free(rec);
+        if (!rc) {
+            rc = calloc(1, sizeof(*rc) + n * (sizeof(*rc->msgs) + sizeof(*rc->batches)));
+            if (!rc) {
+                msm_task_batch_free(b);
+                continue;
+            }
+            rc->msgs = (msm_stream_msg_t **)(rc + 1);
+            rc->batches = (Msm__V1__TaskBatch **)(rc->msgs + n);
         }
+        rc->msgs[rc->n] = msgs[i];
+        rc->batches[rc->n++] = b;
     }
+    if (rc)
+        recheck_send(sub, rc);
 }
 
 void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *lens, size_t n)
