@@ -10,8 +10,9 @@
 
 static const char *const task_columns[] = {"event_id",        "state",      "attempts",
                                            "next_attempt_at", "last_error", NULL};
-static const char *const history_columns[] = {"attempt", "at",          "state", "status",
-                                              "result",  "duration_ms", "error", NULL};
+/* docs/pipeline.md: the attempts flowcontrol keeps in a task's history */
+static const char *const history_columns[] = {"attempt", "at",         "result", "http_status",
+                                              "error",   "latency_ms", NULL};
 
 static int sub_path(ctl_t *c, const char *sub, const char *suffix, char *out, size_t n)
 {
