@@ -52,6 +52,7 @@ typedef struct {
     int lease_grace_ms;
     int owner_lease_ms;
     int retention_ms;
+    int paused;
 } opts_t;
 
 /* ---- a synchronous side channel for looking at the keys ---- */
@@ -343,6 +344,7 @@ static int put_registry(fx_t *f, const opts_t *o)
                   o->min_backoff_ms, "max_backoff_ms", o->max_backoff_ms);
     if (o->retention_ms)
         json_object_set_new(body, "task_retention_ms", json_integer(o->retention_ms));
+    json_object_set_new(body, "paused", json_boolean(o->paused));
     msm_sub_t *sub = msm_sub_from_json(f->sub, body, &e);
     json_decref(body);
     int rc = -1;
@@ -695,6 +697,196 @@ static void test_lease_expiry_redispatches(void)
     fx_close(&f);
 }
 
+/* ---- ownership, takeover, priorities, pause, retention ---- */
+
+static int owned_by(fx_t *f, const void *arg)
+{
+    (void)f;
+    return flowcontrol_owned_count(*(flowcontrol_t *const *)arg) == 1;
+}
+
+/* Answers every dispatched task not answered yet with success. */
+static void answer_all(fx_t *f)
+{
+    while (f->nanswered < f->nseen) {
+        const seen_t *s = &f->seen[f->nanswered];
+        CU_ASSERT_FATAL(send_outcome(f, s->id, s->attempt,
+                                     MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS, 200, NULL,
+                                     0) == 0);
+    }
+}
+
+static size_t times_seen(fx_t *f, const char *id)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < f->nseen; i++)
+        n += strcmp(f->seen[i].id, id) == 0;
+    return n;
+}
+
+typedef struct {
+    int done;
+    int64_t backlog;
+} backlog_t;
+
+static void on_backlog(msm_err_t err, int64_t backlog, void *opaque)
+{
+    backlog_t *b = opaque;
+    b->backlog = err == MSM_OK ? backlog : -1;
+    b->done = 1;
+}
+
+/* Records of ready.<sub> not acknowledged by group flowcontrol. */
+static int64_t ready_backlog(fx_t *f)
+{
+    char name[128];
+    snprintf(name, sizeof(name), MSM_STREAM_READY, f->sub);
+    backlog_t b = {0, -1};
+    if (msm_stream_backlog(f->stream, name, "flowcontrol", on_backlog, &b) != MSM_OK ||
+        msm_test_wait_flag(f->loop, &b.done, 3000) != 0)
+        return -1;
+    return b.backlog;
+}
+
+static int backlog_zero(fx_t *f, const void *arg)
+{
+    (void)arg;
+    return ready_backlog(f) == 0;
+}
+
+/* Member A works on the subscription; B waits. A dies (no release, records held): B takes
+ * the subscription over once the lease passes, reads A's records again, skips what A had
+ * settled and delivers everything else. */
+static void test_takeover_between_members(void)
+{
+    opts_t o = default_opts;
+    o.owner_lease_ms = 600;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    flowcontrol_t *a = f.fc;
+    CU_ASSERT_FATAL(spin_until(&f, owned_by, &a, 3000) == 0);
+    flowcontrol_t *b = fc_member_new(&f, "fc-other", &o);
+    CU_ASSERT_FATAL(b != NULL);
+    const char *ids[10];
+    char names[10][16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(names[i], sizeof(names[i]), "t-%d", i);
+        ids[i] = names[i];
+    }
+    CU_ASSERT_FATAL(send_ready(&f, ids, 10) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 3, 5000) == 0);
+    CU_ASSERT_FATAL(send_outcome(&f, f.seen[0].id, 1, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS,
+                                 200, NULL, 0) == 0);
+    CU_ASSERT(wait_state(&f, f.seen[0].id, "succeeded", 2000) == 0);
+    char first[64];
+    snprintf(first, sizeof(first), "%s", f.seen[0].id);
+    msm_test_spin(f.loop, 700); /* a whole lease: B never owned it meanwhile */
+    CU_ASSERT_EQUAL(flowcontrol_owned_count(b), 0);
+    CU_ASSERT_EQUAL(f.nseen, 4);
+
+    flowcontrol_free(a); /* as kill -9: no release, nothing acknowledged */
+    f.fc = b;
+    CU_ASSERT_FATAL(spin_until(&f, owned_by, &b, 5000) == 0);
+    /* A's two running tasks and the seven pending come back; the settled one does not. */
+    uint64_t deadline = msm_time_mono_ms() + 20000;
+    size_t distinct = 0;
+    while (msm_time_mono_ms() < deadline) {
+        answer_all(&f);
+        distinct = 0;
+        for (int i = 0; i < 10; i++)
+            distinct += strcmp(task_field(&f, ids[i], "state"), "succeeded") == 0;
+        if (distinct == 10)
+            break;
+        msm_test_spin(f.loop, 50);
+    }
+    CU_ASSERT_EQUAL(distinct, 10);
+    CU_ASSERT_EQUAL(times_seen(&f, first), 1);
+    CU_ASSERT_EQUAL(f.nseen, 13); /* 4 by A (one answered), 9 again by B */
+    CU_ASSERT(spin_until(&f, backlog_zero, NULL, 3000) == 0);
+    CU_ASSERT_EQUAL(flowcontrol_task_count(b), 0);
+    fx_close(&f);
+}
+
+/* Under backlog, higher priorities leave first. */
+static void test_priorities(void)
+{
+    opts_t o = default_opts;
+    o.max_concurrency = 1;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    const char *low[] = {"lo-1", "lo-2", "lo-3"}, *high[] = {"hi-1", "hi-2", "hi-3"};
+    CU_ASSERT_FATAL(send_ready_prio(&f, low, 3, 1) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 1, 5000) == 0);
+    CU_ASSERT_FATAL(send_ready_prio(&f, high, 3, 8) == 0);
+    CU_ASSERT(wait_metric(&f, "msm_flowcontrol_pending", NULL, 5) == 0);
+    for (size_t n = 2; n <= 6; n++) {
+        answer_all(&f);
+        CU_ASSERT_FATAL(wait_seen(&f, n, 3000) == 0);
+    }
+    const char *want[] = {"lo-1", "hi-1", "hi-2", "hi-3", "lo-2", "lo-3"};
+    for (size_t i = 0; i < 6; i++)
+        CU_ASSERT_STRING_EQUAL(f.seen[i].id, want[i]);
+    fx_close(&f);
+}
+
+static int set_paused(fx_t *f, const opts_t *o, int paused)
+{
+    opts_t p = *o;
+    p.paused = paused;
+    return put_registry(f, &p);
+}
+
+/* Paused: nothing is dispatched, tasks wait in memory; resumed: they flow. */
+static void test_pause_resume(void)
+{
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &default_opts) == 0);
+    CU_ASSERT_FATAL(set_paused(&f, &default_opts, 1) == 0);
+    msm_test_spin(f.loop, 200); /* the registry poll */
+    const char *ids[] = {"p1", "p2"};
+    CU_ASSERT_FATAL(send_ready(&f, ids, 2) == 0);
+    CU_ASSERT(wait_metric(&f, "msm_flowcontrol_pending", NULL, 2) == 0);
+    msm_test_spin(f.loop, 500);
+    CU_ASSERT_EQUAL(f.nseen, 0);
+    CU_ASSERT_STRING_EQUAL(task_field(&f, "p1", "state"), "pending");
+    CU_ASSERT_FATAL(set_paused(&f, &default_opts, 0) == 0);
+    CU_ASSERT(wait_seen(&f, 2, 3000) == 0);
+    fx_close(&f);
+}
+
+static int record_gone(fx_t *f, const void *arg)
+{
+    return task_field(f, arg, "state")[0] == '\0';
+}
+
+/* Finished task records expire after task_retention_ms; nothing else stays behind. */
+static void test_retention(void)
+{
+    opts_t o = default_opts;
+    o.retention_ms = 1000;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    const char *ids[] = {"k1", "k2"};
+    CU_ASSERT_FATAL(send_ready(&f, ids, 2) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 2, 5000) == 0);
+    answer_all(&f);
+    CU_ASSERT(wait_state(&f, "k1", "succeeded", 2000) == 0);
+    long long ttl = reply_ll(msm_test_redis_query(&srv, "PTTL %s:sub:{%s}:t:k1", f.ns, f.sub));
+    CU_ASSERT(ttl > 0 && ttl <= 1000);
+    CU_ASSERT(spin_until(&f, record_gone, "k1", 3000) == 0);
+    CU_ASSERT(spin_until(&f, record_gone, "k2", 3000) == 0);
+    CU_ASSERT(spin_until(&f, backlog_zero, NULL, 3000) == 0);
+    /* Only the subscription's owner lease and stats remain among its keys. */
+    redisReply *r = msm_test_redis_query(&srv, "KEYS %s:sub:{%s}:*", f.ns, f.sub);
+    CU_ASSERT_FATAL(r && r->type == REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i < r->elements; i++) {
+        const char *k = r->element[i]->str;
+        CU_ASSERT(strstr(k, ":owner") || strstr(k, ":stats"));
+    }
+    freeReplyObject(r);
+    fx_close(&f);
+}
+
 static int sub_gone(fx_t *f, const void *arg)
 {
     (void)arg;
@@ -749,6 +941,10 @@ static CU_TestInfo flowcontrol_tests[] = {
     {"stale_outcomes_ignored", test_stale_outcomes_ignored},
     {"duplicate_ready_admitted_once", test_duplicate_ready_admitted_once},
     {"lease_expiry_redispatches", test_lease_expiry_redispatches},
+    {"takeover_between_members", test_takeover_between_members},
+    {"priorities", test_priorities},
+    {"pause_resume", test_pause_resume},
+    {"retention", test_retention},
     {"ready_remove_and_drain", test_ready_remove_and_drain},
     CU_TEST_INFO_NULL,
 };
