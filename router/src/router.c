@@ -523,6 +523,11 @@ size_t router_live(const router_t *rt)
     return rt->live;
 }
 
+void router_http_stats(const router_t *rt, msm_http_client_stats_t *out)
+{
+    msm_http_client_stats(rt->http, out);
+}
+
 router_t *router_new(msm_daemon_t *d, const router_conf_t *conf)
 {
     router_env_t env = {

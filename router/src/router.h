@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* msm-router (layer 4): consumes dispatch.<sub> for every subscription, pushes each task
- * to an endpoint of its subscription over HTTP (CloudEvents 1.0 binary mode plus the Msm-*
- * headers of API.md), classifies the answer and appends a msm.v1.DeliveryOutcome to the
- * "status" stream; a dispatch entry is acknowledged only once its outcome is durable.
+/* msm-router (layer 4): consumes dispatch.<sub> (msm.v1.TaskBatch records) for every
+ * subscription, pushes each task to an endpoint of its subscription over HTTP (CloudEvents
+ * 1.0 binary mode plus the Msm-* headers of API.md, or max_batch_events per request as a
+ * CloudEvents batch), classifies the answer and appends the outcomes of each loop turn as
+ * one msm.v1.OutcomeBatch to status.<sub>; a dispatch record is acknowledged only once the
+ * outcomes of all its tasks are durable.
  *
  * Threading: everything runs on the loop's thread. */
 #ifndef MSM_ROUTER_H
@@ -10,6 +12,7 @@
 
 #include "msm/config.h"
 #include "msm/daemon.h"
+#include "msm/http_client.h"
 #include "msm/http_server.h"
 #include "msm/loop.h"
 #include "msm/metrics.h"
@@ -23,7 +26,7 @@ typedef struct router_s router_t;
 /** The router's settings (main.c's table fills them; 0 means the default given). */
 typedef struct {
     msm_common_conf_t common;
-    int status_partitions;   /**< partitions of "status" when the router creates it; 4 */
+    int status_partitions;   /**< partitions of status.<sub> when the router creates it; 4 */
     int max_connections;     /**< pooled push connections in all; 1024 */
     int max_host_connections;/**< per endpoint host:port; 256 */
     int connect_timeout_ms;  /**< TCP connect to an endpoint; 5000 */
@@ -41,8 +44,8 @@ typedef struct {
 } router_env_t;
 
 /**
- * @brief Creates the router on @p env and starts it: watches the registry, creates the
- * "status" stream if missing, then consumes dispatch.<sub> of every subscription as group
+ * @brief Creates the router on @p env and starts it: watches the registry and, for every
+ * subscription, creates status.<sub> if missing, then consumes dispatch.<sub> as group
  * "router", member env->member.
  * @param conf read during the call (values copied)
  * @returns NULL with the reason in @p errbuf on failure.
@@ -73,11 +76,15 @@ void router_stop(void *opaque);
  *  (msm_daemon_drained_cb). */
 int router_drained(void *opaque);
 
-/** @brief /readyz condition: the registry is loaded and the status stream exists. */
+/** @brief /readyz condition: the registry is loaded and status.<sub> of every active
+ *  subscription exists. */
 int router_ready(void *opaque, char *why, size_t n);
 
 /** @brief Deliveries alive: consumed and not yet acknowledged (HTTP in flight, or outcome
  *  awaiting its append). */
 size_t router_live(const router_t *r);
+
+/** @brief The push client's counters (connections opened and reused, requests). */
+void router_http_stats(const router_t *r, msm_http_client_stats_t *out);
 
 #endif

@@ -900,6 +900,12 @@ static void test_weighted_round_robin(void)
     }
     CU_ASSERT_EQUAL(a, 6);
     CU_ASSERT_EQUAL(b, 2);
+    /* Keep-alive: pushes went over pooled connections (a few may overlap and open more). */
+    msm_http_client_stats_t st;
+    router_http_stats(F.rt, &st);
+    CU_ASSERT_EQUAL(st.started, 8);
+    CU_ASSERT(st.connections_reused >= 4);
+    CU_ASSERT(st.connections_opened + st.connections_reused == 8);
     stop();
 }
 
