@@ -23,23 +23,23 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BATCH               1000    /* events per publish request */
-#define IN_FLIGHT           4       /* publish requests in flight */
-#define REQUEST_TIMEOUT_MS  30000   /* one publish or control call */
-#define REGISTRY_POLL_MS    50      /* every daemon's registry poll */
-#define SETTLE_MS           500     /* after a PUT, for the registry polls (10 of them) */
-#define RETENTION_MS        5000    /* task_retention_ms of every subscription */
-#define MIN_RATE            2000    /* events/s below which a workload is reported stuck */
-#define WAIT_SLACK_MS       60000   /* on top of events / MIN_RATE */
-#define FAR_DELAY_MS        3600000 /* W2's extra pending events: due in an hour */
-#define W2_SPREAD_MS        10000   /* W2's events come due evenly over this */
-#define STALL_MS            30000   /* no event handled for this long: the run is stuck */
-#define ANSWER_KEEP         600     /* bytes of an answer shown in an error */
-#define LAMBDA_PATH_SIZE    512
+#define BATCH              1000    /* events per publish request */
+#define IN_FLIGHT          4       /* publish requests in flight */
+#define REQUEST_TIMEOUT_MS 30000   /* one publish or control call */
+#define REGISTRY_POLL_MS   50      /* every daemon's registry poll */
+#define SETTLE_MS          500     /* after a PUT, for the registry polls (10 of them) */
+#define RETENTION_MS       5000    /* task_retention_ms of every subscription */
+#define MIN_RATE           2000    /* events/s below which a workload is reported stuck */
+#define WAIT_SLACK_MS      60000   /* on top of events / MIN_RATE */
+#define FAR_DELAY_MS       3600000 /* W2's extra pending events: due in an hour */
+#define W2_SPREAD_MS       10000   /* W2's events come due evenly over this */
+#define STALL_MS           30000   /* no event handled for this long: the run is stuck */
+#define ANSWER_KEEP        600     /* bytes of an answer shown in an error */
+#define LAMBDA_PATH_SIZE   512
 
 /* The ~100-byte JSON payload of every event. */
 #define PAYLOAD_FMT                                                                                \
-    "{\"order_id\":%d,\"customer\":\"customer-42\",\"status\":\"paid\",\"amount\":1299.5," \
+    "{\"order_id\":%d,\"customer\":\"customer-42\",\"status\":\"paid\",\"amount\":1299.5,"         \
     "\"items\":[\"sku-1\",\"sku-2\"]}"
 
 enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS, LAMBDA = NDAEMONS, NBINS };
@@ -107,8 +107,8 @@ static size_t buf_append(char *ptr, size_t size, size_t n, void *opaque)
 
 /* One call to the frontend. @returns the HTTP status (0: no answer); @p answer gets the first
  * ANSWER_KEEP bytes of the body, or why there was none. */
-static long api(const bench_t *b, const char *method, const char *path, const char *body,
-                char *answer)
+static long
+api(const bench_t *b, const char *method, const char *path, const char *body, char *answer)
 {
     char url[512];
     buf_t out = {0};
@@ -305,9 +305,9 @@ static int redis_fsync(const bench_t *b, const char *mode)
 
 typedef struct {
     char id[MSM_ID_STR_SIZE];
-    int64_t sent_us;     /* the publish request carrying it was handed to libcurl */
-    int64_t due_ms;      /* deliver_at, 0 when immediate */
-    int64_t handled_ms;  /* the lambda's received_ms of its first "ok", 0 until then */
+    int64_t sent_us;    /* the publish request carrying it was handed to libcurl */
+    int64_t due_ms;     /* deliver_at, 0 when immediate */
+    int64_t handled_ms; /* the lambda's received_ms of its first "ok", 0 until then */
 } event_t;
 
 typedef struct {
@@ -316,10 +316,10 @@ typedef struct {
     uint32_t *slots; /* open addressing, index + 1; 0 = empty */
     uint32_t mask;
     int handled;
-    long retries;     /* "retry" records */
-    long duplicates;  /* "ok" records after the first */
-    long unknown;     /* records of ids this workload did not publish */
-    off_t read_at;    /* how far the record file has been read */
+    long retries;    /* "retry" records */
+    long duplicates; /* "ok" records after the first */
+    long unknown;    /* records of ids this workload did not publish */
+    off_t read_at;   /* how far the record file has been read */
     char partial[1024];
     size_t partial_len;
 } track_t;
@@ -449,17 +449,17 @@ typedef struct {
 } slot_t;
 
 typedef struct {
-    track_t *track;   /* NULL: ids are not kept (W2's far-out events) */
+    track_t *track; /* NULL: ids are not kept (W2's far-out events) */
     timing_t timing;
-    int n;            /* events to publish */
-    int batch;        /* events per request */
-    int64_t pace_us;  /* > 0: one request every pace_us (W0), else as fast as answered */
+    int n;           /* events to publish */
+    int batch;       /* events per request */
+    int64_t pace_us; /* > 0: one request every pace_us (W0), else as fast as answered */
     char url[256];
     CURLM *multi;
     struct curl_slist *headers;
     slot_t slots[IN_FLIGHT];
-    int next;         /* first event not yet sent */
-    int answered;     /* events answered 200 */
+    int next;     /* first event not yet sent */
+    int answered; /* events answered 200 */
     char error[ANSWER_KEEP + 200];
 } pub_t;
 
@@ -663,8 +663,15 @@ static int pub_run(pub_t *p)
 }
 
 /* One publish run to its end. @returns 0, or -1 with the reason in @p why. */
-static int publish(const bench_t *b, const char *topic, track_t *t, timing_t timing, int n,
-                   int batch, int64_t pace_us, char *why, size_t why_size)
+static int publish(const bench_t *b,
+                   const char *topic,
+                   track_t *t,
+                   timing_t timing,
+                   int n,
+                   int batch,
+                   int64_t pace_us,
+                   char *why,
+                   size_t why_size)
 {
     pub_t p = {.track = t, .timing = timing, .n = n, .batch = batch, .pace_us = pace_us};
     int rc = pub_init(&p, b, topic);
@@ -683,13 +690,13 @@ static int publish(const bench_t *b, const char *topic, track_t *t, timing_t tim
 typedef struct {
     const char *name;
     const char *title;
-    int events;         /* at scale 1 */
+    int events; /* at scale 1 */
     int batch;
-    int rate;           /* > 0: events/s, one per request (W0) */
-    int max_batch;      /* max_batch_events, 0: the default */
-    int retry;          /* every ~10th event fails once (W3) */
-    int delayed;        /* W2 */
-    const char *fsync;  /* appendfsync for this row */
+    int rate;          /* > 0: events/s, one per request (W0) */
+    int max_batch;     /* max_batch_events, 0: the default */
+    int retry;         /* every ~10th event fails once (W3) */
+    int delayed;       /* W2 */
+    const char *fsync; /* appendfsync for this row */
 } workload_t;
 
 typedef struct {
@@ -835,8 +842,8 @@ static int64_t wait_deadline(int events)
 
 /* W2's set-up: the far-out events, published first and then fanned out into the delayed
  * set (its stats' "delayed" reaches them) before the measured events go. */
-static int publish_far(const bench_t *b, run_t *r, int far, double *rate, char *why,
-                       size_t why_size)
+static int
+publish_far(const bench_t *b, run_t *r, int far, double *rate, char *why, size_t why_size)
 {
     int64_t t0 = unix_us();
     if (publish(b, r->topic, NULL, TIMING_FAR, far, BATCH, 0, why, why_size) != 0)
@@ -856,8 +863,9 @@ static int publish_far(const bench_t *b, run_t *r, int far, double *rate, char *
         }
         sleep_ms(200);
     }
-    snprintf(why, why_size, "the %d far-out events did not all reach the delayed set "
-                            "(stats \"delayed\" %lld; last answer %s)",
+    snprintf(why, why_size,
+             "the %d far-out events did not all reach the delayed set "
+             "(stats \"delayed\" %lld; last answer %s)",
              far, delayed, answer);
     return -1;
 }
@@ -932,11 +940,10 @@ static void print_row(const run_t *r)
         snprintf(rate, sizeof(rate), "%.0f", t->n / (secs > 0 ? secs : 1e-9));
     printf("| %-10s | %7d | %8s | %8.2f | %8.2f | %8.2f | %5.1f | %5.1f | %5.1f | %5.1f | "
            "%5.1f | %6.1f | %6.1f | %7.1f | %7.1f |\n",
-           r->w->name, t->n, rate, lat[t->n / 2] / 1000.0,
-           lat[(int64_t)t->n * 99 / 100] / 1000.0, lat[t->n - 1] / 1000.0, us[CPU_REDIS],
-           us[CPU_DAEMON0 + FRONTEND], us[CPU_DAEMON0 + SCHEDULER], us[CPU_DAEMON0 + FLOWCONTROL],
-           us[CPU_DAEMON0 + ROUTER], msm, us[CPU_LAMBDA], r->mem0 / 1048576.0,
-           r->mem1 / 1048576.0);
+           r->w->name, t->n, rate, lat[t->n / 2] / 1000.0, lat[(int64_t)t->n * 99 / 100] / 1000.0,
+           lat[t->n - 1] / 1000.0, us[CPU_REDIS], us[CPU_DAEMON0 + FRONTEND],
+           us[CPU_DAEMON0 + SCHEDULER], us[CPU_DAEMON0 + FLOWCONTROL], us[CPU_DAEMON0 + ROUTER],
+           msm, us[CPU_LAMBDA], r->mem0 / 1048576.0, r->mem1 / 1048576.0);
     if (late_published)
         printf("|            |   note: %d events were published after their deliver_at\n",
                late_published);
@@ -1000,8 +1007,8 @@ static int run_workload(bench_t *b, const workload_t *w)
     }
     /* W2: nothing is due before its first due time; the deadline is after the last one. */
     int64_t progress_from = w->delayed ? r.track.ev[0].due_ms * 1000 : unix_us();
-    int64_t deadline = w->delayed ? r.track.ev[n - 1].due_ms * 1000 + WAIT_SLACK_MS * 1000LL
-                                  : wait_deadline(n);
+    int64_t deadline =
+        w->delayed ? r.track.ev[n - 1].due_ms * 1000 + WAIT_SLACK_MS * 1000LL : wait_deadline(n);
     if (wait_handled(b, &r, deadline, progress_from) != 0)
         goto done;
     cpu_sample(b, &r.lambda, r.cpu1);
@@ -1030,14 +1037,27 @@ int main(int argc, char **argv)
 {
     static const workload_t workloads[] = {
         {.name = "W0", .title = "1k events/s one by one", .events = 5000, .rate = 1000},
-        {.name = "W1", .title = "published -> handled", .events = 200000, .batch = BATCH},
-        {.name = "W1b", .title = "max_batch_events 100", .events = 200000, .batch = BATCH,
+        {.name = "W1", .title = "as fast as published", .events = 200000, .batch = BATCH},
+        {.name = "W1b",
+         .title = "max_batch_events 100",
+         .events = 200000,
+         .batch = BATCH,
          .max_batch = 100},
-        {.name = "W3", .title = "fail-rate 0.1, backoff 100 ms", .events = 200000,
-         .batch = BATCH, .retry = 1},
-        {.name = "W2", .title = "delayed", .events = 100000, .batch = BATCH, .delayed = 1},
-        {.name = "W1-always", .title = "W1, appendfsync always", .events = 200000,
-         .batch = BATCH, .fsync = "always"},
+        {.name = "W3",
+         .title = "fail-rate 0.1, backoff 100 ms",
+         .events = 200000,
+         .batch = BATCH,
+         .retry = 1},
+        {.name = "W2",
+         .title = "deliver_at spread over 10 s, far-out ones pending",
+         .events = 100000,
+         .batch = BATCH,
+         .delayed = 1},
+        {.name = "W1-always",
+         .title = "W1, appendfsync always",
+         .events = 200000,
+         .batch = BATCH,
+         .fsync = "always"},
     };
     bench_t b = {.scale = 1.0};
     const char *scale = getenv("MSM_BENCH_SCALE");
@@ -1066,6 +1086,9 @@ int main(int argc, char **argv)
         printf("pipeline: ~100-byte JSON events over HTTP, batches of %d, %d requests in "
                "flight; redis AOF everysec unless the row says otherwise; scale %g\n",
                BATCH, IN_FLIGHT, b.scale);
+        for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+            printf("  %-9s %s, %d events\n", workloads[i].name, workloads[i].title,
+                   scaled(&b, workloads[i].events));
         printf("CPU: µs per event of each process (utime+stime); msm = redis + the four "
                "daemons. MB: Redis used_memory before and after the row.\n");
         printf("| workload   | events  | events/s | p50 ms   | p99 ms   | max ms   | redis | "
