@@ -11,8 +11,11 @@
  * are written (and, with appendfsync always, fsynced). Consume: XREADGROUP on a connection
  * of the consumer's own (it blocks), first the member's own pending entries (a restart
  * resumes them), then new ones; entries other members left idle past the lease are taken
- * over with XPENDING IDLE + XCLAIM. Acknowledgements are batched per partition and sent as
- * one XACK each before the loop sleeps. */
+ * over with XPENDING IDLE + XCLAIM (the claiming consumer's lease). Acknowledgements are
+ * batched per partition and sent as one XACK each before the loop sleeps; a script then trims
+ * the stream behind its slowest group, at most once a second. Delete is one DEL of the meta
+ * hash and the partitions; appends and group creation check the meta hash, so they never
+ * re-create a deleted stream. */
 #include "stream_int.h"
 #include "msm/log.h"
 #include "msm/redis.h"

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The durable log every layer meets in (events.*, ready.*, dispatch.*, status): named
+/* The durable log every layer meets in (events.*, ready.*, dispatch.*, status.*): named
  * streams split into partitions by key, appended in batches that complete once durable,
- * consumed by members of consumer groups with explicit acknowledgement (at-least-once).
+ * consumed by members of consumer groups with explicit acknowledgement (at-least-once),
+ * kept bounded (Redis: trimmed behind the slowest group; Kafka: the topic's retention).
  * Two drivers stand behind it: Redis Streams and Kafka (librdkafka). Both pass one
  * contract suite (tests/common/test_stream_contract.c).
  *
@@ -31,11 +32,13 @@ typedef struct {
     /** Extra librdkafka properties, "key=value" strings, NULL-terminated (may be NULL). */
     const char *const *kafka_props;
     /** A consumed entry left unacknowledged this long by its member is given to another
-     *  member (Redis: XAUTOCLAIM min-idle; Kafka: the group session timeout). 0 = 30000. */
+     *  member (Redis: XPENDING IDLE / XCLAIM min-idle, per consumer with
+     *  msm_consumer_set_lease(); Kafka: the group session timeout). 0 = 30000. */
     uint64_t lease_ms;
     /** An append not durable after this long fails with MSM_ERR_TIMEOUT. 0 = 10000. */
     uint64_t append_timeout_ms;
-    /** Redis: approximate MAXLEN per partition stream; 0 keeps everything (default). */
+    /** Redis: approximate MAXLEN per partition stream on top of the trimming behind the
+     *  slowest group; 0 = no cap (default). */
     uint64_t redis_maxlen;
 } msm_stream_conf_t;
 
