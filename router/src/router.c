@@ -41,7 +41,7 @@ void msm__rt_record_free(router_t *rt, rt_record_t *rec)
     for (size_t i = 0; i < rec->n; i++)
         free(rec->items[i].body);
     free(rec->items);
-    msm_task_batch_free(rec->batch);
+    msm__rt_arena_free(rec->arena);
     free(rec);
 }
 
