@@ -20,11 +20,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Claimed batches whose append or removal is still in flight, across subscriptions: the
+ * next cycle waits below this (memory stays bounded when the log is slow). */
+#define SCH_MAX_FIRING 32
+
 typedef struct sch_cycle_s sch_cycle_t;
 
-/* One subscription's part of a cycle. */
+/* One subscription's claim. It belongs to its cycle until its events are handed to the log;
+ * then it lives on alone until they are removed (or given back), while the next cycle may
+ * already claim what became due meanwhile: the claimed ids are out of its range. */
 typedef struct {
-    sch_cycle_t *cycle;
+    scheduler_t *sch;
+    sch_cycle_t *cycle; /* NULL once it left the cycle */
     char *sub;
     char key[SCH_KEY_MAX];   /* sub:{s}:delayed */
     char evkey[SCH_KEY_MAX]; /* sub:{s}:delayed:events */
@@ -38,9 +45,7 @@ typedef struct {
 
 struct sch_cycle_s {
     scheduler_t *sch;
-    sch_fire_t *fires;
-    size_t nfires;
-    size_t active; /* fires not finished */
+    size_t active; /* fires still claiming */
     int64_t now;   /* wall clock the claims compared against */
     int64_t earliest;
     int full; /* a full batch was due: more may be, look again at once */
@@ -96,30 +101,14 @@ void sch__delayed_stop(scheduler_t *s)
     msm_loop_timer_stop(s->loop, &s->delay_timer);
 }
 
-/* ---- the end of a cycle ---- */
-
-static void cycle_free(sch_cycle_t *c)
-{
-    for (size_t i = 0; i < c->nfires; i++) {
-        sch_fire_t *f = &c->fires[i];
-        for (size_t j = 0; j < f->n; j++) {
-            free(f->ids[j]);
-            msm_event_free(f->events[j]);
-        }
-        free(f->ids);
-        free(f->events);
-        free(f->sub);
-    }
-    free(c->fires);
-    free(c);
-}
+/* ---- the end of a cycle, and of a fire ---- */
 
 static void cycle_end(sch_cycle_t *c)
 {
     scheduler_t *s = c->sch;
     s->cycle_running = 0;
     if (s->stopping || s->freed) {
-        cycle_free(c);
+        free(c);
         return;
     }
     int64_t next = c->earliest < s->hint_ms ? c->earliest : s->hint_ms;
@@ -136,12 +125,17 @@ static void cycle_end(sch_cycle_t *c)
         s->cycle_failures = 0;
     }
     arm_at(s, next);
-    cycle_free(c);
+    free(c);
 }
 
-static void fire_finish(sch_fire_t *f)
+/* The fire's claim is over (its events handed to the log, or nothing to do): its cycle
+ * takes note, and ends with its last fire. */
+static void fire_leave(sch_fire_t *f)
 {
     sch_cycle_t *c = f->cycle;
+    if (!c)
+        return;
+    f->cycle = NULL;
     if (f->failed)
         c->failed = 1;
     else if (f->n >= (size_t)c->sch->conf.fire_batch)
@@ -152,13 +146,37 @@ static void fire_finish(sch_fire_t *f)
         cycle_end(c);
 }
 
+static void fire_free(sch_fire_t *f)
+{
+    for (size_t j = 0; j < f->n; j++) {
+        free(f->ids[j]);
+        msm_event_free(f->events[j]);
+    }
+    free(f->ids);
+    free(f->events);
+    free(f->sub);
+    free(f);
+}
+
+/* A fire that left its cycle is done (removed, given back, or abandoned while stopping). */
+static void fire_done(sch_fire_t *f)
+{
+    scheduler_t *s = f->sch;
+    fire_free(f);
+    s->firing--;
+    if (s->fire_waiting && s->firing < SCH_MAX_FIRING) {
+        s->fire_waiting = 0;
+        sch__delayed_kick(s);
+    }
+}
+
 /* ---- removing what was appended ---- */
 
 static void on_removed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
     sch_fire_t *f = opaque;
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     const char *why = msm_redis_reply_err(reply, err);
     if (why) {
         /* Appended but still claimed: due again after the lease (a duplicate, no loss). */
@@ -168,14 +186,14 @@ static void on_removed(msm_redis_t *r, redisReply *reply, const char *err, void 
         f->failed = 1;
     }
     if (--f->replies == 0)
-        fire_finish(f);
+        fire_done(f);
     sch__release(s);
 }
 
 /* "<cmd> <key> id...": the claimed ids. */
 static int send_ids(sch_fire_t *f, const char *cmd, const char *key)
 {
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     const char **argv = calloc(2 + f->n, sizeof(*argv));
     if (!argv)
         return MSM_ERR_NOMEM;
@@ -200,14 +218,14 @@ static void send_remove(sch_fire_t *f)
     if (send_ids(f, "HDEL", f->evkey) != MSM_OK || send_ids(f, "ZREM", f->key) != MSM_OK)
         f->failed = 1;
     if (--f->replies == 0)
-        fire_finish(f);
+        fire_done(f);
 }
 
 /* ---- appending the claimed events ---- */
 
 static void record_fired(sch_fire_t *f, size_t count)
 {
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     if (s->freed)
         return;
     sch_sub_t *sub = sch__sub(s, f->sub);
@@ -222,77 +240,74 @@ static void record_fired(sch_fire_t *f, size_t count)
     }
 }
 
-/* The append failed: the claim is given back (deliver_at again), so the next cycle, after
- * the backoff, retries instead of waiting for the lease. If that fails too, the lease does. */
-static void send_release(sch_fire_t *f)
+/* The append failed: the claim is given back for a backoff (re-scored to now + backoff),
+ * so the retry need not wait for the lease, and a broken log is not hammered. If that fails
+ * too, the lease does the same. */
+static void send_giveback(sch_fire_t *f)
 {
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     const char **argv = calloc(3 + 2 * f->n, sizeof(*argv));
-    char *nums = malloc(f->n * 24);
-    size_t argc = 3;
-    if (argv && nums) {
+    char at[24];
+    snprintf(at, sizeof(at), "%" PRId64,
+             msm_time_unix_ms() + (int64_t)sch__backoff_ms(s, ++s->append_failures));
+    f->replies = 0;
+    if (argv) {
         argv[0] = "ZADD";
         argv[1] = f->key;
         argv[2] = "XX";
         for (size_t i = 0; i < f->n; i++) {
-            if (!f->events[i])
-                continue;
-            char *at = nums + i * 24;
-            snprintf(at, 24, "%" PRId64, f->events[i]->deliver_at_ms);
-            argv[argc++] = at;
-            argv[argc++] = f->ids[i];
+            argv[3 + 2 * i] = at;
+            argv[4 + 2 * i] = f->ids[i];
         }
-        f->replies = 1;
-        if (msm_redis_command_argv(s->redis, on_removed, f, (int)argc, argv, NULL) == MSM_OK)
+        if (msm_redis_command_argv(s->redis, on_removed, f, (int)(3 + 2 * f->n), argv, NULL) ==
+            MSM_OK) {
+            f->replies = 1;
             sch__hold(s);
-        else
-            f->replies = 0;
+        }
     }
     free(argv);
-    free(nums);
     if (!f->replies)
-        fire_finish(f);
+        fire_done(f);
 }
 
 static void on_fire_appended(msm_err_t err, const char *reason, void *opaque)
 {
     sch_fire_t *f = opaque;
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     size_t count = 0;
     for (size_t i = 0; i < f->n; i++)
         count += f->events[i] != NULL;
-    if (err == MSM_OK && s->freed) {
-        fire_finish(f); /* the Redis client may be gone: the claim lapses (a duplicate later) */
+    if (s->freed) {
+        fire_done(f); /* the Redis client may be gone: the claim lapses (a duplicate later) */
     } else if (err == MSM_OK) {
+        s->append_failures = 0;
         record_fired(f, count);
         send_remove(f);
+    } else if (s->stopping) {
+        fire_done(f); /* due again after the lease */
     } else {
-        if (!s->freed && !s->stopping) {
-            msm_log(MSM_LOG_WARN, "scheduler",
-                    "appending %zu delayed events to ready.%s: %s (retrying)", count, f->sub,
-                    reason ? reason : msm_err_str(err));
-            sch_sub_t *sub = err == MSM_ERR_NOTFOUND ? sch__sub(s, f->sub) : NULL;
-            if (sub) {
-                sub->ready_state = 0;
-                sch__ensure_ready(s, sub);
-            }
+        msm_log(MSM_LOG_WARN, "scheduler",
+                "appending %zu delayed events to ready.%s: %s (retrying)", count, f->sub,
+                reason ? reason : msm_err_str(err));
+        sch_sub_t *sub = err == MSM_ERR_NOTFOUND ? sch__sub(s, f->sub) : NULL;
+        if (sub) {
+            sub->ready_state = 0;
+            sch__ensure_ready(s, sub);
         }
-        f->failed = 1;
-        if (s->freed || s->stopping)
-            fire_finish(f);
-        else
-            send_release(f);
+        send_giveback(f);
     }
     sch__release(s);
 }
 
-/* The claimed events, in claim order (deliver_at), as TaskBatch records. */
+/* The claimed events, in claim order (deliver_at), as TaskBatch records. Once the append
+ * is under way the fire leaves its cycle. */
 static void append_fired(sch_fire_t *f)
 {
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     Msm__V1__Event **evs = calloc(f->n, sizeof(*evs));
     size_t count = 0;
     int rc = MSM_ERR_NOMEM;
+    s->firing++;
     if (!evs)
         goto out;
     for (size_t i = 0; i < f->n; i++) {
@@ -300,9 +315,10 @@ static void append_fired(sch_fire_t *f)
             evs[count++] = f->events[i];
     }
     if (!count) {
+        fire_leave(f);
         send_remove(f); /* nothing to deliver: only ids without events */
-        rc = MSM_OK;
-        goto out;
+        free(evs);
+        return;
     }
     sch_sub_t *sub = sch__sub(s, f->sub);
     if (sub)
@@ -322,8 +338,10 @@ out:
         msm_log(MSM_LOG_WARN, "scheduler", "appending delayed events of %s: %s", f->sub,
                 msm_err_str(rc));
         f->failed = 1;
-        send_release(f);
     }
+    fire_leave(f);
+    if (rc != MSM_OK)
+        send_giveback(f);
 }
 
 /* ---- the claim ---- */
@@ -362,7 +380,7 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
 {
     (void)r;
     sch_fire_t *f = opaque;
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     const char *why = msm_redis_reply_err(reply, err);
     if (!why)
         why = take_claimed(f, reply);
@@ -371,9 +389,10 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
             msm_log(MSM_LOG_WARN, "scheduler", "claiming due delayed events of %s: %s", f->sub,
                     why);
         f->failed = 1;
-        fire_finish(f);
-    } else if (!f->n || s->stopping || s->freed) {
-        fire_finish(f); /* claimed while stopping: due again after the lease */
+    }
+    if (why || !f->n || s->stopping || s->freed) {
+        fire_leave(f); /* claimed while stopping: due again after the lease */
+        fire_free(f);
     } else {
         append_fired(f);
     }
@@ -382,7 +401,7 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
 
 static void fire_claim(sch_fire_t *f)
 {
-    scheduler_t *s = f->cycle->sch;
+    scheduler_t *s = f->sch;
     char now[24], limit[24], until[24];
     snprintf(now, sizeof(now), "%" PRId64, f->cycle->now);
     snprintf(limit, sizeof(limit), "%d", s->conf.fire_batch);
@@ -390,22 +409,49 @@ static void fire_claim(sch_fire_t *f)
     const char *argv[] = {f->key, f->evkey, now, limit, until};
     if (msm_redis_eval(s->redis, s->claim_script, on_claimed, f, 2, 5, argv, NULL) != MSM_OK) {
         f->failed = 1;
-        fire_finish(f);
+        fire_leave(f);
+        fire_free(f);
         return;
     }
     sch__hold(s);
+}
+
+/* A fire per subscription; returns NULL when out of memory or the key is too long. */
+static sch_fire_t *fire_new(sch_cycle_t *c, const char *sub)
+{
+    scheduler_t *s = c->sch;
+    sch_fire_t *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    f->sch = s;
+    f->cycle = c;
+    f->earliest = INT64_MAX;
+    if (!(f->sub = strdup(sub)) ||
+        msm_redis_key(s->redis, f->key, sizeof(f->key), MSM_KEY_DELAYED, sub) < 0 ||
+        msm_redis_key(s->redis, f->evkey, sizeof(f->evkey), MSM_KEY_DELAYED_EV, sub) < 0) {
+        free(f->sub);
+        free(f);
+        return NULL;
+    }
+    return f;
 }
 
 static void cycle_start(scheduler_t *s)
 {
     if (s->stopping || s->freed)
         return;
+    if (s->firing >= SCH_MAX_FIRING) {
+        s->fire_waiting = 1; /* the next fire_done() starts it */
+        return;
+    }
     size_t nsubs = 0;
     for (sch_sub_t *sub = s->subs; sub; sub = sub->next)
         nsubs++;
     sch_cycle_t *c = calloc(1, sizeof(*c));
-    if (!c || (nsubs && !(c->fires = calloc(nsubs, sizeof(*c->fires))))) {
+    sch_fire_t **fires = calloc(nsubs ? nsubs : 1, sizeof(*fires));
+    if (!c || !fires) {
         free(c);
+        free(fires);
         arm_at(s, msm_time_unix_ms() + (int64_t)sch__backoff_ms(s, ++s->cycle_failures));
         return;
     }
@@ -416,24 +462,18 @@ static void cycle_start(scheduler_t *s)
     c->now = msm_time_unix_ms();
     c->earliest = INT64_MAX;
     c->active = 1; /* held until every fire is started */
+    size_t n = 0;
     for (sch_sub_t *sub = s->subs; sub; sub = sub->next) {
-        sch_fire_t *f = &c->fires[c->nfires];
-        f->cycle = c;
-        f->earliest = INT64_MAX;
-        if (!(f->sub = strdup(sub->name)) ||
-            msm_redis_key(s->redis, f->key, sizeof(f->key), MSM_KEY_DELAYED, sub->name) < 0 ||
-            msm_redis_key(s->redis, f->evkey, sizeof(f->evkey), MSM_KEY_DELAYED_EV, sub->name) <
-                0) {
-            free(f->sub);
-            f->sub = NULL;
+        if ((fires[n] = fire_new(c, sub->name)) == NULL) {
             c->failed = 1;
             continue;
         }
-        c->nfires++;
         c->active++;
+        n++;
     }
-    for (size_t i = 0; i < c->nfires; i++)
-        fire_claim(&c->fires[i]);
+    for (size_t i = 0; i < n; i++)
+        fire_claim(fires[i]);
+    free(fires);
     if (--c->active == 0)
         cycle_end(c);
 }

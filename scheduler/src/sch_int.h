@@ -64,10 +64,13 @@ struct scheduler_s {
 
     /* delayed events (delayed.c) */
     msm_timer_t delay_timer;
-    int64_t delay_target_ms; /* unix ms the timer is set for, while it is active */
-    int cycle_running;       /* a scan/fire cycle is in flight */
-    int64_t hint_ms;         /* earliest deliver_at scheduled during the running cycle */
-    uint32_t cycle_failures; /* consecutive failed cycles: the retry backoff */
+    int64_t delay_target_ms;  /* unix ms the timer is set for, while it is active */
+    int cycle_running;        /* a claim cycle is in flight */
+    int64_t hint_ms;          /* earliest deliver_at scheduled during the running cycle */
+    uint32_t cycle_failures;  /* consecutive failed cycles: the retry backoff */
+    size_t firing;            /* claimed batches whose append or removal is in flight */
+    int fire_waiting;         /* a cycle waits for firing to go below its bound */
+    uint32_t append_failures; /* consecutive failed appends of claimed events: their backoff */
 
     /* metrics */
     msm_metric_t *f_consumed, *f_invalid, *f_fanned, *f_scheduled, *f_fired;
@@ -115,7 +118,7 @@ void sch__on_events(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, 
 void sch__topic_detach_jobs(sch_topic_t *t);
 
 /* ---- delayed.c ---- */
-/** Runs a scan/fire cycle now (or right after the running one). */
+/** Runs a claim cycle now (or right after the running one). */
 void sch__delayed_kick(scheduler_t *s);
 /** A delayed event due at @p deliver_at_ms was scheduled: wake for it if it is earliest. */
 void sch__delayed_hint(scheduler_t *s, int64_t deliver_at_ms);
