@@ -8,7 +8,8 @@
  * (HDEL, then ZREM, pipelined). Several schedulers never fire the same id twice; a claimer
  * that dies before removing leaves its ids due again after the lease (at-least-once).
  * Nothing is fired before its deliver_at: the claim compares against the wall clock at send
- * time. A full batch makes the next cycle start at once. */
+ * time. A full batch makes the next cycle start at once, and a cycle does not wait for the
+ * appends of the one before: claimed ids are out of its range. */
 #include "sch_int.h"
 
 #include "msm/err.h"
