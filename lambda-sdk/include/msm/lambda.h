@@ -10,6 +10,10 @@
  *         return msm_lambda_main(l, argc, argv);           // serves until SIGTERM
  *     }
  *
+ * A batch push (max_batch_events > 1: `application/cloudevents-batch+json`, API.md "Batch
+ * push") calls the handler once per event, each with its own ctx, and answers the router
+ * `{"results":[{"id","status"}]}` once every event has its verdict.
+ *
  * Threading: one event loop on the thread that called msm_lambda_main(); handlers, hooks
  * and every msm_ctx_*() call run on it. A handler must not block: to answer later it
  * returns MSM_LATER and calls msm_ctx_complete() from a loop callback (a timer, an fd). */
