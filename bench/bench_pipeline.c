@@ -4,7 +4,8 @@
  * the lambda's record of the push. Workloads W0-W3 of issue 8; method in bench/README.md.
  *
  *   msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER LAMBDA]
- *   MSM_BENCH_SCALE=0.1 scales every workload (default 1: the issue's sizes). */
+ *   MSM_BENCH_SCALE=0.1 scales every workload (default 1: the issue's sizes).
+ *   MSM_BENCH_ONLY=W1,W0 runs only the rows named (default: every row). */
 #include "msm_test.h"
 #include "msm_test_proc.h"
 #include "msm/id.h"
@@ -1033,6 +1034,23 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+/* MSM_BENCH_ONLY: a comma-separated list of row names; unset or empty runs them all. */
+static int only_skips(const char *only, const char *name)
+{
+    if (!only || !*only)
+        return 0;
+    size_t n = strlen(name);
+    for (const char *p = only; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0)
+            return 0;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     static const workload_t workloads[] = {
@@ -1060,6 +1078,7 @@ int main(int argc, char **argv)
          .fsync = "always"},
     };
     bench_t b = {.scale = 1.0};
+    const char *only = getenv("MSM_BENCH_ONLY");
     const char *scale = getenv("MSM_BENCH_SCALE");
     if (scale && (b.scale = atof(scale)) <= 0) {
         fprintf(stderr, "msm-bench-pipeline: MSM_BENCH_SCALE must be a number > 0\n");
@@ -1097,6 +1116,8 @@ int main(int argc, char **argv)
                "-------|-------|-------|-------|--------|--------|---------|---------|\n");
         fflush(stdout);
         for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
+            if (only_skips(only, workloads[i].name))
+                continue;
             if (run_workload(&b, &workloads[i]) != 0)
                 rc = 1;
         }
