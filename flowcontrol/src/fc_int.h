@@ -82,6 +82,11 @@ struct fc_task_s {
     fc_task_state_t state;
     int priority;
     int dirty;                /**< its task record is due in this turn's flush */
+    int recorded;             /**< state + 1 of the last record written, 0 = none */
+    fc_task_t *lnext, *lprev; /**< in the subscription's lazy-record list */
+    int in_lazy;
+    fc_task_state_t lazy_state; /**< the state it waits in, while in_lazy */
+    int64_t since_ms;         /**< when it entered its current pending or running state */
     int64_t lease_until_ms;
     int64_t next_attempt_ms;  /**< retrying: when the retry is due */
     const char *result;       /**< task record state once settling */
@@ -157,7 +162,7 @@ struct fc_sub_s {
     msm_consumer_t *ready, *status;
     int streams_ready; /**< dispatch.<sub> and status.<sub> ensured */
     int ensuring;
-    msm_timer_t ensure_timer, lease_timer, retry_timer, stats_timer;
+    msm_timer_t ensure_timer, lease_timer, retry_timer;
     fc_task_t *pq_head[FC_PRIORITIES], *pq_tail[FC_PRIORITIES];
     size_t npending, nrunning, ntasks;
     fc_task_t *running_head, *running_tail; /**< by dispatch time: leases in order */
@@ -167,6 +172,10 @@ struct fc_sub_s {
     size_t noutgoing, capoutgoing;
     fc_task_t **dirty;    /**< tasks whose record is written in this turn's pipeline */
     size_t ndirty, capdirty;
+    /** Pending and running tasks whose record waits: written only if they stay so for
+     *  --record.lag_ms (a task through in milliseconds gets its final record alone). */
+    fc_task_t *lazy_head, *lazy_tail;
+    msm_timer_t lazy_timer;
     int dispatching;   /**< dispatch appends in flight */
     fc_flush_t *flush; /**< this turn's pipeline, sent before the loop sleeps */
     int claiming;      /**< a retry-store claim is in flight */
@@ -240,6 +249,10 @@ void fc_running_remove(fc_sub_t *sub, fc_task_t *t);
 int fc_ptrs_push(fc_task_t ***arr, size_t *n, size_t *cap, fc_task_t *t);
 /** @brief Queues @p t's task record for this turn's pipeline. */
 void fc_task_dirty(fc_sub_t *sub, fc_task_t *t);
+/** @brief The turn's record work for @p t: written now when settling, else deferred. */
+void fc_task_record(fc_sub_t *sub, fc_task_t *t);
+/** @brief Writes the deferred records that are due; re-arms the timer. */
+void fc_lazy_sweep(fc_sub_t *sub);
 /** @brief Drops a task from memory (map, queues) and returns it to the pool; its record
  *  count goes down only when @p settled (then the record may be acknowledged). */
 void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled);

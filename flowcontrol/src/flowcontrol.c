@@ -185,6 +185,8 @@ static void conf_defaults(fc_conf_t *c)
         c->max_records = FC_DEFAULT_MAX_RECORDS;
     if (c->dispatch_max <= 0)
         c->dispatch_max = FC_DEFAULT_DISPATCH_MAX;
+    if (c->record_lag_ms < 0)
+        c->record_lag_ms = FC_DEFAULT_RECORD_LAG_MS;
 }
 
 flowcontrol_t *flowcontrol_new(const fc_env_t *env, const fc_conf_t *conf)

@@ -22,7 +22,7 @@
 typedef struct flowcontrol_s flowcontrol_t;
 
 /** The daemon's settings (main.c's table fills them; tests set them directly). Zero or
- *  negative selects the default, except lease_grace_ms where 0 is a valid grace. */
+ *  negative selects the default, except lease_grace_ms and record_lag_ms where 0 is valid. */
 typedef struct {
     msm_common_conf_t common;
     int lease_grace_ms;   /**< task lease = now + timeout_ms + this; negative = 5000 */
@@ -31,6 +31,7 @@ typedef struct {
     int batch;            /**< ready and status records per read */
     int max_records;      /**< ready records held in memory per subscription (the bound) */
     int dispatch_max;     /**< tasks per dispatch record */
+    int record_lag_ms;    /**< pending/running records only after this long in the state */
 } fc_conf_t;
 
 /** Defaults of fc_conf_t (also the defaults of main.c's table). */
@@ -40,6 +41,7 @@ typedef struct {
 #define FC_DEFAULT_BATCH            16
 #define FC_DEFAULT_MAX_RECORDS      64
 #define FC_DEFAULT_DISPATCH_MAX     1000
+#define FC_DEFAULT_RECORD_LAG_MS    1000
 
 /** What flowcontrol runs on; all borrowed, and must outlive it. */
 typedef struct {

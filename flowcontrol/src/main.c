@@ -19,6 +19,9 @@ static const msm_conf_def_t fc_defs[] = {
                  "ready records held in memory per subscription"),
     MSM_CONF_INT("dispatch_max", fc_conf_t, dispatch_max, FC_DEFAULT_DISPATCH_MAX, 1, 100000,
                  "tasks per dispatch record"),
+    MSM_CONF_INT("record.lag_ms", fc_conf_t, record_lag_ms, FC_DEFAULT_RECORD_LAG_MS, 0, 600000,
+                 "a pending or running task's record is written once it stays so this long "
+                 "(0: at once); finished states are written at once"),
 };
 
 int main(int argc, char **argv)

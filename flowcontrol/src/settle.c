@@ -216,24 +216,21 @@ void fc_flush_record(fc_sub_t *sub, fc_task_t *t)
     static msm_buf_t json; /* the loop's thread only */
     const Msm__V1__Task *task = t->t;
     json.len = 0;
+    /* Absent fields are the API's defaults (null, []): the frontend fills them in. */
     appendf(&json, "{\"event_id\":");
     json_str(&json, task->event->id, MSM_NAME_MAX);
-    appendf(&json, ",\"state\":\"%s\",\"attempts\":%" PRId32 ",\"next_attempt_at\":",
-            state_name(t), task->attempt);
+    appendf(&json, ",\"state\":\"%s\",\"attempts\":%" PRId32, state_name(t), task->attempt);
     if (t->next_attempt_ms > 0 && t->result && strcmp(t->result, "retrying") == 0)
-        appendf(&json, "%" PRId64, t->next_attempt_ms);
-    else
-        appendf(&json, "null");
-    appendf(&json, ",\"last_error\":");
-    if (has_text(task->last_error))
+        appendf(&json, ",\"next_attempt_at\":%" PRId64, t->next_attempt_ms);
+    if (has_text(task->last_error)) {
+        appendf(&json, ",\"last_error\":");
         json_str(&json, task->last_error, ERROR_MAX);
-    else
-        appendf(&json, "null");
-    appendf(&json, ",\"updated_ms\":%" PRId64 ",\"history\":", fc_now_ms());
-    if (has_text(task->history))
+    }
+    appendf(&json, ",\"updated_ms\":%" PRId64, fc_now_ms());
+    if (has_text(task->history)) {
+        appendf(&json, ",\"history\":");
         append_raw(&json, task->history, strlen(task->history));
-    else
-        appendf(&json, "[]");
+    }
     appendf(&json, "}");
     char key[FC_KEY_MAX + MSM_NAME_MAX + 1], px[24];
     snprintf(key, sizeof(key), "%s%s", sub->k_task, task->event->id);

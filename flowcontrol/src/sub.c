@@ -418,7 +418,7 @@ void fc_sub_turn(fc_sub_t *sub)
     for (size_t i = 0; i < sub->ndirty; i++) {
         fc_task_t *t = sub->dirty[i];
         t->dirty = 0;
-        fc_flush_record(sub, t);
+        fc_task_record(sub, t);
     }
     sub->ndirty = 0;
     fc_stats_gauges(sub);
@@ -529,6 +529,7 @@ void fc_sub_stop_engine(fc_sub_t *sub)
     msm_loop_timer_stop(loop, &sub->ensure_timer);
     msm_loop_timer_stop(loop, &sub->lease_timer);
     msm_loop_timer_stop(loop, &sub->retry_timer);
+    msm_loop_timer_stop(loop, &sub->lazy_timer);
     sub->retry_due_ms = 0;
     sub->claiming = 0;
     /* Pipelines in flight finish their writes but settle and acknowledge nothing. */
@@ -625,7 +626,7 @@ fc_sub_t *fc_sub_new(flowcontrol_t *fc, const msm_sub_t *s, const msm_topic_t *t
     msm_timer_init(&sub->ensure_timer);
     msm_timer_init(&sub->lease_timer);
     msm_timer_init(&sub->retry_timer);
-    msm_timer_init(&sub->stats_timer);
+    msm_timer_init(&sub->lazy_timer);
     if (!sub->name || sub_names(sub) != MSM_OK || sub_metrics(sub) != MSM_OK) {
         msm_log(MSM_LOG_ERROR, FC_FACILITY, "subscription %s: cannot start: out of memory or name too long",
                 s->name);
@@ -653,7 +654,6 @@ void fc_sub_destroy(fc_sub_t *sub)
         return;
     msm_loop_t *loop = sub->fc->env.loop;
     msm_loop_timer_stop(loop, &sub->own_timer);
-    msm_loop_timer_stop(loop, &sub->stats_timer);
     fc_sub_stop_engine(sub);
     free(sub->map);
     free(sub->outgoing);

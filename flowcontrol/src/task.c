@@ -217,8 +217,82 @@ static void rec_settled(fc_sub_t *sub, fc_rec_t *rec)
     free(rec);
 }
 
+/* ---- deferred task records ---- */
+
+static void lazy_remove(fc_sub_t *sub, fc_task_t *t)
+{
+    if (!t->in_lazy)
+        return;
+    if (t->lprev)
+        t->lprev->lnext = t->lnext;
+    else
+        sub->lazy_head = t->lnext;
+    if (t->lnext)
+        t->lnext->lprev = t->lprev;
+    else
+        sub->lazy_tail = t->lprev;
+    t->lnext = t->lprev = NULL;
+    t->in_lazy = 0;
+}
+
+static void on_lazy_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    fc_lazy_sweep(opaque);
+}
+
+static void lazy_arm(fc_sub_t *sub)
+{
+    if (!sub->lazy_head || msm_timer_active(&sub->lazy_timer))
+        return;
+    int64_t delay = sub->lazy_head->since_ms + sub->fc->conf.record_lag_ms - fc_now_ms();
+    msm_loop_timer_start(sub->fc->env.loop, &sub->lazy_timer, delay > 0 ? (uint64_t)delay : 0,
+                         on_lazy_timer, sub);
+}
+
+static void record_now(fc_sub_t *sub, fc_task_t *t)
+{
+    lazy_remove(sub, t);
+    t->recorded = (int)t->state + 1;
+    fc_flush_record(sub, t);
+}
+
+void fc_task_record(fc_sub_t *sub, fc_task_t *t)
+{
+    if (t->state == FC_TASK_SETTLING || sub->fc->conf.record_lag_ms == 0) {
+        record_now(sub, t);
+        return;
+    }
+    if (t->in_lazy && t->lazy_state == t->state)
+        return; /* the same state goes on (dispatched again): its wait goes on too */
+    lazy_remove(sub, t);
+    if (t->recorded == (int)t->state + 1)
+        return; /* back in the state its record already shows */
+    t->lazy_state = t->state;
+    /* The list stays in time order: a task joins at the tail when its state changes. */
+    t->since_ms = fc_now_ms();
+    t->lprev = sub->lazy_tail;
+    if (sub->lazy_tail)
+        sub->lazy_tail->lnext = t;
+    else
+        sub->lazy_head = t;
+    sub->lazy_tail = t;
+    t->in_lazy = 1;
+    lazy_arm(sub);
+}
+
+void fc_lazy_sweep(fc_sub_t *sub)
+{
+    int64_t due = fc_now_ms() - sub->fc->conf.record_lag_ms;
+    fc_task_t *t;
+    while ((t = sub->lazy_head) && t->since_ms <= due)
+        record_now(sub, t);
+    lazy_arm(sub);
+}
+
 void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled)
 {
+    lazy_remove(sub, t);
     fc_map_remove(sub, t);
     fc_rec_t *rec = t->rec;
     fc_task_put(sub->fc, t);
