@@ -505,8 +505,18 @@ static int check_send(msm_registry_t *reg)
     msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
     msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
     snprintf(have, sizeof(have), "%lld", reg->loaded ? reg->version : -1LL);
-    const char *argv[] = {"EVAL", reg->loaded ? POLL_LUA : RELOAD_LUA, "3", kv, kt, ks, have};
-    int rc = msm_redis_command_argv(reg->redis, on_reload, reg, reg->loaded ? 7 : 6, argv, NULL);
+    /* By SHA (the scheduler checks before every batch): process-wide, never freed, so a
+     * reply still due after msm_registry_free() never meets a freed script. */
+    static msm_redis_script_t *poll_script, *reload_script;
+    if (!poll_script)
+        poll_script = msm_redis_script_new(POLL_LUA);
+    if (!reload_script)
+        reload_script = msm_redis_script_new(RELOAD_LUA);
+    if (!poll_script || !reload_script)
+        return MSM_ERR_NOMEM;
+    const char *argv[] = {kv, kt, ks, have};
+    int rc = msm_redis_eval(reg->redis, reg->loaded ? poll_script : reload_script, on_reload, reg,
+                            3, reg->loaded ? 4 : 3, argv, NULL);
     if (rc != MSM_OK)
         return rc;
     reg->polling = 1;

@@ -470,6 +470,47 @@ int msm__redis_info_keys(redis_log_t *lg, stream_info_t *info)
     return MSM_OK;
 }
 
+static int append_send(append_t *a, const msm_record_t *records);
+static int copy_records(append_t *a, const msm_record_t *records);
+
+/* The fast path's answer: an entry id, or nil when the partition has no key yet (never
+ * written, or the stream was deleted): then the script decides, which creates it or says
+ * NOTFOUND. */
+static void on_append_one(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    append_t *a = opaque;
+    if (!err && reply && reply->type == REDIS_REPLY_NIL) {
+        a->scripted = 1;
+        int rc = append_send(a, a->records);
+        if (rc != MSM_OK)
+            append_complete(a, rc, msm_err_str(rc));
+        return;
+    }
+    if (!err && reply && reply->type == REDIS_REPLY_STRING) {
+        append_complete(a, MSM_OK, NULL);
+        return;
+    }
+    on_append(r, reply, err, opaque);
+}
+
+/* One record, no MAXLEN: a plain XADD NOMKSTREAM is atomic by itself and costs a fraction
+ * of a script call (the internal hops append one batch record per loop turn). */
+static int append_one(append_t *a, const msm_record_t *rec)
+{
+    redis_log_t *lg = a->log;
+    stream_info_t *info = a->info;
+    int rc = copy_records(a, rec); /* kept for the fallback */
+    if (rc != MSM_OK)
+        return rc;
+    int p = partition_of(info, rec);
+    const char *argv[] = {"XADD", info->part_keys[p], "NOMKSTREAM", "*", "k",
+                          a->records[0].key_len ? a->records[0].key : "", "v",
+                          a->records[0].value_len ? a->records[0].value : ""};
+    const size_t lens[] = {4, info->part_key_lens[p], 10, 1, 1, a->records[0].key_len, 1,
+                           a->records[0].value_len};
+    return msm_redis_command_argv(lg->redis, on_append_one, a, 8, argv, lens);
+}
+
 /* Sends the batch as one script call. Arguments point into @p records (copied by eval). */
 static int append_send(append_t *a, const msm_record_t *records)
 {
@@ -478,6 +519,8 @@ static int append_send(append_t *a, const msm_record_t *records)
     int rc = msm__redis_info_keys(lg, info);
     if (rc != MSM_OK)
         return rc;
+    if (a->n == 1 && lg->maxlen == 0 && !a->scripted)
+        return append_one(a, records);
     int nkeys = info->partitions + 1;
     size_t argc = (size_t)nkeys + 1 + 3 * a->n;
     const char **argv = malloc(argc * sizeof(*argv));

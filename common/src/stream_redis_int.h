@@ -64,7 +64,8 @@ struct append_s {
     msm_stream_done_cb *cb;
     void *opaque;
     size_t n;
-    msm_record_t *records;   /* copied, only while held back */
+    msm_record_t *records;   /* copied while held back, or for the fast path's fallback */
+    int scripted;            /* sent (or to be sent) through the append script */
     uint64_t deadline_ms;    /* held past this: fails with MSM_ERR_TIMEOUT */
 };
 
