@@ -490,33 +490,54 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
 static const char RELOAD_LUA[] =
     "return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]),"
     " redis.call('HGETALL', KEYS[3])}";
-/* The cheap poll: only the version; reload when it moved. */
-static const char POLL_LUA[] =
-    "local v = redis.call('GET', KEYS[1]) or '0'\n"
-    "if v == ARGV[1] then return {v, {}, {}} end\n"
-    "return {v, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}";
+/* The whole reload (version and both hashes in one script, by SHA): process-wide, never
+ * freed, so a reply due after msm_registry_free() never meets a freed script. */
+static int reload_send(msm_registry_t *reg)
+{
+    static msm_redis_script_t *reload_script;
+    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX];
+    if (!reload_script && !(reload_script = msm_redis_script_new(RELOAD_LUA)))
+        return MSM_ERR_NOMEM;
+    msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
+    msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
+    msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
+    const char *argv[] = {kv, kt, ks};
+    return msm_redis_eval(reg->redis, reload_script, on_reload, reg, 3, 3, argv, NULL);
+}
+
+/* The cheap check, a plain GET of the version (the scheduler checks before every batch):
+ * the reload follows only when it moved. */
+static void on_version(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    msm_registry_t *reg = opaque;
+    if (reg->freed) {
+        registry_destroy(reg);
+        return;
+    }
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why || (reply->type != REDIS_REPLY_STRING && reply->type != REDIS_REPLY_NIL)) {
+        check_done(reg, MSM_ERR_BACKEND);
+        return;
+    }
+    long long version = reply->type == REDIS_REPLY_STRING ? atoll(reply->str) : 0;
+    if (version == reg->version) {
+        check_done(reg, MSM_OK);
+        return;
+    }
+    int rc = reload_send(reg);
+    if (rc != MSM_OK)
+        check_done(reg, rc);
+}
 
 /* Sends the version check (the whole reload before the first load); the waiting syncs
  * become the ones this check answers. Its end re-arms the timer. */
 static int check_send(msm_registry_t *reg)
 {
-    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX], have[32];
+    char kv[KEY_MAX];
     msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
-    msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
-    msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
-    snprintf(have, sizeof(have), "%lld", reg->loaded ? reg->version : -1LL);
-    /* By SHA (the scheduler checks before every batch): process-wide, never freed, so a
-     * reply still due after msm_registry_free() never meets a freed script. */
-    static msm_redis_script_t *poll_script, *reload_script;
-    if (!poll_script)
-        poll_script = msm_redis_script_new(POLL_LUA);
-    if (!reload_script)
-        reload_script = msm_redis_script_new(RELOAD_LUA);
-    if (!poll_script || !reload_script)
-        return MSM_ERR_NOMEM;
-    const char *argv[] = {kv, kt, ks, have};
-    int rc = msm_redis_eval(reg->redis, reg->loaded ? poll_script : reload_script, on_reload, reg,
-                            3, reg->loaded ? 4 : 3, argv, NULL);
+    int rc = reg->loaded ? msm_redis_command(reg->redis, on_version, reg, "GET %s", kv)
+                         : reload_send(reg);
     if (rc != MSM_OK)
         return rc;
     reg->polling = 1;
