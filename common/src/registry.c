@@ -278,6 +278,14 @@ void msm_sub_free(msm_sub_t *s)
     free(s);
 }
 
+void msm_sub_count_enqueued(msm_redis_t *r, const char *sub, size_t n)
+{
+    char key[KEY_MAX], count[24];
+    snprintf(count, sizeof(count), "%zu", n); /* hiredis' formats know no %zu */
+    if (n && msm_redis_key(r, key, sizeof(key), MSM_KEY_STATS, sub) >= 0)
+        msm_redis_command(r, NULL, NULL, "HINCRBY %s enqueued %s", key, count);
+}
+
 /* ---- writing ---- */
 
 typedef struct {

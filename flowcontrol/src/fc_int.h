@@ -181,7 +181,7 @@ struct fc_sub_s {
     int claiming;      /**< a retry-store claim is in flight */
     int64_t retry_due_ms; /**< earliest retry known due (0: none known) */
     /* stats (settle.c): counters not yet written, gauges last written */
-    int64_t c_succeeded, c_failed, c_dead;
+    int64_t c_succeeded, c_failed, c_dead, c_done; /* c_done: ready tasks settled or skipped */
     size_t w_pending, w_running;
     int stats_written;
     msm_metric_child_t *m_admitted, *m_duplicates, *m_dispatched, *m_dispatch_failures,

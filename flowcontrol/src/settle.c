@@ -435,7 +435,7 @@ void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t
 
 void fc_stats_gauges(fc_sub_t *sub)
 {
-    int counters = sub->c_succeeded || sub->c_failed || sub->c_dead;
+    int counters = sub->c_succeeded || sub->c_failed || sub->c_dead || sub->c_done;
     int gauges = !sub->stats_written || sub->w_pending != sub->npending ||
                  sub->w_running != sub->nrunning;
     if (!counters && !gauges)
@@ -443,9 +443,9 @@ void fc_stats_gauges(fc_sub_t *sub)
     fc_flush_t *fl = fc_flush_of(sub);
     if (!fl)
         return;
-    const int64_t deltas[] = {sub->c_succeeded, sub->c_failed, sub->c_dead};
-    const char *const fields[] = {"succeeded", "failed_attempts", "dead"};
-    for (size_t i = 0; i < 3; i++) {
+    const int64_t deltas[] = {sub->c_succeeded, sub->c_failed, sub->c_dead, sub->c_done};
+    const char *const fields[] = {"succeeded", "failed_attempts", "dead", "done"};
+    for (size_t i = 0; i < 4; i++) {
         if (!deltas[i])
             continue;
         char d[24];
@@ -453,7 +453,7 @@ void fc_stats_gauges(fc_sub_t *sub)
         const char *argv[] = {"HINCRBY", sub->k_stats, fields[i], d};
         cmd(fl, 4, argv, NULL);
     }
-    sub->c_succeeded = sub->c_failed = sub->c_dead = 0;
+    sub->c_succeeded = sub->c_failed = sub->c_dead = sub->c_done = 0;
     if (!gauges)
         return;
     char pending[24], running[24], limit[24], now[24];
@@ -484,8 +484,10 @@ static void on_flush_retry(msm_loop_t *loop, void *opaque)
 static void flush_complete(fc_flush_t *fl)
 {
     fc_sub_t *sub = fl->sub;
-    for (size_t i = 0; i < fl->ndone; i++)
+    for (size_t i = 0; i < fl->ndone; i++) {
+        sub->c_done += fl->done[i]->rec != NULL; /* a retry came from the store, not ready */
         fc_task_drop(sub, fl->done[i], 1);
+    }
     for (size_t i = 0; i < fl->nacks; i++) {
         if (sub->status)
             msm_consumer_ack(sub->status, fl->acks[i]);

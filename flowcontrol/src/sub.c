@@ -103,6 +103,7 @@ static void rec_take(fc_sub_t *sub, msm_stream_msg_t *msg, Msm__V1__TaskBatch *b
     }
     msm_counter_add(sub->m_admitted, taken);
     msm_counter_add(sub->m_duplicates, settled);
+    sub->c_done += (int64_t)(b->n_tasks - taken); /* never settled here: not in the backlog */
     if (--rec->unsettled == 0) {
         msm_consumer_ack(sub->ready, msg); /* nothing new in it */
         msm_task_batch_free(b);

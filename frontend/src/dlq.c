@@ -175,6 +175,7 @@ static void on_replay_appended(msm_err_t err, const char *reason, void *opaque)
         return;
     fe_t *fe = sc->base.fe;
     size_t n = json_array_size(sc->page_ids);
+    msm_sub_count_enqueued(fe->fe_deps.redis, sc->name, n);
     char dlq[TASKS_KEY_MAX], hash[TASKS_KEY_MAX], prefix[TASKS_KEY_MAX], retention[24];
     SUB_KEY(sc, dlq, MSM_KEY_DLQ);
     SUB_KEY(sc, hash, MSM_KEY_DLQ_TASKS);

@@ -19,13 +19,12 @@
 
 #define LIST_LIMIT_DEF 100
 #define LIST_LIMIT_MAX 1000
-#define FLOWCONTROL    "flowcontrol" /* the group whose backlog on ready.<sub> counts */
 
 /* KEYS: delayed, retry, dlq, stats. The store sizes and the stats hash's fields (SC_*). */
 static const char STATS_LUA[] =
     "return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]),"
     " redis.call('ZCARD', KEYS[3]), redis.call('HMGET', KEYS[4], 'succeeded',"
-    " 'failed_attempts', 'pending', 'running', 'concurrency_limit')}";
+    " 'failed_attempts', 'pending', 'running', 'concurrency_limit', 'enqueued', 'done')}";
 
 /* KEYS: task record, delayed, delayed:events, dlq:tasks, retry, retry:tasks; ARGV: id.
  * The first place the task is in, in the order of the API's truth: {TG_*, ...}. */
@@ -221,7 +220,7 @@ static json_t *task_from_record(const char *id, const redisReply *text)
 
 /* The script's numbers: the three store sizes, then the stats hash's fields. */
 enum { SC_DELAYED, SC_RETRY, SC_DLQ, SC_SUCCEEDED, SC_FAILED, SC_PENDING, SC_RUNNING,
-       SC_CONC_LIMIT, SC_N };
+       SC_CONC_LIMIT, SC_ENQUEUED, SC_DONE, SC_N };
 
 static void stats_answer(sub_call_t *sc)
 {
@@ -248,9 +247,12 @@ static void stats_answer(sub_call_t *sc)
     json_t *rate = json_object_get(sc->sub, "rate_limit_per_s");
     double rv = json_number_value(rate);
     json_t *rate_out = rv == (double)(json_int_t)rv ? json_integer((json_int_t)rv) : json_real(rv);
+    /* Tasks appended to ready.<sub> and not settled, less those running: in the log or
+     * pending in the owner's memory. */
+    long long backlog = c[SC_ENQUEUED] - c[SC_DONE] - c[SC_RUNNING];
     json_t *body = json_pack(
         "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:b,s:o}", "backlog",
-        (json_int_t)(sc->backlog + c[SC_PENDING]), "delayed", (json_int_t)c[SC_DELAYED],
+        (json_int_t)(backlog > 0 ? backlog : 0), "delayed", (json_int_t)c[SC_DELAYED],
         "in_flight", (json_int_t)c[SC_RUNNING], "retrying", (json_int_t)c[SC_RETRY],
         "succeeded", (json_int_t)c[SC_SUCCEEDED], "failed_attempts", (json_int_t)c[SC_FAILED],
         "dead", (json_int_t)c[SC_DLQ], "concurrency_limit", (json_int_t)limit,
@@ -281,27 +283,7 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
     stats_answer(sc);
 }
 
-static void on_stats_backlog(msm_err_t err, int64_t backlog, void *opaque)
-{
-    sub_call_t *sc = opaque;
-    int redis_log = strcmp(msm_stream_backend_name(sc->base.fe->fe_deps.stream), "redis") == 0;
-    if (err == MSM_OK)
-        sc->backlog = backlog;
-    else if (err == MSM_ERR_NOTFOUND) /* no ready stream yet: nothing waits */
-        sc->backlog = 0;
-    else if (err == MSM_ERR_BACKEND && redis_log)
-        /* The Redis driver fails the query ("ERR no such key" from XINFO GROUPS) while a
-         * partition of an ensured stream has no entry yet. Redis itself answering the
-         * counts script beside it tells a real outage apart: that one fails too. */
-        sc->backlog = 0;
-    else if (!sc->error)
-        sc->error = strdup(msm_err_str(err));
-    stats_answer(sc);
-}
-
-/* The stores and counters in one script, the log backlog beside it; answered when both
- * are in. backlog = ready records flowcontrol has not acknowledged + the tasks its owner
- * holds pending in memory (the stats gauge). */
+/* The stores and counters in one script. */
 static void stats_next(sub_call_t *sc)
 {
     fe_t *fe = sc->base.fe;
@@ -311,20 +293,12 @@ static void stats_next(sub_call_t *sc)
     SUB_KEY(sc, keys[2], MSM_KEY_DLQ);
     SUB_KEY(sc, keys[3], MSM_KEY_STATS);
     const char *argv[] = {keys[0], keys[1], keys[2], keys[3]};
-    char ready[TASKS_KEY_MAX];
-    snprintf(ready, sizeof(ready), MSM_STREAM_READY, sc->name);
-    sc->waiting = 1; /* held until both are started */
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_stats, on_stats_counts, sc, 4, 4, argv, NULL) ==
-        MSM_OK)
-        sc->waiting++;
-    else
+    sc->waiting = 1;
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_stats, on_stats_counts, sc, 4, 4, argv, NULL) !=
+        MSM_OK) {
         sc->error = strdup("redis refused the command");
-    if (msm_stream_backlog(fe->fe_deps.stream, ready, FLOWCONTROL, on_stats_backlog, sc) ==
-        MSM_OK)
-        sc->waiting++;
-    else if (!sc->error)
-        sc->error = strdup("log refused the backlog query");
-    stats_answer(sc);
+        stats_answer(sc);
+    }
 }
 
 static void stats(msm_http_req_t *req, void *opaque)

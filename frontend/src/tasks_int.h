@@ -27,7 +27,6 @@ struct sub_call_s {
     char *state;       /* tasks list: the store listed */
     char *cursor;      /* tasks list: where the page starts, NULL = first */
     int waiting;       /* stats: replies still due */
-    int64_t backlog;   /* stats */
     long long counts[10]; /* stats: the script's numbers */
     char *error;       /* stats: the first failure */
     json_t *ids;       /* replay: the requested ids (array), or NULL for all */

@@ -282,6 +282,7 @@ static void on_fire_appended(msm_err_t err, const char *reason, void *opaque)
         fire_done(f); /* the Redis client may be gone: the claim lapses (a duplicate later) */
     } else if (err == MSM_OK) {
         s->append_failures = 0;
+        msm_sub_count_enqueued(s->redis, f->sub, count);
         record_fired(f, count);
         send_remove(f);
     } else if (s->stopping) {

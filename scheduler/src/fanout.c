@@ -152,6 +152,8 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
     scheduler_t *s = op->job->sch;
     if (!s->freed) {
         sch_sub_t *sub = sch__sub(s, op->sub);
+        if (err == MSM_OK)
+            msm_sub_count_enqueued(s->redis, op->sub, op->n);
         if (err == MSM_OK && sub) {
             msm_counter_add(sub->m_fanned, op->n);
         } else if (err != MSM_OK && !s->stopping) {

@@ -400,6 +400,23 @@ static void test_thousand_exactly_once(void)
     int max_attempts = 0;
     CU_ASSERT_EQUAL(wait_states("orders-sub", sent, N, "succeeded", 30, &max_attempts), N);
     CU_ASSERT_EQUAL(max_attempts, 1);
+    /* The stats measure what happened: nothing waits, nothing runs, N succeeded. */
+    json_t *st = NULL;
+    int64_t deadline = unix_ms() + 10000;
+    while (unix_ms() < deadline) {
+        json_decref(st);
+        st = NULL;
+        if (api("GET", "/v1/subscriptions/orders-sub/stats", NULL, &st) == 200 &&
+            json_integer_value(json_object_get(st, "succeeded")) == N &&
+            json_integer_value(json_object_get(st, "backlog")) == 0 &&
+            json_integer_value(json_object_get(st, "in_flight")) == 0)
+            break;
+        usleep(50 * 1000);
+    }
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(st, "succeeded")), N);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(st, "backlog")), 0);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(st, "in_flight")), 0);
+    json_decref(st);
     free(lat);
     free(sent);
     lambda_stop(&l);

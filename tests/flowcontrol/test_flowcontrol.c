@@ -494,6 +494,7 @@ static void test_concurrency_and_success(void)
     CU_ASSERT_STRING_EQUAL(task_field(&f, ids[0], "history"), "");
     CU_ASSERT_STRING_EQUAL(task_field(&f, ids[0], "last_error"), "");
     CU_ASSERT_EQUAL(stat(&f, "succeeded"), 20);
+    CU_ASSERT_EQUAL(stat(&f, "done"), 20); /* the backlog's output side */
     CU_ASSERT_EQUAL(stat(&f, "running"), 0);
     CU_ASSERT_EQUAL(stat(&f, "pending"), 0);
     CU_ASSERT_EQUAL(zcard(&f, "retry"), 0);

@@ -42,13 +42,18 @@
 #define MSM_KEY_RETRY_TASKS "sub:{%s}:retry:tasks"    /**< hash: event id → packed Task */
 #define MSM_KEY_DLQ         "sub:{%s}:dlq"            /**< zset: event id by time of death */
 #define MSM_KEY_DLQ_TASKS   "sub:{%s}:dlq:tasks"      /**< hash: event id → packed Task */
-/** hash: counters succeeded, failed_attempts, dead (HINCRBY); gauges pending, running,
- *  retrying, concurrency_limit, updated_ms (written by the owner). */
+/** hash: counters succeeded, failed_attempts, dead, enqueued (tasks appended to ready.<sub>),
+ *  done (tasks of ready records settled) (HINCRBY); gauges pending, running,
+ *  concurrency_limit, updated_ms (written by the owner). backlog = enqueued - done - running. */
 #define MSM_KEY_STATS       "sub:{%s}:stats"
 #define MSM_KEY_OWNER       "sub:{%s}:owner"          /**< string: flowcontrol member, PX lease */
 
 /** The names of every key and stream of subscription @p sub live under these patterns
  *  (DELETE cleans them up): the keys "sub:{<sub>}:*", the streams ready/dispatch/status. */
+
+/** @brief Counts @p n tasks appended to ready.<@p sub> (the backlog's input side); a reply
+ *  is not awaited: a count lost with a crash only makes the backlog read low. */
+void msm_sub_count_enqueued(msm_redis_t *r, const char *sub, size_t n);
 
 /** Topic and subscription names: [A-Za-z0-9._-]{1,200}. */
 #define MSM_NAME_MAX 200
