@@ -48,7 +48,12 @@ struct msm_http_call_s {
     msm_http_call_t *ca_prev, *ca_next;
     msm_http_client_t *ca_client;
     CURL *ca_easy;
-    struct curl_slist *ca_hdrs;
+    int ca_ready;  /* the client-wide options are set (kept across reuses of the handle) */
+    struct curl_slist *ca_hdrs;  /* points into ca_nodes: no allocation per header */
+    struct curl_slist *ca_nodes;
+    size_t ca_nodes_cap;
+    char *ca_htext; /* the header lines, back to back */
+    size_t ca_htext_cap;
     char *ca_body; /* the copied request body */
     size_t ca_body_cap;
     char *ca_resp; /* response body, kept NUL-terminated */
@@ -297,14 +302,15 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 static void call_destroy(msm_http_call_t *c)
 {
     curl_easy_cleanup(c->ca_easy);
-    curl_slist_free_all(c->ca_hdrs);
+    free(c->ca_nodes);
+    free(c->ca_htext);
     free(c->ca_body);
     free(c->ca_resp);
     headers_release(&c->ca_rhdrs);
     free(c);
 }
 
-/* A request ready to be set up: from the pool (its easy handle reset, buffers kept) or new. */
+/* A request ready to be set up: from the pool (its easy handle and buffers kept) or new. */
 static msm_http_call_t *call_get(msm_http_client_t *cl)
 {
     msm_http_call_t *c = cl->cl_pool;
@@ -312,7 +318,6 @@ static msm_http_call_t *call_get(msm_http_client_t *cl)
         cl->cl_pool = c->ca_next;
         cl->cl_pool_n--;
         c->ca_next = NULL;
-        curl_easy_reset(c->ca_easy);
         return c;
     }
     c = calloc(1, sizeof(*c));
@@ -330,7 +335,6 @@ static msm_http_call_t *call_get(msm_http_client_t *cl)
  * large response does not pin memory for good. */
 static void call_put(msm_http_client_t *cl, msm_http_call_t *c)
 {
-    curl_slist_free_all(c->ca_hdrs);
     c->ca_hdrs = NULL;
     c->ca_state = CALL_IDLE;
     c->ca_cb = NULL;
@@ -409,27 +413,6 @@ static int validate(const msm_http_request_t *req, const char *method)
     return MSM_OK;
 }
 
-static int append_header(struct curl_slist **list, const char *name, const char *value)
-{
-    /* curl sends "Name;" as an empty header; "Name:" would remove it instead. */
-    size_t nlen = strlen(name), vlen = strlen(value);
-    char stack[512];
-    char *line = nlen + vlen + 3 <= sizeof(stack) ? stack : malloc(nlen + vlen + 3);
-    if (!line)
-        return MSM_ERR_NOMEM;
-    if (vlen)
-        snprintf(line, nlen + vlen + 3, "%s: %s", name, value);
-    else
-        snprintf(line, nlen + 2, "%s;", name);
-    struct curl_slist *l = curl_slist_append(*list, line);
-    if (line != stack)
-        free(line);
-    if (!l)
-        return MSM_ERR_NOMEM;
-    *list = l;
-    return MSM_OK;
-}
-
 static int has_header(const msm_http_request_t *req, const char *name)
 {
     for (size_t i = 0; i < req->n_headers; i++) {
@@ -439,25 +422,47 @@ static int has_header(const msm_http_request_t *req, const char *name)
     return 0;
 }
 
+/* The header list lives in the call's own nodes and text buffer, sized once per request:
+ * curl reads it during the transfer only. "Name: value", or "Name;" for an empty value
+ * (curl sends that as an empty header; "Name:" would remove it). */
 static int build_headers(msm_http_call_t *c, const msm_http_request_t *req, int has_body)
 {
+    int no_type = has_body && !has_header(req, "Content-Type");
+    int no_expect = !has_header(req, "Expect");
+    size_t n = req->n_headers + (size_t)no_type + (size_t)no_expect, text = 0;
+    for (size_t i = 0; i < req->n_headers; i++)
+        text += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 3;
+    text += sizeof("Content-Type:") + sizeof("Expect:");
+    if (grow(&c->ca_htext, &c->ca_htext_cap, text) != MSM_OK)
+        return MSM_ERR_NOMEM;
+    if (n > c->ca_nodes_cap) {
+        struct curl_slist *nodes = realloc(c->ca_nodes, n * sizeof(*nodes));
+        if (!nodes)
+            return MSM_ERR_NOMEM;
+        c->ca_nodes = nodes;
+        c->ca_nodes_cap = n;
+    }
+    char *p = c->ca_htext;
+    size_t k = 0;
     for (size_t i = 0; i < req->n_headers; i++) {
-        if (append_header(&c->ca_hdrs, req->headers[i].name, req->headers[i].value) != MSM_OK)
-            return MSM_ERR_NOMEM;
+        const char *name = req->headers[i].name, *value = req->headers[i].value;
+        c->ca_nodes[k++].data = p;
+        p += *value ? sprintf(p, "%s: %s", name, value) : sprintf(p, "%s;", name);
+        p++;
     }
-    /* "Name:" removes a header curl would add: no made-up form Content-Type for a body, and
-     * no "Expect: 100-continue" round trip (many small servers answer it late or never). */
-    struct curl_slist *l;
-    if (has_body && !has_header(req, "Content-Type")) {
-        if (!(l = curl_slist_append(c->ca_hdrs, "Content-Type:")))
-            return MSM_ERR_NOMEM;
-        c->ca_hdrs = l;
+    /* What curl would add on its own: no made-up form Content-Type for a body, and no
+     * "Expect: 100-continue" round trip (many small servers answer it late or never). */
+    if (no_type) {
+        c->ca_nodes[k++].data = p;
+        p += sprintf(p, "Content-Type:") + 1;
     }
-    if (!has_header(req, "Expect")) {
-        if (!(l = curl_slist_append(c->ca_hdrs, "Expect:")))
-            return MSM_ERR_NOMEM;
-        c->ca_hdrs = l;
+    if (no_expect) {
+        c->ca_nodes[k++].data = p;
+        p += sprintf(p, "Expect:") + 1;
     }
+    for (size_t i = 0; i < k; i++)
+        c->ca_nodes[i].next = i + 1 < k ? &c->ca_nodes[i + 1] : NULL;
+    c->ca_hdrs = k ? c->ca_nodes : NULL;
     return MSM_OK;
 }
 
@@ -477,6 +482,14 @@ static int setopt_err(CURLcode rc)
 static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
 {
     CURL *e = c->ca_easy;
+    if (c->ca_ready) {
+        /* A pooled handle keeps these; only what one request may have changed goes back
+         * (cheaper than curl_easy_reset() and setting everything again). */
+        SETOPT(e, CURLOPT_NOBODY, 0L);
+        SETOPT(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+        SETOPT(e, CURLOPT_HTTPGET, 1L);
+        return MSM_OK;
+    }
     SETOPT(e, CURLOPT_PRIVATE, c);
     SETOPT(e, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -494,6 +507,7 @@ static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
     SETOPT(e, CURLOPT_WRITEDATA, c);
     SETOPT(e, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(e, CURLOPT_HEADERDATA, c);
+    c->ca_ready = 1;
     return MSM_OK;
 }
 
