@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Topics and subscriptions: validation, JSON, storage in Redis and the watcher. */
 #include "msm/registry.h"
+#include "msm/id.h"
 #include "msm/err.h"
 #include "msm/log.h"
 #include "msm/time.h"
@@ -276,6 +277,16 @@ void msm_sub_free(msm_sub_t *s)
     free(s->delivery_format);
     free(s->secret);
     free(s);
+}
+
+int msm_task_key(const msm_redis_t *r, char *buf, size_t n, const char *sub,
+                 const char *event_id)
+{
+    msm_id_t id;
+    long long bucket = 0;
+    if (msm_id_parse(event_id, &id) == MSM_OK && msm_id_version(&id) == 7)
+        bucket = (long long)(msm_id_timestamp_ms(&id) / MSM_TASK_BUCKET_MS);
+    return msm_redis_key(r, buf, n, MSM_KEY_TASK, sub, bucket);
 }
 
 void msm_sub_count_enqueued(msm_redis_t *r, const char *sub, size_t n)

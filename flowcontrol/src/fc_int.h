@@ -116,6 +116,10 @@ struct fc_flush_s {
     size_t ndone, capdone;
     msm_stream_msg_t **acks; /**< status records acknowledged then */
     size_t nacks, capacks;
+    /* Task records of the turn, written at send time as one HSET per bucket run. */
+    msm_buf_t rec_text;      /**< bucket key, id and JSON of each record, back to back */
+    size_t *rec_off;         /**< per record: offsets of its key, id, JSON and the end */
+    size_t nrecs, caprecs;
     msm_timer_t retry_timer;
 };
 
@@ -146,7 +150,6 @@ struct fc_sub_s {
     int max_concurrency, timeout_ms, max_attempts, paused;
     int64_t min_backoff_ms, max_backoff_ms, retention_ms;
     int partitions;
-    char k_task[FC_KEY_MAX]; /**< prefix; the event id follows */
     char k_retry[FC_KEY_MAX], k_retry_tasks[FC_KEY_MAX], k_dlq[FC_KEY_MAX],
         k_dlq_tasks[FC_KEY_MAX], k_stats[FC_KEY_MAX], k_owner[FC_KEY_MAX];
     char s_ready[FC_KEY_MAX], s_dispatch[FC_KEY_MAX], s_status[FC_KEY_MAX];

@@ -52,6 +52,8 @@ static void flush_free(fc_flush_t *fl)
     if (fl->sub)
         fc_sub_release(fl->sub);
     msm_buf_deinit(&fl->arena);
+    msm_buf_deinit(&fl->rec_text);
+    free(fl->rec_off);
     free(fl->aoff);
     free(fl->alen);
     free(fl->cmds);
@@ -232,12 +234,67 @@ void fc_flush_record(fc_sub_t *sub, fc_task_t *t)
         append_raw(&json, task->history, strlen(task->history));
     }
     appendf(&json, "}");
-    char key[FC_KEY_MAX + MSM_NAME_MAX + 1], px[24];
-    snprintf(key, sizeof(key), "%s%s", sub->k_task, task->event->id);
+    char key[FC_KEY_MAX];
+    int klen = msm_task_key(sub->fc->env.redis, key, sizeof(key), sub->name, task->event->id);
+    size_t idlen = strlen(task->event->id);
+    if (klen < 0 ||
+        grow((void **)&fl->rec_off, &fl->caprecs, 4 * (fl->nrecs + 1), sizeof(*fl->rec_off)) !=
+            MSM_OK ||
+        msm_buf_reserve(&fl->rec_text, (size_t)klen + idlen + json.len) != MSM_OK)
+        return; /* out of memory: the record is only late (written at its next change) */
+    size_t *off = &fl->rec_off[4 * fl->nrecs++];
+    off[0] = fl->rec_text.len;
+    append_raw(&fl->rec_text, key, (size_t)klen);
+    off[1] = fl->rec_text.len;
+    append_raw(&fl->rec_text, task->event->id, idlen);
+    off[2] = fl->rec_text.len;
+    append_raw(&fl->rec_text, (const char *)json.data, json.len);
+    off[3] = fl->rec_text.len;
+}
+
+/* The turn's records: per run of records in one bucket, HSET <bucket> id json … and
+ * PEXPIRE <bucket> retention (the bucket outlives its last write by the retention). */
+static void records_to_cmds(fc_sub_t *sub, fc_flush_t *fl)
+{
+    const char *text = (const char *)fl->rec_text.data;
+    char px[24];
     snprintf(px, sizeof(px), "%" PRId64, sub->retention_ms);
-    const char *argv[] = {"SET", key, (const char *)json.data, "PX", px};
-    const size_t lens[] = {3, strlen(key), json.len, 2, strlen(px)};
-    cmd(fl, 5, argv, lens);
+    size_t i = 0;
+    while (i < fl->nrecs) {
+        const size_t *first = &fl->rec_off[4 * i];
+        size_t klen = first[1] - first[0], j = i;
+        while (j < fl->nrecs) {
+            const size_t *o = &fl->rec_off[4 * j];
+            if (o[1] - o[0] != klen || memcmp(text + o[0], text + first[0], klen) != 0)
+                break;
+            j++;
+        }
+        size_t argc = 2 + 2 * (j - i);
+        const char **argv = malloc(argc * sizeof(*argv));
+        size_t *lens = malloc(argc * sizeof(*lens));
+        if (argv && lens) {
+            argv[0] = "HSET";
+            lens[0] = 4;
+            argv[1] = text + first[0];
+            lens[1] = klen;
+            for (size_t k = i; k < j; k++) {
+                const size_t *o = &fl->rec_off[4 * k];
+                argv[2 + 2 * (k - i)] = text + o[1];
+                lens[2 + 2 * (k - i)] = o[2] - o[1];
+                argv[3 + 2 * (k - i)] = text + o[2];
+                lens[3 + 2 * (k - i)] = o[3] - o[2];
+            }
+            const char *expire[] = {"PEXPIRE", text + first[0], px};
+            const size_t elens[] = {7, klen, strlen(px)};
+            cmd(fl, (int)argc, argv, lens);
+            cmd(fl, 3, expire, elens);
+        }
+        free(argv);
+        free(lens);
+        i = j;
+    }
+    fl->nrecs = 0;
+    fl->rec_text.len = 0;
 }
 
 /* ---- history and text fields of a Task ---- */
@@ -578,6 +635,7 @@ void fc_flush_send(fc_sub_t *sub)
     if (fc->flushes)
         fc->flushes->prev = fl;
     fc->flushes = fl;
+    records_to_cmds(sub, fl);
     int incomplete = fl->failed; /* a command could not even be built: retry as a whole */
     if (incomplete) {
         msm_log(MSM_LOG_ERROR, FC_FACILITY,

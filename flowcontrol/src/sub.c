@@ -111,7 +111,16 @@ static void rec_take(fc_sub_t *sub, msm_stream_msg_t *msg, Msm__V1__TaskBatch *b
     }
 }
 
-/* Redelivered records wait for one MGET of their tasks' records. */
+/* Redelivered records wait for one look-up of their tasks' records (off the happy path):
+ * KEYS are the record hashes, ARGV the ids, in pairs. */
+static const char RECHECK_LUA[] = "local out = {}\n"
+                                  "for i = 1, #KEYS do\n"
+                                  "  out[i] = redis.call('HGET', KEYS[i], ARGV[i])\n"
+                                  "end\n"
+                                  "return out\n";
+static msm_redis_script_t *recheck_script; /* process-wide, never freed */
+
+/* Redelivered records wait for one look-up of their tasks' records. */
 typedef struct {
     size_t n;
     msm_stream_msg_t **msgs;
@@ -154,25 +163,28 @@ static void recheck_send(fc_sub_t *sub, recheck_t *rc)
     size_t nkeys = 0;
     for (size_t i = 0; i < rc->n; i++)
         nkeys += rc->batches[i]->n_tasks;
-    const char **argv = calloc(nkeys + 1, sizeof(*argv));
+    const char **argv = calloc(2 * nkeys + 1, sizeof(*argv));
     char *keys = malloc(nkeys * FC_KEY_MAX + 1);
-    fc_call_t *c = argv && keys ? fc_call_new(sub) : NULL;
+    if (!recheck_script)
+        recheck_script = msm_redis_script_new(RECHECK_LUA);
+    fc_call_t *c = argv && keys && recheck_script ? fc_call_new(sub) : NULL;
     int ok = c != NULL;
     if (ok) {
-        argv[0] = "MGET";
         size_t k = 0;
         for (size_t i = 0; i < rc->n; i++) {
             for (size_t t = 0; t < rc->batches[i]->n_tasks; t++, k++) {
                 const Msm__V1__Task *task = rc->batches[i]->tasks[t];
+                const char *id = task_valid(task) ? task->event->id : "";
                 char *key = keys + k * FC_KEY_MAX;
-                snprintf(key, FC_KEY_MAX, "%s%s", sub->k_task,
-                         task_valid(task) ? task->event->id : "");
-                argv[1 + k] = key;
+                if (msm_task_key(sub->fc->env.redis, key, FC_KEY_MAX, sub->name, id) < 0)
+                    *key = '\0';
+                argv[k] = key;
+                argv[nkeys + k] = id;
             }
         }
         c->data = rc;
-        ok = msm_redis_command_argv(sub->fc->env.redis, on_rechecked, c, (int)nkeys + 1, argv,
-                                    NULL) == MSM_OK;
+        ok = msm_redis_eval(sub->fc->env.redis, recheck_script, on_rechecked, c, (int)nkeys,
+                            (int)(2 * nkeys), argv, NULL) == MSM_OK;
     }
     free(argv);
     free(keys);
@@ -586,8 +598,7 @@ static int sub_names(fc_sub_t *sub)
 {
     msm_redis_t *r = sub->fc->env.redis;
     const char *n = sub->name;
-    int bad = msm_redis_key(r, sub->k_task, FC_KEY_MAX, MSM_KEY_TASK, n, "") < 0 ||
-              msm_redis_key(r, sub->k_retry, FC_KEY_MAX, MSM_KEY_RETRY, n) < 0 ||
+    int bad = msm_redis_key(r, sub->k_retry, FC_KEY_MAX, MSM_KEY_RETRY, n) < 0 ||
               msm_redis_key(r, sub->k_retry_tasks, FC_KEY_MAX, MSM_KEY_RETRY_TASKS, n) < 0 ||
               msm_redis_key(r, sub->k_dlq, FC_KEY_MAX, MSM_KEY_DLQ, n) < 0 ||
               msm_redis_key(r, sub->k_dlq_tasks, FC_KEY_MAX, MSM_KEY_DLQ_TASKS, n) < 0 ||

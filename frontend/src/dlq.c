@@ -55,15 +55,18 @@ static const char REPLAY_READ_LUA[] =
     "end\n"
     "return out\n";
 
-/* KEYS: dlq, dlq:tasks; ARGV: task record key prefix, retention ms, then (id, task record)
- * pairs: out of the DLQ, the record reset. */
+/* KEYS: dlq, dlq:tasks, then each task's record hash; ARGV: retention ms, then (id, task
+ * record) pairs: out of the DLQ, the record reset (its hash outlives it by the retention). */
 static const char REPLAY_DONE_LUA[] =
-    "for i = 3, #ARGV, 2 do\n"
-    "  redis.call('ZREM', KEYS[1], ARGV[i])\n"
-    "  redis.call('HDEL', KEYS[2], ARGV[i])\n"
-    "  redis.call('SET', ARGV[1] .. ARGV[i], ARGV[i + 1], 'PX', ARGV[2])\n"
+    "local n = #KEYS - 2\n"
+    "for i = 1, n do\n"
+    "  local id = ARGV[2 * i]\n"
+    "  redis.call('ZREM', KEYS[1], id)\n"
+    "  redis.call('HDEL', KEYS[2], id)\n"
+    "  redis.call('HSET', KEYS[2 + i], id, ARGV[2 * i + 1])\n"
+    "  redis.call('PEXPIRE', KEYS[2 + i], ARGV[1])\n"
     "end\n"
-    "return (#ARGV - 2) / 2\n";
+    "return n\n";
 
 int fe_dlq_scripts(fe_t *fe)
 {
@@ -176,28 +179,36 @@ static void on_replay_appended(msm_err_t err, const char *reason, void *opaque)
     fe_t *fe = sc->base.fe;
     size_t n = json_array_size(sc->page_ids);
     msm_sub_count_enqueued(fe->fe_deps.redis, sc->name, n);
-    char dlq[TASKS_KEY_MAX], hash[TASKS_KEY_MAX], prefix[TASKS_KEY_MAX], retention[24];
+    char dlq[TASKS_KEY_MAX], hash[TASKS_KEY_MAX], retention[24];
     SUB_KEY(sc, dlq, MSM_KEY_DLQ);
     SUB_KEY(sc, hash, MSM_KEY_DLQ_TASKS);
-    msm_redis_key(fe->fe_deps.redis, prefix, sizeof(prefix), MSM_KEY_TASK, sc->name, "");
     json_int_t keep = json_integer_value(json_object_get(sc->sub, "task_retention_ms"));
     snprintf(retention, sizeof(retention), "%" JSON_INTEGER_FORMAT,
              keep > 0 ? keep : (json_int_t)RETENTION_DEF_MS);
-    const char **argv = calloc(4 + 2 * n, sizeof(*argv));
+    const char **argv = calloc(3 + 3 * n, sizeof(*argv));
+    char *keys = malloc(n * TASKS_KEY_MAX + 1);
     int rc = MSM_ERR_NOMEM;
-    if (argv) {
+    if (argv && keys) {
         argv[0] = dlq;
         argv[1] = hash;
-        argv[2] = prefix;
-        argv[3] = retention;
-        for (size_t i = 0; i < n; i++) {
-            argv[4 + 2 * i] = json_string_value(json_array_get(sc->page_ids, i));
-            argv[5 + 2 * i] = json_string_value(json_array_get(sc->page_records, i));
+        argv[2 + n] = retention;
+        rc = MSM_OK;
+        for (size_t i = 0; rc == MSM_OK && i < n; i++) {
+            const char *id = json_string_value(json_array_get(sc->page_ids, i));
+            char *key = keys + i * TASKS_KEY_MAX;
+            if (msm_task_key(fe->fe_deps.redis, key, TASKS_KEY_MAX, sc->name, id) < 0)
+                rc = MSM_ERR_TOOLARGE;
+            argv[2 + i] = key;
+            argv[3 + n + 2 * i] = id;
+            argv[4 + n + 2 * i] = json_string_value(json_array_get(sc->page_records, i));
         }
-        rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_replay_done, on_replay_done, sc, 2,
-                            (int)(4 + 2 * n), argv, NULL);
+    }
+    if (rc == MSM_OK) {
+        rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_replay_done, on_replay_done, sc,
+                            (int)(2 + n), (int)(3 + 3 * n), argv, NULL);
     }
     free(argv);
+    free(keys);
     if (rc != MSM_OK)
         replay_fail(sc, msm_err_str(rc));
 }

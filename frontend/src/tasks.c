@@ -26,10 +26,10 @@ static const char STATS_LUA[] =
     " redis.call('ZCARD', KEYS[3]), redis.call('HMGET', KEYS[4], 'succeeded',"
     " 'failed_attempts', 'pending', 'running', 'concurrency_limit', 'enqueued', 'done')}";
 
-/* KEYS: task record, delayed, delayed:events, dlq:tasks, retry, retry:tasks; ARGV: id.
+/* KEYS: task record hash, delayed, delayed:events, dlq:tasks, retry, retry:tasks; ARGV: id.
  * The first place the task is in, in the order of the API's truth: {TG_*, ...}. */
 static const char TASK_GET_LUA[] =
-    "local t = redis.call('GET', KEYS[1])\n"
+    "local t = redis.call('HGET', KEYS[1], ARGV[1])\n"
     "if t then return {1, t} end\n"
     "local d = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
     "if d then return {2, redis.call('HGET', KEYS[3], ARGV[1]), d} end\n"
@@ -360,8 +360,7 @@ static void task_next(sub_call_t *sc)
 {
     fe_t *fe = sc->base.fe;
     char keys[6][TASKS_KEY_MAX];
-    int n = msm_redis_key(fe->fe_deps.redis, keys[0], sizeof(keys[0]), MSM_KEY_TASK, sc->name,
-                          sc->event_id);
+    int n = msm_task_key(fe->fe_deps.redis, keys[0], sizeof(keys[0]), sc->name, sc->event_id);
     SUB_KEY(sc, keys[1], MSM_KEY_DELAYED);
     SUB_KEY(sc, keys[2], MSM_KEY_DELAYED_EV);
     SUB_KEY(sc, keys[3], MSM_KEY_DLQ_TASKS);

@@ -69,7 +69,9 @@ static long long reply_ll(redisReply *r)
 static const char *task_field(fx_t *f, const char *id, const char *field)
 {
     static char buf[4096];
-    redisReply *r = msm_test_redis_query(&srv, "GET %s:sub:{%s}:t:%s", f->ns, f->sub, id);
+    char key[512];
+    msm_task_key(f->redis, key, sizeof(key), f->sub, id);
+    redisReply *r = msm_test_redis_query(&srv, "HGET %s %s", key, id);
     buf[0] = '\0';
     json_t *rec = r && r->type == REDIS_REPLY_STRING ? json_loads(r->str, 0, NULL) : NULL;
     json_t *v = json_object_get(rec, field);
@@ -876,7 +878,7 @@ static void test_retention(void)
     CU_ASSERT_FATAL(wait_seen(&f, 2, 5000) == 0);
     answer_all(&f);
     CU_ASSERT(wait_state(&f, "k1", "succeeded", 2000) == 0);
-    long long ttl = reply_ll(msm_test_redis_query(&srv, "PTTL %s:sub:{%s}:t:k1", f.ns, f.sub));
+    long long ttl = reply_ll(msm_test_redis_query(&srv, "PTTL %s:sub:{%s}:t:0", f.ns, f.sub));
     CU_ASSERT(ttl > 0 && ttl <= 1000);
     CU_ASSERT(spin_until(&f, record_gone, "k1", 3000) == 0);
     CU_ASSERT(spin_until(&f, record_gone, "k2", 3000) == 0);

@@ -176,8 +176,9 @@ static void test_task_get(void)
     put_topic("tk-topic", "{}");
     put_sub("tk-sub", "tk-topic");
     resp_t r;
-    /* The task record flowcontrol wrote is answered as is, with defaults for what it lacks. */
-    freeReplyObject(cmd("SET %s:sub:{tk-sub}:t:ev-rec %s", F.ns,
+    /* The task record flowcontrol wrote is answered as is, with defaults for what it lacks.
+     * Ids that are not UUIDv7 have their records in bucket 0 (msm_task_key()). */
+    freeReplyObject(cmd("HSET %s:sub:{tk-sub}:t:0 ev-rec %s", F.ns,
                         "{\"event_id\":\"ev-rec\",\"state\":\"succeeded\",\"attempts\":1,"
                         "\"updated_ms\":5}"));
     http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-rec", NULL);
@@ -224,7 +225,7 @@ static void test_task_get(void)
 
     /* A record wins over the stores: it is the newest word on the task. Its time in ms is
      * shown in RFC 3339. */
-    freeReplyObject(cmd("SET %s:sub:{tk-sub}:t:ev-retry %s", F.ns,
+    freeReplyObject(cmd("HSET %s:sub:{tk-sub}:t:0 ev-retry %s", F.ns,
                         "{\"event_id\":\"ev-retry\",\"state\":\"retrying\",\"attempts\":3,"
                         "\"next_attempt_at\":1700000001234}"));
     http(&r, "GET", "/v1/subscriptions/tk-sub/tasks/ev-retry", NULL);
@@ -332,7 +333,7 @@ static void test_dlq_and_replay(void)
     const char *dead[] = {"ev-d1", "ev-d2", "ev-d3"};
     for (int i = 0; i < 3; i++) {
         write_stored("dlq", "dq-sub", dead[i], 5, "HTTP 503", HISTORY, 5, (i + 1) * 100);
-        freeReplyObject(cmd("SET %s:sub:{dq-sub}:t:%s {\"state\":\"dead\"}", F.ns, dead[i]));
+        freeReplyObject(cmd("HSET %s:sub:{dq-sub}:t:0 %s {\"state\":\"dead\"}", F.ns, dead[i]));
     }
     resp_t r;
     http(&r, "GET", "/v1/subscriptions/dq-sub/dlq?limit=2", NULL);
@@ -380,7 +381,7 @@ static void test_dlq_and_replay(void)
     CU_ASSERT_EQUAL(jint(r.json, "attempts"), 0);
     CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "history")), 1);
     resp_clear(&r);
-    CU_ASSERT(cmd_int("PTTL %s:sub:{dq-sub}:t:ev-d1", F.ns) > 3000000); /* task_retention_ms */
+    CU_ASSERT(cmd_int("PTTL %s:sub:{dq-sub}:t:0", F.ns) > 3000000); /* task_retention_ms */
 
     /* Ids that are not dead, or unknown, are not replayed (and no record is written). */
     http(&r, "POST", "/v1/subscriptions/dq-sub/dlq:replay",
@@ -502,7 +503,7 @@ static void test_sub_streams_and_delete(void)
     write_stored("dlq", "dl-sub", "x1", 5, "HTTP 503", "[]", 5, 100);
     write_stored("retry", "dl-sub", "x2", 1, "HTTP 500", "[]", 5, DUE_MS);
     write_delayed("dl-sub", "x3", DUE_MS);
-    freeReplyObject(cmd("SET %s:sub:{dl-sub}:t:x4 {}", F.ns));
+    freeReplyObject(cmd("HSET %s:sub:{dl-sub}:t:0 x4 {}", F.ns));
     freeReplyObject(cmd("HSET %s:sub:{dl-sub}:stats succeeded 3", F.ns));
     freeReplyObject(cmd("SET %s:sub:{dl-sub}:owner fc-1", F.ns));
     freeReplyObject(cmd("HSET %s:sub:{dl-sub2}:stats succeeded 4", F.ns));

@@ -33,9 +33,12 @@
 #define MSM_KEY_TOPICS      "topics"
 #define MSM_KEY_SUBS        "subs"
 #define MSM_KEY_VERSION     "registry:version"
-/** string, the task API's JSON {"event_id","state","attempts","next_attempt_at",
- *  "last_error","updated_ms","history"}; expires task_retention_ms after its last write. */
-#define MSM_KEY_TASK        "sub:{%s}:t:%s"
+/** hash per second of publish time (read from the UUIDv7 event id; 0 for other ids): event
+ *  id → the task API's JSON {"event_id","state","attempts","next_attempt_at","last_error",
+ *  "updated_ms","history"}. The hash expires task_retention_ms after its last write: one
+ *  field per task, no key and no expiry entry per task. Use msm_task_key(). */
+#define MSM_KEY_TASK        "sub:{%s}:t:%lld"
+#define MSM_TASK_BUCKET_MS  1000
 #define MSM_KEY_DELAYED     "sub:{%s}:delayed"        /**< zset: event id by deliver_at */
 #define MSM_KEY_DELAYED_EV  "sub:{%s}:delayed:events" /**< hash: event id → packed Event */
 #define MSM_KEY_RETRY       "sub:{%s}:retry"          /**< zset: event id by next attempt */
@@ -50,6 +53,11 @@
 
 /** The names of every key and stream of subscription @p sub live under these patterns
  *  (DELETE cleans them up): the keys "sub:{<sub>}:*", the streams ready/dispatch/status. */
+
+/** @brief Writes the key of the hash holding @p event_id's task record of @p sub.
+ *  @returns the length, or MSM_ERR_TOOLARGE. */
+int msm_task_key(const msm_redis_t *r, char *buf, size_t n, const char *sub,
+                 const char *event_id);
 
 /** @brief Counts @p n tasks appended to ready.<@p sub> (the backlog's input side); a reply
  *  is not awaited: a count lost with a crash only makes the backlog read low. */
