@@ -450,6 +450,8 @@ static void apply(fc_sub_t *sub, fc_flush_t *fl, const Msm__V1__DeliveryOutcome 
     case FC_KIND_NOT_PUSHED:
         t->t->attempt--; /* never pushed: no attempt spent */
         fc_sub_requeue(sub, t);
+        /* The router may know a change we do not yet (a pause): look now, not at the poll. */
+        msm_registry_refresh(sub->fc->registry);
         break;
     case FC_KIND_SUCCESS:
         retry_forget(fl, sub, t);

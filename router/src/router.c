@@ -64,6 +64,21 @@ static int accepting(const rt_sub_t *sub)
            sub->consumer_max == max_unacked_of(sub->conf);
 }
 
+/* The registry check asked for after records were read has answered: a change committed
+ * before they were read (a :pause answered to its caller) is in force for them. A failed
+ * check pushes with the settings at hand. */
+static void on_synced(msm_registry_t *reg, int err, void *opaque)
+{
+    (void)reg;
+    router_t *rt = opaque;
+    if (err == MSM_ERR_SHUTDOWN)
+        return;
+    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
+        if (sub->queue)
+            msm__rt_send_queued(sub);
+    }
+}
+
 static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
 {
     (void)c;
@@ -74,8 +89,10 @@ static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n,
         if (accepting(sub))
             msm__rt_take(sub, msgs[i]);
     }
-    /* After the whole run: tasks of consecutive records share batch requests. */
-    msm__rt_send_queued(sub);
+    /* After the whole run (tasks of consecutive records share batch requests) and a check
+     * of the registry (the checks of one loop turn share one GET). */
+    if (msm_registry_sync(sub->rt->registry, on_synced, sub->rt) != MSM_OK)
+        msm__rt_send_queued(sub);
 }
 
 static void sub_metrics(router_t *rt, rt_sub_t *sub)
