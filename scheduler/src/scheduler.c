@@ -393,28 +393,37 @@ static sch_topic_t *topic_find(scheduler_t *s, const char *name)
     return NULL;
 }
 
-/* One consumer per topic that has at least one subscription. */
+static void topic_keep(scheduler_t *s, const char *name)
+{
+    sch_topic_t *t = topic_find(s, name);
+    if (!t && (t = topic_new(s, name)) != NULL) {
+        t->next = s->topics;
+        s->topics = t;
+    }
+    if (t)
+        t->keep = 1;
+}
+
+/* One consumer per topic, subscribed or not (and per topic a subscription names): an event
+ * published while a topic has no subscription is read and dropped, as Pub/Sub does (a
+ * subscription receives what is published after its PUT answered), so the topic's log is
+ * trimmed and stays bounded. */
 static void reconcile_topics(scheduler_t *s)
 {
     for (sch_topic_t *t = s->topics; t; t = t->next)
         t->keep = 0;
-    for (sch_sub_t *sub = s->subs; sub; sub = sub->next) {
-        sch_topic_t *t = topic_find(s, sub->topic);
-        if (!t && (t = topic_new(s, sub->topic)) != NULL) {
-            t->next = s->topics;
-            s->topics = t;
-        }
-        if (t)
-            t->keep = 1;
-    }
+    size_t n = s->registry ? msm_registry_topic_count(s->registry) : 0;
+    for (size_t i = 0; i < n; i++)
+        topic_keep(s, msm_registry_topic_at(s->registry, i)->name);
+    for (sch_sub_t *sub = s->subs; sub; sub = sub->next)
+        topic_keep(s, sub->topic);
     for (sch_topic_t **p = &s->topics; *p;) {
         sch_topic_t *t = *p;
         if (t->keep) {
             p = &t->next;
             continue;
         }
-        msm_log(MSM_LOG_INFO, "scheduler", "topic %s has no subscription left: not consuming",
-                t->name);
+        msm_log(MSM_LOG_INFO, "scheduler", "topic %s deleted: not consuming", t->name);
         *p = t->next;
         topic_drop(t);
     }

@@ -334,13 +334,23 @@ static int put_sub(fx_t *fx, const char *sub, const char *topic)
     return put_json(fx, MSM_KEY_SUBS, sub, stored);
 }
 
-static int delete_sub(fx_t *fx, const char *sub)
+static int delete_entry(fx_t *fx, const char *kind, const char *name)
 {
     done_t d = {0};
-    if (msm_registry_delete(fx->r, MSM_KEY_SUBS, sub, on_registry_done, &d) != MSM_OK ||
+    if (msm_registry_delete(fx->r, kind, name, on_registry_done, &d) != MSM_OK ||
         msm_test_wait_flag(fx->loop, &d.done, 5000) != 0)
         return -1;
     return d.err;
+}
+
+static int delete_sub(fx_t *fx, const char *sub)
+{
+    return delete_entry(fx, MSM_KEY_SUBS, sub);
+}
+
+static int delete_topic(fx_t *fx, const char *topic)
+{
+    return delete_entry(fx, MSM_KEY_TOPICS, topic);
 }
 
 /* Publishes @p n events to events.<topic> as the frontend would, in batches of 500, due
@@ -742,11 +752,19 @@ static void test_subscription_added_and_removed(void)
     /* The new subscription starts with new events, not the topic's past. */
     CU_ASSERT(col_of(&fx, "second")->n == N);
     CU_ASSERT(got_find(col_of(&fx, "second"), old_ids) == NULL);
-    /* No subscription left: the consumer stops. */
+    /* No subscription left: the topic is still read (its events dropped, its log trimmed);
+     * the consumer stops with the topic. */
     CU_ASSERT(delete_sub(&fx, "first") == 0);
+    CU_ASSERT(delete_sub(&fx, "second") == 0);
     msm_test_spin(fx.loop, 300);
     CU_ASSERT(wait_consumers(&fx, 1) == 0);
-    CU_ASSERT(delete_sub(&fx, "second") == 0);
+    char orphan_ids[N * MSM_ID_STR_SIZE];
+    CU_ASSERT_FATAL(publish(&fx, "grow", N, 0, orphan_ids) == 0);
+    uint64_t end = msm_time_mono_ms() + 5000;
+    while (scheduler_backlog(&fx, "grow") != 0 && msm_time_mono_ms() < end)
+        msm_test_spin(fx.loop, 50);
+    CU_ASSERT(scheduler_backlog(&fx, "grow") == 0);
+    CU_ASSERT(delete_topic(&fx, "grow") == 0);
     CU_ASSERT(wait_consumers(&fx, 0) == 0);
     fx_stop(&fx);
 }
