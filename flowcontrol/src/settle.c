@@ -651,12 +651,16 @@ void fc_flush_send(fc_sub_t *sub)
 
 void fc_flushes_orphan_all(flowcontrol_t *fc)
 {
-    for (fc_sub_t *s = fc->subs; s; s = s->next) {
-        if (s->flush) {
-            fc_flush_t *fl = s->flush;
-            s->flush = NULL;
-            fl->fc = NULL;
-            flush_free(fl);
+    fc_sub_t *lists[] = {fc->subs, fc->retired};
+    for (size_t i = 0; i < 2; i++) {
+        for (fc_sub_t *s = lists[i], *next; s; s = next) {
+            next = s->next; /* a retired one may be freed with its flush's reference */
+            if (s->flush) {
+                fc_flush_t *fl = s->flush;
+                s->flush = NULL;
+                fl->fc = NULL;
+                flush_free(fl);
+            }
         }
     }
     fc_flush_t *fl = fc->flushes;

@@ -553,8 +553,11 @@ void fc_sub_stop_engine(fc_sub_t *sub)
         }
     }
     if (sub->flush) {
+        /* Its writes go out (harmless, and the flush frees itself when answered); it settles
+         * nothing: the tasks are dropped below. */
         sub->flush->ndone = 0;
         sub->flush->nacks = 0;
+        fc_flush_send(sub);
     }
     sub->noutgoing = 0;
     sub->ndirty = 0;
