@@ -6,6 +6,7 @@
  *   msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER LAMBDA]
  *   MSM_BENCH_SCALE=0.1 scales every workload (default 1: the issue's sizes).
  *   MSM_BENCH_ONLY=W1,W0 runs only the rows named (default: every row). */
+#include "bench_http.h"
 #include "msm_test.h"
 #include "msm_test_proc.h"
 #include "msm/id.h"
@@ -580,28 +581,23 @@ static void slot_done(pub_t *p, slot_t *s, CURLcode result)
     s->count = 0;
 }
 
+static void on_done(void *ctx, void *slot, CURLcode result)
+{
+    slot_done(ctx, slot, result);
+}
+
 static int pub_init(pub_t *p, const bench_t *b, const char *topic)
 {
     snprintf(p->url, sizeof(p->url), "%s/v1/topics/%s:publish", b->frontend_url, topic);
-    p->multi = curl_multi_init();
-    p->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    /* No "Expect: 100-continue" round trip: a publish client sends the body at once. */
-    if (!p->multi || !p->headers || !curl_slist_append(p->headers, "Expect:"))
+    p->multi = bench_multi_new(IN_FLIGHT);
+    p->headers = bench_json_headers();
+    if (!p->multi || !p->headers)
         return -1;
-    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, (long)IN_FLIGHT);
-    curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)IN_FLIGHT);
     for (int i = 0; i < IN_FLIGHT; i++) {
         slot_t *s = &p->slots[i];
-        if (!(s->easy = curl_easy_init()))
+        if (!(s->easy = bench_easy_new(p->url, p->headers, buf_append, &s->answer, s,
+                                       REQUEST_TIMEOUT_MS)))
             return -1;
-        curl_easy_setopt(s->easy, CURLOPT_URL, p->url);
-        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, p->headers);
-        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, buf_append);
-        curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, &s->answer);
-        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
-        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
     }
     return 0;
 }
@@ -642,21 +638,13 @@ static int pub_run(pub_t *p)
                 return -1;
             requests++;
         }
-        int running = 0;
-        if (curl_multi_perform(p->multi, &running) != CURLM_OK) {
+        int finished = bench_multi_turn(p->multi, on_done, p);
+        if (finished < 0) {
             snprintf(p->error, sizeof(p->error), "curl_multi_perform failed");
             break;
         }
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(p->multi, &left))) {
-            slot_t *s = NULL;
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-            slot_done(p, s, msg->data.result);
+        if (finished)
             wait_ms = 0;
-        }
         if (p->answered < p->n && !p->error[0] && wait_ms > 0)
             curl_multi_poll(p->multi, NULL, 0, (int)wait_ms, NULL);
     }

@@ -5,6 +5,7 @@
  * topic bound to a registry subject. Method and caveats: bench/README.md.
  *
  *   msm-bench-publish [-c CONCURRENCY] [-n REQUESTS] FRONTEND [json|avro [BATCH]] */
+#include "bench_http.h"
 #include "msm_test.h"
 #include "msm_test_proc.h"
 
@@ -245,6 +246,11 @@ static void slot_done(row_t *r, slot_t *s, CURLcode result)
         slot_send(r, s);
 }
 
+static void on_done(void *ctx, void *slot, CURLcode result)
+{
+    slot_done(ctx, slot, result);
+}
+
 static int slots_init(row_t *r)
 {
     r->slots = calloc((size_t)r->concurrency, sizeof(*r->slots));
@@ -252,18 +258,11 @@ static int slots_init(row_t *r)
         return -1;
     for (int i = 0; i < r->concurrency; i++) {
         slot_t *s = &r->slots[i];
-        if (!(s->easy = curl_easy_init()))
+        if (!(s->easy = bench_easy_new(r->url, r->headers, keep_answer, &s->answer, s,
+                                       REQUEST_TIMEOUT_MS)))
             return -1;
-        curl_easy_setopt(s->easy, CURLOPT_URL, r->url);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, r->body);
         curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
-        curl_easy_setopt(s->easy, CURLOPT_HTTPHEADER, r->headers);
-        curl_easy_setopt(s->easy, CURLOPT_WRITEFUNCTION, keep_answer);
-        curl_easy_setopt(s->easy, CURLOPT_WRITEDATA, &s->answer);
-        curl_easy_setopt(s->easy, CURLOPT_PRIVATE, s);
-        curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
-        curl_easy_setopt(s->easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(s->easy, CURLOPT_TCP_NODELAY, 1L);
     }
     return 0;
 }
@@ -294,19 +293,9 @@ static int run_requests(row_t *r)
     }
     uint64_t deadline = now_us() + (uint64_t)ROW_DEADLINE_MS * 1000u;
     while (r->answered < r->requests && !r->error[0]) {
-        int running = 0;
-        if (curl_multi_perform(r->multi, &running) != CURLM_OK) {
+        if (bench_multi_turn(r->multi, on_done, r) < 0) {
             snprintf(r->error, sizeof(r->error), "curl_multi_perform failed");
             break;
-        }
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(r->multi, &left))) {
-            slot_t *s = NULL;
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&s);
-            slot_done(r, s, msg->data.result);
         }
         if (now_us() > deadline) {
             snprintf(r->error, sizeof(r->error), "%d of %d requests answered within %d s",
@@ -335,19 +324,13 @@ static void print_failed(const row_t *r)
 static int run_row(row_t *r)
 {
     int rc = -1;
-    r->multi = curl_multi_init();
+    r->multi = bench_multi_new(r->concurrency);
     r->body = make_batch(r->batch);
-    r->headers = curl_slist_append(NULL, "Content-Type: application/json");
-    /* No "Expect: 100-continue" round trip on larger bodies: clients of a publish API
-     * send the body at once. (Appending returns the same list, or NULL.) */
-    int headers_ok = r->headers && curl_slist_append(r->headers, "Expect:");
-    if (!r->multi || !r->body || !headers_ok || slots_init(r) != 0) {
+    r->headers = bench_json_headers();
+    if (!r->multi || !r->body || !r->headers || slots_init(r) != 0) {
         snprintf(r->error, sizeof(r->error), "out of memory");
         goto done;
     }
-    /* Keep-alive: every slot finds an open connection in the cache. */
-    curl_multi_setopt(r->multi, CURLMOPT_MAXCONNECTS, (long)r->concurrency);
-    curl_multi_setopt(r->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r->concurrency);
 
     int measured = r->requests;
     r->requests = r->concurrency * 2;
