@@ -471,10 +471,6 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
     long long version = reply->element[0]->type == REDIS_REPLY_STRING
                             ? atoll(reply->element[0]->str)
                             : 0;
-    if (reg->loaded && version == reg->version) {
-        check_done(reg, MSM_OK);
-        return;
-    }
     const redisReply *rt = reply->element[1], *rs = reply->element[2];
     msm_topic_t **topics = calloc(rt->elements / 2 + 1, sizeof(*topics));
     msm_sub_t **subs = calloc(rs->elements / 2 + 1, sizeof(*subs));

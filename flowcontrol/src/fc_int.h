@@ -66,7 +66,6 @@ typedef enum {
 
 /** One ready record held unacknowledged until every task in it is settled. */
 struct fc_rec_s {
-    fc_sub_t *sub;
     msm_stream_msg_t *msg;      /**< owned by the ready consumer until acknowledged */
     Msm__V1__TaskBatch *batch;  /**< its tasks point into it */
     size_t unsettled;
@@ -224,8 +223,6 @@ fc_sub_t *fc_sub_find(flowcontrol_t *fc, const char *name);
 void fc_sub_start_engine(fc_sub_t *sub);
 /** @brief The lease is lost (or we stop): drop every task in memory, unacknowledged. */
 void fc_sub_stop_engine(fc_sub_t *sub);
-/** @brief Admits pending tasks into free slots; they leave in this turn's dispatch record. */
-void fc_sub_admit(fc_sub_t *sub);
 /** @brief The before-sleep work of one subscription: the dispatch record, the pipeline. */
 void fc_sub_turn(fc_sub_t *sub);
 /** @brief A running task goes back to pending at the front of its queue. */
@@ -243,7 +240,6 @@ void fc_tasks_free_pool(flowcontrol_t *fc);
 const char *fc_task_id(const fc_task_t *t);
 int fc_map_add(fc_sub_t *sub, fc_task_t *t);
 fc_task_t *fc_map_find(fc_sub_t *sub, const char *id);
-void fc_map_remove(fc_sub_t *sub, fc_task_t *t);
 void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front);
 fc_task_t *fc_pq_pop(fc_sub_t *sub);
 void fc_running_add(fc_sub_t *sub, fc_task_t *t);
@@ -254,8 +250,6 @@ int fc_ptrs_push(fc_task_t ***arr, size_t *n, size_t *cap, fc_task_t *t);
 void fc_task_dirty(fc_sub_t *sub, fc_task_t *t);
 /** @brief The turn's record work for @p t: written now when settling, else deferred. */
 void fc_task_record(fc_sub_t *sub, fc_task_t *t);
-/** @brief Writes the deferred records that are due; re-arms the timer. */
-void fc_lazy_sweep(fc_sub_t *sub);
 /** @brief Drops a task from memory (map, queues) and returns it to the pool; its record
  *  count goes down only when @p settled (then the record may be acknowledged). */
 void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled);
@@ -263,8 +257,6 @@ void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled);
 /* ---- settle.c ---- */
 /** @brief The status consumer's batch callback (opaque: the sub). */
 void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque);
-/** @brief The subscription's pipeline of this turn, made on first use. */
-fc_flush_t *fc_flush_of(fc_sub_t *sub);
 /** @brief Adds @p t's task record (state from the task) to this turn's pipeline. */
 void fc_flush_record(fc_sub_t *sub, fc_task_t *t);
 /** @brief Sends this turn's pipeline (also the stats). */
@@ -273,10 +265,7 @@ void fc_flush_send(fc_sub_t *sub);
 void fc_flushes_orphan_all(flowcontrol_t *fc);
 /** @brief Claims due tasks from the retry store (one script). */
 void fc_retry_claim(fc_sub_t *sub);
-/** @brief Writes the gauges when they changed (timer and turn). */
+/** @brief Adds the counters and, when they moved, the gauges to this turn's pipeline. */
 void fc_stats_gauges(fc_sub_t *sub);
-/** @brief A task that must fail without an outcome from the router (bad record). */
-void fc_settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http_status,
-                       const char *error, int64_t latency_ms, int64_t retry_after_ms);
 
 #endif

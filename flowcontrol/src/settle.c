@@ -62,7 +62,8 @@ static void flush_free(fc_flush_t *fl)
     free(fl);
 }
 
-fc_flush_t *fc_flush_of(fc_sub_t *sub)
+/* The subscription's pipeline of this turn, made on first use. */
+static fc_flush_t *flush_of(fc_sub_t *sub)
 {
     if (!sub->flush)
         sub->flush = flush_new(sub);
@@ -212,7 +213,7 @@ static const char *state_name(const fc_task_t *t)
 
 void fc_flush_record(fc_sub_t *sub, fc_task_t *t)
 {
-    fc_flush_t *fl = fc_flush_of(sub);
+    fc_flush_t *fl = flush_of(sub);
     if (!fl)
         return;
     static msm_buf_t json; /* the loop's thread only */
@@ -384,10 +385,11 @@ static void settle(fc_sub_t *sub, fc_flush_t *fl, fc_task_t *t, const char *resu
         fl->failed = 1; /* never settled: the record comes back after a restart */
 }
 
-void fc_settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http_status,
-                       const char *error, int64_t latency_ms, int64_t retry_after_ms)
+/* A failed attempt: into the retry store with its delay, or dead. */
+static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http_status,
+                           const char *error, int64_t latency_ms, int64_t retry_after_ms)
 {
-    fc_flush_t *fl = fc_flush_of(sub);
+    fc_flush_t *fl = flush_of(sub);
     if (!fl)
         return; /* stays running: the lease brings it back */
     Msm__V1__Task *task = t->t;
@@ -459,7 +461,7 @@ static void apply(fc_sub_t *sub, fc_flush_t *fl, const Msm__V1__DeliveryOutcome 
         settle(sub, fl, t, "succeeded");
         break;
     default:
-        fc_settle_failure(sub, t, kind, o->http_status, o->error, o->latency_ms,
+        settle_failure(sub, t, kind, o->http_status, o->error, o->latency_ms,
                           o->retry_after_ms);
         break;
     }
@@ -470,7 +472,7 @@ void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t
     fc_sub_t *sub = opaque;
     if (!sub->owner || sub->removed || c != sub->status)
         return; /* unacknowledged: the next owner reads them again */
-    fc_flush_t *fl = fc_flush_of(sub);
+    fc_flush_t *fl = flush_of(sub);
     if (!fl)
         return;
     for (size_t i = 0; i < n; i++) {
@@ -499,7 +501,7 @@ void fc_stats_gauges(fc_sub_t *sub)
                  sub->w_running != sub->nrunning;
     if (!counters && !gauges)
         return;
-    fc_flush_t *fl = fc_flush_of(sub);
+    fc_flush_t *fl = flush_of(sub);
     if (!fl)
         return;
     const int64_t deltas[] = {sub->c_succeeded, sub->c_failed, sub->c_dead, sub->c_done};

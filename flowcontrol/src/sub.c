@@ -82,7 +82,6 @@ static void rec_take(fc_sub_t *sub, msm_stream_msg_t *msg, Msm__V1__TaskBatch *b
         msm_task_batch_free(b); /* unacknowledged: read again after a restart */
         return;
     }
-    rec->sub = sub;
     rec->msg = msg;
     rec->batch = b;
     rec->unsettled = 1; /* held while the tasks are taken in */
@@ -286,7 +285,8 @@ static void lease_and_send(fc_sub_t *sub, fc_task_t *task, int64_t now)
         msm_counter_inc(sub->m_dispatch_failures); /* sent again when the lease passes */
 }
 
-void fc_sub_admit(fc_sub_t *sub)
+/* Admits pending tasks into free slots; they leave in this turn's dispatch record. */
+static void sub_admit(fc_sub_t *sub)
 {
     if (!working(sub) || sub->paused || !sub->streams_ready || sub->fc->stopping)
         return;
@@ -425,7 +425,7 @@ void fc_sub_turn(fc_sub_t *sub)
 {
     if (!working(sub))
         return;
-    fc_sub_admit(sub);
+    sub_admit(sub);
     if (sub->noutgoing)
         dispatch_outgoing(sub);
     for (size_t i = 0; i < sub->ndirty; i++) {

@@ -104,7 +104,7 @@ fc_task_t *fc_map_find(fc_sub_t *sub, const char *id)
     return NULL;
 }
 
-void fc_map_remove(fc_sub_t *sub, fc_task_t *t)
+static void map_remove(fc_sub_t *sub, fc_task_t *t)
 {
     fc_task_t **p = &sub->map[hash_id(fc_task_id(t)) & (sub->map_size - 1)];
     for (; *p; p = &(*p)->hnext) {
@@ -235,10 +235,12 @@ static void lazy_remove(fc_sub_t *sub, fc_task_t *t)
     t->in_lazy = 0;
 }
 
+static void lazy_sweep(fc_sub_t *sub);
+
 static void on_lazy_timer(msm_loop_t *loop, void *opaque)
 {
     (void)loop;
-    fc_lazy_sweep(opaque);
+    lazy_sweep(opaque);
 }
 
 static void lazy_arm(fc_sub_t *sub)
@@ -281,7 +283,8 @@ void fc_task_record(fc_sub_t *sub, fc_task_t *t)
     lazy_arm(sub);
 }
 
-void fc_lazy_sweep(fc_sub_t *sub)
+/* Writes the deferred records that are due; re-arms the timer. */
+static void lazy_sweep(fc_sub_t *sub)
 {
     int64_t due = fc_now_ms() - sub->fc->conf.record_lag_ms;
     fc_task_t *t;
@@ -293,7 +296,7 @@ void fc_lazy_sweep(fc_sub_t *sub)
 void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled)
 {
     lazy_remove(sub, t);
-    fc_map_remove(sub, t);
+    map_remove(sub, t);
     fc_rec_t *rec = t->rec;
     fc_task_put(sub->fc, t);
     if (!rec)
