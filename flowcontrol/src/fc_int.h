@@ -8,6 +8,8 @@
  *   task.c         tasks in memory: a pool, the id map, the pending queues
  *   settle.c       outcomes from status.<sub>, the retry store, the DLQ, task records and
  *                  stats, written in one pipeline per subscription and loop turn
+ *   pace.c         how many tasks may start now: adaptive concurrency limit, rate limit,
+ *                  Retry-After hold
  *
  * The happy path touches Redis only through the log and the pipelined task records: no Lua
  * per event. Durable per-task state exists only for retries and dead letters. */
@@ -44,8 +46,19 @@ struct fc_call_s {
 /** Metric families (labels: subscription, and kind for outcomes). */
 typedef struct {
     msm_metric_t *admitted, *duplicates, *dispatched, *dispatch_failures, *outcomes, *stale,
-        *retries, *dead, *expired, *in_flight, *pending, *subs, *owned;
+        *retries, *dead, *expired, *in_flight, *pending, *subs, *owned, *limit, *limit_drops;
 } fc_metrics_t;
+
+/** A subscription's pace (pace.c). */
+typedef struct {
+    int max;               /**< max_concurrency; 0 before the first fc_pace_set() */
+    double limit;          /**< adaptive concurrency limit, 1..max */
+    double rtt_ms;         /**< smoothed latency of successful pushes */
+    int64_t last_drop_ms;  /**< the last decrease */
+    double rate, burst, tokens; /**< token bucket; rate 0 = unlimited */
+    int64_t refilled_ms;
+    int64_t hold_until_ms; /**< Retry-After: nothing starts before */
+} fc_pace_t;
 
 /** Outcome kinds as counted and written in histories. */
 typedef enum {
@@ -147,6 +160,9 @@ struct fc_sub_s {
     char *name;
     /* Settings, copied: the registry's snapshot dies at its next change. */
     int max_concurrency, timeout_ms, max_attempts, paused;
+    double rate_limit_per_s;
+    fc_pace_t pace;
+    msm_timer_t pace_timer; /**< wakes admission when tokens or a hold allow more */
     int64_t min_backoff_ms, max_backoff_ms, retention_ms;
     int partitions;
     char k_retry[FC_KEY_MAX], k_retry_tasks[FC_KEY_MAX], k_dlq[FC_KEY_MAX],
@@ -185,10 +201,11 @@ struct fc_sub_s {
     /* stats (settle.c): counters not yet written, gauges last written */
     int64_t c_succeeded, c_failed, c_dead, c_done; /* c_done: ready tasks settled or skipped */
     size_t w_pending, w_running;
+    int w_limit;
     int stats_written;
     msm_metric_child_t *m_admitted, *m_duplicates, *m_dispatched, *m_dispatch_failures,
         *m_outcomes[FC_KIND_COUNT], *m_stale, *m_retries, *m_dead, *m_expired, *m_in_flight,
-        *m_pending;
+        *m_pending, *m_limit, *m_limit_drops;
 };
 
 /* ---- flowcontrol.c ---- */
@@ -231,6 +248,22 @@ void fc_sub_requeue(fc_sub_t *sub, fc_task_t *task);
 void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *lens, size_t n);
 /** @brief Makes sure the retry store is claimed from by @p due_ms. */
 void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_ms);
+
+/* ---- pace.c ---- */
+/** @brief Takes the subscription's settings (first call: starts at max_concurrency). */
+void fc_pace_set(fc_pace_t *p, int max_concurrency, double rate_per_s, int64_t now_ms);
+/** @brief How many tasks may start now with @p running in flight; when fewer than the limit
+ *  would allow because of the rate or a hold, *wake_ms says when to look again (else 0). */
+size_t fc_pace_allowance(fc_pace_t *p, size_t running, int64_t now_ms, int64_t *wake_ms);
+/** @brief @p n tasks started (tokens spent). */
+void fc_pace_take(fc_pace_t *p, size_t n);
+/** @brief A push succeeded after @p latency_ms with @p running in flight. */
+void fc_pace_success(fc_pace_t *p, int64_t latency_ms, size_t running);
+/** @brief A congestion signal (429, 503, no answer); a Retry-After holds the subscription,
+ *  capped at @p cap_ms. @returns 1 when the limit was lowered. */
+int fc_pace_congestion(fc_pace_t *p, int64_t now_ms, int64_t retry_after_ms, int64_t cap_ms);
+/** @brief The current concurrency limit. */
+int fc_pace_limit(const fc_pace_t *p);
 
 /* ---- task.c ---- */
 fc_task_t *fc_task_get(flowcontrol_t *fc);

@@ -102,6 +102,8 @@ static int metrics_init(flowcontrol_t *fc)
     COUNTER(dead, "msm_flowcontrol_dead_total", "tasks moved to the dead-letter queue", by_sub);
     COUNTER(expired, "msm_flowcontrol_leases_expired_total",
             "running tasks whose lease passed without an outcome (dispatched again)", by_sub);
+    COUNTER(limit_drops, "msm_flowcontrol_limit_decreases_total",
+            "times the adaptive concurrency limit went down on 429, 503 or no answer", by_sub);
 #undef COUNTER
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_in_flight",
@@ -109,6 +111,10 @@ static int metrics_init(flowcontrol_t *fc)
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_pending", "tasks in memory waiting for a slot",
                                by_sub, &m->pending);
+    if (rc == MSM_OK)
+        rc = msm_metrics_gauge(reg, "msm_flowcontrol_concurrency_limit",
+                               "the adaptive concurrency limit (1..max_concurrency)", by_sub,
+                               &m->limit);
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_subscriptions", "subscriptions known", NULL,
                                &m->subs);

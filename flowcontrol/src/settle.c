@@ -338,8 +338,10 @@ static int64_t retry_delay_ms(const fc_sub_t *sub, int attempt, int64_t retry_af
     /* Full jitter may draw 0; the subscription's minimum is a promise to the endpoint. */
     if (delay < min)
         delay = min;
+    /* A Retry-After is honoured up to max_backoff_ms: an endpoint cannot park a task for
+     * longer than its subscription allows. */
     if (retry_after_ms > 0 && (uint64_t)retry_after_ms > delay)
-        delay = (uint64_t)retry_after_ms;
+        delay = (uint64_t)retry_after_ms < max ? (uint64_t)retry_after_ms : max;
     return (int64_t)delay;
 }
 
@@ -439,6 +441,31 @@ static fc_kind_t kind_of(Msm__V1__OutcomeKind k)
     }
 }
 
+/* The endpoint's answer moves the subscription's pace: 429, 503 and no answer at all
+ * (timeout, reset, refused) are congestion; a Retry-After holds the whole subscription. */
+static void pace_observe(fc_sub_t *sub, fc_kind_t kind, const Msm__V1__DeliveryOutcome *o)
+{
+    if (kind == FC_KIND_SUCCESS) {
+        fc_pace_success(&sub->pace, o->latency_ms, sub->nrunning);
+        return;
+    }
+    if (kind != FC_KIND_RETRIABLE)
+        return;
+    int congested = o->http_status == 429 || o->http_status == 503 || o->http_status == 0;
+    if (!congested && o->retry_after_ms <= 0)
+        return;
+    int64_t now = fc_now_ms();
+    int64_t held = sub->pace.hold_until_ms;
+    if (fc_pace_congestion(&sub->pace, now, o->retry_after_ms, sub->max_backoff_ms)) {
+        msm_counter_inc(sub->m_limit_drops);
+        msm_log(MSM_LOG_DEBUG, FC_FACILITY, "subscription %s: concurrency limit %d (HTTP %d)",
+                sub->name, fc_pace_limit(&sub->pace), (int)o->http_status);
+    }
+    if (sub->pace.hold_until_ms > held && sub->pace.hold_until_ms > now + 1000)
+        msm_log(MSM_LOG_INFO, FC_FACILITY, "subscription %s: held %" PRId64 " ms (Retry-After)",
+                sub->name, sub->pace.hold_until_ms - now);
+}
+
 static void apply(fc_sub_t *sub, fc_flush_t *fl, const Msm__V1__DeliveryOutcome *o)
 {
     fc_task_t *t = o->event_id ? fc_map_find(sub, o->event_id) : NULL;
@@ -448,6 +475,7 @@ static void apply(fc_sub_t *sub, fc_flush_t *fl, const Msm__V1__DeliveryOutcome 
     }
     fc_kind_t kind = kind_of(o->kind);
     msm_counter_inc(sub->m_outcomes[kind]);
+    pace_observe(sub, kind, o);
     switch (kind) {
     case FC_KIND_NOT_PUSHED:
         t->t->attempt--; /* never pushed: no attempt spent */
@@ -498,7 +526,7 @@ void fc_stats_gauges(fc_sub_t *sub)
 {
     int counters = sub->c_succeeded || sub->c_failed || sub->c_dead || sub->c_done;
     int gauges = !sub->stats_written || sub->w_pending != sub->npending ||
-                 sub->w_running != sub->nrunning;
+                 sub->w_running != sub->nrunning || sub->w_limit != fc_pace_limit(&sub->pace);
     if (!counters && !gauges)
         return;
     fc_flush_t *fl = flush_of(sub);
@@ -520,13 +548,14 @@ void fc_stats_gauges(fc_sub_t *sub)
     char pending[24], running[24], limit[24], now[24];
     snprintf(pending, sizeof(pending), "%zu", sub->npending);
     snprintf(running, sizeof(running), "%zu", sub->nrunning);
-    snprintf(limit, sizeof(limit), "%d", sub->max_concurrency);
+    snprintf(limit, sizeof(limit), "%d", fc_pace_limit(&sub->pace));
     snprintf(now, sizeof(now), "%" PRId64, fc_now_ms());
     const char *argv[] = {"HSET",    sub->k_stats, "pending",           pending, "running",
                           running,   "concurrency_limit", limit,        "updated_ms", now};
     cmd(fl, 10, argv, NULL);
     sub->w_pending = sub->npending;
     sub->w_running = sub->nrunning;
+    sub->w_limit = fc_pace_limit(&sub->pace);
     sub->stats_written = 1;
 }
 

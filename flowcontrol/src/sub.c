@@ -285,19 +285,32 @@ static void lease_and_send(fc_sub_t *sub, fc_task_t *task, int64_t now)
         msm_counter_inc(sub->m_dispatch_failures); /* sent again when the lease passes */
 }
 
-/* Admits pending tasks into free slots; they leave in this turn's dispatch record. */
+static void on_pace_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    (void)opaque; /* the loop's turn that follows admits */
+}
+
+/* Admits pending tasks into free slots within the pace; they leave in this turn's dispatch
+ * record. */
 static void sub_admit(fc_sub_t *sub)
 {
     if (!working(sub) || sub->paused || !sub->streams_ready || sub->fc->stopping)
         return;
-    int64_t now = fc_now_ms();
-    while (sub->nrunning < (size_t)sub->max_concurrency) {
-        fc_task_t *task = fc_pq_pop(sub);
-        if (!task)
-            break;
+    int64_t now = fc_now_ms(), wake = 0;
+    size_t allowed = fc_pace_allowance(&sub->pace, sub->nrunning, now, &wake), n = 0;
+    fc_task_t *task;
+    while (n < allowed && (task = fc_pq_pop(sub))) {
         task->t->attempt++;
         lease_and_send(sub, task, now);
+        n++;
     }
+    fc_pace_take(&sub->pace, n);
+    /* Held back by the rate or a Retry-After while work waits: look again then (the timer
+     * only wakes the loop; its turn admits). */
+    if (wake && sub->npending && !msm_timer_active(&sub->pace_timer))
+        msm_loop_timer_start(sub->fc->env.loop, &sub->pace_timer,
+                             wake > now ? (uint64_t)(wake - now) : 0, on_pace_timer, sub);
 }
 
 static void on_dispatched(msm_err_t err, const char *reason, void *opaque)
@@ -439,6 +452,7 @@ void fc_sub_turn(fc_sub_t *sub)
     arm_lease(sub);
     msm_gauge_set(sub->m_in_flight, (double)sub->nrunning);
     msm_gauge_set(sub->m_pending, (double)sub->npending);
+    msm_gauge_set(sub->m_limit, (double)fc_pace_limit(&sub->pace));
 }
 
 /* ---- the engine's life ---- */
@@ -543,6 +557,7 @@ void fc_sub_stop_engine(fc_sub_t *sub)
     msm_loop_timer_stop(loop, &sub->lease_timer);
     msm_loop_timer_stop(loop, &sub->retry_timer);
     msm_loop_timer_stop(loop, &sub->lazy_timer);
+    msm_loop_timer_stop(loop, &sub->pace_timer);
     sub->retry_due_ms = 0;
     sub->claiming = 0;
     /* Pipelines in flight finish their writes but settle and acknowledge nothing. */
@@ -594,6 +609,8 @@ static int sub_metrics(fc_sub_t *sub)
     sub->m_expired = msm_metric_labels(m->expired, n, NULL);
     sub->m_in_flight = msm_metric_labels(m->in_flight, n, NULL);
     sub->m_pending = msm_metric_labels(m->pending, n, NULL);
+    sub->m_limit = msm_metric_labels(m->limit, n, NULL);
+    sub->m_limit_drops = msm_metric_labels(m->limit_drops, n, NULL);
     return sub->m_admitted && sub->m_in_flight && sub->m_pending ? MSM_OK : MSM_ERR_NOMEM;
 }
 
@@ -625,6 +642,8 @@ void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s)
         msm_log(MSM_LOG_INFO, FC_FACILITY, "subscription %s %s", sub->name,
                 s->paused ? "paused" : "resumed");
     sub->paused = s->paused;
+    sub->rate_limit_per_s = s->rate_limit_per_s;
+    fc_pace_set(&sub->pace, sub->max_concurrency, s->rate_limit_per_s, fc_now_ms());
     sub->stats_written = 0; /* the concurrency limit may have moved */
 }
 
@@ -642,6 +661,7 @@ fc_sub_t *fc_sub_new(flowcontrol_t *fc, const msm_sub_t *s, const msm_topic_t *t
     msm_timer_init(&sub->lease_timer);
     msm_timer_init(&sub->retry_timer);
     msm_timer_init(&sub->lazy_timer);
+    msm_timer_init(&sub->pace_timer);
     if (!sub->name || sub_names(sub) != MSM_OK || sub_metrics(sub) != MSM_OK) {
         msm_log(MSM_LOG_ERROR, FC_FACILITY, "subscription %s: cannot start: out of memory or name too long",
                 s->name);

@@ -529,13 +529,14 @@ static void test_retriable_backoff_then_dead(void)
     CU_ASSERT(f.seen[1].seen_unix_ms - sent >= 300); /* not before min backoff */
     CU_ASSERT(f.seen[1].seen_unix_ms - sent < 1500);
 
-    /* Retry-After wins over a shorter backoff. */
+    /* Retry-After wins over a shorter backoff, up to max_backoff_ms (400): 2 s asked. */
     sent = msm_time_unix_ms();
     CU_ASSERT_FATAL(send_outcome(&f, "r1", 2, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 503,
-                                 NULL, 700) == 0);
+                                 NULL, 2000) == 0);
     CU_ASSERT_FATAL(wait_seen(&f, 3, 3000) == 0);
     CU_ASSERT_EQUAL(f.seen[2].attempt, 3);
-    CU_ASSERT(f.seen[2].seen_unix_ms - sent >= 700);
+    CU_ASSERT(f.seen[2].seen_unix_ms - sent >= 400);
+    CU_ASSERT(f.seen[2].seen_unix_ms - sent < 1500);
 
     /* The third failure of three attempts is the last. */
     CU_ASSERT_FATAL(send_outcome(&f, "r1", 3, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 503,
@@ -836,6 +837,67 @@ static void test_priorities(void)
     fx_close(&f);
 }
 
+/* Answers everything in flight with HTTP @p status (retriable), Retry-After @p retry_after_ms. */
+static void refuse_all(fx_t *f, int status, int64_t retry_after_ms)
+{
+    while (f->nanswered < f->nseen) {
+        const seen_t *s = &f->seen[f->nanswered];
+        CU_ASSERT_FATAL(send_outcome(f, s->id, s->attempt,
+                                     MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, status, NULL,
+                                     retry_after_ms) == 0);
+    }
+}
+
+/* 429s lower the concurrency limit (stats and /metrics show it, no more than it is ever in
+ * flight); a Retry-After holds the whole subscription that long; successes raise it again. */
+static void test_congestion_lowers_limit_and_holds(void)
+{
+    opts_t o = default_opts;
+    o.max_concurrency = 8;
+    o.max_attempts = 100;
+    o.min_backoff_ms = 1;
+    o.max_backoff_ms = 700;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    char names[40][16];
+    const char *ids[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "c-%02d", i);
+        ids[i] = names[i];
+    }
+    CU_ASSERT_FATAL(send_ready(&f, ids, 40) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 8, 5000) == 0);
+    CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_concurrency_limit", NULL), 8);
+    refuse_all(&f, 429, 0);
+    CU_ASSERT(wait_metric(&f, "msm_flowcontrol_limit_decreases_total", NULL, 1) == 0);
+    msm_test_spin(f.loop, 200);
+    double limit = metric(&f, "msm_flowcontrol_concurrency_limit", NULL);
+    CU_ASSERT(limit >= 1 && limit <= 6);
+    CU_ASSERT(f.nseen - f.nanswered <= (size_t)limit);
+    CU_ASSERT(stat(&f, "concurrency_limit") == (long long)limit);
+
+    /* Retry-After 5 s, capped at max_backoff_ms (700): nothing starts meanwhile. */
+    refuse_all(&f, 503, 5000);
+    size_t seen = f.nseen;
+    int64_t held = msm_time_unix_ms();
+    msm_test_spin(f.loop, 450);
+    CU_ASSERT_EQUAL(f.nseen, seen);
+    CU_ASSERT_FATAL(wait_seen(&f, seen + 1, 3000) == 0);
+    int64_t resumed = f.seen[seen].seen_unix_ms - held;
+    CU_ASSERT(resumed >= 500 && resumed < 2500);
+
+    /* Successes in use bring the limit back up, never above max_concurrency. */
+    uint64_t deadline = msm_time_mono_ms() + 15000;
+    while (metric(&f, "msm_flowcontrol_outcomes_total", "success") < 40 &&
+           msm_time_mono_ms() < deadline) {
+        answer_all(&f);
+        msm_loop_run_once(f.loop, 10);
+    }
+    CU_ASSERT(metric(&f, "msm_flowcontrol_concurrency_limit", NULL) > limit);
+    CU_ASSERT(f.max_unanswered <= 8);
+    fx_close(&f);
+}
+
 static int set_paused(fx_t *f, const opts_t *o, int paused)
 {
     opts_t p = *o;
@@ -950,6 +1012,7 @@ static CU_TestInfo flowcontrol_tests[] = {
     {"lease_expiry_redispatches", test_lease_expiry_redispatches},
     {"takeover_between_members", test_takeover_between_members},
     {"priorities", test_priorities},
+    {"congestion_lowers_limit_and_holds", test_congestion_lowers_limit_and_holds},
     {"pause_resume", test_pause_resume},
     {"retention", test_retention},
     {"ready_remove_and_drain", test_ready_remove_and_drain},
