@@ -8,6 +8,8 @@
  *   task.c         tasks in memory: a pool, the id map, the pending queues
  *   settle.c       outcomes from status.<sub>, the retry store, the DLQ, task records and
  *                  stats, written in one pipeline per subscription and loop turn
+ *   order.c        ordered subscriptions: one task per ordering key may run; a failing one
+ *                  holds its key, and what arrives behind it is parked in Redis
  *   pace.c         how many tasks may start now: adaptive concurrency limit, rate limit,
  *                  Retry-After hold
  *
@@ -31,6 +33,7 @@ typedef struct fc_task_s fc_task_t;
 typedef struct fc_rec_s fc_rec_t;
 typedef struct fc_flush_s fc_flush_t;
 typedef struct fc_call_s fc_call_t;
+typedef struct fc_key_s fc_key_t;
 
 /** One Redis call or log operation in flight for a subscription. Orphaned (fc = NULL, sub =
  *  NULL) by flowcontrol_free(): its completion then only frees it. */
@@ -46,7 +49,8 @@ struct fc_call_s {
 /** Metric families (labels: subscription, and kind for outcomes). */
 typedef struct {
     msm_metric_t *admitted, *duplicates, *dispatched, *dispatch_failures, *outcomes, *stale,
-        *retries, *dead, *expired, *in_flight, *pending, *subs, *owned, *limit, *limit_drops;
+        *retries, *dead, *expired, *in_flight, *pending, *subs, *owned, *limit, *limit_drops,
+        *held, *held_longest, *hol;
 } fc_metrics_t;
 
 /** A subscription's pace (pace.c). */
@@ -84,6 +88,21 @@ struct fc_rec_s {
     size_t unsettled;
 };
 
+/** One ordering key of an ordered subscription with tasks in memory or held (order.c). */
+struct fc_key_s {
+    fc_key_t *hnext;
+    char *name;
+    fc_task_t *head;                  /**< the key's one task that may run, if in memory */
+    fc_task_t *wait_head, *wait_tail; /**< in-memory followers in arrival order (knext) */
+    size_t ntasks;                    /**< tasks in memory that point here */
+    int held;                         /**< a failing event holds it (MSM_KEY_HELD) */
+    int advancing;                    /**< the holder settled: the next one is being found */
+    char *holder;                     /**< event id holding it */
+    int attempts;
+    int64_t since_ms;                 /**< held since */
+    int hol_reported;                 /**< the head-of-line detector has logged it */
+};
+
 /** One task in memory. */
 struct fc_task_s {
     fc_task_t *next, *prev;   /**< pending queue (singly), running list (doubly) or free list */
@@ -102,6 +121,9 @@ struct fc_task_s {
     int64_t lease_until_ms;
     int64_t next_attempt_ms;  /**< retrying: when the retry is due */
     const char *result;       /**< task record state once settling */
+    fc_key_t *key;            /**< ordered subscriptions: its ordering key */
+    fc_task_t *knext;         /**< in its key's followers */
+    int parked;               /**< handed to the parked store behind its held key */
 };
 
 /** An outgoing pipeline: the Redis commands of one subscription and loop turn. */
@@ -161,12 +183,14 @@ struct fc_sub_s {
     /* Settings, copied: the registry's snapshot dies at its next change. */
     int max_concurrency, timeout_ms, max_attempts, paused;
     double rate_limit_per_s;
+    int ordered;
     fc_pace_t pace;
     msm_timer_t pace_timer; /**< wakes admission when tokens or a hold allow more */
     int64_t min_backoff_ms, max_backoff_ms, retention_ms;
     int partitions;
     char k_retry[FC_KEY_MAX], k_retry_tasks[FC_KEY_MAX], k_dlq[FC_KEY_MAX],
-        k_dlq_tasks[FC_KEY_MAX], k_stats[FC_KEY_MAX], k_owner[FC_KEY_MAX];
+        k_dlq_tasks[FC_KEY_MAX], k_stats[FC_KEY_MAX], k_owner[FC_KEY_MAX], k_held[FC_KEY_MAX],
+        k_parked[FC_KEY_MAX], k_parked_tasks[FC_KEY_MAX];
     char s_ready[FC_KEY_MAX], s_dispatch[FC_KEY_MAX], s_status[FC_KEY_MAX];
 
     /* ownership (own.c) */
@@ -195,6 +219,12 @@ struct fc_sub_s {
     fc_task_t *lazy_head, *lazy_tail;
     msm_timer_t lazy_timer;
     int dispatching;   /**< dispatch appends in flight */
+    /* ordering keys (order.c) */
+    fc_key_t **kmap;
+    size_t kmap_size, nkeys, nwaiting, nheld;
+    int order_loading; /**< the held keys are being read before anything is consumed */
+    int64_t hol_look_ms; /**< the head-of-line detector's last scan */
+    msm_timer_t order_timer;
     fc_flush_t *flush; /**< this turn's pipeline, sent before the loop sleeps */
     int claiming;      /**< a retry-store claim is in flight */
     int64_t retry_due_ms; /**< earliest retry known due (0: none known) */
@@ -205,7 +235,7 @@ struct fc_sub_s {
     int stats_written;
     msm_metric_child_t *m_admitted, *m_duplicates, *m_dispatched, *m_dispatch_failures,
         *m_outcomes[FC_KIND_COUNT], *m_stale, *m_retries, *m_dead, *m_expired, *m_in_flight,
-        *m_pending, *m_limit, *m_limit_drops;
+        *m_pending, *m_limit, *m_limit_drops, *m_held, *m_held_longest, *m_hol;
 };
 
 /* ---- flowcontrol.c ---- */
@@ -238,6 +268,8 @@ void fc_sub_destroy(fc_sub_t *sub);
 fc_sub_t *fc_sub_find(flowcontrol_t *fc, const char *name);
 /** @brief The lease is ours: start consuming and working. */
 void fc_sub_start_engine(fc_sub_t *sub);
+/** @brief The held keys are known: start consuming. */
+void fc_sub_consume(fc_sub_t *sub);
 /** @brief The lease is lost (or we stop): drop every task in memory, unacknowledged. */
 void fc_sub_stop_engine(fc_sub_t *sub);
 /** @brief The before-sleep work of one subscription: the dispatch record, the pipeline. */
@@ -248,6 +280,25 @@ void fc_sub_requeue(fc_sub_t *sub, fc_task_t *task);
 void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *lens, size_t n);
 /** @brief Makes sure the retry store is claimed from by @p due_ms. */
 void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_ms);
+
+/* ---- order.c ---- */
+/** @brief A ready task of an ordered subscription: 1 when ordering took it (it waits behind
+ *  its key, or is parked), 0 when it goes to the pending queue as its key's head. */
+int fc_order_intake(fc_sub_t *sub, fc_task_t *t);
+/** @brief A task claimed from the retry store: the head of its held key. */
+void fc_order_from_store(fc_sub_t *sub, fc_task_t *t);
+/** @brief @p t failed and goes to the retry store (@p retrying) or the DLQ. */
+void fc_order_failed(fc_sub_t *sub, fc_task_t *t, int retrying);
+/** @brief 1 when @p t holds its key: the advance removes it from the retry store. */
+int fc_order_holds(const fc_task_t *t);
+/** @brief @p t settled and leaves memory: its key moves on. */
+void fc_order_gone(fc_sub_t *sub, fc_task_t *t);
+/** @brief Reads the held keys (repairing any whose holder is gone), then starts consuming. */
+void fc_order_load(fc_sub_t *sub);
+/** @brief Forgets every key (ownership lost). */
+void fc_order_reset(fc_sub_t *sub);
+/** @brief The head-of-line detector and the held-key gauges (each turn, cheap). */
+void fc_order_check(fc_sub_t *sub);
 
 /* ---- pace.c ---- */
 /** @brief Takes the subscription's settings (first call: starts at max_concurrency). */
@@ -296,6 +347,10 @@ void fc_flush_record(fc_sub_t *sub, fc_task_t *t);
 void fc_flush_send(fc_sub_t *sub);
 /** @brief Orphans every pipeline (flowcontrol_free). */
 void fc_flushes_orphan_all(flowcontrol_t *fc);
+/** @brief Parks @p t behind its held key (in this turn's pipeline); it is settled then. */
+void fc_flush_park(fc_sub_t *sub, fc_task_t *t);
+/** @brief Writes @p k's holder into MSM_KEY_HELD (this turn's pipeline). */
+void fc_flush_hold(fc_sub_t *sub, const fc_key_t *k);
 /** @brief Claims due tasks from the retry store (one script). */
 void fc_retry_claim(fc_sub_t *sub);
 /** @brief Adds the counters and, when they moved, the gauges to this turn's pipeline. */

@@ -104,6 +104,9 @@ static int metrics_init(flowcontrol_t *fc)
             "running tasks whose lease passed without an outcome (dispatched again)", by_sub);
     COUNTER(limit_drops, "msm_flowcontrol_limit_decreases_total",
             "times the adaptive concurrency limit went down on 429, 503 or no answer", by_sub);
+    COUNTER(hol, "msm_flowcontrol_keys_held_too_long_total",
+            "ordering keys held by a failing event past --hol.threshold_ms (head-of-line)",
+            by_sub);
 #undef COUNTER
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_in_flight",
@@ -115,6 +118,13 @@ static int metrics_init(flowcontrol_t *fc)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_concurrency_limit",
                                "the adaptive concurrency limit (1..max_concurrency)", by_sub,
                                &m->limit);
+    if (rc == MSM_OK)
+        rc = msm_metrics_gauge(reg, "msm_flowcontrol_keys_held",
+                               "ordering keys held by a failing event", by_sub, &m->held);
+    if (rc == MSM_OK)
+        rc = msm_metrics_gauge(reg, "msm_flowcontrol_key_held_longest_ms",
+                               "how long the longest-held ordering key has been held", by_sub,
+                               &m->held_longest);
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_subscriptions", "subscriptions known", NULL,
                                &m->subs);
@@ -193,6 +203,8 @@ static void conf_defaults(fc_conf_t *c)
         c->dispatch_max = FC_DEFAULT_DISPATCH_MAX;
     if (c->record_lag_ms < 0)
         c->record_lag_ms = FC_DEFAULT_RECORD_LAG_MS;
+    if (c->hol_threshold_ms <= 0)
+        c->hol_threshold_ms = FC_DEFAULT_HOL_THRESHOLD_MS;
 }
 
 flowcontrol_t *flowcontrol_new(const fc_env_t *env, const fc_conf_t *conf)

@@ -32,6 +32,7 @@ typedef struct {
     int max_records;      /**< ready records held in memory per subscription (the bound) */
     int dispatch_max;     /**< tasks per dispatch record */
     int record_lag_ms;    /**< pending/running records only after this long in the state */
+    int hol_threshold_ms; /**< an ordering key held this long is reported (log, metric) */
 } fc_conf_t;
 
 /** Defaults of fc_conf_t (also the defaults of main.c's table). */
@@ -42,6 +43,7 @@ typedef struct {
 #define FC_DEFAULT_MAX_RECORDS      8
 #define FC_DEFAULT_DISPATCH_MAX     1000
 #define FC_DEFAULT_RECORD_LAG_MS    1000
+#define FC_DEFAULT_HOL_THRESHOLD_MS 60000
 
 /** What flowcontrol runs on; all borrowed, and must outlive it. */
 typedef struct {

@@ -22,6 +22,10 @@ static const msm_conf_def_t fc_defs[] = {
     MSM_CONF_INT("record.lag_ms", fc_conf_t, record_lag_ms, FC_DEFAULT_RECORD_LAG_MS, 0, 600000,
                  "a pending or running task's record is written once it stays so this long "
                  "(0: at once); finished states are written at once"),
+    MSM_CONF_INT("hol.threshold_ms", fc_conf_t, hol_threshold_ms, FC_DEFAULT_HOL_THRESHOLD_MS,
+                 1, 86400000,
+                 "an ordering key held by a failing event this long is logged and counted "
+                 "(the head-of-line detector)"),
 };
 
 int main(int argc, char **argv)

@@ -225,6 +225,8 @@ void fc_flush_record(fc_sub_t *sub, fc_task_t *t)
     appendf(&json, ",\"state\":\"%s\",\"attempts\":%" PRId32, state_name(t), task->attempt);
     if (t->next_attempt_ms > 0 && t->result && strcmp(t->result, "retrying") == 0)
         appendf(&json, ",\"next_attempt_at\":%" PRId64, t->next_attempt_ms);
+    if (t->parked)
+        appendf(&json, ",\"parked\":true"); /* behind its held ordering key */
     if (has_text(task->last_error)) {
         appendf(&json, ",\"last_error\":");
         json_str(&json, task->last_error, ERROR_MAX);
@@ -409,7 +411,8 @@ static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http
     if (kind == FC_KIND_FATAL || task->attempt >= sub->max_attempts) {
         task->state = MSM__V1__TASK_STATE__TASK_STATE_DEAD;
         task->next_attempt_at_ms = 0;
-        retry_forget(fl, sub, t);
+        if (!fc_order_holds(t))
+            retry_forget(fl, sub, t);
         store_put(fl, sub->k_dlq_tasks, sub->k_dlq, t, now);
         sub->c_dead++;
         msm_counter_inc(sub->m_dead);
@@ -421,6 +424,7 @@ static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http
     task->next_attempt_at_ms = due;
     t->next_attempt_ms = due;
     store_put(fl, sub->k_retry_tasks, sub->k_retry, t, due);
+    fc_order_failed(sub, t, 1); /* holds its ordering key; what waits behind it is parked */
     msm_counter_inc(sub->m_retries);
     settle(sub, fl, t, "retrying");
     fc_sub_arm_retry(sub, due);
@@ -484,7 +488,8 @@ static void apply(fc_sub_t *sub, fc_flush_t *fl, const Msm__V1__DeliveryOutcome 
         msm_registry_refresh(sub->fc->registry);
         break;
     case FC_KIND_SUCCESS:
-        retry_forget(fl, sub, t);
+        if (!fc_order_holds(t)) /* a holder leaves the retry store with its key's advance */
+            retry_forget(fl, sub, t);
         sub->c_succeeded++;
         settle(sub, fl, t, "succeeded");
         break;
@@ -525,7 +530,7 @@ void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t
 void fc_stats_gauges(fc_sub_t *sub)
 {
     int counters = sub->c_succeeded || sub->c_failed || sub->c_dead || sub->c_done;
-    int gauges = !sub->stats_written || sub->w_pending != sub->npending ||
+    int gauges = !sub->stats_written || sub->w_pending != sub->npending + sub->nwaiting ||
                  sub->w_running != sub->nrunning || sub->w_limit != fc_pace_limit(&sub->pace);
     if (!counters && !gauges)
         return;
@@ -546,14 +551,14 @@ void fc_stats_gauges(fc_sub_t *sub)
     if (!gauges)
         return;
     char pending[24], running[24], limit[24], now[24];
-    snprintf(pending, sizeof(pending), "%zu", sub->npending);
+    snprintf(pending, sizeof(pending), "%zu", sub->npending + sub->nwaiting);
     snprintf(running, sizeof(running), "%zu", sub->nrunning);
     snprintf(limit, sizeof(limit), "%d", fc_pace_limit(&sub->pace));
     snprintf(now, sizeof(now), "%" PRId64, fc_now_ms());
     const char *argv[] = {"HSET",    sub->k_stats, "pending",           pending, "running",
                           running,   "concurrency_limit", limit,        "updated_ms", now};
     cmd(fl, 10, argv, NULL);
-    sub->w_pending = sub->npending;
+    sub->w_pending = sub->npending + sub->nwaiting;
     sub->w_running = sub->nrunning;
     sub->w_limit = fc_pace_limit(&sub->pace);
     sub->stats_written = 1;
@@ -707,6 +712,69 @@ void fc_flushes_orphan_all(flowcontrol_t *fc)
         fl = next;
     }
     fc->flushes = NULL;
+}
+
+/* ---- ordering keys (order.c decides, these write) ---- */
+
+/* KEYS: held, parked, parked tasks, retry, retry tasks. ARGV: key, id, packed task, now.
+ * Parks the task behind its held key; if the key moved on meanwhile (a write of an earlier
+ * turn came late), the task holds it itself, due at once: never parked behind nobody. */
+static const char PARK_LUA[] =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then\n"
+    "  redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])\n"
+    "  redis.call('ZADD', KEYS[2], 0, string.format('%04x', #ARGV[1]) .. ':' .. ARGV[1] .. ':' .. ARGV[2])\n"
+    "  return 1\n"
+    "end\n"
+    "redis.call('HSET', KEYS[5], ARGV[2], ARGV[3])\n"
+    "redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({event_id = ARGV[2], attempts = 0,\n"
+    "                                                  since_ms = tonumber(ARGV[4])}))\n"
+    "return 2\n";
+
+void fc_flush_park(fc_sub_t *sub, fc_task_t *t)
+{
+    fc_flush_t *fl = flush_of(sub);
+    msm_buf_t buf = {0};
+    if (!fl || msm_pb_pack(&t->t->base, &buf) != MSM_OK) {
+        msm_buf_deinit(&buf);
+        if (fl)
+            fl->failed = 1; /* not settled: its record comes back after a restart */
+        return;
+    }
+    char now[24];
+    snprintf(now, sizeof(now), "%" PRId64, fc_now_ms());
+    const char *key = t->t->event->ordering_key, *id = fc_task_id(t);
+    const char *argv[] = {"EVAL", PARK_LUA, "5", sub->k_held, sub->k_parked, sub->k_parked_tasks,
+                          sub->k_retry, sub->k_retry_tasks, key, id, (const char *)buf.data, now};
+    size_t lens[12];
+    for (size_t i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    lens[10] = buf.len;
+    cmd(fl, 12, argv, lens);
+    msm_buf_deinit(&buf);
+    t->parked = 1;
+    t->state = FC_TASK_SETTLING;
+    t->result = "pending";
+    fc_task_dirty(sub, t);
+    if (flush_keep_task(fl, t) != MSM_OK)
+        fl->failed = 1;
+    /* A key that moved on meanwhile makes this one due at once: look then. */
+    fc_sub_arm_retry(sub, fc_now_ms() + 1000);
+}
+
+void fc_flush_hold(fc_sub_t *sub, const fc_key_t *k)
+{
+    fc_flush_t *fl = flush_of(sub);
+    if (!fl)
+        return;
+    static msm_buf_t json;
+    json.len = 0;
+    appendf(&json, "{\"event_id\":");
+    json_str(&json, k->holder ? k->holder : "", MSM_NAME_MAX);
+    appendf(&json, ",\"attempts\":%d,\"since_ms\":%" PRId64 "}", k->attempts, k->since_ms);
+    const char *argv[] = {"HSET", sub->k_held, k->name, (const char *)json.data};
+    const size_t lens[] = {4, strlen(sub->k_held), strlen(k->name), json.len};
+    cmd(fl, 4, argv, lens);
 }
 
 /* ---- claiming due retries ---- */

@@ -56,8 +56,10 @@ static int intake(fc_sub_t *sub, fc_rec_t *rec, Msm__V1__Task *t)
         fc_task_put(sub->fc, task);
         return 0;
     }
-    fc_pq_push(sub, task, 0);
-    fc_task_dirty(sub, task);
+    if (!sub->ordered || !fc_order_intake(sub, task))
+        fc_pq_push(sub, task, 0);
+    if (!task->parked)
+        fc_task_dirty(sub, task);
     return 1;
 }
 
@@ -69,7 +71,8 @@ static int already_settled(const redisReply *state)
         return 0;
     return strstr(state->str, "\"state\":\"succeeded\"") ||
            strstr(state->str, "\"state\":\"dead\"") ||
-           strstr(state->str, "\"state\":\"retrying\"");
+           strstr(state->str, "\"state\":\"retrying\"") ||
+           strstr(state->str, "\"parked\":true"); /* waits behind its held key */
 }
 
 /* Takes the tasks of one ready record in; @p states (an MGET reply of their task records,
@@ -258,6 +261,8 @@ void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *l
             fc_task_put(sub->fc, task);
             continue;
         }
+        if (sub->ordered)
+            fc_order_from_store(sub, task);
         fc_pq_push(sub, task, 0);
         fc_task_dirty(sub, task);
         taken++;
@@ -447,6 +452,7 @@ void fc_sub_turn(fc_sub_t *sub)
         fc_task_record(sub, t);
     }
     sub->ndirty = 0;
+    fc_order_check(sub);
     fc_stats_gauges(sub);
     fc_flush_send(sub);
     arm_lease(sub);
@@ -457,7 +463,7 @@ void fc_sub_turn(fc_sub_t *sub)
 
 /* ---- the engine's life ---- */
 
-static void start_consumers(fc_sub_t *sub)
+void fc_sub_consume(fc_sub_t *sub)
 {
     flowcontrol_t *fc = sub->fc;
     char err[256] = "";
@@ -523,7 +529,10 @@ static void ensure_next(fc_sub_t *sub)
         return;
     if (sub->ensuring == 2) {
         sub->streams_ready = 1;
-        start_consumers(sub);
+        if (sub->ordered)
+            fc_order_load(sub); /* held keys first: nothing behind them may run */
+        else
+            fc_sub_consume(sub);
         return;
     }
     const char *name = sub->ensuring == 0 ? sub->s_dispatch : sub->s_status;
@@ -558,6 +567,7 @@ void fc_sub_stop_engine(fc_sub_t *sub)
     msm_loop_timer_stop(loop, &sub->retry_timer);
     msm_loop_timer_stop(loop, &sub->lazy_timer);
     msm_loop_timer_stop(loop, &sub->pace_timer);
+    msm_loop_timer_stop(loop, &sub->order_timer);
     sub->retry_due_ms = 0;
     sub->claiming = 0;
     /* Pipelines in flight finish their writes but settle and acknowledge nothing. */
@@ -580,6 +590,7 @@ void fc_sub_stop_engine(fc_sub_t *sub)
         while (sub->map[b])
             fc_task_drop(sub, sub->map[b], 0);
     }
+    fc_order_reset(sub);
     for (int p = 0; p < FC_PRIORITIES; p++)
         sub->pq_head[p] = sub->pq_tail[p] = NULL;
     sub->running_head = sub->running_tail = NULL;
@@ -611,6 +622,9 @@ static int sub_metrics(fc_sub_t *sub)
     sub->m_pending = msm_metric_labels(m->pending, n, NULL);
     sub->m_limit = msm_metric_labels(m->limit, n, NULL);
     sub->m_limit_drops = msm_metric_labels(m->limit_drops, n, NULL);
+    sub->m_held = msm_metric_labels(m->held, n, NULL);
+    sub->m_held_longest = msm_metric_labels(m->held_longest, n, NULL);
+    sub->m_hol = msm_metric_labels(m->hol, n, NULL);
     return sub->m_admitted && sub->m_in_flight && sub->m_pending ? MSM_OK : MSM_ERR_NOMEM;
 }
 
@@ -623,7 +637,10 @@ static int sub_names(fc_sub_t *sub)
               msm_redis_key(r, sub->k_dlq, FC_KEY_MAX, MSM_KEY_DLQ, n) < 0 ||
               msm_redis_key(r, sub->k_dlq_tasks, FC_KEY_MAX, MSM_KEY_DLQ_TASKS, n) < 0 ||
               msm_redis_key(r, sub->k_stats, FC_KEY_MAX, MSM_KEY_STATS, n) < 0 ||
-              msm_redis_key(r, sub->k_owner, FC_KEY_MAX, MSM_KEY_OWNER, n) < 0;
+              msm_redis_key(r, sub->k_owner, FC_KEY_MAX, MSM_KEY_OWNER, n) < 0 ||
+              msm_redis_key(r, sub->k_held, FC_KEY_MAX, MSM_KEY_HELD, n) < 0 ||
+              msm_redis_key(r, sub->k_parked, FC_KEY_MAX, MSM_KEY_PARKED, n) < 0 ||
+              msm_redis_key(r, sub->k_parked_tasks, FC_KEY_MAX, MSM_KEY_PARKED_TASKS, n) < 0;
     bad = bad || snprintf(sub->s_ready, FC_KEY_MAX, MSM_STREAM_READY, n) >= FC_KEY_MAX ||
           snprintf(sub->s_dispatch, FC_KEY_MAX, MSM_STREAM_DISPATCH, n) >= FC_KEY_MAX ||
           snprintf(sub->s_status, FC_KEY_MAX, MSM_STREAM_STATUS, n) >= FC_KEY_MAX;
@@ -643,6 +660,16 @@ void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s)
                 s->paused ? "paused" : "resumed");
     sub->paused = s->paused;
     sub->rate_limit_per_s = s->rate_limit_per_s;
+    if (sub->ordered != s->ordered && sub->owner) {
+        /* Tasks in memory were admitted under the other rule: a new term rebuilds them from
+         * the log (this member's unacknowledged records come back to it). */
+        msm_log(MSM_LOG_INFO, FC_FACILITY, "subscription %s: ordered %s: restarting its engine",
+                sub->name, s->ordered ? "on" : "off");
+        fc_own_stop(sub, 0);
+        sub->ordered = s->ordered;
+        fc_own_start(sub);
+    }
+    sub->ordered = s->ordered;
     fc_pace_set(&sub->pace, sub->max_concurrency, s->rate_limit_per_s, fc_now_ms());
     sub->stats_written = 0; /* the concurrency limit may have moved */
 }
@@ -662,6 +689,7 @@ fc_sub_t *fc_sub_new(flowcontrol_t *fc, const msm_sub_t *s, const msm_topic_t *t
     msm_timer_init(&sub->retry_timer);
     msm_timer_init(&sub->lazy_timer);
     msm_timer_init(&sub->pace_timer);
+    msm_timer_init(&sub->order_timer);
     if (!sub->name || sub_names(sub) != MSM_OK || sub_metrics(sub) != MSM_OK) {
         msm_log(MSM_LOG_ERROR, FC_FACILITY, "subscription %s: cannot start: out of memory or name too long",
                 s->name);
@@ -691,6 +719,7 @@ void fc_sub_destroy(fc_sub_t *sub)
     msm_loop_timer_stop(loop, &sub->own_timer);
     fc_sub_stop_engine(sub);
     free(sub->map);
+    free(sub->kmap);
     free(sub->outgoing);
     free(sub->dirty);
     free(sub->name);

@@ -295,6 +295,8 @@ static void lazy_sweep(fc_sub_t *sub)
 
 void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled)
 {
+    if (settled)
+        fc_order_gone(sub, t); /* its ordering key moves on */
     lazy_remove(sub, t);
     map_remove(sub, t);
     fc_rec_t *rec = t->rec;

@@ -106,13 +106,6 @@ static size_t record_end(const scheduler_t *s, const Msm__V1__Task *tasks, size_
     return end;
 }
 
-static const char *event_key(const Msm__V1__Event *ev, size_t *len)
-{
-    const char *k = ev->ordering_key && *ev->ordering_key ? ev->ordering_key : ev->key;
-    *len = k ? strlen(k) : 0;
-    return *len ? k : NULL;
-}
-
 int sch__records_build(
     const scheduler_t *s, const char *sub, Msm__V1__Event *const *evs, size_t n, sch_records_t *out)
 {
@@ -150,7 +143,11 @@ int sch__records_build(
     /* The buffer no longer moves: the values can point into it. */
     for (size_t r = 0; r < out->n; r++) {
         msm_record_t *rec = &out->recs[r];
-        rec->key = event_key(evs[first[r]], &rec->key_len);
+        /* One partition per subscription: records are read back in the order written, so
+         * the per-key order of the topic log survives (ordered subscriptions rely on it), and
+         * one flowcontrol member owns the subscription anyway. */
+        rec->key = sub;
+        rec->key_len = strlen(sub);
         rec->value = out->buf.data + off[r];
         rec->value_len = off[r + 1] - off[r];
     }
@@ -250,6 +247,7 @@ static sch_sub_t *sub_new(scheduler_t *s, const msm_sub_t *rs)
     sub->m_fanned = msm_metric_labels(s->f_fanned, rs->name, NULL);
     sub->m_scheduled = msm_metric_labels(s->f_scheduled, rs->name, NULL);
     sub->m_fired = msm_metric_labels(s->f_fired, rs->name, NULL);
+    sub->m_filtered = msm_metric_labels(s->f_filtered, rs->name, NULL);
     return sub;
 }
 
@@ -467,6 +465,10 @@ static int register_metrics(scheduler_t *s, msm_metrics_t *m)
     rc |= msm_metrics_counter(m, "msm_scheduler_tasks_fanned_out_total",
                               "tasks written for a subscription: to ready.<sub> or delayed", by_sub,
                               &s->f_fanned);
+    rc |= msm_metrics_counter(m, "msm_scheduler_events_filtered_total",
+                              "events the subscription's filter kept out: neither in "
+                              "ready.<sub> nor delayed (acknowledged batches only)",
+                              by_sub, &s->f_filtered);
     rc |=
         msm_metrics_counter(m, "msm_scheduler_delayed_scheduled_total",
                             "delayed events newly held until deliver_at", by_sub, &s->f_scheduled);

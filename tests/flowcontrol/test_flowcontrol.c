@@ -53,6 +53,7 @@ typedef struct {
     int owner_lease_ms;
     int retention_ms;
     int paused;
+    int ordered;
 } opts_t;
 
 /* ---- a synchronous side channel for looking at the keys ---- */
@@ -302,7 +303,8 @@ static int send_ready_tasks(fx_t *f, Msm__V1__Task **tasks, size_t n)
     return rc;
 }
 
-static int send_ready_prio(fx_t *f, const char *const *ids, size_t n, int priority)
+static int send_ready_full(fx_t *f, const char *const *ids, const char *const *okeys, size_t n,
+                           int priority)
 {
     Msm__V1__Event *evs = calloc(n, sizeof(*evs));
     Msm__V1__Task *ts = calloc(n, sizeof(*ts));
@@ -312,6 +314,7 @@ static int send_ready_prio(fx_t *f, const char *const *ids, size_t n, int priori
         evs[i].id = (char *)ids[i];
         evs[i].topic = "orders";
         evs[i].key = (char *)ids[i];
+        evs[i].ordering_key = okeys ? (char *)okeys[i] : "";
         evs[i].priority = priority;
         evs[i].publish_time_ms = msm_time_unix_ms();
         ts[i] = (Msm__V1__Task)MSM__V1__TASK__INIT;
@@ -325,6 +328,11 @@ static int send_ready_prio(fx_t *f, const char *const *ids, size_t n, int priori
     free(ts);
     free(evs);
     return rc;
+}
+
+static int send_ready_prio(fx_t *f, const char *const *ids, size_t n, int priority)
+{
+    return send_ready_full(f, ids, NULL, n, priority);
 }
 
 static int send_ready(fx_t *f, const char *const *ids, size_t n)
@@ -347,6 +355,7 @@ static int put_registry(fx_t *f, const opts_t *o)
     if (o->retention_ms)
         json_object_set_new(body, "task_retention_ms", json_integer(o->retention_ms));
     json_object_set_new(body, "paused", json_boolean(o->paused));
+    json_object_set_new(body, "ordered", json_boolean(o->ordered));
     msm_sub_t *sub = msm_sub_from_json(f->sub, body, &e);
     json_decref(body);
     int rc = -1;
@@ -898,6 +907,131 @@ static void test_congestion_lowers_limit_and_holds(void)
     fx_close(&f);
 }
 
+static long long hlen(fx_t *f, const char *hash)
+{
+    return reply_ll(msm_test_redis_query(&srv, "HLEN %s:sub:{%s}:%s", f->ns, f->sub, hash));
+}
+
+static int seen_ids_are(fx_t *f, const char *prefix, const char *const *want, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < f->nseen; i++) {
+        if (strncmp(f->seen[i].id, prefix, strlen(prefix)) != 0)
+            continue;
+        if (k >= n || strcmp(f->seen[i].id, want[k]) != 0)
+            return 0;
+        k++;
+    }
+    return k == n;
+}
+
+/* Answers what is in flight: @p fail_id (if given) with a retriable 500, the rest with 200. */
+static void answer_failing(fx_t *f, const char *fail_id)
+{
+    while (f->nanswered < f->nseen) {
+        const seen_t *s = &f->seen[f->nanswered];
+        int fail = fail_id && strcmp(s->id, fail_id) == 0;
+        CU_ASSERT_FATAL(send_outcome(f, s->id, s->attempt,
+                                     fail ? MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE
+                                          : MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS,
+                                     fail ? 500 : 200, NULL, 0) == 0);
+    }
+}
+
+/* Ordered: one task per key in flight; a failing one holds only its key (what arrives behind
+ * it is parked in Redis, its ready record acknowledged), the other key flows; once it
+ * succeeds the parked ones follow in order and the key is free again. */
+static void test_ordered_key_held_by_failure(void)
+{
+    opts_t o = default_opts;
+    o.ordered = 1;
+    o.max_concurrency = 10;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    const char *ids[] = {"a1", "b1", "a2", "b2", "a3"}, *keys[] = {"A", "B", "A", "B", "A"};
+    CU_ASSERT_FATAL(send_ready_full(&f, ids, keys, 5, 5) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 2, 5000) == 0);
+    msm_test_spin(f.loop, 200);
+    CU_ASSERT_EQUAL(f.nseen, 2); /* a1 and b1 only */
+    CU_ASSERT_EQUAL(stat(&f, "pending"), 3);
+    answer_failing(&f, "a1"); /* a1 fails, b1 succeeds: b2 goes, A is held */
+    CU_ASSERT_FATAL(wait_seen(&f, 3, 5000) == 0);
+    CU_ASSERT_STRING_EQUAL(f.seen[2].id, "b2");
+    CU_ASSERT(wait_state(&f, "a2", "pending", 3000) == 0);
+    CU_ASSERT_EQUAL(hlen(&f, "held"), 1);
+    CU_ASSERT_EQUAL(zcard(&f, "parked"), 2);
+    CU_ASSERT_EQUAL(hlen(&f, "parked:tasks"), 2);
+    CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_keys_held", NULL), 1);
+    answer_failing(&f, NULL); /* b2 */
+    /* a1 again after its backoff, then a2 and a3 one after the other. */
+    uint64_t deadline = msm_time_mono_ms() + 10000;
+    while (f.nseen < 6 && msm_time_mono_ms() < deadline) {
+        answer_failing(&f, NULL);
+        msm_loop_run_once(f.loop, 10);
+    }
+    answer_failing(&f, NULL);
+    const char *a_order[] = {"a1", "a1", "a2", "a3"}, *b_order[] = {"b1", "b2"};
+    CU_ASSERT(seen_ids_are(&f, "a", a_order, 4));
+    CU_ASSERT(seen_ids_are(&f, "b", b_order, 2));
+    CU_ASSERT(wait_state(&f, "a3", "succeeded", 3000) == 0);
+    CU_ASSERT_STRING_EQUAL(task_field(&f, "a2", "attempts"), "1");
+    msm_test_spin(f.loop, 200);
+    CU_ASSERT_EQUAL(hlen(&f, "held"), 0);
+    CU_ASSERT_EQUAL(zcard(&f, "parked"), 0);
+    CU_ASSERT_EQUAL(zcard(&f, "retry"), 0);
+    CU_ASSERT_EQUAL(flowcontrol_task_count(f.fc), 0);
+    /* The key is free: the next one goes at once. */
+    const char *more[] = {"a4"}, *more_keys[] = {"A"};
+    CU_ASSERT_FATAL(send_ready_full(&f, more, more_keys, 1, 5) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 7, 3000) == 0);
+    CU_ASSERT_STRING_EQUAL(f.seen[6].id, "a4");
+    CU_ASSERT_EQUAL(f.bad_tasks, 0);
+    fx_close(&f);
+}
+
+/* A key held when its member goes: the next member reads the held keys before anything else,
+ * parks what arrives behind them, and a dead holder lets the key move on. */
+static void test_ordered_takeover_and_dead_holder(void)
+{
+    opts_t o = default_opts;
+    o.ordered = 1;
+    o.max_concurrency = 10;
+    o.max_attempts = 2;
+    o.owner_lease_ms = 600;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    const char *ids[] = {"k1", "k2"}, *keys[] = {"K", "K"};
+    CU_ASSERT_FATAL(send_ready_full(&f, ids, keys, 2, 5) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 1, 5000) == 0);
+    answer_failing(&f, "k1");
+    CU_ASSERT(wait_state(&f, "k2", "pending", 3000) == 0);
+    CU_ASSERT_EQUAL(hlen(&f, "held"), 1);
+    /* The member goes without a word; another one takes over. */
+    flowcontrol_free(f.fc);
+    f.fc = fc_member_new(&f, "fc-other", &o);
+    CU_ASSERT_FATAL(f.fc != NULL);
+    const char *late[] = {"k3"}, *late_keys[] = {"K"};
+    CU_ASSERT_FATAL(send_ready_full(&f, late, late_keys, 1, 5) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 2, 8000) == 0);
+    CU_ASSERT_STRING_EQUAL(f.seen[1].id, "k1"); /* not k3: the key is still held */
+    CU_ASSERT_EQUAL(f.seen[1].attempt, 2);
+    answer_failing(&f, "k1"); /* the last attempt: dead, the key moves on */
+    CU_ASSERT(wait_state(&f, "k1", "dead", 3000) == 0);
+    uint64_t deadline = msm_time_mono_ms() + 8000;
+    while (f.nseen < 4 && msm_time_mono_ms() < deadline) {
+        answer_failing(&f, NULL);
+        msm_loop_run_once(f.loop, 10);
+    }
+    answer_failing(&f, NULL);
+    const char *order[] = {"k1", "k1", "k2", "k3"};
+    CU_ASSERT(seen_ids_are(&f, "k", order, 4));
+    CU_ASSERT(wait_state(&f, "k3", "succeeded", 3000) == 0);
+    msm_test_spin(f.loop, 200);
+    CU_ASSERT_EQUAL(hlen(&f, "held"), 0);
+    CU_ASSERT_EQUAL(zcard(&f, "parked"), 0);
+    fx_close(&f);
+}
+
 static int set_paused(fx_t *f, const opts_t *o, int paused)
 {
     opts_t p = *o;
@@ -1013,6 +1147,8 @@ static CU_TestInfo flowcontrol_tests[] = {
     {"takeover_between_members", test_takeover_between_members},
     {"priorities", test_priorities},
     {"congestion_lowers_limit_and_holds", test_congestion_lowers_limit_and_holds},
+    {"ordered_key_held_by_failure", test_ordered_key_held_by_failure},
+    {"ordered_takeover_and_dead_holder", test_ordered_takeover_and_dead_holder},
     {"pause_resume", test_pause_resume},
     {"retention", test_retention},
     {"ready_remove_and_drain", test_ready_remove_and_drain},

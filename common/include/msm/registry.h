@@ -45,6 +45,16 @@
 #define MSM_KEY_RETRY_TASKS "sub:{%s}:retry:tasks"    /**< hash: event id → packed Task */
 #define MSM_KEY_DLQ         "sub:{%s}:dlq"            /**< zset: event id by time of death */
 #define MSM_KEY_DLQ_TASKS   "sub:{%s}:dlq:tasks"      /**< hash: event id → packed Task */
+/* Ordered subscriptions (docs/pipeline.md, "Ordered subscriptions"): a key held by a failing
+ * event, and the events that wait behind it, off the happy path. */
+/** hash: ordering key → {"event_id","attempts","since_ms"} of the event holding it (the
+ *  event itself waits in the retry store) */
+#define MSM_KEY_HELD        "sub:{%s}:held"
+/** zset, every score 0 (read by lex): "<key length, 4 hex digits>:<key>:<event id>" of the
+ *  events parked behind a held key, so one key's events sort together, by event id (UUIDv7:
+ *  publish order) */
+#define MSM_KEY_PARKED      "sub:{%s}:parked"
+#define MSM_KEY_PARKED_TASKS "sub:{%s}:parked:tasks" /**< hash: event id → packed Task */
 /** hash: counters succeeded, failed_attempts, dead, enqueued (tasks appended to ready.<sub>),
  *  done (tasks of ready records settled) (HINCRBY); gauges pending, running,
  *  concurrency_limit, updated_ms (written by the owner). backlog = enqueued - done - running. */
