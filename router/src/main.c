@@ -16,6 +16,9 @@ static const msm_conf_def_t router_defs[] = {
                  "TCP connect timeout to an endpoint"),
     MSM_CONF_INT("registry.poll_ms", router_conf_t, registry_poll_ms, 500, 10, 60000,
                  "how often the registry version is polled"),
+    MSM_CONF_INT("push.max_in_flight", router_conf_t, max_in_flight, 4096, 1, 1000000,
+                 "push requests in flight over all subscriptions; past it, waiting pushes go "
+                 "out by subscription priority (highest first)"),
     MSM_CONF_INT("consume.max_batch", router_conf_t, max_batch, 64, 1, 4096,
                  "dispatch entries handed over per consumer callback"),
 };

@@ -331,7 +331,9 @@ static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
     rt_sub_t *sub = req->sub;
     router_t *rt = sub->rt;
     req_unlink(rt, req);
+    int was_full = rt->in_http >= (size_t)rt->conf.max_in_flight;
     sub->in_http--;
+    rt->in_http--;
     msm_gauge_dec(sub->m_in_flight);
     if (req->body.len > 0) {
         msm__rt_batch_settle(req, res);
@@ -342,7 +344,10 @@ static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
                        msm__rt_retry_after_ms(res));
     }
     req_put(sub, req);
-    msm__rt_send_queued(sub);
+    if (was_full)
+        msm__rt_send_by_priority(rt); /* the freed slot goes to the highest priority */
+    else
+        msm__rt_send_queued(sub);
 }
 
 /* Ends every delivery of a request that could not be started. */
@@ -401,6 +406,7 @@ static void send_req(rt_req_t *req)
         rt->sending->prev = req;
     rt->sending = req;
     sub->in_http++;
+    rt->in_http++;
     msm_gauge_inc(sub->m_in_flight);
 }
 
@@ -431,7 +437,8 @@ static const char *not_pushed(const rt_sub_t *sub, const rt_delivery_t *d, int64
 void msm__rt_send_queued(rt_sub_t *sub)
 {
     router_t *rt = sub->rt;
-    while (sub->queue && (!sub->conf || sub->in_http < sub->conf->max_concurrency)) {
+    while (sub->queue && (!sub->conf || sub->in_http < sub->conf->max_concurrency) &&
+           rt->in_http < (size_t)rt->conf.max_in_flight) {
         size_t per = sub->conf && sub->conf->max_batch_events > 1
                          ? (size_t)sub->conf->max_batch_events
                          : 1;
@@ -461,6 +468,17 @@ void msm__rt_send_queued(rt_sub_t *sub)
             continue;
         }
         send_req(req);
+    }
+}
+
+void msm__rt_send_by_priority(router_t *rt)
+{
+    for (int p = 9; p >= 0 && rt->in_http < (size_t)rt->conf.max_in_flight; p--) {
+        for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
+            int prio = sub->conf ? sub->conf->priority : 5;
+            if (sub->queue && (prio == p || (p == 0 && (prio < 0 || prio > 9))))
+                msm__rt_send_queued(sub);
+        }
     }
 }
 

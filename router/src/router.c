@@ -20,6 +20,7 @@
 #define DEFAULT_CONNECT_MS        5000
 #define DEFAULT_POLL_MS           500
 #define DEFAULT_MAX_BATCH         64
+#define DEFAULT_MAX_IN_FLIGHT     4096
 #define MAX_UNACKED_CAP           4096 /* however large a subscription's max_concurrency */
 #define RETRY_MS                  1000 /* status ensure and consumer creation retries */
 /* Added to a subscription's push timeout for its consumer's log lease: a record is held
@@ -73,10 +74,7 @@ static void on_synced(msm_registry_t *reg, int err, void *opaque)
     router_t *rt = opaque;
     if (err == MSM_ERR_SHUTDOWN)
         return;
-    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
-        if (sub->queue)
-            msm__rt_send_queued(sub);
-    }
+    msm__rt_send_by_priority(rt);
 }
 
 static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
@@ -381,6 +379,8 @@ static void conf_defaults(router_conf_t *c)
         c->registry_poll_ms = DEFAULT_POLL_MS;
     if (c->max_batch <= 0)
         c->max_batch = DEFAULT_MAX_BATCH;
+    if (c->max_in_flight <= 0)
+        c->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
 }
 
 static int register_metrics(router_t *rt)
@@ -483,6 +483,7 @@ void router_free(router_t *rt)
         msm_http_call_cancel(req->call);
         msm_gauge_dec(req->sub->m_in_flight);
         req->sub->in_http--;
+        rt->in_http--;
         msm__rt_req_free(req);
     }
     msm__rt_batches_abandon(rt);

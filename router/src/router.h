@@ -32,6 +32,8 @@ typedef struct {
     int connect_timeout_ms;  /**< TCP connect to an endpoint; 5000 */
     int registry_poll_ms;    /**< registry version poll; 500 */
     int max_batch;           /**< dispatch entries per consumer callback; 64 */
+    int max_in_flight;       /**< push requests in flight, all subscriptions; 4096. Past it a
+                                  free slot goes to the highest subscription priority first */
 } router_conf_t;
 
 /** What the router runs on, all borrowed (they must outlive the router). */

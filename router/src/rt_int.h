@@ -155,6 +155,7 @@ struct router_s {
     int freeing;             /**< router_free() runs: late callbacks do nothing */
     rt_batch_t *batches;     /**< appends in flight or waiting to retry */
     size_t live;             /**< deliveries alive, all subscriptions */
+    size_t in_http;          /**< push requests in flight, all subscriptions */
     int stopping;
     msm_timer_t retry_timer; /**< status ensure / consumer creation retries */
     msm_buf_t packed;        /**< an OutcomeBatch being packed (copied by the append) */
@@ -188,6 +189,9 @@ const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub);
 void msm__rt_take(rt_sub_t *sub, msm_stream_msg_t *msg);
 /** @brief Starts requests for queued deliveries while the subscription has free slots. */
 void msm__rt_send_queued(rt_sub_t *sub);
+/** @brief msm__rt_send_queued() for every subscription with work, highest priority first:
+ *  when the router's --push.max_in_flight is the bound, the free slots go to them first. */
+void msm__rt_send_by_priority(router_t *rt);
 /** @brief Drops the deliveries queued and the idle requests (router_free()). */
 void msm__rt_queue_drop(rt_sub_t *sub);
 /** @brief Frees a record's unpack arena (and with it its TaskBatch). */

@@ -72,6 +72,7 @@ typedef struct {
     char ns[64];
     char sub[64];
     char member[96];
+    int max_in_flight; /* the router's --push.max_in_flight; 0: its default */
     char url[128];
     ep_mode_t mode;
     req_rec_t reqs[MAX_REQS];
@@ -336,7 +337,7 @@ static void put_sub(const char *json_text)
 static void start_router(void)
 {
     router_env_t env = {F.loop, F.redis, F.stream, F.metrics, F.member};
-    router_conf_t conf = {.registry_poll_ms = 50};
+    router_conf_t conf = {.registry_poll_ms = 50, .max_in_flight = F.max_in_flight};
     char err[256] = "";
     F.rt = router_new_env(&env, &conf, err, sizeof(err));
     if (!F.rt)
@@ -1275,6 +1276,59 @@ static int suite_clean(void)
     return 0;
 }
 
+static int paths_seen(void *arg)
+{
+    return F.nreqs >= *(int *)arg;
+}
+
+/* The router's --push.max_in_flight is full: each freed slot goes to the waiting
+ * subscription of the highest priority, whatever came first. */
+static void test_priority_across_subscriptions(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    F.max_in_flight = 1;
+    char url[256];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/hook/", (unsigned)msm_http_server_port(F.ep));
+    char json[512];
+    snprintf(F.sub, sizeof(F.sub), "high-push");
+    snprintf(json, sizeof(json),
+             "{\"topic\":\"orders\",\"priority\":9,\"endpoints\":[{\"url\":\"%shigh\"}]}", url);
+    put_sub(json);
+    snprintf(F.sub, sizeof(F.sub), "low-push");
+    snprintf(json, sizeof(json),
+             "{\"topic\":\"orders\",\"priority\":1,\"endpoints\":[{\"url\":\"%slow\"}]}", url);
+    put_sub(json);
+    start_router();
+    CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, is_ready, NULL, 5000), MSM_OK);
+    F.mode = HOLD;
+    append_simple("0190a3e2-0000-7000-8000-000000000200");
+    int one = 1;
+    CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, paths_seen, &one, 5000), MSM_OK);
+    for (int i = 1; i <= 3; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "0190a3e2-0000-7000-8000-00000000020%d", i);
+        append_simple(id);
+    }
+    snprintf(F.sub, sizeof(F.sub), "high-push");
+    for (int i = 1; i <= 3; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "0190a3e2-0000-7000-8000-00000000030%d", i);
+        append_simple(id);
+    }
+    msm_test_spin(F.loop, 600); /* both are read and wait for the one slot */
+    CU_ASSERT_EQUAL(F.nreqs, 1);
+    for (int n = 2; n <= 7; n++) {
+        release_held(ANSWER_200);
+        CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, paths_seen, &n, 5000), MSM_OK);
+    }
+    release_held(ANSWER_200);
+    const char *want[] = {"/hook/low", "/hook/high", "/hook/high", "/hook/high",
+                          "/hook/low", "/hook/low",  "/hook/low"};
+    for (int i = 0; i < 7 && i < F.nreqs; i++)
+        CU_ASSERT_STRING_EQUAL(F.reqs[i].path, want[i]);
+    stop();
+}
+
 static CU_TestInfo tests[] = {
     {"ready once the registry and status are there", test_ready},
     {"200: every API.md header, signature, body; SUCCESS", test_headers_and_success},
@@ -1299,6 +1353,7 @@ static CU_TestInfo tests[] = {
     {"expired lease: NOT_PUSHED, no request", test_expired_lease_not_pushed},
     {"paused: nothing pushed until resumed", test_paused},
     {"batch push: one request, per-event results", test_batch_push},
+    {"priority across subscriptions when the router is full", test_priority_across_subscriptions},
     {NULL, NULL},
 };
 
