@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The whole data plane, end to end: a private redis-server, the four daemons and the example
  * lambda as real processes, events published over HTTP and timed from the publish request to
- * the lambda's record of the push. Workloads W0-W3 of issue 8; method in bench/README.md.
+ * the lambda's record of the push. Workloads W0-W3 of issue 8, W4-W6 of issue 9 (a
+ * subscription's pace and fair share); method in bench/README.md.
  *
  *   msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER LAMBDA]
  *   MSM_BENCH_SCALE=0.1 scales every workload (default 1: the issue's sizes).
- *   MSM_BENCH_ONLY=W1,W0 runs only the rows named (default: every row). */
+ *   MSM_BENCH_ONLY=W1,W0 runs only the rows named (default: every row), e.g. W4,W5,W6. */
 #include "bench_http.h"
 #include "msm_test.h"
 #include "msm_test_proc.h"
@@ -18,8 +19,10 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +41,11 @@
 #define STALL_MS           30000   /* no event handled for this long: the run is stuck */
 #define ANSWER_KEEP        600     /* bytes of an answer shown in an error */
 #define LAMBDA_PATH_SIZE   512
+#define SETTLED_FROM_MS    5000  /* W4: the limit is judged from this far into the run */
+#define RATE_SKIP_MS       1000  /* W5: the burst's second, not judged */
+#define RATE_WINDOW_MS     10000 /* W5: the window judged after it */
+#define PROBE_EVENTS       10    /* W6: tenant B's events (a probe: not scaled) */
+#define PROBE_WAIT_MS      30000 /* W6: for B's events once A's are all handled */
 
 /* The ~100-byte JSON payload of every event. */
 #define PAYLOAD_FMT                                                                                \
@@ -227,8 +235,9 @@ typedef struct {
     char record[LAMBDA_PATH_SIZE];
 } lambda_t;
 
-/* One lambda per workload, so each has a record file of its own. */
-static int lambda_start(const bench_t *b, lambda_t *l, const char *name, const char *extra)
+/* One lambda per workload, so each has a record file of its own; @p extra: more flags
+ * (NULL-terminated, may be NULL). */
+static int lambda_start(const bench_t *b, lambda_t *l, const char *name, const char *const *extra)
 {
     memset(l, 0, sizeof(*l));
     proc_common(b, &l->proc, LAMBDA);
@@ -238,8 +247,8 @@ static int lambda_start(const bench_t *b, lambda_t *l, const char *name, const c
     msm_test_proc_arg(&l->proc, "--bind=127.0.0.1");
     msm_test_proc_arg(&l->proc, "--record=%s", l->record);
     msm_test_proc_arg(&l->proc, "--logging.level=warn");
-    if (extra)
-        msm_test_proc_arg(&l->proc, "%s", extra);
+    for (int i = 0; extra && extra[i]; i++)
+        msm_test_proc_arg(&l->proc, "%s", extra[i]);
     if (msm_test_proc_start(&l->proc) != 0)
         return -1;
     return msm_test_proc_wait_ready(&l->proc, NULL, 10000);
@@ -453,9 +462,11 @@ typedef struct {
 typedef struct {
     track_t *track; /* NULL: ids are not kept (W2's far-out events) */
     timing_t timing;
-    int n;           /* events to publish */
-    int batch;       /* events per request */
-    int64_t pace_us; /* > 0: one request every pace_us (W0), else as fast as answered */
+    int n;             /* events to publish */
+    int batch;         /* events per request */
+    int64_t pace_us;   /* > 0: one request every pace_us (W0), else as fast as answered */
+    int in_flight;     /* requests in flight at most, 0: IN_FLIGHT */
+    const char *attrs; /* every event's "attributes" (a JSON object), or NULL */
     char url[256];
     CURLM *multi;
     struct curl_slist *headers;
@@ -504,6 +515,8 @@ static int make_body(pub_t *p, slot_t *s)
                         i > s->first ? "," : "", i % 64, 1000000 + i);
         if (rc == 0 && p->timing == TIMING_FAR)
             rc = buf_printf(&s->body, &cap, ",\"delay_ms\":%d", FAR_DELAY_MS);
+        if (rc == 0 && p->attrs)
+            rc = buf_printf(&s->body, &cap, ",\"attributes\":%s", p->attrs);
         if (rc == 0 && p->timing == TIMING_DUE) {
             char at[MSM_TIME_RFC3339_SIZE];
             msm_time_format(p->track->ev[i].due_ms, at, sizeof(at));
@@ -623,10 +636,11 @@ static int pub_run(pub_t *p)
 {
     int64_t start_us = unix_us();
     int requests = 0;
+    int in_flight = p->in_flight > 0 && p->in_flight < IN_FLIGHT ? p->in_flight : IN_FLIGHT;
     while (p->answered < p->n && !p->error[0]) {
         int64_t now = unix_us();
         int64_t wait_ms = 100;
-        for (int i = 0; i < IN_FLIGHT && p->next < p->n; i++) {
+        for (int i = 0; i < in_flight && p->next < p->n; i++) {
             if (p->slots[i].count)
                 continue;
             int64_t at = start_us + requests * p->pace_us;
@@ -651,55 +665,71 @@ static int pub_run(pub_t *p)
     return p->error[0] ? -1 : 0;
 }
 
-/* One publish run to its end. @returns 0, or -1 with the reason in @p why. */
-static int publish(const bench_t *b,
-                   const char *topic,
-                   track_t *t,
-                   timing_t timing,
-                   int n,
-                   int batch,
-                   int64_t pace_us,
-                   char *why,
-                   size_t why_size)
+/* One publish run to its end: @p p says what (track, timing, n, batch, pace, in_flight,
+ * attrs; the rest zero). @returns 0, or -1 with the reason in @p why. */
+static int publish(const bench_t *b, const char *topic, pub_t *p, char *why, size_t why_size)
 {
-    pub_t p = {.track = t, .timing = timing, .n = n, .batch = batch, .pace_us = pace_us};
-    int rc = pub_init(&p, b, topic);
+    int rc = pub_init(p, b, topic);
     if (rc != 0)
-        snprintf(p.error, sizeof(p.error), "out of memory");
+        snprintf(p->error, sizeof(p->error), "out of memory");
     else
-        rc = pub_run(&p);
+        rc = pub_run(p);
     if (rc != 0)
-        snprintf(why, why_size, "%d of %d events published; %s", p.answered, n, p.error);
-    pub_deinit(&p);
+        snprintf(why, why_size, "%d of %d events published; %s", p->answered, p->n, p->error);
+    pub_deinit(p);
     return rc;
 }
 
 /* ---- the workloads ---- */
+
+typedef struct run_s run_t;
 
 typedef struct {
     const char *name;
     const char *title;
     int events; /* at scale 1 */
     int batch;
-    int rate;          /* > 0: events/s, one per request (W0) */
-    int max_batch;     /* max_batch_events, 0: the default */
-    int retry;         /* every ~10th event fails once (W3) */
-    int delayed;       /* W2 */
-    const char *fsync; /* appendfsync for this row */
+    int rate;                   /* > 0: events/s, one per request (W0) */
+    int max_batch;              /* max_batch_events, 0: the default */
+    int retry;                  /* every ~10th event fails once (W3) */
+    int delayed;                /* W2 */
+    const char *fsync;          /* appendfsync for this row */
+    const char *lambda_args[4]; /* the lambda's flags on top of the usual ones */
+    const char *sub_extra;      /* more subscription fields: ",\"name\":value..." */
+    const char *needs; /* a field a frontend may refuse (400): the row is "not supported" */
+    int sample_limit;  /* sample the stats' concurrency_limit every second (W4) */
+    int fair;          /* tenant A's burst, then tenant B's 10 (W6) */
+    /* lines after the row (W4-W6); @returns 0, or -1 when the row failed */
+    int (*report)(const bench_t *b, run_t *r);
 } workload_t;
 
+/* The stats' concurrency_limit once a second during a row (W4), from another thread so the
+ * publishing and the record reading go on undisturbed. */
 typedef struct {
+    const bench_t *sp_bench;
+    char sp_path[256];
+    int64_t sp_t0_us;
+    int *sp_limits; /* [k]: the limit k seconds after sp_t0_us, -1 when not known */
+    int sp_n;
+    atomic_int sp_stop;
+    pthread_t sp_thread;
+    int sp_started;
+} sampler_t;
+
+struct run_s {
     const workload_t *w;
     char topic[64];
     char sub[64];
     lambda_t lambda;
     track_t track;
+    track_t probe; /* W6: tenant B's events (track: tenant A's) */
+    sampler_t sampler;
     uint64_t cpu0[NCPU], cpu1[NCPU];
     long long mem0, mem1;
     int64_t first_sent_us, last_handled_ms;
     int retention; /* the subscription has task_retention_ms */
     char note[800];
-} run_t;
+};
 
 static void row_failed(const run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -714,8 +744,8 @@ static void row_failed(const run_t *r, const char *fmt, ...)
     fflush(stdout);
 }
 
-/* PUT topic and subscription. @returns 0, 1 when the frontend refused max_batch_events (the
- * reason in @p why), -1 on any other failure. */
+/* PUT topic and subscription. @returns 0, 1 when the frontend refused the field the row
+ * needs (the reason in @p why), -1 on any other failure. */
 static int make_route(bench_t *b, run_t *r, char *why, size_t why_size)
 {
     char path[256], body[1024], answer[ANSWER_KEEP];
@@ -725,9 +755,11 @@ static int make_route(bench_t *b, run_t *r, char *why, size_t why_size)
         snprintf(why, why_size, "PUT %s: HTTP %ld %s", path, st, answer);
         return -1;
     }
-    char extra[256] = "";
+    char extra[512] = "";
     if (r->w->max_batch)
         snprintf(extra, sizeof(extra), ",\"max_batch_events\":%d", r->w->max_batch);
+    if (r->w->sub_extra)
+        snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), "%s", r->w->sub_extra);
     if (r->w->retry)
         snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
                  ",\"retry\":{\"max_attempts\":10,\"min_backoff_ms\":100,"
@@ -743,7 +775,7 @@ static int make_route(bench_t *b, run_t *r, char *why, size_t why_size)
         st = api(b, "PUT", path, body, answer);
         if (st == 200)
             break;
-        if (st == 400 && r->w->max_batch && strstr(answer, "max_batch_events")) {
+        if (st == 400 && r->w->needs && strstr(answer, r->w->needs)) {
             snprintf(why, why_size, "HTTP 400 %s", answer);
             return 1;
         }
@@ -788,11 +820,12 @@ static int exited_process(const bench_t *b, const lambda_t *l)
     return -1;
 }
 
-/* Waits until every tracked event was handled. Gives up at @p deadline_us, when nothing was
- * handled for STALL_MS after @p progress_from_us, or when a process exited. @returns 0 or -1. */
-static int wait_handled(const bench_t *b, run_t *r, int64_t deadline_us, int64_t progress_from_us)
+/* Waits until every event of @p t (the row's track or probe) was handled. Gives up at
+ * @p deadline_us, when nothing was handled for STALL_MS after @p progress_from_us, or when a
+ * process exited. @returns 0 or -1. */
+static int
+wait_handled(const bench_t *b, run_t *r, track_t *t, int64_t deadline_us, int64_t progress_from_us)
 {
-    track_t *t = &r->track;
     int seen = -1, dead;
     int64_t progress_us = progress_from_us, now;
     char why[700] = "by the deadline";
@@ -835,7 +868,8 @@ static int
 publish_far(const bench_t *b, run_t *r, int far, double *rate, char *why, size_t why_size)
 {
     int64_t t0 = unix_us();
-    if (publish(b, r->topic, NULL, TIMING_FAR, far, BATCH, 0, why, why_size) != 0)
+    pub_t p = {.timing = TIMING_FAR, .n = far, .batch = BATCH};
+    if (publish(b, r->topic, &p, why, why_size) != 0)
         return -1;
     *rate = far * 1e6 / (double)(unix_us() - t0 + 1);
     char path[256], answer[ANSWER_KEEP];
@@ -869,6 +903,72 @@ static void plan_due(track_t *t, double rate)
         t->ev[i].due_ms = start + (int64_t)i * W2_SPREAD_MS / t->n;
 }
 
+/* ---- W4-W6 (issue 9): the stats sampler, two tenants ---- */
+
+static void *sampler_main(void *arg)
+{
+    sampler_t *sp = arg;
+    for (int k = 1; k < sp->sp_n; k++) {
+        int64_t at = sp->sp_t0_us + k * 1000000LL;
+        while (!atomic_load(&sp->sp_stop) && unix_us() < at)
+            sleep_ms(10);
+        if (atomic_load(&sp->sp_stop))
+            break;
+        char answer[ANSWER_KEEP];
+        if (api(sp->sp_bench, "GET", sp->sp_path, NULL, answer) != 200)
+            continue;
+        json_t *j = json_loads(answer, 0, NULL);
+        json_t *v = json_object_get(j, "concurrency_limit");
+        if (json_is_integer(v))
+            sp->sp_limits[k] = (int)json_integer_value(v);
+        json_decref(j);
+    }
+    return NULL;
+}
+
+/* Samples from r->first_sent_us until sampler_stop(), at most as long as the row may wait. */
+static int sampler_start(const bench_t *b, run_t *r)
+{
+    sampler_t *sp = &r->sampler;
+    sp->sp_bench = b;
+    snprintf(sp->sp_path, sizeof(sp->sp_path), "/v1/subscriptions/%s/stats", r->sub);
+    sp->sp_t0_us = r->first_sent_us;
+    sp->sp_n = (int)((wait_deadline(r->track.n) - r->first_sent_us) / 1000000) + 2;
+    if (!(sp->sp_limits = malloc((size_t)sp->sp_n * sizeof(*sp->sp_limits))))
+        return -1;
+    for (int k = 0; k < sp->sp_n; k++)
+        sp->sp_limits[k] = -1;
+    atomic_init(&sp->sp_stop, 0);
+    if (pthread_create(&sp->sp_thread, NULL, sampler_main, sp) != 0)
+        return -1;
+    sp->sp_started = 1;
+    return 0;
+}
+
+static void sampler_stop(sampler_t *sp)
+{
+    if (!sp->sp_started)
+        return;
+    atomic_store(&sp->sp_stop, 1);
+    pthread_join(sp->sp_thread, NULL);
+    sp->sp_started = 0;
+}
+
+/* W6: tenant A's burst as fast as the bench publishes; as soon as its last publish is
+ * answered, tenant B's events, one per request and one request at a time. */
+static int publish_tenants(const bench_t *b, run_t *r, char *why, size_t why_size)
+{
+    pub_t a = {.track = &r->track, .n = r->track.n, .batch = BATCH, .attrs = "{\"tenant\":\"A\"}"};
+    if (publish(b, r->topic, &a, why, why_size) != 0)
+        return -1;
+    pub_t q = {.track = &r->probe,
+               .n = r->probe.n,
+               .batch = 1,
+               .in_flight = 1,
+               .attrs = "{\"tenant\":\"B\"}"};
+    return publish(b, r->topic, &q, why, why_size);
+}
+
 static int run_publish(bench_t *b, run_t *r, char *why, size_t why_size)
 {
     const workload_t *w = r->w;
@@ -882,9 +982,18 @@ static int run_publish(bench_t *b, run_t *r, char *why, size_t why_size)
     r->mem0 = used_memory(b);
     cpu_sample(b, &r->lambda, r->cpu0);
     r->first_sent_us = unix_us();
-    int64_t pace = w->rate > 0 ? 1000000 / w->rate : 0;
-    return publish(b, r->topic, &r->track, w->delayed ? TIMING_DUE : TIMING_NOW, n,
-                   w->rate > 0 ? 1 : w->batch, pace, why, why_size);
+    if (w->sample_limit && sampler_start(b, r) != 0) {
+        snprintf(why, why_size, "cannot start the stats sampler");
+        return -1;
+    }
+    if (w->fair)
+        return publish_tenants(b, r, why, why_size);
+    pub_t p = {.track = &r->track,
+               .timing = w->delayed ? TIMING_DUE : TIMING_NOW,
+               .n = n,
+               .batch = w->rate > 0 ? 1 : w->batch,
+               .pace_us = w->rate > 0 ? 1000000 / w->rate : 0};
+    return publish(b, r->topic, &p, why, why_size);
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -958,6 +1067,212 @@ static void print_retention(const bench_t *b, const run_t *r)
     fflush(stdout);
 }
 
+/* ---- W4-W6: what the lambda's record says about the pace ---- */
+
+/* One record line: a push the lambda received. */
+typedef struct {
+    int64_t ms;
+    int in_flight;
+    int refused; /* answered retry: in W4 and W5 only --max-concurrent's 429 does */
+} push_t;
+
+/* Every push in @p record. @returns the array (caller frees) and its length in @p n, or NULL. */
+static push_t *read_pushes(const char *record, size_t *n)
+{
+    FILE *f = fopen(record, "r");
+    push_t *pu = NULL;
+    size_t cap = 0;
+    char *line = NULL, ms[32], in_flight[16], result[16];
+    size_t line_cap = 0;
+    *n = 0;
+    while (f && getline(&line, &line_cap, f) > 0) {
+        if (field(line, "received_ms", ms, sizeof(ms)) != 0 ||
+            field(line, "result", result, sizeof(result)) != 0)
+            continue;
+        if (*n == cap) {
+            push_t *more = realloc(pu, (cap = cap ? cap * 2 : 4096) * sizeof(*pu));
+            if (!more)
+                break;
+            pu = more;
+        }
+        push_t *p = &pu[(*n)++];
+        p->ms = atoll(ms);
+        p->refused = strcmp(result, "ok") != 0;
+        /* A lambda without the field (an older one) shows 0. */
+        p->in_flight = 0;
+        if (field(line, "in_flight", in_flight, sizeof(in_flight)) == 0)
+            p->in_flight = atoi(in_flight);
+    }
+    free(line);
+    if (f)
+        fclose(f);
+    return pu ? pu : calloc(1, sizeof(*pu));
+}
+
+static const char *verdict(int met)
+{
+    return met ? "met" : "MISSED";
+}
+
+typedef struct {
+    long pushes, refused;
+    int max_in_flight;
+} second_t;
+
+#define IN_FLIGHT_HIST 1024 /* in_flight values counted one by one up to this */
+
+/* The in_flight below which @p q of the @p total counted pushes lie. */
+static int hist_quantile(const long *hist, long total, double q)
+{
+    long seen = 0, want = (long)(q * (double)total);
+    for (int v = 0; v < IN_FLIGHT_HIST; v++) {
+        seen += hist[v];
+        if (seen > want)
+            return v;
+    }
+    return IN_FLIGHT_HIST - 1;
+}
+
+/* W4: per second since the first publish, what the lambda got and the limit msm used; then
+ * the verdict on the run from SETTLED_FROM_MS on. */
+static int report_backpressure(const bench_t *b, run_t *r)
+{
+    (void)b;
+    size_t n;
+    push_t *pu = read_pushes(r->lambda.record, &n);
+    int nsec = 1;
+    for (size_t i = 0; pu && i < n; i++) {
+        int s = (int)((pu[i].ms * 1000 + 500 - r->first_sent_us) / 1000000);
+        nsec = s + 1 > nsec ? s + 1 : nsec;
+    }
+    second_t *sec = pu ? calloc((size_t)nsec, sizeof(*sec)) : NULL;
+    if (!sec) {
+        free(pu);
+        row_failed(r, "out of memory");
+        return -1;
+    }
+    second_t late = {0};
+    long hist[IN_FLIGHT_HIST] = {0}; /* in_flight of the pushes from SETTLED_FROM_MS on */
+    for (size_t i = 0; i < n; i++) {
+        int64_t at_us = pu[i].ms * 1000 + 500 - r->first_sent_us;
+        second_t *s = &sec[at_us > 0 ? at_us / 1000000 : 0];
+        int settled = at_us >= SETTLED_FROM_MS * 1000LL;
+        second_t *both[2] = {s, settled ? &late : NULL};
+        if (settled)
+            hist[pu[i].in_flight < IN_FLIGHT_HIST ? pu[i].in_flight : IN_FLIGHT_HIST - 1]++;
+        for (int k = 0; k < 2 && both[k]; k++) {
+            both[k]->pushes++;
+            both[k]->refused += pu[i].refused;
+            if (pu[i].in_flight > both[k]->max_in_flight)
+                both[k]->max_in_flight = pu[i].in_flight;
+        }
+    }
+    printf("|            |   second: pushes at the lambda, 429 share, max in_flight at the "
+           "lambda, concurrency_limit (stats, at the second's end)\n");
+    for (int s = 0; s < nsec; s++) {
+        int limit = s + 1 < r->sampler.sp_n ? r->sampler.sp_limits[s + 1] : -1;
+        char shown[16] = "-";
+        if (limit >= 0)
+            snprintf(shown, sizeof(shown), "%d", limit);
+        printf("|            |   %3d s: %6ld pushes, %5.1f %% 429, in_flight max %4d, limit %s\n",
+               s, sec[s].pushes, sec[s].pushes ? 100.0 * sec[s].refused / sec[s].pushes : 0.0,
+               sec[s].max_in_flight, shown);
+    }
+    double share = late.pushes ? 100.0 * late.refused / late.pushes : 0.0;
+    /* A refused push counts itself: its in_flight is 21, so the maximum is 21 as soon as
+     * one push was refused; the quantiles show where the offered concurrency sits. */
+    if (late.pushes)
+        printf("|            |   W4 from %d s on: max in_flight at the lambda %d (target <= 20: "
+               "%s; p50 %d, p99 %d), 429 share %.2f %% of %ld pushes (target < 5 %%: %s); all "
+               "%d events handled\n",
+               SETTLED_FROM_MS / 1000, late.max_in_flight, verdict(late.max_in_flight <= 20),
+               hist_quantile(hist, late.pushes, 0.5), hist_quantile(hist, late.pushes, 0.99), share,
+               late.pushes, verdict(share < 5.0), r->track.n);
+    else
+        printf("|            |   W4 from %d s on: no pushes (the run was shorter at this "
+               "scale); all %d events handled\n",
+               SETTLED_FROM_MS / 1000, r->track.n);
+    fflush(stdout);
+    free(sec);
+    free(pu);
+    return 0;
+}
+
+/* W5: the push rate over RATE_WINDOW_MS after the first RATE_SKIP_MS of pushes (the token
+ * bucket's one-second burst is in that first second). */
+static int report_rate(const bench_t *b, run_t *r)
+{
+    (void)b;
+    size_t n;
+    push_t *pu = read_pushes(r->lambda.record, &n);
+    if (!pu || n == 0) {
+        free(pu);
+        row_failed(r, "no pushes in the record");
+        return -1;
+    }
+    int64_t first = pu[0].ms, last = pu[0].ms;
+    for (size_t i = 1; i < n; i++) {
+        first = pu[i].ms < first ? pu[i].ms : first;
+        last = pu[i].ms > last ? pu[i].ms : last;
+    }
+    int64_t from = first + RATE_SKIP_MS, to = first + RATE_SKIP_MS + RATE_WINDOW_MS;
+    /* At a small scale the pushes end sooner: the window ends with them. */
+    to = last + 1 < to ? last + 1 : to;
+    long in_window = 0, per_s[12] = {0};
+    for (size_t i = 0; i < n; i++) {
+        in_window += pu[i].ms >= from && pu[i].ms < to;
+        int64_t s = (pu[i].ms - first) / 1000;
+        if (s < 12)
+            per_s[s]++;
+    }
+    printf("|            |   pushes per second from the first: ");
+    for (int s = 0; s < 12; s++)
+        printf("%ld%s", per_s[s], s < 11 ? " " : "\n");
+    if (to - from < 1000) {
+        printf("|            |   W5 rate: not measured (the pushes end within %d s of the "
+               "first at this scale)\n",
+               RATE_SKIP_MS / 1000 + 1);
+    } else {
+        double rate = in_window * 1000.0 / (double)(to - from);
+        printf("|            |   W5 rate over %.1f s after the first second of pushes: %.1f/s "
+               "(%ld pushes; target 475-525: %s)\n",
+               (double)(to - from) / 1000.0, rate, in_window, verdict(rate >= 475 && rate <= 525));
+    }
+    fflush(stdout);
+    free(pu);
+    return 0;
+}
+
+/* W6: tenant B's publish-to-handler latency behind tenant A's burst, and how much of A's
+ * burst was still queued when B began (without it, the figure would prove nothing). */
+static int report_fair(const bench_t *b, run_t *r)
+{
+    track_t *q = &r->probe;
+    if (wait_handled(b, r, q, unix_us() + PROBE_WAIT_MS * 1000LL, unix_us()) != 0)
+        return -1;
+    int64_t lat[PROBE_EVENTS];
+    for (int i = 0; i < q->n; i++)
+        lat[i] = q->ev[i].handled_ms * 1000 + 500 - q->ev[i].sent_us;
+    qsort(lat, (size_t)q->n, sizeof(*lat), cmp_i64);
+    int64_t b_from = q->ev[0].sent_us, a_last_ms = 0;
+    int queued = 0;
+    for (int i = 0; i < r->track.n; i++) {
+        const event_t *e = &r->track.ev[i];
+        queued += e->handled_ms * 1000 + 500 > b_from;
+        a_last_ms = e->handled_ms > a_last_ms ? e->handled_ms : a_last_ms;
+    }
+    double p99 = lat[(int64_t)q->n * 99 / 100] / 1000.0;
+    printf("|            |   W6 tenant B (%d events, one request at a time after A's last "
+           "publish was answered): publish -> handler p50 %.1f ms, p99 %.1f ms, max %.1f ms "
+           "(target p99 < 100 ms: %s)\n",
+           q->n, lat[q->n / 2] / 1000.0, p99, lat[q->n - 1] / 1000.0, verdict(p99 < 100.0));
+    printf("|            |   W6 tenant A: the row's events/s; %d of its %d events were not yet "
+           "handled when B's first publish was sent, the last handled %.0f ms after it\n",
+           queued, r->track.n, (double)(a_last_ms * 1000 + 500 - b_from) / 1000.0);
+    fflush(stdout);
+    return 0;
+}
+
 static int run_workload(bench_t *b, const workload_t *w)
 {
     run_t r = {.w = w};
@@ -974,7 +1289,11 @@ static int run_workload(bench_t *b, const workload_t *w)
         row_failed(&r, "out of memory");
         goto done;
     }
-    if (lambda_start(b, &r.lambda, w->name, w->retry ? "--fail-rate=0.1" : NULL) != 0) {
+    if (w->fair && track_init(&r.probe, PROBE_EVENTS) != 0) {
+        row_failed(&r, "out of memory");
+        goto done;
+    }
+    if (lambda_start(b, &r.lambda, w->name, w->lambda_args) != 0) {
         row_failed(&r, "the lambda did not become ready (log: %s)", r.lambda.proc.log);
         goto done;
     }
@@ -998,17 +1317,23 @@ static int run_workload(bench_t *b, const workload_t *w)
     int64_t progress_from = w->delayed ? r.track.ev[0].due_ms * 1000 : unix_us();
     int64_t deadline =
         w->delayed ? r.track.ev[n - 1].due_ms * 1000 + WAIT_SLACK_MS * 1000LL : wait_deadline(n);
-    if (wait_handled(b, &r, deadline, progress_from) != 0)
+    if (wait_handled(b, &r, &r.track, deadline, progress_from) != 0)
         goto done;
+    sampler_stop(&r.sampler);
     cpu_sample(b, &r.lambda, r.cpu1);
     r.mem1 = used_memory(b);
     print_row(&r);
+    if (w->report && w->report(b, &r) != 0)
+        goto done;
     if (strcmp(w->name, "W1") == 0)
         print_retention(b, &r);
     rc = 0;
 done:
+    sampler_stop(&r.sampler);
+    free(r.sampler.sp_limits);
     lambda_stop(&r.lambda);
     track_free(&r.track);
+    track_free(&r.probe);
     return rc;
 }
 
@@ -1048,12 +1373,14 @@ int main(int argc, char **argv)
          .title = "max_batch_events 100",
          .events = 200000,
          .batch = BATCH,
-         .max_batch = 100},
+         .max_batch = 100,
+         .needs = "max_batch_events"},
         {.name = "W3",
          .title = "fail-rate 0.1, backoff 100 ms",
          .events = 200000,
          .batch = BATCH,
-         .retry = 1},
+         .retry = 1,
+         .lambda_args = {"--fail-rate=0.1"}},
         {.name = "W2",
          .title = "deliver_at spread over 10 s, far-out ones pending",
          .events = 100000,
@@ -1064,6 +1391,30 @@ int main(int argc, char **argv)
          .events = 200000,
          .batch = BATCH,
          .fsync = "always"},
+        {.name = "W4",
+         .title = "back-pressure: max_concurrency 64, lambda 20 ms and --max-concurrent 20",
+         .events = 30000,
+         .batch = BATCH,
+         .lambda_args = {"--latency-ms=20", "--max-concurrent=20"},
+         .sub_extra = ",\"max_concurrency\":64,\"retry\":{\"max_attempts\":1000,"
+                      "\"min_backoff_ms\":100,\"max_backoff_ms\":2000}",
+         .sample_limit = 1,
+         .report = report_backpressure},
+        {.name = "W5",
+         .title = "rate_limit_per_s 500, published at once",
+         .events = 6000,
+         .batch = BATCH,
+         .sub_extra = ",\"rate_limit_per_s\":500",
+         .needs = "rate_limit_per_s",
+         .report = report_rate},
+        {.name = "W6",
+         .title = "fairness_key tenant: A's burst, then B's 10 one at a time",
+         .events = 100000,
+         .batch = BATCH,
+         .sub_extra = ",\"fairness_key\":\"tenant\"",
+         .needs = "fairness_key",
+         .fair = 1,
+         .report = report_fair},
     };
     bench_t b = {.scale = 1.0};
     const char *only = getenv("MSM_BENCH_ONLY");
@@ -1111,7 +1462,7 @@ int main(int argc, char **argv)
         }
         printf("(W2: lateness = lambda's received_ms - deliver_at, with %d far-out events "
                "pending; others: latency = received_ms - when the publish request was sent. "
-               "msm = redis + the four daemons)\n",
+               "W6's row is tenant A's burst. msm = redis + the four daemons)\n",
                scaled(&b, 1000000));
     }
     fflush(stdout);

@@ -157,7 +157,8 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     static const char *const known[] = {
         "name", "topic", "endpoints", "filter", "ordered", "max_concurrency",
         "rate_limit_per_s", "timeout_ms", "priority", "delivery_format", "locality", "retry",
-        "secret", "max_batch_events", "task_retention_ms", "paused", "created_ms", NULL};
+        "secret", "max_batch_events", "task_retention_ms", "paused", "created_ms",
+        "fairness_key", NULL};
     if (msm_json_expect_object(e, body) != MSM_OK)
         return NULL;
     msm_sub_t *s = calloc(1, sizeof(*s));
@@ -187,7 +188,13 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
                            &endpoints) == MSM_OK &&
         endpoints)
         sub_endpoints(e, endpoints, s);
-    msm_json_get_strn(e, body, "filter", MSM_JSON_NULLABLE, 4096, &filter);
+    if (msm_json_get_strn(e, body, "filter", MSM_JSON_NULLABLE, MSM_FILTER_TEXT_MAX, &filter) ==
+            MSM_OK &&
+        filter && *filter) {
+        char why[192];
+        if (!(s->filter_expr = msm_filter_parse(filter, why, sizeof(why), NULL)))
+            msm_json_err_add(e, "filter", "%s", why);
+    }
     msm_json_get_bool(e, body, "ordered", 0, &ordered);
     msm_json_get_int(e, body, "max_concurrency", 0, 1, 100000, &conc);
     msm_json_get_double(e, body, "rate_limit_per_s", 0, 0, 1e9, &s->rate_limit_per_s);
@@ -207,6 +214,8 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     if (msm_json_get_object(e, body, "retry", MSM_JSON_NULLABLE, &retry) == MSM_OK && retry)
         sub_retry(e, retry, s);
     msm_json_get_strn(e, body, "secret", MSM_JSON_NULLABLE, 1024, &secret);
+    const char *fairness = NULL;
+    msm_json_get_strn(e, body, "fairness_key", MSM_JSON_NULLABLE, 256, &fairness);
     if (!msm_name_valid(name))
         msm_json_err_add(e, "name", "must match [A-Za-z0-9._-]{1,200}");
     if (msm_json_err_count(e)) {
@@ -215,7 +224,7 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     }
     s->name = strdup(name);
     s->topic = strdup(topic);
-    s->filter = dup_or_null(filter);
+    s->filter = filter && *filter ? strdup(filter) : NULL; /* "" is no filter, as in Pub/Sub */
     s->ordered = ordered;
     s->paused = paused;
     s->max_batch_events = (int)batch_events;
@@ -224,8 +233,9 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     s->priority = (int)prio;
     s->delivery_format = strdup(format);
     s->secret = dup_or_null(secret);
+    s->fairness_key = fairness && *fairness ? strdup(fairness) : NULL;
     s->created_ms = created ? created : msm_time_unix_ms();
-    if (!s->name || !s->topic || !s->delivery_format) {
+    if (!s->name || !s->topic || !s->delivery_format || (s->filter_expr && !s->filter)) {
         msm_sub_free(s);
         return NULL;
     }
@@ -253,6 +263,10 @@ json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret)
         json_object_set_new(o, "max_batch_events", json_integer(s->max_batch_events));
         json_object_set_new(o, "task_retention_ms", json_integer(s->task_retention_ms));
         json_object_set_new(o, "paused", json_boolean(s->paused));
+        /* Only when set: a subscription that does not use it stays readable by daemons
+         * that predate it (a rolling upgrade). */
+        if (s->fairness_key)
+            json_object_set_new(o, "fairness_key", json_string(s->fairness_key));
     }
     if (o && s->secret)
         json_object_set_new(o, "secret", with_secret ? json_string(s->secret) : json_string("***"));
@@ -274,6 +288,8 @@ void msm_sub_free(msm_sub_t *s)
     free(s->name);
     free(s->topic);
     free(s->filter);
+    free(s->fairness_key);
+    msm_filter_free(s->filter_expr);
     free(s->delivery_format);
     free(s->secret);
     free(s);

@@ -34,6 +34,7 @@ typedef struct fc_rec_s fc_rec_t;
 typedef struct fc_flush_s fc_flush_t;
 typedef struct fc_call_s fc_call_t;
 typedef struct fc_key_s fc_key_t;
+typedef struct fc_flow_s fc_flow_t;
 
 /** One Redis call or log operation in flight for a subscription. Orphaned (fc = NULL, sub =
  *  NULL) by flowcontrol_free(): its completion then only frees it. */
@@ -103,6 +104,16 @@ struct fc_key_s {
     int hol_reported;                 /**< the head-of-line detector has logged it */
 };
 
+/** Fair share: the pending tasks of one priority and one value of the subscription's
+ *  fairness_key attribute; the flows of a priority take turns (task.c). */
+struct fc_flow_s {
+    fc_flow_t *hnext;          /**< in the subscription's flow map */
+    fc_flow_t *rnext;          /**< in its priority's ring, when it has tasks */
+    fc_task_t *head, *tail;
+    int priority;
+    char value[];              /**< the attribute's value ("" when the event has none) */
+};
+
 /** One task in memory. */
 struct fc_task_s {
     fc_task_t *next, *prev;   /**< pending queue (singly), running list (doubly) or free list */
@@ -124,6 +135,7 @@ struct fc_task_s {
     fc_key_t *key;            /**< ordered subscriptions: its ordering key */
     fc_task_t *knext;         /**< in its key's followers */
     int parked;               /**< handed to the parked store behind its held key */
+    fc_flow_t *flow;          /**< fair share: the flow it waits in */
 };
 
 /** An outgoing pipeline: the Redis commands of one subscription and loop turn. */
@@ -172,6 +184,7 @@ struct flowcontrol_s {
     size_t nfree_tasks;
     int stopping;
     int consumers_closed;
+    int64_t lifecycle_warned_ms; /**< lifecycle.c: the last warning about its topic */
 };
 
 struct fc_sub_s {
@@ -184,6 +197,7 @@ struct fc_sub_s {
     int max_concurrency, timeout_ms, max_attempts, paused;
     double rate_limit_per_s;
     int ordered;
+    char *fairness_key;  /**< attribute whose values share a priority round-robin; NULL: FIFO */
     fc_pace_t pace;
     msm_timer_t pace_timer; /**< wakes admission when tokens or a hold allow more */
     int64_t min_backoff_ms, max_backoff_ms, retention_ms;
@@ -206,6 +220,10 @@ struct fc_sub_s {
     int ensuring;
     msm_timer_t ensure_timer, lease_timer, retry_timer;
     fc_task_t *pq_head[FC_PRIORITIES], *pq_tail[FC_PRIORITIES];
+    /* fair share (fairness_key set): per priority a ring of flows instead of one FIFO */
+    fc_flow_t *ring_head[FC_PRIORITIES], *ring_tail[FC_PRIORITIES];
+    fc_flow_t **fmap;
+    size_t fmap_size, nflows;
     size_t npending, nrunning, ntasks;
     fc_task_t *running_head, *running_tail; /**< by dispatch time: leases in order */
     fc_task_t **map;   /**< id → task, chained */
@@ -300,6 +318,10 @@ void fc_order_reset(fc_sub_t *sub);
 /** @brief The head-of-line detector and the held-key gauges (each turn, cheap). */
 void fc_order_check(fc_sub_t *sub);
 
+/* ---- lifecycle.c ---- */
+/** @brief Announces that @p t went @p state ("retrying", "dead") on --lifecycle.topic. */
+void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state);
+
 /* ---- pace.c ---- */
 /** @brief Takes the subscription's settings (first call: starts at max_concurrency). */
 void fc_pace_set(fc_pace_t *p, int max_concurrency, double rate_per_s, int64_t now_ms);
@@ -326,6 +348,8 @@ int fc_map_add(fc_sub_t *sub, fc_task_t *t);
 fc_task_t *fc_map_find(fc_sub_t *sub, const char *id);
 void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front);
 fc_task_t *fc_pq_pop(fc_sub_t *sub);
+/** @brief Empties the pending queues (the tasks themselves are dropped by the caller). */
+void fc_pq_reset(fc_sub_t *sub);
 void fc_running_add(fc_sub_t *sub, fc_task_t *t);
 void fc_running_remove(fc_sub_t *sub, fc_task_t *t);
 /** @brief Appends @p t to a growing array of task pointers. */

@@ -203,6 +203,8 @@ static void conf_defaults(fc_conf_t *c)
         c->dispatch_max = FC_DEFAULT_DISPATCH_MAX;
     if (c->record_lag_ms < 0)
         c->record_lag_ms = FC_DEFAULT_RECORD_LAG_MS;
+    if (c->fair_max_records <= 0)
+        c->fair_max_records = FC_DEFAULT_FAIR_MAX_RECORDS;
     if (c->hol_threshold_ms <= 0)
         c->hol_threshold_ms = FC_DEFAULT_HOL_THRESHOLD_MS;
 }

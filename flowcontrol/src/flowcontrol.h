@@ -33,6 +33,9 @@ typedef struct {
     int dispatch_max;     /**< tasks per dispatch record */
     int record_lag_ms;    /**< pending/running records only after this long in the state */
     int hol_threshold_ms; /**< an ordering key held this long is reported (log, metric) */
+    int fair_max_records; /**< max_records of a subscription with a fairness_key: reading
+                               further ahead lets a late tenant pass a burst */
+    char *lifecycle_topic; /**< tasks going retrying or dead are announced here; NULL: off */
 } fc_conf_t;
 
 /** Defaults of fc_conf_t (also the defaults of main.c's table). */
@@ -44,6 +47,7 @@ typedef struct {
 #define FC_DEFAULT_DISPATCH_MAX     1000
 #define FC_DEFAULT_RECORD_LAG_MS    1000
 #define FC_DEFAULT_HOL_THRESHOLD_MS 60000
+#define FC_DEFAULT_FAIR_MAX_RECORDS 1024
 
 /** What flowcontrol runs on; all borrowed, and must outlive it. */
 typedef struct {

@@ -26,6 +26,13 @@ static const msm_conf_def_t fc_defs[] = {
                  1, 86400000,
                  "an ordering key held by a failing event this long is logged and counted "
                  "(the head-of-line detector)"),
+    MSM_CONF_INT("fair.max_records", fc_conf_t, fair_max_records, FC_DEFAULT_FAIR_MAX_RECORDS,
+                 1, 100000,
+                 "ready records held in memory per subscription with a fairness_key (read "
+                 "ahead, so that a tenant publishing after a burst is not queued behind it)"),
+    MSM_CONF_STR("lifecycle.topic", fc_conf_t, lifecycle_topic, "",
+                 "topic where every task going retrying or dead is announced as an event of "
+                 "type msm.task.retrying / msm.task.dead (empty: off; the topic must exist)"),
 };
 
 int main(int argc, char **argv)

@@ -416,6 +416,7 @@ static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http
         store_put(fl, sub->k_dlq_tasks, sub->k_dlq, t, now);
         sub->c_dead++;
         msm_counter_inc(sub->m_dead);
+        fc_lifecycle_emit(sub, t, "dead");
         settle(sub, fl, t, "dead");
         return;
     }
@@ -426,6 +427,7 @@ static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http
     store_put(fl, sub->k_retry_tasks, sub->k_retry, t, due);
     fc_order_failed(sub, t, 1); /* holds its ordering key; what waits behind it is parked */
     msm_counter_inc(sub->m_retries);
+    fc_lifecycle_emit(sub, t, "retrying");
     settle(sub, fl, t, "retrying");
     fc_sub_arm_retry(sub, due);
 }
@@ -445,8 +447,10 @@ static fc_kind_t kind_of(Msm__V1__OutcomeKind k)
     }
 }
 
-/* The endpoint's answer moves the subscription's pace: 429, 503 and no answer at all
- * (timeout, reset, refused) are congestion; a Retry-After holds the whole subscription. */
+/* The endpoint's answer moves the subscription's pace: 429, a 503 with Retry-After and no
+ * answer at all (timeout, reset, refused) are congestion; a Retry-After holds the whole
+ * subscription. A plain 503 is how a handler asks for a retry (the SDK's MSM_RETRY): one
+ * event's trouble, not the endpoint's load, so it leaves the limit alone (API.md). */
 static void pace_observe(fc_sub_t *sub, fc_kind_t kind, const Msm__V1__DeliveryOutcome *o)
 {
     if (kind == FC_KIND_SUCCESS) {
@@ -455,7 +459,8 @@ static void pace_observe(fc_sub_t *sub, fc_kind_t kind, const Msm__V1__DeliveryO
     }
     if (kind != FC_KIND_RETRIABLE)
         return;
-    int congested = o->http_status == 429 || o->http_status == 503 || o->http_status == 0;
+    int congested = o->http_status == 429 || o->http_status == 0 ||
+                    (o->http_status == 503 && o->retry_after_ms > 0);
     if (!congested && o->retry_after_ms <= 0)
         return;
     int64_t now = fc_now_ms();
@@ -747,9 +752,8 @@ void fc_flush_park(fc_sub_t *sub, fc_task_t *t)
     const char *argv[] = {"EVAL", PARK_LUA, "5", sub->k_held, sub->k_parked, sub->k_parked_tasks,
                           sub->k_retry, sub->k_retry_tasks, key, id, (const char *)buf.data, now};
     size_t lens[12];
-    for (size_t i = 0; i < 12; i++)
-        lens[i] = strlen(argv[i]);
-    lens[10] = buf.len;
+    for (size_t i = 0; i < 12; i++) /* the packed task (10) is binary: its length is known */
+        lens[i] = i == 10 ? buf.len : strlen(argv[i]);
     cmd(fl, 12, argv, lens);
     msm_buf_deinit(&buf);
     t->parked = 1;

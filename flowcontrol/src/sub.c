@@ -467,7 +467,8 @@ void fc_sub_consume(fc_sub_t *sub)
 {
     flowcontrol_t *fc = sub->fc;
     char err[256] = "";
-    size_t batch = (size_t)fc->conf.batch, max = (size_t)fc->conf.max_records;
+    size_t batch = (size_t)fc->conf.batch;
+    size_t max = (size_t)(sub->fairness_key ? fc->conf.fair_max_records : fc->conf.max_records);
     sub->ready = msm_stream_consume(fc->env.stream, sub->s_ready, "flowcontrol", fc->member, batch,
                                     max, on_ready_batch, sub, err, sizeof(err));
     if (sub->ready)
@@ -591,10 +592,9 @@ void fc_sub_stop_engine(fc_sub_t *sub)
             fc_task_drop(sub, sub->map[b], 0);
     }
     fc_order_reset(sub);
-    for (int p = 0; p < FC_PRIORITIES; p++)
-        sub->pq_head[p] = sub->pq_tail[p] = NULL;
+    fc_pq_reset(sub);
     sub->running_head = sub->running_tail = NULL;
-    sub->npending = sub->nrunning = 0;
+    sub->nrunning = 0;
     msm_consumer_free(sub->ready); /* unacknowledged records go to the next owner */
     msm_consumer_free(sub->status);
     sub->ready = sub->status = NULL;
@@ -660,16 +660,25 @@ void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s)
                 s->paused ? "paused" : "resumed");
     sub->paused = s->paused;
     sub->rate_limit_per_s = s->rate_limit_per_s;
-    if (sub->ordered != s->ordered && sub->owner) {
-        /* Tasks in memory were admitted under the other rule: a new term rebuilds them from
-         * the log (this member's unacknowledged records come back to it). */
-        msm_log(MSM_LOG_INFO, FC_FACILITY, "subscription %s: ordered %s: restarting its engine",
-                sub->name, s->ordered ? "on" : "off");
+    const char *fair = s->fairness_key && *s->fairness_key ? s->fairness_key : NULL;
+    int fair_changed = !fair != !sub->fairness_key ||
+                       (fair && strcmp(fair, sub->fairness_key) != 0);
+    int restart = sub->owner && (sub->ordered != s->ordered || fair_changed);
+    if (restart) {
+        /* Tasks in memory were queued under the other rule: a new term rebuilds them from the
+         * log (this member's unacknowledged records come back to it). */
+        msm_log(MSM_LOG_INFO, FC_FACILITY,
+                "subscription %s: ordered or fairness_key changed: restarting its engine",
+                sub->name);
         fc_own_stop(sub, 0);
-        sub->ordered = s->ordered;
-        fc_own_start(sub);
     }
     sub->ordered = s->ordered;
+    if (fair_changed) {
+        free(sub->fairness_key);
+        sub->fairness_key = fair ? strdup(fair) : NULL; /* out of memory: plain FIFO */
+    }
+    if (restart)
+        fc_own_start(sub);
     fc_pace_set(&sub->pace, sub->max_concurrency, s->rate_limit_per_s, fc_now_ms());
     sub->stats_written = 0; /* the concurrency limit may have moved */
 }
@@ -720,6 +729,8 @@ void fc_sub_destroy(fc_sub_t *sub)
     fc_sub_stop_engine(sub);
     free(sub->map);
     free(sub->kmap);
+    free(sub->fmap);
+    free(sub->fairness_key);
     free(sub->outgoing);
     free(sub->dirty);
     free(sub->name);

@@ -117,12 +117,160 @@ static void map_remove(fc_sub_t *sub, fc_task_t *t)
     }
 }
 
+/* ---- fair share: flows ---- */
+
+/* The value of the subscription's fairness_key attribute ("" when absent). */
+static const char *fair_value(const fc_sub_t *sub, const fc_task_t *t)
+{
+    const Msm__V1__Event *ev = t->t->event;
+    for (size_t i = 0; i < ev->n_attributes; i++) {
+        const Msm__V1__Event__AttributesEntry *a = ev->attributes[i];
+        if (a->key && a->value && strcmp(a->key, sub->fairness_key) == 0)
+            return a->value;
+    }
+    return "";
+}
+
+static size_t flow_hash(int priority, const char *value)
+{
+    return hash_id(value) * 31u + (size_t)priority;
+}
+
+static int fmap_grow(fc_sub_t *sub)
+{
+    size_t size = sub->fmap_size ? sub->fmap_size * 2 : 64;
+    fc_flow_t **map = calloc(size, sizeof(*map));
+    if (!map)
+        return MSM_ERR_NOMEM;
+    for (size_t i = 0; i < sub->fmap_size; i++) {
+        for (fc_flow_t *f = sub->fmap[i], *next; f; f = next) {
+            next = f->hnext;
+            size_t b = flow_hash(f->priority, f->value) & (size - 1);
+            f->hnext = map[b];
+            map[b] = f;
+        }
+    }
+    free(sub->fmap);
+    sub->fmap = map;
+    sub->fmap_size = size;
+    return MSM_OK;
+}
+
+static fc_flow_t *flow_get(fc_sub_t *sub, int priority, const char *value)
+{
+    if (sub->fmap_size) {
+        fc_flow_t *f = sub->fmap[flow_hash(priority, value) & (sub->fmap_size - 1)];
+        for (; f; f = f->hnext) {
+            if (f->priority == priority && strcmp(f->value, value) == 0)
+                return f;
+        }
+    }
+    if (sub->nflows + 1 > sub->fmap_size && fmap_grow(sub) != MSM_OK)
+        return NULL;
+    size_t len = strlen(value);
+    fc_flow_t *f = calloc(1, sizeof(*f) + len + 1);
+    if (!f)
+        return NULL;
+    f->priority = priority;
+    memcpy(f->value, value, len + 1);
+    size_t b = flow_hash(priority, value) & (sub->fmap_size - 1);
+    f->hnext = sub->fmap[b];
+    sub->fmap[b] = f;
+    sub->nflows++;
+    return f;
+}
+
+static void flow_free(fc_sub_t *sub, fc_flow_t *f)
+{
+    fc_flow_t **p = &sub->fmap[flow_hash(f->priority, f->value) & (sub->fmap_size - 1)];
+    for (; *p; p = &(*p)->hnext) {
+        if (*p == f) {
+            *p = f->hnext;
+            sub->nflows--;
+            free(f);
+            return;
+        }
+    }
+}
+
+/* A flow with tasks joins its priority's ring: at the back, or at the front when a task is
+ * put back (it was taken from there). */
+static void ring_add(fc_sub_t *sub, fc_flow_t *f, int front)
+{
+    int p = f->priority;
+    if (front) {
+        f->rnext = sub->ring_head[p];
+        sub->ring_head[p] = f;
+        if (!sub->ring_tail[p])
+            sub->ring_tail[p] = f;
+    } else {
+        f->rnext = NULL;
+        if (sub->ring_tail[p])
+            sub->ring_tail[p]->rnext = f;
+        else
+            sub->ring_head[p] = f;
+        sub->ring_tail[p] = f;
+    }
+}
+
+static int fair_push(fc_sub_t *sub, fc_task_t *t, int front)
+{
+    fc_flow_t *f = flow_get(sub, t->priority, fair_value(sub, t));
+    if (!f)
+        return MSM_ERR_NOMEM;
+    int was_empty = !f->head;
+    t->flow = f;
+    if (front) {
+        t->next = f->head;
+        f->head = t;
+        if (!f->tail)
+            f->tail = t;
+    } else {
+        t->next = NULL;
+        if (f->tail)
+            f->tail->next = t;
+        else
+            f->head = t;
+        f->tail = t;
+    }
+    if (was_empty)
+        ring_add(sub, f, front);
+    return MSM_OK;
+}
+
+/* One task from the flow whose turn it is; the flow goes to the back of the ring (round
+ * robin: each value gets one task per round, whatever its backlog). */
+static fc_task_t *fair_pop(fc_sub_t *sub, int p)
+{
+    fc_flow_t *f = sub->ring_head[p];
+    if (!f)
+        return NULL;
+    sub->ring_head[p] = f->rnext;
+    if (!sub->ring_head[p])
+        sub->ring_tail[p] = NULL;
+    fc_task_t *t = f->head;
+    f->head = t->next;
+    if (!f->head)
+        f->tail = NULL;
+    t->next = NULL;
+    t->flow = NULL;
+    if (f->head)
+        ring_add(sub, f, 0);
+    else
+        flow_free(sub, f);
+    return t;
+}
+
 /* ---- pending queues ---- */
 
 void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front)
 {
     int p = t->priority;
     t->state = FC_TASK_PENDING;
+    if (sub->fairness_key && fair_push(sub, t, front) == MSM_OK) {
+        sub->npending++;
+        return;
+    } /* out of memory: the plain queue (served too, only not shared fairly) */
     if (front) {
         t->next = sub->pq_head[p];
         sub->pq_head[p] = t;
@@ -142,7 +290,12 @@ void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front)
 fc_task_t *fc_pq_pop(fc_sub_t *sub)
 {
     for (int p = FC_PRIORITIES - 1; p >= 0; p--) {
-        fc_task_t *t = sub->pq_head[p];
+        fc_task_t *t = sub->ring_head[p] ? fair_pop(sub, p) : NULL;
+        if (t) {
+            sub->npending--;
+            return t;
+        }
+        t = sub->pq_head[p];
         if (!t)
             continue;
         sub->pq_head[p] = t->next;
@@ -153,6 +306,23 @@ fc_task_t *fc_pq_pop(fc_sub_t *sub)
         return t;
     }
     return NULL;
+}
+
+void fc_pq_reset(fc_sub_t *sub)
+{
+    for (size_t b = 0; b < sub->fmap_size; b++) {
+        while (sub->fmap[b]) {
+            fc_flow_t *f = sub->fmap[b];
+            sub->fmap[b] = f->hnext;
+            free(f);
+        }
+    }
+    sub->nflows = 0;
+    for (int p = 0; p < FC_PRIORITIES; p++) {
+        sub->pq_head[p] = sub->pq_tail[p] = NULL;
+        sub->ring_head[p] = sub->ring_tail[p] = NULL;
+    }
+    sub->npending = 0;
 }
 
 /* ---- running list ---- */

@@ -410,6 +410,23 @@ static void sub_ensure_streams(sub_put_t *sp)
     on_sub_stream(MSM_OK, NULL, sp);
 }
 
+/* Pub/Sub: a filter is set when the subscription is created and never changes, so one filter
+ * judged every event a subscription holds (delayed ones were judged before they were
+ * stored). A stored filter that does not parse (kept from before filters were checked) may
+ * still be replaced. */
+static int filter_changed(const json_t *old, const msm_sub_t *s)
+{
+    const char *was = json_string_value(json_object_get(old, "filter"));
+    if (!was || !*was)
+        return s->filter != NULL;
+    if (s->filter && strcmp(was, s->filter) == 0)
+        return 0;
+    msm_filter_t *f = msm_filter_parse(was, NULL, 0, NULL);
+    int valid = f != NULL;
+    msm_filter_free(f);
+    return valid;
+}
+
 static void on_sub_checked(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
@@ -437,6 +454,14 @@ static void on_sub_checked(msm_redis_t *r, redisReply *reply, const char *err, v
                                   "cannot change on an existing subscription");
             fe_call_error(&sp->base, 409, "CONFLICT",
                           "topic: cannot change on an existing subscription", d);
+            return;
+        }
+        if (filter_changed(old, sp->sub)) {
+            json_decref(old);
+            json_t *d = json_pack("[{s:s,s:s}]", "field", "filter", "description",
+                                  "cannot change on an existing subscription");
+            fe_call_error(&sp->base, 409, "CONFLICT",
+                          "filter: cannot change on an existing subscription", d);
             return;
         }
         json_int_t created = json_integer_value(json_object_get(old, "created_ms"));

@@ -42,6 +42,8 @@ struct fe_s {
     msm_redis_script_t *fe_task_get;
     msm_redis_script_t *fe_dlq_list;
     msm_redis_script_t *fe_task_list;
+    msm_redis_script_t *fe_records_scan; /* task records by state (listings.c) */
+    msm_redis_script_t *fe_held_scan;    /* held ordering keys (listings.c) */
     msm_redis_script_t *fe_replay_read;
     msm_redis_script_t *fe_replay_done;
     msm_redis_script_t *fe_sr_lookup;   /* schema registry */

@@ -35,6 +35,8 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_task_get);
     msm_redis_script_free(fe->fe_dlq_list);
     msm_redis_script_free(fe->fe_task_list);
+    msm_redis_script_free(fe->fe_records_scan);
+    msm_redis_script_free(fe->fe_held_scan);
     msm_redis_script_free(fe->fe_replay_read);
     msm_redis_script_free(fe->fe_replay_done);
     msm_redis_script_free(fe->fe_sr_lookup);

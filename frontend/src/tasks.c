@@ -4,7 +4,8 @@
  * the subscription up (404 when it does not exist), then reads its keys, which share the
  * hash tag {<sub>}: one script per request reads them all in one round trip. The happy
  * path keeps no per-task key but the task record flowcontrol writes; the stores (delayed,
- * retry, DLQ) hold the tasks off it. dlq.c serves the DLQ. */
+ * retry, DLQ) hold the tasks off it. dlq.c serves the DLQ, listings.c the states listed
+ * from the task records. */
 #include "tasks_int.h"
 
 #include "msm/err.h"
@@ -68,7 +69,8 @@ int fe_tasks_scripts(fe_t *fe)
     fe->fe_stats = msm_redis_script_new(STATS_LUA);
     fe->fe_task_get = msm_redis_script_new(TASK_GET_LUA);
     fe->fe_task_list = msm_redis_script_new(TASK_LIST_LUA);
-    return fe->fe_stats && fe->fe_task_get && fe->fe_task_list && fe_dlq_scripts(fe) == MSM_OK
+    return fe->fe_stats && fe->fe_task_get && fe->fe_task_list && fe_dlq_scripts(fe) == MSM_OK &&
+                   fe_listings_scripts(fe) == MSM_OK
                ? MSM_OK
                : MSM_ERR_NOMEM;
 }
@@ -82,6 +84,7 @@ static void sub_call_cleanup(fe_call_t *c)
     free(sc->event_id);
     free(sc->state);
     free(sc->cursor);
+    free(sc->walk);
     free(sc->error);
     json_decref(sc->sub);
     json_decref(sc->ids);
@@ -193,8 +196,7 @@ static json_t *task_from_delayed(const char *id, const redisReply *packed, int64
     return o;
 }
 
-/* The task record flowcontrol wrote, as is, with the API's defaults for what it lacks. */
-static json_t *task_from_record(const char *id, const redisReply *text)
+json_t *fe_task_from_record(const char *id, const redisReply *text)
 {
     json_t *o = fe_reply_json(text);
     if (!json_is_object(o)) {
@@ -322,7 +324,7 @@ static json_t *task_found(const sub_call_t *sc, const redisReply *reply)
     int64_t score = where == TG_RECORD ? 0 : msm_redis_reply_int(reply->element[2], 0);
     switch (where) {
     case TG_RECORD:
-        return task_from_record(sc->event_id, v);
+        return fe_task_from_record(sc->event_id, v);
     case TG_DELAYED:
         return task_from_delayed(sc->event_id, v, score);
     case TG_DEAD:
@@ -393,8 +395,8 @@ static void task_get(msm_http_req_t *req, void *opaque)
 
 /* ---- GET /v1/subscriptions/{name}/tasks?state=S&limit=N&cursor=C ---- */
 
-/* The states with a store to list them from; the others live only in flowcontrol's memory
- * and in task records that expire, which no index lists. */
+/* The states with a store to list them from, in score order; the others are listed from
+ * the task records (listings.c). */
 typedef struct {
     const char *state;
     const char *zset;
@@ -497,7 +499,7 @@ static int list_cursor_valid(const char *c)
     return 1;
 }
 
-static void respond_bad_query(msm_http_req_t *req, const char *field, const char *desc)
+void fe_bad_query(msm_http_req_t *req, const char *field, const char *desc)
 {
     char msg[256];
     snprintf(msg, sizeof(msg), "%s: %s", field, desc);
@@ -512,21 +514,18 @@ static void task_list(msm_http_req_t *req, void *opaque)
     Msm__V1__TaskState parsed;
     long limit;
     if (!state || msm_task_state_parse(state, &parsed) != MSM_OK) {
-        respond_bad_query(req, "state", "must be one of pending, delayed, running, retrying, "
-                                        "succeeded, dead");
-        return;
-    }
-    if (!list_store(state)) {
-        char desc[160];
-        snprintf(desc, sizeof(desc), "listing %s tasks is not supported: only dead, retrying "
-                                     "and delayed tasks are kept in a listable store", state);
-        respond_bad_query(req, "state", desc);
+        fe_bad_query(req, "state", "must be one of pending, delayed, running, retrying, "
+                                   "succeeded, dead");
         return;
     }
     if (fe_query_limit(req, LIST_LIMIT_DEF, LIST_LIMIT_MAX, &limit) != 0)
         return;
+    if (!list_store(state)) {
+        fe_records_list(opaque, req, state, limit, cursor);
+        return;
+    }
     if (cursor && *cursor && !list_cursor_valid(cursor)) {
-        respond_bad_query(req, "cursor", "must be a next_cursor this endpoint answered");
+        fe_bad_query(req, "cursor", "must be a next_cursor this endpoint answered");
         return;
     }
     sub_call_t *sc = fe_sub_call_start(opaque, req, list_next);
@@ -551,7 +550,7 @@ int fe_query_limit(msm_http_req_t *req, long def, long max, long *out)
     if (!*q || *end || limit < 1 || limit > max) {
         char desc[64];
         snprintf(desc, sizeof(desc), "must be an integer between 1 and %ld", max);
-        respond_bad_query(req, "limit", desc);
+        fe_bad_query(req, "limit", desc);
         return -1;
     }
     *out = limit;
@@ -567,5 +566,7 @@ int fe_tasks_routes(fe_t *fe)
     };
     int rc = msm_http_server_routes(fe->fe_deps.http, routes,
                                     sizeof(routes) / sizeof(routes[0]), fe);
-    return rc == MSM_OK ? fe_dlq_routes(fe) : rc;
+    if (rc == MSM_OK)
+        rc = fe_dlq_routes(fe);
+    return rc == MSM_OK ? fe_listings_routes(fe) : rc;
 }

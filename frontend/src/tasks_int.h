@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* What tasks.c (stats, tasks) and dlq.c (DLQ list, replay) share: the call that first looks
- * the subscription up, and the task JSON the API shows. */
+/* What tasks.c (stats, tasks), dlq.c (DLQ list, replay) and listings.c (task records by state,
+ * held ordering keys) share: the call that first looks the subscription up, and the task JSON
+ * the API shows. */
 #ifndef MSM_FE_TASKS_INT_H
 #define MSM_FE_TASKS_INT_H
 
@@ -26,6 +27,8 @@ struct sub_call_s {
     long limit;        /* dlq, tasks list */
     char *state;       /* tasks list: the store listed */
     char *cursor;      /* tasks list: where the page starts, NULL = first */
+    char *walk;        /* listings.c: the decoded cursor, split in place into walk_at */
+    const char *walk_at[4]; /* listings.c: SCAN cursor, bucket, HSCAN cursor, last field */
     int waiting;       /* stats: replies still due */
     long long counts[10]; /* stats: the script's numbers */
     char *error;       /* stats: the first failure */
@@ -54,12 +57,31 @@ void fe_sub_call_go(sub_call_t *sc);
  */
 json_t *fe_task_from_packed(const void *packed, size_t len, const char *state, int64_t next_ms);
 
+/**
+ * @brief A task as the API shows it, from the task record flowcontrol wrote (@p text, a
+ * bulk string): the record as is, with the API's defaults for what it lacks and its ms
+ * times as RFC 3339. NULL when @p text is not a JSON object.
+ */
+json_t *fe_task_from_record(const char *id, const redisReply *text);
+
 /** @brief A time in ms as the API's RFC 3339 string, or null for 0. */
 json_t *fe_time_json(int64_t ms);
 
 /** @brief A query parameter "limit" in 1..max (default @p def) into *out; answers 400
  *  itself and returns -1 when it is not one. */
 int fe_query_limit(msm_http_req_t *req, long def, long max, long *out);
+
+/** @brief 400 INVALID_ARGUMENT for query parameter @p field, with one detail. */
+void fe_bad_query(msm_http_req_t *req, const char *field, const char *desc);
+
+/** @brief GET …/tasks?state=S for a state listed from the task records (pending, running,
+ *  succeeded): checks the cursor (400), then answers a page. */
+void fe_records_list(fe_t *fe, msm_http_req_t *req, const char *state, long limit,
+                     const char *cursor);
+/** @brief Prepares listings.c's Lua scripts. @returns MSM_OK or MSM_ERR_NOMEM. */
+int fe_listings_scripts(fe_t *fe);
+/** @brief Registers listings.c's routes (GET …/keys). */
+int fe_listings_routes(fe_t *fe);
 
 /** @brief Prepares dlq.c's Lua scripts. @returns MSM_OK or MSM_ERR_NOMEM. */
 int fe_dlq_scripts(fe_t *fe);

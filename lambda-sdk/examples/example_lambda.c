@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* msm-example-lambda: the reference lambda of the demo, the tests and the benchmarks. It
- * handles every subscription ("*"), can fail on purpose (--fail-rate, --fatal-rate), answer
- * late without blocking its loop (--latency-ms: a deferred answer from a loop timer) and
- * record each invocation as one JSON line (--record FILE). It also shows how a lambda adds
- * its own flags (msm_lambda_add_conf) and hooks. */
+ * handles every subscription ("*"), can fail on purpose (--fail-rate, --fatal-rate, and
+ * --fail-attr for poison events), answer late without blocking its loop (--latency-ms: a
+ * deferred answer from a loop timer), play an overloaded endpoint (--max-concurrent: 429
+ * without Retry-After) and record each invocation as one JSON line (--record FILE). It also
+ * shows how a lambda adds its own flags (msm_lambda_add_conf) and hooks. */
 #include "msm/lambda.h"
 #include "msm/time.h"
 
@@ -16,14 +17,19 @@
 #include <unistd.h>
 
 typedef struct {
-    char *record;      /* path of the JSON-lines record, or NULL */
-    double fail_rate;  /* share of invocations answered MSM_RETRY */
-    double fatal_rate; /* share answered MSM_FATAL */
-    int latency_ms;    /* answer this late */
-    long long seed;    /* 0: seeded from the clock and pid */
+    char *record;       /* path of the JSON-lines record, or NULL */
+    double fail_rate;   /* share of invocations answered MSM_RETRY */
+    double fatal_rate;  /* share answered MSM_FATAL */
+    int latency_ms;     /* answer this late */
+    long long seed;     /* 0: seeded from the clock and pid */
+    int max_concurrent; /* 0: no limit; else answer 429 while this many are in progress */
+    char *fail_attr;    /* "NAME=VALUE": events with that attribute always answer retry */
     /* runtime, not settings */
     int record_fd;
     uint64_t rng;
+    size_t in_progress;     /* invocations waiting for their --latency-ms timer */
+    char *fail_name;        /* fail_attr's NAME (owned), NULL when unset */
+    const char *fail_value; /* fail_attr's VALUE (points into fail_attr) */
 } example_t;
 
 static const msm_conf_def_t example_conf[] = {
@@ -47,6 +53,20 @@ static const msm_conf_def_t example_conf[] = {
                  "answer this many ms after the push arrived (the loop keeps serving)"),
     MSM_CONF_INT(
         "seed", example_t, seed, 0, 0, INT64_MAX, "seed of the failure draws (0: from the clock)"),
+    MSM_CONF_INT("max-concurrent",
+                 example_t,
+                 max_concurrent,
+                 0,
+                 0,
+                 1000000,
+                 "while this many invocations are in progress, answer 429 without Retry-After "
+                 "(an overloaded endpoint; 0: no limit)"),
+    MSM_CONF_STR("fail-attr",
+                 example_t,
+                 fail_attr,
+                 NULL,
+                 "NAME=VALUE: an event with attribute NAME equal to VALUE always answers retry "
+                 "(a poison event)"),
 };
 
 /* One invocation waiting for its --latency-ms timer. */
@@ -56,6 +76,7 @@ typedef struct {
     example_t *p_ex;
     msm_status_t p_status;
     int64_t p_received_ms;
+    size_t p_in_flight;
 } pending_t;
 
 /* xorshift64*: enough for failure draws, and reproducible with --seed. */
@@ -90,7 +111,8 @@ static json_t *string_or_null(const char *s)
 }
 
 /* The record line of @p ev, without its result (added once the answer is known). */
-static json_t *record_begin(const example_t *ex, const msm_event_t *ev, int64_t received_ms)
+static json_t *
+record_begin(const example_t *ex, const msm_event_t *ev, int64_t received_ms, size_t in_flight)
 {
     if (ex->record_fd < 0)
         return NULL;
@@ -101,6 +123,7 @@ static json_t *record_begin(const example_t *ex, const msm_event_t *ev, int64_t 
     json_object_set_new(o, "key", string_or_null(msm_event_key(ev)));
     json_object_set_new(o, "ordering_key", string_or_null(msm_event_ordering_key(ev)));
     json_object_set_new(o, "received_ms", json_integer(received_ms));
+    json_object_set_new(o, "in_flight", json_integer((json_int_t)in_flight));
     return o;
 }
 
@@ -132,9 +155,10 @@ static void on_latency_elapsed(msm_loop_t *loop, void *opaque)
     pending_t *p = opaque;
     /* The event dies in msm_ctx_complete(): take the line first, the result after, so the
      * record says what the router was told (retry if the deadline passed meanwhile). */
-    json_t *line = record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_ms);
+    json_t *line = record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_ms, p->p_in_flight);
     msm_status_t told = msm_ctx_complete(p->p_ctx, p->p_status);
     record_end(p->p_ex, line, told);
+    p->p_ex->in_progress--;
     free(p);
 }
 
@@ -143,36 +167,86 @@ static void on_cancel(msm_ctx_t *ctx, void *opaque)
     (void)ctx;
     pending_t *p = opaque;
     msm_loop_timer_stop(msm_ctx_loop(p->p_ctx), &p->p_timer);
+    p->p_ex->in_progress--;
     free(p);
+}
+
+static int is_poison(const example_t *ex, const msm_event_t *ev)
+{
+    const char *v = ex->fail_name ? msm_event_attr(ev, ex->fail_name) : NULL;
+    return v && strcmp(v, ex->fail_value) == 0;
+}
+
+/* What the invocation will answer, with the message a failure carries. */
+static msm_status_t decide(example_t *ex, const msm_event_t *ev, msm_ctx_t *ctx)
+{
+    /* Drawn for poison events too, so --seed gives the others the same draws either way. */
+    msm_status_t st = draw_status(ex);
+    if (is_poison(ex, ev)) {
+        msm_ctx_set_error(ctx, "example: poison event (--fail-attr %s)", ex->fail_attr);
+        return MSM_RETRY;
+    }
+    if (st == MSM_RETRY)
+        msm_ctx_set_error(ctx, "example: simulated transient failure (--fail-rate)");
+    else if (st == MSM_FATAL)
+        msm_ctx_set_error(ctx, "example: simulated fatal failure (--fatal-rate)");
+    return st;
 }
 
 static msm_status_t handle(const msm_event_t *ev, msm_ctx_t *ctx)
 {
     example_t *ex = msm_ctx_opaque(ctx);
     int64_t received_ms = msm_time_unix_ms();
-    msm_status_t st = draw_status(ex);
-    if (st == MSM_RETRY)
-        msm_ctx_set_error(ctx, "example: simulated transient failure (--fail-rate)");
-    else if (st == MSM_FATAL)
-        msm_ctx_set_error(ctx, "example: simulated fatal failure (--fatal-rate)");
+    /* This one included: the concurrency the endpoint is offered, refused or not. */
+    size_t in_flight = ex->in_progress + 1;
+    if (ex->max_concurrent > 0 && ex->in_progress >= (size_t)ex->max_concurrent) {
+        /* An overloaded endpoint that cannot say for how long: 429, no Retry-After. */
+        msm_ctx_set_overloaded(ctx);
+        msm_ctx_set_error(ctx, "example: %zu invocations in progress (--max-concurrent)",
+                          ex->in_progress);
+        record_end(ex, record_begin(ex, ev, received_ms, in_flight), MSM_RETRY);
+        return MSM_RETRY;
+    }
+    msm_status_t st = decide(ex, ev, ctx);
     if (ex->latency_ms <= 0) {
-        record_end(ex, record_begin(ex, ev, received_ms), st);
+        record_end(ex, record_begin(ex, ev, received_ms, in_flight), st);
         return st;
     }
     pending_t *p = calloc(1, sizeof(*p));
     if (!p) {
-        record_end(ex, record_begin(ex, ev, received_ms), MSM_RETRY);
+        record_end(ex, record_begin(ex, ev, received_ms, in_flight), MSM_RETRY);
         return MSM_RETRY;
     }
     p->p_ctx = ctx;
     p->p_ex = ex;
     p->p_status = st;
     p->p_received_ms = received_ms;
+    p->p_in_flight = in_flight;
+    ex->in_progress++;
     msm_timer_init(&p->p_timer);
     msm_ctx_on_cancel(ctx, on_cancel, p);
     msm_loop_timer_start(msm_ctx_loop(ctx), &p->p_timer, (uint64_t)ex->latency_ms,
                          on_latency_elapsed, p);
     return MSM_LATER;
+}
+
+/* --fail-attr NAME=VALUE: NAME must not be empty; VALUE may be. */
+static int parse_fail_attr(example_t *ex)
+{
+    const char *eq = ex->fail_attr ? strchr(ex->fail_attr, '=') : NULL;
+    if (!ex->fail_attr || !*ex->fail_attr)
+        return 0;
+    if (!eq || eq == ex->fail_attr) {
+        msm_log(MSM_LOG_ERROR, "example", "--fail-attr must be NAME=VALUE, not \"%s\"",
+                ex->fail_attr);
+        return -1;
+    }
+    if (!(ex->fail_name = strndup(ex->fail_attr, (size_t)(eq - ex->fail_attr)))) {
+        msm_log(MSM_LOG_ERROR, "example", "--fail-attr: out of memory");
+        return -1;
+    }
+    ex->fail_value = eq + 1;
+    return 0;
 }
 
 static int on_start(msm_lambda_t *l, void *opaque)
@@ -187,6 +261,8 @@ static int on_start(msm_lambda_t *l, void *opaque)
         msm_log(MSM_LOG_ERROR, "example", "--fail-rate plus --fatal-rate must not exceed 1");
         return -1;
     }
+    if (parse_fail_attr(ex) != 0)
+        return -1;
     if (!ex->record)
         return 0;
     ex->record_fd = open(ex->record, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -218,5 +294,7 @@ int main(int argc, char **argv)
         msm_lambda_on_stop(l, on_stop, &ex) != MSM_OK)
         return 1;
     msm_lambda_set_opaque(l, &ex);
-    return msm_lambda_main(l, argc, argv);
+    int rc = msm_lambda_main(l, argc, argv);
+    free(ex.fail_name); /* here: stop hooks do not run when a start hook failed */
+    return rc;
 }

@@ -49,6 +49,7 @@ struct msm_ctx_s {
     int cx_early_status;      /* msm_ctx_complete() called from inside the handler, or -1 */
     msm_status_t cx_answered; /* what the router was told */
     int64_t cx_retry_after_ms;
+    int cx_overloaded; /* a retry is answered 429 without Retry-After */
     msm_ctx_cancel_t *cx_cancel_cb;
     void *cx_cancel_opaque;
     lm_batch_t *cx_batch;     /* a member of a batch push: the verdict goes there */
@@ -156,6 +157,8 @@ static msm_status_t answer(msm_ctx_t *ctx, msm_status_t status, int deadline_hit
         snprintf(secs, sizeof(secs), "%lld", (long long)((ctx->cx_retry_after_ms + 999) / 1000));
         msm_http_add_header(req, "Retry-After", secs);
         respond_failure(ctx, 429, "retry", "RETRY", "the handler asked to slow down");
+    } else if (ctx->cx_overloaded) {
+        respond_failure(ctx, 429, "retry", "OVERLOADED", "the handler is overloaded");
     } else {
         respond_failure(ctx, 503, "retry", "RETRY", "the handler asked for a retry");
     }
@@ -542,6 +545,11 @@ void msm_ctx_set_error(msm_ctx_t *ctx, const char *fmt, ...)
 void msm_ctx_set_retry_after(msm_ctx_t *ctx, int64_t ms)
 {
     ctx->cx_retry_after_ms = ms > 0 ? ms : 0;
+}
+
+void msm_ctx_set_overloaded(msm_ctx_t *ctx)
+{
+    ctx->cx_overloaded = 1;
 }
 
 void msm_ctx_on_cancel(msm_ctx_t *ctx, msm_ctx_cancel_t *cb, void *opaque)

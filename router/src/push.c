@@ -647,7 +647,6 @@ static int task_ok(const Msm__V1__Task *task)
 static void start_delivery(rt_sub_t *sub, rt_delivery_t *d)
 {
     router_t *rt = sub->rt;
-    /* Later: the subscription's filter goes here (a filtered-out event is a success). */
     if (!wants_json(sub, d->task->event)) {
         enqueue(sub, d);
         return;

@@ -9,8 +9,8 @@
  *                 per-event results of the answer (API.md "Batch push")
  *   outcome.c     outcomes → one OutcomeBatch per subscription and loop turn → record acks
  *
- * Later concerns slot in as further steps of push.c (filters before the endpoint choice;
- * health and locality inside balance.c; pacing before the request). */
+ * Filters run before anything is stored (the scheduler), pacing in flowcontrol; health and
+ * locality will slot in inside balance.c. */
 #ifndef RT_INT_H
 #define RT_INT_H
 

@@ -4,6 +4,8 @@
  * record_max_tasks/bytes) and one pipelined HSET + ZADD NX into the delayed store (events
  * whose deliver_at lies ahead). Before that the registry version is checked (the
  * subscription barrier), so a subscription created before the event was published gets it.
+ * An event its subscription's filter does not match is left out of both writes (and so of
+ * everything after them); it is only counted, once the batch is acknowledged.
  * The batch is acknowledged only once every write has completed OK; a failed write is
  * retried after a backoff without acknowledging, so progress resumes as soon as the backend
  * is back (and a crash meanwhile means a redelivery, never a loss). */
@@ -33,6 +35,12 @@ typedef struct {
     op_state_t state;
 } sch_op_t;
 
+/* The events of a batch one subscription's filter kept out: counted once it is acked. */
+typedef struct {
+    char *sub;
+    size_t n;
+} sch_skip_t;
+
 struct sch_job_s {
     sch_job_t *prev, *next; /* in topic->jobs */
     scheduler_t *sch;
@@ -42,6 +50,8 @@ struct sch_job_s {
     size_t n;
     sch_op_t *ops;
     size_t nops;
+    sch_skip_t *skips;
+    size_t nskips;
     size_t inflight; /* writes, or the registry sync, awaiting completion */
     int synced;      /* the registry was checked: ops are built */
     uint32_t attempt;
@@ -83,8 +93,11 @@ static void job_free(sch_job_t *job)
         free(op->sub);
         free(op->idx);
     }
+    for (size_t i = 0; i < job->nskips; i++)
+        free(job->skips[i].sub);
     for (size_t i = 0; i < job->n; i++)
         msm_event_free(job->events[i]);
+    free(job->skips);
     free(job->ops);
     free(job->events);
     free(job->msgs);
@@ -127,6 +140,11 @@ static void job_settle(sch_job_t *job)
     if (!failed) {
         for (size_t i = 0; i < job->n; i++)
             msm_consumer_ack(job->topic->consumer, job->msgs[i]);
+        for (size_t i = 0; i < job->nskips; i++) {
+            sch_sub_t *sub = sch__sub(s, job->skips[i].sub);
+            if (sub)
+                msm_counter_add(sub->m_filtered, job->skips[i].n);
+        }
         job_free(job);
         return;
     }
@@ -394,26 +412,41 @@ static sch_op_t *op_init(sch_job_t *job, const char *sub, int delayed)
     return op;
 }
 
-/* Per subscription of the topic: one write for the events due now, one for the delayed. */
+/* Per subscription of the topic: one write for the events due now, one for the delayed, of
+ * the events its filter matches (Pub/Sub: the others are never stored for it). */
 static int job_build_ops(sch_job_t *job, int64_t now)
 {
     scheduler_t *s = job->sch;
     msm_registry_t *reg = s->registry;
     size_t nsubs = reg ? msm_registry_sub_count(reg) : 0;
     job->ops = calloc(2 * nsubs + 1, sizeof(*job->ops));
-    if (!job->ops)
+    job->skips = calloc(nsubs + 1, sizeof(*job->skips));
+    if (!job->ops || !job->skips)
         return MSM_ERR_NOMEM;
     for (size_t k = 0; k < nsubs; k++) {
         const msm_sub_t *sub = msm_registry_sub_at(reg, k);
         if (strcmp(sub->topic, job->topic->name) != 0)
             continue;
         sch_op_t *now_op = NULL, *later_op = NULL;
+        size_t skipped = 0;
         for (size_t i = 0; i < job->n; i++) {
-            int delayed = job->events[i]->deliver_at_ms > now;
+            const Msm__V1__Event *ev = job->events[i];
+            if (!msm_filter_match(sub->filter_expr, ev->attributes, ev->n_attributes)) {
+                skipped++;
+                continue;
+            }
+            int delayed = ev->deliver_at_ms > now;
             sch_op_t **slot = delayed ? &later_op : &now_op;
             if (!*slot && !(*slot = op_init(job, sub->name, delayed)))
                 return MSM_ERR_NOMEM;
             op_add_event(*slot, i);
+        }
+        if (skipped) {
+            sch_skip_t *skip = &job->skips[job->nskips];
+            if (!(skip->sub = strdup(sub->name)))
+                return MSM_ERR_NOMEM;
+            skip->n = skipped;
+            job->nskips++;
         }
     }
     return MSM_OK;

@@ -43,6 +43,7 @@ typedef struct sch_sub_s {
     int ready_state; /* 0: not ensured, 1: ensure in flight, 2: ensured */
     int keep;        /* reconcile mark */
     msm_metric_child_t *m_fanned, *m_scheduled, *m_fired;
+    msm_metric_child_t *m_filtered; /* events its filter kept out */
 } sch_sub_t;
 
 struct scheduler_s {
@@ -73,7 +74,7 @@ struct scheduler_s {
     uint32_t append_failures; /* consecutive failed appends of claimed events: their backoff */
 
     /* metrics */
-    msm_metric_t *f_consumed, *f_invalid, *f_fanned, *f_scheduled, *f_fired;
+    msm_metric_t *f_consumed, *f_invalid, *f_fanned, *f_scheduled, *f_fired, *f_filtered;
     msm_metric_child_t *m_lateness, *m_retries, *m_consumers;
 };
 

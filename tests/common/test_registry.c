@@ -121,6 +121,113 @@ static void test_sub_errors(void)
     }
 }
 
+/* The detail recorded for @p field in @p e, or NULL (borrowed from @p err). */
+static const char *detail_of(json_t *err, const char *field)
+{
+    json_t *details = json_object_get(json_object_get(err, "error"), "details");
+    for (size_t d = 0; d < json_array_size(details); d++) {
+        json_t *entry = json_array_get(details, d);
+        const char *f = json_string_value(json_object_get(entry, "field"));
+        if (f && strcmp(f, field) == 0)
+            return json_string_value(json_object_get(entry, "description"));
+    }
+    return NULL;
+}
+
+static msm_sub_t *sub_with_filter(json_t *filter, msm_json_err_t *e)
+{
+    json_t *body = parse("{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}]}");
+    json_object_set_new(body, "filter", filter);
+    msm_sub_t *s = msm_sub_from_json("s", body, e);
+    json_decref(body);
+    return s;
+}
+
+/* The filter is parsed at validation: kept parsed for the scheduler, refused with the
+ * position of the error (API.md: a bad filter is a 400 with the position). */
+static void test_sub_filter(void)
+{
+    msm_json_err_t e;
+    msm_json_err_init(&e);
+    msm_sub_t *s = sub_with_filter(json_string("attributes.kind = \"image\""), &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_STRING_EQUAL(s->filter, "attributes.kind = \"image\"");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s->filter_expr);
+    Msm__V1__Event__AttributesEntry kv = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT, *attrs[] = {&kv};
+    kv.key = "kind";
+    kv.value = "image";
+    CU_ASSERT_TRUE(msm_filter_match(s->filter_expr, attrs, 1));
+    kv.value = "text";
+    CU_ASSERT_FALSE(msm_filter_match(s->filter_expr, attrs, 1));
+    /* Stored and loaded again: the same text, parsed again. */
+    json_t *stored = msm_sub_to_json(s, true);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(stored, "filter")), s->filter);
+    msm_sub_t *again = msm_sub_from_json("s", stored, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(again);
+    CU_ASSERT_PTR_NOT_NULL(again->filter_expr);
+    msm_sub_free(again);
+    json_decref(stored);
+    msm_sub_free(s);
+
+    /* "" and null: no filter at all. */
+    s = sub_with_filter(json_string(""), &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_PTR_NULL(s->filter);
+    CU_ASSERT_PTR_NULL(s->filter_expr);
+    json_t *pub = msm_sub_to_json(s, false);
+    CU_ASSERT_TRUE(json_is_null(json_object_get(pub, "filter"))); /* as with no filter given */
+    json_decref(pub);
+    msm_sub_free(s);
+    s = sub_with_filter(json_null(), &e);
+    CU_ASSERT_PTR_NOT_NULL(s);
+    CU_ASSERT_PTR_NULL(s ? s->filter_expr : NULL);
+    msm_sub_free(s);
+    CU_ASSERT_EQUAL(msm_json_err_count(&e), 0);
+
+    /* Refused: the detail names the field and the position. */
+    static const struct {
+        const char *filter, *description;
+    } bad[] = {
+        {"attributes.kind = image", "position 19: expected a string literal, found \"image\""},
+        {"attributes.kind = \"a\" and attributes:b",
+         "position 23: expected AND, OR or the end of the filter, found \"and\" (AND, OR and "
+         "NOT are written in capitals)"},
+        {"attributes:a AND attributes:b OR attributes:c",
+         "position 31: AND and OR cannot be mixed without parentheses"},
+        {"   ", "position 4: expected a condition, found the end of the filter"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        msm_json_err_t be;
+        msm_json_err_init(&be);
+        CU_ASSERT_PTR_NULL(sub_with_filter(json_string(bad[i].filter), &be));
+        json_t *err = msm_json_err_body(&be, NULL);
+        const char *d = detail_of(err, "filter");
+        if (!d || strcmp(d, bad[i].description) != 0)
+            fprintf(stderr, "\n  %s: got %s\n", bad[i].filter, d ? d : "(none)");
+        CU_ASSERT_TRUE(d && strcmp(d, bad[i].description) == 0);
+        json_decref(err);
+        msm_json_err_deinit(&be);
+    }
+    /* Longer than MSM_FILTER_TEXT_MAX (4096 bytes): refused by length, before parsing. */
+    char *text = malloc(MSM_FILTER_TEXT_MAX + 2);
+    memset(text, ' ', MSM_FILTER_TEXT_MAX + 1);
+    memcpy(text, "attributes:a", 12);
+    text[MSM_FILTER_TEXT_MAX + 1] = '\0';
+    msm_json_err_t le;
+    msm_json_err_init(&le);
+    CU_ASSERT_PTR_NULL(sub_with_filter(json_string(text), &le));
+    json_t *err = msm_json_err_body(&le, NULL);
+    CU_ASSERT_PTR_NOT_NULL(detail_of(err, "filter"));
+    json_decref(err);
+    msm_json_err_deinit(&le);
+    text[MSM_FILTER_TEXT_MAX] = '\0'; /* at the limit, trailing blanks and all: fine */
+    s = sub_with_filter(json_string(text), &e);
+    CU_ASSERT_PTR_NOT_NULL(s);
+    msm_sub_free(s);
+    free(text);
+    msm_json_err_deinit(&e);
+}
+
 static void test_topic(void)
 {
     msm_json_err_t e;
@@ -202,13 +309,27 @@ static void test_store_and_watch(void)
                     MSM_OK);
     /* A stored entry that no longer validates is skipped, not fatal. */
     CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "broken", "{\"topic\":1}"), MSM_OK);
+    /* Filters are parsed on load: a good one is there parsed, a bad one (stored before
+     * filters were checked) makes its entry invalid like any other bad field. */
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "filtered",
+                               "{\"topic\":\"orders\",\"endpoints\":[{\"url\":\"http://h/\"}],"
+                               "\"filter\":\"attributes:kind\"}"),
+                    MSM_OK);
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "badfilter",
+                               "{\"topic\":\"orders\",\"endpoints\":[{\"url\":\"http://h/\"}],"
+                               "\"filter\":\"attributes:kind or\"}"),
+                    MSM_OK);
     CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
     msm_test_spin(loop, 200); /* the watcher may have seen the first write alone */
     CU_ASSERT_EQUAL(msm_registry_topic_count(reg), 1);
     CU_ASSERT_EQUAL(msm_registry_topic(reg, "orders")->partitions, 2);
-    CU_ASSERT_EQUAL(msm_registry_sub_count(reg), 1);
+    CU_ASSERT_EQUAL(msm_registry_sub_count(reg), 2);
     CU_ASSERT_STRING_EQUAL(msm_registry_sub(reg, "s1")->topic, "orders");
+    CU_ASSERT_PTR_NULL(msm_registry_sub(reg, "s1")->filter_expr);
     CU_ASSERT_PTR_NULL(msm_registry_sub(reg, "broken"));
+    CU_ASSERT_PTR_NULL(msm_registry_sub(reg, "badfilter"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(msm_registry_sub(reg, "filtered"));
+    CU_ASSERT_PTR_NOT_NULL(msm_registry_sub(reg, "filtered")->filter_expr);
 
     w.changes = 0;
     CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SUBS, "s1", NULL), MSM_OK);
@@ -329,6 +450,7 @@ static CU_TestInfo tests[] = {
     {"names", test_names},
     {"subscription defaults and JSON round trip", test_sub_defaults_and_round_trip},
     {"subscription errors name their field", test_sub_errors},
+    {"subscription filter: parsed, errors with their position", test_sub_filter},
     {"topics", test_topic},
     {"store and watch in Redis", test_store_and_watch},
     {"sync: the subscription barrier", test_sync_barrier},

@@ -184,6 +184,7 @@ typedef struct {
     int attempt;
     int64_t received_ms;
     char result[8];
+    char ordering_key[32];
 } record_t;
 
 /* Reads every line of a record file. */
@@ -207,6 +208,8 @@ static size_t records_read(const char *path, record_t **out)
         x->received_ms = json_integer_value(json_object_get(j, "received_ms"));
         snprintf(x->result, sizeof(x->result), "%s",
                  json_string_value(json_object_get(j, "result")));
+        const char *okey = json_string_value(json_object_get(j, "ordering_key"));
+        snprintf(x->ordering_key, sizeof(x->ordering_key), "%s", okey ? okey : "");
         json_decref(j);
     }
     if (f)
@@ -643,12 +646,193 @@ static void test_bad_input_answers(void)
     }
 }
 
+/* Publishes one JSON batch (a "events" array text) to @p topic; the ids go to @p ids. */
+static int publish_batch(const char *topic, json_t *events, char (*ids)[64])
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/topics/%s:publish", topic);
+    size_t n = json_array_size(events);
+    json_t *req = json_pack("{s:o}", "events", events);
+    char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *resp = NULL;
+    long st = api("POST", path, body, &resp);
+    free(body);
+    json_t *results = json_object_get(resp, "results");
+    int rc = st == 200 && json_array_size(results) == n ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        snprintf(ids[i], 64, "%s",
+                 json_string_value(json_object_get(json_array_get(results, i), "id")));
+    json_decref(resp);
+    return rc;
+}
+
+/* Ordered: 100 keys x 100 events, every fifth attempt failing at random, and one poison event
+ * (always failing) on key 0: per key the successes come in publish order; the poison holds
+ * only its key and goes dead after max attempts, the other keys keep flowing meanwhile, and
+ * key 0 moves on after it. */
+static void test_ordered_keys_in_publish_order(void)
+{
+    enum { KEYS = 100, ROUNDS = 100, POISON_ROUND = 1 };
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(
+        lambda_start(&l, "lambda-ordered", "--fail-rate=0.2", "--fail-attr=poison=yes"), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("ordered", "ordered-sub", &l,
+                                      "\"ordered\":true,\"max_concurrency\":200,"
+                                      "\"retry\":{\"max_attempts\":8,\"min_backoff_ms\":20,"
+                                      "\"max_backoff_ms\":200}"),
+                          0);
+    char(*ids)[64] = calloc(KEYS * ROUNDS, 64);
+    for (int r = 0; r < ROUNDS; r++) {
+        json_t *events = json_array();
+        for (int k = 0; k < KEYS; k++) {
+            char key[16];
+            snprintf(key, sizeof(key), "key-%d", k);
+            json_t *ev = json_pack("{s:{s:i,s:i},s:s}", "data", "key", k, "seq", r,
+                                   "ordering_key", key);
+            if (k == 0 && r == POISON_ROUND)
+                json_object_set_new(ev, "attributes", json_pack("{s:s}", "poison", "yes"));
+            json_array_append_new(events, ev);
+        }
+        CU_ASSERT_EQUAL_FATAL(publish_batch("ordered", events, ids + (size_t)r * KEYS), 0);
+    }
+    /* Everything but the poison succeeds; the poison is dead. */
+    const char *poison = ids[POISON_ROUND * KEYS + 0];
+    int64_t deadline = unix_ms() + 120000;
+    json_t *pt = NULL;
+    while (unix_ms() < deadline) {
+        json_decref(pt);
+        pt = task("ordered-sub", poison);
+        const char *st = json_string_value(json_object_get(pt, "state"));
+        if (st && strcmp(st, "dead") == 0)
+            break;
+        usleep(200000);
+    }
+    const char *pstate = json_string_value(json_object_get(pt, "state"));
+    CU_ASSERT_STRING_EQUAL(pstate ? pstate : "(none)", "dead");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(pt, "attempts")), 8);
+    json_decref(pt);
+    /* Per key: the index of each event's first success in the record, in publish order. */
+    int *first_ok = malloc(sizeof(int) * KEYS * ROUNDS);
+    record_t *rec = NULL;
+    size_t nrec = 0;
+    for (int t = 0; t < 1200; t++) {
+        free(rec);
+        nrec = records_read(l.record, &rec);
+        size_t oks = 0;
+        for (size_t i = 0; i < nrec; i++)
+            oks += strcmp(rec[i].result, "ok") == 0;
+        if (oks >= KEYS * ROUNDS - 1)
+            break;
+        usleep(100000);
+    }
+    for (int i = 0; i < KEYS * ROUNDS; i++)
+        first_ok[i] = -1;
+    int64_t poison_first = 0, poison_last = 0;
+    for (size_t i = 0; i < nrec; i++) {
+        if (strcmp(rec[i].id, poison) == 0) {
+            if (!poison_first)
+                poison_first = rec[i].received_ms;
+            poison_last = rec[i].received_ms;
+        }
+        if (strcmp(rec[i].result, "ok") != 0)
+            continue;
+        for (int e = 0; e < KEYS * ROUNDS; e++) {
+            if (first_ok[e] < 0 && strcmp(rec[i].id, ids[e]) == 0) {
+                first_ok[e] = (int)i;
+                break;
+            }
+        }
+    }
+    int missing = 0, out_of_order = 0;
+    for (int k = 0; k < KEYS; k++) {
+        int last = -1;
+        for (int r = 0; r < ROUNDS; r++) {
+            int e = r * KEYS + k;
+            if (k == 0 && r == POISON_ROUND)
+                continue;
+            if (first_ok[e] < 0) {
+                missing++;
+                continue;
+            }
+            if (first_ok[e] < last)
+                out_of_order++;
+            last = first_ok[e];
+        }
+    }
+    CU_ASSERT_EQUAL(missing, 0);
+    CU_ASSERT_EQUAL(out_of_order, 0);
+    /* The other keys did not wait for the poison: many of their events were handled while it
+     * was being retried. */
+    int others_meanwhile = 0;
+    for (size_t i = 0; i < nrec; i++) {
+        if (rec[i].received_ms > poison_first && rec[i].received_ms < poison_last &&
+            strcmp(rec[i].ordering_key, "key-0") != 0 && strcmp(rec[i].result, "ok") == 0)
+            others_meanwhile++;
+    }
+    CU_ASSERT(others_meanwhile > 100);
+    /* Key 0 went on after the poison died, not before. */
+    int after = first_ok[(POISON_ROUND + 1) * KEYS];
+    int dead_at = -1;
+    for (size_t i = 0; i < nrec; i++) {
+        if (strcmp(rec[i].id, poison) == 0)
+            dead_at = (int)i;
+    }
+    CU_ASSERT(after > dead_at);
+    fprintf(stderr, "\n  ordered: %d keys x %d events in order, poison dead after 8 attempts, "
+                    "%d other successes while it was retried\n",
+            KEYS, ROUNDS, others_meanwhile);
+    /* Nothing stays held. */
+    json_t *held = NULL;
+    CU_ASSERT_EQUAL(api("GET", "/v1/subscriptions/ordered-sub/keys?blocked=true", NULL, &held),
+                    200);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(held, "keys")), 0);
+    json_decref(held);
+    free(rec);
+    free(first_ok);
+    free(ids);
+    lambda_stop(&l);
+}
+
+/* rate_limit_per_s 500: after the first second's burst, 475-525 pushes per second over 10 s. */
+static void test_rate_limit(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-rate", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("paced", "paced-sub", &l, "\"rate_limit_per_s\":500"), 0);
+    enum { N = 6500 };
+    sent_t *sent = calloc(N, sizeof(*sent));
+    CU_ASSERT_EQUAL_FATAL(publish("paced", sent, N, NULL), 0);
+    int dups = 0;
+    CU_ASSERT_EQUAL(wait_handled(&l, sent, N, 40, &dups), N);
+    record_t *rec = NULL;
+    size_t nrec = records_read(l.record, &rec);
+    int64_t first = INT64_MAX;
+    for (size_t i = 0; i < nrec; i++)
+        first = rec[i].received_ms < first ? rec[i].received_ms : first;
+    int in_window = 0;
+    for (size_t i = 0; i < nrec; i++)
+        in_window += rec[i].received_ms >= first + 1000 && rec[i].received_ms < first + 11000;
+    fprintf(stderr, "\n  rate_limit_per_s 500: %.1f pushes/s over 10 s\n", in_window / 10.0);
+    CU_ASSERT(in_window >= 4750 && in_window <= 5250);
+    json_t *st = NULL;
+    CU_ASSERT_EQUAL(api("GET", "/v1/subscriptions/paced-sub/stats", NULL, &st), 200);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(st, "rate_limit_per_s")), 500);
+    json_decref(st);
+    free(rec);
+    free(sent);
+    lambda_stop(&l);
+}
+
 static CU_TestInfo tests[] = {
     {"1,000 events handled exactly once", test_thousand_exactly_once},
     {"fail-rate 0.2: retried until all succeed", test_retries_until_success},
     {"fatal-rate 1: dead after one attempt", test_fatal_goes_dead},
     {"pause holds every event, resume delivers them", test_pause_holds_then_resume},
     {"delay_ms 1500: never early", test_delayed_never_early},
+    {"ordered: 100 keys x 100 events in publish order, a poison holds only its key",
+     test_ordered_keys_in_publish_order},
+    {"rate_limit_per_s 500 over 10 s", test_rate_limit},
     {"router kill -9 mid-run loses nothing", test_router_kill9_loses_nothing},
     {"flowcontrol kill -9 mid-run, events published while down", test_flowcontrol_kill9_loses_nothing},
     {"scheduler kill -9 mid-run, events published while down", test_scheduler_kill9_loses_nothing},

@@ -54,6 +54,8 @@ typedef struct {
     int retention_ms;
     int paused;
     int ordered;
+    const char *fairness_key;
+    const char *lifecycle_topic;
 } opts_t;
 
 /* ---- a synchronous side channel for looking at the keys ---- */
@@ -303,9 +305,15 @@ static int send_ready_tasks(fx_t *f, Msm__V1__Task **tasks, size_t n)
     return rc;
 }
 
+/* One ready record of @p n events: @p okeys their ordering keys (NULL: none), @p tenant the
+ * value of their "tenant" attribute (NULL: none). */
 static int send_ready_full(fx_t *f, const char *const *ids, const char *const *okeys, size_t n,
-                           int priority)
+                           int priority, const char *tenant)
 {
+    Msm__V1__Event__AttributesEntry attr = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
+    Msm__V1__Event__AttributesEntry *attrs[] = {&attr};
+    attr.key = "tenant";
+    attr.value = (char *)tenant;
     Msm__V1__Event *evs = calloc(n, sizeof(*evs));
     Msm__V1__Task *ts = calloc(n, sizeof(*ts));
     Msm__V1__Task **tasks = calloc(n, sizeof(*tasks));
@@ -316,6 +324,8 @@ static int send_ready_full(fx_t *f, const char *const *ids, const char *const *o
         evs[i].key = (char *)ids[i];
         evs[i].ordering_key = okeys ? (char *)okeys[i] : "";
         evs[i].priority = priority;
+        evs[i].n_attributes = tenant ? 1 : 0;
+        evs[i].attributes = attrs;
         evs[i].publish_time_ms = msm_time_unix_ms();
         ts[i] = (Msm__V1__Task)MSM__V1__TASK__INIT;
         ts[i].event = &evs[i];
@@ -332,7 +342,7 @@ static int send_ready_full(fx_t *f, const char *const *ids, const char *const *o
 
 static int send_ready_prio(fx_t *f, const char *const *ids, size_t n, int priority)
 {
-    return send_ready_full(f, ids, NULL, n, priority);
+    return send_ready_full(f, ids, NULL, n, priority, NULL);
 }
 
 static int send_ready(fx_t *f, const char *const *ids, size_t n)
@@ -356,6 +366,8 @@ static int put_registry(fx_t *f, const opts_t *o)
         json_object_set_new(body, "task_retention_ms", json_integer(o->retention_ms));
     json_object_set_new(body, "paused", json_boolean(o->paused));
     json_object_set_new(body, "ordered", json_boolean(o->ordered));
+    if (o->fairness_key)
+        json_object_set_new(body, "fairness_key", json_string(o->fairness_key));
     msm_sub_t *sub = msm_sub_from_json(f->sub, body, &e);
     json_decref(body);
     int rc = -1;
@@ -383,7 +395,8 @@ static flowcontrol_t *fc_member_new(fx_t *f, const char *member, const opts_t *o
                       .owner_lease_ms = o->owner_lease_ms ? o->owner_lease_ms : 5000,
                       .registry_poll_ms = 50,
                       .batch = 16,
-                      .record_lag_ms = 1000};
+                      .record_lag_ms = 1000,
+                      .lifecycle_topic = (char *)o->lifecycle_topic};
     return flowcontrol_new(&env, &conf);
 }
 
@@ -949,7 +962,7 @@ static void test_ordered_key_held_by_failure(void)
     fx_t f;
     CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
     const char *ids[] = {"a1", "b1", "a2", "b2", "a3"}, *keys[] = {"A", "B", "A", "B", "A"};
-    CU_ASSERT_FATAL(send_ready_full(&f, ids, keys, 5, 5) == 0);
+    CU_ASSERT_FATAL(send_ready_full(&f, ids, keys, 5, 5, NULL) == 0);
     CU_ASSERT_FATAL(wait_seen(&f, 2, 5000) == 0);
     msm_test_spin(f.loop, 200);
     CU_ASSERT_EQUAL(f.nseen, 2); /* a1 and b1 only */
@@ -982,7 +995,7 @@ static void test_ordered_key_held_by_failure(void)
     CU_ASSERT_EQUAL(flowcontrol_task_count(f.fc), 0);
     /* The key is free: the next one goes at once. */
     const char *more[] = {"a4"}, *more_keys[] = {"A"};
-    CU_ASSERT_FATAL(send_ready_full(&f, more, more_keys, 1, 5) == 0);
+    CU_ASSERT_FATAL(send_ready_full(&f, more, more_keys, 1, 5, NULL) == 0);
     CU_ASSERT_FATAL(wait_seen(&f, 7, 3000) == 0);
     CU_ASSERT_STRING_EQUAL(f.seen[6].id, "a4");
     CU_ASSERT_EQUAL(f.bad_tasks, 0);
@@ -1001,7 +1014,7 @@ static void test_ordered_takeover_and_dead_holder(void)
     fx_t f;
     CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
     const char *ids[] = {"k1", "k2"}, *keys[] = {"K", "K"};
-    CU_ASSERT_FATAL(send_ready_full(&f, ids, keys, 2, 5) == 0);
+    CU_ASSERT_FATAL(send_ready_full(&f, ids, keys, 2, 5, NULL) == 0);
     CU_ASSERT_FATAL(wait_seen(&f, 1, 5000) == 0);
     answer_failing(&f, "k1");
     CU_ASSERT(wait_state(&f, "k2", "pending", 3000) == 0);
@@ -1011,7 +1024,7 @@ static void test_ordered_takeover_and_dead_holder(void)
     f.fc = fc_member_new(&f, "fc-other", &o);
     CU_ASSERT_FATAL(f.fc != NULL);
     const char *late[] = {"k3"}, *late_keys[] = {"K"};
-    CU_ASSERT_FATAL(send_ready_full(&f, late, late_keys, 1, 5) == 0);
+    CU_ASSERT_FATAL(send_ready_full(&f, late, late_keys, 1, 5, NULL) == 0);
     CU_ASSERT_FATAL(wait_seen(&f, 2, 8000) == 0);
     CU_ASSERT_STRING_EQUAL(f.seen[1].id, "k1"); /* not k3: the key is still held */
     CU_ASSERT_EQUAL(f.seen[1].attempt, 2);
@@ -1029,6 +1042,99 @@ static void test_ordered_takeover_and_dead_holder(void)
     msm_test_spin(f.loop, 200);
     CU_ASSERT_EQUAL(hlen(&f, "held"), 0);
     CU_ASSERT_EQUAL(zcard(&f, "parked"), 0);
+    fx_close(&f);
+}
+
+/* fairness_key: within a priority the tenants take turns, so a tenant arriving behind
+ * another's burst is served at once instead of after it. */
+static void test_fair_share_round_robin(void)
+{
+    opts_t o = default_opts;
+    o.max_concurrency = 1;
+    o.fairness_key = "tenant";
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    const char *a[] = {"a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7"}, *b[] = {"b0", "b1"};
+    CU_ASSERT_FATAL(send_ready_full(&f, a, NULL, 8, 5, "A") == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 1, 5000) == 0);
+    CU_ASSERT_FATAL(send_ready_full(&f, b, NULL, 2, 5, "B") == 0);
+    CU_ASSERT(wait_metric(&f, "msm_flowcontrol_pending", NULL, 9) == 0);
+    for (size_t n = 2; n <= 10; n++) {
+        answer_all(&f);
+        CU_ASSERT_FATAL(wait_seen(&f, n, 3000) == 0);
+    }
+    const char *want[] = {"a0", "a1", "b0", "a2", "b1", "a3", "a4", "a5", "a6", "a7"};
+    for (size_t i = 0; i < 10; i++)
+        CU_ASSERT_STRING_EQUAL(f.seen[i].id, want[i]);
+    fx_close(&f);
+}
+
+typedef struct {
+    int n;
+    char types[8][32];
+    char payloads[8][512];
+} announced_t;
+
+static void on_announced(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
+{
+    announced_t *a = opaque;
+    for (size_t i = 0; i < n; i++) {
+        Msm__V1__Event *ev = msm_event_unpack(msgs[i]->value, msgs[i]->value_len);
+        if (ev && a->n < 8) {
+            for (size_t k = 0; k < ev->n_attributes; k++) {
+                if (strcmp(ev->attributes[k]->key, "type") == 0)
+                    snprintf(a->types[a->n], 32, "%s", ev->attributes[k]->value);
+            }
+            snprintf(a->payloads[a->n], 512, "%.*s", (int)ev->payload.len,
+                     (const char *)ev->payload.data);
+            a->n++;
+        }
+        msm__v1__event__free_unpacked(ev, NULL);
+        msm_consumer_ack(c, msgs[i]);
+    }
+}
+
+static int announced_at_least(fx_t *f, const void *arg)
+{
+    (void)f;
+    const announced_t *a = ((const announced_t *const *)arg)[0];
+    return a->n >= 2;
+}
+
+/* --lifecycle.topic: a task going retrying, then dead, is announced as two events there. */
+static void test_lifecycle_events(void)
+{
+    opts_t o = default_opts;
+    o.max_attempts = 2;
+    o.min_backoff_ms = 10;
+    o.max_backoff_ms = 20;
+    o.lifecycle_topic = "ops";
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    f.pending_ops++;
+    msm_stream_ensure(f.stream, "events.ops", 1, on_stream_done, &f);
+    CU_ASSERT_FATAL(wait_ops(&f) == 0);
+    announced_t a = {0};
+    char err[256] = "";
+    msm_consumer_t *ops = msm_stream_consume(f.stream, "events.ops", "ops", "ops-1", 16, 64,
+                                             on_announced, &a, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ops);
+    const char *ids[] = {"lc1"};
+    CU_ASSERT_FATAL(send_ready(&f, ids, 1) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 1, 5000) == 0);
+    CU_ASSERT_FATAL(send_outcome(&f, "lc1", 1, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 500,
+                                 "boom", 0) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 2, 5000) == 0);
+    CU_ASSERT_FATAL(send_outcome(&f, "lc1", 2, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, 500,
+                                 "boom", 0) == 0);
+    const announced_t *pa = &a;
+    CU_ASSERT(spin_until(&f, announced_at_least, &pa, 5000) == 0);
+    CU_ASSERT_STRING_EQUAL(a.types[0], "msm.task.retrying");
+    CU_ASSERT_STRING_EQUAL(a.types[1], "msm.task.dead");
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.payloads[1], "\"event_id\":\"lc1\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.payloads[1], "\"subscription\":\"orders-sub\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.payloads[1], "\"last_error\":\"boom\""));
+    msm_consumer_free(ops);
     fx_close(&f);
 }
 
@@ -1149,6 +1255,8 @@ static CU_TestInfo flowcontrol_tests[] = {
     {"congestion_lowers_limit_and_holds", test_congestion_lowers_limit_and_holds},
     {"ordered_key_held_by_failure", test_ordered_key_held_by_failure},
     {"ordered_takeover_and_dead_holder", test_ordered_takeover_and_dead_holder},
+    {"fair_share_round_robin", test_fair_share_round_robin},
+    {"lifecycle_events", test_lifecycle_events},
     {"pause_resume", test_pause_resume},
     {"retention", test_retention},
     {"ready_remove_and_drain", test_ready_remove_and_drain},

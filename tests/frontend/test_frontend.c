@@ -184,6 +184,91 @@ static void test_subscriptions(void)
     resp_clear(&r);
 }
 
+/* The description of detail @p field of an error answer, or "". */
+static const char *detail_description(const resp_t *r, const char *field)
+{
+    json_t *details = json_object_get(json_object_get(r->json, "error"), "details");
+    size_t i;
+    json_t *d;
+    json_array_foreach(details, i, d)
+    {
+        const char *f = jstr(d, "field");
+        if (f && strcmp(f, field) == 0)
+            return jstr(d, "description") ? jstr(d, "description") : "";
+    }
+    return "";
+}
+
+/* docs/filter.md: a bad filter is a 400 naming the position; the filter is kept as given and
+ * cannot change afterwards (409, as in Pub/Sub). */
+static void test_subscription_filters(void)
+{
+    resp_t r;
+    put_topic("filter-topic", "{}");
+    http(&r, "PUT", "/v1/subscriptions/filtered",
+         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"filter\":\"attributes.kind = image\"}");
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT_STRING_EQUAL(err_code(&r), "INVALID_ARGUMENT");
+    CU_ASSERT_STRING_EQUAL(detail_description(&r, "filter"),
+                           "position 19: expected a string literal, found \"image\"");
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(jstr(json_object_get(r.json, "error"), "message"), "filter: position 19"));
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:subs filtered", F.ns), 0); /* nothing stored */
+
+    const char *good =
+        "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+        "\"filter\":\"attributes.kind = \\\"image\\\" AND -attributes:draft\"}";
+    http(&r, "PUT", "/v1/subscriptions/filtered", good);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "filter"),
+                           "attributes.kind = \"image\" AND -attributes:draft");
+    resp_clear(&r);
+    http(&r, "PUT", "/v1/subscriptions/filtered", good); /* the same filter again: fine */
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/filtered", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "filter"),
+                           "attributes.kind = \"image\" AND -attributes:draft");
+    resp_clear(&r);
+    /* Another filter, or none: a conflict. */
+    http(&r, "PUT", "/v1/subscriptions/filtered",
+         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"filter\":\"attributes:kind\"}");
+    CU_ASSERT_EQUAL(r.status, 409);
+    CU_ASSERT(has_detail(&r, "filter"));
+    resp_clear(&r);
+    http(&r, "PUT", "/v1/subscriptions/filtered",
+         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}]}");
+    CU_ASSERT_EQUAL(r.status, 409);
+    resp_clear(&r);
+    /* Without a filter, "" is the same as none; adding one later is a change too. */
+    put_sub("unfiltered", "filter-topic");
+    http(&r, "PUT", "/v1/subscriptions/unfiltered",
+         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"filter\":\"\"}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    http(&r, "PUT", "/v1/subscriptions/unfiltered",
+         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"filter\":\"attributes:kind\"}");
+    CU_ASSERT_EQUAL(r.status, 409);
+    resp_clear(&r);
+    /* A filter stored before filters were checked may be replaced by a valid one. */
+    redisReply *old = cmd("HSET %s:subs legacy {\"topic\":\"filter-topic\",\"endpoints\":"
+                          "[{\"url\":\"http://127.0.0.1:9000/\"}],\"filter\":\"kind=image\"}",
+                          F.ns);
+    CU_ASSERT(old && old->type == REDIS_REPLY_INTEGER && old->integer == 1);
+    freeReplyObject(old);
+    http(&r, "PUT", "/v1/subscriptions/legacy",
+         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
+         "\"filter\":\"attributes.kind = \\\"image\\\"\"}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+}
+
 /* ---- publish: bad requests ---- */
 
 typedef struct {
@@ -661,6 +746,7 @@ int main(void)
     CU_TestInfo tests[] = {
         {"topics", test_topics},
         {"subscriptions", test_subscriptions},
+        {"subscription filters", test_subscription_filters},
         {"publish_invalid", test_publish_invalid},
         {"publish_roundtrip", test_publish_roundtrip},
         {"readyz", test_readyz},

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* A subscription's delivery state through the frontend (data plane v2, docs/pipeline.md):
- * stats, the task API, the task list, the DLQ and its replay, :pause/:resume and DELETE.
+ * stats, the task API, the task lists (stores and task records), the held ordering keys,
+ * the DLQ and its replay, :pause/:resume and DELETE.
  * The other layers' keys are written by hand here, as flowcontrol and the scheduler write
  * them; ready.<sub> is read back through the Redis log's own keys. */
 #include "msm_test.h"
 
 #include "frontend.h"
 
+#include "msm/base64.h"
 #include "msm/envelope.h"
 #include "msm/err.h"
+#include "msm/id.h"
 #include "msm/registry.h"
 #include "msm/stream.h"
 #include "msm/time.h"
@@ -300,14 +303,16 @@ static void test_task_list(void)
     CU_ASSERT_STRING_EQUAL(jstr(t, "state"), "delayed");
     resp_clear(&r);
 
-    /* States without an index are refused, not answered with an empty list. */
-    const char *refused[] = {"pending", "running", "succeeded"};
+    /* The states only task records hold are listed from them (test_task_list_records):
+     * none here, an empty last page. */
+    const char *from_records[] = {"pending", "running", "succeeded"};
     for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof(path), "/v1/subscriptions/ls-sub/tasks?state=%s", refused[i]);
+        snprintf(path, sizeof(path), "/v1/subscriptions/ls-sub/tasks?state=%s",
+                 from_records[i]);
         http(&r, "GET", path, NULL);
-        CU_ASSERT_EQUAL(r.status, 400);
-        CU_ASSERT(has_detail(&r, "state"));
-        CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "not supported"));
+        CU_ASSERT_EQUAL(r.status, 200);
+        CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "tasks")), 0);
+        CU_ASSERT(json_is_null(json_object_get(r.json, "next_cursor")));
         resp_clear(&r);
     }
     const char *bad[] = {"/v1/subscriptions/ls-sub/tasks", "/v1/subscriptions/ls-sub/tasks?state=x",
@@ -320,6 +325,375 @@ static void test_task_list(void)
     }
     http(&r, "GET", "/v1/subscriptions/ghost/tasks?state=dead", NULL);
     CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* ---- GET .../tasks?state=S from the task records, GET .../keys?blocked=true ---- */
+
+#define RETENTION_MS 3600000
+#define BASE_MS      1700000000000LL
+
+/* A UUIDv7 published at @p ms (the rest of a fresh id keeps it unique). */
+static void id_at(long long ms, char *buf)
+{
+    msm_id_t id;
+    msm_id_new(&id);
+    for (int i = 0; i < 6; i++)
+        id.b[i] = (uint8_t)(ms >> (8 * (5 - i)));
+    msm_id_format(&id, buf);
+}
+
+/* A task record where and as flowcontrol writes it: HSET into the bucket of the id's
+ * publish second, then PEXPIRE the bucket to the retention. */
+static void write_record(const char *sub, const char *id, const char *state, int attempts,
+                         int parked)
+{
+    char key[256], json[512];
+    CU_ASSERT_FATAL(msm_task_key(F.redis, key, sizeof(key), sub, id) > 0);
+    snprintf(json, sizeof(json),
+             "{\"event_id\":\"%s\",\"state\":\"%s\",\"attempts\":%d%s%s,\"updated_ms\":%lld%s}",
+             id, state, attempts, parked ? ",\"parked\":true" : "",
+             attempts > 0 ? ",\"last_error\":\"HTTP 500\"" : "", (long long)msm_time_unix_ms(),
+             attempts > 0 ? ",\"history\":" HISTORY : "");
+    freeReplyObject(cmd("HSET %s %s %s", key, id, json));
+    freeReplyObject(cmd("PEXPIRE %s %d", key, RETENTION_MS));
+}
+
+/* @p n fields "<prefix>-<i>" → @p json in one bucket, a thousand per HSET. */
+static void write_bulk(const char *key, const char *prefix, int n, const char *json)
+{
+    enum { CHUNK = 1000 };
+    static char ids[CHUNK][32];
+    const char *argv[2 + 2 * CHUNK];
+    for (int at = 0; at < n; at += CHUNK) {
+        int argc = 0;
+        argv[argc++] = "HSET";
+        argv[argc++] = key;
+        for (int i = at; i < n && i < at + CHUNK; i++) {
+            snprintf(ids[i - at], sizeof(ids[0]), "%s-%05d", prefix, i);
+            argv[argc++] = ids[i - at];
+            argv[argc++] = json;
+        }
+        redisReply *r = redisCommandArgv(F.sync, argc, argv, NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+        CU_ASSERT_NOT_EQUAL(r->type, REDIS_REPLY_ERROR);
+        freeReplyObject(r);
+    }
+}
+
+/* A cursor as the frontend makes one: @p text in base64url. */
+static void cursor_of(const char *text, char *out)
+{
+    size_t n = msm_base64_encode(text, strlen(text), out);
+    while (n > 0 && out[n - 1] == '=')
+        n--;
+    out[n] = '\0';
+    for (char *p = out; *p; p++)
+        *p = *p == '+' ? '-' : *p == '/' ? '_' : *p;
+}
+
+typedef struct {
+    int pages;
+    int short_pages; /* pages with fewer than the limit and a next_cursor */
+    int max_page;    /* most items on one page */
+    int repeats;     /* items seen more than once */
+} walk_t;
+
+/* Follows next_cursor from @p first (a path with limit) to the end, counting each item of
+ * @p member by @p id_field in @p seen (id → times seen); checks every item's "state" when
+ * @p state is given. */
+static walk_t walk_pages(const char *first, const char *member, const char *id_field,
+                         const char *state, long limit, json_t *seen)
+{
+    walk_t w = {0};
+    char path[512];
+    snprintf(path, sizeof(path), "%s", first);
+    for (;;) {
+        resp_t r;
+        http(&r, "GET", path, NULL);
+        CU_ASSERT_EQUAL_FATAL(r.status, 200);
+        json_t *items = json_object_get(r.json, member);
+        CU_ASSERT_FATAL(json_is_array(items));
+        CU_ASSERT_PTR_NOT_NULL(json_object_get(r.json, "next_cursor")); /* null, not absent */
+        size_t i;
+        json_t *it;
+        json_array_foreach(items, i, it) {
+            const char *id = jstr(it, id_field);
+            CU_ASSERT_PTR_NOT_NULL_FATAL(id);
+            if (state)
+                CU_ASSERT_STRING_EQUAL(jstr(it, "state"), state);
+            json_int_t times = jint(seen, id) + 1;
+            json_object_set_new(seen, id, json_integer(times));
+            if (times > 1)
+                w.repeats++;
+        }
+        if ((int)json_array_size(items) > w.max_page)
+            w.max_page = (int)json_array_size(items);
+        w.pages++;
+        const char *next = jstr(r.json, "next_cursor");
+        if (next && (long)json_array_size(items) < limit)
+            w.short_pages++;
+        if (next)
+            snprintf(path, sizeof(path), "%s&cursor=%s", first, next);
+        resp_clear(&r);
+        if (!next || w.pages > 1000)
+            break;
+    }
+    return w;
+}
+
+/* Non-zero when every id of @p ids (n of them) is in @p seen exactly once and @p seen holds
+ * nothing else. */
+static int seen_exactly(const json_t *seen, char ids[][MSM_ID_STR_SIZE], size_t n)
+{
+    if (json_object_size(seen) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (jint(seen, ids[i]) != 1)
+            return 0;
+    }
+    return 1;
+}
+
+static void test_task_list_records(void)
+{
+    put_topic("tk-topic", "{}");
+    put_sub("rc-sub", "tk-topic");
+    put_sub("rc-subx", "tk-topic"); /* a name that extends the other: never listed with it */
+    /* 60 tasks over 6 publish seconds: succeeded, running, pending (half of them parked
+     * behind a held key), and records of the states listed from their stores. */
+    enum { N = 60 };
+    static char ids[N][MSM_ID_STR_SIZE];
+    static char succeeded[N][MSM_ID_STR_SIZE], running[N][MSM_ID_STR_SIZE],
+        pending[N][MSM_ID_STR_SIZE];
+    size_t ns = 0, nr = 0, np = 0;
+    for (int i = 0; i < N; i++) {
+        id_at(BASE_MS + (i % 6) * 1000 + i, ids[i]);
+        switch (i % 5) {
+        case 0:
+        case 1:
+            write_record("rc-sub", ids[i], "succeeded", 1 + i % 3, 0);
+            strcpy(succeeded[ns++], ids[i]);
+            break;
+        case 2:
+            write_record("rc-sub", ids[i], "running", 1, 0);
+            strcpy(running[nr++], ids[i]);
+            break;
+        case 3:
+            write_record("rc-sub", ids[i], "pending", 0, i % 10 == 3);
+            strcpy(pending[np++], ids[i]);
+            break;
+        default:
+            write_record("rc-sub", ids[i], i % 2 ? "retrying" : "dead", 2, 0);
+        }
+    }
+    char other[MSM_ID_STR_SIZE];
+    id_at(BASE_MS, other);
+    write_record("rc-subx", other, "succeeded", 1, 0);
+    /* Keys under the bucket pattern that are not buckets are passed over. */
+    freeReplyObject(cmd("SET %s:sub:{rc-sub}:t:junk x", F.ns));
+    freeReplyObject(cmd("SET %s:sub:{rc-sub}:t:7 x", F.ns));
+
+    /* Every state, pages of a few: each task exactly once, in more than two pages. */
+    const struct {
+        const char *state;
+        char (*ids)[MSM_ID_STR_SIZE];
+        size_t n;
+        long limit;
+    } cases[] = {
+        {"succeeded", succeeded, ns, 4}, {"running", running, nr, 3}, {"pending", pending, np, 5}};
+    for (size_t c = 0; c < 3; c++) {
+        char first[256];
+        snprintf(first, sizeof(first), "/v1/subscriptions/rc-sub/tasks?state=%s&limit=%ld",
+                 cases[c].state, cases[c].limit);
+        json_t *seen = json_object();
+        walk_t w = walk_pages(first, "tasks", "event_id", cases[c].state, cases[c].limit, seen);
+        CU_ASSERT(seen_exactly(seen, cases[c].ids, cases[c].n));
+        CU_ASSERT_EQUAL(w.repeats, 0);
+        CU_ASSERT(w.pages > 2);
+        CU_ASSERT(w.max_page <= cases[c].limit);
+        json_decref(seen);
+    }
+    CU_ASSERT_EQUAL(ns, 24);
+    CU_ASSERT_EQUAL(nr, 12);
+    CU_ASSERT_EQUAL(np, 12);
+
+    /* One page holds them all; an item is what GET .../tasks/{id} answers. */
+    resp_t r, one;
+    http(&r, "GET", "/v1/subscriptions/rc-sub/tasks?state=succeeded&limit=1000", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *tasks = json_object_get(r.json, "tasks");
+    CU_ASSERT_EQUAL(json_array_size(tasks), ns);
+    CU_ASSERT(json_is_null(json_object_get(r.json, "next_cursor")));
+    json_t *t = json_array_get(tasks, 0);
+    char path[512];
+    snprintf(path, sizeof(path), "/v1/subscriptions/rc-sub/tasks/%s", jstr(t, "event_id"));
+    http(&one, "GET", path, NULL);
+    CU_ASSERT_EQUAL(one.status, 200);
+    CU_ASSERT(json_equal(t, one.json));
+    CU_ASSERT(json_is_array(json_object_get(t, "history")));
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(t, "next_attempt_at"));
+    CU_ASSERT_PTR_NOT_NULL(json_object_get(t, "last_error"));
+    resp_clear(&one);
+    resp_clear(&r);
+
+    /* Parked tasks are pending: listed with their flag. */
+    http(&r, "GET", "/v1/subscriptions/rc-sub/tasks?state=pending&limit=1000", NULL);
+    size_t parked = 0, i;
+    json_array_foreach(json_object_get(r.json, "tasks"), i, t) {
+        parked += json_is_true(json_object_get(t, "parked"));
+    }
+    CU_ASSERT_EQUAL(parked, 6);
+    resp_clear(&r);
+
+    /* Dead, retrying and delayed still come from their stores, not from the records. */
+    http(&r, "GET", "/v1/subscriptions/rc-sub/tasks?state=retrying", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "tasks")), 0);
+    resp_clear(&r);
+
+    /* A bucket far larger than a page's work: pages come back short (with a cursor) rather
+     * than keep Redis busy, and still each task exactly once. */
+    put_sub("rc-big", "tk-topic");
+    char big[256];
+    snprintf(big, sizeof(big), "%s:sub:{rc-big}:t:1700000100", F.ns);
+    write_bulk(big, "s", 25000, "{\"state\":\"succeeded\",\"attempts\":1}");
+    static char run_ids[3][MSM_ID_STR_SIZE] = {"r-0", "r-1", "r-2"};
+    for (int k = 0; k < 3; k++)
+        freeReplyObject(cmd("HSET %s %s {\"state\":\"running\",\"attempts\":1}", big, run_ids[k]));
+    json_t *seen = json_object();
+    walk_t w = walk_pages("/v1/subscriptions/rc-big/tasks?state=running&limit=10", "tasks",
+                          "event_id", "running", 10, seen);
+    CU_ASSERT(seen_exactly(seen, run_ids, 3));
+    CU_ASSERT(w.pages >= 2);
+    CU_ASSERT(w.short_pages >= 1);
+    json_decref(seen);
+    seen = json_object();
+    w = walk_pages("/v1/subscriptions/rc-big/tasks?state=succeeded&limit=1000", "tasks",
+                   "event_id", "succeeded", 1000, seen);
+    CU_ASSERT_EQUAL(json_object_size(seen), 25000);
+    CU_ASSERT_EQUAL(w.repeats, 0);
+    CU_ASSERT(w.max_page <= 1000);
+    json_decref(seen);
+
+    /* Cursors that are not this listing's: 400 with the error body. */
+    char c1[128], c2[128], c3[128];
+    cursor_of("t1:running:0::0:", c1);       /* another state's */
+    cursor_of("t1:succeeded:x1::0:", c2);    /* not a SCAN cursor */
+    cursor_of("t1:succeeded:0:017:0:", c3);  /* not a bucket */
+    const char *bad[] = {"zz!!", "100:a", c1, c2, c3, "eA"};
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        snprintf(path, sizeof(path), "/v1/subscriptions/rc-sub/tasks?state=succeeded&cursor=%s",
+                 bad[k]);
+        http(&r, "GET", path, NULL);
+        CU_ASSERT_EQUAL(r.status, 400);
+        CU_ASSERT_STRING_EQUAL(err_code(&r), "INVALID_ARGUMENT");
+        CU_ASSERT(has_detail(&r, "cursor"));
+        resp_clear(&r);
+    }
+    /* A good cursor made by hand goes on where it says. */
+    cursor_of("t1:succeeded:0::0:", c1);
+    snprintf(path, sizeof(path), "/v1/subscriptions/rc-sub/tasks?state=succeeded&cursor=%s", c1);
+    http(&r, "GET", path, NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "tasks")), 24);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/ghost/tasks?state=succeeded", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+static void test_held_keys(void)
+{
+    put_topic("tk-topic", "{}");
+    put_sub("hk-sub", "tk-topic");
+    resp_t r;
+    /* None held: an empty last page. */
+    http(&r, "GET", "/v1/subscriptions/hk-sub/keys?blocked=true", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "keys")), 0);
+    CU_ASSERT(json_is_null(json_object_get(r.json, "next_cursor")));
+    resp_clear(&r);
+
+    /* Seven keys held for i seconds by event e-i after i attempts, as flowcontrol writes
+     * them (its Lua encoder orders members its own way). Keys may hold ':'. */
+    long long now = (long long)msm_time_unix_ms();
+    for (int i = 1; i <= 7; i++) {
+        char val[160];
+        if (i == 2)
+            snprintf(val, sizeof(val), "{\"since_ms\":%lld,\"attempts\":%d,\"event_id\":\"e-%d\"}",
+                     now - i * 1000, i, i);
+        else
+            snprintf(val, sizeof(val), "{\"event_id\":\"e-%d\",\"attempts\":%d,\"since_ms\":%lld}",
+                     i, i, now - i * 1000);
+        freeReplyObject(cmd("HSET %s:sub:{hk-sub}:held order:%d %s", F.ns, i, val));
+    }
+    http(&r, "GET", "/v1/subscriptions/hk-sub/keys?blocked=true", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *keys = json_object_get(r.json, "keys");
+    CU_ASSERT_EQUAL(json_array_size(keys), 7);
+    CU_ASSERT(json_is_null(json_object_get(r.json, "next_cursor")));
+    size_t i;
+    json_t *k;
+    long long after = (long long)msm_time_unix_ms();
+    json_array_foreach(keys, i, k) {
+        int n = 0;
+        CU_ASSERT_EQUAL_FATAL(sscanf(jstr(k, "key"), "order:%d", &n), 1);
+        char holder[16];
+        snprintf(holder, sizeof(holder), "e-%d", n);
+        CU_ASSERT_STRING_EQUAL(jstr(k, "event_id"), holder);
+        CU_ASSERT_EQUAL(jint(k, "attempts"), n);
+        /* held since n seconds before `now`, read at most `after - now` later */
+        CU_ASSERT(jint(k, "blocked_ms") >= n * 1000);
+        CU_ASSERT(jint(k, "blocked_ms") <= n * 1000 + (after - now) + 10);
+        CU_ASSERT_EQUAL(json_object_size(k), 4);
+    }
+    resp_clear(&r);
+
+    json_t *seen = json_object();
+    walk_t w = walk_pages("/v1/subscriptions/hk-sub/keys?blocked=true&limit=2", "keys", "key",
+                          NULL, 2, seen);
+    CU_ASSERT_EQUAL(json_object_size(seen), 7);
+    CU_ASSERT_EQUAL(w.repeats, 0);
+    CU_ASSERT(w.pages >= 4);
+    CU_ASSERT(w.max_page <= 2);
+    json_decref(seen);
+
+    /* Many held keys (a hash table, not a packed small hash): pages cover each once. */
+    put_sub("hk-big", "tk-topic");
+    char held[256], val[128];
+    snprintf(held, sizeof(held), "%s:sub:{hk-big}:held", F.ns);
+    snprintf(val, sizeof(val), "{\"event_id\":\"e\",\"attempts\":1,\"since_ms\":%lld}", now);
+    write_bulk(held, "tenant:key", 300, val);
+    seen = json_object();
+    w = walk_pages("/v1/subscriptions/hk-big/keys?blocked=true&limit=7", "keys", "key", NULL, 7,
+                   seen);
+    CU_ASSERT_EQUAL(json_object_size(seen), 300);
+    CU_ASSERT_EQUAL(w.repeats, 0);
+    CU_ASSERT(w.pages > 2);
+    CU_ASSERT(w.max_page <= 7);
+    json_decref(seen);
+
+    /* Only blocked=true is served; everything else is refused, never ignored. */
+    char rc_cursor[128], rc_query[192], path[256];
+    cursor_of("t1:succeeded:0::0:", rc_cursor); /* the task listing's, not this one's */
+    snprintf(rc_query, sizeof(rc_query), "?blocked=true&cursor=%s", rc_cursor);
+    const char *bad[] = {"", "?blocked=false", "?blocked=1", "?blocked", "?blocked=true&limit=0",
+                         "?blocked=true&limit=1001", "?blocked=true&cursor=zz!!", rc_query};
+    const char *field[] = {"blocked", "blocked", "blocked", "blocked", "limit", "limit", "cursor",
+                           "cursor"};
+    for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+        snprintf(path, sizeof(path), "/v1/subscriptions/hk-sub/keys%s", bad[b]);
+        http(&r, "GET", path, NULL);
+        CU_ASSERT_EQUAL(r.status, 400);
+        CU_ASSERT(has_detail(&r, field[b]));
+        if (b == 0)
+            CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "only blocked=true is supported"));
+        resp_clear(&r);
+    }
+    http(&r, "GET", "/v1/subscriptions/ghost/keys?blocked=true", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    CU_ASSERT_STRING_EQUAL(err_code(&r), "NOT_FOUND");
     resp_clear(&r);
 }
 
@@ -547,6 +921,8 @@ int main(void)
         {"stats", test_stats},
         {"task_get", test_task_get},
         {"task_list", test_task_list},
+        {"task_list_records", test_task_list_records},
+        {"held_keys", test_held_keys},
         {"dlq_and_replay", test_dlq_and_replay},
         {"pause_resume", test_pause_resume},
         {"sub_streams_and_delete", test_sub_streams_and_delete},

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* A lambda built for tests/lambda/test_lambda.c: it writes everything its handler sees as one
  * JSON line to --out FILE, and answers as the push's `Msm-Attr-want` attribute says:
- * ok | retry | fatal | retry-after | bogus (an invalid status) | sleep:<ms> (blocks, to
- * overrun a deadline) | later:<ms> (MSM_LATER, completed by a timer) | complete-inside.
+ * ok | retry | fatal | retry-after | overloaded (429 without Retry-After) | overloaded-ok |
+ * overloaded-retry-after | bogus (an invalid status) | sleep:<ms> (blocks, to overrun a
+ * deadline) | later:<ms> (MSM_LATER, completed by a timer) | complete-inside.
  * Handlers: "sub-a" (that echo), "sub-b" (answers ok, records handler "sub-b"), and "*"
  * (the echo too) only with --star. */
 #include "msm/lambda.h"
@@ -108,6 +109,19 @@ static msm_status_t answer_as_wanted(const char *want, msm_ctx_t *ctx)
     }
     if (strcmp(want, "retry-after") == 0) {
         msm_ctx_set_retry_after(ctx, 2500);
+        return MSM_RETRY;
+    }
+    if (strcmp(want, "overloaded") == 0) {
+        msm_ctx_set_overloaded(ctx);
+        return MSM_RETRY;
+    }
+    if (strcmp(want, "overloaded-ok") == 0) {
+        msm_ctx_set_overloaded(ctx); /* only a retry is answered 429 */
+        return MSM_OK;
+    }
+    if (strcmp(want, "overloaded-retry-after") == 0) {
+        msm_ctx_set_overloaded(ctx);
+        msm_ctx_set_retry_after(ctx, 1000);
         return MSM_RETRY;
     }
     if (strcmp(want, "bogus") == 0)

@@ -2,7 +2,8 @@
 /* libmsm-lambda end to end: the reference msm-example-lambda and a test lambda (echo_lambda.c)
  * run as child processes on free ports and get real pushes over HTTP: headers to event
  * fields, status mapping, unknown subscriptions, deadlines, Msm-Signature, --record lines,
- * --latency-ms without blocking, metrics, and the SIGTERM drain. */
+ * --latency-ms without blocking, --max-concurrent and --fail-attr, metrics, and the SIGTERM
+ * drain. */
 #include "lambda_test_util.h"
 #include "msm_test.h"
 
@@ -138,9 +139,19 @@ static void test_flags(void)
     CU_ASSERT_EQUAL(WEXITSTATUS(system(cmd)), 0);
     char *text = lt_read_file(out, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    const char *expect[] = {"--port",       "--bind",         "--config",    "--secret",
-                            "--version",    "--record",       "--fail-rate", "--fatal-rate",
-                            "--latency-ms", "--canary-share", NULL};
+    const char *expect[] = {"--port",
+                            "--bind",
+                            "--config",
+                            "--secret",
+                            "--version",
+                            "--record",
+                            "--fail-rate",
+                            "--fatal-rate",
+                            "--latency-ms",
+                            "--canary-share",
+                            "--max-concurrent",
+                            "--fail-attr",
+                            NULL};
     for (int i = 0; expect[i]; i++)
         CU_ASSERT_PTR_NOT_NULL(strstr(text, expect[i]));
     /* Only the supervisor flags say they are not there yet. */
@@ -291,10 +302,16 @@ static void test_status_mapping(void)
         const char *msm_status;
         const char *code;
     } cases[] = {
-        {"ok", 200, "ok", NULL},          {"retry", 503, "retry", "RETRY"},
-        {"fatal", 500, "fatal", "FATAL"}, {"retry-after", 429, "retry", "RETRY"},
-        {"bogus", 503, "retry", "RETRY"}, {"complete-inside", 500, "fatal", "FATAL"},
+        {"ok", 200, "ok", NULL},
+        {"retry", 503, "retry", "RETRY"},
+        {"fatal", 500, "fatal", "FATAL"},
+        {"retry-after", 429, "retry", "RETRY"},
+        {"bogus", 503, "retry", "RETRY"},
+        {"complete-inside", 500, "fatal", "FATAL"},
         {"later:50", 200, "ok", NULL},
+        {"overloaded", 429, "retry", "OVERLOADED"},
+        {"overloaded-ok", 200, "ok", NULL},
+        {"overloaded-retry-after", 429, "retry", "RETRY"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         lt_http_t h = {0};
@@ -320,6 +337,16 @@ static void test_status_mapping(void)
     push(&c, &h, "sub-a", "e", "retry-after");
     char v[16];
     CU_ASSERT_TRUE(lt_http_header(&h, "Retry-After", v, sizeof(v)) && strcmp(v, "3") == 0);
+    lt_http_free(&h);
+    /* Overloaded: 429 that names no time, so the router holds nothing; with a retry after
+     * as well, the time is said. */
+    h = (lt_http_t){0};
+    push(&c, &h, "sub-a", "e", "overloaded");
+    CU_ASSERT_PTR_NULL(lt_http_header(&h, "Retry-After", v, sizeof(v)));
+    lt_http_free(&h);
+    h = (lt_http_t){0};
+    push(&c, &h, "sub-a", "e", "overloaded-retry-after");
+    CU_ASSERT_TRUE(lt_http_header(&h, "Retry-After", v, sizeof(v)) && strcmp(v, "1") == 0);
     lt_http_free(&h);
     CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
@@ -492,10 +519,13 @@ static void check_record_line(json_t *o,
                               long long t1,
                               const char *result)
 {
-    static const char *const keys[] = {"id",           "subscription", "attempt", "key",
-                                       "ordering_key", "received_ms",  "result",  NULL};
+    static const char *const keys[] = {"id",        "subscription", "attempt",
+                                       "key",       "ordering_key", "received_ms",
+                                       "in_flight", "result",       NULL};
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-    CU_ASSERT_EQUAL(json_object_size(o), 7);
+    CU_ASSERT_EQUAL(json_object_size(o), 8);
+    /* Pushed one at a time: only itself was in progress. */
+    CU_ASSERT_EQUAL(jint(o, "in_flight"), 1);
     for (int i = 0; keys[i]; i++)
         CU_ASSERT_PTR_NOT_NULL(json_object_get(o, keys[i]));
     CU_ASSERT_STRING_EQUAL(jstr(o, "id"), id);
@@ -619,7 +649,7 @@ static void test_record_concurrent_writers(void)
     for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         json_t *o = json_loads(l, 0, NULL);
         lines++;
-        valid += o && json_object_size(o) == 7;
+        valid += o && json_object_size(o) == 8;
         json_decref(o);
     }
     CU_ASSERT_EQUAL(lines, 120);
@@ -681,6 +711,99 @@ static void test_latency_does_not_block(void)
                 : NULL);
     lt_http_free(&m);
     CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+}
+
+/* ---- --max-concurrent and --fail-attr ---- */
+
+/* The record's line of @p id among @p n lines (NULL when absent). */
+static json_t *line_of(json_t **lines, int n, const char *id)
+{
+    for (int i = 0; i < n; i++) {
+        if (lines[i] && strcmp(jstr(lines[i], "id"), id) == 0)
+            return lines[i];
+    }
+    return NULL;
+}
+
+/* Two invocations wait on --latency-ms: a third is refused as an overloaded endpoint would
+ * (429, no Retry-After); each line counts what was in progress when it arrived. A poison
+ * event answers retry whatever --fail-rate says. */
+static void test_max_concurrent_and_fail_attr(void)
+{
+    char rec[512];
+    path_in_dir(rec, sizeof(rec), "overload");
+    const char *args[] = {"--record", rec,           "--latency-ms",  "800", "--max-concurrent",
+                          "2",        "--fail-attr", "tenant=poison", NULL};
+    msm_test_proc_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    latent_t a = {.lc_child = &c, .lc_id = "m1"}, b = {.lc_child = &c, .lc_id = "m2"};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, latent_main, &a);
+    usleep(100 * 1000); /* m1 arrives first: in_flight 1, then m2: 2 */
+    pthread_create(&tb, NULL, latent_main, &b);
+    usleep(200 * 1000);
+    lt_http_t h = {0};
+    push(&c, &h, "lat-sub", "m3", NULL);
+    CU_ASSERT_EQUAL(h.status, 429);
+    char v[32];
+    CU_ASSERT_PTR_NULL(lt_http_header(&h, "Retry-After", v, sizeof(v)));
+    CU_ASSERT_TRUE(lt_http_header(&h, "Msm-Status", v, sizeof(v)) && strcmp(v, "retry") == 0);
+    CU_ASSERT_TRUE(body_code_is(&h, "OVERLOADED"));
+    CU_ASSERT_TRUE(h.secs < 0.5); /* refused at once, not after the latency */
+    lt_http_free(&h);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CU_ASSERT_EQUAL(a.lc_h.status, 200);
+    CU_ASSERT_EQUAL(b.lc_h.status, 200);
+    lt_http_free(&a.lc_h);
+    lt_http_free(&b.lc_h);
+
+    /* Once they are done there is room again; the poison event still fails. */
+    h = (lt_http_t){.headers = {"Msm-Attr-tenant: poison", NULL}};
+    push(&c, &h, "lat-sub", "p1", NULL);
+    CU_ASSERT_EQUAL(h.status, 503);
+    CU_ASSERT_TRUE(h.rbody && strstr(h.rbody, "poison"));
+    lt_http_free(&h);
+    h = (lt_http_t){.headers = {"Msm-Attr-tenant: healthy", NULL}};
+    push(&c, &h, "lat-sub", "p2", NULL);
+    CU_ASSERT_EQUAL(h.status, 200);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+
+    char *text = lt_read_file(rec, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    json_t *lines[8] = {0};
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l && n < 8;
+         l = strtok_r(NULL, "\n", &save))
+        lines[n++] = json_loads(l, 0, NULL);
+    CU_ASSERT_EQUAL(n, 5);
+    const struct {
+        const char *id;
+        int in_flight;
+        const char *result;
+    } want[] = {
+        {"m1", 1, "ok"}, {"m2", 2, "ok"}, {"m3", 3, "retry"}, {"p1", 1, "retry"}, {"p2", 1, "ok"}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        json_t *o = line_of(lines, n, want[i].id);
+        CU_ASSERT_PTR_NOT_NULL(o);
+        if (!o)
+            continue;
+        CU_ASSERT_EQUAL(jint(o, "in_flight"), want[i].in_flight);
+        CU_ASSERT_STRING_EQUAL(jstr(o, "result"), want[i].result);
+    }
+    for (int i = 0; i < n; i++)
+        json_decref(lines[i]);
+    free(text);
+
+    /* A --fail-attr without '=' cannot start. */
+    char out[512], cmd[1024];
+    path_in_dir(out, sizeof(out), "bad-fail-attr");
+    snprintf(cmd, sizeof(cmd), "%s --port 0 --fail-attr tenant > %s 2>&1", MSM_EXAMPLE_LAMBDA, out);
+    CU_ASSERT_EQUAL(WEXITSTATUS(system(cmd)), 1);
+    char *log = lt_read_file(out, NULL);
+    CU_ASSERT_PTR_NOT_NULL(log ? strstr(log, "NAME=VALUE") : NULL);
+    free(log);
 }
 
 /* ---- SIGTERM ---- */
@@ -906,6 +1029,7 @@ static CU_TestInfo lambda_tests[] = {
     {"--record lines", test_record},
     {"--record from two processes", test_record_concurrent_writers},
     {"--latency-ms answers late without blocking", test_latency_does_not_block},
+    {"--max-concurrent answers 429, --fail-attr retry", test_max_concurrent_and_fail_attr},
     {"SIGTERM drains and exits 0", test_sigterm_drains},
     {"API.md's three-line lambda", test_api_example},
     {"batch push: one handler call and one result per event", test_batch_push},

@@ -318,10 +318,11 @@ static int put_topic(fx_t *fx, const char *topic, int partitions)
                     json_pack("{s:s,s:i}", "name", topic, "partitions", partitions));
 }
 
-static int put_sub(fx_t *fx, const char *sub, const char *topic)
+/* As PUT /v1/subscriptions would store it; @p filter may be NULL. */
+static int put_sub_filtered(fx_t *fx, const char *sub, const char *topic, const char *filter)
 {
-    json_t *body =
-        json_pack("{s:s,s:[{s:s}]}", "topic", topic, "endpoints", "url", "http://127.0.0.1:9/");
+    json_t *body = json_pack("{s:s,s:[{s:s}],s:s?}", "topic", topic, "endpoints", "url",
+                             "http://127.0.0.1:9/", "filter", filter);
     msm_json_err_t e;
     msm_json_err_init(&e);
     msm_sub_t *s = msm_sub_from_json(sub, body, &e);
@@ -332,6 +333,11 @@ static int put_sub(fx_t *fx, const char *sub, const char *topic)
     json_t *stored = msm_sub_to_json(s, true);
     msm_sub_free(s);
     return put_json(fx, MSM_KEY_SUBS, sub, stored);
+}
+
+static int put_sub(fx_t *fx, const char *sub, const char *topic)
+{
+    return put_sub_filtered(fx, sub, topic, NULL);
 }
 
 static int delete_entry(fx_t *fx, const char *kind, const char *name)
@@ -353,11 +359,35 @@ static int delete_topic(fx_t *fx, const char *topic)
     return delete_entry(fx, MSM_KEY_TOPICS, topic);
 }
 
+/* Gives event number @p i its own attributes or due time, before it is packed. */
+typedef void shape_fn(size_t i, Msm__V1__Event *ev, void *arg);
+
+static int publish_shaped(fx_t *fx,
+                          const char *topic,
+                          size_t n,
+                          int64_t deliver_at,
+                          int64_t spread_ms,
+                          char *ids,
+                          shape_fn *shape,
+                          void *arg);
+
 /* Publishes @p n events to events.<topic> as the frontend would, in batches of 500, due
  * from @p deliver_at to @p deliver_at + @p spread_ms; their ids go to @p ids
  * (n * MSM_ID_STR_SIZE) when given. */
 static int publish_spread(
     fx_t *fx, const char *topic, size_t n, int64_t deliver_at, int64_t spread_ms, char *ids)
+{
+    return publish_shaped(fx, topic, n, deliver_at, spread_ms, ids, NULL, NULL);
+}
+
+static int publish_shaped(fx_t *fx,
+                          const char *topic,
+                          size_t n,
+                          int64_t deliver_at,
+                          int64_t spread_ms,
+                          char *ids,
+                          shape_fn *shape,
+                          void *arg)
 {
     char stream[96];
     snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, topic);
@@ -387,6 +417,8 @@ static int publish_spread(
             ev.deliver_at_ms =
                 deliver_at ? deliver_at + spread_ms * (int64_t)(off + i) / (int64_t)n : 0;
             ev.priority = 5;
+            if (shape)
+                shape(off + i, &ev, arg);
             msm_pb_pack(&ev.base, &bufs[i]);
             recs[i] = (msm_record_t){keys[i], strlen(keys[i]), bufs[i].data, bufs[i].len};
         }
@@ -1047,6 +1079,121 @@ static void test_subscription_barrier(void)
     fx_stop(&fx);
 }
 
+/* ---- filters ---- */
+
+/* Event i of the filter test: kind "image" when i is even (half), otherwise "video", "images"
+ * (a longer value) or no kind at all; every fifth is delayed until *arg. */
+static void shape_media(size_t i, Msm__V1__Event *ev, void *arg)
+{
+    static Msm__V1__Event__AttributesEntry kind, other, *attrs[2];
+    static const char *const odd_kinds[] = {"video", "images", NULL};
+    msm__v1__event__attributes_entry__init(&kind);
+    msm__v1__event__attributes_entry__init(&other);
+    const char *k = i % 2 == 0 ? "image" : odd_kinds[(i / 2) % 3];
+    other.key = "source";
+    other.value = "camera";
+    kind.key = "kind";
+    kind.value = (char *)k;
+    attrs[0] = &other;
+    attrs[1] = &kind;
+    ev->attributes = attrs;
+    ev->n_attributes = k ? 2 : 1; /* some have no kind at all */
+    if (i % 5 == 0)
+        ev->deliver_at_ms = *(const int64_t *)arg;
+}
+
+static int media_matches(size_t i)
+{
+    return i % 2 == 0;
+}
+
+/* The index of @p id among the @p n ids published, or n. */
+static size_t id_index(const char *ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ids + i * MSM_ID_STR_SIZE, id) == 0)
+            return i;
+    }
+    return n;
+}
+
+/* API.md: events a subscription's filter does not match are never stored for it, due now or
+ * delayed; they are counted, and acknowledged like the others. */
+static void test_filter(void)
+{
+    static const char *const subs[] = {"img", "all", NULL};
+    fx_t fx;
+    CU_ASSERT_FATAL(fx_start(&fx, 100, subs) == 0);
+    CU_ASSERT(put_topic(&fx, "media", 4) == 0);
+    CU_ASSERT(put_sub_filtered(&fx, "img", "media", "attributes.kind = \"image\"") == 0);
+    CU_ASSERT(put_sub(&fx, "all", "media") == 0);
+    CU_ASSERT_FATAL(wait_consumers(&fx, 1) == 0);
+    enum { N = 10000, DELAYED = N / 5, MATCHING = N / 2, MATCHING_DELAYED = N / 10 };
+    char *ids = calloc(N, MSM_ID_STR_SIZE), *matching = calloc(MATCHING, MSM_ID_STR_SIZE);
+    /* Far enough ahead to look at the delayed store first, even on a slow (sanitized) run. */
+    int64_t deliver_at = msm_time_unix_ms() + 6000;
+    CU_ASSERT_FATAL(publish_shaped(&fx, "media", N, 0, 0, ids, shape_media, &deliver_at) == 0);
+    for (size_t i = 0, m = 0; i < N; i++) {
+        if (media_matches(i))
+            memcpy(matching + m++ * MSM_ID_STR_SIZE, ids + i * MSM_ID_STR_SIZE, MSM_ID_STR_SIZE);
+    }
+
+    /* While the delayed ones wait: only matching events are held for img. */
+    CU_ASSERT(wait_zcard(&fx, "img", MATCHING_DELAYED, 5000) == 0);
+    CU_ASSERT(wait_zcard(&fx, "all", DELAYED, 5000) == 0);
+    CU_ASSERT(msm_time_unix_ms() < deliver_at);
+    CU_ASSERT(hlen(&fx, "img") == MATCHING_DELAYED);
+    redisReply *held = redisCommand(fx.sync, "ZRANGE %s:sub:{img}:delayed 0 -1", fx.ns);
+    CU_ASSERT_FATAL(held && held->type == REDIS_REPLY_ARRAY);
+    size_t held_ok = 0;
+    for (size_t k = 0; k < held->elements; k++) {
+        size_t i = id_index(ids, N, held->element[k]->str);
+        held_ok += i < N && media_matches(i) && i % 5 == 0;
+    }
+    CU_ASSERT_EQUAL(held_ok, MATCHING_DELAYED);
+    freeReplyObject(held);
+
+    /* Then every matching event reaches ready.img, due now or fired, and nothing else. */
+    CU_ASSERT(wait_all(&fx, col_of(&fx, "img"), matching, MATCHING, 20000) == MSM_OK);
+    CU_ASSERT(wait_all(&fx, col_of(&fx, "all"), ids, N, 20000) == MSM_OK);
+    msm_test_spin(fx.loop, 200); /* anything that should not come would have come by now */
+    collector_t *img = col_of(&fx, "img");
+    size_t foreign = 0;
+    for (size_t k = 0; k < img->n; k++) {
+        size_t i = id_index(ids, N, img->got[k].id);
+        foreign += i == N || !media_matches(i);
+    }
+    CU_ASSERT_EQUAL(foreign, 0);
+    CU_ASSERT_EQUAL(img->n, MATCHING);
+    CU_ASSERT_EQUAL(img->bad, 0);
+    CU_ASSERT_EQUAL(col_of(&fx, "all")->n, N);
+    CU_ASSERT(wait_zcard(&fx, "img", 0, 5000) == 0);
+    CU_ASSERT(hlen(&fx, "img") == 0);
+    /* The scheduler writes no task record, filtered or not. */
+    redisReply *tk = redisCommand(fx.sync, "KEYS %s:sub:{img}:t:*", fx.ns);
+    CU_ASSERT(tk && tk->type == REDIS_REPLY_ARRAY && tk->elements == 0);
+    if (tk)
+        freeReplyObject(tk);
+
+    /* Every event acknowledged, the left-out ones counted exactly once. */
+    uint64_t end = msm_time_mono_ms() + 3000;
+    while (scheduler_backlog(&fx, "media") != 0 && msm_time_mono_ms() < end)
+        msm_test_spin(fx.loop, 50);
+    CU_ASSERT(scheduler_backlog(&fx, "media") == 0);
+    CU_ASSERT(metric_has(&fx, "msm_scheduler_events_filtered_total{subscription=\"img\"} 5000\n"));
+    CU_ASSERT(metric_has(&fx, "msm_scheduler_events_filtered_total{subscription=\"all\"} 0\n"));
+    CU_ASSERT(metric_has(&fx, "msm_scheduler_tasks_fanned_out_total{subscription=\"img\"} 5000\n"));
+    CU_ASSERT(
+        metric_has(&fx, "msm_scheduler_tasks_fanned_out_total{subscription=\"all\"} 10000\n"));
+    redisReply *r = redisCommand(fx.sync, "HGET %s:sub:{img}:stats enqueued", fx.ns);
+    CU_ASSERT(r && r->type == REDIS_REPLY_STRING && atoll(r->str) == MATCHING);
+    if (r)
+        freeReplyObject(r);
+    free(ids);
+    free(matching);
+    fx_stop(&fx);
+}
+
 /* ---- suite ---- */
 
 static int suite_init(void)
@@ -1073,6 +1220,7 @@ static CU_TestInfo tests[] = {
     {"subscription barrier: an event after the PUT reaches the new subscription",
      test_subscription_barrier},
     {"delayed: 10,000/s due on top of a million waiting", test_due_events_over_large_backlog},
+    {"filter: events it does not match are never stored for the subscription", test_filter},
     CU_TEST_INFO_NULL,
 };
 

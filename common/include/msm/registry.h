@@ -10,6 +10,7 @@
 #ifndef MSM_REGISTRY_H
 #define MSM_REGISTRY_H
 
+#include "msm/filter.h"
 #include "msm/json.h"
 #include "msm/loop.h"
 #include "msm/redis.h"
@@ -95,12 +96,14 @@ typedef struct {
     char *topic;
     msm_endpoint_t *endpoints;
     size_t nendpoints;
-    char *filter;           /**< NULL = every event */
+    char *filter;           /**< the filter's text (docs/filter.md); NULL = every event */
+    msm_filter_t *filter_expr; /**< filter, parsed once for msm_filter_match(); NULL = none */
     bool ordered;           /**< default false */
     int max_concurrency;    /**< default 64 */
     double rate_limit_per_s;/**< 0 = unlimited */
     int timeout_ms;         /**< default 30000 */
     int priority;           /**< 0..9, default 5 */
+    char *fairness_key;     /**< attribute whose values share a priority round-robin; NULL */
     char *delivery_format;  /**< "native" (default) or "json" */
     char **locality;        /**< preferred zones, in order */
     size_t nlocality;
@@ -123,7 +126,9 @@ msm_topic_t *msm_topic_from_json(const char *name, const json_t *body, msm_json_
 json_t *msm_topic_to_json(const msm_topic_t *t);
 void msm_topic_free(msm_topic_t *t);
 
-/** @brief As msm_topic_from_json(), for a subscription (defaults filled in). */
+/** @brief As msm_topic_from_json(), for a subscription (defaults filled in). The filter is
+ *  parsed here (an error on "filter" names its position; "" means no filter), so every
+ *  snapshot's subscriptions carry it parsed in filter_expr. */
 msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_t *e);
 /** @brief JSON of @p s; the secret is included only when @p with_secret (storage). */
 json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret);

@@ -201,6 +201,15 @@ void msm_ctx_set_error(msm_ctx_t *ctx, const char *fmt, ...) __attribute__((form
 void msm_ctx_set_retry_after(msm_ctx_t *ctx, int64_t ms);
 
 /**
+ * @brief Says the endpoint is overloaded without naming a time: a MSM_RETRY answer then has
+ * status 429 and no `Retry-After` (error code OVERLOADED), so the router retries the event
+ * after its backoff and lowers the subscription's concurrency, without holding it. A retry
+ * after set with msm_ctx_set_retry_after() wins. No effect on other answers, nor in a batch
+ * push (whose answer is 200: the event's result is "retry").
+ */
+void msm_ctx_set_overloaded(msm_ctx_t *ctx);
+
+/**
  * @brief Finishes an invocation whose handler returned MSM_LATER.
  * @param status MSM_OK, MSM_RETRY or MSM_FATAL (anything else counts as MSM_RETRY)
  * @returns the status the router actually got: @p status, or MSM_RETRY when the deadline

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/* Lifecycle events: when --lifecycle.topic names a topic, every task that goes retrying or
+ * dead is also announced there as an ordinary event (type msm.task.retrying / msm.task.dead,
+ * JSON payload), so operators subscribe to their own failures like to anything else. Off the
+ * happy path: only failed attempts cost an append. At least once: an announcement may come
+ * for a change a crash then undid (the task is retried again). */
+#include "fc_int.h"
+#include "msm/err.h"
+#include "msm/id.h"
+#include "msm/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WARN_EVERY_MS 60000 /* a missing topic is logged this often at most */
+
+static void on_announced(msm_err_t err, const char *reason, void *opaque)
+{
+    flowcontrol_t *fc = opaque;
+    if (err == MSM_OK)
+        return;
+    int64_t now = fc_now_ms();
+    if (now - fc->lifecycle_warned_ms < WARN_EVERY_MS)
+        return;
+    fc->lifecycle_warned_ms = now;
+    msm_log(MSM_LOG_WARN, FC_FACILITY,
+            "lifecycle event not published to topic %s: %s (does the topic exist?)",
+            fc->conf.lifecycle_topic, reason ? reason : msm_err_str(err));
+}
+
+void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state)
+{
+    flowcontrol_t *fc = sub->fc;
+    const char *topic = fc->conf.lifecycle_topic;
+    if (!topic || !*topic)
+        return;
+    const Msm__V1__Task *task = t->t;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:i,s:s,s:I,s:I}", "subscription", sub->name,
+                             "event_id", task->event->id, "state", state, "attempts",
+                             task->attempt, "last_error",
+                             task->last_error ? task->last_error : "", "next_attempt_at",
+                             (json_int_t)task->next_attempt_at_ms, "at",
+                             (json_int_t)fc_now_ms());
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    char id[MSM_ID_STR_SIZE], type[64], stream[FC_KEY_MAX];
+    msm_id_new_str(id);
+    snprintf(type, sizeof(type), "msm.task.%s", state);
+    snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, topic);
+    Msm__V1__Event__AttributesEntry a_type = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT,
+                                    a_sub = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
+    a_type.key = "type";
+    a_type.value = type;
+    a_sub.key = "subscription";
+    a_sub.value = sub->name;
+    Msm__V1__Event__AttributesEntry *attrs[] = {&a_type, &a_sub};
+    Msm__V1__Event ev = MSM__V1__EVENT__INIT;
+    ev.id = id;
+    ev.topic = (char *)topic;
+    ev.key = sub->name; /* one subscription's announcements stay in order */
+    ev.n_attributes = 2;
+    ev.attributes = attrs;
+    ev.payload.data = (uint8_t *)payload;
+    ev.payload.len = payload ? strlen(payload) : 0;
+    ev.content_type = "application/json";
+    ev.publish_time_ms = fc_now_ms();
+    ev.priority = 5;
+    msm_buf_t buf = {0};
+    if (payload && msm_pb_pack(&ev.base, &buf) == MSM_OK) {
+        msm_record_t rec = {.key = sub->name, .key_len = strlen(sub->name),
+                            .value = buf.data, .value_len = buf.len};
+        if (msm_stream_append(fc->env.stream, stream, &rec, 1, on_announced, fc) != MSM_OK)
+            on_announced(MSM_ERR_NOMEM, "cannot send", fc);
+    }
+    msm_buf_deinit(&buf);
+    free(payload);
+}
