@@ -131,6 +131,11 @@ static void sub_locality(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
         }
         s->locality[s->nlocality++] = strdup(json_string_value(z));
     }
+    /* Never accepted and ignored: until the router chooses endpoints by zone, a preference
+     * is refused (an empty list, the default, is fine). */
+    if (n)
+        msm_json_err_add(e, NULL, "not supported yet: the router does not choose endpoints by "
+                                  "zone; leave locality empty");
     msm_json_path_pop(e);
 }
 

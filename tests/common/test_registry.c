@@ -96,6 +96,9 @@ static void test_sub_errors(void)
          "retry.max_attempts"},
         {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"bogus\":1}", "bogus"},
         {"{\"topic\":\"bad name\",\"endpoints\":[{\"url\":\"http://x/\"}]}", "topic"},
+        /* not honoured yet, so refused rather than ignored */
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"locality\":[\"a\"]}",
+         "locality"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *body = parse(cases[i].body);
