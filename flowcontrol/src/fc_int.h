@@ -337,6 +337,9 @@ void fc_pace_success(fc_pace_t *p, int64_t latency_ms, size_t running);
 int fc_pace_congestion(fc_pace_t *p, int64_t now_ms, int64_t retry_after_ms, int64_t cap_ms);
 /** @brief The current concurrency limit. */
 int fc_pace_limit(const fc_pace_t *p);
+/** @brief The delay before retry @p attempt + 1: jittered in [min, min * 2^attempt] capped at
+ *  max; a Retry-After wins when longer, up to max. */
+int64_t fc_retry_delay_ms(int64_t min_ms, int64_t max_ms, int attempt, int64_t retry_after_ms);
 
 /* ---- task.c ---- */
 fc_task_t *fc_task_get(flowcontrol_t *fc);

@@ -10,6 +10,7 @@
  *
  * Pure arithmetic on the times it is given: tests drive it without a loop. */
 #include "fc_int.h"
+#include "msm/backoff.h"
 
 #include <math.h>
 
@@ -95,6 +96,23 @@ int fc_pace_congestion(fc_pace_t *p, int64_t now_ms, int64_t retry_after_ms, int
     p->last_drop_ms = now_ms;
     p->limit = clamp(floor(p->limit * DECREASE), 1, p->max);
     return 1;
+}
+
+int64_t fc_retry_delay_ms(int64_t min_ms, int64_t max_ms, int attempt, int64_t retry_after_ms)
+{
+    uint64_t min = (uint64_t)(min_ms > 0 ? min_ms : 0), max = (uint64_t)(max_ms > 0 ? max_ms : 0);
+    if (max < min)
+        max = min;
+    /* Jittered from the first retry on, never below min_backoff_ms (a promise to the
+     * endpoint): uniform between min and min * 2^attempt, capped at max. Full jitter from 0
+     * would leave every first retry exactly at min, all at once. */
+    uint64_t hi = msm_backoff_cap_ms(attempt > 0 ? (uint32_t)attempt + 1 : 2, min, max);
+    uint64_t delay = hi > min ? min + msm_rand_below(hi - min + 1) : hi;
+    /* A Retry-After is honoured up to max_backoff_ms: an endpoint cannot park a task for
+     * longer than its subscription allows. */
+    if (retry_after_ms > 0 && (uint64_t)retry_after_ms > delay)
+        delay = (uint64_t)retry_after_ms < max ? (uint64_t)retry_after_ms : max;
+    return (int64_t)delay;
 }
 
 int fc_pace_limit(const fc_pace_t *p)

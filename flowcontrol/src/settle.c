@@ -332,21 +332,6 @@ static void history_add(Msm__V1__Task *task, const char *result, int http_status
 
 /* ---- outcomes ---- */
 
-static int64_t retry_delay_ms(const fc_sub_t *sub, int attempt, int64_t retry_after_ms)
-{
-    uint64_t min = (uint64_t)(sub->min_backoff_ms > 0 ? sub->min_backoff_ms : 0);
-    uint64_t max = (uint64_t)(sub->max_backoff_ms > 0 ? sub->max_backoff_ms : 0);
-    uint64_t delay = msm_backoff_delay_ms(attempt > 0 ? (uint32_t)attempt : 1, min, max);
-    /* Full jitter may draw 0; the subscription's minimum is a promise to the endpoint. */
-    if (delay < min)
-        delay = min;
-    /* A Retry-After is honoured up to max_backoff_ms: an endpoint cannot park a task for
-     * longer than its subscription allows. */
-    if (retry_after_ms > 0 && (uint64_t)retry_after_ms > delay)
-        delay = (uint64_t)retry_after_ms < max ? (uint64_t)retry_after_ms : max;
-    return (int64_t)delay;
-}
-
 /* The packed Task into a store: HSET <hash> id task, then ZADD <zset> score id. */
 static void store_put(fc_flush_t *fl, const char *hash, const char *zset, fc_task_t *t,
                       int64_t score)
@@ -420,7 +405,8 @@ static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http
         settle(sub, fl, t, "dead");
         return;
     }
-    int64_t due = now + retry_delay_ms(sub, task->attempt, retry_after_ms);
+    int64_t due = now + fc_retry_delay_ms(sub->min_backoff_ms, sub->max_backoff_ms,
+                                          task->attempt, retry_after_ms);
     task->state = MSM__V1__TASK_STATE__TASK_STATE_RETRYING;
     task->next_attempt_at_ms = due;
     t->next_attempt_ms = due;

@@ -106,12 +106,36 @@ static void test_retry_after_holds_capped(void)
     CU_ASSERT_EQUAL(wake, 5000);
 }
 
+/* Every retry is jittered, the first included, never below min_backoff_ms nor (Retry-After
+ * included) above max_backoff_ms. */
+static void test_retry_delay_jittered(void)
+{
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int i = 0; i < 2000; i++) {
+        int64_t d = fc_retry_delay_ms(100, 60000, 1, 0);
+        CU_ASSERT(d >= 100 && d <= 200);
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    CU_ASSERT(lo < 110 && hi > 190); /* spread over the window, not pinned at min */
+    for (int i = 0; i < 200; i++) {
+        int64_t d = fc_retry_delay_ms(100, 1000, 8, 0);
+        CU_ASSERT(d >= 100 && d <= 1000);
+    }
+    CU_ASSERT_EQUAL(fc_retry_delay_ms(300, 300, 3, 0), 300);
+    CU_ASSERT_EQUAL(fc_retry_delay_ms(0, 0, 1, 0), 0);
+    CU_ASSERT_EQUAL(fc_retry_delay_ms(100, 400, 1, 2000), 400); /* Retry-After capped */
+    int64_t d = fc_retry_delay_ms(100, 60000, 1, 5000);
+    CU_ASSERT_EQUAL(d, 5000);
+}
+
 static CU_TestInfo pace_tests[] = {
     {"unlimited_starts_at_max", test_unlimited_starts_at_max},
     {"rate_over_ten_seconds", test_rate_over_ten_seconds},
     {"congestion_once_per_round_trip", test_congestion_once_per_round_trip},
     {"additive_increase_in_use_only", test_additive_increase_in_use_only},
     {"retry_after_holds_capped", test_retry_after_holds_capped},
+    {"retry_delay_jittered", test_retry_delay_jittered},
     CU_TEST_INFO_NULL,
 };
 
