@@ -135,6 +135,7 @@ static int frontend_start(frontend_t *fe, const char *bin, const char *redis_url
     msm_test_proc_arg(p, "--namespace=%s", msm_test_namespace(ns, sizeof(ns)));
     msm_test_proc_arg(p, "--http.port=%d", p->port);
     msm_test_proc_arg(p, "--http.bind=127.0.0.1");
+    msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1"); /* as every local run */
     /* Warnings only: a log line per request would be part of what is measured. */
     msm_test_proc_arg(p, "--logging.level=warn");
     if (msm_test_proc_start(p) != 0)

@@ -54,10 +54,13 @@ start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$(pwd)/$VA
     --appendonly yes --appendfsync always --save ""
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-start frontend "$BUILD/frontend/msm-frontend"
+# The example lambda is on loopback, which PUT subscription and the router refuse unless
+# allowed (router/README.md "Safe endpoints"); both read the same setting.
+ALLOW_LOCAL=--router.allow_networks=127.0.0.0/8,::1
+start frontend "$BUILD/frontend/msm-frontend" "$ALLOW_LOCAL"
 start scheduler "$BUILD/scheduler/msm-scheduler"
 start flowcontrol "$BUILD/flowcontrol/msm-flowcontrol"
-start router "$BUILD/router/msm-router"
+start router "$BUILD/router/msm-router" "$ALLOW_LOCAL"
 : >"$VAR/demo-records.jsonl"
 start lambda "$BUILD/lambda-sdk/msm-example-lambda" --record "$VAR/demo-records.jsonl"
 wait_ready http://127.0.0.1:8080/readyz frontend

@@ -29,6 +29,8 @@ const char *msm_err_str(int err)
         return "shutting down";
     case MSM_ERR_PARSE:
         return "malformed input";
+    case MSM_ERR_DENIED:
+        return "denied by policy";
     }
     return "unknown error";
 }

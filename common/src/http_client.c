@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define FAC "http_client"
 
@@ -66,6 +67,7 @@ struct msm_http_call_s {
     uint64_t ca_start_ms;
     char ca_errbuf[CURL_ERROR_SIZE];
     char ca_msg[CURL_ERROR_SIZE + 64];
+    char ca_denied[256]; /* why the netpolicy refused an address ("" = it did not) */
 };
 
 typedef struct {
@@ -79,6 +81,7 @@ struct msm_http_client_s {
     msm_timer_t cl_timer;
     char *cl_user_agent;
     char *cl_proxy;
+    msm_netpolicy_t *cl_policy; /* NULL: every address may be connected to */
     uint32_t cl_timeout_ms;
     uint32_t cl_connect_timeout_ms;
     unsigned cl_idle_s;
@@ -478,6 +481,24 @@ static int setopt_err(CURLcode rc)
             return setopt_err(rc_);                                                                \
     } while (0)
 
+/* curl is about to open a socket to @p addr (after its own DNS lookup, before any byte is
+ * sent): the one place that sees the address really connected to, so the netpolicy is
+ * judged here. Refusing makes curl try the host's next address, or fail the request. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *addr)
+{
+    msm_http_call_t *c = clientp;
+    const msm_netpolicy_t *p = c->ca_client->cl_policy;
+    if (p && purpose == CURLSOCKTYPE_IPCXN) {
+        char why[sizeof(c->ca_denied)];
+        if (msm_netpolicy_check_sockaddr(p, &addr->addr, why, sizeof(why)) != MSM_OK) {
+            snprintf(c->ca_denied, sizeof(c->ca_denied), "%s", why);
+            return CURL_SOCKET_BAD;
+        }
+    }
+    return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
 /* Options every request gets from the client's configuration. */
 static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
 {
@@ -507,6 +528,10 @@ static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
     SETOPT(e, CURLOPT_WRITEDATA, c);
     SETOPT(e, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(e, CURLOPT_HEADERDATA, c);
+    if (cl->cl_policy) {
+        SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+        SETOPT(e, CURLOPT_OPENSOCKETDATA, c);
+    }
     c->ca_ready = 1;
     return MSM_OK;
 }
@@ -559,6 +584,7 @@ static int setup_request(msm_http_client_t *cl,
     headers_clear(&c->ca_rhdrs);
     c->ca_over = OVER_NONE;
     c->ca_errbuf[0] = '\0';
+    c->ca_denied[0] = '\0';
     return MSM_OK;
 }
 
@@ -598,6 +624,9 @@ static int err_of(const msm_http_call_t *c, CURLcode rc)
 {
     if (rc == CURLE_WRITE_ERROR && c->ca_over != OVER_NONE)
         return c->ca_over == OVER_NOMEM ? MSM_ERR_NOMEM : MSM_ERR_TOOLARGE;
+    /* No connection because the policy refused the address(es) it would have gone to. */
+    if (rc == CURLE_COULDNT_CONNECT && c->ca_denied[0])
+        return MSM_ERR_DENIED;
     switch (rc) {
     case CURLE_OK:
         return MSM_OK;
@@ -630,6 +659,10 @@ static const char *error_text(msm_http_call_t *c, CURLcode rc)
         return "out of memory storing the response";
     default:
         break;
+    }
+    if (err_of(c, rc) == MSM_ERR_DENIED) {
+        snprintf(c->ca_msg, sizeof(c->ca_msg), "%s", c->ca_denied);
+        return c->ca_msg;
     }
     snprintf(c->ca_msg, sizeof(c->ca_msg), "%s",
              c->ca_errbuf[0] ? c->ca_errbuf : curl_easy_strerror(rc));
@@ -769,6 +802,32 @@ void msm_http_client_conf_init(msm_http_client_conf_t *conf)
     memset(conf, 0, sizeof(*conf));
 }
 
+int msm_http_url_host(const char *url, char *host, size_t size)
+{
+    CURLU *u = curl_url();
+    char *h = NULL;
+    int rc = MSM_ERR_INVALID;
+    if (!u)
+        return MSM_ERR_NOMEM;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK && h && *h) {
+        const char *p = h;
+        size_t len = strlen(h);
+        if (len >= 2 && p[0] == '[' && p[len - 1] == ']') {
+            p++;
+            len -= 2;
+        }
+        rc = len < size ? MSM_OK : MSM_ERR_TOOLARGE;
+        if (rc == MSM_OK) {
+            memcpy(host, p, len);
+            host[len] = '\0';
+        }
+    }
+    curl_free(h);
+    curl_url_cleanup(u);
+    return rc;
+}
+
 int msm_http_client_async_dns(void)
 {
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
@@ -831,6 +890,8 @@ msm_http_client_t *msm_http_client_new(msm_loop_t *loop,
     cl->cl_proxy = dup_or_null(conf->proxy);
     if (!cl->cl_user_agent || (conf->proxy && !cl->cl_proxy))
         goto nomem;
+    if (conf->netpolicy && !(cl->cl_policy = msm_netpolicy_dup(conf->netpolicy)))
+        goto nomem;
     if (!(cl->cl_multi = curl_multi_init()))
         goto nomem;
     if (setup_multi(cl, conf) != MSM_OK) {
@@ -849,6 +910,7 @@ fail:
         curl_multi_cleanup(cl->cl_multi);
         free(cl->cl_user_agent);
         free(cl->cl_proxy);
+        msm_netpolicy_free(cl->cl_policy);
         free(cl);
     }
     curl_global_cleanup();
@@ -870,6 +932,7 @@ static void really_free(msm_http_client_t *cl)
     }
     free(cl->cl_user_agent);
     free(cl->cl_proxy);
+    msm_netpolicy_free(cl->cl_policy);
     free(cl);
     curl_global_cleanup();
 }

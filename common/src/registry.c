@@ -82,9 +82,33 @@ void msm_topic_free(msm_topic_t *t)
 
 /* ---- subscriptions ---- */
 
+/* An endpoint's "health": an active check every interval_ms (API.md). */
+static void endpoint_health(msm_json_err_t *e, const json_t *ep, msm_health_t *h)
+{
+    static const char *const known[] = {"path", "interval_ms", "unhealthy_threshold",
+                                        "healthy_threshold", NULL};
+    json_t *o = NULL;
+    int64_t interval = 5000, down = 3, up = 2;
+    const char *path = "/healthz";
+    if (msm_json_get_object(e, ep, "health", MSM_JSON_NULLABLE, &o) != MSM_OK || !o)
+        return;
+    msm_json_path_push_key(e, "health");
+    msm_json_check_known(e, o, known);
+    if (msm_json_get_strn(e, o, "path", 0, 1024, &path) == MSM_OK && path[0] != '/')
+        msm_json_err_add(e, "path", "must start with /");
+    msm_json_get_int(e, o, "interval_ms", 0, 100, 3600000, &interval);
+    msm_json_get_int(e, o, "unhealthy_threshold", 0, 1, 100, &down);
+    msm_json_get_int(e, o, "healthy_threshold", 0, 1, 100, &up);
+    msm_json_path_pop(e);
+    h->path = strdup(path);
+    h->interval_ms = (int)interval;
+    h->unhealthy_threshold = (int)down;
+    h->healthy_threshold = (int)up;
+}
+
 static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
 {
-    static const char *const known[] = {"url", "zone", "weight", NULL};
+    static const char *const known[] = {"url", "zone", "weight", "version", "health", NULL};
     size_t n = json_array_size(arr);
     s->endpoints = calloc(n ? n : 1, sizeof(*s->endpoints));
     if (!s->endpoints)
@@ -93,13 +117,16 @@ static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
     for (size_t i = 0; i < n; i++) {
         const json_t *ep = json_array_get(arr, i);
         msm_json_path_push_index(e, i);
-        const char *url = NULL, *zone = NULL;
+        const char *url = NULL, *zone = NULL, *version = NULL;
         int64_t weight = 1;
+        msm_health_t health = {0};
         if (msm_json_expect_object(e, ep) == MSM_OK) {
             msm_json_check_known(e, ep, known);
             msm_json_get_strn(e, ep, "url", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, 2048, &url);
             msm_json_get_strn(e, ep, "zone", MSM_JSON_NULLABLE, 64, &zone);
             msm_json_get_int(e, ep, "weight", MSM_JSON_OPTIONAL, 1, 1000, &weight);
+            msm_json_get_strn(e, ep, "version", MSM_JSON_NULLABLE, 64, &version);
+            endpoint_health(e, ep, &health);
             if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
                 msm_json_err_add(e, "url", "must be an http:// or https:// URL");
         }
@@ -109,6 +136,10 @@ static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
             out->url = strdup(url);
             out->zone = dup_or_null(zone);
             out->weight = (int)weight;
+            out->version = dup_or_null(version);
+            out->health = health;
+        } else {
+            free(health.path);
         }
     }
     msm_json_path_pop(e);
@@ -131,11 +162,6 @@ static void sub_locality(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
         }
         s->locality[s->nlocality++] = strdup(json_string_value(z));
     }
-    /* Never accepted and ignored: until the router chooses endpoints by zone, a preference
-     * is refused (an empty list, the default, is fine). */
-    if (n)
-        msm_json_err_add(e, NULL, "not supported yet: the router does not choose endpoints by "
-                                  "zone; leave locality empty");
     msm_json_path_pop(e);
 }
 
@@ -247,13 +273,28 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     return s;
 }
 
+/* Optional members only when given, so subscriptions that do not use them stay readable
+ * by daemons that predate them. */
+static json_t *endpoint_to_json(const msm_endpoint_t *ep)
+{
+    json_t *o = json_pack("{s:s,s:s?,s:i}", "url", ep->url, "zone", ep->zone, "weight",
+                          ep->weight);
+    if (o && ep->version)
+        json_object_set_new(o, "version", json_string(ep->version));
+    if (o && ep->health.path)
+        json_object_set_new(o, "health",
+                            json_pack("{s:s,s:i,s:i,s:i}", "path", ep->health.path,
+                                      "interval_ms", ep->health.interval_ms,
+                                      "unhealthy_threshold", ep->health.unhealthy_threshold,
+                                      "healthy_threshold", ep->health.healthy_threshold));
+    return o;
+}
+
 json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret)
 {
     json_t *eps = json_array(), *loc = json_array();
     for (size_t i = 0; i < s->nendpoints; i++)
-        json_array_append_new(eps, json_pack("{s:s,s:s?,s:i}", "url", s->endpoints[i].url,
-                                             "zone", s->endpoints[i].zone, "weight",
-                                             s->endpoints[i].weight));
+        json_array_append_new(eps, endpoint_to_json(&s->endpoints[i]));
     for (size_t i = 0; i < s->nlocality; i++)
         json_array_append_new(loc, json_string(s->locality[i]));
     json_t *o = json_pack(
@@ -285,6 +326,8 @@ void msm_sub_free(msm_sub_t *s)
     for (size_t i = 0; i < s->nendpoints; i++) {
         free(s->endpoints[i].url);
         free(s->endpoints[i].zone);
+        free(s->endpoints[i].version);
+        free(s->endpoints[i].health.path);
     }
     for (size_t i = 0; i < s->nlocality; i++)
         free(s->locality[i]);

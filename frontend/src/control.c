@@ -427,6 +427,22 @@ static int filter_changed(const json_t *old, const msm_sub_t *s)
     return valid;
 }
 
+/* Every endpoint's address was judged (netcheck.c): 400 naming each refused one. */
+static void on_sub_netchecked(void *opaque, msm_json_err_t *verdict)
+{
+    sub_put_t *sp = opaque;
+    if (msm_json_err_count(verdict) > 0) {
+        json_t *body = msm_json_err_body(verdict, NULL);
+        if (body)
+            fe_call_json(&sp->base, 400, body);
+        else
+            fe_call_error(&sp->base, 500, "INTERNAL", "out of memory", NULL);
+        return;
+    }
+    if (!fe_call_aborted(&sp->base))
+        sub_ensure_streams(sp);
+}
+
 static void on_sub_checked(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
@@ -472,8 +488,11 @@ static void on_sub_checked(msm_redis_t *r, redisReply *reply, const char *err, v
             sp->sub->paused = json_is_true(json_object_get(old, "paused"));
     }
     json_decref(old);
-    if (!fe_call_aborted(&sp->base))
-        sub_ensure_streams(sp);
+    if (fe_call_aborted(&sp->base))
+        return;
+    int rc = fe_netcheck_start(sp->base.fe, sp->sub, on_sub_netchecked, sp);
+    if (rc != MSM_OK)
+        fe_call_unavailable(&sp->base, msm_err_str(rc));
 }
 
 static void sub_put(msm_http_req_t *req, void *opaque)

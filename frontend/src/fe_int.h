@@ -8,6 +8,7 @@
 
 #include "msm/registry.h"
 
+#include "msm/netpolicy.h"
 #include "msm/schema_store.h"
 
 #include <jansson.h>
@@ -60,6 +61,7 @@ struct fe_s {
     msm_metric_t *fe_m_requests;
     msm_metric_t *fe_m_events;
     msm_metric_t *fe_m_latency;
+    msm_netpolicy_t *fe_netpolicy;      /* endpoint addresses allowed at PUT subscription */
 };
 
 /* ---- calls: one request answered later ---- */
@@ -151,6 +153,24 @@ void fe_sub_pause_start(fe_t *fe, msm_http_req_t *req, const char *name, bool pa
 /** @brief DELETE of a subscription: the registry entry, then its streams and keys; answers
  *  once they are gone. */
 void fe_sub_delete_start(fe_t *fe, msm_http_req_t *req, const char *name);
+
+/* ---- endpoint addresses (netcheck.c) ---- */
+
+/** How long a PUT subscription waits for its endpoints' host names to resolve. */
+#define FE_RESOLVE_TIMEOUT_MS 3000
+
+/** Called once with the verdict: one error per refused endpoint at "endpoints[i].url"
+ *  (none when all are allowed); @p verdict is borrowed for the call. */
+typedef void fe_netcheck_cb(void *opaque, msm_json_err_t *verdict);
+
+/**
+ * @brief Judges the host of every endpoint of @p s against the frontend's netpolicy: IP
+ * literals at once, host names by every address they resolve to, on a resolver thread
+ * bounded by FE_RESOLVE_TIMEOUT_MS (an unresolvable or slow name is refused too).
+ * @returns MSM_OK when @p cb will be called (possibly before this returns), or
+ * MSM_ERR_NOMEM / MSM_ERR_IO (no thread) and @p cb is never called.
+ */
+int fe_netcheck_start(fe_t *fe, const msm_sub_t *s, fe_netcheck_cb *cb, void *opaque);
 
 /* ---- routes of each file ---- */
 

@@ -48,6 +48,7 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_cdc_settle);
     fe_schemas_changed(fe);
     msm_schema_store_free(fe->fe_schemas);
+    msm_netpolicy_free(fe->fe_netpolicy);
     free(fe);
 }
 
@@ -114,6 +115,13 @@ fe_t *fe_new(const fe_deps_t *deps, const fe_settings_t *settings, char *errbuf,
     if (settings)
         fe->fe_set = *settings;
     settings_defaults(&fe->fe_set);
+    fe->fe_netpolicy = msm_netpolicy_new(fe->fe_set.allow_networks, fe->fe_set.deny_networks,
+                                         errbuf, errbuf_size);
+    fe->fe_set.allow_networks = fe->fe_set.deny_networks = NULL; /* not kept */
+    if (!fe->fe_netpolicy) {
+        free(fe);
+        return NULL;
+    }
     int rc = metrics_setup(fe);
     if (rc != MSM_OK) {
         snprintf(errbuf, errbuf_size, "metrics: %s", msm_err_str(rc));

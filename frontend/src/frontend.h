@@ -35,6 +35,11 @@ typedef struct {
     int sub_partitions;         /**< partitions of ready.<sub> and dispatch.<sub> */
     int status_partitions;      /**< partitions of each status.<sub> stream */
     uint64_t idempotency_window_ms; /**< a repeated idempotency key answers the first id */
+    /** The router's address policy (msm/netpolicy.h), judged against every endpoint at PUT
+     *  subscription: comma-separated CIDRs, NULL = none (then loopback and private
+     *  endpoints are refused). Read during fe_new(). */
+    const char *allow_networks;
+    const char *deny_networks;
 } fe_settings_t;
 
 /** What the frontend borrows; each must outlive it (the metrics registry must also outlive

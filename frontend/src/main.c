@@ -6,6 +6,7 @@
 #include "msm/config.h"
 #include "msm/daemon.h"
 #include "msm/log.h"
+#include "msm/netpolicy.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -18,6 +19,8 @@ typedef struct {
     int sub_partitions;
     int status_partitions;
     long long idempotency_window_ms;
+    char *allow_networks;
+    char *deny_networks;
 } fe_conf_t;
 
 static const msm_conf_def_t fe_defs[] = {
@@ -37,6 +40,13 @@ static const msm_conf_def_t fe_defs[] = {
     MSM_CONF_INT("publish.idempotency_window_ms", fe_conf_t, idempotency_window_ms,
                  (long long)FE_DEFAULT_IDEMPOTENCY_WINDOW_MS, 1000, 30LL * 24 * 3600 * 1000,
                  "how long an idempotency key answers its first event's id"),
+    /* The router's names: one config file serves both (PUT refuses what it would). */
+    MSM_CONF_STR(MSM_NETPOLICY_ALLOW_SETTING, fe_conf_t, allow_networks, "",
+                 "CIDRs endpoints may be in although denied by default (as the router's; "
+                 "judged at PUT subscription)"),
+    MSM_CONF_STR(MSM_NETPOLICY_DENY_SETTING, fe_conf_t, deny_networks, "",
+                 "CIDRs endpoints may never be in (as the router's; judged at PUT "
+                 "subscription)"),
 };
 
 int main(int argc, char **argv)
@@ -63,6 +73,8 @@ int main(int argc, char **argv)
         .sub_partitions = conf.sub_partitions,
         .status_partitions = conf.status_partitions,
         .idempotency_window_ms = (uint64_t)conf.idempotency_window_ms,
+        .allow_networks = conf.allow_networks,
+        .deny_networks = conf.deny_networks,
     };
     char err[256];
     fe_t *fe = fe_new(&deps, &set, err, sizeof(err));

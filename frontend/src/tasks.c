@@ -21,11 +21,42 @@
 #define LIST_LIMIT_DEF 100
 #define LIST_LIMIT_MAX 1000
 
-/* KEYS: delayed, retry, dlq, stats. The store sizes and the stats hash's fields (SC_*). */
+/* KEYS: delayed, retry, dlq, stats, endpoints. The store sizes, the stats hash's fields
+ * (SC_*) and the routers' endpoint reports. */
 static const char STATS_LUA[] =
     "return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]),"
     " redis.call('ZCARD', KEYS[3]), redis.call('HMGET', KEYS[4], 'succeeded',"
-    " 'failed_attempts', 'pending', 'running', 'concurrency_limit', 'enqueued', 'done')}";
+    " 'failed_attempts', 'pending', 'running', 'concurrency_limit', 'enqueued', 'done'),"
+    " redis.call('HVALS', KEYS[5])}";
+
+#define REPORT_FRESH_MS 10000 /* a router's endpoint report older than this is ignored */
+
+/* One endpoint as the routers measure it (MSM_KEY_ENDPOINTS): healthy when a router that
+ * reported lately may push to it, in flight summed over the routers. Without any fresh
+ * report nobody is pushing to it: not healthy, and the reason says so. */
+static json_t *endpoint_stats(json_t *url, const json_t *reports)
+{
+    int64_t now = msm_time_unix_ms();
+    int healthy = 0;
+    json_int_t in_flight = 0;
+    const char *reason = "no router has reported on it in the last 10 s";
+    size_t i;
+    json_t *r;
+    json_array_foreach(reports, i, r) {
+        if (!json_equal(json_object_get(r, "url"), url) ||
+            now - json_integer_value(json_object_get(r, "updated_ms")) > REPORT_FRESH_MS)
+            continue;
+        in_flight += json_integer_value(json_object_get(r, "in_flight"));
+        if (json_is_true(json_object_get(r, "healthy")))
+            healthy = 1;
+        else if (json_string_value(json_object_get(r, "reason")))
+            reason = json_string_value(json_object_get(r, "reason"));
+    }
+    json_t *o = json_pack("{s:O,s:b,s:I}", "url", url, "healthy", healthy, "in_flight", in_flight);
+    if (o && !healthy)
+        json_object_set_new(o, "reason", json_string(reason));
+    return o;
+}
 
 /* KEYS: task record hash, delayed, delayed:events, dlq:tasks, retry, retry:tasks; ARGV: id.
  * The first place the task is in, in the order of the API's truth: {TG_*, ...}. */
@@ -86,6 +117,7 @@ static void sub_call_cleanup(fe_call_t *c)
     free(sc->cursor);
     free(sc->walk);
     free(sc->error);
+    json_decref(sc->reports);
     json_decref(sc->sub);
     json_decref(sc->ids);
     json_decref(sc->page_ids);
@@ -237,10 +269,8 @@ static void stats_answer(sub_call_t *sc)
     json_t *endpoints = json_object_get(sc->sub, "endpoints");
     size_t i;
     json_t *ep;
-    json_array_foreach(endpoints, i, ep) {
-        json_array_append_new(eps, json_pack("{s:O,s:b,s:i}", "url", json_object_get(ep, "url"),
-                                             "healthy", 1, "in_flight", 0));
-    }
+    json_array_foreach(endpoints, i, ep)
+        json_array_append_new(eps, endpoint_stats(json_object_get(ep, "url"), sc->reports));
     /* The owner's measured limit when it published one, else the configured one. */
     long long limit = c[SC_CONC_LIMIT] >= 0
                           ? c[SC_CONC_LIMIT]
@@ -268,7 +298,7 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
     (void)r;
     sub_call_t *sc = opaque;
     const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4 ||
+    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5 ||
                  reply->element[3]->type != REDIS_REPLY_ARRAY ||
                  reply->element[3]->elements != SC_N - SC_SUCCEEDED))
         why = "unexpected stats reply";
@@ -281,6 +311,15 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
         for (size_t i = SC_SUCCEEDED; i < SC_N; i++)
             sc->counts[i] = msm_redis_reply_int(reply->element[3]->element[i - SC_SUCCEEDED],
                                                 i == SC_CONC_LIMIT ? -1 : 0);
+        json_decref(sc->reports);
+        sc->reports = json_array();
+        const redisReply *vals = reply->element[4];
+        for (size_t i = 0; vals->type == REDIS_REPLY_ARRAY && i < vals->elements; i++) {
+            json_t *rep = fe_reply_json(vals->element[i]);
+            if (json_is_object(rep))
+                json_array_append(sc->reports, rep);
+            json_decref(rep);
+        }
     }
     stats_answer(sc);
 }
@@ -289,14 +328,15 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
 static void stats_next(sub_call_t *sc)
 {
     fe_t *fe = sc->base.fe;
-    char keys[4][TASKS_KEY_MAX];
+    char keys[5][TASKS_KEY_MAX];
     SUB_KEY(sc, keys[0], MSM_KEY_DELAYED);
     SUB_KEY(sc, keys[1], MSM_KEY_RETRY);
     SUB_KEY(sc, keys[2], MSM_KEY_DLQ);
     SUB_KEY(sc, keys[3], MSM_KEY_STATS);
-    const char *argv[] = {keys[0], keys[1], keys[2], keys[3]};
+    SUB_KEY(sc, keys[4], MSM_KEY_ENDPOINTS);
+    const char *argv[] = {keys[0], keys[1], keys[2], keys[3], keys[4]};
     sc->waiting = 1;
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_stats, on_stats_counts, sc, 4, 4, argv, NULL) !=
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_stats, on_stats_counts, sc, 5, 5, argv, NULL) !=
         MSM_OK) {
         sc->error = strdup("redis refused the command");
         stats_answer(sc);

@@ -32,6 +32,7 @@ struct sub_call_s {
     int waiting;       /* stats: replies still due */
     long long counts[10]; /* stats: the script's numbers */
     char *error;       /* stats: the first failure */
+    json_t *reports;   /* stats: the routers' endpoint reports (array) */
     json_t *ids;       /* replay: the requested ids (array), or NULL for all */
     size_t offset;     /* replay by ids: the next id to read */
     int64_t max_dead_ms; /* replay all: only tasks dead by then (so it ends) */

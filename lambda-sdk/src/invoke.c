@@ -226,21 +226,74 @@ static void on_request_cancel(msm_http_req_t *req, void *opaque)
 
 /* ---- the route ---- */
 
-static int signature_ok(msm_lambda_t *l, msm_http_req_t *req)
+static const char *header_or_empty(const msm_http_req_t *req, const char *name)
 {
-    const char *secret = l->lm_conf.lc_secret;
-    if (!secret || !*secret)
+    const char *v = msm_http_req_header(req, name);
+    return v ? v : "";
+}
+
+/* A v1-only push is accepted for one release of transition: say so, at most once a minute. */
+static void warn_v1_only(msm_lambda_t *l, const char *id)
+{
+    msm_counter_inc(l->lm_m_v1_only);
+    uint64_t now = msm_time_mono_us();
+    if (l->lm_v1_warned_us != 0 && now - l->lm_v1_warned_us < 60000000u)
+        return;
+    l->lm_v1_warned_us = now;
+    msm_log(MSM_LOG_WARN, FAC,
+            "push %s accepted on a v1 signature alone (no v2): its Msm-Subscription, "
+            "Msm-Attempt and Msm-Deadline are not signed; v1-only pushes will be refused in "
+            "the next release (upgrade the sender)",
+            *id ? id : "(batch)");
+}
+
+/* With secrets, the push must be signed (v2 when the sender sends one), inside the tolerance
+ * window, and not seen before. A batch push signs ce-id and Msm-Attempt as "" (it sends
+ * neither). Answers 401 itself when not. */
+static int signature_ok(msm_lambda_t *l, msm_http_req_t *req, int batch)
+{
+    if (l->lm_nsecrets == 0)
         return 1;
     size_t len;
     const char *body = msm_http_req_body(req, &len);
-    const char *id = msm_http_req_header(req, "ce-id");
-    char why[128];
-    if (msm__signature_verify(secret, msm_http_req_header(req, "Msm-Signature"), id ? id : "", body,
-                              len, msm_time_unix_ms() / 1000, l->lm_conf.lc_signature_tolerance_s,
-                              why, sizeof(why)) == 0)
-        return 1;
-    reject(l, req, 401, "UNAUTHENTICATED", "signature", why);
-    return 0;
+    msm_signature_fields_t f = {
+        .sf_id = batch ? "" : header_or_empty(req, "ce-id"),
+        .sf_subscription = header_or_empty(req, "Msm-Subscription"),
+        .sf_attempt = batch ? "" : header_or_empty(req, "Msm-Attempt"),
+        .sf_deadline = header_or_empty(req, "Msm-Deadline"),
+    };
+    int64_t now_s = msm_time_unix_ms() / 1000;
+    int tolerance = l->lm_conf.lc_signature_tolerance_s;
+    lm_sig_result_t res;
+    char why[160];
+    if (msm__signature_verify((const char *const *)l->lm_secrets, l->lm_nsecrets,
+                              msm_http_req_header(req, "Msm-Signature"), &f, body, len, now_s,
+                              tolerance, &res, why, sizeof(why)) != 0) {
+        reject(l, req, 401, "UNAUTHENTICATED", "signature", why);
+        return 0;
+    }
+    if (l->lm_replay) {
+        /* Kept while the window would still accept it (0: no window, kept until evicted). */
+        int64_t expires = tolerance > 0 ? res.sr_t + tolerance : INT64_MAX;
+        lm_replay_verdict_t v =
+            msm__replay_check(l->lm_replay, res.sr_key, res.sr_t, expires, now_s);
+        if (v == LM_REPLAY_SEEN) {
+            reject(l, req, 401, "UNAUTHENTICATED", "replay",
+                   "Msm-Signature: this push was received already (replay)");
+            return 0;
+        }
+        if (v == LM_REPLAY_FLOOR) {
+            snprintf(why, sizeof(why),
+                     "Msm-Signature: t=%lld is too old to be checked for replays (the replay "
+                     "cache is full)",
+                     (long long)res.sr_t);
+            reject(l, req, 401, "UNAUTHENTICATED", "replay", why);
+            return 0;
+        }
+    }
+    if (res.sr_version == 1)
+        warn_v1_only(l, f.sf_id);
+    return 1;
 }
 
 static void run_handler(msm_ctx_t *ctx)
@@ -368,15 +421,8 @@ static void on_batch_push(msm_lambda_t *l, msm_http_req_t *req)
 {
     size_t len;
     const char *body = msm_http_req_body(req, &len);
-    const char *secret = l->lm_conf.lc_secret;
-    char why[160];
-    if (secret && *secret &&
-        msm__signature_verify(secret, msm_http_req_header(req, "Msm-Signature"), "", body, len,
-                              msm_time_unix_ms() / 1000, l->lm_conf.lc_signature_tolerance_s,
-                              why, sizeof(why)) != 0) {
-        reject(l, req, 401, "UNAUTHENTICATED", "signature", why);
+    if (!signature_ok(l, req, 1))
         return;
-    }
     const char *d = msm_http_req_header(req, "Msm-Deadline");
     long long deadline = d ? strtoll(d, NULL, 10) : 0;
     json_t *events = json_loadb(body, len, 0, NULL);
@@ -428,7 +474,7 @@ void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
         on_batch_push(l, req);
         return;
     }
-    if (!signature_ok(l, req))
+    if (!signature_ok(l, req, 0))
         return;
     char why[160];
     msm_event_t *ev = msm__event_new(req, why, sizeof(why));

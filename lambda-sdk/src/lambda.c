@@ -42,8 +42,9 @@ static const msm_conf_def_t lm_conf_defs[] = {
                         lm_conf_t,
                         lc_secret,
                         NULL,
-                        "verify Msm-Signature (HMAC-SHA256) with this secret; unsigned or "
-                        "badly signed pushes get 401"),
+                        "verify Msm-Signature (HMAC-SHA256) with these comma-separated secrets "
+                        "(any one may match: rotation); unsigned, badly signed or replayed "
+                        "pushes get 401"),
     MSM_CONF_INT("signature-tolerance-s",
                  lm_conf_t,
                  lc_signature_tolerance_s,
@@ -51,6 +52,14 @@ static const msm_conf_def_t lm_conf_defs[] = {
                  0,
                  86400,
                  "refuse signatures whose timestamp is further than this from now (0: any)"),
+    MSM_CONF_INT("replay-cache-size",
+                 lm_conf_t,
+                 lc_replay_cache_size,
+                 100000,
+                 0,
+                 10000000,
+                 "signed pushes remembered to refuse replays within the tolerance window "
+                 "(about 60 bytes each; 0: no replay check)"),
     MSM_CONF_INT("drain-timeout-ms",
                  lm_conf_t,
                  lc_drain_timeout_ms,
@@ -142,6 +151,9 @@ void msm_lambda_free(msm_lambda_t *l)
         }
     }
     free(l->lm_user_confs);
+    for (size_t i = 0; i < l->lm_nsecrets; i++)
+        free(l->lm_secrets[i]);
+    free(l->lm_secrets);
     free(l->lm_start_hooks);
     free(l->lm_stop_hooks);
     free(l->lm_name);
@@ -170,6 +182,44 @@ int msm_lambda_on(msm_lambda_t *l, const char *subscription, msm_handler_t *hand
     h->h_cb = handler;
     l->lm_nhandlers++;
     return MSM_OK;
+}
+
+static int add_secret(msm_lambda_t *l, const char *secret, size_t len)
+{
+    char **ss = realloc(l->lm_secrets, (l->lm_nsecrets + 1) * sizeof(*ss));
+    if (!ss)
+        return MSM_ERR_NOMEM;
+    l->lm_secrets = ss;
+    ss[l->lm_nsecrets] = strndup(secret, len);
+    if (!ss[l->lm_nsecrets])
+        return MSM_ERR_NOMEM;
+    l->lm_nsecrets++;
+    return MSM_OK;
+}
+
+int msm_lambda_add_secret(msm_lambda_t *l, const char *secret)
+{
+    if (!l || !secret || !*secret || l->lm_serving)
+        return MSM_ERR_INVALID;
+    return add_secret(l, secret, strlen(secret));
+}
+
+/* --secret's comma-separated items join those of msm_lambda_add_secret(). */
+static int load_secrets(msm_lambda_t *l)
+{
+    const char *s = l->lm_conf.lc_secret;
+    while (s && *s) {
+        size_t n = strcspn(s, ",");
+        if (n > 0 && add_secret(l, s, n) != MSM_OK)
+            return -1;
+        s += n + (s[n] == ',');
+    }
+    if (l->lm_conf.lc_secret && *l->lm_conf.lc_secret && l->lm_nsecrets == 0) {
+        /* Only commas: refusing to start beats silently accepting unsigned pushes. */
+        msm_log(MSM_LOG_ERROR, FAC, "--secret holds no secret (only commas)");
+        return -1;
+    }
+    return 0;
 }
 
 void msm_lambda_set_opaque(msm_lambda_t *l, void *opaque)
@@ -328,7 +378,7 @@ static int register_metrics(msm_lambda_t *l, msm_metrics_t *reg)
     static const char *const dur_labels[] = {"handler", NULL};
     static const char *const rej_labels[] = {"reason", NULL};
     static const char *const results[] = {"ok", "retry", "fatal", "deadline"};
-    msm_metric_t *inflight;
+    msm_metric_t *inflight, *v1_only;
     if (msm_metrics_counter(reg, "msm_lambda_invocations_total",
                             "Handler invocations answered, by handler and result.", inv_labels,
                             &l->lm_m_invocations) != MSM_OK ||
@@ -339,9 +389,13 @@ static int register_metrics(msm_lambda_t *l, msm_metrics_t *reg)
                             "Pushes answered before any handler ran, by reason.", rej_labels,
                             &l->lm_m_rejected) != MSM_OK ||
         msm_metrics_gauge(reg, "msm_lambda_in_flight", "Invocations not yet finished.", NULL,
-                          &inflight) != MSM_OK)
+                          &inflight) != MSM_OK ||
+        msm_metrics_counter(reg, "msm_lambda_signature_v1_only_total",
+                            "Pushes accepted on a v1 signature alone (the sender sent no v2).",
+                            NULL, &v1_only) != MSM_OK)
         return -1;
     l->lm_m_inflight = msm_metric_solo(inflight);
+    l->lm_m_v1_only = msm_metric_solo(v1_only);
     for (size_t i = 0; i < l->lm_nhandlers; i++) {
         lm_handler_t *h = &l->lm_handlers[i];
         for (int r = 0; r < 4; r++)
@@ -524,6 +578,13 @@ static int serve(msm_lambda_t *l, const json_t *conf_json)
     l->lm_metrics = msm_metrics_new();
     if (!l->lm_loop || !l->lm_metrics)
         goto out;
+    if (load_secrets(l) != 0)
+        goto out;
+    if (l->lm_nsecrets > 0 && l->lm_conf.lc_replay_cache_size > 0 &&
+        !(l->lm_replay = msm__replay_new((size_t)l->lm_conf.lc_replay_cache_size))) {
+        msm_log(MSM_LOG_ERROR, FAC, "cannot set up the replay cache: out of memory");
+        goto out;
+    }
     l->lm_srv = start_server(l, conf_json);
     if (!l->lm_srv)
         goto out;
@@ -566,6 +627,8 @@ out:
     l->lm_loop = NULL;
     msm_metrics_free(l->lm_metrics);
     l->lm_metrics = NULL;
+    msm__replay_free(l->lm_replay);
+    l->lm_replay = NULL;
     msm_log(MSM_LOG_INFO, FAC, "%s stopped", l->lm_name);
     return rc;
 }

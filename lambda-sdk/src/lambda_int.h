@@ -6,6 +6,7 @@
 #include "msm/http_server.h"
 #include "msm/lambda.h"
 #include "msm/metrics.h"
+#include "msm/signature.h"
 
 #include <jansson.h>
 #include <signal.h>
@@ -19,8 +20,9 @@ typedef struct {
     int lc_max_workers;
     char *lc_canary;
     int lc_canary_share;
-    char *lc_secret;
+    char *lc_secret; /* comma-separated: any one may match */
     int lc_signature_tolerance_s;
+    int lc_replay_cache_size;
     int lc_drain_timeout_ms;
     int lc_max_body_bytes;
     int lc_logging_level;
@@ -54,6 +56,8 @@ typedef struct {
     void *hk_opaque;
 } lm_hook_t;
 
+typedef struct lm_replay_s lm_replay_t;
+
 struct msm_lambda_s {
     char *lm_name;
     void *lm_opaque;
@@ -63,6 +67,8 @@ struct msm_lambda_s {
     size_t lm_nuser_confs;
     lm_hook_t *lm_start_hooks, *lm_stop_hooks;
     size_t lm_nstart_hooks, lm_nstop_hooks;
+    char **lm_secrets; /* msm_lambda_add_secret()'s, then --secret's items at serve time */
+    size_t lm_nsecrets;
 
     /* Serving state (msm_lambda_main). */
     lm_conf_t lm_conf;
@@ -81,6 +87,9 @@ struct msm_lambda_s {
     msm_metric_t *lm_m_duration;
     msm_metric_t *lm_m_rejected;
     msm_metric_child_t *lm_m_inflight;
+    msm_metric_child_t *lm_m_v1_only;
+    lm_replay_t *lm_replay;    /* signatures seen within the tolerance window, or NULL */
+    uint64_t lm_v1_warned_us;  /* monotonic time of the last v1-only warning */
 };
 
 /* ---- event.c ---- */
@@ -104,22 +113,59 @@ void msm__event_free(msm_event_t *ev);
 
 /* ---- signature.c ---- */
 
+/** Bytes of a replay key (a SHA-256). */
+#define LM_REPLAY_KEY_LEN 32
+
+/** What a valid signature was. */
+typedef struct {
+    int sr_version;                          /* 2, or 1 when the header has no v2 part */
+    int64_t sr_t;                            /* its t=, unix seconds */
+    unsigned char sr_key[LM_REPLAY_KEY_LEN]; /* SHA-256 of what it signs: the replay key */
+} lm_sig_result_t;
+
 /**
- * Checks `Msm-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<ce-id>.<body>")>`
- * (any of several v1= entries may match, for secret rotation). @p tolerance_s > 0 also
- * refuses timestamps further than that from @p now_s. @returns 0 when valid, -1 with a
- * reason in @p why.
+ * Checks `Msm-Signature: t=<unix s>,v1=<hex>,v2=<hex>` (docs/push.md "Signatures") against
+ * each of @p secrets: with any v2= part one of them must match the v2 text of @p fields (its
+ * sf_t is ignored: t comes from the header) and the body; with none, one v1= part must match
+ * "<t>.<sf_id>.<body>". @p tolerance_s > 0 also refuses timestamps further than that from
+ * @p now_s. @returns 0 with @p res filled when valid, -1 with a reason in @p why.
  */
-int msm__signature_verify(const char *secret,
+int msm__signature_verify(const char *const *secrets,
+                          size_t nsecrets,
                           const char *header,
-                          const char *event_id,
+                          const msm_signature_fields_t *fields,
                           const void *body,
                           size_t len,
                           int64_t now_s,
                           int tolerance_s,
+                          lm_sig_result_t *res,
                           char *why,
                           size_t why_size);
 
+/* ---- replay.c ---- */
+
+/** The verdicts of msm__replay_check(). */
+typedef enum {
+    LM_REPLAY_FRESH = 0, /* not seen: now recorded */
+    LM_REPLAY_SEEN = 1,  /* seen within the window: a replay */
+    LM_REPLAY_FLOOR = 2, /* signed at or before an entry evicted early: cannot be told */
+} lm_replay_verdict_t;
+
+/** A cache of at most @p cap (> 0) keys. @returns NULL when out of memory. */
+lm_replay_t *msm__replay_new(size_t cap);
+void msm__replay_free(lm_replay_t *r);
+/**
+ * Drops the entries expired by @p now_s, then looks @p key (signed at @p t, acceptable until
+ * @p expires_s) up and records it when fresh; a full cache first evicts its oldest entry and
+ * raises its floor to that entry's t.
+ */
+lm_replay_verdict_t msm__replay_check(lm_replay_t *r,
+                                      const unsigned char key[LM_REPLAY_KEY_LEN],
+                                      int64_t t,
+                                      int64_t expires_s,
+                                      int64_t now_s);
+/** Entries held (for tests and logs). */
+size_t msm__replay_count(const lm_replay_t *r);
 
 /* ---- invoke.c ---- */
 

@@ -1,13 +1,19 @@
 /* SPDX-License-Identifier: MIT */
-/* Which endpoint of a subscription gets the next request: smooth weighted round robin
- * (nginx's upstream algorithm), which spreads a weight-3 endpoint's turns among the others'
- * instead of sending it three in a row. Health checks and locality will narrow the
- * candidates here, before the weights are applied. */
+/* Which endpoint of a subscription gets the next request. First health narrows the
+ * candidates (health.c: checked healthy, not ejected), then locality: only the candidates of
+ * the most preferred zone that has any (the subscription's `locality` order; without one,
+ * this router's own zone first), so traffic stays in a zone while it has healthy endpoints
+ * and spills over to the next when it has none. Among those, smooth weighted round robin
+ * (nginx's upstream algorithm), which spreads a weight-3 endpoint's turns among the
+ * others' instead of sending it three in a row. */
 #include "rt_int.h"
 
 #include "msm/err.h"
+#include "msm/time.h"
 
+#include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 int msm__rt_balance_reset(rt_sub_t *sub)
 {
@@ -19,20 +25,41 @@ int msm__rt_balance_reset(rt_sub_t *sub)
     return sub->wrr ? MSM_OK : MSM_ERR_NOMEM;
 }
 
-/* The slot for health checks and locality: 1 when endpoint i may take requests now. */
-static int candidate(const rt_sub_t *sub, size_t i)
+/* The preference of endpoint @p i's zone: its place in the subscription's locality list
+ * (unlisted or no zone: after all listed ones); without a list, this router's zone first. */
+static int zone_rank(const rt_sub_t *sub, size_t i)
 {
-    return sub->conf->endpoints[i].weight > 0;
+    const char *zone = sub->conf->endpoints[i].zone;
+    if (sub->conf->nlocality) {
+        for (size_t k = 0; zone && k < sub->conf->nlocality; k++) {
+            if (strcmp(zone, sub->conf->locality[k]) == 0)
+                return (int)k;
+        }
+        return (int)sub->conf->nlocality;
+    }
+    const char *own = sub->rt->conf.zone;
+    return own && *own && zone && strcmp(zone, own) == 0 ? 0 : 1;
+}
+
+static int candidate(const rt_sub_t *sub, size_t i, int64_t now)
+{
+    return sub->conf->endpoints[i].weight > 0 && msm__rt_health_usable(sub, i, now);
 }
 
 const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub)
 {
     if (!sub->conf || !sub->wrr)
         return NULL;
+    int64_t now = msm_time_unix_ms();
+    int rank = INT_MAX;
+    for (size_t i = 0; i < sub->conf->nendpoints; i++) {
+        if (candidate(sub, i, now) && zone_rank(sub, i) < rank)
+            rank = zone_rank(sub, i);
+    }
     int total = 0;
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < sub->conf->nendpoints; i++) {
-        if (!candidate(sub, i))
+        if (!candidate(sub, i, now) || zone_rank(sub, i) != rank)
             continue;
         int w = sub->conf->endpoints[i].weight;
         sub->wrr[i] += w;

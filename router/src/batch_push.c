@@ -5,8 +5,9 @@
  * reusable buffer. The answer `2xx {"results":[{"id","status":"ok"|"retry"|"fatal"}]}`
  * settles each event; an event left out is retried, and any other answer retries them all.
  *
- * Signature: `Msm-Signature: t=<t>,v1=<hex HMAC-SHA256(secret, "<t>..<body>")>`, the v1
- * text of a single push with an empty ce-id (the ids are inside the signed body). */
+ * Signature: `Msm-Signature: t=<t>,v1=<hex>,v2=<hex>` as a single push's (docs/push.md
+ * "Signatures") with an empty ce-id and an empty Msm-Attempt (this request sends neither:
+ * the ids and attempts are inside the signed body). */
 #include "rt_int.h"
 
 #include "msm/base64.h"
@@ -188,12 +189,14 @@ static int add_headers(rt_req_t *req, int64_t now)
     snprintf(req->deadline, sizeof(req->deadline), "%" PRId64, now + sub->conf->timeout_ms);
     req->h[req->nh++] = (msm_http_header_t){"Msm-Deadline", req->deadline};
     if (sub->conf->secret && *sub->conf->secret) {
-        char t[24], hex[MSM_SIGNATURE_HEX_LEN + 1];
+        /* No ce-id and no Msm-Attempt header: both sign as "" (the ids and attempts are
+         * inside the signed body). */
+        char t[24];
         snprintf(t, sizeof(t), "%" PRId64, now / 1000);
-        if (msm_signature_v1(sub->conf->secret, t, strlen(t), "", req->body.data, req->body.len,
-                             hex) != MSM_OK)
+        msm_signature_fields_t f = {t, "", sub->name, "", req->deadline};
+        if (msm_signature_header(sub->conf->secret, &f, req->body.data, req->body.len,
+                                 req->signature, sizeof(req->signature)) != MSM_OK)
             return MSM_ERR_INVALID;
-        snprintf(req->signature, sizeof(req->signature), "t=%s,v1=%s", t, hex);
         req->h[req->nh++] = (msm_http_header_t){"Msm-Signature", req->signature};
     }
     return MSM_OK;
@@ -277,10 +280,14 @@ void msm__rt_batch_settle(rt_req_t *req, const msm_http_result_t *res)
         left = err;
     }
     int64_t retry_after = msm__rt_retry_after_ms(res);
+    /* A denied endpoint address: no retry can help (as for a single push). */
+    Msm__V1__OutcomeKind kind = res->err == MSM_ERR_DENIED
+                                    ? MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL
+                                    : MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
     for (size_t i = 0; i < req->n; i++) {
         rt_delivery_t *d = req->items[i];
         if (d->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_UNSPECIFIED)
-            msm__rt_finish(req->sub->rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE,
-                           res->status, left, (int64_t)res->latency_ms, retry_after);
+            msm__rt_finish(req->sub->rt, d, kind, res->status, left, (int64_t)res->latency_ms,
+                           retry_after);
     }
 }

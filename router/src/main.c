@@ -19,8 +19,17 @@ static const msm_conf_def_t router_defs[] = {
     MSM_CONF_INT("push.max_in_flight", router_conf_t, max_in_flight, 4096, 1, 1000000,
                  "push requests in flight over all subscriptions; past it, waiting pushes go "
                  "out by subscription priority (highest first)"),
+    MSM_CONF_STR("zone", router_conf_t, zone, "",
+                 "this router's zone: endpoints in it are preferred when a subscription names "
+                 "no locality (empty: no preference)"),
     MSM_CONF_INT("consume.max_batch", router_conf_t, max_batch, 64, 1, 4096,
                  "dispatch entries handed over per consumer callback"),
+    MSM_CONF_STR(MSM_NETPOLICY_ALLOW_SETTING, router_conf_t, allow_networks, "",
+                 "comma-separated CIDRs endpoints may be in although denied by default "
+                 "(loopback, private, link-local, metadata: each block named, e.g. "
+                 "127.0.0.0/8,::1)"),
+    MSM_CONF_STR(MSM_NETPOLICY_DENY_SETTING, router_conf_t, deny_networks, "",
+                 "comma-separated CIDRs never connected to (wins over the allow list)"),
 };
 
 int main(int argc, char **argv)

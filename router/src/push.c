@@ -224,12 +224,13 @@ static int build_single(rt_req_t *req, int64_t now)
     add_optional(req, "traceparent", ev->traceparent);
     add_optional(req, "tracestate", ev->tracestate);
     if (sub->conf->secret && *sub->conf->secret) {
-        char t[24], hex[MSM_SIGNATURE_HEX_LEN + 1];
+        /* v2 signs the headers exactly as sent above (docs/push.md "Signatures"). */
+        char t[24];
         snprintf(t, sizeof(t), "%" PRId64, now / 1000);
-        if (msm_signature_v1(sub->conf->secret, t, strlen(t), ev->id, body, body_len, hex) !=
-            MSM_OK)
+        msm_signature_fields_t f = {t, ev->id, sub->name, req->attempt, req->deadline};
+        if (msm_signature_header(sub->conf->secret, &f, body, body_len, req->signature,
+                                 sizeof(req->signature)) != MSM_OK)
             return MSM_ERR_INVALID;
-        snprintf(req->signature, sizeof(req->signature), "t=%s,v1=%s", t, hex);
         add(req, "Msm-Signature", req->signature);
     }
     add_attributes(req, ev);
@@ -294,6 +295,10 @@ static Msm__V1__OutcomeKind classify(const rt_sub_t *sub, const msm_http_result_
         return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
     }
     msm__rt_transport_error(sub, res, err, n);
+    /* The endpoint's address is not allowed (router.allow_networks / deny_networks): no
+     * retry can help, so the task goes dead at once, the reason in its error. */
+    if (res->err == MSM_ERR_DENIED)
+        return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL;
     return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
 }
 
@@ -305,11 +310,22 @@ void msm__rt_transport_error(const rt_sub_t *sub, const msm_http_result_t *res, 
         snprintf(err, n, "timeout after %d ms: %s", sub->conf ? sub->conf->timeout_ms : 0, why);
     else if (res->err == MSM_ERR_IO)
         snprintf(err, n, "connection failed: %s", why);
+    else if (res->err == MSM_ERR_DENIED)
+        snprintf(err, n, "endpoint denied: %s", why);
     else
         snprintf(err, n, "%s: %s", msm_err_str(res->err), why);
 }
 
 /* ---- sending ---- */
+
+#define HOLD_LOOK_MS 1000 /* a held subscription looks again at least this often */
+
+/* The connection was never made (refused, unresolvable host): the push did not start. */
+static int never_reached(const msm_http_result_t *res)
+{
+    return res->err == MSM_ERR_IO && res->status == 0 &&
+           (res->curl_code == CURLE_COULDNT_CONNECT || res->curl_code == CURLE_COULDNT_RESOLVE_HOST);
+}
 
 static void req_unlink(router_t *rt, rt_req_t *req)
 {
@@ -331,11 +347,20 @@ static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
     rt_sub_t *sub = req->sub;
     router_t *rt = sub->rt;
     req_unlink(rt, req);
+    msm__rt_health_observe(sub, req->endpoint, res);
     int was_full = rt->in_http >= (size_t)rt->conf.max_in_flight;
     sub->in_http--;
     rt->in_http--;
     msm_gauge_dec(sub->m_in_flight);
-    if (req->body.len > 0) {
+    if (never_reached(res)) {
+        /* Nothing reached the endpoint: no attempt spent (flowcontrol sends it again, to a
+         * healthy endpoint once this one is ejected). */
+        char err[512];
+        msm__rt_transport_error(sub, res, err, sizeof(err));
+        for (size_t i = 0; i < req->n; i++)
+            msm__rt_finish(rt, req->items[i], MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED, 0,
+                           err, (int64_t)res->latency_ms, 0);
+    } else if (req->body.len > 0) {
         msm__rt_batch_settle(req, res);
     } else {
         char err[512];
@@ -401,6 +426,7 @@ static void send_req(rt_req_t *req)
     for (size_t i = 0; i < req->n; i++)
         req->items[i]->endpoint = ep->url;
     req->endpoint = ep->url;
+    msm__rt_health_sent(sub, ep->url);
     req->next = rt->sending;
     if (rt->sending)
         rt->sending->prev = req;
@@ -434,9 +460,57 @@ static const char *not_pushed(const rt_sub_t *sub, const rt_delivery_t *d, int64
 /* Starts queued deliveries while the subscription has free slots. The log bounds what is
  * taken only roughly (a read may return one record per partition, a record holds many
  * tasks), so the bound on requests in flight is kept here; a batch request is one. */
+static void on_hold_timer(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    msm__rt_send_queued(opaque);
+}
+
+void msm__rt_hold_arm(rt_sub_t *sub, int64_t at_ms)
+{
+    if (msm_timer_active(&sub->hold_timer) && sub->hold_at_ms <= at_ms)
+        return;
+    int64_t now = msm_time_unix_ms();
+    sub->hold_at_ms = at_ms;
+    msm_loop_timer_start(sub->rt->env.loop, &sub->hold_timer,
+                         at_ms > now ? (uint64_t)(at_ms - now) : 0, on_hold_timer, sub);
+}
+
+/* No endpoint may take requests: the deliveries wait (no attempt spent) until one may, or
+ * until their lease passes (then NOT_PUSHED: flowcontrol dispatches them again). */
+static int held(rt_sub_t *sub)
+{
+    int64_t now = msm_time_unix_ms();
+    if (!sub->conf || msm__rt_health_any(sub, now))
+        return 0;
+    rt_delivery_t **p = &sub->queue, *last = NULL;
+    int64_t next_lease = now + HOLD_LOOK_MS;
+    while (*p) {
+        rt_delivery_t *d = *p;
+        int64_t lease = d->task->lease_until_ms;
+        if (lease > 0 && now >= lease) {
+            *p = d->next;
+            d->next = NULL;
+            msm__rt_finish(sub->rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED, 0,
+                           "no healthy endpoint before the lease passed", 0, 0);
+            continue;
+        }
+        if (lease > 0 && lease < next_lease)
+            next_lease = lease;
+        last = d;
+        p = &d->next;
+    }
+    sub->queue_tail = last;
+    if (sub->queue)
+        msm__rt_hold_arm(sub, next_lease);
+    return 1;
+}
+
 void msm__rt_send_queued(rt_sub_t *sub)
 {
     router_t *rt = sub->rt;
+    if (sub->queue && held(sub))
+        return;
     while (sub->queue && (!sub->conf || sub->in_http < sub->conf->max_concurrency) &&
            rt->in_http < (size_t)rt->conf.max_in_flight) {
         size_t per = sub->conf && sub->conf->max_batch_events > 1

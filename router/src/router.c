@@ -135,6 +135,8 @@ static int sub_set_conf(rt_sub_t *sub, msm_sub_t *conf)
 
 static void sub_free(rt_sub_t *sub)
 {
+    msm_loop_timer_stop(sub->rt->env.loop, &sub->hold_timer);
+    msm__rt_health_free(sub);
     msm__rt_queue_drop(sub);
     msm_consumer_free(sub->consumer);
     if (sub->ensure_token)
@@ -270,7 +272,8 @@ static int sub_update(rt_sub_t *sub, const msm_sub_t *s)
     sub->conf_json = j;
     if (sub->consumer) /* a new timeout_ms: the lease follows */
         msm_consumer_set_lease(sub->consumer, msm__rt_lease_ms(sub->conf));
-    return msm__rt_balance_reset(sub);
+    int rc = msm__rt_balance_reset(sub);
+    return rc == MSM_OK ? msm__rt_health_reset(sub) : rc;
 }
 
 static rt_sub_t *sub_find(router_t *rt, const char *name)
@@ -294,10 +297,21 @@ static rt_sub_t *sub_new(router_t *rt, const char *name)
     }
     snprintf(sub->status_stream, n, MSM_STREAM_STATUS, name);
     sub->rt = rt;
+    msm_timer_init(&sub->hold_timer);
     sub_metrics(rt, sub);
     sub->next = rt->subs;
     rt->subs = sub;
     return sub;
+}
+
+#define REPORT_EVERY_MS 1000
+
+static void on_report_timer(msm_loop_t *loop, void *opaque)
+{
+    router_t *rt = opaque;
+    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next)
+        msm__rt_health_report(sub);
+    msm_loop_timer_start(loop, &rt->report_timer, REPORT_EVERY_MS, on_report_timer, rt);
 }
 
 static void on_registry(msm_registry_t *reg, void *opaque)
@@ -307,6 +321,7 @@ static void on_registry(msm_registry_t *reg, void *opaque)
         if (sub->conf && !msm_registry_sub(reg, sub->name)) {
             msm_log(MSM_LOG_INFO, RT_FACILITY, "subscription %s removed", sub->name);
             (void)sub_set_conf(sub, NULL); /* out of memory: kept until nothing is live */
+            (void)msm__rt_health_reset(sub); /* no endpoints: checks stop */
             json_decref(sub->conf_json); /* a later one of the same name starts afresh */
             sub->conf_json = NULL;
             sub->status_ready = 0;       /* its streams are being deleted */
@@ -321,6 +336,8 @@ static void on_registry(msm_registry_t *reg, void *opaque)
             msm_log(MSM_LOG_ERROR, RT_FACILITY, "subscription %s: out of memory", s->name);
     }
     reconcile_all(rt);
+    if (!msm_timer_active(&rt->report_timer))
+        msm_loop_timer_start(rt->env.loop, &rt->report_timer, 0, on_report_timer, rt);
 }
 
 /* ---- status.<sub> ---- */
@@ -421,7 +438,14 @@ static int start_http(router_t *rt, char *errbuf, size_t n)
     hc.max_total_connections = (unsigned)rt->conf.max_connections;
     hc.max_host_connections = (unsigned)rt->conf.max_host_connections;
     hc.connect_timeout_ms = (uint32_t)rt->conf.connect_timeout_ms;
+    /* Judged by the client on every address it connects to (the client keeps a copy). */
+    msm_netpolicy_t *np =
+        msm_netpolicy_new(rt->conf.allow_networks, rt->conf.deny_networks, errbuf, n);
+    if (!np)
+        return MSM_ERR_INVALID;
+    hc.netpolicy = np;
     rt->http = msm_http_client_new(rt->env.loop, &hc, errbuf, n);
+    msm_netpolicy_free(np);
     return rt->http ? MSM_OK : MSM_ERR_IO;
 }
 
@@ -437,6 +461,7 @@ router_t *router_new_env(const router_env_t *env, const router_conf_t *conf, cha
     rt->conf = *conf;
     conf_defaults(&rt->conf);
     msm_timer_init(&rt->retry_timer);
+    msm_timer_init(&rt->report_timer);
     rt->member = strdup(env->member);
     rt->env.member = rt->member;
     if (!rt->member) {
@@ -471,6 +496,7 @@ void router_free(router_t *rt)
     if (!rt)
         return;
     msm_loop_timer_stop(rt->env.loop, &rt->retry_timer);
+    msm_loop_timer_stop(rt->env.loop, &rt->report_timer);
     msm_loop_remove_before_sleep(rt->env.loop, msm__rt_flush, rt);
     msm_registry_free(rt->registry);
     /* Fetches in flight call back now and do nothing; their deliveries go below. */

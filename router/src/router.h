@@ -34,6 +34,11 @@ typedef struct {
     int max_batch;           /**< dispatch entries per consumer callback; 64 */
     int max_in_flight;       /**< push requests in flight, all subscriptions; 4096. Past it a
                                   free slot goes to the highest subscription priority first */
+    char *allow_networks;    /**< CIDRs that open default-denied addresses (msm/netpolicy.h);
+                                  NULL = none: loopback and private endpoints are refused */
+    char *deny_networks;     /**< CIDRs never connected to; NULL = none */
+    char *zone;              /**< this router's zone: preferred when a subscription names no
+                                  locality; NULL or "" = none */
 } router_conf_t;
 
 /** What the router runs on, all borrowed (they must outlive the router). */

@@ -20,6 +20,7 @@
 #include "msm/http_client.h"
 #include "msm/registry.h"
 #include "msm/schema_store.h"
+#include "msm/signature.h"
 #include "msm/time.h"
 
 #include <stdint.h>
@@ -46,6 +47,22 @@ struct rt_retired_s {
     msm_sub_t *conf;
 };
 
+/** One endpoint's health as this router sees it (health.c). */
+typedef struct {
+    rt_sub_t *sub;
+    char *url;
+    msm_health_t health;      /**< own copy; path NULL: no active check */
+    int healthy;              /**< the active checks' verdict (1 until they say otherwise) */
+    int check_oks, check_fails; /**< consecutive check results */
+    int push_fails;           /**< consecutive pushes without an answer */
+    int ejections;            /**< passive ejections so far (each one lasts longer) */
+    int64_t ejected_until_ms;
+    int in_flight;            /**< requests to it in flight */
+    char reason[160];         /**< why it is not used, for the stats */
+    msm_timer_t timer;        /**< the next active check */
+    msm_http_call_t *check;   /**< the check in flight */
+} rt_ep_t;
+
 /** One subscription: its own copy of the settings, its consumer and its deliveries. */
 struct rt_sub_s {
     rt_sub_t *next;
@@ -69,6 +86,10 @@ struct rt_sub_s {
     rt_req_t *idle_reqs;      /**< requests kept for reuse (their buffers with them) */
     int nidle_reqs;
     int *wrr;                 /**< smooth weighted round robin: current weight per endpoint */
+    rt_ep_t *eps;             /**< health per endpoint, parallel to conf->endpoints */
+    size_t neps;
+    msm_timer_t hold_timer;   /**< no endpoint usable: look again then */
+    int64_t hold_at_ms;
     msm_metric_child_t *m_kind[RT_KINDS];
     msm_metric_child_t *m_latency;
     msm_metric_child_t *m_in_flight;
@@ -120,7 +141,7 @@ struct rt_req_s {
     char attempt[16];
     char deadline[24];
     char time[MSM_TIME_RFC3339_SIZE];
-    char signature[96];
+    char signature[MSM_SIGNATURE_HEADER_SIZE];
 };
 
 /** The outcomes of one subscription appended together (one status.<sub> record). */
@@ -158,6 +179,7 @@ struct router_s {
     size_t in_http;          /**< push requests in flight, all subscriptions */
     int stopping;
     msm_timer_t retry_timer; /**< status ensure / consumer creation retries */
+    msm_timer_t report_timer; /**< each second: the endpoints' health for the stats */
     msm_buf_t packed;        /**< an OutcomeBatch being packed (copied by the append) */
     Msm__V1__DeliveryOutcome *outs; /**< scratch for packing */
     Msm__V1__DeliveryOutcome **out_ptrs;
@@ -175,6 +197,24 @@ void msm__rt_delivery_done(router_t *rt, rt_delivery_t *d, int ack);
 void msm__rt_record_free(router_t *rt, rt_record_t *rec);
 /** The log lease of a subscription's dispatch consumer: longer than any push of it. */
 uint64_t msm__rt_lease_ms(const msm_sub_t *conf);
+
+/* ---- health.c ---- */
+/** @brief New settings: per-endpoint state follows by URL, active checks start or stop. */
+int msm__rt_health_reset(rt_sub_t *sub);
+/** @brief Stops the checks and frees the state. */
+void msm__rt_health_free(rt_sub_t *sub);
+/** @brief 1 when endpoint @p i may take requests now (healthy, not ejected). */
+int msm__rt_health_usable(const rt_sub_t *sub, size_t i, int64_t now);
+/** @brief 1 when any endpoint may take requests now. */
+int msm__rt_health_any(const rt_sub_t *sub, int64_t now);
+/** @brief A request left for @p url. */
+void msm__rt_health_sent(rt_sub_t *sub, const char *url);
+/** @brief What a push to @p url showed (passive health, in flight). */
+void msm__rt_health_observe(rt_sub_t *sub, const char *url, const msm_http_result_t *res);
+/** @brief Writes this router's view of the subscription's endpoints for the stats API. */
+void msm__rt_health_report(rt_sub_t *sub);
+/** @brief Looks at the held queue again at @p at_ms (unix ms) at the latest. */
+void msm__rt_hold_arm(rt_sub_t *sub, int64_t at_ms);
 
 /* ---- balance.c ---- */
 /** @brief Resets the balancer after the endpoints changed. @returns MSM_OK or NOMEM. */

@@ -619,6 +619,52 @@ static void test_connection_refused(void)
     stop();
 }
 
+/* A client with a netpolicy judges the address it connects to: a denied one is never
+ * connected to and the request fails with MSM_ERR_DENIED and the reason. */
+static void test_netpolicy(void)
+{
+    start();
+    char err[256] = "";
+    msm_netpolicy_t *np = msm_netpolicy_new("127.0.0.1/32", NULL, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(np);
+    msm_http_client_conf_t conf;
+    msm_http_client_conf_init(&conf);
+    conf.netpolicy = np;
+    msm_http_client_t *pc = msm_http_client_new(loop, &conf, err, sizeof(err));
+    msm_netpolicy_free(np); /* the client keeps its own copy */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pc);
+    unsigned port = (unsigned)msm_http_server_port(srv);
+    char ok_url[128], denied_url[128];
+    snprintf(ok_url, sizeof(ok_url), "http://127.0.0.1:%u/echo?i=np", port);
+    snprintf(denied_url, sizeof(denied_url), "http://[::ffff:127.0.0.2]:%u/echo", port);
+    msm_http_request_t ok_req = {.url = ok_url}, denied_req = {.url = denied_url};
+    result_t r[2] = {{0}, {0}};
+    CU_ASSERT_EQUAL(msm_http_client_request(pc, &ok_req, on_done, &r[0], NULL), MSM_OK);
+    CU_ASSERT_EQUAL(msm_http_client_request(pc, &denied_req, on_done, &r[1], NULL), MSM_OK);
+    CU_ASSERT_EQUAL(wait_all(r, 2, 5000), MSM_OK);
+    CU_ASSERT_EQUAL(r[0].err, MSM_OK);
+    CU_ASSERT_EQUAL(r[0].status, 200);
+    CU_ASSERT_EQUAL(r[1].err, MSM_ERR_DENIED);
+    CU_ASSERT_EQUAL(r[1].status, 0);
+    CU_ASSERT_STRING_EQUAL(r[1].error, "address 127.0.0.2 is denied (loopback); allow it in "
+                                       "router.allow_networks");
+    results_free(r, 2);
+    msm_http_client_free(pc);
+
+    char host[64];
+    CU_ASSERT_EQUAL(msm_http_url_host("http://u:p@example.com:80/x?y#z", host, sizeof(host)),
+                    MSM_OK);
+    CU_ASSERT_STRING_EQUAL(host, "example.com");
+    CU_ASSERT_EQUAL(msm_http_url_host("https://[fe80::1]:8443/", host, sizeof(host)), MSM_OK);
+    CU_ASSERT_STRING_EQUAL(host, "fe80::1");
+    CU_ASSERT_EQUAL(msm_http_url_host("http://10.0.0.1/", host, sizeof(host)), MSM_OK);
+    CU_ASSERT_STRING_EQUAL(host, "10.0.0.1");
+    CU_ASSERT_EQUAL(msm_http_url_host("http://", host, sizeof(host)), MSM_ERR_INVALID);
+    CU_ASSERT_EQUAL(msm_http_url_host("http://a-long-host-name.example/", host, 8),
+                    MSM_ERR_TOOLARGE);
+    stop();
+}
+
 static void test_response_cap(void)
 {
     msm_http_client_conf_t conf;
@@ -884,6 +930,7 @@ static CU_TestInfo http_client_tests[] = {
     {"keep-alive reuse over 50 sequential requests", test_keep_alive},
     {"per-request and default timeouts", test_timeout},
     {"connection refused fails promptly", test_connection_refused},
+    {"netpolicy: a denied address is never connected to", test_netpolicy},
     {"response size cap", test_response_cap},
     {"server closed an idle connection", test_server_closed_idle_connection},
     {"cancel", test_cancel},

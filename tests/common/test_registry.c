@@ -96,9 +96,12 @@ static void test_sub_errors(void)
          "retry.max_attempts"},
         {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"bogus\":1}", "bogus"},
         {"{\"topic\":\"bad name\",\"endpoints\":[{\"url\":\"http://x/\"}]}", "topic"},
-        /* not honoured yet, so refused rather than ignored */
-        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"locality\":[\"a\"]}",
-         "locality"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\"}],\"locality\":[1]}",
+         "locality[0]"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\",\"health\":{\"path\":\"x\"}}]}",
+         "endpoints[0].health.path"},
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\",\"health\":{\"bogus\":1}}]}",
+         "endpoints[0].health.bogus"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *body = parse(cases[i].body);

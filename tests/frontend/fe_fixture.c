@@ -44,7 +44,11 @@ int frontend_up(void)
     snprintf(F.base, sizeof(F.base), "http://127.0.0.1:%u", msm_http_server_port(F.http));
     fe_deps_t deps = {F.loop, F.redis, F.stream, F.http, F.metrics};
     /* A slow poll: a publish right after PUT topic must not depend on it. */
-    fe_settings_t set = {.max_event_bytes = MAX_EVENT_BYTES, .registry_poll_ms = 5000};
+    /* Endpoints on loopback are refused unless allowed; 10.1.0.0/16 for the netpolicy test. */
+    fe_settings_t set = {.max_event_bytes = MAX_EVENT_BYTES,
+                         .registry_poll_ms = 5000,
+                         .allow_networks = "127.0.0.0/8,::1,10.1.0.0/16",
+                         .deny_networks = "10.1.99.0/24"};
     F.fe = fe_new(&deps, &set, err, sizeof(err));
     if (!F.fe) {
         fprintf(stderr, "fe_new: %s\n", err);

@@ -110,6 +110,74 @@ static void test_topics(void)
     CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:topics invoices", F.ns), 0);
 }
 
+/* PUT /v1/subscriptions/{name} with <url> as its only endpoint (or two, comma-separated in
+ * @p urls): the status, the error message in @p msg (may be NULL). */
+static int put_endpoints(const char *urls, char *msg, size_t n)
+{
+    char body[1024], eps[768] = "";
+    const char *p = urls;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        snprintf(eps + strlen(eps), sizeof(eps) - strlen(eps), "%s{\"url\":\"%.*s\"}",
+                 eps[0] ? "," : "", (int)len, p);
+        p += len + (end ? 1 : 0);
+    }
+    snprintf(body, sizeof(body), "{\"topic\":\"net-topic\",\"endpoints\":[%s]}", eps);
+    resp_t r;
+    http(&r, "PUT", "/v1/subscriptions/net-sub", body);
+    int status = r.status;
+    if (msg)
+        snprintf(msg, n, "%s", jstr(json_object_get(r.json, "error"), "message") ?: "");
+    if (status == 400 && !has_detail(&r, "endpoints[0].url") && !has_detail(&r, "endpoints[1].url"))
+        status = -400; /* not about an endpoint */
+    resp_clear(&r);
+    return status;
+}
+
+/* Endpoint addresses at PUT: the fixture allows 127.0.0.0/8, ::1 and 10.1.0.0/16 and denies
+ * 10.1.99.0/24 (router.allow_networks / deny_networks). */
+static void test_subscription_endpoint_addresses(void)
+{
+    char msg[512];
+    put_topic("net-topic", "{}");
+    CU_ASSERT_EQUAL(put_endpoints("http://169.254.169.254/latest/meta-data/", msg, sizeof(msg)),
+                    400);
+    CU_ASSERT_STRING_EQUAL(msg, "endpoints[0].url: address 169.254.169.254 is denied "
+                                "(link-local / cloud metadata); allow it in "
+                                "router.allow_networks");
+    CU_ASSERT_EQUAL(put_endpoints("http://10.2.3.4:9000/", msg, sizeof(msg)), 400);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "address 10.2.3.4 is denied (private network)"));
+    CU_ASSERT_EQUAL(put_endpoints("http://[::ffff:169.254.169.254]/", NULL, 0), 400);
+    CU_ASSERT_EQUAL(put_endpoints("http://[fe80::1]:80/", NULL, 0), 400);
+    CU_ASSERT_EQUAL(put_endpoints("http://2852039166/", NULL, 0), 400); /* 169.254.169.254 */
+    CU_ASSERT_EQUAL(put_endpoints("http://user:pw@192.168.1.1:80/", NULL, 0), 400);
+    /* The second endpoint is denied: deny wins over the allowed 10.1.0.0/16. */
+    resp_t r;
+    http(&r, "PUT", "/v1/subscriptions/net-sub",
+         "{\"topic\":\"net-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"},"
+         "{\"url\":\"http://10.1.99.7:9000/\"}]}");
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT(has_detail(&r, "endpoints[1].url"));
+    CU_ASSERT(!has_detail(&r, "endpoints[0].url"));
+    resp_clear(&r);
+    /* A name that does not resolve (within FE_RESOLVE_TIMEOUT_MS) is refused too. */
+    CU_ASSERT_EQUAL(put_endpoints("http://no-such-host.invalid:9000/", msg, sizeof(msg)), 400);
+    CU_ASSERT(strstr(msg, "no-such-host.invalid") != NULL);
+    http(&r, "GET", "/v1/subscriptions/net-sub", NULL);
+    CU_ASSERT_EQUAL(r.status, 404); /* nothing was stored */
+    resp_clear(&r);
+
+    /* Allowed: listed loopback and private addresses, a name resolving to loopback only. */
+    CU_ASSERT_EQUAL(put_endpoints("http://127.0.0.1:9000/", NULL, 0), 200);
+    CU_ASSERT_EQUAL(put_endpoints("http://[::1]:9000/", NULL, 0), 200);
+    CU_ASSERT_EQUAL(put_endpoints("http://10.1.2.3:9000/,https://127.0.0.2/x", NULL, 0), 200);
+    CU_ASSERT_EQUAL(put_endpoints("http://localhost:9000/", NULL, 0), 200);
+    http(&r, "DELETE", "/v1/subscriptions/net-sub", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+}
+
 static void test_subscriptions(void)
 {
     resp_t r;
@@ -747,6 +815,7 @@ int main(void)
         {"topics", test_topics},
         {"subscriptions", test_subscriptions},
         {"subscription filters", test_subscription_filters},
+        {"subscription endpoint addresses", test_subscription_endpoint_addresses},
         {"publish_invalid", test_publish_invalid},
         {"publish_roundtrip", test_publish_roundtrip},
         {"readyz", test_readyz},

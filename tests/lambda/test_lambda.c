@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -458,10 +459,11 @@ static void sign(const char *secret, long long t, const char *id, const char *bo
         sprintf(hex + 2 * i, "%02x", mac[i]);
 }
 
-static long signed_push(msm_test_proc_t *c, const char *sig_header, const char *body)
+static long signed_push_id(msm_test_proc_t *c, const char *id, const char *sig_header,
+                           const char *body)
 {
     lt_http_t h = {.headers = {sig_header, NULL}, .body = body, .body_len = strlen(body)};
-    push(c, &h, "any", "evt-s", NULL);
+    push(c, &h, "any", id, NULL);
     long status = h.status;
     if (status == 401 && !body_code_is(&h, "UNAUTHENTICATED"))
         status = -401;
@@ -469,6 +471,22 @@ static long signed_push(msm_test_proc_t *c, const char *sig_header, const char *
     return status;
 }
 
+static long signed_push(msm_test_proc_t *c, const char *sig_header, const char *body)
+{
+    return signed_push_id(c, "evt-s", sig_header, body);
+}
+
+/* The text of a file (at most @p n - 1 bytes) into @p buf: "" when unreadable. */
+static const char *file_text(const char *path, char *buf, size_t n)
+{
+    size_t len;
+    char *text = lt_read_file(path, &len);
+    snprintf(buf, n, "%s", text ? text : "");
+    free(text);
+    return buf;
+}
+
+/* A sender without v2 (v1 only) is accepted for one release, with a warning. */
 static void test_signature(void)
 {
     const char *args[] = {"--secret", "s3cret", NULL};
@@ -483,8 +501,12 @@ static void test_signature(void)
     snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now, good);
     CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 200);
     /* Rotation: any v1 may match; order of the parts is free. */
-    snprintf(hdr, sizeof(hdr), "Msm-Signature: v1=%s, t=%lld, v1=%s", other, now, good);
-    CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 200);
+    char good2[80];
+    sign("s3cret", now, "evt-s2", body, good2);
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: v1=%s, t=%lld, v1=%s", other, now, good2);
+    CU_ASSERT_EQUAL(signed_push_id(&c, "evt-s2", hdr, body), 200);
+    /* The same v1 push again is a replay. */
+    CU_ASSERT_EQUAL(signed_push_id(&c, "evt-s2", hdr, body), 401);
     /* Wrong secret, tampered body, missing header, stale timestamp, garbage. */
     snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now, other);
     CU_ASSERT_EQUAL(signed_push(&c, hdr, body), 401);
@@ -505,6 +527,193 @@ static void test_signature(void)
     CU_ASSERT_PTR_NULL(h.rbody ? strstr(h.rbody, "s3cret") : "no body");
     CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "\"secret\":\"***\"") : NULL);
     lt_http_free(&h);
+    h = (lt_http_t){.path = "/metrics"};
+    lt_http(c.port, &h);
+    CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "msm_lambda_signature_v1_only_total 2")
+                                   : NULL);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+    char log[65536];
+    CU_ASSERT_PTR_NOT_NULL(strstr(file_text(c.log, log, sizeof(log)), "v1 signature alone"));
+    CU_ASSERT_PTR_NULL(strstr(log, "s3cret"));
+}
+
+/* ---- v2 (docs/push.md "Signatures"), computed here with one-shot OpenSSL calls ---- */
+
+typedef struct {
+    const char *id, *sub, *attempt, *deadline;
+} v2_fields_t;
+
+static void sign_v2(const char *secret, long long t, const v2_fields_t *f, const char *body,
+                    char *hex)
+{
+    unsigned char md[32];
+    char body_hex[65], text[1024];
+    SHA256((const unsigned char *)body, strlen(body), md);
+    for (int i = 0; i < 32; i++)
+        sprintf(body_hex + 2 * i, "%02x", md[i]);
+    int n = snprintf(text, sizeof(text), "v2\n%lld\n%s\n%s\n%s\n%s\n%s", t, f->id, f->sub,
+                     f->attempt, f->deadline, body_hex);
+    unsigned char mac[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)text, (size_t)n, mac,
+         &len);
+    for (unsigned i = 0; i < len; i++)
+        sprintf(hex + 2 * i, "%02x", mac[i]);
+}
+
+/* A single push carrying @p f's headers and the signature header @p sig. @returns the status,
+ * -401 for a 401 that is not UNAUTHENTICATED; @p msg gets the error message. */
+static long v2_push(msm_test_proc_t *c, const v2_fields_t *f, const char *sig, const char *body,
+                    char *msg, size_t msg_size)
+{
+    char att[64], dl[64];
+    snprintf(att, sizeof(att), "Msm-Attempt: %s", f->attempt);
+    snprintf(dl, sizeof(dl), "Msm-Deadline: %s", f->deadline);
+    lt_http_t h = {.headers = {sig, att, dl, NULL}, .body = body, .body_len = strlen(body)};
+    push(c, &h, f->sub, f->id, NULL);
+    long status = h.status;
+    if (status == 401 && !body_code_is(&h, "UNAUTHENTICATED"))
+        status = -401;
+    json_t *b = h.rbody ? json_loads(h.rbody, 0, NULL) : NULL;
+    const char *m = json_string_value(json_object_get(json_object_get(b, "error"), "message"));
+    snprintf(msg, msg_size, "%s", m ? m : "");
+    json_decref(b);
+    lt_http_free(&h);
+    return status;
+}
+
+/* Signs @p f with @p secret (v1 and v2 at time @p t) into a whole header line. */
+static void v2_header(char *hdr, size_t n, const char *secret, long long t, const v2_fields_t *f,
+                      const char *body)
+{
+    char v1[80], v2[80];
+    sign(secret, t, f->id, body, v1);
+    sign_v2(secret, t, f, body, v2);
+    snprintf(hdr, n, "Msm-Signature: t=%lld,v1=%s,v2=%s", t, v1, v2);
+}
+
+static void test_signature_v2(void)
+{
+    /* Two secrets (rotation): either one signs. */
+    const char *args[] = {"--secret", "s3cret,next-s3cret", NULL};
+    msm_test_proc_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    const char *body = "{\"n\":1}";
+    long long now = unix_ms() / 1000;
+    char deadline[32], hdr[400], msg[256];
+    snprintf(deadline, sizeof(deadline), "%lld", unix_ms() + 30000);
+    v2_fields_t f = {"evt-v2", "orders-push", "3", deadline};
+
+    v2_header(hdr, sizeof(hdr), "s3cret", now, &f, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &f, hdr, body, msg, sizeof(msg)), 200);
+    /* The same request again: a replay. */
+    CU_ASSERT_EQUAL(v2_push(&c, &f, hdr, body, msg, sizeof(msg)), 401);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "replay"));
+
+    /* Headers altered on the way: Msm-Attempt, Msm-Subscription, Msm-Deadline, ce-id. */
+    v2_fields_t g = {"evt-v2b", "orders-push", "1", deadline};
+    v2_header(hdr, sizeof(hdr), "s3cret", now, &g, body);
+    v2_fields_t altered = g;
+    altered.attempt = "2";
+    CU_ASSERT_EQUAL(v2_push(&c, &altered, hdr, body, msg, sizeof(msg)), 401);
+    altered = g;
+    altered.sub = "other-sub";
+    CU_ASSERT_EQUAL(v2_push(&c, &altered, hdr, body, msg, sizeof(msg)), 401);
+    altered = g;
+    altered.deadline = "9999999999999";
+    CU_ASSERT_EQUAL(v2_push(&c, &altered, hdr, body, msg, sizeof(msg)), 401);
+    CU_ASSERT_EQUAL(v2_push(&c, &g, hdr, "{\"n\":2}", msg, sizeof(msg)), 401);
+    /* ...and unaltered it is fine (the refusals above did not record it). */
+    CU_ASSERT_EQUAL(v2_push(&c, &g, hdr, body, msg, sizeof(msg)), 200);
+
+    /* A good v1 beside a wrong v2 is refused: v2 is required when present. */
+    v2_fields_t d = {"evt-v2c", "orders-push", "1", deadline};
+    char v1[80], v2[80];
+    sign("s3cret", now, d.id, body, v1);
+    sign_v2("wrong", now, &d, body, v2);
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s,v2=%s", now, v1, v2);
+    CU_ASSERT_EQUAL(v2_push(&c, &d, hdr, body, msg, sizeof(msg)), 401);
+    /* Dropping that v2 leaves a v1-only push: accepted (one release), with the warning. */
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v1=%s", now, v1);
+    CU_ASSERT_EQUAL(v2_push(&c, &d, hdr, body, msg, sizeof(msg)), 200);
+
+    /* Rotation: the second secret signs; a secret not configured does not. */
+    v2_fields_t r = {"evt-v2d", "orders-push", "1", deadline};
+    v2_header(hdr, sizeof(hdr), "next-s3cret", now, &r, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &r, hdr, body, msg, sizeof(msg)), 200);
+    v2_fields_t u = {"evt-v2e", "orders-push", "1", deadline};
+    v2_header(hdr, sizeof(hdr), "s3cret,next-s3cret", now, &u, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &u, hdr, body, msg, sizeof(msg)), 401);
+    /* A sender mid-rotation may send one v2 per secret; any may match. */
+    sign_v2("retired", now, &u, body, v1);
+    sign_v2("next-s3cret", now, &u, body, v2);
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v2=%s,v2=%s", now, v1, v2);
+    CU_ASSERT_EQUAL(v2_push(&c, &u, hdr, body, msg, sizeof(msg)), 200);
+    /* Replaying it signed by the other secret is still the same push. */
+    sign_v2("s3cret", now, &u, body, v2);
+    snprintf(hdr, sizeof(hdr), "Msm-Signature: t=%lld,v2=%s", now, v2);
+    CU_ASSERT_EQUAL(v2_push(&c, &u, hdr, body, msg, sizeof(msg)), 401);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "replay"));
+    /* Outside the tolerance window. */
+    v2_header(hdr, sizeof(hdr), "s3cret", now - 400, &r, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &r, hdr, body, msg, sizeof(msg)), 401);
+
+    lt_http_t h = {.path = "/metrics"};
+    lt_http(c.port, &h);
+    CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "msm_lambda_rejected_total{reason=\"replay\"} 2")
+                                   : NULL);
+    CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "msm_lambda_signature_v1_only_total 1")
+                                   : NULL);
+    lt_http_free(&h);
+    /* Neither secret in /debug/info. */
+    h = (lt_http_t){.path = "/debug/info"};
+    lt_http(c.port, &h);
+    CU_ASSERT_EQUAL(h.status, 200);
+    CU_ASSERT_PTR_NULL(h.rbody ? strstr(h.rbody, "s3cret") : "no body");
+    CU_ASSERT_PTR_NOT_NULL(h.rbody ? strstr(h.rbody, "\"secret\":\"***\"") : NULL);
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
+    char log[65536];
+    file_text(c.log, log, sizeof(log));
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "push evt-v2c accepted on a v1 signature alone"));
+    CU_ASSERT_PTR_NULL(strstr(log, "s3cret"));
+}
+
+/* --replay-cache-size 2: a full cache evicts its oldest entry and refuses whatever is signed
+ * at or before that entry's t (it could be a copy of it); later pushes are unaffected. */
+static void test_replay_cache_full(void)
+{
+    const char *args[] = {"--secret", "s3cret", "--replay-cache-size", "2", NULL};
+    msm_test_proc_t c;
+    CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
+    const char *body = "{}";
+    long long now = unix_ms() / 1000;
+    char deadline[32], a[400], b[400], cc[400], hdr[400], msg[256];
+    snprintf(deadline, sizeof(deadline), "%lld", unix_ms() + 30000);
+    v2_fields_t fa = {"rc-a", "orders-push", "1", deadline}, fb = fa, fc = fa, fd = fa, fe = fa;
+    fb.id = "rc-b";
+    fc.id = "rc-c";
+    fd.id = "rc-d";
+    fe.id = "rc-e";
+    v2_header(a, sizeof(a), "s3cret", now - 20, &fa, body);
+    v2_header(b, sizeof(b), "s3cret", now - 19, &fb, body);
+    v2_header(cc, sizeof(cc), "s3cret", now - 18, &fc, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &fa, a, body, msg, sizeof(msg)), 200);
+    CU_ASSERT_EQUAL(v2_push(&c, &fb, b, body, msg, sizeof(msg)), 200);
+    CU_ASSERT_EQUAL(v2_push(&c, &fc, cc, body, msg, sizeof(msg)), 200); /* evicts a */
+    /* a's copy: no longer in the cache, but at the floor. */
+    CU_ASSERT_EQUAL(v2_push(&c, &fa, a, body, msg, sizeof(msg)), 401);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "replay cache is full"));
+    /* A new push signed as early as a: refused the same way (retried, with a new t). */
+    v2_header(hdr, sizeof(hdr), "s3cret", now - 20, &fd, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &fd, hdr, body, msg, sizeof(msg)), 401);
+    /* A later one is fine (and evicts b); c is still known. */
+    v2_header(hdr, sizeof(hdr), "s3cret", now, &fe, body);
+    CU_ASSERT_EQUAL(v2_push(&c, &fe, hdr, body, msg, sizeof(msg)), 200);
+    CU_ASSERT_EQUAL(v2_push(&c, &fc, cc, body, msg, sizeof(msg)), 401);
+    CU_ASSERT_PTR_NOT_NULL(strstr(msg, "received already"));
+    CU_ASSERT_EQUAL(v2_push(&c, &fb, b, body, msg, sizeof(msg)), 401);
     CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
@@ -880,10 +1089,11 @@ static void test_api_example(void)
 /* ---- batch push (API.md "Batch push") ---- */
 
 /* POSTs @p body as a batch push; @returns the parsed answer (NULL when not JSON). */
-static json_t *batch_push(msm_test_proc_t *c, const char *body, const char *sig, long *status)
+static json_t *batch_push_at(msm_test_proc_t *c, const char *body, const char *sig,
+                             long long deadline_ms, long *status)
 {
     char dl[64];
-    snprintf(dl, sizeof(dl), "Msm-Deadline: %lld", unix_ms() + 5000);
+    snprintf(dl, sizeof(dl), "Msm-Deadline: %lld", deadline_ms);
     lt_http_t h = {.headers = {"Content-Type: application/cloudevents-batch+json",
                                "Msm-Subscription: sub-a", dl, sig, NULL},
                    .body = body,
@@ -893,6 +1103,11 @@ static json_t *batch_push(msm_test_proc_t *c, const char *body, const char *sig,
     json_t *o = h.rbody ? json_loads(h.rbody, 0, NULL) : NULL;
     lt_http_free(&h);
     return o;
+}
+
+static json_t *batch_push(msm_test_proc_t *c, const char *body, const char *sig, long *status)
+{
+    return batch_push_at(c, body, sig, unix_ms() + 5000, status);
 }
 
 static const char *result_of(json_t *answer, const char *id)
@@ -973,8 +1188,9 @@ static void test_batch_push(void)
     CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
 }
 
-/* --secret: a batch is signed over "<t>..<body>" (an empty ce-id); the example's --record
- * has one line per event. */
+/* --secret: a batch is signed as a single push with an empty ce-id and an empty Msm-Attempt
+ * (v1 over "<t>..<body>"); a replayed or re-addressed batch is refused; the example's
+ * --record has one line per event. */
 static void test_batch_push_signed_record(void)
 {
     char rec[512];
@@ -987,19 +1203,29 @@ static void test_batch_push_signed_record(void)
                        "\"msmattempt\":2,\"msmkey\":\"k\",\"data\":1},"
                        "{\"specversion\":\"1.0\",\"id\":\"s2\",\"source\":\"/msm/topics/t\","
                        "\"type\":\"msm.event\",\"msmsubscription\":\"rec-sub\",\"data\":2}]";
-    long long now = unix_ms() / 1000;
-    char hex[80], sig[200];
-    sign("s3cret", now, "", body, hex);
-    snprintf(sig, sizeof(sig), "Msm-Signature: t=%lld,v1=%s", now, hex);
+    long long now = unix_ms() / 1000, deadline = unix_ms() + 5000;
+    char dl[32], sig[400];
+    snprintf(dl, sizeof(dl), "%lld", deadline);
+    v2_fields_t f = {"", "sub-a", "", dl}; /* batch_push_at() sends Msm-Subscription: sub-a */
+    v2_header(sig, sizeof(sig), "s3cret", now, &f, body);
+    v2_fields_t other_sub = {"", "sub-b", "", dl};
+    char wrong[400];
+    v2_header(wrong, sizeof(wrong), "s3cret", now, &other_sub, body);
     long long t0 = unix_ms();
     long status;
     json_t *a = batch_push(&c, body, "X-Nothing: 1", &status);
     CU_ASSERT_EQUAL(status, 401);
     json_decref(a);
-    a = batch_push(&c, body, sig, &status);
+    a = batch_push_at(&c, body, wrong, deadline, &status); /* signed for another subscription */
+    CU_ASSERT_EQUAL(status, 401);
+    json_decref(a);
+    a = batch_push_at(&c, body, sig, deadline, &status);
     CU_ASSERT_EQUAL(status, 200);
     CU_ASSERT_STRING_EQUAL(result_of(a, "s1"), "ok");
     CU_ASSERT_STRING_EQUAL(result_of(a, "s2"), "ok");
+    json_decref(a);
+    a = batch_push_at(&c, body, sig, deadline, &status); /* replayed */
+    CU_ASSERT_EQUAL(status, 401);
     json_decref(a);
     long long t1 = unix_ms();
     CU_ASSERT_EQUAL(msm_test_proc_stop(&c, SIGTERM, 5000), 0);
@@ -1025,7 +1251,9 @@ static CU_TestInfo lambda_tests[] = {
     {"ok/retry/fatal answers", test_status_mapping},
     {"unknown subscription, exact before *", test_unknown_subscription},
     {"deadlines count as retry", test_deadlines},
-    {"Msm-Signature with --secret", test_signature},
+    {"Msm-Signature v1 only: accepted with a warning", test_signature},
+    {"Msm-Signature v2: headers signed, replays refused, two secrets", test_signature_v2},
+    {"replay cache full: oldest evicted, floor refuses older", test_replay_cache_full},
     {"--record lines", test_record},
     {"--record from two processes", test_record_concurrent_writers},
     {"--latency-ms answers late without blocking", test_latency_does_not_block},
@@ -1033,7 +1261,7 @@ static CU_TestInfo lambda_tests[] = {
     {"SIGTERM drains and exits 0", test_sigterm_drains},
     {"API.md's three-line lambda", test_api_example},
     {"batch push: one handler call and one result per event", test_batch_push},
-    {"batch push: signature over an empty ce-id, --record per event",
+    {"batch push: signature with an empty ce-id and attempt, --record per event",
      test_batch_push_signed_record},
     CU_TEST_INFO_NULL,
 };

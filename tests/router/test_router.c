@@ -17,8 +17,10 @@
 #include "msm/time.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,9 @@ typedef struct {
     char sub[64];
     char member[96];
     int max_in_flight; /* the router's --push.max_in_flight; 0: its default */
+    const char *allow_networks; /* the router's; NULL: loopback (127.0.0.0/8,::1) */
+    const char *deny_networks;  /* the router's; NULL: none */
+    int up_status;     /* what GET /up answers (active health checks); 0: 200 */
     char url[128];
     ep_mode_t mode;
     req_rec_t reqs[MAX_REQS];
@@ -175,6 +180,14 @@ static void h_hook(msm_http_req_t *req, void *opaque)
         r->at_ms = msm_time_unix_ms();
     }
     answer(req, F.nheld < MAX_REQS ? F.mode : ANSWER_500);
+}
+
+/* The active health check's target: F.up_status (200 unless a test says otherwise). */
+static void h_up(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    int st = F.up_status ? F.up_status : 200;
+    msm_http_respond(req, st, "text/plain", "up", 2);
 }
 
 /* Answers every held request with @p mode. */
@@ -337,7 +350,14 @@ static void put_sub(const char *json_text)
 static void start_router(void)
 {
     router_env_t env = {F.loop, F.redis, F.stream, F.metrics, F.member};
-    router_conf_t conf = {.registry_poll_ms = 50, .max_in_flight = F.max_in_flight};
+    char allow[128], deny[128];
+    /* The test endpoints are on loopback, which the router refuses unless allowed. */
+    snprintf(allow, sizeof(allow), "%s", F.allow_networks ? F.allow_networks : "127.0.0.0/8,::1");
+    snprintf(deny, sizeof(deny), "%s", F.deny_networks ? F.deny_networks : "");
+    router_conf_t conf = {.registry_poll_ms = 50,
+                          .max_in_flight = F.max_in_flight,
+                          .allow_networks = allow,
+                          .deny_networks = deny};
     char err[256] = "";
     F.rt = router_new_env(&env, &conf, err, sizeof(err));
     if (!F.rt)
@@ -379,6 +399,7 @@ static int start(void)
         return -1;
     }
     msm_http_server_route(F.ep, "POST", "/hook/{name}", h_hook, NULL);
+    msm_http_server_route(F.ep, "GET", "/up", h_up, NULL);
     snprintf(F.url, sizeof(F.url), "http://127.0.0.1:%u/hook/a",
              (unsigned)msm_http_server_port(F.ep));
     return 0;
@@ -550,14 +571,26 @@ static void assert_dispatch_acked(void)
 
 /* ---- tests ---- */
 
+static void to_hex(const unsigned char *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* Msm-Signature checked independently of the router's code (docs/push.md "Signatures"):
+ * t recent, v1 = HMAC(secret, "<t>.<id>.<body>"), v2 = HMAC(secret, "v2\n<t>\n<id>\n
+ * <Msm-Subscription>\n<Msm-Attempt>\n<Msm-Deadline>\n<hex SHA-256 of the body>"), each
+ * header as received ("" when absent). */
 static int verify_signature_as(const req_rec_t *r, const char *id)
 {
     const char *sig = hdr(r, "Msm-Signature");
     if (!sig)
         return 0;
     long long t;
-    char hex[65];
-    if (sscanf(sig, "t=%lld,v1=%64[0-9a-f]", &t, hex) != 2 || strlen(hex) != 64)
+    char hex1[65], hex2[65];
+    int end = 0;
+    if (sscanf(sig, "t=%lld,v1=%64[0-9a-f],v2=%64[0-9a-f]%n", &t, hex1, hex2, &end) != 3 ||
+        strlen(hex1) != 64 || strlen(hex2) != 64 || sig[end] != '\0')
         return 0;
     char prefix[128];
     int n = snprintf(prefix, sizeof(prefix), "%lld.%s.", t, id);
@@ -569,11 +602,24 @@ static int verify_signature_as(const req_rec_t *r, const char *id)
     unsigned maclen = 0;
     HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), msg, len, mac, &maclen);
     free(msg);
-    char want[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(want + 2 * i, 3, "%02x", mac[i]);
+    char want1[65];
+    to_hex(mac, 32, want1);
+
+    unsigned char md[32];
+    char body_hex[65], text[1024], want2[65];
+    SHA256((const unsigned char *)r->body, r->body_len, md);
+    to_hex(md, 32, body_hex);
+    const char *sub = hdr(r, "Msm-Subscription"), *attempt = hdr(r, "Msm-Attempt");
+    const char *deadline = hdr(r, "Msm-Deadline");
+    n = snprintf(text, sizeof(text), "v2\n%lld\n%s\n%s\n%s\n%s\n%s", t, id, sub ? sub : "",
+                 attempt ? attempt : "", deadline ? deadline : "", body_hex);
+    unsigned maclen2 = 0;
+    HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (const unsigned char *)text, (size_t)n, mac,
+         &maclen2);
+    to_hex(mac, 32, want2);
     long long now = msm_time_unix_ms() / 1000;
-    return maclen == 32 && strcmp(want, hex) == 0 && t <= now && t >= now - 30;
+    return maclen == 32 && maclen2 == 32 && strcmp(want1, hex1) == 0 &&
+           strcmp(want2, hex2) == 0 && t <= now && t >= now - 30;
 }
 
 static int verify_signature(const req_rec_t *r)
@@ -813,10 +859,79 @@ static void test_refused(void)
     snprintf(F.url, sizeof(F.url), "http://127.0.0.1:%d/hook/a", closed_port());
     const Msm__V1__DeliveryOutcome *o = one_outcome(ANSWER_200, "");
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE);
+    /* Nothing reached the endpoint: the attempt is not spent. */
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED);
     CU_ASSERT_EQUAL(o->http_status, 0);
     CU_ASSERT(strlen(o->error) > 0);
     CU_ASSERT_STRING_EQUAL(o->endpoint, F.url);
+    stop();
+}
+
+/* A listening socket on @p ip (a free port) that nobody accepts from: a connection made to
+ * it would wait in its backlog. @returns the fd (its port in *port), or -1. */
+static int listen_unaccepted(const char *ip, int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof(a);
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 8) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Nothing connected to @p fd (closes it). */
+static int never_connected(int fd)
+{
+    int c = accept(fd, NULL, NULL);
+    int none = c < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (c >= 0)
+        close(c);
+    close(fd);
+    return none;
+}
+
+/* router.allow_networks / deny_networks at connect time: an endpoint address outside them
+ * is never connected to (not even a TCP handshake), and the task is FATAL at once with the
+ * reason. */
+static void test_denied_address(void)
+{
+    /* An IP literal: 127.0.0.2 with only 127.0.0.1 allowed. */
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    F.allow_networks = "127.0.0.1/32";
+    int port = 0;
+    int fd = listen_unaccepted("127.0.0.2", &port);
+    CU_ASSERT_FATAL(fd >= 0);
+    snprintf(F.url, sizeof(F.url), "http://127.0.0.2:%d/hook/a", port);
+    const Msm__V1__DeliveryOutcome *o = one_outcome(ANSWER_200, "");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL);
+    CU_ASSERT_EQUAL(o->http_status, 0);
+    CU_ASSERT_STRING_EQUAL(o->error, "endpoint denied: address 127.0.0.2 is denied (loopback); "
+                                     "allow it in router.allow_networks");
+    CU_ASSERT_STRING_EQUAL(o->endpoint, F.url);
+    CU_ASSERT(never_connected(fd));
+    CU_ASSERT_EQUAL(F.nreqs, 0);
+    stop();
+
+    /* A host name: every address of localhost is denied (deny wins over allow). */
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    F.allow_networks = "127.0.0.0/8,::1";
+    F.deny_networks = "127.0.0.0/8,::1";
+    fd = listen_unaccepted("127.0.0.1", &port);
+    CU_ASSERT_FATAL(fd >= 0);
+    snprintf(F.url, sizeof(F.url), "http://localhost:%d/hook/a", port);
+    o = one_outcome(ANSWER_200, ",\"max_batch_events\":4");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(o->error, "endpoint denied: address "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(o->error, "is denied by router.deny_networks"));
+    CU_ASSERT(never_connected(fd));
     stop();
 }
 
@@ -1329,6 +1444,126 @@ static void test_priority_across_subscriptions(void)
     stop();
 }
 
+/* Requests recorded at @p path from index @p from on. */
+static int reqs_at(const char *path, int from)
+{
+    int n = 0;
+    for (int i = from; i < F.nreqs; i++)
+        n += strcmp(F.reqs[i].path, path) == 0;
+    return n;
+}
+
+static int count_kind(Msm__V1__OutcomeKind kind)
+{
+    int n = 0;
+    for (int i = 0; i < F.nouts; i++)
+        n += F.outs[i]->kind == kind;
+    return n;
+}
+
+/* This router's report of endpoint @p url (sub:{s}:endpoints), or NULL. */
+static json_t *endpoint_report(const char *url)
+{
+    char key[256];
+    snprintf(key, sizeof(key), "%s:sub:{%s}:endpoints", F.ns, F.sub);
+    redisReply *r = msm_test_redis_query(&redis_srv, "HVALS %s", key);
+    json_t *found = NULL;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && !found; i++) {
+        json_t *j = json_loads(r->element[i]->str, 0, NULL);
+        if (j && strcmp(json_string_value(json_object_get(j, "url")), url) == 0)
+            found = j;
+        else
+            json_decref(j);
+    }
+    freeReplyObject(r);
+    return found;
+}
+
+/* Locality prefers zone b; b's endpoint is down (connection refused): its pushes come back
+ * NOT_PUSHED (no attempt spent), it is ejected after three, and traffic spills over to
+ * zone a. The report says why b is not used. */
+static void test_locality_and_ejection(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    int dead = msm_test_free_port();
+    char json[1024], dead_url[128];
+    snprintf(dead_url, sizeof(dead_url), "http://127.0.0.1:%d/hook/b", dead);
+    snprintf(json, sizeof(json),
+             "{\"topic\":\"orders\",\"locality\":[\"b\",\"a\"],\"max_concurrency\":1,"
+             "\"endpoints\":[{\"url\":\"%s\",\"zone\":\"a\"},{\"url\":\"%s\",\"zone\":\"b\"}]}",
+             F.url, dead_url);
+    put_sub(json);
+    start_all();
+    F.mode = ANSWER_200;
+    char ids[10][40];
+    for (int i = 0; i < 10; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "0190a3e2-0000-7000-8000-0000000004%02d", i);
+        append_simple(ids[i]);
+    }
+    wait_outs(10, 15000);
+    CU_ASSERT_EQUAL(F.nouts, 10);
+    CU_ASSERT_EQUAL(count_kind(MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED), 3);
+    CU_ASSERT_EQUAL(count_kind(MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS), 7);
+    CU_ASSERT_EQUAL(count_kind(MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE), 0);
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", 0), 7);
+    msm_test_spin(F.loop, 1300); /* a report */
+    json_t *b = endpoint_report(dead_url), *a = endpoint_report(F.url);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_FALSE(json_is_true(json_object_get(b, "healthy")));
+    CU_ASSERT_PTR_NOT_NULL(strstr(json_string_value(json_object_get(b, "reason")), "ejected"));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(a, "healthy")));
+    json_decref(a);
+    json_decref(b);
+    stop();
+}
+
+/* Active checks: GET /up failing twice takes the endpoint out (everything goes to the other),
+ * one success brings it back. */
+static void test_active_health_check(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    char json[1024], other[128];
+    snprintf(other, sizeof(other), "http://127.0.0.1:%u/hook/c",
+             (unsigned)msm_http_server_port(F.ep));
+    snprintf(json, sizeof(json),
+             "{\"topic\":\"orders\",\"max_concurrency\":1,\"endpoints\":["
+             "{\"url\":\"%s\",\"health\":{\"path\":\"/up\",\"interval_ms\":100,"
+             "\"unhealthy_threshold\":2,\"healthy_threshold\":1}},{\"url\":\"%s\"}]}",
+             F.url, other);
+    put_sub(json);
+    start_all();
+    F.mode = ANSWER_200;
+    F.up_status = 500;
+    msm_test_spin(F.loop, 600); /* two failed checks at least */
+    char ids[6][40];
+    for (int i = 0; i < 6; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "0190a3e2-0000-7000-8000-0000000005%02d", i);
+        append_simple(ids[i]);
+    }
+    wait_outs(6, 10000);
+    CU_ASSERT_EQUAL(count_kind(MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS), 6);
+    CU_ASSERT_EQUAL(reqs_at("/hook/c", 0), 6);
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", 0), 0);
+    msm_test_spin(F.loop, 1200);
+    json_t *a = endpoint_report(F.url);
+    CU_ASSERT_FALSE(json_is_true(json_object_get(a, "healthy")));
+    CU_ASSERT_PTR_NOT_NULL(strstr(json_string_value(json_object_get(a, "reason")), "HTTP 500"));
+    json_decref(a);
+    /* Back: both take turns again. */
+    F.up_status = 200;
+    msm_test_spin(F.loop, 400);
+    int from = F.nreqs;
+    for (int i = 0; i < 6; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "0190a3e2-0000-7000-8000-0000000006%02d", i);
+        append_simple(ids[i]);
+    }
+    wait_outs(12, 10000);
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", from), 3);
+    CU_ASSERT_EQUAL(reqs_at("/hook/c", from), 3);
+    stop();
+}
+
 static CU_TestInfo tests[] = {
     {"ready once the registry and status are there", test_ready},
     {"200: every API.md header, signature, body; SUCCESS", test_headers_and_success},
@@ -1338,7 +1573,8 @@ static CU_TestInfo tests[] = {
     {"429 + Retry-After: 2: RETRIABLE, retry_after_ms 2000", test_429_retry_after},
     {"Msm-Status: fatal: FATAL", test_fatal},
     {"no answer within timeout_ms: RETRIABLE timeout", test_timeout},
-    {"connection refused: RETRIABLE", test_refused},
+    {"connection refused: NOT_PUSHED, no attempt spent", test_refused},
+    {"denied endpoint address: never connected, FATAL", test_denied_address},
     {"CR/LF in attributes and key never make headers", test_header_injection},
     {"in flight bounded by max_concurrency", test_concurrency_bounded},
     {"weighted round robin over endpoints", test_weighted_round_robin},
@@ -1354,6 +1590,9 @@ static CU_TestInfo tests[] = {
     {"paused: nothing pushed until resumed", test_paused},
     {"batch push: one request, per-event results", test_batch_push},
     {"priority across subscriptions when the router is full", test_priority_across_subscriptions},
+    {"locality prefers a zone, a dead endpoint is ejected, no attempt spent",
+     test_locality_and_ejection},
+    {"active health checks take an endpoint out and back", test_active_health_check},
     {NULL, NULL},
 };
 

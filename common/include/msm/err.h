@@ -16,6 +16,7 @@ typedef enum {
     MSM_ERR_CONFLICT = -9,  /**< incompatible with current state */
     MSM_ERR_SHUTDOWN = -10, /**< the component is shutting down */
     MSM_ERR_PARSE = -11,    /**< malformed input */
+    MSM_ERR_DENIED = -12,   /**< refused by policy (e.g. a network address not allowed) */
 } msm_err_t;
 
 /** @brief A short, static, human-readable name for @p err. */

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "msm/loop.h"
+#include "msm/netpolicy.h"
 
 typedef struct msm_http_client_s msm_http_client_t;
 /** One request from submission to its callback (or cancellation). */
@@ -43,6 +44,12 @@ typedef struct {
     size_t max_response_bytes;      /**< body cap; 0 = MSM_HTTP_CLIENT_DEFAULT_MAX_RESPONSE */
     const char *user_agent;         /**< NULL = "msm/<version>" */
     const char *proxy;              /**< proxy URL; NULL = none (environment ignored) */
+    /** When set, every address the client is about to connect to is judged first (curl's
+     *  open-socket callback: the address of the connection itself, after any DNS lookup,
+     *  so a name that changes its answer cannot slip through). A denied one is never
+     *  connected to; the request fails with MSM_ERR_DENIED and the reason. With a proxy,
+     *  the proxy's address is the one judged. Copied; NULL = no check. */
+    const msm_netpolicy_t *netpolicy;
 } msm_http_client_conf_t;
 
 /** A request header. */
@@ -83,7 +90,9 @@ typedef struct {
 typedef struct {
     /** MSM_OK when a complete response arrived, whatever its status. Otherwise:
      *  MSM_ERR_TIMEOUT (the request's time ran out), MSM_ERR_IO (connect refused, reset,
-     *  DNS failure, no response, TLS...), MSM_ERR_TOOLARGE (body or headers over the cap),
+     *  DNS failure, no response, TLS...), MSM_ERR_DENIED (the client's netpolicy refused
+     *  every address of the host: nothing was connected to), MSM_ERR_TOOLARGE (body or
+     *  headers over the cap),
      *  MSM_ERR_INVALID (malformed URL), MSM_ERR_SHUTDOWN (msm_http_client_free() ran
      *  first: error is "client closed"), MSM_ERR_NOMEM. */
     int err;
@@ -179,6 +188,14 @@ void msm_http_client_stats(const msm_http_client_t *cl, msm_http_client_stats_t 
 
 /** @brief Requests accepted whose callback has not run yet. */
 size_t msm_http_client_pending(const msm_http_client_t *cl);
+
+/**
+ * @brief The host of @p url as libcurl reads it (the one a request would connect to):
+ * an IPv6 literal without its brackets, an IPv4 literal in dotted form.
+ * @returns MSM_OK, MSM_ERR_INVALID (not a URL with a host) or MSM_ERR_TOOLARGE (over
+ * @p size).
+ */
+int msm_http_url_host(const char *url, char *host, size_t size);
 
 /** @brief 1 when libcurl resolves host names without blocking (threaded or c-ares). */
 int msm_http_client_async_dns(void);

@@ -61,6 +61,9 @@
  *  concurrency_limit, updated_ms (written by the owner). backlog = enqueued - done - running. */
 #define MSM_KEY_STATS       "sub:{%s}:stats"
 #define MSM_KEY_OWNER       "sub:{%s}:owner"          /**< string: flowcontrol member, PX lease */
+/** hash: "<router member>\n<endpoint url>" → {"url","member","healthy","in_flight","reason",
+ *  "updated_ms"}, each router's measured view, rewritten every second (PEXPIRE 30 s) */
+#define MSM_KEY_ENDPOINTS   "sub:{%s}:endpoints"
 
 /** The names of every key and stream of subscription @p sub live under these patterns
  *  (DELETE cleans them up): the keys "sub:{<sub>}:*", the streams ready/dispatch/status. */
@@ -85,10 +88,20 @@ typedef struct {
     int64_t created_ms;
 } msm_topic_t;
 
+/** Active health check of an endpoint (API.md: endpoint "health"). */
+typedef struct {
+    char *path;              /**< GET <endpoint origin><path>; NULL: no active check */
+    int interval_ms;         /**< default 5000 */
+    int unhealthy_threshold; /**< consecutive failed checks to mark it down; default 3 */
+    int healthy_threshold;   /**< consecutive good checks to bring it back; default 2 */
+} msm_health_t;
+
 typedef struct {
     char *url;
     char *zone;  /**< NULL when not given */
     int weight;  /**< default 1 */
+    char *version; /**< a release label (canary); NULL when not given */
+    msm_health_t health;
 } msm_endpoint_t;
 
 typedef struct {

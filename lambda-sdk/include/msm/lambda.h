@@ -83,6 +83,17 @@ int msm_lambda_on(msm_lambda_t *l, const char *subscription, msm_handler_t *hand
 void msm_lambda_set_opaque(msm_lambda_t *l, void *opaque);
 
 /**
+ * @brief Adds a secret Msm-Signature may be signed with, besides the comma-separated ones of
+ * `--secret` (any one matching is enough: add the new secret before the subscription
+ * switches to it, drop the old one after). With at least one secret every push must be
+ * signed (docs/push.md "Signatures"). Never shown in /debug/info or logs.
+ * @param secret copied; unlike `--secret`'s items it may contain commas
+ * @returns MSM_OK, MSM_ERR_INVALID (NULL or empty secret, or already serving),
+ * MSM_ERR_NOMEM.
+ */
+int msm_lambda_add_secret(msm_lambda_t *l, const char *secret);
+
+/**
  * @brief Adds the lambda's own settings: they get flags, MSM_* environment variables,
  * config-file keys and --help rows exactly like the SDK's own (msm/config.h).
  * msm_lambda_main() fills @p conf before the start hooks run, and frees its strings

@@ -133,6 +133,8 @@ static int frontend_start(void)
     msm_test_proc_arg(&frontend, "--namespace=%s", msm_test_namespace(ns, sizeof(ns)));
     msm_test_proc_arg(&frontend, "--http.port=%d", frontend.port);
     msm_test_proc_arg(&frontend, "--http.bind=127.0.0.1");
+    /* As every local run (loopback endpoints are refused unless allowed). */
+    msm_test_proc_arg(&frontend, "--router.allow_networks=127.0.0.0/8,::1");
     if (frontend.port <= 0 || msm_test_proc_start(&frontend) != 0)
         return -1;
     return msm_test_proc_wait_ready(&frontend, NULL, READY_TIMEOUT_MS);
