@@ -65,6 +65,11 @@ static void set_healthy(rt_ep_t *ep, int healthy, const char *why)
     if (ep->healthy == healthy)
         return;
     ep->healthy = healthy;
+    if (healthy) {
+        /* A passing check is fresher evidence than the pushes that ejected it. */
+        ep->ejected_until_ms = 0;
+        ep->push_fails = 0;
+    }
     snprintf(ep->reason, sizeof(ep->reason), "%s", healthy ? "" : why);
     msm_log(healthy ? MSM_LOG_INFO : MSM_LOG_WARN, RT_FACILITY,
             "subscription %s: endpoint %s %s%s%s", ep->sub->name, ep->url,
@@ -216,6 +221,9 @@ int msm__rt_health_any(const rt_sub_t *sub, int64_t now)
     if (!sub->conf)
         return 0;
     for (size_t i = 0; i < sub->conf->nendpoints; i++) {
+        /* A rolled-back canary's endpoints take nothing (balance.c). */
+        if (sub->canary.state == RT_CANARY_ROLLED_BACK && msm__rt_canary_is(sub, i))
+            continue;
         if (msm__rt_health_usable(sub, i, now))
             return 1;
     }

@@ -158,10 +158,12 @@ typedef struct {
     char record[320];
 } lambda_t;
 
-static int lambda_start(lambda_t *l, const char *name, const char *extra1, const char *extra2)
+/* Starts the example lambda on @p port (0: a free one). */
+static int lambda_start_on(lambda_t *l, int port, const char *name, const char *extra1,
+                           const char *extra2)
 {
     memset(l, 0, sizeof(*l));
-    l->proc.port = msm_test_free_port();
+    l->proc.port = port ? port : msm_test_free_port();
     snprintf(l->proc.log, sizeof(l->proc.log), "%s/%s.log", dir, name);
     snprintf(l->record, sizeof(l->record), "%s/%s.jsonl", dir, name);
     msm_test_proc_arg(&l->proc, "%s", bins[NDAEMONS]);
@@ -175,6 +177,11 @@ static int lambda_start(lambda_t *l, const char *name, const char *extra1, const
     if (msm_test_proc_start(&l->proc) != 0)
         return -1;
     return msm_test_proc_wait_ready(&l->proc, NULL, 10000);
+}
+
+static int lambda_start(lambda_t *l, const char *name, const char *extra1, const char *extra2)
+{
+    return lambda_start_on(l, 0, name, extra1, extra2);
 }
 
 static void lambda_stop(lambda_t *l)
@@ -827,6 +834,103 @@ static void test_rate_limit(void)
     lambda_stop(&l);
 }
 
+/* The stats' view of endpoint @p port: 1 healthy, 0 not, -1 not listed. */
+static int endpoint_healthy(const char *sub, int port)
+{
+    char path[256], url[64];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s/stats", sub);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port);
+    json_t *st = NULL;
+    int healthy = -1;
+    if (api("GET", path, NULL, &st) == 200) {
+        size_t i;
+        json_t *ep;
+        json_array_foreach(json_object_get(st, "endpoints"), i, ep) {
+            const char *u = json_string_value(json_object_get(ep, "url"));
+            if (u && strcmp(u, url) == 0)
+                healthy = json_is_true(json_object_get(ep, "healthy"));
+        }
+    }
+    json_decref(st);
+    return healthy;
+}
+
+static size_t oks_in(const char *record)
+{
+    record_t *r = NULL;
+    size_t n = records_read(record, &r), oks = 0;
+    for (size_t i = 0; i < n; i++)
+        oks += strcmp(r[i].result, "ok") == 0;
+    free(r);
+    return oks;
+}
+
+/* Two endpoints with health checks; one is killed: within two health intervals everything
+ * goes to the other and no attempt is spent; it comes back when the endpoint does. */
+static void test_failover_between_endpoints(void)
+{
+    lambda_t a, b;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&a, "lambda-fo-a", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&b, "lambda-fo-b", NULL, NULL), 0);
+    int b_port = b.proc.port;
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/topics/fo", "{}", NULL), 200);
+    char body[1024];
+    const char *health = "\"health\":{\"path\":\"/healthz\",\"interval_ms\":500,"
+                         "\"unhealthy_threshold\":2,\"healthy_threshold\":1}";
+    snprintf(body, sizeof(body),
+             "{\"topic\":\"fo\",\"endpoints\":[{\"url\":\"http://127.0.0.1:%d/\",%s},"
+             "{\"url\":\"http://127.0.0.1:%d/\",%s}]}",
+             a.proc.port, health, b_port, health);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/subscriptions/fo-sub", body, NULL), 200);
+    sleep(2);
+    enum { N1 = 100, N2 = 200, N3 = 100 };
+    sent_t *sent = calloc(N1 + N2 + N3, sizeof(*sent));
+    CU_ASSERT_EQUAL_FATAL(publish("fo", sent, N1, NULL), 0);
+    for (int t = 0; t < 200 && oks_in(a.record) + oks_in(b.record) < N1; t++)
+        usleep(100000);
+    CU_ASSERT(oks_in(a.record) > 0 && oks_in(b.record) > 0); /* both took turns */
+    /* b dies without a word. */
+    int64_t killed = unix_ms();
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&b.proc, SIGKILL, MSM_TEST_PROC_GRACE_MS), 128 + SIGKILL);
+    CU_ASSERT_EQUAL_FATAL(publish("fo", sent + N1, N2, NULL), 0);
+    int64_t shifted = 0;
+    for (int t = 0; t < 100 && !shifted; t++) {
+        if (endpoint_healthy("fo-sub", b_port) == 0)
+            shifted = unix_ms();
+        else
+            usleep(50000);
+    }
+    CU_ASSERT(shifted > 0);
+    size_t a_before = oks_in(a.record);
+    for (int t = 0; t < 300 && oks_in(a.record) < a_before + 1; t++)
+        usleep(100000);
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL(wait_states("fo-sub", sent, N1 + N2, "succeeded", 60, &max_attempts), N1 + N2);
+    CU_ASSERT_EQUAL(max_attempts, 1); /* pushes that found b dead cost no attempt */
+    /* b is back on its port: checked healthy, it takes its share again. */
+    int64_t restarted = unix_ms();
+    CU_ASSERT_EQUAL_FATAL(lambda_start_on(&b, b_port, "lambda-fo-b2", NULL, NULL), 0);
+    int64_t back = 0;
+    for (int t = 0; t < 100 && !back; t++) {
+        if (endpoint_healthy("fo-sub", b_port) == 1)
+            back = unix_ms();
+        else
+            usleep(50000);
+    }
+    CU_ASSERT(back > 0);
+    CU_ASSERT_EQUAL_FATAL(publish("fo", sent + N1 + N2, N3, NULL), 0);
+    CU_ASSERT_EQUAL(wait_states("fo-sub", sent + N1 + N2, N3, "succeeded", 60, &max_attempts), N3);
+    CU_ASSERT(oks_in(b.record) > 0);
+    fprintf(stderr, "\n  failover: endpoint reported unhealthy %lld ms after kill -9 (health "
+                    "interval 500 ms, threshold 2), %d of %d events succeeded on attempt 1; "
+                    "back %lld ms after its restart, %zu events to it after\n",
+            (long long)(shifted - killed), N1 + N2, N1 + N2, (long long)(back - restarted),
+            oks_in(b.record));
+    free(sent);
+    lambda_stop(&a);
+    lambda_stop(&b);
+}
+
 static CU_TestInfo tests[] = {
     {"1,000 events handled exactly once", test_thousand_exactly_once},
     {"fail-rate 0.2: retried until all succeed", test_retries_until_success},
@@ -836,6 +940,8 @@ static CU_TestInfo tests[] = {
     {"ordered: 100 keys x 100 events in publish order, a poison holds only its key",
      test_ordered_keys_in_publish_order},
     {"rate_limit_per_s 500 over 10 s", test_rate_limit},
+    {"failover: a killed endpoint is left within two health intervals, no attempt spent",
+     test_failover_between_endpoints},
     {"router kill -9 mid-run loses nothing", test_router_kill9_loses_nothing},
     {"flowcontrol kill -9 mid-run, events published while down", test_flowcontrol_kill9_loses_nothing},
     {"scheduler kill -9 mid-run, events published while down", test_scheduler_kill9_loses_nothing},
