@@ -33,6 +33,7 @@ struct msm_daemon_s {
     void *stop_opaque;
     int stopping;
     uint64_t drain_deadline_ms;
+    uint64_t drain_ms; /**< 0: DRAIN_DEADLINE_MS */
     msm_timer_t drain_timer;
 };
 
@@ -64,6 +65,11 @@ static void on_drain_timer(msm_loop_t *loop, void *opaque)
     msm_loop_timer_start(loop, &d->drain_timer, DRAIN_POLL_MS, on_drain_timer, d);
 }
 
+void msm_daemon_set_drain_ms(msm_daemon_t *d, uint64_t ms)
+{
+    d->drain_ms = ms;
+}
+
 void msm_daemon_request_stop(msm_daemon_t *d)
 {
     if (d->stopping)
@@ -73,7 +79,7 @@ void msm_daemon_request_stop(msm_daemon_t *d)
     msm_http_server_quiesce(d->http);
     if (d->on_stop)
         d->on_stop(d->stop_opaque);
-    d->drain_deadline_ms = msm_loop_now_ms(d->loop) + DRAIN_DEADLINE_MS;
+    d->drain_deadline_ms = msm_loop_now_ms(d->loop) + (d->drain_ms ? d->drain_ms : DRAIN_DEADLINE_MS);
     msm_loop_timer_start(d->loop, &d->drain_timer, 0, on_drain_timer, d);
 }
 

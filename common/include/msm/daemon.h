@@ -87,6 +87,10 @@ void msm_daemon_on_stop(msm_daemon_t *d, msm_daemon_stop_cb *stop, msm_daemon_dr
  */
 int msm_daemon_run(msm_daemon_t *d);
 
+/** @brief How long a stop may drain (default 10 s); a stop callback may set it, e.g. to the
+ *  longest request it still waits for. */
+void msm_daemon_set_drain_ms(msm_daemon_t *d, uint64_t ms);
+
 /** @brief Asks the daemon to stop as if SIGTERM had arrived (tests, fatal conditions). */
 void msm_daemon_request_stop(msm_daemon_t *d);
 
