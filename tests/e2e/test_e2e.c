@@ -931,6 +931,41 @@ static void test_failover_between_endpoints(void)
     lambda_stop(&b);
 }
 
+/* Locality: zone a preferred over b; while a is up everything goes to a, when it dies the
+ * traffic spills over to b with no attempt spent. */
+static void test_zone_spill_over(void)
+{
+    lambda_t a, b;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&a, "lambda-zone-a", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&b, "lambda-zone-b", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/topics/zoned", "{}", NULL), 200);
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"topic\":\"zoned\",\"locality\":[\"a\",\"b\"],\"endpoints\":["
+             "{\"url\":\"http://127.0.0.1:%d/\",\"zone\":\"b\"},"
+             "{\"url\":\"http://127.0.0.1:%d/\",\"zone\":\"a\"}]}",
+             b.proc.port, a.proc.port);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/subscriptions/zoned-sub", body, NULL), 200);
+    sleep(2);
+    enum { N = 100 };
+    sent_t *sent = calloc(2 * N, sizeof(*sent));
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL_FATAL(publish("zoned", sent, N, NULL), 0);
+    CU_ASSERT_EQUAL(wait_states("zoned-sub", sent, N, "succeeded", 60, &max_attempts), N);
+    CU_ASSERT_EQUAL(oks_in(a.record), N); /* the preferred zone has capacity: all of it */
+    CU_ASSERT_EQUAL(oks_in(b.record), 0);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&a.proc, SIGKILL, MSM_TEST_PROC_GRACE_MS), 128 + SIGKILL);
+    CU_ASSERT_EQUAL_FATAL(publish("zoned", sent + N, N, NULL), 0);
+    CU_ASSERT_EQUAL(wait_states("zoned-sub", sent + N, N, "succeeded", 60, &max_attempts), N);
+    CU_ASSERT_EQUAL(max_attempts, 1); /* pushes that found a dead cost no attempt */
+    CU_ASSERT_EQUAL(oks_in(b.record), N);
+    fprintf(stderr, "\n  locality: %d events to zone a while up, %d spilled over to b after "
+                    "kill -9 of a, all on attempt 1\n",
+            N, N);
+    free(sent);
+    lambda_stop(&b);
+}
+
 static CU_TestInfo tests[] = {
     {"1,000 events handled exactly once", test_thousand_exactly_once},
     {"fail-rate 0.2: retried until all succeed", test_retries_until_success},
@@ -942,6 +977,7 @@ static CU_TestInfo tests[] = {
     {"rate_limit_per_s 500 over 10 s", test_rate_limit},
     {"failover: a killed endpoint is left within two health intervals, no attempt spent",
      test_failover_between_endpoints},
+    {"locality: zone a preferred, spill-over to b when a dies", test_zone_spill_over},
     {"router kill -9 mid-run loses nothing", test_router_kill9_loses_nothing},
     {"flowcontrol kill -9 mid-run, events published while down", test_flowcontrol_kill9_loses_nothing},
     {"scheduler kill -9 mid-run, events published while down", test_scheduler_kill9_loses_nothing},
