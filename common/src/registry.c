@@ -183,13 +183,48 @@ static void sub_retry(msm_json_err_t *e, const json_t *retry, msm_sub_t *s)
     s->max_attempts = (int)attempts;
 }
 
+#define CANARY_MIN_EVENTS_MAX 100000 /* the routers' windows hold this many outcomes at most */
+
+/* "canary": its version must split the endpoints in two non-empty sides. */
+static void sub_canary(msm_json_err_t *e, const json_t *o, msm_sub_t *s)
+{
+    static const char *const known[] = {"version", "share", "max_failure_ratio", "min_events",
+                                        NULL};
+    const char *version = NULL;
+    double share = 0.1, ratio = 0.05;
+    int64_t min_events = 200;
+    msm_json_path_push_key(e, "canary");
+    if (msm_json_expect_object(e, o) == MSM_OK) {
+        msm_json_check_known(e, o, known);
+        msm_json_get_strn(e, o, "version", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, 64,
+                          &version);
+        if (msm_json_get_double(e, o, "share", 0, 0, 1, &share) == MSM_OK && share <= 0)
+            msm_json_err_add(e, "share", "must be > 0 and <= 1");
+        msm_json_get_double(e, o, "max_failure_ratio", 0, 0, 1, &ratio);
+        msm_json_get_int(e, o, "min_events", 0, 1, CANARY_MIN_EVENTS_MAX, &min_events);
+    }
+    size_t same = 0;
+    for (size_t i = 0; version && i < s->nendpoints; i++)
+        same += s->endpoints[i].version && strcmp(s->endpoints[i].version, version) == 0;
+    if (version && same == 0)
+        msm_json_err_add(e, "version", "no endpoint has version \"%s\"", version);
+    else if (version && same == s->nendpoints)
+        msm_json_err_add(e, "version", "every endpoint has version \"%s\": no baseline left",
+                         version);
+    msm_json_path_pop(e);
+    s->canary.version = version ? strdup(version) : NULL;
+    s->canary.share = share;
+    s->canary.max_failure_ratio = ratio;
+    s->canary.min_events = (int)min_events;
+}
+
 msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_t *e)
 {
     static const char *const known[] = {
         "name", "topic", "endpoints", "filter", "ordered", "max_concurrency",
         "rate_limit_per_s", "timeout_ms", "priority", "delivery_format", "locality", "retry",
         "secret", "max_batch_events", "task_retention_ms", "paused", "created_ms",
-        "fairness_key", NULL};
+        "fairness_key", "canary", NULL};
     if (msm_json_expect_object(e, body) != MSM_OK)
         return NULL;
     msm_sub_t *s = calloc(1, sizeof(*s));
@@ -204,7 +239,7 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     s->task_retention_ms = 3600000;
     msm_json_check_known(e, body, known);
     const char *topic = NULL, *filter = NULL, *format = "native", *secret = NULL, *given = NULL;
-    json_t *endpoints = NULL, *locality = NULL, *retry = NULL;
+    json_t *endpoints = NULL, *locality = NULL, *retry = NULL, *canary = NULL;
     int ordered = 0, paused = 0;
     int64_t batch_events = 1;
     int64_t conc = s->max_concurrency, timeout = s->timeout_ms, prio = s->priority, created = 0;
@@ -244,6 +279,8 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
         sub_locality(e, locality, s);
     if (msm_json_get_object(e, body, "retry", MSM_JSON_NULLABLE, &retry) == MSM_OK && retry)
         sub_retry(e, retry, s);
+    if (msm_json_get_object(e, body, "canary", MSM_JSON_NULLABLE, &canary) == MSM_OK && canary)
+        sub_canary(e, canary, s);
     msm_json_get_strn(e, body, "secret", MSM_JSON_NULLABLE, 1024, &secret);
     const char *fairness = NULL;
     msm_json_get_strn(e, body, "fairness_key", MSM_JSON_NULLABLE, 256, &fairness);
@@ -313,6 +350,12 @@ json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret)
          * that predate it (a rolling upgrade). */
         if (s->fairness_key)
             json_object_set_new(o, "fairness_key", json_string(s->fairness_key));
+        if (s->canary.version)
+            json_object_set_new(o, "canary",
+                                json_pack("{s:s,s:f,s:f,s:i}", "version", s->canary.version,
+                                          "share", s->canary.share, "max_failure_ratio",
+                                          s->canary.max_failure_ratio, "min_events",
+                                          s->canary.min_events));
     }
     if (o && s->secret)
         json_object_set_new(o, "secret", with_secret ? json_string(s->secret) : json_string("***"));
@@ -337,6 +380,7 @@ void msm_sub_free(msm_sub_t *s)
     free(s->topic);
     free(s->filter);
     free(s->fairness_key);
+    free(s->canary.version);
     msm_filter_free(s->filter_expr);
     free(s->delivery_format);
     free(s->secret);

@@ -21,13 +21,15 @@
 #define LIST_LIMIT_DEF 100
 #define LIST_LIMIT_MAX 1000
 
-/* KEYS: delayed, retry, dlq, stats, endpoints. The store sizes, the stats hash's fields
- * (SC_*) and the routers' endpoint reports. */
+/* KEYS: delayed, retry, dlq, stats, endpoints, canary, canary:report. The store sizes, the
+ * stats hash's fields (SC_*), the routers' endpoint reports, the canary's state and the
+ * routers' canary reports. */
 static const char STATS_LUA[] =
     "return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]),"
     " redis.call('ZCARD', KEYS[3]), redis.call('HMGET', KEYS[4], 'succeeded',"
     " 'failed_attempts', 'pending', 'running', 'concurrency_limit', 'enqueued', 'done'),"
-    " redis.call('HVALS', KEYS[5])}";
+    " redis.call('HVALS', KEYS[5]), redis.call('HGETALL', KEYS[6]),"
+    " redis.call('HVALS', KEYS[7])}";
 
 #define REPORT_FRESH_MS 10000 /* a router's endpoint report older than this is ignored */
 
@@ -118,6 +120,8 @@ static void sub_call_cleanup(fe_call_t *c)
     free(sc->walk);
     free(sc->error);
     json_decref(sc->reports);
+    json_decref(sc->canary_state);
+    json_decref(sc->canary_reports);
     json_decref(sc->sub);
     json_decref(sc->ids);
     json_decref(sc->page_ids);
@@ -290,7 +294,32 @@ static void stats_answer(sub_call_t *sc)
         "dead", (json_int_t)c[SC_DLQ], "concurrency_limit", (json_int_t)limit,
         "rate_limit_per_s", rate_out, "paused",
         json_is_true(json_object_get(sc->sub, "paused")), "endpoints", eps);
+    json_t *canary = fe_canary_stats(sc->sub, sc->canary_state, sc->canary_reports);
+    if (body && canary)
+        json_object_set_new(body, "canary", canary);
+    else
+        json_decref(canary);
     fe_call_json(&sc->base, 200, body);
+}
+
+/* The canary's state hash as an object, the routers' canary reports as an array. */
+static void canary_replies(sub_call_t *sc, const redisReply *hash, const redisReply *vals)
+{
+    json_decref(sc->canary_state);
+    json_decref(sc->canary_reports);
+    sc->canary_state = json_object();
+    sc->canary_reports = json_array();
+    for (size_t i = 0; hash->type == REDIS_REPLY_ARRAY && i + 1 < hash->elements; i += 2) {
+        if (hash->element[i]->str && hash->element[i + 1]->str)
+            json_object_set_new(sc->canary_state, hash->element[i]->str,
+                                json_string(hash->element[i + 1]->str));
+    }
+    for (size_t i = 0; vals->type == REDIS_REPLY_ARRAY && i < vals->elements; i++) {
+        json_t *rep = fe_reply_json(vals->element[i]);
+        if (json_is_object(rep))
+            json_array_append(sc->canary_reports, rep);
+        json_decref(rep);
+    }
 }
 
 static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -298,7 +327,7 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
     (void)r;
     sub_call_t *sc = opaque;
     const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 5 ||
+    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != 7 ||
                  reply->element[3]->type != REDIS_REPLY_ARRAY ||
                  reply->element[3]->elements != SC_N - SC_SUCCEEDED))
         why = "unexpected stats reply";
@@ -320,6 +349,7 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
                 json_array_append(sc->reports, rep);
             json_decref(rep);
         }
+        canary_replies(sc, reply->element[5], reply->element[6]);
     }
     stats_answer(sc);
 }
@@ -328,15 +358,17 @@ static void on_stats_counts(msm_redis_t *r, redisReply *reply, const char *err, 
 static void stats_next(sub_call_t *sc)
 {
     fe_t *fe = sc->base.fe;
-    char keys[5][TASKS_KEY_MAX];
+    char keys[7][TASKS_KEY_MAX];
     SUB_KEY(sc, keys[0], MSM_KEY_DELAYED);
     SUB_KEY(sc, keys[1], MSM_KEY_RETRY);
     SUB_KEY(sc, keys[2], MSM_KEY_DLQ);
     SUB_KEY(sc, keys[3], MSM_KEY_STATS);
     SUB_KEY(sc, keys[4], MSM_KEY_ENDPOINTS);
-    const char *argv[] = {keys[0], keys[1], keys[2], keys[3], keys[4]};
+    SUB_KEY(sc, keys[5], MSM_KEY_CANARY);
+    SUB_KEY(sc, keys[6], MSM_KEY_CANARY_REPORT);
+    const char *argv[] = {keys[0], keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]};
     sc->waiting = 1;
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_stats, on_stats_counts, sc, 5, 5, argv, NULL) !=
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_stats, on_stats_counts, sc, 7, 7, argv, NULL) !=
         MSM_OK) {
         sc->error = strdup("redis refused the command");
         stats_answer(sc);
@@ -608,5 +640,7 @@ int fe_tasks_routes(fe_t *fe)
                                     sizeof(routes) / sizeof(routes[0]), fe);
     if (rc == MSM_OK)
         rc = fe_dlq_routes(fe);
+    if (rc == MSM_OK)
+        rc = fe_canary_routes(fe);
     return rc == MSM_OK ? fe_listings_routes(fe) : rc;
 }

@@ -33,6 +33,9 @@ struct sub_call_s {
     long long counts[10]; /* stats: the script's numbers */
     char *error;       /* stats: the first failure */
     json_t *reports;   /* stats: the routers' endpoint reports (array) */
+    json_t *canary_state;   /* stats: the canary's state hash (object) */
+    json_t *canary_reports; /* stats: the routers' canary window reports (array) */
+    int64_t at_ms;     /* canary: the time of the change */
     json_t *ids;       /* replay: the requested ids (array), or NULL for all */
     size_t offset;     /* replay by ids: the next id to read */
     int64_t max_dead_ms; /* replay all: only tasks dead by then (so it ends) */
@@ -64,6 +67,13 @@ json_t *fe_task_from_packed(const void *packed, size_t len, const char *state, i
  * times as RFC 3339. NULL when @p text is not a JSON object.
  */
 json_t *fe_task_from_record(const char *id, const redisReply *text);
+
+/** @brief POST …/canary:promote and :rollback (canary.c). */
+int fe_canary_routes(fe_t *fe);
+/** @brief The stats' "canary" of subscription @p sub (stored JSON) from its state hash
+ *  (@p hash, an object) and the routers' window reports (@p reports, an array); NULL when
+ *  it has no canary. */
+json_t *fe_canary_stats(const json_t *sub, const json_t *hash, const json_t *reports);
 
 /** @brief A time in ms as the API's RFC 3339 string, or null for 0. */
 json_t *fe_time_json(int64_t ms);

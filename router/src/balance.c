@@ -5,7 +5,9 @@
  * this router's own zone first), so traffic stays in a zone while it has healthy endpoints
  * and spills over to the next when it has none. Among those, smooth weighted round robin
  * (nginx's upstream algorithm), which spreads a weight-3 endpoint's turns among the
- * others' instead of sending it three in a row. */
+ * others' instead of sending it three in a row. A subscription with an active canary first
+ * picks the side (canary.c): only that side's endpoints are candidates, and the other side
+ * takes the request when it has none usable; a rolled-back canary's endpoints take none. */
 #include "rt_int.h"
 
 #include "msm/err.h"
@@ -41,25 +43,24 @@ static int zone_rank(const rt_sub_t *sub, size_t i)
     return own && *own && zone && strcmp(zone, own) == 0 ? 0 : 1;
 }
 
-static int candidate(const rt_sub_t *sub, size_t i, int64_t now)
+/* @p side: -1 any endpoint, else only those with msm__rt_canary_is() == side. */
+static int candidate(const rt_sub_t *sub, size_t i, int64_t now, int side)
 {
-    return sub->conf->endpoints[i].weight > 0 && msm__rt_health_usable(sub, i, now);
+    return sub->conf->endpoints[i].weight > 0 && msm__rt_health_usable(sub, i, now) &&
+           (side < 0 || msm__rt_canary_is(sub, i) == side);
 }
 
-const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub)
+static const msm_endpoint_t *pick_side(rt_sub_t *sub, int64_t now, int side)
 {
-    if (!sub->conf || !sub->wrr)
-        return NULL;
-    int64_t now = msm_time_unix_ms();
     int rank = INT_MAX;
     for (size_t i = 0; i < sub->conf->nendpoints; i++) {
-        if (candidate(sub, i, now) && zone_rank(sub, i) < rank)
+        if (candidate(sub, i, now, side) && zone_rank(sub, i) < rank)
             rank = zone_rank(sub, i);
     }
     int total = 0;
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < sub->conf->nendpoints; i++) {
-        if (!candidate(sub, i, now) || zone_rank(sub, i) != rank)
+        if (!candidate(sub, i, now, side) || zone_rank(sub, i) != rank)
             continue;
         int w = sub->conf->endpoints[i].weight;
         sub->wrr[i] += w;
@@ -71,4 +72,16 @@ const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub)
         return NULL;
     sub->wrr[best] -= total;
     return &sub->conf->endpoints[best];
+}
+
+const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub)
+{
+    if (!sub->conf || !sub->wrr)
+        return NULL;
+    int64_t now = msm_time_unix_ms();
+    int side = msm__rt_canary_side(sub);
+    const msm_endpoint_t *ep = pick_side(sub, now, side);
+    if (!ep && side >= 0 && sub->canary.state == RT_CANARY_ACTIVE)
+        ep = pick_side(sub, now, !side); /* one side has none usable: the other takes all */
+    return ep;
 }

@@ -22,6 +22,9 @@ static const msm_conf_def_t router_defs[] = {
     MSM_CONF_STR("zone", router_conf_t, zone, "",
                  "this router's zone: endpoints in it are preferred when a subscription names "
                  "no locality (empty: no preference)"),
+    MSM_CONF_STR("lifecycle.topic", router_conf_t, lifecycle_topic, "",
+                 "topic where canary rollbacks and promotions are announced as events "
+                 "(msm.canary.rolled_back, msm.canary.promoted); empty: off"),
     MSM_CONF_INT("consume.max_batch", router_conf_t, max_batch, 64, 1, 4096,
                  "dispatch entries handed over per consumer callback"),
     MSM_CONF_STR(MSM_NETPOLICY_ALLOW_SETTING, router_conf_t, allow_networks, "",

@@ -35,6 +35,7 @@ void msm__rt_finish(router_t *rt, rt_delivery_t *d, Msm__V1__OutcomeKind kind, i
         msm_counter_inc(sub->m_kind[kind]);
     if (kind != MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED)
         msm_histogram_observe(sub->m_latency, (double)latency_ms / 1000.0);
+    msm__rt_canary_observe(sub, d->endpoint, kind, latency_ms);
     msm_log(MSM_LOG_DEBUG, RT_FACILITY, "sub=%s event=%s attempt=%d %s status=%d %s",
             sub->name, d->task->event->id, d->task->attempt,
             kind >= 0 && kind < RT_KINDS ? kind_names[kind] : "?", http_status, d->error);

@@ -21,6 +21,7 @@
 #define DEFAULT_POLL_MS           500
 #define DEFAULT_MAX_BATCH         64
 #define DEFAULT_MAX_IN_FLIGHT     4096
+#define DRAIN_MARGIN_MS           5000 /* after the longest push: the outcomes' appends */
 #define MAX_UNACKED_CAP           4096 /* however large a subscription's max_concurrency */
 #define RETRY_MS                  1000 /* status ensure and consumer creation retries */
 /* Added to a subscription's push timeout for its consumer's log lease: a record is held
@@ -137,6 +138,7 @@ static void sub_free(rt_sub_t *sub)
 {
     msm_loop_timer_stop(sub->rt->env.loop, &sub->hold_timer);
     msm__rt_health_free(sub);
+    msm__rt_canary_free(sub);
     msm__rt_queue_drop(sub);
     msm_consumer_free(sub->consumer);
     if (sub->ensure_token)
@@ -273,6 +275,8 @@ static int sub_update(rt_sub_t *sub, const msm_sub_t *s)
     if (sub->consumer) /* a new timeout_ms: the lease follows */
         msm_consumer_set_lease(sub->consumer, msm__rt_lease_ms(sub->conf));
     int rc = msm__rt_balance_reset(sub);
+    if (rc == MSM_OK)
+        rc = msm__rt_canary_reset(sub);
     return rc == MSM_OK ? msm__rt_health_reset(sub) : rc;
 }
 
@@ -309,8 +313,10 @@ static rt_sub_t *sub_new(router_t *rt, const char *name)
 static void on_report_timer(msm_loop_t *loop, void *opaque)
 {
     router_t *rt = opaque;
-    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next)
+    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
         msm__rt_health_report(sub);
+        msm__rt_canary_tick(sub);
+    }
     msm_loop_timer_start(loop, &rt->report_timer, REPORT_EVERY_MS, on_report_timer, rt);
 }
 
@@ -322,6 +328,7 @@ static void on_registry(msm_registry_t *reg, void *opaque)
             msm_log(MSM_LOG_INFO, RT_FACILITY, "subscription %s removed", sub->name);
             (void)sub_set_conf(sub, NULL); /* out of memory: kept until nothing is live */
             (void)msm__rt_health_reset(sub); /* no endpoints: checks stop */
+            (void)msm__rt_canary_reset(sub);
             json_decref(sub->conf_json); /* a later one of the same name starts afresh */
             sub->conf_json = NULL;
             sub->status_ready = 0;       /* its streams are being deleted */
@@ -416,6 +423,8 @@ static int register_metrics(router_t *rt)
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(m, "msm_router_in_flight", "push requests in flight", by_sub,
                                &rt->m_in_flight);
+    if (rc == MSM_OK)
+        rc = msm__rt_canary_metrics(rt);
     if (rc == MSM_OK)
         rc = msm_metrics_counter(m, "msm_router_invalid_tasks_total",
                                  "dispatch entries that were not a valid task (dropped)", NULL,
@@ -534,7 +543,25 @@ void router_stop(void *opaque)
     if (rt->stopping)
         return;
     rt->stopping = 1;
-    msm_log(MSM_LOG_INFO, RT_FACILITY, "stopping: %zu deliveries in flight", rt->live);
+    /* Pushes not started are handed back at once (NOT_PUSHED: no attempt spent, another
+     * router takes them); the ones in flight may run to their timeout. */
+    int longest = 0;
+    for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
+        if (sub->conf && sub->conf->timeout_ms > longest)
+            longest = sub->conf->timeout_ms;
+        while (sub->queue) {
+            rt_delivery_t *d = sub->queue;
+            sub->queue = d->next;
+            d->next = NULL;
+            msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED, 0,
+                           "router stopping", 0, 0);
+        }
+        sub->queue_tail = NULL;
+    }
+    if (rt->daemon) /* the outcomes' appends after the longest push */
+        msm_daemon_set_drain_ms(rt->daemon, (uint64_t)longest + DRAIN_MARGIN_MS);
+    msm_log(MSM_LOG_INFO, RT_FACILITY, "stopping: %zu deliveries in flight, waiting up to %d ms",
+            rt->live, longest + DRAIN_MARGIN_MS);
     reconcile_all(rt);
 }
 
@@ -589,5 +616,6 @@ router_t *router_new(msm_daemon_t *d, const router_conf_t *conf)
     }
     msm_daemon_set_ready(d, router_ready, rt);
     msm_daemon_on_stop(d, router_stop, router_drained, rt);
+    rt->daemon = d;
     return rt;
 }

@@ -39,6 +39,8 @@ typedef struct {
     char *deny_networks;     /**< CIDRs never connected to; NULL = none */
     char *zone;              /**< this router's zone: preferred when a subscription names no
                                   locality; NULL or "" = none */
+    char *lifecycle_topic;   /**< canary rollbacks and promotions are announced here as
+                                  events; NULL or "" = off */
 } router_conf_t;
 
 /** What the router runs on, all borrowed (they must outlive the router). */

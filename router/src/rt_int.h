@@ -15,6 +15,7 @@
 #define RT_INT_H
 
 #include "router.h"
+#include "canary.h"
 
 #include "msm/envelope.h"
 #include "msm/http_client.h"
@@ -63,6 +64,17 @@ typedef struct {
     msm_http_call_t *check;   /**< the check in flight */
 } rt_ep_t;
 
+/** A subscription's delivery canary as this router runs it (canary.c). */
+typedef struct {
+    rt_canary_state_t state;  /**< NONE when the settings name no canary */
+    char *version;            /**< the canary version the windows and state are about */
+    int min_events;           /**< the windows were sized for it */
+    double credit;            /**< msm__rt_canary_split() */
+    rt_window_t win[2];       /**< outcomes: [0] baseline, [1] canary */
+    void *token;              /**< a state read or write in flight (canary.c), else NULL */
+    msm_metric_child_t *m_rollbacks, *m_state;
+} rt_canary_t;
+
 /** One subscription: its own copy of the settings, its consumer and its deliveries. */
 struct rt_sub_s {
     rt_sub_t *next;
@@ -93,6 +105,7 @@ struct rt_sub_s {
     msm_metric_child_t *m_kind[RT_KINDS];
     msm_metric_child_t *m_latency;
     msm_metric_child_t *m_in_flight;
+    rt_canary_t canary;
 };
 
 /** One dispatch record (a msm.v1.TaskBatch) from its consumption to its acknowledgement,
@@ -180,11 +193,13 @@ struct router_s {
     int stopping;
     msm_timer_t retry_timer; /**< status ensure / consumer creation retries */
     msm_timer_t report_timer; /**< each second: the endpoints' health for the stats */
+    msm_daemon_t *daemon;    /**< the daemon it runs in (NULL in tests): the drain's length */
     msm_buf_t packed;        /**< an OutcomeBatch being packed (copied by the append) */
     Msm__V1__DeliveryOutcome *outs; /**< scratch for packing */
     Msm__V1__DeliveryOutcome **out_ptrs;
     size_t outs_cap;
     msm_metric_t *m_deliveries, *m_latency, *m_in_flight;
+    msm_metric_t *m_canary_rollbacks, *m_canary_state;
     msm_metric_child_t *m_invalid, *m_append_failures;
 };
 
@@ -222,6 +237,25 @@ int msm__rt_balance_reset(rt_sub_t *sub);
 /** @brief The endpoint for the next request, or NULL when there is none. */
 const msm_endpoint_t *msm__rt_balance_pick(rt_sub_t *sub);
 
+/* ---- canary.c ---- */
+/** @brief Registers the canary metrics. @returns MSM_OK or an error. */
+int msm__rt_canary_metrics(router_t *rt);
+/** @brief New settings: a new canary version (or none) starts afresh, windows emptied. */
+int msm__rt_canary_reset(rt_sub_t *sub);
+/** @brief Frees the windows; a read or write in flight finds the subscription gone. */
+void msm__rt_canary_free(rt_sub_t *sub);
+/** @brief 1 when endpoint @p i of the settings is of the canary version. */
+int msm__rt_canary_is(const rt_sub_t *sub, size_t i);
+/** @brief Which endpoints the next request may go to: -1 any, 0 the baseline's, 1 the
+ *  canary's (advances the split while the canary is active). */
+int msm__rt_canary_side(rt_sub_t *sub);
+/** @brief Counts a finished push to @p url in its side's window (NOT_PUSHED is not). */
+void msm__rt_canary_observe(rt_sub_t *sub, const char *url, Msm__V1__OutcomeKind kind,
+                            int64_t latency_ms);
+/** @brief Each second: reads the shared state, judges the windows (and rolls back),
+ *  reports them for the stats. */
+void msm__rt_canary_tick(rt_sub_t *sub);
+
 /* ---- push.c ---- */
 /** @brief Takes one dispatch record of @p sub: decodes it and queues its tasks (or finishes
  *  them at once when they cannot be pushed). Call msm__rt_send_queued() after a run of
@@ -248,6 +282,15 @@ const char *msm__rt_ce_type(const Msm__V1__Event *ev);
 size_t msm__rt_ce_source_size(const Msm__V1__Event *ev);
 /** @brief Writes ce-source of @p ev: "/msm/topics/<topic>" or "/msm/cdc/<source>". */
 void msm__rt_ce_source(const Msm__V1__Event *ev, char *out, size_t n);
+/** @brief 1 when @p ev was published as a CloudEvent (it carries the producer's ce_id). */
+int msm__rt_ce_origin(const Msm__V1__Event *ev);
+/** @brief 1 when attribute @p name of @p ev is one of its producer's CloudEvents extensions:
+ *  a valid extension name, not a context attribute or one of msm's, listed in ce_extensions
+ *  (an older CloudEvent without that list: any such name). */
+int msm__rt_ce_extension(const Msm__V1__Event *ev, const char *name);
+/** @brief 1 when @p name may go out as a CloudEvents extension: lower-case letters and
+ *  digits, at most 20, and not a context attribute or one of msm's. */
+int msm__rt_ce_extension_name_ok(const char *name);
 /** @brief "HTTP 503: <start of the body>" into @p buf. */
 void msm__rt_http_error(const msm_http_result_t *res, const char *prefix, char *buf, size_t n);
 /** @brief Retry-After of a 429/503 answer in ms (0 when none). */

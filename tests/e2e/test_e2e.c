@@ -648,6 +648,19 @@ static void test_bad_input_answers(void)
                     400);
     json_decref(r);
     CU_ASSERT_EQUAL(api("POST", "/v1/topics/orders:publish", "not json", NULL), 400);
+    /* Endpoints msm must never push to: cloud metadata, an unlisted private address. */
+    static const char *const unsafe[] = {"http://169.254.169.254/latest/meta-data/",
+                                         "http://10.20.30.40:9000/"};
+    for (size_t i = 0; i < 2; i++) {
+        char body[256];
+        snprintf(body, sizeof(body), "{\"topic\":\"orders\",\"endpoints\":[{\"url\":\"%s\"}]}",
+                 unsafe[i]);
+        CU_ASSERT_EQUAL(api("PUT", "/v1/subscriptions/unsafe-sub", body, &r), 400);
+        const char *msg = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+        CU_ASSERT_PTR_NOT_NULL(msg && strstr(msg, "denied") ? msg : NULL);
+        json_decref(r);
+    }
+    CU_ASSERT_EQUAL(api("GET", "/v1/subscriptions/unsafe-sub", NULL, NULL), 404);
     /* Every daemon still answers. */
     for (int i = 0; i < NDAEMONS; i++) {
         char url[128];

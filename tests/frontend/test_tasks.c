@@ -172,6 +172,100 @@ static void test_stats(void)
     resp_clear(&r);
 }
 
+/* ---- canaries: validation, :promote / :rollback, stats ---- */
+
+#define CANARY_EPS                                                                                 \
+    "\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\",\"version\":\"v1\"},"                       \
+    "{\"url\":\"http://127.0.0.1:9001/\",\"version\":\"v2\"}]"
+
+static void test_canary(void)
+{
+    put_topic("cn-topic", "{}");
+    resp_t r;
+    static const char *const bad[] = {
+        "\"canary\":{\"version\":\"v9\"}",                 /* no endpoint has it */
+        "\"canary\":{\"version\":\"v2\",\"share\":0}",     /* share in (0,1] */
+        "\"canary\":{\"version\":\"v2\",\"share\":1.5}",
+        "\"canary\":{\"version\":\"v2\",\"max_failure_ratio\":2}",
+        "\"canary\":{\"version\":\"v2\",\"min_events\":0}",
+        "\"canary\":{\"version\":\"v2\",\"bogus\":1}",
+        "\"canary\":{\"share\":0.1}", /* version required */
+    };
+    char body[1024];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{\"topic\":\"cn-topic\"," CANARY_EPS ",%s}", bad[i]);
+        http(&r, "PUT", "/v1/subscriptions/cn-sub", body);
+        CU_ASSERT_EQUAL(r.status, 400);
+        resp_clear(&r);
+    }
+    /* Every endpoint of the canary version: no baseline left. */
+    http(&r, "PUT", "/v1/subscriptions/cn-sub",
+         "{\"topic\":\"cn-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\","
+         "\"version\":\"v2\"}],\"canary\":{\"version\":\"v2\"}}");
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT_TRUE(has_detail(&r, "canary.version"));
+    resp_clear(&r);
+
+    http(&r, "PUT", "/v1/subscriptions/cn-sub",
+         "{\"topic\":\"cn-topic\"," CANARY_EPS ",\"canary\":{\"version\":\"v2\","
+         "\"share\":0.25,\"max_failure_ratio\":0.05,\"min_events\":200}}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *c = json_object_get(r.json, "canary");
+    CU_ASSERT_STRING_EQUAL(jstr(c, "version"), "v2");
+    CU_ASSERT_EQUAL(jint(c, "min_events"), 200);
+    resp_clear(&r);
+
+    /* Stats: active, the routers' windows summed (a stale report is left out). */
+    freeReplyObject(cmd("HSET %s:sub:{cn-sub}:canary:report r1 "
+                        "{\"version\":\"v2\",\"canary\":{\"events\":100,\"failures\":10,"
+                        "\"p99_ms\":40},\"baseline\":{\"events\":300,\"failures\":3,"
+                        "\"p99_ms\":20},\"updated_ms\":%lld} "
+                        "old {\"version\":\"v2\",\"canary\":{\"events\":999,\"failures\":999,"
+                        "\"p99_ms\":9},\"baseline\":{},\"updated_ms\":1}",
+                        F.ns, (long long)msm_time_unix_ms()));
+    http(&r, "GET", "/v1/subscriptions/cn-sub/stats", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    c = json_object_get(r.json, "canary");
+    CU_ASSERT_STRING_EQUAL(jstr(c, "state"), "active");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(c, "share")), 0.25, 1e-9);
+    CU_ASSERT_EQUAL(jint(json_object_get(c, "canary"), "events"), 100);
+    CU_ASSERT_DOUBLE_EQUAL(
+        json_number_value(json_object_get(json_object_get(c, "canary"), "failure_ratio")), 0.1,
+        1e-9);
+    CU_ASSERT_EQUAL(jint(json_object_get(c, "canary"), "p99_ms"), 40);
+    CU_ASSERT_EQUAL(jint(json_object_get(c, "baseline"), "events"), 300);
+    resp_clear(&r);
+
+    http(&r, "POST", "/v1/subscriptions/cn-sub/canary:rollback", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "rolled_back");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(r.json, "share")), 0, 1e-9);
+    resp_clear(&r);
+    redisReply *st = cmd("HGET %s:sub:{cn-sub}:canary state", F.ns);
+    CU_ASSERT_STRING_EQUAL(st->str, "rolled_back");
+    freeReplyObject(st);
+    http(&r, "GET", "/v1/subscriptions/cn-sub/stats", NULL);
+    CU_ASSERT_STRING_EQUAL(jstr(json_object_get(r.json, "canary"), "state"), "rolled_back");
+    resp_clear(&r);
+
+    http(&r, "POST", "/v1/subscriptions/cn-sub/canary:promote", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "state"), "promoted");
+    CU_ASSERT_STRING_EQUAL(jstr(r.json, "version"), "v2");
+    resp_clear(&r);
+
+    http(&r, "POST", "/v1/subscriptions/ghost/canary:promote", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+    put_sub("cn-plain", "cn-topic");
+    http(&r, "POST", "/v1/subscriptions/cn-plain/canary:rollback", NULL);
+    CU_ASSERT_EQUAL(r.status, 409);
+    resp_clear(&r);
+    http(&r, "GET", "/v1/subscriptions/cn-plain/stats", NULL);
+    CU_ASSERT_PTR_NULL(json_object_get(r.json, "canary"));
+    resp_clear(&r);
+}
+
 /* ---- GET .../tasks/{event_id}: record, then delayed, DLQ, retry store ---- */
 
 static void test_task_get(void)
@@ -919,6 +1013,7 @@ int main(void)
 {
     CU_TestInfo tests[] = {
         {"stats", test_stats},
+        {"canary: validation, promote, rollback, stats", test_canary},
         {"task_get", test_task_get},
         {"task_list", test_task_list},
         {"task_list_records", test_task_list_records},

@@ -111,6 +111,23 @@ static void h_stats(msm_http_req_t *req, void *opaque)
                                     "url", "http://a:9000/", "healthy", 1, "in_flight", 3));
 }
 
+/* POST …/canary:promote|rollback: the new state; "plain" has no canary (409). */
+static void h_canary(msm_http_req_t *req, void *opaque)
+{
+    remember(req);
+    if (strcmp(msm_http_req_param(req, "name"), "plain") == 0) {
+        msm_http_respond_error(req, 409, "FAILED_PRECONDITION",
+                               "subscription plain has no canary", NULL);
+        return;
+    }
+    int promote = opaque != NULL;
+    msm_http_respond_json(req, 200,
+                          json_pack("{s:s,s:f,s:s,s:s,s:n}", "version", "v2", "share",
+                                    promote ? 1.0 : 0.0, "state",
+                                    promote ? "promoted" : "rolled_back", "reason", "by request",
+                                    "at"));
+}
+
 static void h_task(msm_http_req_t *req, void *opaque)
 {
     (void)opaque;
@@ -199,12 +216,16 @@ static int suite_init(void)
         {"GET", "/v1/subscriptions/{name}/tasks/{event_id}", h_task},
         {"GET", "/v1/subscriptions/{name}/dlq", h_dlq},
         {"POST", "/v1/subscriptions/{name}/dlq:replay", h_replay},
+        {"POST", "/v1/subscriptions/{name}/canary:promote", h_canary},
+        {"POST", "/v1/subscriptions/{name}/canary:rollback", h_canary},
         {"POST", "/v1/topics/{topic}:publish", h_publish},
         {"POST", "/subjects/{s}/versions", h_subject_post},
         {"GET", "/subjects", h_subjects_get},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (msm_http_server_route(srv, routes[i].m, routes[i].p, routes[i].cb, NULL) != MSM_OK)
+        /* h_canary tells promote (non-NULL) from rollback by its opaque. */
+        void *op = strstr(routes[i].p, "canary:promote") ? (void *)routes : NULL;
+        if (msm_http_server_route(srv, routes[i].m, routes[i].p, routes[i].cb, op) != MSM_OK)
             return -1;
     }
     requests = json_array();
@@ -653,6 +674,29 @@ static void test_tasks_and_dlq(void)
     run_free(&r);
 }
 
+static void test_canary(void)
+{
+    run_t r;
+    const char *promote[] = {"canary", "promote", "orders-sub", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, promote), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("method"), "POST");
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/subscriptions/orders-sub/canary:promote");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "subscription orders-sub: canary v2 promoted"));
+    run_free(&r);
+
+    const char *rollback[] = {"canary", "rollback", "orders-sub", "--json", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, rollback), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/subscriptions/orders-sub/canary:rollback");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "\"rolled_back\""));
+    run_free(&r);
+
+    const char *none[] = {"canary", "rollback", "plain", NULL};
+    CU_ASSERT_NOT_EQUAL(run_ctl(&r, none), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err.buf, "has no canary"));
+    CU_ASSERT_EQUAL(count_lines(r.err.buf), 1);
+    run_free(&r);
+}
+
 static void test_schema_and_env_url(void)
 {
     run_t r;
@@ -681,6 +725,7 @@ static CU_TestInfo msmctl_tests[] = {
     {"publish: batches, rate, progress", test_publish},
     {"tasks and dlq", test_tasks_and_dlq},
     {"schema, MSM_FRONTEND_URL", test_schema_and_env_url},
+    {"canary promote/rollback", test_canary},
     CU_TEST_INFO_NULL,
 };
 

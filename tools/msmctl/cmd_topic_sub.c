@@ -264,6 +264,43 @@ int ctl_sub_resume(ctl_t *c, const char **args, int nargs)
     return sub_verb(c, args[0], "resume", "resumed");
 }
 
+/* POST /v1/subscriptions/{name}/canary:<verb>: prints the canary's new state. */
+static int canary_verb(ctl_t *c, const char *name, const char *verb)
+{
+    char *esc = ctl_escape(c, name);
+    if (!esc) {
+        ctl_error(c, "out of memory");
+        return CTL_EXIT_ERROR;
+    }
+    char path[1024];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s/canary:%s", esc, verb);
+    free(esc);
+    ctl_resp_t r;
+    if (ctl_http(c, "POST", path, NULL, &r) != 0)
+        return CTL_EXIT_ERROR;
+    if (c->o.json)
+        ctl_print_raw(&r);
+    else
+        printf("subscription %s: canary %s %s (share %g)\n", name,
+               json_string_value(json_object_get(r.json, "version")),
+               json_string_value(json_object_get(r.json, "state")),
+               json_number_value(json_object_get(r.json, "share")));
+    ctl_resp_free(&r);
+    return CTL_EXIT_OK;
+}
+
+int ctl_canary_promote(ctl_t *c, const char **args, int nargs)
+{
+    (void)nargs;
+    return canary_verb(c, args[0], "promote");
+}
+
+int ctl_canary_rollback(ctl_t *c, const char **args, int nargs)
+{
+    (void)nargs;
+    return canary_verb(c, args[0], "rollback");
+}
+
 /* ---- stats, once or --watch ---- */
 
 static volatile sig_atomic_t interrupted;

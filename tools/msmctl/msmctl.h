@@ -139,6 +139,8 @@ int ctl_publish(ctl_t *c, const char **args, int nargs);
 int ctl_tasks(ctl_t *c, const char **args, int nargs);
 int ctl_dlq_list(ctl_t *c, const char **args, int nargs);
 int ctl_dlq_replay(ctl_t *c, const char **args, int nargs);
+int ctl_canary_promote(ctl_t *c, const char **args, int nargs);
+int ctl_canary_rollback(ctl_t *c, const char **args, int nargs);
 int ctl_schema_register(ctl_t *c, const char **args, int nargs);
 int ctl_schema_list(ctl_t *c, const char **args, int nargs);
 int ctl_up(ctl_t *c, const char **args, int nargs);

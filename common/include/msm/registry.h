@@ -64,6 +64,13 @@
 /** hash: "<router member>\n<endpoint url>" → {"url","member","healthy","in_flight","reason",
  *  "updated_ms"}, each router's measured view, rewritten every second (PEXPIRE 30 s) */
 #define MSM_KEY_ENDPOINTS   "sub:{%s}:endpoints"
+/** hash: the delivery canary's state, shared by every router and kept across restarts:
+ *  version (the canary version it is about), state active|rolled_back|promoted, reason,
+ *  at (unix ms), announced (the state a lifecycle event went out for). No hash = active. */
+#define MSM_KEY_CANARY      "sub:{%s}:canary"
+/** hash: router member → {"version","canary":{"events","failures","p99_ms"},"baseline":{…},
+ *  "updated_ms"}, each router's sliding windows, rewritten every second (PEXPIRE 30 s) */
+#define MSM_KEY_CANARY_REPORT "sub:{%s}:canary:report"
 
 /** The names of every key and stream of subscription @p sub live under these patterns
  *  (DELETE cleans them up): the keys "sub:{<sub>}:*", the streams ready/dispatch/status. */
@@ -104,6 +111,14 @@ typedef struct {
     msm_health_t health;
 } msm_endpoint_t;
 
+/** A delivery canary (API.md "canary"; router/README.md "Delivery canaries"). */
+typedef struct {
+    char *version;            /**< endpoints of this version are the canary; NULL: none */
+    double share;             /**< of the requests, in (0,1] */
+    double max_failure_ratio; /**< rollback when canary - baseline failure ratio exceeds it */
+    int min_events;           /**< outcomes per side before any judgement, >= 1 */
+} msm_canary_t;
+
 typedef struct {
     char *name;
     char *topic;
@@ -127,6 +142,7 @@ typedef struct {
     int max_batch_events;   /**< events per push request, default 1 (API.md "Batch push") */
     int64_t task_retention_ms; /**< finished task records stay this long, default 3600000 */
     bool paused;            /**< :pause / :resume; nothing is pushed while set */
+    msm_canary_t canary;    /**< canary.version NULL: no canary */
     int64_t created_ms;
 } msm_sub_t;
 
