@@ -6,7 +6,9 @@
  * CloudEvents context attributes become event attributes (docs/publish.md): type, source,
  * subject, dataschema keep their names, id and time become ce_id and ce_time (msm assigns
  * the event's own id and publish time), extensions keep theirs; partitionkey is the key
- * unless Msm-Key is given. */
+ * unless Msm-Key is given. The names of the extensions go into ce_extensions (comma
+ * separated, in the order given), so the router can give the lambda the producer's context
+ * back; attribute names beginning ce_ are msm's for such events (Msm-Attr-ce_* is 400). */
 #include "pub_int.h"
 
 #include "msm/err.h"
@@ -20,6 +22,7 @@
 #define CE_JSON       "application/cloudevents+json"
 #define CE_BATCH_JSON "application/cloudevents-batch+json"
 #define CE_EXT_MAX    20
+#define CE_EXTS_ATTR  "ce_extensions"
 
 /* Content types a plain single event may have. */
 static int plain_type_ok(const char *ct)
@@ -123,9 +126,41 @@ static int ext_name_ok(const char *s)
     return n >= 1 && n <= CE_EXT_MAX && s[n] == '\0';
 }
 
+/* The names of a CloudEvent's extensions, comma separated (ce_extensions). */
+typedef struct {
+    char *names;
+    size_t len;
+} ce_exts_t;
+
+static int ce_context_name(const char *name)
+{
+    static const char *const ctx[] = {"type", "source", "subject", "dataschema", NULL};
+    for (size_t i = 0; ctx[i]; i++) {
+        if (strcmp(ctx[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void ce_exts_add(ce_exts_t *x, msm_json_err_t *e, const char *name)
+{
+    size_t n = strlen(name);
+    char *p = realloc(x->names, x->len + n + 2);
+    if (!p) {
+        msm_json_err_add(e, NULL, "out of memory");
+        return;
+    }
+    x->names = p;
+    if (x->len)
+        p[x->len++] = ',';
+    memcpy(p + x->len, name, n + 1);
+    x->len += n;
+}
+
 /* One CloudEvents context attribute or extension (name lowercase) onto the event. */
 static void ce_attr(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, msm_json_err_t *big,
-                    const char *field, const char *name, const char *v, size_t *nattrs)
+                    const char *field, const char *name, const char *v, size_t *nattrs,
+                    ce_exts_t *exts)
 {
     if (strcmp(name, "specversion") == 0)
         return;
@@ -143,6 +178,8 @@ static void ce_attr(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, msm_json_e
     }
     if (strcmp(name, "partitionkey") == 0 && !*ev->key)
         ev->key = keep(b, e, v);
+    if (strncmp(name, "ce_", 3) != 0 && !ce_context_name(name))
+        ce_exts_add(exts, e, name);
     fe_check_attr(e, big, field, name, v, (*nattrs)++);
     fe_batch_attr(b, ev, keep(b, e, name), keep(b, e, v));
 }
@@ -155,7 +192,7 @@ static void ce_required(msm_json_err_t *e, const char *field, const char *v)
 
 /* Binary mode: ce-* headers, the body is the data. */
 static void ce_binary(const fe_header_t *h, size_t n, fe_batch_t *b, fe_event_t *ev,
-                      msm_json_err_t *e, msm_json_err_t *big, size_t *nattrs)
+                      msm_json_err_t *e, msm_json_err_t *big, size_t *nattrs, ce_exts_t *exts)
 {
     const char *sv = header(h, n, "ce-specversion");
     if (strcmp(sv, "1.0") != 0)
@@ -171,14 +208,14 @@ static void ce_binary(const fe_header_t *h, size_t n, fe_batch_t *b, fe_event_t 
         for (const char *p = h[i].name + 3; *p && k + 1 < sizeof(name); p++)
             name[k++] = (char)tolower((unsigned char)*p);
         name[k] = '\0';
-        ce_attr(b, ev, e, big, h[i].name, name, h[i].value, nattrs);
+        ce_attr(b, ev, e, big, h[i].name, name, h[i].value, nattrs, exts);
     }
 }
 
 /* Structured mode: the whole CloudEvent is the JSON body. */
 static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
                           fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e,
-                          msm_json_err_t *big, size_t *nattrs)
+                          msm_json_err_t *big, size_t *nattrs, ce_exts_t *exts)
 {
     if (msm_json_expect_object(e, ce) != MSM_OK)
         return;
@@ -213,7 +250,7 @@ static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
             msm_json_err_add(e, name, "must be a string, an integer or a boolean");
             continue;
         }
-        ce_attr(b, ev, e, big, name, name, text, nattrs);
+        ce_attr(b, ev, e, big, name, name, text, nattrs, exts);
     }
     const json_t *data = json_object_get(ce, "data");
     const char *b64 = NULL;
@@ -246,6 +283,19 @@ static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
     if (!ct)
         ev->content_type = "application/json";
     fe_event_data(ev, data, keep_json, ctx->max_event_bytes, e, big);
+}
+
+/* A CloudEvent's extension names onto the event as ce_extensions (even none: the list is
+ * what tells the router which attributes are extensions). ce_* names are msm's here. */
+static void ce_exts_record(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e,
+                           const fe_header_t *h, size_t n, const ce_exts_t *exts)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strncasecmp(h[i].name, "Msm-Attr-ce_", 12) == 0)
+            msm_json_err_add(e, h[i].name, "attribute names beginning ce_ are reserved for "
+                             "the CloudEvent's context");
+    }
+    fe_batch_attr(b, ev, CE_EXTS_ATTR, exts->names ? keep(b, e, exts->names) : "");
 }
 
 /* A plain body: its bytes are the payload (JSON is checked to be JSON). */
@@ -303,7 +353,7 @@ int fe_parse_single(const fe_parse_ctx_t *ctx, const fe_header_t *hdrs, size_t n
             return 400;
         b->json = ce;
     }
-    size_t cap = nhdrs + (ce ? json_object_size(ce) : 0);
+    size_t cap = nhdrs + 1 + (ce ? json_object_size(ce) : 0); /* 1: ce_extensions */
     if (fe_batch_init(b, 1, cap) != MSM_OK) {
         msm_json_err_add(e, NULL, "out of memory");
         return 400;
@@ -311,8 +361,10 @@ int fe_parse_single(const fe_parse_ctx_t *ctx, const fe_header_t *hdrs, size_t n
     fe_event_t *ev = &b->evs[0];
     size_t nattrs = 0;
     msm_headers(ctx, hdrs, nhdrs, b, ev, e, big, &nattrs);
+    ce_exts_t exts = {NULL, 0};
+    int is_ce = ce || header(hdrs, nhdrs, "ce-specversion");
     if (ce) {
-        ce_structured(ctx, ce, keep_json, b, ev, e, big, &nattrs);
+        ce_structured(ctx, ce, keep_json, b, ev, e, big, &nattrs, &exts);
     } else {
         if (!ct || !fe_media_type_ok(ct) || !plain_type_ok(ct)) {
             msm_json_err_add(e, "Content-Type", "%s%s is not supported: send application/json, "
@@ -321,10 +373,13 @@ int fe_parse_single(const fe_parse_ctx_t *ctx, const fe_header_t *hdrs, size_t n
                              ct ? "" : "(none)", ct ? ct : "");
             return 415;
         }
-        if (header(hdrs, nhdrs, "ce-specversion"))
-            ce_binary(hdrs, nhdrs, b, ev, e, big, &nattrs);
+        if (is_ce)
+            ce_binary(hdrs, nhdrs, b, ev, e, big, &nattrs, &exts);
         plain_body(body, len, ct, keep_json, b, ev, e);
     }
+    if (is_ce)
+        ce_exts_record(b, ev, e, hdrs, nhdrs, &exts);
+    free(exts.names);
     return msm_json_err_count(e) ? 400 : msm_json_err_count(big) ? 413 : 0;
 }
 

@@ -18,6 +18,8 @@
 
 #define ATTR_PREFIX     "Msm-Attr-"
 #define ATTR_PREFIX_LEN (sizeof(ATTR_PREFIX) - 1)
+#define CE_PREFIX       "ce-"
+#define CE_PREFIX_LEN   (sizeof(CE_PREFIX) - 1)
 #define TOPIC_SOURCE    "/msm/topics/"
 #define MAX_ATTRS       256
 
@@ -31,6 +33,9 @@ struct msm_event_s {
     const char *ev_source;
     const char *ev_topic;
     const char *ev_type;
+    const char *ev_subject;
+    const char *ev_dataschema;
+    const char *ev_source_id;
     const char *ev_subscription;
     const char *ev_key;
     const char *ev_ordering_key;
@@ -41,6 +46,8 @@ struct msm_event_s {
     int ev_attempt;
     lm_attr_t *ev_attrs;
     size_t ev_nattrs;
+    lm_attr_t *ev_exts; /* CloudEvents extensions */
+    size_t ev_nexts;
     const char *ev_payload;
     size_t ev_payload_len;
 };
@@ -65,6 +72,38 @@ static int collect_attr(void *opaque, const char *name, const char *value)
     }
     lm_attr_t *a = &ac->ac_attrs[ac->ac_n++];
     a->a_name = name + ATTR_PREFIX_LEN;
+    a->a_value = value;
+    ac->ac_bytes += strlen(a->a_name) + strlen(value) + 2;
+    return 0;
+}
+
+/* The CloudEvents context attributes (and msm's msmsourceid) binary mode sends as ce-*
+ * headers: not extensions. */
+static int is_ce_context(const char *name)
+{
+    static const char *const names[] = {"specversion", "id",      "source",     "type",
+                                        "time",        "subject", "dataschema", "msmsourceid",
+                                        NULL};
+    for (size_t i = 0; names[i]; i++) {
+        if (strcasecmp(names[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* ce-<extension> headers. */
+static int collect_ext(void *opaque, const char *name, const char *value)
+{
+    attr_collect_t *ac = opaque;
+    if (strncasecmp(name, CE_PREFIX, CE_PREFIX_LEN) != 0 || name[CE_PREFIX_LEN] == '\0' ||
+        is_ce_context(name + CE_PREFIX_LEN))
+        return 0;
+    if (ac->ac_n == MAX_ATTRS) {
+        ac->ac_too_many = 1;
+        return 1;
+    }
+    lm_attr_t *a = &ac->ac_attrs[ac->ac_n++];
+    a->a_name = name + CE_PREFIX_LEN;
     a->a_value = value;
     ac->ac_bytes += strlen(a->a_name) + strlen(value) + 2;
     return 0;
@@ -107,6 +146,9 @@ enum {
     F_SOURCE,
     F_TOPIC,
     F_TYPE,
+    F_SUBJECT,
+    F_DATASCHEMA,
+    F_SOURCE_ID,
     F_SUBSCRIPTION,
     F_KEY,
     F_ORDERING_KEY,
@@ -126,6 +168,12 @@ static const char **field_slot(msm_event_t *ev, int f)
         return &ev->ev_topic;
     case F_TYPE:
         return &ev->ev_type;
+    case F_SUBJECT:
+        return &ev->ev_subject;
+    case F_DATASCHEMA:
+        return &ev->ev_dataschema;
+    case F_SOURCE_ID:
+        return &ev->ev_source_id;
     case F_SUBSCRIPTION:
         return &ev->ev_subscription;
     case F_KEY:
@@ -184,6 +232,7 @@ typedef struct {
     const char *text[F_COUNT];
     size_t lens[F_COUNT];
     const attr_collect_t *attrs;
+    const attr_collect_t *exts;
     const char *payload;
     size_t payload_len;
     int64_t attempt, deadline_ms, time_ms;
@@ -201,19 +250,20 @@ static void parts_measure(event_parts_t *p)
 
 static msm_event_t *event_build(const event_parts_t *p, char *why, size_t why_size)
 {
-    const attr_collect_t *ac = p->attrs;
+    const attr_collect_t *ac = p->attrs, *xc = p->exts;
     size_t total = 0;
     for (int f = 0; f < F_COUNT; f++)
         total += p->lens[f] + 1;
-    size_t size = sizeof(msm_event_t) + ac->ac_n * sizeof(lm_attr_t) + total + ac->ac_bytes +
-                  p->payload_len + 1;
+    size_t size = sizeof(msm_event_t) + (ac->ac_n + xc->ac_n) * sizeof(lm_attr_t) + total +
+                  ac->ac_bytes + xc->ac_bytes + p->payload_len + 1;
     msm_event_t *ev = calloc(1, size);
     if (!ev) {
         snprintf(why, why_size, "out of memory");
         return NULL;
     }
     ev->ev_attrs = (lm_attr_t *)(void *)(ev + 1);
-    char *pos = (char *)(ev->ev_attrs + ac->ac_n);
+    ev->ev_exts = ev->ev_attrs + ac->ac_n;
+    char *pos = (char *)(ev->ev_exts + xc->ac_n);
     for (int f = 0; f < F_COUNT; f++)
         *field_slot(ev, f) = arena_put(&pos, p->text[f], p->lens[f]);
     for (size_t i = 0; i < ac->ac_n; i++) {
@@ -222,6 +272,12 @@ static msm_event_t *event_build(const event_parts_t *p, char *why, size_t why_si
         ev->ev_attrs[i].a_value = arena_put(&pos, a->a_value, strlen(a->a_value));
     }
     ev->ev_nattrs = ac->ac_n;
+    for (size_t i = 0; i < xc->ac_n; i++) {
+        const lm_attr_t *a = &xc->ac_attrs[i];
+        ev->ev_exts[i].a_name = arena_put(&pos, a->a_name, strlen(a->a_name));
+        ev->ev_exts[i].a_value = arena_put(&pos, a->a_value, strlen(a->a_value));
+    }
+    ev->ev_nexts = xc->ac_n;
     ev->ev_payload = arena_put(&pos, p->payload, p->payload_len);
     ev->ev_payload_len = p->payload_len;
     ev->ev_attempt = (int)p->attempt;
@@ -243,9 +299,20 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
         return NULL;
     }
     p.attrs = ac;
+    /* The extensions too: 2 x 4 KiB on the stack in all. */
+    attr_collect_t xcs = {0}, *xc = &xcs;
+    msm_http_req_headers(req, collect_ext, xc);
+    if (xc->ac_too_many) {
+        snprintf(why, why_size, "more than %d ce-* extension headers", MAX_ATTRS);
+        return NULL;
+    }
+    p.exts = xc;
     p.text[F_ID] = header_or_empty(req, "ce-id");
     p.text[F_SOURCE] = header_or_empty(req, "ce-source");
     p.text[F_TYPE] = header_or_empty(req, "ce-type");
+    p.text[F_SUBJECT] = header_or_empty(req, "ce-subject");
+    p.text[F_DATASCHEMA] = header_or_empty(req, "ce-dataschema");
+    p.text[F_SOURCE_ID] = header_or_empty(req, "ce-msmsourceid");
     p.text[F_SUBSCRIPTION] = header_or_empty(req, "Msm-Subscription");
     p.text[F_KEY] = header_or_empty(req, "Msm-Key");
     p.text[F_ORDERING_KEY] = header_or_empty(req, "Msm-Ordering-Key");
@@ -267,7 +334,7 @@ static int is_context(const char *name)
     static const char *const names[] = {
         "specversion", "id", "source", "type", "time", "datacontenttype", "dataschema",
         "subject", "data", "data_base64", "msmsubscription", "msmattempt", "msmkey",
-        "msmorderingkey", "traceparent", "tracestate", NULL};
+        "msmorderingkey", "msmsourceid", "traceparent", "tracestate", NULL};
     for (size_t i = 0; names[i]; i++) {
         if (strcmp(names[i], name) == 0)
             return 1;
@@ -364,10 +431,14 @@ msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
         ac->ac_bytes += strlen(name) + strlen(json_string_value(v)) + 2;
     }
     p.attrs = ac;
+    p.exts = ac; /* in a batch the attributes are the extensions */
     const char *sub = member_str(obj, "msmsubscription");
     p.text[F_ID] = member_str(obj, "id");
     p.text[F_SOURCE] = member_str(obj, "source");
     p.text[F_TYPE] = member_str(obj, "type");
+    p.text[F_SUBJECT] = member_str(obj, "subject");
+    p.text[F_DATASCHEMA] = member_str(obj, "dataschema");
+    p.text[F_SOURCE_ID] = member_str(obj, "msmsourceid");
     p.text[F_SUBSCRIPTION] = *sub ? sub : (subscription ? subscription : "");
     p.text[F_KEY] = member_str(obj, "msmkey");
     p.text[F_ORDERING_KEY] = member_str(obj, "msmorderingkey");
@@ -410,6 +481,21 @@ const char *msm_event_source(const msm_event_t *ev)
 const char *msm_event_type(const msm_event_t *ev)
 {
     return ev->ev_type;
+}
+
+const char *msm_event_subject(const msm_event_t *ev)
+{
+    return ev->ev_subject;
+}
+
+const char *msm_event_dataschema(const msm_event_t *ev)
+{
+    return ev->ev_dataschema;
+}
+
+const char *msm_event_source_id(const msm_event_t *ev)
+{
+    return ev->ev_source_id;
 }
 
 int64_t msm_event_time_ms(const msm_event_t *ev)
@@ -484,5 +570,32 @@ int msm_event_attr_at(const msm_event_t *ev, size_t index, const char **name, co
         *name = ev->ev_attrs[index].a_name;
     if (value)
         *value = ev->ev_attrs[index].a_value;
+    return MSM_OK;
+}
+
+const char *msm_event_extension(const msm_event_t *ev, const char *name)
+{
+    /* Header names arrive in any case; CloudEvents names are lower-case. */
+    for (size_t i = 0; i < ev->ev_nexts; i++) {
+        if (strcasecmp(ev->ev_exts[i].a_name, name) == 0)
+            return ev->ev_exts[i].a_value;
+    }
+    return NULL;
+}
+
+size_t msm_event_extension_count(const msm_event_t *ev)
+{
+    return ev->ev_nexts;
+}
+
+int msm_event_extension_at(const msm_event_t *ev, size_t index, const char **name,
+                           const char **value)
+{
+    if (index >= ev->ev_nexts)
+        return MSM_ERR_NOTFOUND;
+    if (name)
+        *name = ev->ev_exts[index].a_name;
+    if (value)
+        *value = ev->ev_exts[index].a_value;
     return MSM_OK;
 }

@@ -91,24 +91,6 @@ static void member_opt(jw_t *w, const char *name, const char *value)
 
 /* ---- one event ---- */
 
-/* CloudEvents extension names: lower-case letters and digits, at most 20 of them, and not
- * one of the context attributes or of ours. */
-static int extension_ok(const char *name)
-{
-    static const char *const taken[] = {
-        "specversion", "id", "source", "type", "time", "datacontenttype", "dataschema",
-        "subject", "data", "msmsubscription", "msmattempt", "msmkey", "msmorderingkey",
-        "traceparent", "tracestate", NULL};
-    size_t n = strlen(name);
-    if (n == 0 || n > 20 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789") != n)
-        return 0;
-    for (size_t i = 0; taken[i]; i++) {
-        if (strcmp(taken[i], name) == 0)
-            return 0;
-    }
-    return 1;
-}
-
 static void put_data(jw_t *w, const rt_delivery_t *d)
 {
     const Msm__V1__Event *ev = d->task->event;
@@ -154,6 +136,11 @@ static void put_event(jw_t *w, const rt_sub_t *sub, const rt_delivery_t *d)
     member(w, "type", msm__rt_ce_type(ev));
     if (msm_time_format(ev->publish_time_ms, t, sizeof(t)))
         member(w, "time", t);
+    if (msm__rt_ce_origin(ev)) { /* the rest of the producer's context */
+        member_opt(w, "subject", msm_event_attr(ev, "subject"));
+        member_opt(w, "dataschema", msm_event_attr(ev, "dataschema"));
+        member_opt(w, "msmsourceid", msm_event_attr(ev, "ce_id"));
+    }
     member(w, "msmsubscription", sub->name);
     snprintf(attempt, sizeof(attempt), "%" PRId32, d->task->attempt);
     put_s(w, ",\"msmattempt\":");
@@ -162,9 +149,11 @@ static void put_event(jw_t *w, const rt_sub_t *sub, const rt_delivery_t *d)
     member_opt(w, "msmorderingkey", ev->ordering_key);
     member_opt(w, "traceparent", ev->traceparent);
     member_opt(w, "tracestate", ev->tracestate);
+    /* Attributes whose names may be extensions (a CloudEvent's extensions among them): a
+     * batch has no Msm-Attr-* headers to carry the others. */
     for (size_t i = 0; i < ev->n_attributes; i++) {
         const char *k = ev->attributes[i]->key;
-        if (extension_ok(k))
+        if (msm__rt_ce_extension_name_ok(k))
             member(w, k, ev->attributes[i]->value);
     }
     put_data(w, d);

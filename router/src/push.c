@@ -25,7 +25,7 @@
 
 #define RETRY_AFTER_MAX_MS (24LL * 3600 * 1000) /* a longer pause is not believed */
 #define ERROR_BODY_MAX     200                  /* of a failed answer's body, kept in error */
-#define FIXED_HEADERS      16                   /* headers besides the attributes */
+#define FIXED_HEADERS      20                   /* headers besides the attributes */
 #define IDLE_REQS_MAX      64                   /* requests kept for reuse per subscription */
 
 /* ---- header hygiene ---- */
@@ -65,7 +65,20 @@ const char *msm__rt_ce_type(const Msm__V1__Event *ev)
     return t && *t && msm__rt_value_ok(t) ? t : "msm.event";
 }
 
-/* What ce-source names: the CDC source when set and safe, else the topic. */
+int msm__rt_ce_origin(const Msm__V1__Event *ev)
+{
+    const char *id = msm_event_attr(ev, "ce_id");
+    return id && *id;
+}
+
+/* The producer's own ce-source (a CloudEvent's, when safe), else NULL. */
+static const char *producer_source(const Msm__V1__Event *ev)
+{
+    const char *s = msm__rt_ce_origin(ev) ? msm_event_attr(ev, "source") : NULL;
+    return s && *s && msm__rt_value_ok(s) ? s : NULL;
+}
+
+/* What msm's ce-source names: the CDC source when set and safe, else the topic. */
 static const char *source_of(const Msm__V1__Event *ev, int *cdc)
 {
     *cdc = ev->cdc_source && *ev->cdc_source && msm__rt_value_ok(ev->cdc_source);
@@ -76,14 +89,57 @@ static const char *source_of(const Msm__V1__Event *ev, int *cdc)
 size_t msm__rt_ce_source_size(const Msm__V1__Event *ev)
 {
     int cdc;
-    return strlen(source_of(ev, &cdc)) + sizeof("/msm/topics/");
+    const char *own = producer_source(ev);
+    return own ? strlen(own) + 1 : strlen(source_of(ev, &cdc)) + sizeof("/msm/topics/");
 }
 
 void msm__rt_ce_source(const Msm__V1__Event *ev, char *out, size_t n)
 {
     int cdc;
+    const char *own = producer_source(ev);
+    if (own) {
+        snprintf(out, n, "%s", own);
+        return;
+    }
     const char *what = source_of(ev, &cdc);
     snprintf(out, n, cdc ? "/msm/cdc/%s" : "/msm/topics/%s", what);
+}
+
+int msm__rt_ce_extension_name_ok(const char *name)
+{
+    static const char *const taken[] = {
+        "specversion", "id", "source", "type", "time", "datacontenttype", "dataschema",
+        "subject", "data", "data_base64", "msmsubscription", "msmattempt", "msmkey",
+        "msmorderingkey", "msmsourceid", "traceparent", "tracestate", NULL};
+    size_t n = strlen(name);
+    if (n == 0 || n > 20 || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789") != n)
+        return 0;
+    for (size_t i = 0; taken[i]; i++) {
+        if (strcmp(taken[i], name) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+int msm__rt_ce_extension(const Msm__V1__Event *ev, const char *name)
+{
+    if (!msm__rt_ce_extension_name_ok(name))
+        return 0;
+    /* The frontend lists a CloudEvent's extensions (comma separated) since this release;
+     * an older CloudEvent's attributes with extension names were its extensions. */
+    const char *list = msm_event_attr(ev, "ce_extensions");
+    if (!list)
+        return 1;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        if (k == n && strncmp(p, name, n) == 0)
+            return 1;
+        p += k;
+        if (*p)
+            p++;
+    }
+    return 0;
 }
 
 /* ---- requests, kept for reuse ---- */
@@ -159,13 +215,13 @@ static void add_optional(rt_req_t *req, const char *name, const char *value)
 
 /* ---- one task per request: binary mode ---- */
 
-/* Room in req->text for ce-source and the Msm-Attr-* names (reserved before any pointer
- * into it is taken). */
+/* Room in req->text for ce-source, the Msm-Attr-* names and the ce-<extension> names
+ * (reserved before any pointer into it is taken). */
 static size_t text_size(const Msm__V1__Event *ev)
 {
     size_t n = msm__rt_ce_source_size(ev);
     for (size_t i = 0; i < ev->n_attributes; i++)
-        n += strlen(ev->attributes[i]->key) + sizeof("Msm-Attr-");
+        n += 2 * strlen(ev->attributes[i]->key) + sizeof("Msm-Attr-") + sizeof("ce-");
     return n;
 }
 
@@ -193,6 +249,25 @@ static void add_attributes(rt_req_t *req, const Msm__V1__Event *ev)
     }
 }
 
+/* The rest of the producer's context of an event published as a CloudEvent: ce-subject,
+ * ce-dataschema, its id as ce-msmsourceid and ce-<name> per extension. Unsafe values are
+ * not sent (ce-source and ce-type are the caller's). */
+static void add_producer_context(rt_req_t *req, const Msm__V1__Event *ev)
+{
+    add_optional(req, "ce-subject", msm_event_attr(ev, "subject"));
+    add_optional(req, "ce-dataschema", msm_event_attr(ev, "dataschema"));
+    add_optional(req, "ce-msmsourceid", msm_event_attr(ev, "ce_id"));
+    for (size_t i = 0; i < ev->n_attributes; i++) {
+        const char *k = ev->attributes[i]->key, *v = ev->attributes[i]->value;
+        if (!msm__rt_ce_extension(ev, k) || !*v || !msm__rt_value_ok(v))
+            continue;
+        size_t n = strlen(k) + sizeof("ce-");
+        char *name = text_take(req, n);
+        snprintf(name, n, "ce-%s", k);
+        add(req, name, v);
+    }
+}
+
 static int build_single(rt_req_t *req, int64_t now)
 {
     const rt_sub_t *sub = req->sub;
@@ -201,7 +276,7 @@ static int build_single(rt_req_t *req, int64_t now)
     const Msm__V1__Event *ev = task->event;
     const uint8_t *body = d->body ? (const uint8_t *)d->body : ev->payload.data;
     size_t body_len = d->body ? d->body_len : ev->payload.len;
-    if (req_reserve(req, 1, FIXED_HEADERS + ev->n_attributes) != MSM_OK ||
+    if (req_reserve(req, 1, FIXED_HEADERS + 2 * ev->n_attributes) != MSM_OK ||
         msm_buf_reserve(&req->text, text_size(ev)) != MSM_OK)
         return MSM_ERR_NOMEM;
     size_t sn = msm__rt_ce_source_size(ev);
@@ -213,6 +288,8 @@ static int build_single(rt_req_t *req, int64_t now)
     add(req, "ce-type", msm__rt_ce_type(ev));
     if (msm_time_format(ev->publish_time_ms, req->time, sizeof(req->time)))
         add(req, "ce-time", req->time);
+    if (msm__rt_ce_origin(ev))
+        add_producer_context(req, ev);
     add_optional(req, "Content-Type", d->body ? "application/json" : ev->content_type);
     add(req, "Msm-Subscription", sub->name);
     snprintf(req->attempt, sizeof(req->attempt), "%" PRId32, task->attempt);

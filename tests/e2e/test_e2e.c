@@ -979,6 +979,90 @@ static void test_zone_spill_over(void)
     lambda_stop(&b);
 }
 
+/* The canary's state in the stats ("" when none). */
+static void canary_state(const char *sub, char *out, size_t n)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s/stats", sub);
+    json_t *st = NULL;
+    out[0] = '\0';
+    if (api("GET", path, NULL, &st) == 200) {
+        const char *s = json_string_value(json_object_get(json_object_get(st, "canary"), "state"));
+        snprintf(out, n, "%s", s ? s : "");
+    }
+    json_decref(st);
+}
+
+/* A canary endpoint (version v2) failing half its pushes is rolled back by the router after
+ * min_events, then gets nothing; a healthy canary stays active until promoted. */
+static void test_canary_rollback_and_promote(void)
+{
+    lambda_t v1, v2;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&v1, "lambda-v1", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&v2, "lambda-v2", "--fail-rate=0.5", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/topics/rel", "{}", NULL), 200);
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"topic\":\"rel\",\"endpoints\":["
+             "{\"url\":\"http://127.0.0.1:%d/\",\"version\":\"v1\"},"
+             "{\"url\":\"http://127.0.0.1:%d/\",\"version\":\"v2\"}],"
+             "\"canary\":{\"version\":\"v2\",\"share\":0.5,\"max_failure_ratio\":0.05,"
+             "\"min_events\":50},"
+             "\"retry\":{\"max_attempts\":20,\"min_backoff_ms\":10,\"max_backoff_ms\":100}}",
+             v1.proc.port, v2.proc.port);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/subscriptions/rel-sub", body, NULL), 200);
+    sleep(2);
+    enum { N = 400 };
+    sent_t *sent = calloc(2 * N, sizeof(*sent));
+    int max_attempts = 0;
+    CU_ASSERT_EQUAL_FATAL(publish("rel", sent, N, NULL), 0);
+    CU_ASSERT_EQUAL(wait_states("rel-sub", sent, N, "succeeded", 90, &max_attempts), N);
+    char state[32] = "";
+    for (int t = 0; t < 50 && strcmp(state, "rolled_back") != 0; t++) {
+        canary_state("rel-sub", state, sizeof(state));
+        usleep(100000);
+    }
+    CU_ASSERT_STRING_EQUAL(state, "rolled_back");
+    size_t v2_before = oks_in(v2.record);
+    record_t *r = NULL;
+    size_t v2_pushes = records_read(v2.record, &r);
+    free(r);
+    CU_ASSERT_EQUAL_FATAL(publish("rel", sent + N, N / 4, NULL), 0);
+    CU_ASSERT_EQUAL(wait_states("rel-sub", sent + N, N / 4, "succeeded", 60, &max_attempts), N / 4);
+    size_t v2_after = records_read(v2.record, &r);
+    free(r);
+    CU_ASSERT_EQUAL(v2_after, v2_pushes); /* rolled back: nothing more to v2 */
+    fprintf(stderr, "\n  canary: fail-rate 0.5 rolled back (v2 had %zu pushes, %zu ok), then 0 of "
+                    "%d events to it\n",
+            v2_pushes, v2_before, N / 4);
+    lambda_stop(&v2);
+    /* A healthy canary stays active, and the operator promotes it. */
+    lambda_t v2b;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&v2b, "lambda-v2b", NULL, NULL), 0);
+    snprintf(body, sizeof(body),
+             "{\"topic\":\"rel\",\"endpoints\":["
+             "{\"url\":\"http://127.0.0.1:%d/\",\"version\":\"v1\"},"
+             "{\"url\":\"http://127.0.0.1:%d/\",\"version\":\"v3\"}],"
+             "\"canary\":{\"version\":\"v3\",\"share\":0.2,\"min_events\":20}}",
+             v1.proc.port, v2b.proc.port);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/subscriptions/rel-sub2", body, NULL), 200);
+    sleep(2);
+    sent_t *more = calloc(N, sizeof(*more));
+    CU_ASSERT_EQUAL_FATAL(publish("rel", more, N / 2, NULL), 0);
+    CU_ASSERT_EQUAL(wait_states("rel-sub2", more, N / 2, "succeeded", 60, &max_attempts), N / 2);
+    sleep(2);
+    canary_state("rel-sub2", state, sizeof(state));
+    CU_ASSERT_STRING_EQUAL(state, "active");
+    json_t *pr = NULL;
+    CU_ASSERT_EQUAL(api("POST", "/v1/subscriptions/rel-sub2/canary:promote", "{}", &pr), 200);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(pr, "state")), "promoted");
+    json_decref(pr);
+    free(more);
+    free(sent);
+    lambda_stop(&v1);
+    lambda_stop(&v2b);
+}
+
 static CU_TestInfo tests[] = {
     {"1,000 events handled exactly once", test_thousand_exactly_once},
     {"fail-rate 0.2: retried until all succeed", test_retries_until_success},
@@ -991,6 +1075,8 @@ static CU_TestInfo tests[] = {
     {"failover: a killed endpoint is left within two health intervals, no attempt spent",
      test_failover_between_endpoints},
     {"locality: zone a preferred, spill-over to b when a dies", test_zone_spill_over},
+    {"canary: fail-rate 0.5 rolled back after min_events, a healthy one promoted",
+     test_canary_rollback_and_promote},
     {"router kill -9 mid-run loses nothing", test_router_kill9_loses_nothing},
     {"flowcontrol kill -9 mid-run, events published while down", test_flowcontrol_kill9_loses_nothing},
     {"scheduler kill -9 mid-run, events published while down", test_scheduler_kill9_loses_nothing},

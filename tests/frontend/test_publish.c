@@ -318,6 +318,7 @@ static void test_cloudevents(void)
     CU_ASSERT_STRING_EQUAL(attr(ev, "ce_id"), "ev-1");
     CU_ASSERT_STRING_EQUAL(attr(ev, "ce_time"), "2026-01-02T03:04:05Z");
     CU_ASSERT_STRING_EQUAL(attr(ev, "myext"), "v1");
+    CU_ASSERT_STRING_EQUAL(attr(ev, "ce_extensions"), "partitionkey,myext");
     CU_ASSERT_STRING_EQUAL(ev->key, "pk1");
     CU_ASSERT_STRING_EQUAL(ev->content_type, "application/json");
     CU_ASSERT(ev->payload.len == 7 && memcmp(ev->payload.data, "{\"a\":1}", 7) == 0);
@@ -333,7 +334,16 @@ static void test_cloudevents(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
     CU_ASSERT_STRING_EQUAL(ev->content_type, "application/octet-stream");
     CU_ASSERT(ev->payload.len == 2 && memcmp(ev->payload.data, "\x01\x02", 2) == 0);
+    CU_ASSERT_STRING_EQUAL(attr(ev, "ce_extensions"), ""); /* a CloudEvent without any */
     msm__v1__event__free_unpacked(ev, NULL);
+    resp_clear(&r);
+
+    /* ce_* attribute names are msm's on a CloudEvent. */
+    msm_http_header_t taken[] = {{"ce-specversion", "1.0"}, {"ce-id", "ev-r"},
+                                 {"ce-source", "/s"}, {"ce-type", "t"},
+                                 {"Msm-Attr-ce_extensions", "source"}};
+    http_hs(&r, "POST", ONE, "x", 1, taken, sizeof(taken) / sizeof(taken[0]));
+    CU_ASSERT_EQUAL(r.status, 400);
     resp_clear(&r);
 
     msm_http_header_t st[] = {{"Content-Type", "application/cloudevents+json; charset=utf-8"},
@@ -348,6 +358,7 @@ static void test_cloudevents(void)
     CU_ASSERT_STRING_EQUAL(attr(ev, "count"), "3");
     CU_ASSERT_STRING_EQUAL(attr(ev, "flag"), "true");
     CU_ASSERT_STRING_EQUAL(attr(ev, "ce_id"), "ev-2");
+    CU_ASSERT_STRING_EQUAL(attr(ev, "ce_extensions"), "count,flag");
     CU_ASSERT_EQUAL(ev->priority, 2);
     CU_ASSERT_STRING_EQUAL(ev->content_type, "application/json");
     CU_ASSERT(ev->payload.len == 11 && memcmp(ev->payload.data, "{\"x\":[1,2]}", 11) == 0);

@@ -65,7 +65,13 @@ static json_t *describe(const char *handler, const msm_event_t *ev, msm_ctx_t *c
     }
     const char *no_name, *no_value;
     int64_t remaining = msm_ctx_remaining_ms(ctx);
-    return json_pack(
+    json_t *exts = json_object();
+    for (size_t i = 0; i < msm_event_extension_count(ev); i++) {
+        const char *n, *v;
+        msm_event_extension_at(ev, i, &n, &v);
+        json_object_set_new(exts, n, json_string(v));
+    }
+    json_t *o = json_pack(
         "{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:i,s:I,s:s,s:s%,s:I,s:b,s:o,s:o,s:o,s:b,s:I,"
         "s:b,s:b}",
         "handler", handler, "id", msm_event_id(ev), "topic", msm_event_topic(ev), "source",
@@ -80,6 +86,14 @@ static json_t *describe(const char *handler, const msm_event_t *ev, msm_ctx_t *c
         msm_event_attr_at(ev, msm_event_attr_count(ev), &no_name, &no_value) == MSM_ERR_NOTFOUND,
         "remaining_ms", (json_int_t)(remaining == INT64_MAX ? -1 : remaining), "opaque_ok",
         msm_ctx_opaque(ctx) != NULL, "same_event", msm_ctx_event(ctx) == ev);
+    /* The producer's CloudEvents context (events published as CloudEvents). */
+    json_object_set_new(o, "subject", json_string(msm_event_subject(ev)));
+    json_object_set_new(o, "dataschema", json_string(msm_event_dataschema(ev)));
+    json_object_set_new(o, "source_id", json_string(msm_event_source_id(ev)));
+    json_object_set_new(o, "extensions", exts);
+    json_object_set_new(o, "ext_partitionkey",
+                        str_or_null(msm_event_extension(ev, "PartitionKey")));
+    return o;
 }
 
 static void on_later(msm_loop_t *loop, void *opaque)

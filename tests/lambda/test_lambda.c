@@ -198,7 +198,9 @@ static void test_event_round_trip(void)
                     "Content-Type: application/x-protobuf", "Msm-Attempt: 3", deadline,
                     "Msm-Key: k-1", "Msm-Ordering-Key: ok-1",
                     "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-                    "Msm-Attr-kind: image", "Msm-Attr-Size: 42", "msm-attr-empty;", NULL},
+                    "Msm-Attr-kind: image", "Msm-Attr-Size: 42", "msm-attr-empty;",
+                    "ce-subject: o-1", "ce-dataschema: https://shop.example/o.json",
+                    "ce-msmsourceid: prod-1", "ce-partitionkey: pk-1", NULL},
         .body = payload,
         .body_len = sizeof(payload)};
     push(&c, &h, "sub-a", "evt-1", NULL);
@@ -217,6 +219,12 @@ static void test_event_round_trip(void)
     CU_ASSERT_STRING_EQUAL(jstr(o, "topic"), "orders");
     CU_ASSERT_STRING_EQUAL(jstr(o, "source"), "/msm/topics/orders");
     CU_ASSERT_STRING_EQUAL(jstr(o, "type"), "msm.order.created");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "subject"), "o-1");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "dataschema"), "https://shop.example/o.json");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "source_id"), "prod-1");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "ext_partitionkey"), "pk-1");
+    /* Context attributes and msmsourceid are not extensions. */
+    CU_ASSERT_EQUAL(json_object_size(json_object_get(o, "extensions")), 1);
     CU_ASSERT_EQUAL(jint(o, "time_ms"), 1795608000123LL);
     CU_ASSERT_STRING_EQUAL(jstr(o, "subscription"), "sub-a");
     CU_ASSERT_STRING_EQUAL(jstr(o, "key"), "k-1");
@@ -1134,7 +1142,8 @@ static void test_batch_push(void)
         "\"type\":\"msm.event\",\"time\":\"2025-11-25T12:00:00.123Z\","
         "\"datacontenttype\":\"application/json\",\"msmsubscription\":\"sub-a\","
         "\"msmattempt\":3,\"msmkey\":\"k1\",\"msmorderingkey\":\"o1\",\"want\":\"ok\","
-        "\"region\":\"eu\",\"data\":{\"n\":1}},"
+        "\"region\":\"eu\",\"subject\":\"o-1\",\"msmsourceid\":\"prod-1\","
+        "\"partitionkey\":\"pk-1\",\"data\":{\"n\":1}},"
         "{\"specversion\":\"1.0\",\"id\":\"b2\",\"source\":\"/msm/topics/orders\","
         "\"type\":\"msm.event\",\"datacontenttype\":\"application/octet-stream\","
         "\"msmattempt\":1,\"want\":\"retry\",\"data_base64\":\"aGk=\"},"
@@ -1173,6 +1182,9 @@ static void test_batch_push(void)
             CU_ASSERT_STRING_EQUAL(jstr(o, "payload"), "{\"n\":1}");
             CU_ASSERT_EQUAL(jint(o, "time_ms"), 1764072000123LL);
             CU_ASSERT(jint(o, "deadline_ms") > unix_ms());
+            CU_ASSERT_STRING_EQUAL(jstr(o, "subject"), "o-1");
+            CU_ASSERT_STRING_EQUAL(jstr(o, "source_id"), "prod-1");
+            CU_ASSERT_STRING_EQUAL(jstr(o, "ext_partitionkey"), "pk-1");
         }
         if (o && strcmp(jstr(o, "id"), "b2") == 0)
             CU_ASSERT_STRING_EQUAL(jstr(o, "payload"), "hi");

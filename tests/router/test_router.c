@@ -52,7 +52,8 @@ static const char *const seen_names[] = {
     "Content-Type",   "Msm-Subscription", "Msm-Attempt",   "Msm-Deadline",   "Msm-Key",
     "Msm-Ordering-Key", "traceparent",  "tracestate",      "Msm-Signature",  "Msm-Attr-type",
     "Msm-Attr-region", "Msm-Attr-evil", "X-Evil",          "X-Evil2",        "Msm-Attr-good",
-    NULL};
+    "ce-subject",     "ce-dataschema",  "ce-msmsourceid",  "ce-partitionkey", "ce-plain",
+    "ce-evil",        "ce-good",        "Msm-Attr-plain",  "X-Evil3",         NULL};
 #define NSEEN (sizeof(seen_names) / sizeof(seen_names[0]) - 1)
 
 typedef struct {
@@ -78,6 +79,8 @@ typedef struct {
     const char *allow_networks; /* the router's; NULL: loopback (127.0.0.0/8,::1) */
     const char *deny_networks;  /* the router's; NULL: none */
     int up_status;     /* what GET /up answers (active health checks); 0: 200 */
+    const char *fail_path; /* requests to this path answer 500 whatever the mode; NULL none */
+    const char *lifecycle_topic; /* the router's --lifecycle.topic; NULL: off */
     char url[128];
     ep_mode_t mode;
     req_rec_t reqs[MAX_REQS];
@@ -179,7 +182,8 @@ static void h_hook(msm_http_req_t *req, void *opaque)
         snprintf(r->path, sizeof(r->path), "%s", msm_http_req_path(req));
         r->at_ms = msm_time_unix_ms();
     }
-    answer(req, F.nheld < MAX_REQS ? F.mode : ANSWER_500);
+    int fail = F.fail_path && strcmp(msm_http_req_path(req), F.fail_path) == 0;
+    answer(req, F.nheld < MAX_REQS && !fail ? F.mode : ANSWER_500);
 }
 
 /* The active health check's target: F.up_status (200 unless a test says otherwise). */
@@ -357,7 +361,8 @@ static void start_router(void)
     router_conf_t conf = {.registry_poll_ms = 50,
                           .max_in_flight = F.max_in_flight,
                           .allow_networks = allow,
-                          .deny_networks = deny};
+                          .deny_networks = deny,
+                          .lifecycle_topic = (char *)F.lifecycle_topic};
     char err[256] = "";
     F.rt = router_new_env(&env, &conf, err, sizeof(err));
     if (!F.rt)
@@ -463,7 +468,7 @@ typedef struct {
 /* What one task of a record needs while it is packed. */
 typedef struct {
     Msm__V1__Event ev;
-    Msm__V1__Event__AttributesEntry entries[8], *ptrs[8];
+    Msm__V1__Event__AttributesEntry entries[12], *ptrs[12];
     Msm__V1__Task task;
 } task_mem_t;
 
@@ -484,7 +489,7 @@ static void fill_task(const task_spec_t *t, task_mem_t *m)
     ev.cdc_source = (char *)(t->cdc_source ? t->cdc_source : "");
     ev.schema_id = t->schema_id;
     size_t n = 0;
-    for (size_t i = 0; t->attrs && t->attrs[i] && n < 8; i += 2, n++) {
+    for (size_t i = 0; t->attrs && t->attrs[i] && n < 12; i += 2, n++) {
         Msm__V1__Event__AttributesEntry e = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
         e.key = (char *)t->attrs[i];
         e.value = (char *)t->attrs[i + 1];
@@ -724,6 +729,51 @@ static void test_cdc_source_and_defaults(void)
     stop();
 }
 
+/* An event published as a CloudEvent (it carries ce_id): the producer's source, subject,
+ * type, dataschema and extensions, its id as ce-msmsourceid; ce-id stays msm's. */
+static void test_cloudevent_context(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub(",\"secret\":\"" SECRET "\"");
+    start_all();
+    F.mode = ANSWER_200;
+    const char *attrs[] = {"type", "com.shop.order", "source", "/shop", "subject", "o-1",
+                           "dataschema", "https://shop.example/order.json", "ce_id", "prod-1",
+                           "partitionkey", "pk-1", "plain", "not-an-extension",
+                           "ce_extensions", "partitionkey", NULL};
+    task_spec_t t = {.id = "0190a3e2-0000-7000-8000-000000000011", .key = "pk-1", .attrs = attrs};
+    append_task(&t);
+    /* Published as a CloudEvent before msm listed extensions: its attributes with extension
+     * names were its extensions. */
+    const char *older[] = {"type", "t.old", "source", "/old", "ce_id", "prod-2", "plain", "p",
+                           NULL};
+    task_spec_t t2 = {.id = "0190a3e2-0000-7000-8000-000000000012", .attrs = older};
+    append_task(&t2);
+    wait_reqs(2, 10000);
+    CU_ASSERT_EQUAL_FATAL(F.nreqs, 2);
+    const req_rec_t *r = &F.reqs[0];
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-id"), t.id);
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-source"), "/shop");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-type"), "com.shop.order");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-subject"), "o-1");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-dataschema"), "https://shop.example/order.json");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-msmsourceid"), "prod-1");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-partitionkey"), "pk-1");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-time"), "2025-11-25T12:00:00.123Z");
+    CU_ASSERT_PTR_NULL(hdr(r, "ce-plain"));
+    CU_ASSERT_STRING_EQUAL(hdr(r, "Msm-Attr-plain"), "not-an-extension");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "Msm-Key"), "pk-1");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "Msm-Subscription"), F.sub);
+    CU_ASSERT(verify_signature(r));
+    r = &F.reqs[1];
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-source"), "/old");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-msmsourceid"), "prod-2");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-plain"), "p");
+    CU_ASSERT_PTR_NULL(hdr(r, "ce-subject"));
+    wait_outs(2, 10000);
+    stop();
+}
+
 /* delivery_format "json": an Avro payload reaches the lambda as JSON (signed as sent); one
  * that does not decode with its schema, or names no schema, is dead-lettered. */
 static void test_delivery_format_json(void)
@@ -942,7 +992,8 @@ static void test_header_injection(void)
     start_all();
     F.mode = ANSWER_200;
     const char *attrs[] = {"evil", "x\r\nX-Evil: 1", "good", "yes", "bad name", "v",
-                           "type", "t\nX-Evil: 2", NULL};
+                           "type", "t\nX-Evil: 2", "ce_id", "p-1", "source", "/s\r\nX-Evil3: 1",
+                           "ce_extensions", "evil,good,bad name", NULL};
     task_spec_t t = {.id = "0190a3e2-0000-7000-8000-000000000003",
                      .key = "k\r\nX-Evil2: 1",
                      .attrs = attrs};
@@ -957,6 +1008,12 @@ static void test_header_injection(void)
     CU_ASSERT_PTR_NULL(hdr(r, "Msm-Key"));
     CU_ASSERT_STRING_EQUAL(hdr(r, "ce-type"), "msm.event");
     CU_ASSERT_STRING_EQUAL(hdr(r, "Msm-Attr-good"), "yes");
+    /* A CloudEvent's context is checked the same way. */
+    CU_ASSERT_PTR_NULL(hdr(r, "X-Evil3"));
+    CU_ASSERT_PTR_NULL(hdr(r, "ce-evil"));
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-good"), "yes");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-source"), "/msm/topics/orders");
+    CU_ASSERT_STRING_EQUAL(hdr(r, "ce-msmsourceid"), "p-1");
     wait_outs(1, 10000);
     CU_ASSERT_EQUAL_FATAL(F.nouts, 1);
     CU_ASSERT_EQUAL(F.outs[0]->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS);
@@ -1294,7 +1351,10 @@ static void test_batch_push(void)
     static const char bin[] = "\x00\x01\xff";
     const char *ok[] = {"verdict", "ok", "region", "eu-west", "Bad-Name", "x", NULL};
     const char *retry[] = {"verdict", "retry", NULL};
-    const char *fatal[] = {"verdict", "fatal", NULL};
+    const char *fatal[] = {"verdict", "fatal", "ce_id", "prod-9", "source", "/shop",
+                           "subject", "o-1", "dataschema", "https://shop.example/o.json",
+                           "type", "com.shop.order", "partitionkey", "pk-1",
+                           "ce_extensions", "partitionkey", NULL};
     const char *omit[] = {"verdict", "omit", NULL};
     task_spec_t first[2] = {
         {.id = "0190a3e2-0000-7000-8000-000000000901", .key = "k1", .ordering_key = "o1",
@@ -1349,6 +1409,21 @@ static void test_batch_push(void)
         CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e2, "data_base64")), "AAH/");
         CU_ASSERT_PTR_NULL(json_object_get(e2, "data"));
     }
+    CU_ASSERT_PTR_NULL(json_object_get(e1, "subject"));
+    CU_ASSERT_PTR_NULL(json_object_get(e1, "msmsourceid"));
+    /* Published as a CloudEvent: the producer's context, its id as msmsourceid. */
+    json_t *e3 = find_event(events, second[0].id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e3);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "id")), second[0].id);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "source")), "/shop");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "subject")), "o-1");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "type")), "com.shop.order");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "dataschema")),
+                           "https://shop.example/o.json");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "msmsourceid")), "prod-9");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(e3, "partitionkey")), "pk-1");
+    CU_ASSERT_PTR_NULL(json_object_get(e3, "ce_extensions"));
+    CU_ASSERT_PTR_NULL(json_object_get(e3, "ce_id"));
     json_decref(events);
 
     const Msm__V1__DeliveryOutcome *o = outcome_of(first[0].id);
@@ -1564,10 +1639,168 @@ static void test_active_health_check(void)
     stop();
 }
 
+/* ---- delivery canaries ---- */
+
+/* Subscription F.sub on /hook/a (v1) and /hook/b (v2), canary v2 with @p share. */
+static void put_canary_sub(const char *share, int min_events)
+{
+    unsigned port = msm_http_server_port(F.ep);
+    char json[768];
+    snprintf(json, sizeof(json),
+             "{\"topic\":\"orders\",\"max_concurrency\":1,\"endpoints\":["
+             "{\"url\":\"http://127.0.0.1:%u/hook/a\",\"version\":\"v1\"},"
+             "{\"url\":\"http://127.0.0.1:%u/hook/b\",\"version\":\"v2\"}],"
+             "\"canary\":{\"version\":\"v2\",\"share\":%s,\"max_failure_ratio\":0.05,"
+             "\"min_events\":%d}}",
+             port, port, share, min_events);
+    put_sub(json);
+}
+
+static void append_n(int from, int n)
+{
+    for (int i = from; i < from + n; i++) {
+        char id[40];
+        snprintf(id, sizeof(id), "0190a3e2-0000-7000-8000-%012d", 900 + i);
+        append_simple(id);
+    }
+}
+
+/* Field @p field of the canary's shared state (sub:{s}:canary), "" when absent. */
+static void canary_field(const char *field, char *out, size_t n)
+{
+    char key[256];
+    snprintf(key, sizeof(key), "%s:sub:{%s}:canary", F.ns, F.sub);
+    redisReply *r = msm_test_redis_query(&redis_srv, "HGET %s %s", key, field);
+    snprintf(out, n, "%s", r && r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+}
+
+static int canary_state_is(void *arg)
+{
+    char st[64];
+    canary_field("state", st, sizeof(st));
+    return strcmp(st, arg) == 0;
+}
+
+typedef struct {
+    int n;
+    char types[4][64];
+    char payloads[4][512];
+} announced_t;
+
+static void on_announced(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n,
+                         void *opaque)
+{
+    announced_t *a = opaque;
+    for (size_t i = 0; i < n; i++) {
+        Msm__V1__Event *ev = msm_event_unpack(msgs[i]->value, msgs[i]->value_len);
+        if (ev && a->n < 4) {
+            for (size_t k = 0; k < ev->n_attributes; k++) {
+                if (strcmp(ev->attributes[k]->key, "type") == 0)
+                    snprintf(a->types[a->n], sizeof(a->types[0]), "%s",
+                             ev->attributes[k]->value);
+            }
+            snprintf(a->payloads[a->n], sizeof(a->payloads[0]), "%.*s", (int)ev->payload.len,
+                     (const char *)ev->payload.data);
+            a->n++;
+        }
+        msm__v1__event__free_unpacked(ev, NULL);
+        msm_consumer_ack(c, msgs[i]);
+    }
+}
+
+static int announced_one(void *arg)
+{
+    return ((announced_t *)arg)->n >= 1;
+}
+
+/* The canary (/hook/b) answers 500 every time: once both sides have min_events outcomes
+ * the router rolls it back for everyone (the shared state, a lifecycle event, the metric),
+ * and b gets no more traffic. */
+static void test_canary_rolled_back(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    F.lifecycle_topic = "ops";
+    F.ensure_done = 0;
+    CU_ASSERT_EQUAL(msm_stream_ensure(F.stream, "events.ops", 1, on_done, &F.ensure_done),
+                    MSM_OK);
+    CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, flag_set, &F.ensure_done, 5000), MSM_OK);
+    announced_t a = {0};
+    char err[256] = "";
+    msm_consumer_t *ops = msm_stream_consume(F.stream, "events.ops", "ops", "ops-1", 16, 64,
+                                             on_announced, &a, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ops);
+    put_canary_sub("0.5", 5);
+    start_all();
+    F.mode = ANSWER_200;
+    F.fail_path = "/hook/b";
+    append_n(0, 10);
+    wait_outs(10, 15000);
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", 0), 5); /* share 0.5: every other request */
+    CU_ASSERT_EQUAL(reqs_at("/hook/b", 0), 5);
+    CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, canary_state_is, "rolled_back", 5000), MSM_OK);
+    char v[64], why[256];
+    canary_field("version", v, sizeof(v));
+    canary_field("reason", why, sizeof(why));
+    CU_ASSERT_STRING_EQUAL(v, "v2");
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "failure ratio 1.000"));
+    CU_ASSERT_EQUAL(msm_loop_run_until(F.loop, announced_one, &a, 5000), MSM_OK);
+    CU_ASSERT_STRING_EQUAL(a.types[0], "msm.canary.rolled_back");
+    CU_ASSERT_PTR_NOT_NULL(strstr(a.payloads[0], "\"version\":\"v2\""));
+    size_t tlen;
+    char *text = msm_metrics_render(F.metrics, &tlen);
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(text, "msm_router_canary_rollbacks_total{subscription=\"orders-push\"} 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "msm_router_canary_state{subscription=\"orders-push\"} 2"));
+    free(text);
+    int before = F.nreqs;
+    append_n(10, 6);
+    wait_outs(16, 15000);
+    CU_ASSERT_EQUAL(reqs_at("/hook/b", before), 0);
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", before), 6);
+    msm_consumer_free(ops);
+    stop();
+}
+
+/* A healthy canary stays active and gets its share; promoted through the shared state (as
+ * the frontend's :promote writes it), every endpoint takes traffic. */
+static void test_canary_promoted(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_canary_sub("0.1", 3);
+    start_all();
+    F.mode = ANSWER_200;
+    append_n(0, 10);
+    wait_outs(10, 15000);
+    CU_ASSERT_EQUAL(reqs_at("/hook/b", 0), 1); /* a tenth */
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", 0), 9);
+    msm_test_spin(F.loop, 1500); /* judged at least once */
+    char st[64];
+    canary_field("state", st, sizeof(st));
+    CU_ASSERT_STRING_EQUAL(st, ""); /* nothing to say: active */
+    char key[256];
+    snprintf(key, sizeof(key), "%s:sub:{%s}:canary", F.ns, F.sub);
+    freeReplyObject(msm_test_redis_query(&redis_srv, "HSET %s version v2 state promoted", key));
+    msm_test_spin(F.loop, 1500); /* the routers read it each second */
+    int before = F.nreqs;
+    append_n(10, 10);
+    wait_outs(20, 15000);
+    CU_ASSERT_EQUAL(reqs_at("/hook/b", before), 5); /* plain round robin over both */
+    CU_ASSERT_EQUAL(reqs_at("/hook/a", before), 5);
+    /* The routers' windows, for the stats. */
+    snprintf(key, sizeof(key), "%s:sub:{%s}:canary:report", F.ns, F.sub);
+    redisReply *r = msm_test_redis_query(&redis_srv, "HGET %s %s", key, F.member);
+    CU_ASSERT_PTR_NOT_NULL(r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "\"canary\"")
+                                                               : NULL);
+    freeReplyObject(r);
+    stop();
+}
+
 static CU_TestInfo tests[] = {
     {"ready once the registry and status are there", test_ready},
     {"200: every API.md header, signature, body; SUCCESS", test_headers_and_success},
     {"CDC source, default ce-type, optional headers absent", test_cdc_source_and_defaults},
+    {"a CloudEvent keeps its producer's context", test_cloudevent_context},
     {"delivery_format json: Avro payloads delivered as JSON", test_delivery_format_json},
     {"500: RETRIABLE", test_500_retriable},
     {"429 + Retry-After: 2: RETRIABLE, retry_after_ms 2000", test_429_retry_after},
@@ -1593,6 +1826,8 @@ static CU_TestInfo tests[] = {
     {"locality prefers a zone, a dead endpoint is ejected, no attempt spent",
      test_locality_and_ejection},
     {"active health checks take an endpoint out and back", test_active_health_check},
+    {"a failing canary is rolled back for every router", test_canary_rolled_back},
+    {"a healthy canary keeps its share, then is promoted", test_canary_promoted},
     {NULL, NULL},
 };
 

@@ -140,12 +140,35 @@ void msm_lambda_free(msm_lambda_t *l);
 
 /** @brief ce-id: the event id, the same on every attempt. Never NULL. */
 const char *msm_event_id(const msm_event_t *ev);
-/** @brief The topic of a ce-source `/msm/topics/{topic}`, else "" (e.g. CDC sources). */
+/** @brief The topic of a ce-source `/msm/topics/{topic}`, else "" (e.g. CDC sources, and
+ *  events published as CloudEvents: their ce-source is the producer's). */
 const char *msm_event_topic(const msm_event_t *ev);
-/** @brief ce-source as sent (`/msm/topics/{topic}` or `/msm/cdc/{source}`), or "". */
+/** @brief ce-source as sent: the producer's own for an event published as a CloudEvent,
+ *  else `/msm/topics/{topic}` or `/msm/cdc/{source}`; or "". */
 const char *msm_event_source(const msm_event_t *ev);
 /** @brief ce-type, or "". */
 const char *msm_event_type(const msm_event_t *ev);
+/** @brief ce-subject (the producer's, for an event published as a CloudEvent), or "". */
+const char *msm_event_subject(const msm_event_t *ev);
+/** @brief ce-dataschema (the producer's, for an event published as a CloudEvent), or "". */
+const char *msm_event_dataschema(const msm_event_t *ev);
+/** @brief ce-msmsourceid: the producer's own ce-id of an event published as a CloudEvent
+ *  (msm_event_id() is msm's id, unique per publish), or "". */
+const char *msm_event_source_id(const msm_event_t *ev);
+/**
+ * @brief The CloudEvents extension @p name (header `ce-<name>`; a member of the event in a
+ * batch push), or NULL when absent. Context attributes (id, source, subject, ...) and
+ * msmsourceid have their own accessors and are not extensions here.
+ */
+const char *msm_event_extension(const msm_event_t *ev, const char *name);
+/** @brief Number of CloudEvents extensions. */
+size_t msm_event_extension_count(const msm_event_t *ev);
+/**
+ * @brief The extension at @p index (0 .. count-1), in the order they arrived.
+ * @returns MSM_OK, or MSM_ERR_NOTFOUND when @p index is out of range.
+ */
+int msm_event_extension_at(const msm_event_t *ev, size_t index, const char **name,
+                           const char **value);
 /** @brief ce-time as unix ms, or 0 when absent or not RFC 3339. */
 int64_t msm_event_time_ms(const msm_event_t *ev);
 /** @brief Msm-Subscription, or "" when absent. */
