@@ -108,7 +108,8 @@ static void endpoint_health(msm_json_err_t *e, const json_t *ep, msm_health_t *h
 
 static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
 {
-    static const char *const known[] = {"url", "zone", "weight", "version", "health", NULL};
+    static const char *const known[] = {"url",     "zone",   "weight", "version",
+                                        "health",  "max_concurrency", NULL};
     size_t n = json_array_size(arr);
     s->endpoints = calloc(n ? n : 1, sizeof(*s->endpoints));
     if (!s->endpoints)
@@ -118,7 +119,7 @@ static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
         const json_t *ep = json_array_get(arr, i);
         msm_json_path_push_index(e, i);
         const char *url = NULL, *zone = NULL, *version = NULL;
-        int64_t weight = 1;
+        int64_t weight = 1, cap = 0;
         msm_health_t health = {0};
         if (msm_json_expect_object(e, ep) == MSM_OK) {
             msm_json_check_known(e, ep, known);
@@ -126,6 +127,7 @@ static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
             msm_json_get_strn(e, ep, "zone", MSM_JSON_NULLABLE, 64, &zone);
             msm_json_get_int(e, ep, "weight", MSM_JSON_OPTIONAL, 1, 1000, &weight);
             msm_json_get_strn(e, ep, "version", MSM_JSON_NULLABLE, 64, &version);
+            msm_json_get_int(e, ep, "max_concurrency", MSM_JSON_OPTIONAL, 1, 100000, &cap);
             endpoint_health(e, ep, &health);
             if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
                 msm_json_err_add(e, "url", "must be an http:// or https:// URL");
@@ -137,6 +139,7 @@ static void sub_endpoints(msm_json_err_t *e, const json_t *arr, msm_sub_t *s)
             out->zone = dup_or_null(zone);
             out->weight = (int)weight;
             out->version = dup_or_null(version);
+            out->max_concurrency = (int)cap;
             out->health = health;
         } else {
             free(health.path);
@@ -316,6 +319,8 @@ static json_t *endpoint_to_json(const msm_endpoint_t *ep)
 {
     json_t *o = json_pack("{s:s,s:s?,s:i}", "url", ep->url, "zone", ep->zone, "weight",
                           ep->weight);
+    if (o && ep->max_concurrency > 0)
+        json_object_set_new(o, "max_concurrency", json_integer(ep->max_concurrency));
     if (o && ep->version)
         json_object_set_new(o, "version", json_string(ep->version));
     if (o && ep->health.path)

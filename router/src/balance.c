@@ -44,9 +44,17 @@ static int zone_rank(const rt_sub_t *sub, size_t i)
 }
 
 /* @p side: -1 any endpoint, else only those with msm__rt_canary_is() == side. */
+/* An endpoint at its own max_concurrency takes nothing more until a request ends. */
+static int at_cap(const rt_sub_t *sub, size_t i)
+{
+    int cap = sub->conf->endpoints[i].max_concurrency;
+    return cap > 0 && i < sub->neps && sub->eps[i].in_flight >= cap;
+}
+
 static int candidate(const rt_sub_t *sub, size_t i, int64_t now, int side)
 {
     return sub->conf->endpoints[i].weight > 0 && msm__rt_health_usable(sub, i, now) &&
+           !at_cap(sub, i) &&
            (side < 0 || msm__rt_canary_is(sub, i) == side);
 }
 

@@ -463,14 +463,35 @@ static void req_fail(rt_req_t *req, const char *endpoint, const char *why)
     req_put(req->sub, req);
 }
 
-static void send_req(rt_req_t *req)
+/* No endpoint may take the request now (every usable one at its max_concurrency): its
+ * deliveries go back to the front of the queue, in order, until a request ends. */
+static void req_requeue(rt_req_t *req)
+{
+    rt_sub_t *sub = req->sub;
+    for (size_t i = req->n; i > 0; i--) {
+        rt_delivery_t *d = req->items[i - 1];
+        d->next = sub->queue;
+        sub->queue = d;
+        if (!sub->queue_tail)
+            sub->queue_tail = d;
+    }
+    req->n = 0;
+    req_put(sub, req);
+}
+
+/* @returns 0, or 1 when no endpoint could take it (requeued: stop sending for now). */
+static int send_req(rt_req_t *req)
 {
     rt_sub_t *sub = req->sub;
     router_t *rt = sub->rt;
     const msm_endpoint_t *ep = msm__rt_balance_pick(sub);
     if (!ep) {
+        if (sub->in_http > 0) {
+            req_requeue(req);
+            return 1;
+        }
         req_fail(req, "", "no endpoint to push to");
-        return;
+        return 0;
     }
     int64_t now = msm_time_unix_ms();
     int rc = req->n == 1 && sub->conf->max_batch_events <= 1 ? build_single(req, now)
@@ -498,7 +519,7 @@ static void send_req(rt_req_t *req)
         char err[128];
         snprintf(err, sizeof(err), "request not started: %s", msm_err_str(rc));
         req_fail(req, ep->url, err);
-        return;
+        return 0;
     }
     for (size_t i = 0; i < req->n; i++)
         req->items[i]->endpoint = ep->url;
@@ -511,6 +532,7 @@ static void send_req(rt_req_t *req)
     sub->in_http++;
     rt->in_http++;
     msm_gauge_inc(sub->m_in_flight);
+    return 0;
 }
 
 static rt_delivery_t *queue_pop(rt_sub_t *sub)
@@ -618,7 +640,8 @@ void msm__rt_send_queued(rt_sub_t *sub)
             req_put(sub, req);
             continue;
         }
-        send_req(req);
+        if (send_req(req))
+            break;
     }
 }
 

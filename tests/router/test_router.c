@@ -1796,6 +1796,36 @@ static void test_canary_promoted(void)
     stop();
 }
 
+/* An endpoint's own max_concurrency: no more requests to it than that, whatever the
+ * subscription allows; the rest wait (no attempt spent) and go as requests end. */
+static void test_endpoint_concurrency_cap(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"topic\":\"orders\",\"max_concurrency\":10,"
+             "\"endpoints\":[{\"url\":\"%s\",\"max_concurrency\":2}]}",
+             F.url);
+    put_sub(json);
+    start_all();
+    F.mode = HOLD;
+    char ids[5][40];
+    for (int i = 0; i < 5; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "0190a3e2-0000-7000-8000-0000000007%02d", i);
+        append_simple(ids[i]);
+    }
+    wait_held(2, 10000);
+    msm_test_spin(F.loop, 500);
+    CU_ASSERT_EQUAL(held_count(), 2);
+    CU_ASSERT_EQUAL(F.nreqs, 2);
+    F.mode = ANSWER_200;
+    release_held(ANSWER_200);
+    wait_outs(5, 10000);
+    CU_ASSERT_EQUAL(F.nouts, 5);
+    CU_ASSERT_EQUAL(count_kind(MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS), 5);
+    stop();
+}
+
 static CU_TestInfo tests[] = {
     {"ready once the registry and status are there", test_ready},
     {"200: every API.md header, signature, body; SUCCESS", test_headers_and_success},
@@ -1826,6 +1856,7 @@ static CU_TestInfo tests[] = {
     {"locality prefers a zone, a dead endpoint is ejected, no attempt spent",
      test_locality_and_ejection},
     {"active health checks take an endpoint out and back", test_active_health_check},
+    {"an endpoint's max_concurrency caps its requests", test_endpoint_concurrency_cap},
     {"a failing canary is rolled back for every router", test_canary_rolled_back},
     {"a healthy canary keeps its share, then is promoted", test_canary_promoted},
     {NULL, NULL},

@@ -108,6 +108,7 @@ typedef struct {
     char *zone;  /**< NULL when not given */
     int weight;  /**< default 1 */
     char *version; /**< a release label (canary); NULL when not given */
+    int max_concurrency; /**< requests in flight to this endpoint at most; 0 = no cap */
     msm_health_t health;
 } msm_endpoint_t;
 
