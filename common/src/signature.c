@@ -107,7 +107,7 @@ size_t msm_signature_v2_text(const msm_signature_fields_t *f,
                              char *buf,
                              size_t size)
 {
-    piece_t pieces[16];
+    piece_t pieces[16] = {{0}}; /* (n <= 13; zeroed so the compiler need not prove it) */
     int n = v2_pieces(f, body_sha256, pieces);
     size_t total = 0;
     if (size > 0)
@@ -131,7 +131,7 @@ int msm_signature_v2(const char *secret,
                      const char body_sha256[MSM_SIGNATURE_HEX_LEN + 1],
                      char hex[MSM_SIGNATURE_HEX_LEN + 1])
 {
-    piece_t pieces[16];
+    piece_t pieces[16] = {{0}}; /* (n <= 13; zeroed so the compiler need not prove it) */
     int n = v2_pieces(f, body_sha256, pieces);
     if (n < 0) {
         hex[0] = '\0';
