@@ -16,11 +16,8 @@
 
 #define WARN_EVERY_MS 60000 /* a missing topic is logged this often at most */
 
-static void on_announced(msm_err_t err, const char *reason, void *opaque)
+static void warn(flowcontrol_t *fc, msm_err_t err, const char *reason)
 {
-    flowcontrol_t *fc = opaque;
-    if (err == MSM_OK)
-        return;
     int64_t now = fc_now_ms();
     if (now - fc->lifecycle_warned_ms < WARN_EVERY_MS)
         return;
@@ -28,6 +25,21 @@ static void on_announced(msm_err_t err, const char *reason, void *opaque)
     msm_log(MSM_LOG_WARN, FC_FACILITY,
             "lifecycle event not published to topic %s: %s (does the topic exist?)",
             fc->conf.lifecycle_topic, reason ? reason : msm_err_str(err));
+}
+
+/* The append's answer: through a call, which flowcontrol_free() orphans (the append may
+ * outlive the daemon's state). */
+static void on_announced(msm_err_t err, const char *reason, void *opaque)
+{
+    fc_call_t *c = opaque;
+    int same = 0;
+    fc_sub_t *sub = fc_call_sub(c, &same);
+    fc_call_free(c);
+    if (!sub)
+        return;
+    if (err != MSM_OK)
+        warn(sub->fc, err, reason);
+    fc_sub_release(sub);
 }
 
 void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state)
@@ -71,8 +83,15 @@ void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state)
     if (payload && msm_pb_pack(&ev.base, &buf) == MSM_OK) {
         msm_record_t rec = {.key = sub->name, .key_len = strlen(sub->name),
                             .value = buf.data, .value_len = buf.len};
-        if (msm_stream_append(fc->env.stream, stream, &rec, 1, on_announced, fc) != MSM_OK)
-            on_announced(MSM_ERR_NOMEM, "cannot send", fc);
+        fc_call_t *c = fc_call_new(sub);
+        if (!c) {
+            warn(fc, MSM_ERR_NOMEM, "out of memory");
+        } else if (msm_stream_append(fc->env.stream, stream, &rec, 1, on_announced, c) !=
+                   MSM_OK) {
+            fc_sub_release(sub);
+            fc_call_free(c);
+            warn(fc, MSM_ERR_NOMEM, "cannot send");
+        }
     }
     msm_buf_deinit(&buf);
     free(payload);
