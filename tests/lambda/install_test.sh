@@ -2,10 +2,11 @@
 # lambda.install: install the lambda SDK (component lambda-sdk) of a build into a temporary
 # prefix and build a handler against it as a lambda owner would, with cc and pkg-config
 # only: shared, then static. Each binary must answer --help and serve /healthz.
-# Usage: install_test.sh CMAKE BUILD_DIR CC PKG_CONFIG HELLO_C
+# Usage: install_test.sh CMAKE BUILD_DIR CC PKG_CONFIG HELLO_C [EXTRA_CFLAGS]
+# (EXTRA_CFLAGS: a sanitized build's libraries need the same -fsanitize at link time.)
 set -euo pipefail
 
-CMAKE=$1 BUILD=$2 CC=$3 PKG_CONFIG=$4 HELLO=$5
+CMAKE=$1 BUILD=$2 CC=$3 PKG_CONFIG=$4 HELLO=$5 EXTRA=${6:-}
 TMP=$(mktemp -d)
 child=
 cleanup() {
@@ -33,6 +34,8 @@ unset LD_LIBRARY_PATH
 "$PKG_CONFIG" --exists msm-lambda msm-lambda-static || fail "pkg-config does not know msm-lambda"
 libdir=$("$PKG_CONFIG" --variable=libdir msm-lambda)
 std=(-std=c11 -Wall -Wextra -Werror)
+# shellcheck disable=SC2206 # the extra flags are meant to be split
+[[ -n $EXTRA ]] && std+=($EXTRA)
 
 # shellcheck disable=SC2046 # pkg-config output is meant to be split
 "$CC" "${std[@]}" "$HELLO" -o "$TMP/hello-shared" $("$PKG_CONFIG" --cflags --libs msm-lambda)
