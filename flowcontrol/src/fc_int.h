@@ -265,6 +265,10 @@ fc_call_t *fc_call_new(fc_sub_t *sub);
  *  with fc_sub_release() when done), with *gen_ok set when the ownership term is the same;
  *  NULL when orphaned. @p c and its data are freed by fc_call_free(). */
 fc_sub_t *fc_call_sub(fc_call_t *c, int *gen_ok);
+/** @brief The completion of @p c arrived: frees @p c and its data, and returns its
+ *  subscription, referenced, when it is still owned in the same term; else NULL (the
+ *  reference already released). */
+fc_sub_t *fc_call_take(fc_call_t *c);
 /** @brief Unlinks and frees @p c and its data (not the subscription's reference). */
 void fc_call_free(fc_call_t *c);
 

@@ -38,6 +38,18 @@ fc_call_t *fc_call_new(fc_sub_t *sub)
     return c;
 }
 
+fc_sub_t *fc_call_take(fc_call_t *c)
+{
+    int same = 0;
+    fc_sub_t *sub = fc_call_sub(c, &same);
+    fc_call_free(c);
+    if (sub && (!same || !sub->owner || sub->removed)) {
+        fc_sub_release(sub); /* an answer of an earlier term, or of a subscription gone */
+        return NULL;
+    }
+    return sub;
+}
+
 fc_sub_t *fc_call_sub(fc_call_t *c, int *gen_ok)
 {
     *gen_ok = c->sub && c->gen == c->sub->own_gen;

@@ -408,16 +408,9 @@ static void on_load_timer(msm_loop_t *loop, void *opaque)
 static void on_loaded(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
-    fc_call_t *c = opaque;
-    int same = 0;
-    fc_sub_t *sub = fc_call_sub(c, &same);
-    fc_call_free(c);
+    fc_sub_t *sub = fc_call_take(opaque);
     if (!sub)
         return;
-    if (!same || !sub->owner || sub->removed) {
-        fc_sub_release(sub);
-        return;
-    }
     sub->order_loading = 0;
     const char *why = msm_redis_reply_err(reply, err);
     if (why || reply->type != REDIS_REPLY_ARRAY) {
