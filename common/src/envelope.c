@@ -4,7 +4,9 @@
 
 #include "msm/base64.h"
 #include "msm/err.h"
+#include "msm/id.h"
 #include "msm/json.h"
+#include "msm/time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,37 @@ void msm_buf_deinit(msm_buf_t *b)
 {
     free(b->data);
     memset(b, 0, sizeof(*b));
+}
+
+int msm_lifecycle_pack(const char *topic, const char *subscription, const char *type,
+                       const json_t *body, msm_buf_t *out)
+{
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (!payload)
+        return MSM_ERR_NOMEM;
+    char id[MSM_ID_STR_SIZE];
+    msm_id_new_str(id);
+    Msm__V1__Event__AttributesEntry a_type = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT,
+                                    a_sub = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
+    a_type.key = "type";
+    a_type.value = (char *)type;
+    a_sub.key = "subscription";
+    a_sub.value = (char *)subscription;
+    Msm__V1__Event__AttributesEntry *attrs[] = {&a_type, &a_sub};
+    Msm__V1__Event ev = MSM__V1__EVENT__INIT;
+    ev.id = id;
+    ev.topic = (char *)topic;
+    ev.key = (char *)subscription;
+    ev.n_attributes = 2;
+    ev.attributes = attrs;
+    ev.payload.data = (uint8_t *)payload;
+    ev.payload.len = strlen(payload);
+    ev.content_type = "application/json";
+    ev.publish_time_ms = msm_time_unix_ms();
+    ev.priority = 5;
+    int rc = msm_pb_pack(&ev.base, out);
+    free(payload);
+    return rc;
 }
 
 int msm_pb_pack(const ProtobufCMessage *msg, msm_buf_t *out)

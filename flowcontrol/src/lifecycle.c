@@ -6,7 +6,6 @@
  * for a change a crash then undid (the task is retried again). */
 #include "fc_int.h"
 #include "msm/err.h"
-#include "msm/id.h"
 #include "msm/log.h"
 
 #include <inttypes.h>
@@ -55,32 +54,13 @@ void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state)
                              task->last_error ? task->last_error : "", "next_attempt_at",
                              (json_int_t)task->next_attempt_at_ms, "at",
                              (json_int_t)fc_now_ms());
-    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    char id[MSM_ID_STR_SIZE], type[64], stream[FC_KEY_MAX];
-    msm_id_new_str(id);
+    char type[64], stream[FC_KEY_MAX];
     snprintf(type, sizeof(type), "msm.task.%s", state);
     snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, topic);
-    Msm__V1__Event__AttributesEntry a_type = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT,
-                                    a_sub = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
-    a_type.key = "type";
-    a_type.value = type;
-    a_sub.key = "subscription";
-    a_sub.value = sub->name;
-    Msm__V1__Event__AttributesEntry *attrs[] = {&a_type, &a_sub};
-    Msm__V1__Event ev = MSM__V1__EVENT__INIT;
-    ev.id = id;
-    ev.topic = (char *)topic;
-    ev.key = sub->name; /* one subscription's announcements stay in order */
-    ev.n_attributes = 2;
-    ev.attributes = attrs;
-    ev.payload.data = (uint8_t *)payload;
-    ev.payload.len = payload ? strlen(payload) : 0;
-    ev.content_type = "application/json";
-    ev.publish_time_ms = fc_now_ms();
-    ev.priority = 5;
     msm_buf_t buf = {0};
-    if (payload && msm_pb_pack(&ev.base, &buf) == MSM_OK) {
+    int rc = msm_lifecycle_pack(topic, sub->name, type, body, &buf);
+    json_decref(body);
+    if (rc == MSM_OK) {
         msm_record_t rec = {.key = sub->name, .key_len = strlen(sub->name),
                             .value = buf.data, .value_len = buf.len};
         fc_call_t *c = fc_call_new(sub);
@@ -94,5 +74,4 @@ void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state)
         }
     }
     msm_buf_deinit(&buf);
-    free(payload);
 }

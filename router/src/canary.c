@@ -8,7 +8,6 @@
 #include "rt_int.h"
 
 #include "msm/err.h"
-#include "msm/id.h"
 #include "msm/log.h"
 #include "msm/time.h"
 
@@ -200,33 +199,14 @@ static void announce(rt_sub_t *sub, const char *version, rt_canary_state_t st,
     json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I}", "subscription", sub->name, "version",
                              version, "state", state, "reason", reason ? reason : "", "at",
                              (json_int_t)msm_time_unix_ms());
-    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    char id[MSM_ID_STR_SIZE], type[64], stream[KEY_MAX];
-    msm_id_new_str(id);
+    char type[64], stream[KEY_MAX];
     snprintf(type, sizeof(type), "msm.canary.%s", state);
     snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, topic);
-    Msm__V1__Event__AttributesEntry a_type = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT,
-                                    a_sub = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
-    a_type.key = "type";
-    a_type.value = type;
-    a_sub.key = "subscription";
-    a_sub.value = sub->name;
-    Msm__V1__Event__AttributesEntry *attrs[] = {&a_type, &a_sub};
-    Msm__V1__Event ev = MSM__V1__EVENT__INIT;
-    ev.id = id;
-    ev.topic = (char *)topic;
-    ev.key = sub->name; /* one subscription's announcements stay in order */
-    ev.n_attributes = 2;
-    ev.attributes = attrs;
-    ev.payload.data = (uint8_t *)payload;
-    ev.payload.len = payload ? strlen(payload) : 0;
-    ev.content_type = "application/json";
-    ev.publish_time_ms = msm_time_unix_ms();
-    ev.priority = 5;
     msm_buf_t buf = {0};
     char *owned = strdup(topic);
-    if (payload && owned && msm_pb_pack(&ev.base, &buf) == MSM_OK) {
+    int rc = msm_lifecycle_pack(topic, sub->name, type, body, &buf);
+    json_decref(body);
+    if (owned && rc == MSM_OK) {
         msm_record_t rec = {.key = sub->name, .key_len = strlen(sub->name),
                             .value = buf.data, .value_len = buf.len};
         if (msm_stream_append(rt->env.stream, stream, &rec, 1, on_announced, owned) != MSM_OK)
@@ -235,7 +215,6 @@ static void announce(rt_sub_t *sub, const char *version, rt_canary_state_t st,
         free(owned);
     }
     msm_buf_deinit(&buf);
-    free(payload);
 }
 
 /* ---- the shared state ---- */

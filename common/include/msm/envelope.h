@@ -32,6 +32,15 @@ void msm_buf_deinit(msm_buf_t *b);
 int msm_pb_pack(const ProtobufCMessage *msg, msm_buf_t *out);
 
 /**
+ * @brief Packs a lifecycle announcement (flowcontrol's tasks, the router's canaries) into
+ * @p out: a new Event on @p topic with key @p subscription (one subscription's announcements
+ * stay in order), attributes `type` = @p type and `subscription`, and the JSON @p body as
+ * its application/json payload. @returns MSM_OK or MSM_ERR_NOMEM.
+ */
+int msm_lifecycle_pack(const char *topic, const char *subscription, const char *type,
+                       const json_t *body, msm_buf_t *out);
+
+/**
  * @brief Unpacks an event from untrusted bytes.
  * @returns the event (free with msm_event_free) or NULL if the bytes are not a valid Event.
  * @remark protobuf-c does not check that strings are UTF-8: text from outside must be
