@@ -230,19 +230,28 @@ int ctl_sub_delete(ctl_t *c, const char **args, int nargs)
     return on_named(c, "DELETE", "subscriptions", args[0], NULL, "deleted");
 }
 
-/* POST /v1/subscriptions/{name}:<verb> (pause, resume). */
-static int sub_verb(ctl_t *c, const char *name, const char *verb, const char *done_word)
+/* POST /v1/subscriptions/{name}<action> (":pause", "/canary:promote", ...) into @p r.
+ * @returns 0, or -1 once the error is reported. */
+static int sub_post(ctl_t *c, const char *name, const char *action, ctl_resp_t *r)
 {
     char *esc = ctl_escape(c, name);
     if (!esc) {
         ctl_error(c, "out of memory");
-        return CTL_EXIT_ERROR;
+        return -1;
     }
     char path[1024];
-    snprintf(path, sizeof(path), "/v1/subscriptions/%s:%s", esc, verb);
+    snprintf(path, sizeof(path), "/v1/subscriptions/%s%s", esc, action);
     free(esc);
+    return ctl_http(c, "POST", path, NULL, r) != 0 ? -1 : 0;
+}
+
+/* POST /v1/subscriptions/{name}:<verb> (pause, resume). */
+static int sub_verb(ctl_t *c, const char *name, const char *verb, const char *done_word)
+{
+    char action[64];
+    snprintf(action, sizeof(action), ":%s", verb);
     ctl_resp_t r;
-    if (ctl_http(c, "POST", path, NULL, &r) != 0)
+    if (sub_post(c, name, action, &r) != 0)
         return CTL_EXIT_ERROR;
     if (c->o.json)
         ctl_print_raw(&r);
@@ -267,16 +276,10 @@ int ctl_sub_resume(ctl_t *c, const char **args, int nargs)
 /* POST /v1/subscriptions/{name}/canary:<verb>: prints the canary's new state. */
 static int canary_verb(ctl_t *c, const char *name, const char *verb)
 {
-    char *esc = ctl_escape(c, name);
-    if (!esc) {
-        ctl_error(c, "out of memory");
-        return CTL_EXIT_ERROR;
-    }
-    char path[1024];
-    snprintf(path, sizeof(path), "/v1/subscriptions/%s/canary:%s", esc, verb);
-    free(esc);
+    char action[64];
+    snprintf(action, sizeof(action), "/canary:%s", verb);
     ctl_resp_t r;
-    if (ctl_http(c, "POST", path, NULL, &r) != 0)
+    if (sub_post(c, name, action, &r) != 0)
         return CTL_EXIT_ERROR;
     if (c->o.json)
         ctl_print_raw(&r);
