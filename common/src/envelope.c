@@ -13,30 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-int msm_buf_reserve(msm_buf_t *b, size_t extra)
-{
-    if (b->cap - b->len >= extra)
-        return MSM_OK;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < extra) {
-        if (cap > SIZE_MAX / 2)
-            return MSM_ERR_NOMEM;
-        cap *= 2;
-    }
-    uint8_t *data = realloc(b->data, cap);
-    if (!data)
-        return MSM_ERR_NOMEM;
-    b->data = data;
-    b->cap = cap;
-    return MSM_OK;
-}
-
-void msm_buf_deinit(msm_buf_t *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof(*b));
-}
-
 int msm_lifecycle_pack(const char *topic, const char *subscription, const char *type,
                        const json_t *body, msm_buf_t *out)
 {

@@ -8,6 +8,7 @@
 #include "msm/err.h"
 #include "msm/log.h"
 #include "msm/time.h"
+#include "msm/trace.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,37 +179,9 @@ int fe_same_media_type(const char *a, const char *b)
 }
 
 /* W3C trace context: carried when well formed, ignored otherwise. */
-static int hex_run(const char *s, size_t n, int *all_zero)
-{
-    *all_zero = 1;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return 0;
-        if (c != '0')
-            *all_zero = 0;
-    }
-    return 1;
-}
-
-static int traceparent_valid(const char *tp)
-{
-    size_t n = tp ? strlen(tp) : 0;
-    int zero;
-    if (n < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
-        return 0;
-    if (!hex_run(tp, 2, &zero) || strncmp(tp, "ff", 2) == 0)
-        return 0;
-    if (strncmp(tp, "00", 2) == 0 ? n != 55 : (n > 55 && tp[55] != '-'))
-        return 0;
-    if (!hex_run(tp + 3, 32, &zero) || zero || !hex_run(tp + 36, 16, &zero) || zero)
-        return 0;
-    return hex_run(tp + 53, 2, &zero);
-}
-
 void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *tracestate)
 {
-    if (!traceparent_valid(traceparent))
+    if (!msm_traceparent_valid(traceparent))
         return;
     b->traceparent = fe_batch_keep(b, traceparent, strlen(traceparent));
     if (b->traceparent && tracestate && strlen(tracestate) <= 512 &&

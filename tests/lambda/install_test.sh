@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # lambda.install: install the lambda SDK (component lambda-sdk) of a build into a temporary
 # prefix and build a handler against it as a lambda owner would, with cc and pkg-config
-# only: shared, then static. Each binary must answer --help and serve /healthz.
-# Usage: install_test.sh CMAKE BUILD_DIR CC PKG_CONFIG HELLO_C [EXTRA_CFLAGS]
+# only: shared, then static. Each binary must answer --help and serve /healthz. A producer
+# (CLIENT_C, msm/client.h) is built both ways too and run against a port nobody serves.
+# Usage: install_test.sh CMAKE BUILD_DIR CC PKG_CONFIG HELLO_C CLIENT_C [EXTRA_CFLAGS]
 # (EXTRA_CFLAGS: a sanitized build's libraries need the same -fsanitize at link time.)
 set -euo pipefail
 
-CMAKE=$1 BUILD=$2 CC=$3 PKG_CONFIG=$4 HELLO=$5 EXTRA=${6:-}
+CMAKE=$1 BUILD=$2 CC=$3 PKG_CONFIG=$4 HELLO=$5 CLIENT=$6 EXTRA=${7:-}
 TMP=$(mktemp -d)
 child=
 cleanup() {
@@ -24,7 +25,7 @@ PREFIX=$TMP/prefix
 
 # The public headers and nothing else of common/.
 headers=$(cd "$PREFIX/include/msm" && ls | sort | tr '\n' ' ')
-[[ $headers == "config.h err.h lambda.h log.h loop.h " ]] || fail "installed headers: $headers"
+[[ $headers == "client.h config.h err.h lambda.h log.h loop.h " ]] || fail "installed headers: $headers"
 for lib in libmsm-lambda.a libmsm-lambda.so; do
     [[ -e $PREFIX/lib/$lib ]] || fail "missing lib/$lib"
 done
@@ -41,6 +42,10 @@ std=(-std=c11 -Wall -Wextra -Werror)
 "$CC" "${std[@]}" "$HELLO" -o "$TMP/hello-shared" $("$PKG_CONFIG" --cflags --libs msm-lambda)
 # shellcheck disable=SC2046
 "$CC" "${std[@]}" "$HELLO" -o "$TMP/hello-static" $("$PKG_CONFIG" --cflags --libs msm-lambda-static)
+# shellcheck disable=SC2046
+"$CC" "${std[@]}" "$CLIENT" -o "$TMP/client-shared" $("$PKG_CONFIG" --cflags --libs msm-lambda)
+# shellcheck disable=SC2046
+"$CC" "${std[@]}" "$CLIENT" -o "$TMP/client-static" $("$PKG_CONFIG" --cflags --libs msm-lambda-static)
 
 check() { # name, env...: --help, then /healthz on a free port, then SIGTERM
     local bin=$TMP/$1 port= line
@@ -73,3 +78,10 @@ if readelf -d "$TMP/hello-static" 2>/dev/null | grep -q 'libmsm-lambda'; then
     fail "hello-static still needs libmsm-lambda.so"
 fi
 check hello-static
+
+# Port 1 (tcpmux) is served nowhere in practice: the producer must report it, not hang.
+LD_LIBRARY_PATH="$libdir" timeout 20 "$TMP/client-shared" "http://127.0.0.1:1" ||
+    fail "client-shared did not report the unreachable frontend"
+timeout 20 "$TMP/client-static" "http://127.0.0.1:1" ||
+    fail "client-static did not report the unreachable frontend"
+echo "lambda.install: client-shared, client-static ok"

@@ -9,21 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "msm/buf.h" /* msm_buf_t */
 #include "msm/v1/event.pb-c.h"
 #include "msm/v1/publish.pb-c.h"
 #include "msm/v1/task.pb-c.h"
-
-/** A growable byte buffer, reused across packs so hot paths do not allocate per event. */
-typedef struct {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-} msm_buf_t;
-
-/** @brief Makes room for @p extra more bytes after len. @returns MSM_OK or MSM_ERR_NOMEM. */
-int msm_buf_reserve(msm_buf_t *b, size_t extra);
-/** @brief Frees the storage and zeroes @p b. */
-void msm_buf_deinit(msm_buf_t *b);
 
 /**
  * @brief Packs any protobuf-c message into @p out, replacing its contents.
