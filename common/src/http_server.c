@@ -132,6 +132,7 @@ struct msm_http_server_s {
     int hs_stopping;
     uint16_t hs_port;
     size_t hs_max_body;
+    uint64_t hs_max_conn_age_ns; /* 0: no limit */
     char *hs_name;
     msm_metrics_t *hs_metrics;
     int hs_own_metrics;
@@ -839,6 +840,25 @@ static void observe(msm_http_server_t *srv, msm_http_req_t *req, int status)
             secs * 1e3);
 }
 
+/* How long ago the connection of @p req was accepted (on_connection() noted it). */
+static uint64_t connection_age_ns(const msm_http_req_t *req)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->rq_conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    uint64_t opened = ci ? (uint64_t)(uintptr_t)ci->socket_context : 0;
+    return opened ? mono_ns() - opened : 0;
+}
+
+/* Notes when a connection opened, in its socket context (a number, not an allocation). */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    (void)conn;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED)
+        *socket_context = (void *)(uintptr_t)mono_ns();
+}
+
 /* Sends or stores @p resp (NULL: could not build one; the connection will be closed). */
 static int finish(msm_http_req_t *req, int status, const char *content_type,
                   struct MHD_Response *resp)
@@ -850,6 +870,8 @@ static int finish(msm_http_req_t *req, int status, const char *content_type,
         for (size_t i = 0; i < req->rq_nhdrs; i++)
             MHD_add_response_header(resp, req->rq_hdrs[i].h_name, req->rq_hdrs[i].h_value);
     }
+    if (resp && srv->hs_max_conn_age_ns && connection_age_ns(req) > srv->hs_max_conn_age_ns)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     observe(srv, req, status);
     if (req->rq_state == RQ_HANDLER) {
         req->rq_state = RQ_DONE;
@@ -1115,7 +1137,24 @@ void msm_http_server_conf_init(msm_http_server_conf_t *conf)
     memset(conf, 0, sizeof(*conf));
 }
 
-static int listen_on(const char *host, int port, uint16_t *bound, char *errbuf, size_t n)
+/* The local port of socket @p fd. */
+static int socket_port(int fd, uint16_t *port, char *errbuf, size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        snprintf(errbuf, n, "getsockname: %s", strerror(errno));
+        return -1;
+    }
+    if (ss.ss_family == AF_INET6)
+        *port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    else
+        *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return 0;
+}
+
+int msm_http_listen(const char *host, int port, int reuse_port, uint16_t *bound, char *errbuf,
+                    size_t n)
 {
     char portstr[8];
     snprintf(portstr, sizeof(portstr), "%d", port);
@@ -1138,6 +1177,8 @@ static int listen_on(const char *host, int port, uint16_t *bound, char *errbuf, 
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuse_port)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
             break;
         err = errno;
@@ -1149,17 +1190,10 @@ static int listen_on(const char *host, int port, uint16_t *bound, char *errbuf, 
         snprintf(errbuf, n, "bind %s:%d: %s", host, port, strerror(err));
         return -1;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
-        snprintf(errbuf, n, "getsockname: %s", strerror(errno));
+    if (socket_port(fd, bound, errbuf, n) != 0) {
         close(fd);
         return -1;
     }
-    if (ss.ss_family == AF_INET6)
-        *bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    else
-        *bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     return fd;
 }
 
@@ -1238,9 +1272,16 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
         goto nomem;
 
     const char *host = conf->bind_address ? conf->bind_address : "0.0.0.0";
-    lfd = listen_on(host, conf->port, &srv->hs_port, errbuf, errbuf_size);
-    if (lfd < 0)
-        goto fail;
+    if (conf->listen_fd > 0) {
+        lfd = conf->listen_fd;
+        if (socket_port(lfd, &srv->hs_port, errbuf, errbuf_size) != 0)
+            goto fail;
+    } else {
+        lfd = msm_http_listen(host, conf->port, 0, &srv->hs_port, errbuf, errbuf_size);
+        if (lfd < 0)
+            goto fail;
+    }
+    srv->hs_max_conn_age_ns = (uint64_t)conf->max_connection_age_ms * 1000000u;
 
     unsigned max_conns = conf->max_connections ? conf->max_connections : 1024;
     unsigned idle = conf->idle_timeout_s ? conf->idle_timeout_s : 60;
@@ -1251,7 +1292,8 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG,
         srv->hs_port, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
         MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, srv, MHD_OPTION_CONNECTION_LIMIT, max_conns,
         MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_END);
     if (!srv->hs_mhd) {

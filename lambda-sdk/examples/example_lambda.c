@@ -3,14 +3,17 @@
  * handles every subscription ("*"), can fail on purpose (--fail-rate, --fatal-rate, and
  * --fail-attr for poison events), answer late without blocking its loop (--latency-ms: a
  * deferred answer from a loop timer), play an overloaded endpoint (--max-concurrent: 429
- * without Retry-After) and record each invocation as one JSON line (--record FILE). It also
- * shows how a lambda adds its own flags (msm_lambda_add_conf) and hooks. */
+ * without Retry-After), block like slow synchronous code (--busy-ms, for --threads and the
+ * supervisor's autoscaling) and record each invocation as one JSON line (--record FILE). It
+ * also shows how a lambda adds its own flags (msm_lambda_add_conf) and hooks. With
+ * --threads its state is shared by the handler threads under one mutex. */
 #include "msm/lambda.h"
 #include "msm/time.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,12 +27,14 @@ typedef struct {
     long long seed;     /* 0: seeded from the clock and pid */
     int max_concurrent; /* 0: no limit; else answer 429 while this many are in progress */
     char *fail_attr;    /* "NAME=VALUE": events with that attribute always answer retry */
+    int busy_ms;        /* block the handler this long (synchronous work) */
     /* runtime, not settings */
     int record_fd;
     uint64_t rng;
     size_t in_progress;     /* invocations waiting for their --latency-ms timer */
     char *fail_name;        /* fail_attr's NAME (owned), NULL when unset */
     const char *fail_value; /* fail_attr's VALUE (points into fail_attr) */
+    pthread_mutex_t mu;     /* rng and in_progress, when handlers run on threads */
 } example_t;
 
 static const msm_conf_def_t example_conf[] = {
@@ -67,6 +72,14 @@ static const msm_conf_def_t example_conf[] = {
                  NULL,
                  "NAME=VALUE: an event with attribute NAME equal to VALUE always answers retry "
                  "(a poison event)"),
+    MSM_CONF_INT("busy-ms",
+                 example_t,
+                 busy_ms,
+                 0,
+                 0,
+                 3600000,
+                 "block in the handler this many ms, like synchronous work (use --threads to "
+                 "keep serving meanwhile; not with --latency-ms)"),
 };
 
 /* One invocation waiting for its --latency-ms timer. */
@@ -193,9 +206,35 @@ static msm_status_t decide(example_t *ex, const msm_event_t *ev, msm_ctx_t *ctx)
     return st;
 }
 
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* --busy-ms: blocks, then answers; the shared state is touched under the mutex only. */
+static msm_status_t handle_busy(example_t *ex, const msm_event_t *ev, msm_ctx_t *ctx)
+{
+    int64_t received_ms = msm_time_unix_ms();
+    pthread_mutex_lock(&ex->mu);
+    size_t in_flight = ++ex->in_progress;
+    msm_status_t st = decide(ex, ev, ctx);
+    pthread_mutex_unlock(&ex->mu);
+    sleep_ms(ex->busy_ms);
+    json_t *line = record_begin(ex, ev, received_ms, in_flight);
+    pthread_mutex_lock(&ex->mu);
+    ex->in_progress--;
+    pthread_mutex_unlock(&ex->mu);
+    record_end(ex, line, msm_ctx_remaining_ms(ctx) > 0 ? st : MSM_RETRY);
+    return st;
+}
+
 static msm_status_t handle(const msm_event_t *ev, msm_ctx_t *ctx)
 {
     example_t *ex = msm_ctx_opaque(ctx);
+    if (ex->busy_ms > 0)
+        return handle_busy(ex, ev, ctx);
     int64_t received_ms = msm_time_unix_ms();
     /* This one included: the concurrency the endpoint is offered, refused or not. */
     size_t in_flight = ex->in_progress + 1;
@@ -251,8 +290,14 @@ static int parse_fail_attr(example_t *ex)
 
 static int on_start(msm_lambda_t *l, void *opaque)
 {
-    (void)l;
     example_t *ex = opaque;
+    if (msm_lambda_threads(l) > 0 && (ex->busy_ms == 0 || ex->latency_ms > 0 ||
+                                      ex->max_concurrent > 0)) {
+        /* Those paths keep state on the loop (timers, counters) without the mutex. */
+        msm_log(MSM_LOG_ERROR, "example", "with --threads, use --busy-ms (without --latency-ms "
+                                          "or --max-concurrent)");
+        return -1;
+    }
     ex->rng = ex->seed ? (uint64_t)ex->seed
                        : (uint64_t)msm_time_unix_ms() * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid();
     if (ex->rng == 0)
@@ -285,7 +330,7 @@ static int on_stop(msm_lambda_t *l, void *opaque)
 
 int main(int argc, char **argv)
 {
-    example_t ex = {.record_fd = -1};
+    example_t ex = {.record_fd = -1, .mu = PTHREAD_MUTEX_INITIALIZER};
     msm_lambda_t *l = msm_lambda_new("msm-example-lambda");
     if (!l || msm_lambda_on(l, "*", handle) != MSM_OK ||
         msm_lambda_add_conf(l, example_conf, MSM_CONF_COUNT(example_conf), &ex, sizeof(ex)) !=

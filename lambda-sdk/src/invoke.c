@@ -10,11 +10,15 @@
  * `{"results":[{"id","status"}]}` once every event has its verdict. */
 #include "lambda_int.h"
 
+#include "board.h"
+#include "pool.h"
+
 #include "msm/err.h"
 #include "msm/log.h"
 #include "msm/time.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +58,7 @@ struct msm_ctx_s {
     void *cx_cancel_opaque;
     lm_batch_t *cx_batch;     /* a member of a batch push: the verdict goes there */
     size_t cx_index;
+    lm_job_t cx_job;          /* --threads: the handler call handed to a thread */
     char cx_error[256];
 };
 
@@ -106,7 +111,9 @@ static void observe(msm_ctx_t *ctx, lm_result_t result)
 {
     lm_handler_t *h = ctx->cx_handler;
     msm_counter_inc(h->h_results[result]);
-    msm_histogram_observe(h->h_duration, (double)(msm_time_mono_us() - ctx->cx_start_us) / 1e6);
+    uint64_t took_us = msm_time_mono_us() - ctx->cx_start_us;
+    msm_histogram_observe(h->h_duration, (double)took_us / 1e6);
+    msm__slot_answered(ctx->cx_lambda->lm_slot, result != LM_RESULT_OK, took_us);
     msm_log(MSM_LOG_DEBUG, FAC, "event %s subscription=%s attempt=%d: %s", msm_event_id(ctx->cx_ev),
             msm_event_subscription(ctx->cx_ev), msm_event_attempt(ctx->cx_ev),
             result_names[result]);
@@ -150,6 +157,8 @@ static msm_status_t answer(msm_ctx_t *ctx, msm_status_t status, int deadline_hit
     } else if (result == LM_RESULT_FATAL) {
         respond_failure(ctx, 500, "fatal", "FATAL", "the handler failed this event for good");
     } else if (result == LM_RESULT_DEADLINE) {
+        if (ctx->cx_in_handler) /* a handler thread may still be writing cx_error */
+            ctx->cx_error[0] = '\0';
         respond_failure(ctx, 503, "retry", "DEADLINE_EXCEEDED",
                         "the handler did not finish before Msm-Deadline");
     } else if (ctx->cx_retry_after_ms > 0) {
@@ -213,6 +222,16 @@ static void on_deadline(msm_loop_t *loop, void *opaque)
     msm_ctx_t *ctx = opaque;
     answer(ctx, MSM_RETRY, 1);
     ctx_release(ctx);
+}
+
+static void start_deadline_timer(msm_ctx_t *ctx)
+{
+    int64_t d = msm_event_deadline_ms(ctx->cx_ev);
+    if (d <= 0)
+        return;
+    int64_t left = d - msm_time_unix_ms();
+    msm_loop_timer_start(ctx->cx_lambda->lm_loop, &ctx->cx_deadline_timer,
+                         left > 0 ? (uint64_t)left : 0, on_deadline, ctx);
 }
 
 /* The HTTP server is going away with our late answer still owed: it answers 503 itself. */
@@ -296,28 +315,65 @@ static int signature_ok(msm_lambda_t *l, msm_http_req_t *req, int batch)
     return 1;
 }
 
-static void run_handler(msm_ctx_t *ctx)
+/* The handler call itself, on the loop thread or handler thread @p thread, posted to the
+ * board so the supervisor sees it running (utilisation, watchdog). */
+static msm_status_t call_handler(msm_ctx_t *ctx, unsigned thread)
+{
+    lm_slot_t *slot = ctx->cx_lambda->lm_slot;
+    msm__slot_begin(slot, thread, msm_event_deadline_ms(ctx->cx_ev));
+    msm_status_t st = ctx->cx_handler->h_cb(ctx->cx_ev, ctx);
+    msm__slot_end(slot, thread);
+    return st;
+}
+
+/* After the handler returned @p st (on the loop thread): answer, or wait for
+ * msm_ctx_complete() with a deadline timer. */
+static void handler_returned(msm_ctx_t *ctx, msm_status_t st)
 {
     msm_lambda_t *l = ctx->cx_lambda;
-    ctx->cx_in_handler = 1;
-    msm_status_t st = ctx->cx_handler->h_cb(ctx->cx_ev, ctx);
     ctx->cx_in_handler = 0;
     if (ctx->cx_early_status >= 0)
         st = ctx->cx_early_status;
     if (st != MSM_LATER) {
         ctx->cx_handler_done = 1;
+        msm_loop_timer_stop(l->lm_loop, &ctx->cx_deadline_timer);
         answer(ctx, st, 0);
         ctx_release(ctx);
         return;
     }
-    if (!ctx->cx_batch) /* a batch's request has one cancel hook for all its events */
+    if (ctx->cx_req && !ctx->cx_batch) /* a batch's request has one cancel hook */
         msm_http_req_on_cancel(ctx->cx_req, on_request_cancel, ctx);
-    int64_t d = msm_event_deadline_ms(ctx->cx_ev);
-    if (d > 0) {
-        int64_t left = d - msm_time_unix_ms();
-        msm_loop_timer_start(l->lm_loop, &ctx->cx_deadline_timer, left > 0 ? (uint64_t)left : 0,
-                             on_deadline, ctx);
+    if (!msm_timer_active(&ctx->cx_deadline_timer))
+        start_deadline_timer(ctx);
+}
+
+static void run_handler(msm_ctx_t *ctx)
+{
+    msm_lambda_t *l = ctx->cx_lambda;
+    ctx->cx_in_handler = 1;
+    if (l->lm_pool) {
+        /* The router is answered at the deadline even while the thread is still busy. */
+        start_deadline_timer(ctx);
+        if (!ctx->cx_batch && ctx->cx_req)
+            msm_http_req_on_cancel(ctx->cx_req, on_request_cancel, ctx);
+        msm__pool_submit(l->lm_pool, &ctx->cx_job);
+        return;
     }
+    handler_returned(ctx, call_handler(ctx, 0));
+}
+
+int msm__lambda_run_job(lm_job_t *job, unsigned thread, void *opaque)
+{
+    (void)opaque;
+    msm_ctx_t *ctx = (msm_ctx_t *)(void *)((char *)job - offsetof(msm_ctx_t, cx_job));
+    return call_handler(ctx, thread);
+}
+
+void msm__lambda_job_done(lm_job_t *job, int result, void *opaque)
+{
+    (void)opaque;
+    msm_ctx_t *ctx = (msm_ctx_t *)(void *)((char *)job - offsetof(msm_ctx_t, cx_job));
+    handler_returned(ctx, result);
 }
 
 /* ---- batch push ---- */
@@ -532,10 +588,19 @@ void msm__lambda_cancel_all(msm_lambda_t *l)
 {
     while (l->lm_ctxs) {
         msm_ctx_t *ctx = l->lm_ctxs;
-        if (!ctx->cx_handler_done && ctx->cx_cancel_cb)
-            ctx->cx_cancel_cb(ctx, ctx->cx_cancel_opaque);
         msm_log(MSM_LOG_WARN, FAC, "event %s: abandoned at shutdown", msm_event_id(ctx->cx_ev));
         ctx->cx_req = NULL;
+        if (l->lm_pool && ctx->cx_in_handler) {
+            /* Its handler thread still runs and may touch it: leave it to the exit. */
+            l->lm_ctxs = ctx->cx_next;
+            if (l->lm_ctxs)
+                l->lm_ctxs->cx_prev = NULL;
+            l->lm_inflight--;
+            msm_loop_timer_stop(l->lm_loop, &ctx->cx_deadline_timer);
+            continue;
+        }
+        if (!ctx->cx_handler_done && ctx->cx_cancel_cb)
+            ctx->cx_cancel_cb(ctx, ctx->cx_cancel_opaque);
         ctx_free(ctx);
     }
 }

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The lambda object and msm_lambda_main(): settings (the SDK's table plus the lambda's own,
- * loaded as one), the HTTP server with a POST route for every path, metrics, start/stop
- * hooks, and the SIGTERM drain. One process for now: the Atlas-style supervisor (prefork,
- * autoscaling, canary) is a later step, its flags are accepted and documented already. */
+ * loaded as one), then either the supervisor (supervisor.c: workers, autoscaling, canary)
+ * or, in a worker process, the HTTP server with a POST route for every path on the
+ * supervisor's socket, metrics, handler threads, start/stop hooks and the SIGTERM drain. */
 #include "lambda_int.h"
+
+#include "board.h"
+#include "pool.h"
 
 #include "msm/err.h"
 #include "msm/log.h"
@@ -79,27 +82,90 @@ static const msm_conf_def_t lm_conf_defs[] = {
                  lc_min_workers,
                  1,
                  1,
-                 1024,
-                 "worker processes always running (not yet: single process)"),
+                 LM_MAX_WORKERS,
+                 "worker processes always running (the supervisor restarts any that dies)"),
     MSM_CONF_INT("max-workers",
                  lm_conf_t,
                  lc_max_workers,
-                 1,
-                 1,
-                 1024,
-                 "most worker processes when autoscaling (not yet: single process)"),
+                 0,
+                 0,
+                 LM_MAX_WORKERS,
+                 "most worker processes: above --min-workers they come and go with the load "
+                 "(0: as many as --min-workers)"),
+    MSM_CONF_INT("threads",
+                 lm_conf_t,
+                 lc_threads,
+                 0,
+                 0,
+                 LM_MAX_THREADS,
+                 "handler threads per worker, for handlers that block (0: handlers run on the "
+                 "worker's event loop and must not block)"),
+    MSM_CONF_INT("target-utilization",
+                 lm_conf_t,
+                 lc_target_utilization,
+                 60,
+                 10,
+                 100,
+                 "percent of handler capacity (workers x threads) to keep busy when "
+                 "autoscaling (60: 40%% headroom)"),
+    MSM_CONF_INT("scale-down-delay-ms",
+                 lm_conf_t,
+                 lc_scale_down_delay_ms,
+                 10000,
+                 1000,
+                 3600000,
+                 "stop workers only when fewer were wanted all this time"),
+    MSM_CONF_INT("watchdog-ms",
+                 lm_conf_t,
+                 lc_watchdog_ms,
+                 30000,
+                 100,
+                 86400000,
+                 "kill and restart a worker whose handler runs this long past its event's "
+                 "deadline (or in all, without one), or whose loop is stuck this long"),
+    MSM_CONF_INT("admin-port",
+                 lm_conf_t,
+                 lc_admin_port,
+                 0,
+                 0,
+                 65535,
+                 "the supervisor's HTTP port: /healthz /readyz /metrics /debug/info "
+                 "/debug/workers (0: any free port, logged)"),
+    MSM_CONF_INT("max-connection-age-ms",
+                 lm_conf_t,
+                 lc_max_connection_age_ms,
+                 2000,
+                 0,
+                 86400000,
+                 "answer Connection: close on connections older than this, so keep-alive "
+                 "clients spread over new workers (0: never)"),
     MSM_CONF_STR("canary",
                  lm_conf_t,
                  lc_canary,
                  NULL,
-                 "binary of a new release to run beside this one (not yet: single process)"),
+                 "binary of a new release (built with this SDK) to run beside this one on a "
+                 "share of the workers; promoted or rolled back by itself"),
     MSM_CONF_INT("canary-share",
                  lm_conf_t,
                  lc_canary_share,
                  10,
-                 0,
+                 1,
+                 99,
+                 "percent of the workers that run the canary (at least one)"),
+    MSM_CONF_INT("canary-window-ms",
+                 lm_conf_t,
+                 lc_canary_window_ms,
+                 60000,
                  100,
-                 "percent of pushes the canary gets (not yet: single process)"),
+                 86400000,
+                 "compare the canary with the current release this long before promoting"),
+    MSM_CONF_INT("canary-min-events",
+                 lm_conf_t,
+                 lc_canary_min_events,
+                 100,
+                 1,
+                 100000000,
+                 "answers the canary must give before any verdict"),
     MSM_CONF_ENUM("logging.level",
                   lm_conf_t,
                   lc_logging_level,
@@ -133,6 +199,7 @@ msm_lambda_t *msm_lambda_new(const char *name)
         return NULL;
     }
     msm_timer_init(&l->lm_drain_timer);
+    msm_timer_init(&l->lm_heartbeat_timer);
     return l;
 }
 
@@ -265,6 +332,11 @@ int msm_lambda_on_stop(msm_lambda_t *l, msm_lambda_hook_t *hook, void *opaque)
 msm_loop_t *msm_lambda_loop(msm_lambda_t *l)
 {
     return l->lm_loop;
+}
+
+int msm_lambda_threads(const msm_lambda_t *l)
+{
+    return l->lm_conf.lc_threads;
 }
 
 int msm_lambda_port(const msm_lambda_t *l)
@@ -452,6 +524,7 @@ static void on_drain_timeout(msm_loop_t *loop, void *opaque)
 static void begin_drain(msm_lambda_t *l)
 {
     l->lm_draining = 1;
+    atomic_store_explicit(&l->lm_slot->s_state, LM_SLOT_DRAINING, memory_order_relaxed);
     msm_http_server_quiesce(l->lm_srv);
     msm_log(MSM_LOG_INFO, FAC, "draining: %zu invocation(s) in flight", l->lm_inflight);
     if (l->lm_inflight == 0) {
@@ -519,15 +592,39 @@ static void restore_signals(const saved_signals_t *saved)
 
 /* ---- serving ---- */
 
-static void warn_not_yet(const msm_lambda_t *l)
+static void warn_no_handlers(const msm_lambda_t *l)
 {
-    const lm_conf_t *c = &l->lm_conf;
-    if (c->lc_min_workers != 1 || c->lc_max_workers != 1 || (c->lc_canary && *c->lc_canary))
-        msm_log(MSM_LOG_WARN, FAC,
-                "--min-workers, --max-workers and --canary are not implemented yet: "
-                "serving from this single process");
     if (l->lm_nhandlers == 0)
         msm_log(MSM_LOG_WARN, FAC, "no handlers registered: every push will get 404");
+}
+
+/* ---- the worker's place on the board ---- */
+
+typedef struct {
+    int we_listen_fd;
+    int we_board_fd;
+    unsigned we_slot;
+} worker_env_t;
+
+static int parse_worker_env(const char *s, worker_env_t *we)
+{
+    char tail;
+    return s && sscanf(s, "%d,%d,%u%c", &we->we_listen_fd, &we->we_board_fd, &we->we_slot,
+                       &tail) == 3 && we->we_listen_fd > 2 && we->we_board_fd > 2
+               ? 0
+               : -1;
+}
+
+static void on_heartbeat(msm_loop_t *loop, void *opaque)
+{
+    msm_lambda_t *l = opaque;
+    atomic_store_explicit(&l->lm_slot->s_heartbeat_ms, msm__board_now_ms(),
+                          memory_order_relaxed);
+    /* Several beats per watchdog period: a late one must not look like a hang. */
+    uint64_t every = (uint64_t)l->lm_conf.lc_watchdog_ms / 4;
+    if (every > LM_HEARTBEAT_MS)
+        every = LM_HEARTBEAT_MS;
+    msm_loop_timer_start(loop, &l->lm_heartbeat_timer, every > 0 ? every : 1, on_heartbeat, l);
 }
 
 static int run_start_hooks(msm_lambda_t *l)
@@ -547,12 +644,14 @@ static void run_stop_hooks(msm_lambda_t *l)
         l->lm_stop_hooks[i].hk_cb(l, l->lm_stop_hooks[i].hk_opaque);
 }
 
-static msm_http_server_t *start_server(msm_lambda_t *l, const json_t *conf_json)
+static msm_http_server_t *start_server(msm_lambda_t *l, const json_t *conf_json, int listen_fd)
 {
     msm_http_server_conf_t hc;
     msm_http_server_conf_init(&hc);
     hc.bind_address = l->lm_conf.lc_bind;
     hc.port = l->lm_conf.lc_port;
+    hc.listen_fd = listen_fd;
+    hc.max_connection_age_ms = (unsigned)l->lm_conf.lc_max_connection_age_ms;
     hc.max_body_bytes = (size_t)l->lm_conf.lc_max_body_bytes;
     hc.name = l->lm_name;
     hc.config = conf_json;
@@ -564,13 +663,23 @@ static msm_http_server_t *start_server(msm_lambda_t *l, const json_t *conf_json)
     return srv;
 }
 
-static int serve(msm_lambda_t *l, const json_t *conf_json)
+/* A worker process: serves the supervisor's socket, posts to its board slot. */
+static int serve(msm_lambda_t *l, const json_t *conf_json, const worker_env_t *we)
 {
     int rc = EXIT_FAILED, started = 0, sigfd = -1, signals_set = 0;
     saved_signals_t saved;
-    msm_log_setup(l->lm_name, (msm_log_level_t)l->lm_conf.lc_logging_level,
-                  (msm_log_format_t)l->lm_conf.lc_logging_format, NULL);
-    warn_not_yet(l);
+    lm_board_t *board = msm__board_map(we->we_board_fd);
+    close(we->we_board_fd);
+    if (!board || we->we_slot >= board->b_nslots) {
+        close(we->we_listen_fd);
+        msm_log(MSM_LOG_ERROR, FAC, "worker: no board from the supervisor");
+        msm__board_unmap(board);
+        return EXIT_FAILED;
+    }
+    l->lm_slot = &board->b_slots[we->we_slot];
+    atomic_store_explicit(&l->lm_slot->s_pid, (int32_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&l->lm_slot->s_heartbeat_ms, msm__board_now_ms(),
+                          memory_order_relaxed);
     l->lm_serving = 1;
     l->lm_loop = msm_loop_new();
     /* Our registry, lent to the server: invocations still counted after the server is gone
@@ -585,9 +694,16 @@ static int serve(msm_lambda_t *l, const json_t *conf_json)
         msm_log(MSM_LOG_ERROR, FAC, "cannot set up the replay cache: out of memory");
         goto out;
     }
-    l->lm_srv = start_server(l, conf_json);
+    l->lm_srv = start_server(l, conf_json, we->we_listen_fd);
     if (!l->lm_srv)
         goto out;
+    if (l->lm_conf.lc_threads > 0 &&
+        !(l->lm_pool = msm__pool_new(l->lm_loop, (unsigned)l->lm_conf.lc_threads,
+                                     msm__lambda_run_job, msm__lambda_job_done, l))) {
+        msm_log(MSM_LOG_ERROR, FAC, "cannot start %d handler threads: %s", l->lm_conf.lc_threads,
+                strerror(errno));
+        goto out;
+    }
     l->lm_port = msm_http_server_port(l->lm_srv);
     if (register_metrics(l, l->lm_metrics) != 0 || add_push_routes(l) != 0) {
         msm_log(MSM_LOG_ERROR, FAC, "cannot set up metrics or routes (out of memory?)");
@@ -603,8 +719,11 @@ static int serve(msm_lambda_t *l, const json_t *conf_json)
     if (run_start_hooks(l) != 0)
         goto out;
     started = 1;
-    msm_log(MSM_LOG_INFO, FAC, "%s ready on port %u with %zu handler(s)", l->lm_name,
-            (unsigned)l->lm_port, l->lm_nhandlers);
+    on_heartbeat(l->lm_loop, l);
+    atomic_store_explicit(&l->lm_slot->s_state, LM_SLOT_READY, memory_order_release);
+    msm_log(MSM_LOG_INFO, FAC, "worker %u (pid %d) ready on port %u with %zu handler(s), %d thread(s)",
+            we->we_slot, (int)getpid(), (unsigned)l->lm_port, l->lm_nhandlers,
+            l->lm_conf.lc_threads);
     msm_loop_run(l->lm_loop);
     rc = l->lm_forced ? EXIT_FAILED : EXIT_CLEAN;
 out:
@@ -614,7 +733,10 @@ out:
     if (l->lm_loop) {
         msm__lambda_cancel_all(l);
         msm_loop_timer_stop(l->lm_loop, &l->lm_drain_timer);
+        msm_loop_timer_stop(l->lm_loop, &l->lm_heartbeat_timer);
     }
+    msm__pool_free(l->lm_pool, !l->lm_forced);
+    l->lm_pool = NULL;
     if (started)
         run_stop_hooks(l);
     if (signals_set)
@@ -629,7 +751,9 @@ out:
     l->lm_metrics = NULL;
     msm__replay_free(l->lm_replay);
     l->lm_replay = NULL;
-    msm_log(MSM_LOG_INFO, FAC, "%s stopped", l->lm_name);
+    msm_log(MSM_LOG_INFO, FAC, "worker %u (pid %d) stopped", we->we_slot, (int)getpid());
+    l->lm_slot = NULL;
+    msm__board_unmap(board);
     return rc;
 }
 
@@ -641,8 +765,23 @@ int msm_lambda_main(msm_lambda_t *l, int argc, char **argv)
     }
     json_t *conf_json = NULL;
     int rc = load_conf(l, argc, argv, &conf_json);
-    if (rc == KEEP_GOING)
-        rc = serve(l, conf_json);
+    if (rc == KEEP_GOING) {
+        msm_log_setup(l->lm_name, (msm_log_level_t)l->lm_conf.lc_logging_level,
+                      (msm_log_format_t)l->lm_conf.lc_logging_format, NULL);
+        const char *env = getenv(LM_WORKER_ENV);
+        worker_env_t we;
+        if (!env) {
+            warn_no_handlers(l);
+            rc = msm__supervise(l, argc, argv, conf_json);
+        } else if (parse_worker_env(env, &we) == 0) {
+            unsetenv(LM_WORKER_ENV); /* not for the handlers' own child processes */
+            rc = serve(l, conf_json, &we);
+        } else {
+            msm_log(MSM_LOG_ERROR, FAC, "%s=\"%s\" is not LISTEN_FD,BOARD_FD,SLOT", LM_WORKER_ENV,
+                    env);
+            rc = EXIT_FAILED;
+        }
+    }
     json_decref(conf_json);
     msm_lambda_free(l);
     return rc;

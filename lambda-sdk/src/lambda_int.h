@@ -12,14 +12,27 @@
 #include <signal.h>
 #include <stdint.h>
 
+/** Most worker processes (--max-workers). */
+#define LM_MAX_WORKERS 256
+/** How often (at most) a worker tells the board its loop is alive. */
+#define LM_HEARTBEAT_MS 1000
+
 /* The SDK's own settings (the table lives in lambda.c). */
 typedef struct {
     int lc_port;
     char *lc_bind;
     int lc_min_workers;
     int lc_max_workers;
+    int lc_threads;
+    int lc_target_utilization; /* percent */
+    int lc_scale_down_delay_ms;
+    int lc_watchdog_ms;
+    int lc_admin_port;
+    int lc_max_connection_age_ms;
     char *lc_canary;
     int lc_canary_share;
+    int lc_canary_window_ms;
+    int lc_canary_min_events;
     char *lc_secret; /* comma-separated: any one may match */
     int lc_signature_tolerance_s;
     int lc_replay_cache_size;
@@ -57,6 +70,8 @@ typedef struct {
 } lm_hook_t;
 
 typedef struct lm_replay_s lm_replay_t;
+typedef struct lm_pool_s lm_pool_t;
+typedef struct lm_job_s lm_job_t;
 
 struct msm_lambda_s {
     char *lm_name;
@@ -89,6 +104,9 @@ struct msm_lambda_s {
     msm_metric_child_t *lm_m_inflight;
     msm_metric_child_t *lm_m_v1_only;
     lm_replay_t *lm_replay;    /* signatures seen within the tolerance window, or NULL */
+    lm_pool_t *lm_pool;        /* handler threads (--threads > 0), or NULL: the loop's */
+    struct lm_slot_s *lm_slot; /* this worker's slot on the supervisor's board */
+    msm_timer_t lm_heartbeat_timer;
     uint64_t lm_v1_warned_us;  /* monotonic time of the last v1-only warning */
 };
 
@@ -178,5 +196,21 @@ void msm__lambda_cancel_all(msm_lambda_t *l);
 
 /** Called whenever an invocation is released: lets a drain finish. */
 void msm__lambda_released(msm_lambda_t *l);
+
+/** The handler threads' job (pool.h): run the handler of a ctx, hand its status back. */
+int msm__lambda_run_job(lm_job_t *job, unsigned thread, void *opaque);
+void msm__lambda_job_done(lm_job_t *job, int result, void *opaque);
+
+/* ---- supervisor.c ---- */
+
+/** Worker processes find these in their environment: "LISTEN_FD,BOARD_FD,SLOT". */
+#define LM_WORKER_ENV "MSM_LAMBDA_WORKER"
+
+/**
+ * Runs the supervisor (the settings are loaded): binds the port, starts the workers (this
+ * binary, or the canary's, run again with LM_WORKER_ENV set), keeps them alive, scales
+ * them, judges a canary, drains on SIGTERM. @returns msm_lambda_main()'s exit code.
+ */
+int msm__supervise(msm_lambda_t *l, int argc, char **argv, const json_t *conf_json);
 
 #endif

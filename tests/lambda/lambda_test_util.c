@@ -23,6 +23,25 @@ double lt_now_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+long long lt_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int lt_suite_setup(char *dir, size_t n)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return lt_tmpdir(dir, n);
+}
+
+void lt_suite_teardown(const char *dir)
+{
+    lt_rmdir(dir);
+    curl_global_cleanup();
+}
+
 int lt_tmpdir(char *buf, size_t n)
 {
     const char *base = getenv("TMPDIR");

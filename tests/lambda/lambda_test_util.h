@@ -54,4 +54,12 @@ char *lt_read_file(const char *path, size_t *len);
 /** @brief Monotonic milliseconds. */
 double lt_now_ms(void);
 
+/** @brief Unix time in milliseconds. */
+long long lt_unix_ms(void);
+
+/** @brief A suite's setup: libcurl's global init and a fresh temporary @p dir. @returns 0. */
+int lt_suite_setup(char *dir, size_t n);
+/** @brief ... and its teardown. */
+void lt_suite_teardown(const char *dir);
+
 #endif

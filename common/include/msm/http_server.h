@@ -51,7 +51,24 @@ typedef struct {
                                    secrets before); NULL = null */
     unsigned max_connections; /**< 0 = 1024 */
     unsigned idle_timeout_s;  /**< idle keep-alive connections close after it; 0 = 60 */
+    /** > 0: serve this listening socket (the server owns it from then on, even on failure)
+     *  instead of binding bind_address:port; a prefork supervisor hands it to workers. */
+    int listen_fd;
+    /** > 0: a response on a connection older than this says `Connection: close`, so a
+     *  keep-alive client reconnects and the kernel may hand it to another process serving
+     *  the same socket (gRPC's max connection age); 0 = connections live until idle. */
+    unsigned max_connection_age_ms;
 } msm_http_server_conf_t;
+
+/**
+ * @brief Binds a listening TCP socket (non-blocking, close-on-exec, SO_REUSEADDR, and
+ * SO_REUSEPORT when @p reuse_port) on @p host:@p port (0: a free port), for
+ * msm_http_server_conf_t.listen_fd.
+ * @param bound receives the port bound
+ * @returns the socket, or -1 with a reason in @p errbuf.
+ */
+int msm_http_listen(const char *host, int port, int reuse_port, uint16_t *bound, char *errbuf,
+                    size_t errbuf_size);
 
 /** @brief Fills @p conf with the defaults above (all zero / NULL). */
 void msm_http_server_conf_init(msm_http_server_conf_t *conf);

@@ -14,9 +14,18 @@
  * push") calls the handler once per event, each with its own ctx, and answers the router
  * `{"results":[{"id","status"}]}` once every event has its verdict.
  *
- * Threading: one event loop on the thread that called msm_lambda_main(); handlers, hooks
- * and every msm_ctx_*() call run on it. A handler must not block: to answer later it
- * returns MSM_LATER and calls msm_ctx_complete() from a loop callback (a timer, an fd). */
+ * Processes: msm_lambda_main() is a supervisor (docs/lambda.md) that runs the lambda in
+ * worker processes — this same binary started again — sharing the port: between
+ * --min-workers and --max-workers as the load asks, each restarted when it dies or hangs,
+ * and --canary's binary on a share of them until it is promoted or rolled back. Hooks and
+ * handlers run in the workers; a worker's state is its own.
+ *
+ * Threading in a worker: one event loop; hooks run on it. With --threads 0 (the default)
+ * handlers run on the loop too and must not block: to answer later one returns MSM_LATER
+ * and calls msm_ctx_complete() from a loop callback (a timer, an fd). With --threads N,
+ * handlers run on N handler threads and may block (each holds only its thread); from
+ * there, use the msm_ctx_*() calls about the invocation but not msm_ctx_loop() (the loop
+ * is not thread-safe), and a handler returning MSM_LATER must complete on the loop. */
 #ifndef MSM_LAMBDA_H
 #define MSM_LAMBDA_H
 
@@ -118,6 +127,10 @@ int msm_lambda_on_stop(msm_lambda_t *l, msm_lambda_hook_t *hook, void *opaque);
 
 /** @brief The loop msm_lambda_main() runs (NULL before it starts): for timers in hooks. */
 msm_loop_t *msm_lambda_loop(msm_lambda_t *l);
+
+/** @brief Handler threads per worker (--threads; 0 = handlers run on the loop). Valid from
+ *  the start hooks on. */
+int msm_lambda_threads(const msm_lambda_t *l);
 
 /** @brief The HTTP port actually bound (0 before msm_lambda_main() bound it). */
 int msm_lambda_port(const msm_lambda_t *l);
