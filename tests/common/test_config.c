@@ -7,6 +7,7 @@
 #include "msm/log.h"
 #include "msm/stream.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

@@ -19,11 +19,13 @@
 #ifndef MSM_CONFIG_H
 #define MSM_CONFIG_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+/* jansson's json_t, declared only: including msm/config.h does not require jansson. */
+struct json_t;
 
 /** Kinds of setting. */
 typedef enum {
@@ -261,7 +263,7 @@ void msm_conf_help(const msm_conf_def_t *defs, size_t ndefs, FILE *out, const ch
  * secret or token are masked.
  * @returns a new reference (caller json_decref()s it), or NULL when out of memory.
  */
-json_t *msm_conf_to_json(const msm_conf_def_t *defs, size_t ndefs, const void *conf);
+struct json_t *msm_conf_to_json(const msm_conf_def_t *defs, size_t ndefs, const void *conf);
 
 /**
  * @brief The environment variable of @p name: "MSM_" + upper case, '.' and '-' → '_'.
