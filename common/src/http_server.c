@@ -840,6 +840,15 @@ static void observe(msm_http_server_t *srv, msm_http_req_t *req, int status)
             secs * 1e3);
 }
 
+/* The handler set response header @p name already. */
+static int has_header(const msm_http_req_t *req, const char *name)
+{
+    for (size_t i = 0; i < req->rq_nhdrs; i++)
+        if (strcasecmp(req->rq_hdrs[i].h_name, name) == 0)
+            return 1;
+    return 0;
+}
+
 /* How long ago the connection of @p req was accepted (on_connection() noted it). */
 static uint64_t connection_age_ns(const msm_http_req_t *req)
 {
@@ -870,7 +879,8 @@ static int finish(msm_http_req_t *req, int status, const char *content_type,
         for (size_t i = 0; i < req->rq_nhdrs; i++)
             MHD_add_response_header(resp, req->rq_hdrs[i].h_name, req->rq_hdrs[i].h_value);
     }
-    if (resp && srv->hs_max_conn_age_ns && connection_age_ns(req) > srv->hs_max_conn_age_ns)
+    if (resp && srv->hs_max_conn_age_ns && !has_header(req, MHD_HTTP_HEADER_CONNECTION) &&
+        connection_age_ns(req) > srv->hs_max_conn_age_ns)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     observe(srv, req, status);
     if (req->rq_state == RQ_HANDLER) {
@@ -1395,6 +1405,13 @@ void msm_http_server_free(msm_http_server_t *srv)
 uint16_t msm_http_server_port(const msm_http_server_t *srv)
 {
     return srv->hs_port;
+}
+
+unsigned msm_http_server_connections(const msm_http_server_t *srv)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(srv->hs_mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info ? info->num_connections : 0;
 }
 
 msm_metrics_t *msm_http_server_metrics(msm_http_server_t *srv)

@@ -520,6 +520,9 @@ static int is_batch(const msm_http_req_t *req)
 void msm__lambda_on_push(msm_http_req_t *req, void *opaque)
 {
     msm_lambda_t *l = opaque;
+    l->lm_last_push_us = msm_time_mono_us();
+    if (l->lm_retiring && !l->lm_draining) /* served, then the client goes elsewhere */
+        msm_http_add_header(req, "Connection", "close");
     if (l->lm_draining) {
         /* Close the connection too, so the router's next try opens one elsewhere. */
         msm_http_add_header(req, "Connection", "close");

@@ -10,6 +10,7 @@
 
 #include "msm/err.h"
 #include "msm/log.h"
+#include "msm/time.h"
 #include "msm/version.h"
 
 #include <errno.h>
@@ -107,7 +108,7 @@ static const msm_conf_def_t lm_conf_defs[] = {
                  10,
                  100,
                  "percent of handler capacity (workers x threads) to keep busy when "
-                 "autoscaling (60: 40%% headroom)"),
+                 "autoscaling (60: 40% headroom)"),
     MSM_CONF_INT("scale-down-delay-ms",
                  lm_conf_t,
                  lc_scale_down_delay_ms,
@@ -182,9 +183,15 @@ static const msm_conf_def_t lm_conf_defs[] = {
 #define LM_NCONF MSM_CONF_COUNT(lm_conf_defs)
 
 /* Signals reach us through these (the only globals: a handler needs them). The fd is an
- * eventfd the loop watches, set before the handlers are installed. */
-static volatile sig_atomic_t lm_signals;
+ * eventfd the loop watches, set before the handlers are installed. Only the supervisor's
+ * own signals count towards a forced stop: a signal sent to the whole process group
+ * (Ctrl-C, systemd's control-group kill) reaches a worker directly too, and with the
+ * supervisor's copy it would look like a second one. */
+static volatile sig_atomic_t lm_signals;           /* from the supervisor */
+static volatile sig_atomic_t lm_signals_elsewhere; /* from anyone else */
+static volatile sig_atomic_t lm_retire_signals;    /* SIGUSR2: the supervisor retires us */
 static volatile sig_atomic_t lm_signal_fd = -1;
+static pid_t lm_supervisor_pid;
 
 /* ---- the lambda object ---- */
 
@@ -200,6 +207,7 @@ msm_lambda_t *msm_lambda_new(const char *name)
     }
     msm_timer_init(&l->lm_drain_timer);
     msm_timer_init(&l->lm_heartbeat_timer);
+    msm_timer_init(&l->lm_retire_timer);
     return l;
 }
 
@@ -500,11 +508,16 @@ static int add_push_routes(msm_lambda_t *l)
 
 /* ---- signals and the drain ---- */
 
-static void on_signal(int sig)
+static void on_signal(int sig, siginfo_t *info, void *uctx)
 {
-    (void)sig;
+    (void)uctx;
     int saved = errno;
-    lm_signals++;
+    if (sig == LM_RETIRE_SIGNAL)
+        lm_retire_signals++;
+    else if (info && info->si_pid == lm_supervisor_pid)
+        lm_signals++;
+    else
+        lm_signals_elsewhere++;
     uint64_t one = 1;
     if (lm_signal_fd >= 0) {
         ssize_t rc = write(lm_signal_fd, &one, sizeof(one));
@@ -535,6 +548,33 @@ static void begin_drain(msm_lambda_t *l)
                          on_drain_timeout, l);
 }
 
+/* Retiring (the pool shrinks, or a new release replaces this worker): the other workers
+ * take new connections, requests on ours are still served but told Connection: close, and
+ * the worker leaves once nothing is in flight and its connections are gone or idle. */
+static void on_retire_check(msm_loop_t *loop, void *opaque)
+{
+    msm_lambda_t *l = opaque;
+    uint64_t idle_us = msm_time_mono_us() - l->lm_last_push_us;
+    if (!l->lm_draining && l->lm_inflight == 0 &&
+        (msm_http_server_connections(l->lm_srv) == 0 || idle_us >= LM_RETIRE_IDLE_MS * 1000u)) {
+        msm_log(MSM_LOG_INFO, FAC, "retired");
+        msm_loop_stop(loop);
+        return;
+    }
+    msm_loop_timer_start(loop, &l->lm_retire_timer, LM_RETIRE_CHECK_MS, on_retire_check, l);
+}
+
+static void begin_retire(msm_lambda_t *l)
+{
+    l->lm_retiring = 1;
+    atomic_store_explicit(&l->lm_slot->s_state, LM_SLOT_DRAINING, memory_order_relaxed);
+    msm_http_server_quiesce(l->lm_srv);
+    msm_log(MSM_LOG_INFO, FAC, "retiring: %zu invocation(s) in flight", l->lm_inflight);
+    msm_loop_timer_start(l->lm_loop, &l->lm_drain_timer, (uint64_t)l->lm_conf.lc_drain_timeout_ms,
+                         on_drain_timeout, l);
+    on_retire_check(l->lm_loop, l);
+}
+
 void msm__lambda_released(msm_lambda_t *l)
 {
     if (l->lm_draining && l->lm_inflight == 0) {
@@ -550,26 +590,33 @@ static void on_signal_fd(msm_loop_t *loop, int fd, int events, void *opaque)
     uint64_t v;
     ssize_t rc = read(fd, &v, sizeof(v));
     (void)rc;
+    if (lm_signals + lm_signals_elsewhere == 0) {
+        if (!l->lm_retiring && !l->lm_draining)
+            begin_retire(l);
+        return;
+    }
     if (!l->lm_draining)
         begin_drain(l);
     if (lm_signals >= 2) {
-        msm_log(MSM_LOG_WARN, FAC, "second signal: stopping now");
+        msm_log(MSM_LOG_WARN, FAC, "second signal from the supervisor: stopping now");
         l->lm_forced = l->lm_inflight > 0;
         msm_loop_stop(loop);
     }
 }
 
 typedef struct {
-    struct sigaction ss_term, ss_int, ss_pipe;
+    struct sigaction ss_term, ss_int, ss_pipe, ss_retire;
 } saved_signals_t;
 
 static int install_signals(saved_signals_t *saved, int fd)
 {
-    lm_signals = 0;
+    lm_signals = lm_signals_elsewhere = lm_retire_signals = 0;
+    lm_supervisor_pid = getppid();
     lm_signal_fd = fd;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
+    sa.sa_sigaction = on_signal;
+    sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     struct sigaction ign;
     memset(&ign, 0, sizeof(ign));
@@ -577,15 +624,24 @@ static int install_signals(saved_signals_t *saved, int fd)
     sigemptyset(&ign.sa_mask);
     if (sigaction(SIGTERM, &sa, &saved->ss_term) != 0 ||
         sigaction(SIGINT, &sa, &saved->ss_int) != 0 ||
+        sigaction(LM_RETIRE_SIGNAL, &sa, &saved->ss_retire) != 0 ||
         sigaction(SIGPIPE, &ign, &saved->ss_pipe) != 0)
         return -1;
     return 0;
 }
 
+/* The worker is about to exit: a signal still on its way (the supervisor's copy of a
+ * group-wide SIGTERM) must not turn a clean stop into death by signal, so the stop signals
+ * are ignored from here on rather than given back their default action. */
 static void restore_signals(const saved_signals_t *saved)
 {
-    sigaction(SIGTERM, &saved->ss_term, NULL);
-    sigaction(SIGINT, &saved->ss_int, NULL);
+    struct sigaction ign;
+    memset(&ign, 0, sizeof(ign));
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGTERM, &ign, NULL);
+    sigaction(SIGINT, &ign, NULL);
+    sigaction(LM_RETIRE_SIGNAL, &ign, NULL);
     sigaction(SIGPIPE, &saved->ss_pipe, NULL);
     lm_signal_fd = -1;
 }
@@ -734,6 +790,7 @@ out:
         msm__lambda_cancel_all(l);
         msm_loop_timer_stop(l->lm_loop, &l->lm_drain_timer);
         msm_loop_timer_stop(l->lm_loop, &l->lm_heartbeat_timer);
+        msm_loop_timer_stop(l->lm_loop, &l->lm_retire_timer);
     }
     msm__pool_free(l->lm_pool, !l->lm_forced);
     l->lm_pool = NULL;

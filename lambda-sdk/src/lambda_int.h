@@ -14,6 +14,11 @@
 
 /** Most worker processes (--max-workers). */
 #define LM_MAX_WORKERS 256
+/** The supervisor retires a worker with this signal (SIGTERM would be a shutdown). */
+#define LM_RETIRE_SIGNAL SIGUSR2
+/** A retiring worker leaves once nothing is in flight and no push came for this long. */
+#define LM_RETIRE_IDLE_MS 1000
+#define LM_RETIRE_CHECK_MS 50
 /** How often (at most) a worker tells the board its loop is alive. */
 #define LM_HEARTBEAT_MS 1000
 
@@ -107,6 +112,9 @@ struct msm_lambda_s {
     lm_pool_t *lm_pool;        /* handler threads (--threads > 0), or NULL: the loop's */
     struct lm_slot_s *lm_slot; /* this worker's slot on the supervisor's board */
     msm_timer_t lm_heartbeat_timer;
+    int lm_retiring;           /* the supervisor retires this worker (LM_RETIRE_SIGNAL) */
+    msm_timer_t lm_retire_timer;
+    uint64_t lm_last_push_us;  /* monotonic time of the last push received */
     uint64_t lm_v1_warned_us;  /* monotonic time of the last v1-only warning */
 };
 

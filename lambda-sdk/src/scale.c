@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Utilisation at which the pool is taken as saturated. */
+#define LM_SATURATED 0.9
+
 void msm__scaler_init(lm_scaler_t *s,
                       int min,
                       int max,
@@ -52,20 +55,33 @@ static unsigned sample_before(const lm_scaler_t *s, int64_t now_ms, int64_t age_
 int msm__scaler_step(lm_scaler_t *s, int64_t now_ms, uint64_t busy_us, int running)
 {
     int want = s->sc_desired;
+    if (running < 1)
+        running = 1;
+    /* Capacity is integrated tick by tick: a window that saw the pool grow is measured
+     * against what really ran in it. */
     if (s->sc_count > 0) {
+        unsigned last = (s->sc_head + LM_SCALER_SAMPLES - 1) % LM_SCALER_SAMPLES;
+        int64_t step = now_ms - s->sc_samples[last].t_ms;
+        if (step > 0)
+            s->sc_cap_us += (uint64_t)step * 1000u * (uint64_t)running * (uint64_t)s->sc_threads;
         unsigned i = sample_before(s, now_ms, s->sc_up_window_ms);
         int64_t dt_ms = now_ms - s->sc_samples[i].t_ms;
-        if (dt_ms > 0) {
+        uint64_t dcap = s->sc_cap_us - s->sc_samples[i].cap_us;
+        if (dt_ms > 0 && dcap > 0) {
             uint64_t db =
                 busy_us > s->sc_samples[i].busy_us ? busy_us - s->sc_samples[i].busy_us : 0;
             double busy_threads = (double)db / ((double)dt_ms * 1000.0);
-            double capacity = (double)(running > 0 ? running : 1) * s->sc_threads;
-            s->sc_utilisation = busy_threads / capacity;
-            want = clamp(s, (long long)ceil(busy_threads / (s->sc_target * s->sc_threads) - 1e-9));
+            s->sc_utilisation = (double)db / (double)dcap;
+            double need = ceil(busy_threads / (s->sc_target * s->sc_threads) - 1e-9);
+            /* Saturated: the demand is unknown (requests queue), so at least double. */
+            if (s->sc_utilisation >= LM_SATURATED && need < 2.0 * running)
+                need = 2.0 * running;
+            want = clamp(s, (long long)need);
         }
     }
     s->sc_samples[s->sc_head].t_ms = now_ms;
     s->sc_samples[s->sc_head].busy_us = busy_us;
+    s->sc_samples[s->sc_head].cap_us = s->sc_cap_us;
     s->sc_samples[s->sc_head].want = want;
     s->sc_head = (s->sc_head + 1) % LM_SCALER_SAMPLES;
     if (s->sc_count < LM_SCALER_SAMPLES)
@@ -73,7 +89,7 @@ int msm__scaler_step(lm_scaler_t *s, int64_t now_ms, uint64_t busy_us, int runni
 
     if (want > s->sc_desired) {
         /* New workers need a moment to take load: measure them before growing again. */
-        if (now_ms - s->sc_last_up_ms >= s->sc_up_window_ms) {
+        if (now_ms - s->sc_last_up_ms >= s->sc_up_window_ms / 2) {
             s->sc_desired = want;
             s->sc_last_up_ms = s->sc_last_change_ms = now_ms;
         }

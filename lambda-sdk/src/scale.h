@@ -21,11 +21,13 @@ typedef struct {
     int64_t sc_down_delay_ms; /* scale down only to the most wanted over this long */
     /* state */
     int sc_desired;
-    double sc_utilisation; /* over the last up window, of the capacity then running */
+    double sc_utilisation; /* busy over capacity in the last up window */
     int64_t sc_last_up_ms, sc_last_change_ms;
+    uint64_t sc_cap_us; /* handler capacity so far: running workers x threads x time */
     struct {
         int64_t t_ms;
         uint64_t busy_us;
+        uint64_t cap_us;
         int want;
     } sc_samples[LM_SCALER_SAMPLES];
     unsigned sc_head, sc_count;
@@ -43,9 +45,11 @@ void msm__scaler_init(lm_scaler_t *s,
 
 /**
  * One tick: @p busy_us is the handler time of every worker so far (never decreasing),
- * @p running the workers serving now. Scales up at once to what the last up window needs;
- * down only when no sample of the last down delay wanted as many, and not sooner than that
- * after the last change. @returns the desired worker count (sc_desired).
+ * @p running the workers serving now. Scales up at once to what the last up window needs
+ * (at least twice @p running when they are saturated, at 90%: the queue hides the demand),
+ * then waits half a window before growing again; down only when no sample of the last down
+ * delay wanted as many, and not sooner than that after the last change. @returns the
+ * desired worker count (sc_desired).
  */
 int msm__scaler_step(lm_scaler_t *s, int64_t now_ms, uint64_t busy_us, int running);
 

@@ -88,6 +88,7 @@ typedef struct {
     canary_t sv_canary;
     int64_t sv_canary_started_ms;
     int sv_canary_crashes;
+    lm_tally_t sv_canary_base0; /* the current release's counters when the canary began */
     char sv_canary_why[256];
     lm_tally_t sv_retired[2]; /* counters of the workers gone, by release */
     lm_tally_t sv_last[2];    /* what the metrics have counted so far */
@@ -187,14 +188,16 @@ static int spawn(sv_t *sv, release_t release)
     return 0;
 }
 
+/* Retires a worker the pool no longer needs: it finishes what it has and leaves while the
+ * others serve (SIGTERM is for the lambda's own shutdown: it refuses what comes late). */
 static void stop_worker(sv_t *sv, worker_t *w)
 {
     if (!live(w))
         return;
-    kill(w->w_pid, SIGTERM);
+    kill(w->w_pid, LM_RETIRE_SIGNAL);
     w->w_state = W_STOPPING;
     w->w_stop_sent_ms = now_ms();
-    msm_log(MSM_LOG_INFO, FAC, "worker %ld (pid %d) asked to stop", (long)(w - sv->sv_workers),
+    msm_log(MSM_LOG_INFO, FAC, "worker %ld (pid %d) retired", (long)(w - sv->sv_workers),
             (int)w->w_pid);
 }
 
@@ -397,11 +400,12 @@ static void judge_canary(sv_t *sv, int64_t now)
         .cj_min_events = (uint64_t)c->lc_canary_min_events,
         .cj_error_margin = 0.05,
         .cj_latency_factor = 2.0,
-        .cj_latency_slack_us = 20000,
+        .cj_latency_slack_us = 50000,
         .cj_max_crashes = CANARY_MAX_CRASHES,
     };
-    lm_tally_t base, canary;
-    tally_release(sv, REL_CURRENT, now, &base);
+    lm_tally_t now_base, base, canary;
+    tally_release(sv, REL_CURRENT, now, &now_base);
+    msm__tally_sub(&now_base, &sv->sv_canary_base0, &base);
     tally_release(sv, REL_CANARY, now, &canary);
     lm_canary_verdict_t v = msm__canary_judge(&rules, &base, &canary, sv->sv_canary_crashes,
                                               now - sv->sv_canary_started_ms, sv->sv_canary_why,
@@ -511,8 +515,11 @@ static void on_tick(msm_loop_t *loop, void *opaque)
                         sv->sv_l->lm_name, (unsigned)sv->sv_port,
                         (unsigned)msm_http_server_port(sv->sv_admin));
             sv->sv_ever_ready = 1;
-            if (w->w_release == REL_CANARY && sv->sv_canary_started_ms == 0)
+            if (w->w_release == REL_CANARY && sv->sv_canary_started_ms == 0) {
+                /* Both releases are compared over the same time, from here on. */
                 sv->sv_canary_started_ms = now;
+                tally_release(sv, REL_CURRENT, now, &sv->sv_canary_base0);
+            }
         }
         if (w->w_state == W_STOPPING &&
             now - w->w_stop_sent_ms > sv->sv_conf->lc_drain_timeout_ms + STOP_GRACE_MS)

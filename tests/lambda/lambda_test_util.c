@@ -38,7 +38,10 @@ int lt_suite_setup(char *dir, size_t n)
 
 void lt_suite_teardown(const char *dir)
 {
-    lt_rmdir(dir);
+    if (getenv("MSM_TEST_KEEP")) /* the children's logs, to read after a failure */
+        fprintf(stderr, "kept %s\n", dir);
+    else
+        lt_rmdir(dir);
     curl_global_cleanup();
 }
 

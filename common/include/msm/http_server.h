@@ -102,6 +102,9 @@ int msm_http_server_quiesce(msm_http_server_t *srv);
 /** @brief The port actually bound (the ephemeral one when conf.port was 0). */
 uint16_t msm_http_server_port(const msm_http_server_t *srv);
 
+/** @brief Client connections open now (idle keep-alive ones included). */
+unsigned msm_http_server_connections(const msm_http_server_t *srv);
+
 /** @brief The registry /metrics renders (the borrowed one or the server's own). */
 msm_metrics_t *msm_http_server_metrics(msm_http_server_t *srv);
 
