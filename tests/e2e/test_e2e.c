@@ -619,8 +619,8 @@ static void test_lambda_worker_kill9(void)
     CU_ASSERT_EQUAL_FATAL(msm_test_proc_wait_ready(&l.proc, "/healthz", 10000), 0);
     CU_ASSERT_EQUAL_FATAL(setup_route("host-k9", "host-k9-sub", &l, "\"max_concurrency\":8"), 0);
     enum { N = 100 };
-    sent_t sent[N];
-    memset(sent, 0, sizeof(sent));
+    sent_t *sent = calloc(N, sizeof(*sent));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sent);
     CU_ASSERT_EQUAL_FATAL(publish("host-k9", sent, N, NULL), 0);
     int dups = 0, ready = 0, pid = 0;
     for (int t = 0; t < 200 && (wait_handled(&l, sent, N, 0, &dups) < 10 || !pid); t++) {
@@ -651,6 +651,7 @@ static void test_lambda_worker_kill9(void)
             "  lambda worker kill -9 mid-request: serving again after %lld ms, all %d handled, "
             "max attempts %d\n",
             (long long)back, N, max_attempts);
+    free(sent);
     lambda_stop(&l);
 }
 
