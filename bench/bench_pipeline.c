@@ -265,8 +265,9 @@ static void lambda_stop(lambda_t *l)
 
 /* ---- what the processes cost ---- */
 
-/* utime + stime of @p pid in clock ticks, 0 when it cannot be read. */
-static uint64_t cpu_ticks(pid_t pid)
+/* utime + stime of @p pid in clock ticks, plus (@p with_children) the cutime + cstime of
+ * its children already reaped; 0 when it cannot be read. */
+static uint64_t cpu_ticks_of(pid_t pid, int with_children)
 {
     char path[64], line[1024];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -278,11 +279,32 @@ static uint64_t cpu_ticks(pid_t pid)
     line[n] = '\0';
     /* The name (field 2) may hold spaces: count fields from its closing parenthesis. */
     char *p = strrchr(line, ')');
-    unsigned long long utime = 0, stime = 0;
-    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                     &stime) != 2)
+    unsigned long long utime = 0, stime = 0, cutime = 0, cstime = 0;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu",
+                     &utime, &stime, &cutime, &cstime) != 4)
         return 0;
-    return utime + stime;
+    return utime + stime + (with_children ? cutime + cstime : 0);
+}
+
+static uint64_t cpu_ticks(pid_t pid)
+{
+    return cpu_ticks_of(pid, 0);
+}
+
+/* A lambda is a supervisor and its worker processes: all of them, the workers that ended
+ * included. */
+static uint64_t cpu_ticks_tree(pid_t pid)
+{
+    uint64_t t = cpu_ticks_of(pid, 1);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    int child;
+    while (f && fscanf(f, "%d", &child) == 1)
+        t += cpu_ticks(child);
+    if (f)
+        fclose(f);
+    return t;
 }
 
 static void cpu_sample(const bench_t *b, const lambda_t *l, uint64_t out[NCPU])
@@ -290,7 +312,7 @@ static void cpu_sample(const bench_t *b, const lambda_t *l, uint64_t out[NCPU])
     out[CPU_REDIS] = cpu_ticks(b->redis.pid);
     for (int i = 0; i < NDAEMONS; i++)
         out[CPU_DAEMON0 + i] = cpu_ticks(b->daemons[i].pid);
-    out[CPU_LAMBDA] = cpu_ticks(l->proc.pid);
+    out[CPU_LAMBDA] = cpu_ticks_tree(l->proc.pid);
 }
 
 /* INFO memory's used_memory in bytes, -1 when Redis does not answer. */
