@@ -156,6 +156,9 @@ static int start_http(msm_daemon_t *d, char *err, size_t n)
     hc.ready_opaque = d;
     hc.config = config;
     hc.max_body_bytes = (size_t)d->common->http_max_body_bytes;
+    hc.request_deadline_ms = (unsigned)d->common->http_request_deadline_ms;
+    hc.max_connections = (unsigned)d->common->http_max_connections;
+    hc.max_connections_per_ip = (unsigned)d->common->http_max_connections_per_ip;
     d->http = msm_http_server_new(d->loop, &hc, err, n);
     json_decref(config);
     return d->http ? 0 : -1;

@@ -118,6 +118,8 @@ struct msm_http_req_s {
     int rq_status;
     msm_http_cancel_cb *rq_cancel_cb;
     void *rq_cancel_opaque;
+    msm_http_req_t *rq_iprev, *rq_inext; /* the server's arriving list (deadline sweep) */
+    int rq_arriving;
     char rq_mem[]; /* copy of the raw URI, then the scratch area */
 };
 
@@ -133,6 +135,12 @@ struct msm_http_server_s {
     uint16_t hs_port;
     size_t hs_max_body;
     uint64_t hs_max_conn_age_ns; /* 0: no limit */
+    uint64_t hs_deadline_ns;     /* request line to last body byte */
+    /* Requests still arriving, oldest first (FIFO by request line): the sweep timer drops
+     * those past the deadline. */
+    msm_http_req_t *hs_arriving, *hs_arriving_tail;
+    msm_timer_t hs_sweep;
+    msm_metric_child_t *hs_dropped_deadline;
     char *hs_name;
     msm_metrics_t *hs_metrics;
     int hs_own_metrics;
@@ -603,10 +611,78 @@ static void deferred_add(msm_http_server_t *srv, msm_http_req_t *req)
     srv->hs_ndeferred++;
 }
 
+/* ---- the request deadline ---- */
+
+static void sweep(msm_loop_t *loop, void *opaque);
+
+static void arm_sweep(msm_http_server_t *srv)
+{
+    if (!srv->hs_arriving || msm_timer_active(&srv->hs_sweep))
+        return;
+    uint64_t due = srv->hs_arriving->rq_start_ns + srv->hs_deadline_ns, now = mono_ns();
+    uint64_t ms = due > now ? (due - now + 999999u) / 1000000u : 0;
+    msm_loop_timer_start(srv->hs_loop, &srv->hs_sweep, ms, sweep, srv);
+}
+
+static void arriving_add(msm_http_server_t *srv, msm_http_req_t *req)
+{
+    req->rq_arriving = 1;
+    req->rq_inext = NULL;
+    req->rq_iprev = srv->hs_arriving_tail;
+    if (srv->hs_arriving_tail)
+        srv->hs_arriving_tail->rq_inext = req;
+    else
+        srv->hs_arriving = req;
+    srv->hs_arriving_tail = req;
+    arm_sweep(srv);
+}
+
+/* The whole request is in (or it is being answered, or it ended): no deadline any more. */
+static void arriving_remove(msm_http_server_t *srv, msm_http_req_t *req)
+{
+    if (!req->rq_arriving)
+        return;
+    req->rq_arriving = 0;
+    if (req->rq_iprev)
+        req->rq_iprev->rq_inext = req->rq_inext;
+    else
+        srv->hs_arriving = req->rq_inext;
+    if (req->rq_inext)
+        req->rq_inext->rq_iprev = req->rq_iprev;
+    else
+        srv->hs_arriving_tail = req->rq_iprev;
+    req->rq_iprev = req->rq_inext = NULL;
+}
+
+/* Drops every request past its deadline. shutdown() rather than close(): libmicrohttpd still
+ * owns the fd; it sees the end of the stream on its next run and closes the connection
+ * cleanly, ending the request with on_completed(). */
+static void sweep(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    msm_http_server_t *srv = opaque;
+    uint64_t now = mono_ns();
+    while (srv->hs_arriving && now - srv->hs_arriving->rq_start_ns >= srv->hs_deadline_ns) {
+        msm_http_req_t *req = srv->hs_arriving;
+        arriving_remove(srv, req);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(req->rq_conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        msm_log(MSM_LOG_INFO, FAC, "%s: dropped a request from %s still arriving after %llu ms",
+                srv->hs_name, msm_http_req_remote_addr(req),
+                (unsigned long long)(srv->hs_deadline_ns / 1000000u));
+        if (ci)
+            shutdown(ci->connect_fd, SHUT_RDWR);
+        msm_counter_inc(srv->hs_dropped_deadline);
+        srv->hs_need_run = 1;
+    }
+    arm_sweep(srv);
+}
+
 static void req_free(msm_http_req_t *req)
 {
     msm_http_server_t *srv = req->rq_srv;
     deferred_remove(srv, req);
+    arriving_remove(srv, req);
     if (req->rq_resp)
         MHD_destroy_response(req->rq_resp);
     for (size_t i = 0; i < req->rq_nhdrs; i++) {
@@ -623,9 +699,13 @@ static void req_free(msm_http_req_t *req)
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    (void)conn;
     /* NULL (out of memory) is survivable: on_access() notices and closes the connection. */
-    return req_new(cls, uri);
+    msm_http_req_t *req = req_new(cls, uri);
+    if (req) {
+        req->rq_conn = conn;
+        arriving_add(cls, req);
+    }
+    return req;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -947,6 +1027,7 @@ int msm_http_respond_error(msm_http_req_t *req, int status, const char *code,
 static enum MHD_Result answer_now(msm_http_req_t *req, int status, const char *code,
                                   const char *msg)
 {
+    arriving_remove(req->rq_srv, req);
     req->rq_state = RQ_HANDLER;
     req->rq_in_handler = 1;
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
@@ -1074,6 +1155,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             *data_size = 0;
             return r;
         }
+        arriving_remove(srv, req);
         return dispatch(srv, req);
     case RQ_READY: {
         struct MHD_Response *resp = req->rq_resp;
@@ -1211,8 +1293,13 @@ static int register_metrics(msm_http_server_t *srv)
 {
     static const char *const req_labels[] = {"method", "route", "code", NULL};
     static const char *const dur_labels[] = {"route", NULL};
-    msm_metric_t *inflight = NULL;
-    if (msm_metrics_counter(srv->hs_metrics, "msm_http_requests_total",
+    static const char *const drop_labels[] = {"reason", NULL};
+    msm_metric_t *inflight = NULL, *dropped = NULL;
+    if (msm_metrics_counter(srv->hs_metrics, "msm_http_requests_dropped_total",
+                            "HTTP requests dropped without an answer, by reason (deadline: "
+                            "headers or body still arriving after the request deadline).",
+                            drop_labels, &dropped) != MSM_OK ||
+        msm_metrics_counter(srv->hs_metrics, "msm_http_requests_total",
                             "HTTP requests answered, by method, route pattern and status.",
                             req_labels, &srv->hs_m_requests) != MSM_OK ||
         msm_metrics_histogram(srv->hs_metrics, "msm_http_request_duration_seconds",
@@ -1223,6 +1310,7 @@ static int register_metrics(msm_http_server_t *srv)
                           &inflight) != MSM_OK)
         return -1;
     srv->hs_inflight = msm_metric_solo(inflight);
+    srv->hs_dropped_deadline = msm_metric_labels(dropped, "deadline", NULL);
     return 0;
 }
 
@@ -1247,6 +1335,7 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
     srv->hs_loop = loop;
     srv->hs_epfd = -1;
     msm_timer_init(&srv->hs_timer);
+    msm_timer_init(&srv->hs_sweep);
     srv->hs_started_ns = mono_ns();
     srv->hs_max_body = conf->max_body_bytes ? conf->max_body_bytes : MSM_HTTP_DEFAULT_MAX_BODY;
     srv->hs_name = strdup(conf->name ? conf->name : "msm");
@@ -1292,6 +1381,10 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
             goto fail;
     }
     srv->hs_max_conn_age_ns = (uint64_t)conf->max_connection_age_ms * 1000000u;
+    srv->hs_deadline_ns = (uint64_t)(conf->request_deadline_ms
+                                         ? conf->request_deadline_ms
+                                         : MSM_HTTP_DEFAULT_REQUEST_DEADLINE_MS) *
+                          1000000u;
 
     unsigned max_conns = conf->max_connections ? conf->max_connections : 1024;
     unsigned idle = conf->idle_timeout_s ? conf->idle_timeout_s : 60;
@@ -1304,6 +1397,7 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
         MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, srv, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, conf->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)64 * 1024, MHD_OPTION_END);
     if (!srv->hs_mhd) {
@@ -1389,6 +1483,7 @@ void msm_http_server_free(msm_http_server_t *srv)
     if (srv->hs_hook_added)
         msm_loop_remove_before_sleep(srv->hs_loop, before_sleep, srv);
     msm_loop_timer_stop(srv->hs_loop, &srv->hs_timer);
+    msm_loop_timer_stop(srv->hs_loop, &srv->hs_sweep);
     route_t *rt = srv->hs_routes;
     while (rt) {
         route_t *next = rt->rt_next;

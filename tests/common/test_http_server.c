@@ -10,8 +10,10 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -1220,6 +1222,203 @@ static void test_new_errors(void)
     stop();
 }
 
+/* ---- limits: slow clients, oversize bodies ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int raw_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)raw_port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+typedef struct {
+    const char *sl_head;    /* sent at once; then one byte every 200 ms */
+    double sl_closed_after; /* seconds until the server hung up; < 0: it never did */
+    int sl_answered;        /* an HTTP answer arrived instead */
+} slow_t;
+
+static void slow_client(void *arg)
+{
+    slow_t *sl = arg;
+    sl->sl_closed_after = -1;
+    int fd = raw_connect();
+    if (fd < 0)
+        return;
+    double t0 = now_s();
+    send(fd, sl->sl_head, strlen(sl->sl_head), MSG_NOSIGNAL);
+    while (now_s() - t0 < 6) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 200) > 0) {
+            char buf[256];
+            ssize_t r = recv(fd, buf, sizeof(buf), 0);
+            if (r > 0 && strncmp(buf, "HTTP/", 5) == 0)
+                sl->sl_answered = 1;
+            if (r <= 0) {
+                sl->sl_closed_after = now_s() - t0;
+                break;
+            }
+            continue;
+        }
+        if (send(fd, "a", 1, MSG_NOSIGNAL) != 1) {
+            sl->sl_closed_after = now_s() - t0;
+            break;
+        }
+    }
+    close(fd);
+}
+
+typedef struct {
+    int nc_ok;
+    double nc_slowest;
+} normal_t;
+
+/* Meanwhile, ordinary requests every 100 ms for two seconds. */
+static void normal_clients(void *arg)
+{
+    normal_t *n = arg;
+    for (int i = 0; i < 20; i++) {
+        call_t c = {.path = "/healthz", .timeout_ms = 3000};
+        do_call(&c);
+        if (c.rc == CURLE_OK && c.status == 200)
+            n->nc_ok++;
+        if (c.seconds > n->nc_slowest)
+            n->nc_slowest = c.seconds;
+        call_free(&c);
+        usleep(100 * 1000);
+    }
+}
+
+/* A server with POST /sink for raw-socket clients (limits of 0: the defaults). */
+static void start_sink(unsigned deadline_ms, size_t max_body)
+{
+    msm_http_server_conf_t conf;
+    msm_http_server_conf_init(&conf);
+    conf.request_deadline_ms = deadline_ms;
+    conf.max_body_bytes = max_body;
+    start_conf(&conf);
+    raw_port = msm_http_server_port(srv);
+    CU_ASSERT_EQUAL(msm_http_server_route(srv, "POST", "/sink", h_sink, NULL), MSM_OK);
+    handler_calls = 0;
+}
+
+static void test_slow_clients_dropped(void)
+{
+    start_sink(1000, 0);
+    /* Slow headers (each byte resets the idle timeout), and a slow body. */
+    slow_t sl[2] = {{.sl_head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "},
+                    {.sl_head = "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"}};
+    normal_t nc = {0};
+    job_t jobs[3] = {{.j_fn = slow_client, .j_arg = &sl[0]},
+                     {.j_fn = slow_client, .j_arg = &sl[1]},
+                     {.j_fn = normal_clients, .j_arg = &nc}};
+    jobs_start(jobs, 3);
+    jobs_finish(jobs, 3);
+    for (int i = 0; i < 2; i++) {
+        CU_ASSERT_FALSE(sl[i].sl_answered);
+        CU_ASSERT_TRUE(sl[i].sl_closed_after >= 0.9);
+        CU_ASSERT_TRUE(sl[i].sl_closed_after < 2.5);
+    }
+    CU_ASSERT_EQUAL(nc.nc_ok, 20);
+    CU_ASSERT_TRUE(nc.nc_slowest < 0.5);
+    CU_ASSERT_EQUAL(handler_calls, 0);
+    call_t c = {.path = "/metrics"};
+    call(&c);
+    CU_ASSERT_PTR_NOT_NULL(c.rbody ? strstr(c.rbody, "msm_http_requests_dropped_total{reason="
+                                                     "\"deadline\"} 2")
+                                   : NULL);
+    call_free(&c);
+    CU_ASSERT_EQUAL(msm_http_server_connections(srv), 0);
+    stop();
+}
+
+static void test_body_limit_default(void)
+{
+    start_sink(0, 0);
+    size_t mib = (size_t)1024 * 1024;
+    char *big = malloc(mib + 1);
+    memset(big, 'a', mib + 1);
+    call_t c = {
+        .method = "POST", .path = "/sink", .body = big, .body_len = mib, .headers = {"Expect:"}};
+    call(&c);
+    CU_ASSERT_EQUAL(c.status, 200);
+    CU_ASSERT_EQUAL(last_body_len, mib);
+    c.body_len = mib + 1;
+    call(&c);
+    check_error(&c, 413, "PAYLOAD_TOO_LARGE");
+    call_free(&c);
+    free(big);
+    stop();
+}
+
+typedef struct {
+    const char *ob_head;
+    int ob_chunked;     /* then stream 64 KiB chunks */
+    size_t ob_sent;     /* body bytes the server took before hanging up */
+    int ob_hung_up;     /* send failed with a reset or broken pipe */
+    char ob_answer[64]; /* the start of what came back */
+} oversize_t;
+
+static void oversize_client(void *arg)
+{
+    oversize_t *ob = arg;
+    int fd = raw_connect();
+    if (fd < 0)
+        return;
+    send(fd, ob->ob_head, strlen(ob->ob_head), MSG_NOSIGNAL);
+    if (ob->ob_chunked) {
+        static char chunk[65536 + 16];
+        int hl = snprintf(chunk, sizeof(chunk), "10000\r\n");
+        memset(chunk + hl, 'b', 65536);
+        memcpy(chunk + hl + 65536, "\r\n", 2);
+        size_t len = (size_t)hl + 65536 + 2;
+        while (ob->ob_sent < (size_t)64 * 1024 * 1024) {
+            ssize_t w = send(fd, chunk, len, MSG_NOSIGNAL);
+            if (w < 0) {
+                ob->ob_hung_up = errno == EPIPE || errno == ECONNRESET;
+                break;
+            }
+            ob->ob_sent += (size_t)w;
+        }
+    }
+    ssize_t r = recv(fd, ob->ob_answer, sizeof(ob->ob_answer) - 1, 0);
+    ob->ob_answer[r > 0 ? r : 0] = '\0';
+    close(fd);
+}
+
+static void test_oversize_cut_off(void)
+{
+    start_sink(0, 2048);
+    /* A declared 64 MiB: 413 at once, before any body byte is sent. */
+    oversize_t cl = {.ob_head =
+                         "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 67108864\r\n\r\n"};
+    run_job(oversize_client, &cl);
+    CU_ASSERT_EQUAL(strncmp(cl.ob_answer, "HTTP/1.1 413", 12), 0);
+    /* A chunked stream of 64 MiB: cut off as it arrives, far short of its end. */
+    oversize_t ch = {.ob_head =
+                         "POST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                     .ob_chunked = 1};
+    run_job(oversize_client, &ch);
+    CU_ASSERT_TRUE(ch.ob_hung_up);
+    CU_ASSERT_TRUE(ch.ob_sent < (size_t)32 * 1024 * 1024);
+    CU_ASSERT_EQUAL(handler_calls, 0);
+    stop();
+}
+
 static int suite_init(void)
 {
     return curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK ? 0 : -1;
@@ -1247,6 +1446,9 @@ static CU_TestInfo http_tests[] = {
     {"free answers pending requests 503", test_shutdown_answers_pending},
     {"quiesce stops accepting", test_quiesce},
     {"constructor errors", test_new_errors},
+    {"slow clients dropped at the request deadline", test_slow_clients_dropped},
+    {"1 MiB body limit by default", test_body_limit_default},
+    {"oversize bodies cut off as they arrive", test_oversize_cut_off},
     CU_TEST_INFO_NULL,
 };
 

@@ -170,6 +170,9 @@ typedef struct {
     char *http_bind;     /**< http.bind, default 0.0.0.0 */
     int http_port;       /**< http.port, the daemon's own default */
     long long http_max_body_bytes; /**< http.max_body_bytes: larger request bodies get 413 */
+    int http_request_deadline_ms;  /**< http.request_deadline_ms: request line to last byte */
+    int http_max_connections;      /**< http.max_connections: open client connections */
+    int http_max_connections_per_ip; /**< http.max_connections_per_ip: 0 = no cap */
     int logging_level;   /**< logging.level: msm_log_level_t, default info */
     int logging_format;  /**< logging.format: msm_log_format_t, default logfmt */
 } msm_common_conf_t;
@@ -193,8 +196,15 @@ typedef struct {
     MSM_CONF_STR("http.bind", type, member.http_bind, "0.0.0.0", "HTTP listen address"),           \
     MSM_CONF_INT("http.port", type, member.http_port, (default_port), 0, 65535,                    \
                  "HTTP listen port (0: any free port)"),                                          \
-    MSM_CONF_INT("http.max_body_bytes", type, member.http_max_body_bytes, 10LL * 1024 * 1024,      \
-                 1024, 1024LL * 1024 * 1024, "largest request body; larger ones get 413"),         \
+    MSM_CONF_INT("http.max_body_bytes", type, member.http_max_body_bytes, 1024LL * 1024, 1024,     \
+                 1024LL * 1024 * 1024, "largest request body; larger ones get 413"),               \
+    MSM_CONF_INT("http.request_deadline_ms", type, member.http_request_deadline_ms, 30000, 100,    \
+                 3600000, "a request not fully received this long after its request line is "      \
+                 "dropped (slow clients)"),                                                        \
+    MSM_CONF_INT("http.max_connections", type, member.http_max_connections, 1024, 1, 1000000,      \
+                 "most client connections open at once"),                                          \
+    MSM_CONF_INT("http.max_connections_per_ip", type, member.http_max_connections_per_ip, 0, 0,    \
+                 1000000, "most connections open at once from one client address (0: no cap)"),    \
     MSM_CONF_ENUM("logging.level", type, member.logging_level, "info", msm_conf_log_levels,        \
                   "lowest level logged"),                                                          \
     MSM_CONF_ENUM("logging.format", type, member.logging_format, "logfmt",                         \

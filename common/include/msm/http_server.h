@@ -17,8 +17,10 @@ typedef struct msm_http_server_s msm_http_server_t;
 /** One request; owned by the server (see "Request lifetime" below). */
 typedef struct msm_http_req_s msm_http_req_t;
 
-/** Default request body limit: 10 MiB. */
-#define MSM_HTTP_DEFAULT_MAX_BODY ((size_t)10 * 1024 * 1024)
+/** Default request body limit: 1 MiB (API.md). */
+#define MSM_HTTP_DEFAULT_MAX_BODY ((size_t)1024 * 1024)
+/** Default total request deadline: 30 s from the request line to the last body byte. */
+#define MSM_HTTP_DEFAULT_REQUEST_DEADLINE_MS 30000u
 /** Most {params} one route pattern may have. */
 #define MSM_HTTP_MAX_PARAMS 8
 
@@ -58,6 +60,14 @@ typedef struct {
      *  keep-alive client reconnects and the kernel may hand it to another process serving
      *  the same socket (gRPC's max connection age); 0 = connections live until idle. */
     unsigned max_connection_age_ms;
+    /** A request whose headers and body have not all arrived this long after its request
+     *  line is dropped (the connection is shut down, no answer): a slow client cannot hold
+     *  a connection by trickling bytes, which the idle timeout alone allows.
+     *  0 = MSM_HTTP_DEFAULT_REQUEST_DEADLINE_MS. */
+    unsigned request_deadline_ms;
+    /** Most connections open at once from one client IP address; 0 = no cap besides
+     *  max_connections. */
+    unsigned max_connections_per_ip;
 } msm_http_server_conf_t;
 
 /**
