@@ -2,6 +2,11 @@
 /* The HTTP benchmarks' shared publishing side (bench_http.h). */
 #include "bench_http.h"
 
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 CURLM *bench_multi_new(int connections)
 {
     CURLM *m = curl_multi_init();
@@ -17,11 +22,32 @@ struct curl_slist *bench_json_headers(void)
 {
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     /* Appending returns the same list, or NULL. */
-    if (h && !curl_slist_append(h, "Expect:")) {
+    if (h && (!curl_slist_append(h, "Expect:") ||
+              (bench_auth() && !curl_slist_append(h, "Authorization: Bearer " BENCH_TOKEN)))) {
         curl_slist_free_all(h);
         return NULL;
     }
     return h;
+}
+
+int bench_auth(void)
+{
+    const char *v = getenv("MSM_BENCH_AUTH");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+int bench_write_tokens(const char *path)
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)BENCH_TOKEN, strlen(BENCH_TOKEN), d);
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "[{\"name\":\"bench\",\"token_sha256\":\"%s\",\"scopes\":[\"admin\"]}]\n", hex);
+    return fclose(f) == 0 ? 0 : -1;
 }
 
 CURL *bench_easy_new(const char *url, const struct curl_slist *headers, curl_write_callback write,

@@ -9,9 +9,19 @@
 /** @brief A multi handle keeping up to @p connections open to one host (keep-alive). */
 CURLM *bench_multi_new(int connections);
 
+/** The bearer token of a run with MSM_BENCH_AUTH set (an admin principal). */
+#define BENCH_TOKEN "msm-bench-token"
+
 /** @brief The headers of a JSON POST, without curl's "Expect: 100-continue" round trip (a
- *  publish client sends its body at once). NULL when out of memory. */
+ *  publish client sends its body at once), with the bearer token when bench_auth(). NULL
+ *  when out of memory. */
 struct curl_slist *bench_json_headers(void);
+
+/** @brief Whether MSM_BENCH_AUTH asks for the daemons to run with auth.tokens. */
+int bench_auth(void);
+
+/** @brief Writes a token file naming BENCH_TOKEN's principal (admin) to @p path. */
+int bench_write_tokens(const char *path);
 
 /** @brief An easy handle for POSTs to @p url: @p write gets the answer, @p slot comes back
  *  in bench_multi_turn()'s callback. NULL when out of memory. */

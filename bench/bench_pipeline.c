@@ -124,7 +124,7 @@ api(const bench_t *b, const char *method, const char *path, const char *body, ch
     buf_t out = {0};
     snprintf(url, sizeof(url), "%s%s", b->frontend_url, path);
     CURL *e = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *h = bench_json_headers();
     long status = 0;
     answer[0] = '\0';
     if (!e || !h) {
@@ -195,6 +195,12 @@ static void proc_common(const bench_t *b, msm_test_proc_t *p, int which)
 
 static int daemons_start(bench_t *b)
 {
+    char tokens[320];
+    snprintf(tokens, sizeof(tokens), "%s/tokens.json", b->dir);
+    if (bench_auth() && bench_write_tokens(tokens) != 0) {
+        fprintf(stderr, "msm-bench-pipeline: cannot write %s\n", tokens);
+        return -1;
+    }
     for (int i = 0; i < NDAEMONS; i++) {
         msm_test_proc_t *p = &b->daemons[i];
         proc_common(b, p, i);
@@ -205,6 +211,8 @@ static int daemons_start(bench_t *b)
         /* The lambda is on loopback, which PUT and the router refuse unless allowed. */
         if (i == FRONTEND || i == ROUTER)
             msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
+        if (bench_auth())
+            msm_test_proc_arg(p, "--auth.tokens=%s", tokens);
         /* Warnings only: a log line per event would be part of what is measured. */
         msm_test_proc_arg(p, "--logging.level=warn");
         /* A short registry poll: a new subscription is seen within SETTLE_MS. */

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The shared start-up, serving and shutdown of every msm daemon (see msm/daemon.h). */
 #include "msm/daemon.h"
+#include "msm/access.h"
+#include "msm/auth.h"
 #include "msm/err.h"
 #include "msm/log.h"
 #include "msm/version.h"
@@ -24,6 +26,8 @@ struct msm_daemon_s {
     msm_stream_t *stream;
     msm_http_server_t *http;
     msm_metrics_t *metrics;
+    msm_auth_t *auth;     /* principals of auth.tokens, or NULL: no guard */
+    msm_access_t *access; /* the guard over them */
     char member[256];
     int sigfd;
     msm_http_ready_cb *ready;
@@ -164,6 +168,41 @@ static int start_http(msm_daemon_t *d, char *err, size_t n)
     return d->http ? 0 : -1;
 }
 
+static int loopback(const char *bind)
+{
+    return strcmp(bind, "127.0.0.1") == 0 || strcmp(bind, "::1") == 0 ||
+           strcmp(bind, "localhost") == 0 || strncmp(bind, "127.", 4) == 0;
+}
+
+/* The guard over auth.tokens' principals in front of every route (the daemon's own table
+ * comes later, msm_daemon_set_access()). */
+static int start_auth(msm_daemon_t *d, char *err, size_t n)
+{
+    const char *path = d->common->auth_tokens;
+    if (!d->auth) {
+        if (!loopback(d->common->http_bind))
+            msm_log(MSM_LOG_WARN, "daemon",
+                    "authentication is off (no auth.tokens) and HTTP listens on %s: anyone "
+                    "who reaches it may call every route",
+                    d->common->http_bind);
+        return 0;
+    }
+    if (!(d->access = msm_access_new(d->auth, NULL, 0))) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    msm_http_server_set_guard(d->http, msm_access_guard, d->access);
+    msm_log(MSM_LOG_INFO, "daemon", "authentication on: %zu principal(s) from %s",
+            msm_auth_count(d->auth), path);
+    return 0;
+}
+
+void msm_daemon_set_access(msm_daemon_t *d, const msm_access_rule_t *rules, size_t n)
+{
+    if (d->access)
+        msm_access_set_rules(d->access, rules, n);
+}
+
 int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv)
 {
     *out = NULL;
@@ -189,6 +228,13 @@ int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, 
     d->spec = spec;
     d->sigfd = -1;
     d->common = (msm_common_conf_t *)((char *)spec->conf + spec->common_offset);
+    const char *tokens = d->common->auth_tokens;
+    if (tokens && *tokens && !(d->auth = msm_auth_load(tokens, err, sizeof(err)))) {
+        /* A bad token file is a bad setting: refusing to start beats serving unguarded. */
+        fprintf(stderr, "%s: auth.tokens: %s\n", spec->name, err);
+        msm_daemon_free(d);
+        return 2;
+    }
     msm_timer_init(&d->drain_timer);
     msm_log_setup(spec->name, (msm_log_level_t)d->common->logging_level,
                   (msm_log_format_t)d->common->logging_format, NULL);
@@ -199,7 +245,8 @@ int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, 
         snprintf(err, sizeof(err), "start-up failed: %s", strerror(errno));
         goto fail;
     }
-    if (start_backends(d, err, sizeof(err)) != 0 || start_http(d, err, sizeof(err)) != 0)
+    if (start_backends(d, err, sizeof(err)) != 0 || start_http(d, err, sizeof(err)) != 0 ||
+        start_auth(d, err, sizeof(err)) != 0)
         goto fail;
     char url[256];
     msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u; redis %s; log %s; member %s",
@@ -222,6 +269,8 @@ void msm_daemon_free(msm_daemon_t *d)
     if (d->loop)
         msm_loop_timer_stop(d->loop, &d->drain_timer);
     msm_http_server_free(d->http);
+    msm_access_free(d->access);
+    msm_auth_free(d->auth);
     msm_stream_free(d->stream);
     msm_redis_free(d->redis);
     if (d->sigfd >= 0) {

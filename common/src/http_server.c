@@ -96,6 +96,8 @@ struct msm_http_req_s {
     const char *rq_err_code;
     const char *rq_err_msg;
     char rq_allow[96];
+    char rq_err_buf[192]; /* a guard's refusal message */
+    void *rq_principal;   /* who is calling (set by the guard), or NULL */
     uint64_t rq_start_ns;
     const char *rq_path;
     const char *rq_query; /* raw, after '?'; NULL when none */
@@ -134,6 +136,8 @@ struct msm_http_server_s {
     int hs_stopping;
     uint16_t hs_port;
     size_t hs_max_body;
+    msm_http_guard_cb *hs_guard;
+    void *hs_guard_opaque;
     uint64_t hs_max_conn_age_ns; /* 0: no limit */
     uint64_t hs_deadline_ns;     /* request line to last body byte */
     /* Requests still arriving, oldest first (FIFO by request line): the sweep timer drops
@@ -1042,6 +1046,27 @@ static void too_large_msg(msm_http_server_t *srv, char *buf, size_t n)
     snprintf(buf, n, "request body exceeds the limit of %zu bytes", srv->hs_max_body);
 }
 
+/* Asks the guard, once the headers are in and before any body is kept: a refused request
+ * is answered its 401/403 after the body is drained (or at once, as for 413). */
+static void guard(msm_http_server_t *srv, msm_http_req_t *req)
+{
+    if (!srv->hs_guard || !req->rq_route || req->rq_err_status)
+        return;
+    req->rq_err_buf[0] = '\0';
+    /* As a handler would, the guard may add headers to its refusal (WWW-Authenticate). */
+    rq_state_t state = req->rq_state;
+    req->rq_state = RQ_HANDLER;
+    int status = srv->hs_guard(req, req->rq_route->rt_pattern, srv->hs_guard_opaque,
+                               req->rq_err_buf, sizeof(req->rq_err_buf));
+    req->rq_state = state;
+    if (status == 0)
+        return;
+    req->rq_err_status = status;
+    req->rq_err_code = status == 401 ? "UNAUTHENTICATED"
+                                     : (status == 429 ? "RATE_LIMITED" : "PERMISSION_DENIED");
+    req->rq_err_msg = req->rq_err_buf[0] ? req->rq_err_buf : "not allowed";
+}
+
 static enum MHD_Result on_headers(msm_http_server_t *srv, msm_http_req_t *req,
                                   struct MHD_Connection *conn, const char *method)
 {
@@ -1050,6 +1075,7 @@ static enum MHD_Result on_headers(msm_http_server_t *srv, msm_http_req_t *req,
     req->rq_method_idx = method_index(method);
     req->rq_state = RQ_BODY;
     resolve(srv, req);
+    guard(srv, req);
 
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1495,6 +1521,22 @@ void msm_http_server_free(msm_http_server_t *srv)
     json_decref(srv->hs_config);
     free(srv->hs_name);
     free(srv);
+}
+
+void msm_http_server_set_guard(msm_http_server_t *srv, msm_http_guard_cb *cb, void *opaque)
+{
+    srv->hs_guard = cb;
+    srv->hs_guard_opaque = opaque;
+}
+
+void msm_http_req_set_principal(msm_http_req_t *req, void *principal)
+{
+    req->rq_principal = principal;
+}
+
+void *msm_http_req_principal(const msm_http_req_t *req)
+{
+    return req->rq_principal;
 }
 
 uint16_t msm_http_server_port(const msm_http_server_t *srv)

@@ -5,6 +5,7 @@
  * Reads go to Redis directly: a GET right after a PUT on another frontend sees it. */
 #include "fe_int.h"
 
+#include "msm/access.h"
 #include "msm/err.h"
 #include "msm/json.h"
 #include "msm/log.h"
@@ -513,6 +514,14 @@ static void sub_put(msm_http_req_t *req, void *opaque)
         return;
     }
     msm_json_err_deinit(&e);
+    if (!msm_access_can(req, "subscribe", s->topic)) {
+        /* A subscription receives its topic's events: its scope must cover the topic too. */
+        char msg[300];
+        snprintf(msg, sizeof(msg), "no subscribe scope for topic \"%s\"", s->topic);
+        msm_sub_free(s);
+        msm_http_respond_error(req, 403, "PERMISSION_DENIED", msg, NULL);
+        return;
+    }
     char kt[KEY_MAX], ks[KEY_MAX];
     sub_put_t *sp = hash_key(fe, MSM_KEY_TOPICS, kt, sizeof(kt)) >= 0 &&
                             hash_key(fe, MSM_KEY_SUBS, ks, sizeof(ks)) >= 0

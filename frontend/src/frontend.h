@@ -8,6 +8,7 @@
 #ifndef MSM_FRONTEND_H
 #define MSM_FRONTEND_H
 
+#include "msm/access.h"
 #include "msm/http_server.h"
 #include "msm/loop.h"
 #include "msm/metrics.h"
@@ -66,6 +67,9 @@ fe_t *fe_new(const fe_deps_t *deps, const fe_settings_t *settings, char *errbuf,
  * @remark Free it before the HTTP server, the Redis client and the log client.
  */
 void fe_free(fe_t *fe);
+
+/** The scope each route needs when auth.tokens is set (scopes.c): for msm_daemon_set_access(). */
+const msm_access_rule_t *fe_access_rules(size_t *n);
 
 /** @brief Readiness for /readyz: Redis connected and the registry loaded (opaque = fe). */
 int fe_ready(void *fe, char *why, size_t n);

@@ -83,6 +83,9 @@ int main(int argc, char **argv)
         msm_daemon_free(d);
         return 1;
     }
+    size_t nrules;
+    const msm_access_rule_t *rules = fe_access_rules(&nrules);
+    msm_daemon_set_access(d, rules, nrules);
     msm_daemon_set_ready(d, fe_ready, fe);
     msm_daemon_on_stop(d, fe_stop, fe_drained, fe);
     rc = msm_daemon_run(d);

@@ -4,6 +4,7 @@
  * callback: 200 only once every new event is durable, and nothing published on any error. */
 #include "pub_int.h"
 
+#include "msm/access.h"
 #include "msm/base64.h"
 #include "msm/err.h"
 #include "msm/log.h"
@@ -253,12 +254,40 @@ void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
     return p;
 }
 
+/* The caller's scope for @p topic (the protobuf RPC names it in the body, so the route's
+ * guard could not) and its publish quota, counted in events. Answers 403 or 429 itself. */
+static int pub_allowed(fe_t *fe, msm_http_req_t *req, const char *topic, size_t n,
+                       uint64_t start_us)
+{
+    if (!msm_access_can(req, "publish", topic)) {
+        fe_pub_count(fe, topic, "denied", 0, start_us);
+        char msg[300];
+        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\"", topic);
+        msm_http_respond_error(req, 403, "PERMISSION_DENIED", msg, NULL);
+        return 0;
+    }
+    int64_t wait_ms = msm_access_take(req, n);
+    if (wait_ms > 0) {
+        fe_pub_count(fe, topic, "rate_limited", 0, start_us);
+        char secs[24];
+        snprintf(secs, sizeof(secs), "%lld", (long long)((wait_ms + 999) / 1000));
+        msm_http_add_header(req, "Retry-After", secs);
+        msm_http_respond_error(req, 429, "RATE_LIMITED",
+                               "the publish quota of this principal (publish_per_s) is spent",
+                               NULL);
+        return 0;
+    }
+    return 1;
+}
+
 void fe_pub_run(fe_t *fe, msm_http_req_t *req, const char *topic, const char *subject,
                 fe_pub_done_cb *done, uint64_t start_us, int status, fe_batch_t *b,
                 msm_json_err_t *e, msm_json_err_t *big, size_t events)
 {
     if (status) {
         fe_parse_failed(fe, req, topic, status, e, big, events, start_us);
+        fe_batch_free(b);
+    } else if (!pub_allowed(fe, req, topic, b->n, start_us)) {
         fe_batch_free(b);
     } else {
         fe_pub_t *p = fe_pub_new(fe, req, sizeof(*p), topic, subject, done, start_us);

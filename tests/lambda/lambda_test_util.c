@@ -45,6 +45,26 @@ void lt_suite_teardown(const char *dir)
     curl_global_cleanup();
 }
 
+int lt_frontend_start(msm_test_proc_t *fe, const char *bin, const char *dir,
+                      const char *redis_url, const char *ns, const char *const *extra)
+{
+    memset(fe, 0, sizeof(*fe));
+    fe->port = msm_test_free_port();
+    snprintf(fe->log, sizeof(fe->log), "%s/frontend.log", dir);
+    msm_test_proc_arg(fe, "%s", bin);
+    msm_test_proc_arg(fe, "--redis.url=%s", redis_url);
+    msm_test_proc_arg(fe, "--namespace=%s", ns);
+    msm_test_proc_arg(fe, "--http.port=%d", fe->port);
+    msm_test_proc_arg(fe, "--http.bind=127.0.0.1");
+    for (int i = 0; extra && extra[i]; i++)
+        msm_test_proc_arg(fe, "%s", extra[i]);
+    if (msm_test_proc_start(fe) != 0 || msm_test_proc_wait_ready(fe, NULL, 15000) != 0) {
+        fprintf(stderr, "msm-frontend not ready; see %s\n", fe->log);
+        return -1;
+    }
+    return 0;
+}
+
 int lt_tmpdir(char *buf, size_t n)
 {
     const char *base = getenv("TMPDIR");

@@ -24,6 +24,15 @@ void lt_rmdir(const char *dir);
  */
 int lt_child_start(msm_test_proc_t *c, const char *dir, const char *bin, const char *const *args);
 
+/**
+ * @brief Starts the real msm-frontend @p bin on a free port of loopback (fe->port) against
+ * @p redis_url and namespace @p ns, its log in @p dir, with the NULL-terminated @p extra
+ * flags, and waits (15 s at most) until /readyz answers.
+ * @returns 0, or -1 (a line says where the log is).
+ */
+int lt_frontend_start(msm_test_proc_t *fe, const char *bin, const char *dir,
+                      const char *redis_url, const char *ns, const char *const *extra);
+
 /** One blocking HTTP request. */
 typedef struct {
     const char *method;      /* NULL = POST when body is set, else GET */

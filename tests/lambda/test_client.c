@@ -60,17 +60,8 @@ static int suite_init(void)
     if (lt_tmpdir(dir, sizeof(dir)) != 0 || msm_test_redis_start(&redis_srv) != 0)
         return -1;
     msm_test_namespace(ns, sizeof(ns));
-    fe.port = msm_test_free_port();
-    snprintf(fe.log, sizeof(fe.log), "%s/frontend.log", dir);
-    msm_test_proc_arg(&fe, "%s", frontend_bin);
-    msm_test_proc_arg(&fe, "--redis.url=%s", redis_srv.url);
-    msm_test_proc_arg(&fe, "--namespace=%s", ns);
-    msm_test_proc_arg(&fe, "--http.port=%d", fe.port);
-    msm_test_proc_arg(&fe, "--http.bind=127.0.0.1");
-    if (msm_test_proc_start(&fe) != 0 || msm_test_proc_wait_ready(&fe, NULL, 15000) != 0) {
-        fprintf(stderr, "msm-frontend not ready; see %s\n", fe.log);
+    if (lt_frontend_start(&fe, frontend_bin, dir, redis_srv.url, ns, NULL) != 0)
         return -1;
-    }
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", fe.port);
     /* msm_client_new(NULL) reads it, here and in the lambda started below */
     setenv("MSM_FRONTEND_URL", url, 1);

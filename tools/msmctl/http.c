@@ -104,6 +104,11 @@ int ctl_http(ctl_t *c, const char *method, const char *path, const json_t *body,
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
+    if (c->o.token && *c->o.token) {
+        char auth[512];
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->o.token);
+        hdrs = curl_slist_append(hdrs, auth);
+    }
     if (payload) {
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);

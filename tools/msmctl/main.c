@@ -31,6 +31,12 @@ static const msm_conf_def_t all_opts[] = {
                  1,
                  3600000,
                  "give up on a request after this long"),
+    MSM_CONF_SECRET_STR("token",
+                        ctl_opts_t,
+                        token,
+                        NULL,
+                        "bearer token for a frontend run with auth.tokens (environment "
+                        "MSM_TOKEN too)"),
     MSM_CONF_STR("schema-subject",
                  ctl_opts_t,
                  schema_subject,
@@ -151,7 +157,7 @@ static const msm_conf_def_t all_opts[] = {
                  "file)"),
 };
 #define N_ALL    MSM_CONF_COUNT(all_opts)
-#define N_GLOBAL 3 /* url, json, http-timeout-ms come first */
+#define N_GLOBAL 4 /* url, json, http-timeout-ms, token come first */
 
 typedef int ctl_run_t(ctl_t *c, const char **args, int nargs);
 

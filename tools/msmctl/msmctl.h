@@ -25,6 +25,7 @@ typedef struct {
     char *url;
     bool json;
     int http_timeout_ms;
+    char *token; /* bearer token, or NULL */
     /* topic */
     char *schema_subject;
     /* sub */

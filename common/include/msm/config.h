@@ -173,6 +173,7 @@ typedef struct {
     int http_request_deadline_ms;  /**< http.request_deadline_ms: request line to last byte */
     int http_max_connections;      /**< http.max_connections: open client connections */
     int http_max_connections_per_ip; /**< http.max_connections_per_ip: 0 = no cap */
+    char *auth_tokens;   /**< auth.tokens: JSON file of principals (msm/auth.h), or NULL */
     int logging_level;   /**< logging.level: msm_log_level_t, default info */
     int logging_format;  /**< logging.format: msm_log_format_t, default logfmt */
 } msm_common_conf_t;
@@ -205,6 +206,9 @@ typedef struct {
                  "most client connections open at once"),                                          \
     MSM_CONF_INT("http.max_connections_per_ip", type, member.http_max_connections_per_ip, 0, 0,    \
                  1000000, "most connections open at once from one client address (0: no cap)"),    \
+    MSM_CONF_STR("auth.tokens", type, member.auth_tokens, NULL,                                    \
+                 "JSON file of principals [{name,token_sha256,scopes,publish_per_s}]: every "     \
+                 "route but /healthz and /readyz then needs Authorization: Bearer"),              \
     MSM_CONF_ENUM("logging.level", type, member.logging_level, "info", msm_conf_log_levels,        \
                   "lowest level logged"),                                                          \
     MSM_CONF_ENUM("logging.format", type, member.logging_format, "logfmt",                         \

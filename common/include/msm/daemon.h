@@ -24,6 +24,7 @@
 #ifndef MSM_DAEMON_H
 #define MSM_DAEMON_H
 
+#include "msm/access.h"
 #include "msm/config.h"
 #include "msm/http_server.h"
 #include "msm/loop.h"
@@ -56,6 +57,13 @@ typedef int msm_daemon_drained_cb(void *opaque);
  * something could not start).
  */
 int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv);
+
+/**
+ * @brief The daemon's access table (msm/access.h; borrowed: a static table): which scope
+ * each of its routes needs when auth.tokens is set. Routes it does not name need "admin".
+ * Without auth.tokens it does nothing.
+ */
+void msm_daemon_set_access(msm_daemon_t *d, const msm_access_rule_t *rules, size_t n);
 
 /** @brief Frees everything msm_daemon_new() made, and the configuration strings. */
 void msm_daemon_free(msm_daemon_t *d);

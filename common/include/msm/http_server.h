@@ -80,6 +80,18 @@ typedef struct {
 int msm_http_listen(const char *host, int port, int reuse_port, uint16_t *bound, char *errbuf,
                     size_t errbuf_size);
 
+/**
+ * Decides whether a request may reach its route, called once its headers are in and before
+ * its body is read (so a refused client cannot make the server buffer a body).
+ * @param pattern the matched route's pattern ("/v1/topics/{topic}:publish"); path
+ *        parameters and headers of @p req can be read
+ * @param msg receives the refusal's message
+ * @returns 0 to let it through, or the status to answer instead: 401 (UNAUTHENTICATED; add
+ * WWW-Authenticate with msm_http_add_header()), 403 (PERMISSION_DENIED) or 429.
+ */
+typedef int msm_http_guard_cb(msm_http_req_t *req, const char *pattern, void *opaque,
+                              char *msg, size_t n);
+
 /** @brief Fills @p conf with the defaults above (all zero / NULL). */
 void msm_http_server_conf_init(msm_http_server_conf_t *conf);
 
@@ -110,6 +122,13 @@ void msm_http_server_free(msm_http_server_t *srv);
 int msm_http_server_quiesce(msm_http_server_t *srv);
 
 /** @brief The port actually bound (the ephemeral one when conf.port was 0). */
+/** @brief Puts @p cb in front of every route (NULL: none). */
+void msm_http_server_set_guard(msm_http_server_t *srv, msm_http_guard_cb *cb, void *opaque);
+
+/** @brief The caller a guard identified (an msm_principal_t for the daemons), or NULL. */
+void msm_http_req_set_principal(msm_http_req_t *req, void *principal);
+void *msm_http_req_principal(const msm_http_req_t *req);
+
 uint16_t msm_http_server_port(const msm_http_server_t *srv);
 
 /** @brief Client connections open now (idle keep-alive ones included). */
