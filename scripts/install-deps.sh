@@ -7,7 +7,8 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config
     librdkafka-dev libhiredis-dev libprotobuf-c-dev protobuf-c-compiler libavro-dev
-    libjansson-dev libmicrohttpd-dev libcunit1-dev libcurl4-openssl-dev libssl-dev
+    libjansson-dev libmicrohttpd-dev libgnutls28-dev libcunit1-dev libcurl4-openssl-dev libssl-dev
+    openssl
     redis-server
 )
 

@@ -163,6 +163,9 @@ static int start_http(msm_daemon_t *d, char *err, size_t n)
     hc.request_deadline_ms = (unsigned)d->common->http_request_deadline_ms;
     hc.max_connections = (unsigned)d->common->http_max_connections;
     hc.max_connections_per_ip = (unsigned)d->common->http_max_connections_per_ip;
+    hc.tls_cert_file = d->common->tls_cert;
+    hc.tls_key_file = d->common->tls_key;
+    hc.tls_client_ca_file = d->common->tls_client_ca;
     d->http = msm_http_server_new(d->loop, &hc, err, n);
     json_decref(config);
     return d->http ? 0 : -1;

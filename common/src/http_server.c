@@ -5,6 +5,7 @@
  * accessors, responses, metrics and the built-in endpoints live here too. */
 #include "hex_int.h"
 #include "msm/http_server.h"
+#include "msm/buf.h"
 #include "msm/err.h"
 #include "msm/json.h"
 #include "msm/log.h"
@@ -12,6 +13,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -122,6 +125,7 @@ struct msm_http_req_s {
     void *rq_cancel_opaque;
     msm_http_req_t *rq_iprev, *rq_inext; /* the server's arriving list (deadline sweep) */
     int rq_arriving;
+    char *rq_subject; /* CN of the verified client certificate, or NULL */
     char rq_mem[]; /* copy of the raw URI, then the scratch area */
 };
 
@@ -145,6 +149,8 @@ struct msm_http_server_s {
     msm_http_req_t *hs_arriving, *hs_arriving_tail;
     msm_timer_t hs_sweep;
     msm_metric_child_t *hs_dropped_deadline;
+    char *hs_tls_pem[3]; /* certificate, key, client CA (PEM text), until MHD stops */
+    int hs_tls_verify;   /* a client CA is set: requests need a verified client certificate */
     char *hs_name;
     msm_metrics_t *hs_metrics;
     int hs_own_metrics;
@@ -696,9 +702,63 @@ static void req_free(msm_http_req_t *req)
     free(req->rq_hdrs);
     free(req->rq_qs);
     free(req->rq_body);
+    free(req->rq_subject);
     srv->hs_live--;
     msm_gauge_dec(srv->hs_inflight);
     free(req);
+}
+
+/* ---- TLS client certificates ---- */
+
+/* Verifies the client certificate of @p conn against the client CA and copies its subject
+ * CN into *cn (NULL when it has none usable). Returns 0 when a certificate verified, -1
+ * when there is none or it did not. MHD only asks for one, so refusing is ours to do. */
+static int client_cert(struct MHD_Connection *conn, char **cn)
+{
+    *cn = NULL;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session)
+        return -1;
+    gnutls_session_t session = ci->tls_session;
+    unsigned status = 0, ncerts = 0;
+    if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS || status != 0)
+        return -1;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &ncerts);
+    if (!certs || ncerts == 0)
+        return -1;
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
+        return 0;
+    char buf[256];
+    size_t len = sizeof(buf);
+    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == GNUTLS_E_SUCCESS &&
+        gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &len) ==
+            GNUTLS_E_SUCCESS &&
+        len < sizeof(buf) && !memchr(buf, '\0', len))
+        *cn = strndup(buf, len); /* a CN with a NUL inside names nobody */
+    gnutls_x509_crt_deinit(crt);
+    return 0;
+}
+
+/* With a client CA, a request without a verified certificate is marked for a 401, answered
+ * like a 404 once its body is drained (health probes stay open: they carry no certificate).
+ * Checked per request: the verdict costs one chain verification, no connection state. */
+static void check_client_cert(msm_http_server_t *srv, msm_http_req_t *req)
+{
+    if (!srv->hs_tls_verify)
+        return;
+    if (client_cert(req->rq_conn, &req->rq_subject) == 0 ||
+        strcmp(req->rq_path, "/healthz") == 0 || strcmp(req->rq_path, "/readyz") == 0)
+        return;
+    req->rq_err_status = MHD_HTTP_UNAUTHORIZED;
+    req->rq_err_code = "UNAUTHENTICATED";
+    req->rq_err_msg = "a client certificate signed by the server's client CA is required";
+}
+
+const char *msm_http_req_client_subject(const msm_http_req_t *req)
+{
+    return req->rq_subject;
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -708,6 +768,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     if (req) {
         req->rq_conn = conn;
         arriving_add(cls, req);
+        check_client_cert(cls, req);
     }
     return req;
 }
@@ -1340,6 +1401,59 @@ static int register_metrics(msm_http_server_t *srv)
     return 0;
 }
 
+/* The whole of a PEM file, NUL-terminated, or NULL with a reason in @p errbuf. */
+static char *read_pem(const char *what, const char *path, char *errbuf, size_t n)
+{
+    msm_buf_t b = {0};
+    int rc = msm_buf_append_file(&b, path);
+    if (rc != MSM_OK) {
+        snprintf(errbuf, n, "%s %s: %s", what, path,
+                 rc == MSM_ERR_NOMEM ? "out of memory" : strerror(errno));
+        msm_buf_deinit(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
+static int has_text(const char *s)
+{
+    return s && *s;
+}
+
+/* Reads the TLS files of @p conf and fills @p opts (room for 4) with the MHD options, or
+ * leaves it empty for plain HTTP. */
+static int tls_setup(msm_http_server_t *srv, const msm_http_server_conf_t *conf,
+                     struct MHD_OptionItem *opts, char *errbuf, size_t n)
+{
+    static const enum MHD_OPTION kinds[] = {MHD_OPTION_HTTPS_MEM_CERT, MHD_OPTION_HTTPS_MEM_KEY,
+                                            MHD_OPTION_HTTPS_MEM_TRUST};
+    static const char *const names[] = {"tls.cert", "tls.key", "tls.client_ca"};
+    const char *paths[] = {conf->tls_cert_file, conf->tls_key_file, conf->tls_client_ca_file};
+    opts[0] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    if (!has_text(paths[0]) && !has_text(paths[1]) && !has_text(paths[2]))
+        return 0;
+    if (!has_text(paths[0]) || !has_text(paths[1])) {
+        snprintf(errbuf, n, "TLS needs both tls.cert and tls.key");
+        return -1;
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        snprintf(errbuf, n, "TLS is configured but this libmicrohttpd was built without it");
+        return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (!has_text(paths[i]))
+            continue;
+        srv->hs_tls_pem[i] = read_pem(names[i], paths[i], errbuf, n);
+        if (!srv->hs_tls_pem[i])
+            return -1;
+        opts[k++] = (struct MHD_OptionItem){kinds[i], 0, srv->hs_tls_pem[i]};
+    }
+    opts[k] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    srv->hs_tls_verify = srv->hs_tls_pem[2] != NULL;
+    return 0;
+}
+
 msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_conf_t *conf,
                                        char *errbuf, size_t errbuf_size)
 {
@@ -1412,22 +1526,31 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
                                          : MSM_HTTP_DEFAULT_REQUEST_DEADLINE_MS) *
                           1000000u;
 
+    struct MHD_OptionItem tls_opts[4];
+    unsigned tls_flag = 0;
+    if (tls_setup(srv, conf, tls_opts, errbuf, errbuf_size) != 0)
+        goto fail;
+    if (tls_opts[0].option != MHD_OPTION_END)
+        tls_flag = MHD_USE_TLS;
+
     unsigned max_conns = conf->max_connections ? conf->max_connections : 1024;
     unsigned idle = conf->idle_timeout_s ? conf->idle_timeout_s : 60;
     /* No internal thread: MHD_USE_EPOLL gives us one fd to watch. Suspend/resume (which
      * implies MHD_USE_ITC) lets handlers answer later. MHD_USE_TURBO is left out: it skips
      * shutdown() before close, and its optimistic reads gain little here. */
     srv->hs_mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG | tls_flag,
         srv->hs_port, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
         MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, srv, MHD_OPTION_CONNECTION_LIMIT, max_conns,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, conf->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)64 * 1024, MHD_OPTION_END);
+        (size_t)64 * 1024, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_END);
     if (!srv->hs_mhd) {
-        snprintf(errbuf, errbuf_size, "MHD_start_daemon failed");
+        snprintf(errbuf, errbuf_size, tls_flag ? "MHD_start_daemon failed (are tls.cert and "
+                                                 "tls.key a PEM certificate and its key?)"
+                                               : "MHD_start_daemon failed");
         goto fail;
     }
     lfd = -1; /* MHD owns it now */
@@ -1445,8 +1568,10 @@ msm_http_server_t *msm_http_server_new(msm_loop_t *loop, const msm_http_server_c
         goto nomem;
     srv->hs_hook_added = 1;
     arm_timer(srv);
-    msm_log(MSM_LOG_INFO, FAC, "%s listening on %s:%u", srv->hs_name, host,
-            (unsigned)srv->hs_port);
+    msm_log(MSM_LOG_INFO, FAC, "%s listening on %s:%u%s", srv->hs_name, host,
+            (unsigned)srv->hs_port,
+            tls_flag ? (srv->hs_tls_verify ? " (https, client certificates required)" : " (https)")
+                     : "");
     return srv;
 nomem:
     snprintf(errbuf, errbuf_size, "out of memory");
@@ -1519,6 +1644,8 @@ void msm_http_server_free(msm_http_server_t *srv)
     if (srv->hs_own_metrics)
         msm_metrics_free(srv->hs_metrics);
     json_decref(srv->hs_config);
+    for (size_t i = 0; i < 3; i++)
+        free(srv->hs_tls_pem[i]);
     free(srv->hs_name);
     free(srv);
 }

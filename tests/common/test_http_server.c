@@ -141,6 +141,7 @@ typedef struct {
     int chunked;
     long timeout_ms;
     CURL *easy; /* reused when set (keep-alive) */
+    const char *ca, *cert, *key; /* https: the CA to trust, a client certificate and key */
     /* result */
     CURLcode rc;
     long status;
@@ -232,6 +233,12 @@ static void do_call(void *arg)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms ? c->timeout_ms : 10000L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    if (c->ca)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
+    if (c->cert) {
+        curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert);
+        curl_easy_setopt(e, CURLOPT_SSLKEY, c->key);
+    }
     const char *method = c->method ? c->method : "GET";
     /* HTTPGET resets NOBODY, so it goes first. */
     curl_easy_setopt(e, CURLOPT_UPLOAD, 0L);
@@ -1316,6 +1323,12 @@ static void start_sink(unsigned deadline_ms, size_t max_body)
     handler_calls = 0;
 }
 
+static int no_connections(void *arg)
+{
+    (void)arg;
+    return msm_http_server_connections(srv) == 0;
+}
+
 static void test_slow_clients_dropped(void)
 {
     start_sink(1000, 0);
@@ -1342,7 +1355,8 @@ static void test_slow_clients_dropped(void)
                                                      "\"deadline\"} 2")
                                    : NULL);
     call_free(&c);
-    CU_ASSERT_EQUAL(msm_http_server_connections(srv), 0);
+    /* The dropped connections are gone (the last client's close may still be on its way). */
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, no_connections, NULL, 3000), MSM_OK);
     stop();
 }
 
@@ -1419,6 +1433,154 @@ static void test_oversize_cut_off(void)
     stop();
 }
 
+/* ---- TLS and client certificates ---- */
+
+static char tls_dir[64];
+
+/* The path of @p name in tls_dir (one of a few static buffers, for several at once). */
+static const char *tls_path(const char *name)
+{
+    static char bufs[6][128];
+    static int next;
+    char *b = bufs[next++ % 6];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", tls_dir, name);
+    return b;
+}
+
+static const char *const tls_files[] = {
+    "ca.key",     "ca.pem",  "ca.srl",  "rogue-ca.key", "rogue-ca.pem", "rogue-ca.srl",
+    "srv.key",    "srv.csr", "srv.pem", "srv.ext",      "cli.key",      "cli.csr",
+    "cli.pem",    "cli.ext", "rogue.key", "rogue.csr",  "rogue.pem",
+};
+
+/* A CA, a server certificate for 127.0.0.1 and a client certificate (CN orders-service) it
+ * signs, and a client certificate with the same CN from another CA. */
+static int make_certs(void)
+{
+    snprintf(tls_dir, sizeof(tls_dir), "/tmp/msm-tls-XXXXXX");
+    if (!mkdtemp(tls_dir))
+        return -1;
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && (set -e; k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes';"
+             " openssl req -x509 $k -keyout ca.key -out ca.pem -subj /CN=test-ca -days 2;"
+             " openssl req -x509 $k -keyout rogue-ca.key -out rogue-ca.pem -subj /CN=rogue -days 2;"
+             " printf 'subjectAltName=IP:127.0.0.1\\n' > srv.ext;"
+             " printf 'extendedKeyUsage=clientAuth\\n' > cli.ext;"
+             " openssl req $k -keyout srv.key -out srv.csr -subj /CN=127.0.0.1;"
+             " openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+             "  -out srv.pem -days 2 -extfile srv.ext;"
+             " openssl req $k -keyout cli.key -out cli.csr -subj /CN=orders-service;"
+             " openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+             "  -out cli.pem -days 2 -extfile cli.ext;"
+             " openssl req $k -keyout rogue.key -out rogue.csr -subj /CN=orders-service;"
+             " openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key"
+             "  -CAcreateserial -out rogue.pem -days 2 -extfile cli.ext) >/dev/null 2>&1",
+             tls_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void remove_certs(void)
+{
+    for (size_t i = 0; i < sizeof(tls_files) / sizeof(tls_files[0]); i++)
+        unlink(tls_path(tls_files[i]));
+    rmdir(tls_dir);
+}
+
+static void h_whoami(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    const char *cn = msm_http_req_client_subject(req);
+    msm_http_respond(req, 200, "text/plain", cn ? cn : "-", strlen(cn ? cn : "-"));
+}
+
+/* An https server with @p client_ca (or none); base becomes https://127.0.0.1:port. */
+static void start_tls(const char *client_ca)
+{
+    msm_http_server_conf_t conf;
+    msm_http_server_conf_init(&conf);
+    conf.tls_cert_file = tls_path("srv.pem");
+    conf.tls_key_file = tls_path("srv.key");
+    conf.tls_client_ca_file = client_ca;
+    start_conf(&conf);
+    CU_ASSERT_EQUAL(msm_http_server_route(srv, "GET", "/whoami", h_whoami, NULL), MSM_OK);
+    snprintf(base, sizeof(base), "https://127.0.0.1:%u", (unsigned)msm_http_server_port(srv));
+}
+
+static void test_tls_client_certificates(void)
+{
+    CU_ASSERT_EQUAL_FATAL(make_certs(), 0);
+    char ca[128];
+    snprintf(ca, sizeof(ca), "%s", tls_path("ca.pem"));
+    start_tls(ca);
+
+    /* A certificate the client CA signed: served, its CN is the subject. */
+    call_t c = {.path = "/whoami", .ca = ca, .cert = tls_path("cli.pem"),
+                .key = tls_path("cli.key")};
+    call(&c);
+    CU_ASSERT_EQUAL(c.rc, CURLE_OK);
+    CU_ASSERT_EQUAL(c.status, 200);
+    CU_ASSERT_STRING_EQUAL(c.rbody ? c.rbody : "", "orders-service");
+    call_free(&c);
+
+    /* No certificate, or one from another CA: refused. */
+    c = (call_t){.path = "/whoami", .ca = ca};
+    call(&c);
+    if (c.rc == CURLE_OK)
+        check_error(&c, 401, "UNAUTHENTICATED");
+    call_free(&c);
+    c = (call_t){.path = "/whoami", .ca = ca, .cert = tls_path("rogue.pem"),
+                 .key = tls_path("rogue.key")};
+    call(&c);
+    CU_ASSERT_NOT_EQUAL(c.status, 200);
+    if (c.rc == CURLE_OK)
+        check_error(&c, 401, "UNAUTHENTICATED");
+    call_free(&c);
+
+    /* Health probes carry no certificate and stay open. */
+    c = (call_t){.path = "/healthz", .ca = ca};
+    call(&c);
+    CU_ASSERT_EQUAL(c.status, 200);
+    call_free(&c);
+
+    /* Plain HTTP to the TLS port gets no answer. */
+    snprintf(base, sizeof(base), "http://127.0.0.1:%u", (unsigned)msm_http_server_port(srv));
+    c = (call_t){.path = "/healthz", .timeout_ms = 3000};
+    call(&c);
+    CU_ASSERT_NOT_EQUAL(c.rc, CURLE_OK);
+    CU_ASSERT_NOT_EQUAL(c.status, 200);
+    call_free(&c);
+    stop();
+
+    /* Without a client CA: HTTPS for anyone, and no subject even with a certificate. */
+    start_tls(NULL);
+    c = (call_t){.path = "/whoami", .ca = ca, .cert = tls_path("cli.pem"),
+                 .key = tls_path("cli.key")};
+    call(&c);
+    CU_ASSERT_EQUAL(c.status, 200);
+    CU_ASSERT_STRING_EQUAL(c.rbody ? c.rbody : "", "-");
+    call_free(&c);
+    stop();
+
+    /* Bad settings are refused at start. */
+    loop = msm_loop_new();
+    msm_http_server_conf_t conf;
+    msm_http_server_conf_init(&conf);
+    conf.bind_address = "127.0.0.1";
+    conf.tls_cert_file = tls_path("srv.pem");
+    char err[256] = "";
+    CU_ASSERT_PTR_NULL(msm_http_server_new(loop, &conf, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "tls.key"));
+    conf.tls_key_file = tls_path("missing.key");
+    CU_ASSERT_PTR_NULL(msm_http_server_new(loop, &conf, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "missing.key"));
+    conf.tls_key_file = tls_path("ca.pem"); /* not a key */
+    CU_ASSERT_PTR_NULL(msm_http_server_new(loop, &conf, err, sizeof(err)));
+    msm_loop_free(loop);
+    loop = NULL;
+    remove_certs();
+}
+
 static int suite_init(void)
 {
     return curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK ? 0 : -1;
@@ -1449,6 +1611,7 @@ static CU_TestInfo http_tests[] = {
     {"slow clients dropped at the request deadline", test_slow_clients_dropped},
     {"1 MiB body limit by default", test_body_limit_default},
     {"oversize bodies cut off as they arrive", test_oversize_cut_off},
+    {"TLS with client certificates", test_tls_client_certificates},
     CU_TEST_INFO_NULL,
 };
 

@@ -4,6 +4,7 @@
  * --help and --version work like everywhere else) and runs it. */
 #include "msmctl.h"
 
+#include "msm/buf.h"
 #include "msm/config.h"
 #include "msm/err.h"
 #include "msm/version.h"
@@ -237,39 +238,15 @@ char *ctl_text_arg(ctl_t *c, const char *flag, const char *value)
             ctl_error(c, "out of memory");
         return copy;
     }
-    FILE *f = fopen(value + 1, "rb");
-    if (!f) {
-        ctl_error(c, "%s %s: %s", flag, value, strerror(errno));
+    msm_buf_t b = {0};
+    int rc = msm_buf_append_file(&b, value + 1);
+    if (rc != MSM_OK) {
+        ctl_error(c, "%s %s: %s", flag, value,
+                  rc == MSM_ERR_NOMEM ? "out of memory" : strerror(errno));
+        msm_buf_deinit(&b);
         return NULL;
     }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *b = realloc(buf, cap);
-            if (!b) {
-                ctl_error(c, "%s %s: out of memory", flag, value);
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = b;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    int failed = ferror(f);
-    fclose(f);
-    if (failed) {
-        ctl_error(c, "%s %s: read error", flag, value);
-        free(buf);
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
+    return (char *)b.data;
 }
 
 static void usage(FILE *out)

@@ -20,6 +20,12 @@ int msm_buf_reserve(msm_buf_t *b, size_t extra);
  * a C string. @returns MSM_OK or MSM_ERR_NOMEM.
  */
 int msm_buf_append(msm_buf_t *b, const void *p, size_t n);
+/**
+ * @brief Appends the whole of file @p path, NUL-terminated like msm_buf_append().
+ * @returns MSM_OK, MSM_ERR_IO (errno says why) or MSM_ERR_NOMEM; on error @p b keeps what
+ * it had, possibly with more room.
+ */
+int msm_buf_append_file(msm_buf_t *b, const char *path);
 /** @brief Frees the storage and zeroes @p b. */
 void msm_buf_deinit(msm_buf_t *b);
 

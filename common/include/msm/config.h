@@ -174,6 +174,9 @@ typedef struct {
     int http_max_connections;      /**< http.max_connections: open client connections */
     int http_max_connections_per_ip; /**< http.max_connections_per_ip: 0 = no cap */
     char *auth_tokens;   /**< auth.tokens: JSON file of principals (msm/auth.h), or NULL */
+    char *tls_cert;      /**< tls.cert: PEM certificate file; "" = plain HTTP */
+    char *tls_key;       /**< tls.key: its private key (PEM file) */
+    char *tls_client_ca; /**< tls.client_ca: PEM CA file client certificates must chain to */
     int logging_level;   /**< logging.level: msm_log_level_t, default info */
     int logging_format;  /**< logging.format: msm_log_format_t, default logfmt */
 } msm_common_conf_t;
@@ -206,6 +209,12 @@ typedef struct {
                  "most client connections open at once"),                                          \
     MSM_CONF_INT("http.max_connections_per_ip", type, member.http_max_connections_per_ip, 0, 0,    \
                  1000000, "most connections open at once from one client address (0: no cap)"),    \
+    MSM_CONF_STR("tls.cert", type, member.tls_cert, "",                                            \
+                 "PEM certificate file: serve HTTPS only (with tls.key)"),                        \
+    MSM_CONF_STR("tls.key", type, member.tls_key, "", "PEM private key file of tls.cert"),         \
+    MSM_CONF_STR("tls.client_ca", type, member.tls_client_ca, "",                                  \
+                 "PEM CA file: requests need a client certificate it signed (401 otherwise; "      \
+                 "/healthz and /readyz stay open)"),                                               \
     MSM_CONF_STR("auth.tokens", type, member.auth_tokens, NULL,                                    \
                  "JSON file of principals [{name,token_sha256,scopes,publish_per_s}]: every "     \
                  "route but /healthz and /readyz then needs Authorization: Bearer"),              \

@@ -68,6 +68,14 @@ typedef struct {
     /** Most connections open at once from one client IP address; 0 = no cap besides
      *  max_connections. */
     unsigned max_connections_per_ip;
+    /** PEM files (paths, read once by msm_http_server_new()). With a certificate and its
+     *  key the server speaks HTTPS only (libmicrohttpd over GnuTLS); NULL or "" = plain
+     *  HTTP. With a client CA too, every request but GET /healthz and /readyz needs a client
+     *  certificate that CA signed (else 401 UNAUTHENTICATED), and its subject's common name
+     *  is msm_http_req_client_subject(). */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *tls_client_ca_file;
 } msm_http_server_conf_t;
 
 /**
@@ -221,6 +229,14 @@ size_t msm_http_req_headers(const msm_http_req_t *req, msm_http_header_cb *cb, v
 const char *msm_http_req_body(const msm_http_req_t *req, size_t *len);
 /** @brief The client's address as "1.2.3.4:5678" or "[::1]:5678". */
 const char *msm_http_req_remote_addr(msm_http_req_t *req);
+/**
+ * @brief The common name (CN) in the subject of the client certificate, when the server has
+ * a client CA and the certificate the client presented on this connection verified against
+ * it; NULL otherwise (plain HTTP, no client CA, no or an unverified certificate, or a CN
+ * longer than 255 bytes). Map it to a principal; it is not checked against anything else.
+ * @remark Valid while the request is.
+ */
+const char *msm_http_req_client_subject(const msm_http_req_t *req);
 /** @brief The server the request arrived on. */
 msm_http_server_t *msm_http_req_server(const msm_http_req_t *req);
 /**
