@@ -165,6 +165,7 @@ json_t *msm_event_to_json(const Msm__V1__Event *ev)
         json_object_set_new(o, "schema_id", json_integer(ev->schema_id));
     set_time(o, "publish_time", ev->publish_time_ms);
     set_time(o, "deliver_at", ev->deliver_at_ms);
+    set_time(o, "deadline", ev->deadline_ms);
     json_object_set_new(o, "priority", json_integer(ev->priority));
     set_str(o, "idempotency_key", ev->idempotency_key);
     set_str(o, "traceparent", ev->traceparent);

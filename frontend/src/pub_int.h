@@ -45,6 +45,7 @@ typedef struct {
     const json_t *data;           /**< the event's JSON value when it came as JSON */
     const char *data_field;       /**< error path of the payload: "data", ..., NULL = body */
     int64_t deliver_at_ms;
+    int64_t deadline_ms;          /**< unix ms, 0 = none */
     int priority;
     int32_t schema_id;
     int unschematized;            /**< no body to check (a CDC delete without data) */
@@ -119,6 +120,10 @@ void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, co
  *  far in @p count). */
 void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
                    const char *name, const char *value, size_t count);
+/** @brief The event's deadline (set) against its deliver_at: a deadline not after it is
+ *  an error at @p field (the event could never be pushed). A deadline already past is
+ *  accepted: the event is dead-lettered with DEADLINE_EXCEEDED (docs/publish.md). */
+void fe_check_deadline(msm_json_err_t *e, const char *field, const fe_event_t *ev);
 /** @brief A media type such as type/subtype[; params]. */
 int fe_media_type_ok(const char *ct);
 /** @brief Same media type (parameters ignored, case-insensitive). */

@@ -147,6 +147,12 @@ void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, co
         msm_json_err_add(e, field, "must not contain control characters");
 }
 
+void fe_check_deadline(msm_json_err_t *e, const char *field, const fe_event_t *ev)
+{
+    if (ev->deadline_ms > 0 && ev->deliver_at_ms > 0 && ev->deadline_ms <= ev->deliver_at_ms)
+        msm_json_err_add(e, field, "must be after the event's deliver_at (or now + delay_ms)");
+}
+
 static int attr_name_valid(const char *s)
 {
     size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
@@ -384,6 +390,7 @@ static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__
     env->schema_id = ev->schema_id;
     env->publish_time_ms = now_ms;
     env->deliver_at_ms = ev->deliver_at_ms;
+    env->deadline_ms = ev->deadline_ms;
     env->priority = ev->priority;
     env->idempotency_key = (char *)ev->idempotency_key;
     if (p->batch.traceparent) {

@@ -93,6 +93,15 @@ static void parse_timing(msm_json_err_t *e, const json_t *ev, int64_t now_ms, fe
     }
     if (delay >= 0)
         out->deliver_at_ms = now_ms + delay;
+    const char *dl = NULL;
+    if (msm_json_get_str(e, ev, "deadline", MSM_JSON_NULLABLE, &dl) == MSM_OK && dl) {
+        int64_t t;
+        if (msm_time_parse(dl, &t) != MSM_OK || t <= 0)
+            msm_json_err_add(e, "deadline", "must be an RFC 3339 date-time after 1970");
+        else
+            out->deadline_ms = t;
+        fe_check_deadline(e, "deadline", out);
+    }
 }
 
 static void parse_event(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_err_t *big,
@@ -100,7 +109,7 @@ static void parse_event(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_e
 {
     static const char *const known[] = {
         "data", "data_base64", "content_type", "key", "ordering_key", "attributes",
-        "delay_ms", "deliver_at", "idempotency_key", "priority", NULL};
+        "delay_ms", "deliver_at", "deadline", "idempotency_key", "priority", NULL};
     if (msm_json_expect_object(e, ev) != MSM_OK)
         return;
     msm_json_check_known(e, ev, known);

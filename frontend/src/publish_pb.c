@@ -51,6 +51,11 @@ static void parse_event(const fe_parse_ctx_t *ctx, const Msm__V1__PublishEvent *
         msm_json_err_add(e, "deliver_at_ms", "must not be negative");
     else if (pe->deliver_at_ms)
         ev->deliver_at_ms = pe->deliver_at_ms; /* wins over delay_ms */
+    if (pe->deadline_ms < 0)
+        msm_json_err_add(e, "deadline_ms", "must not be negative");
+    else
+        ev->deadline_ms = pe->deadline_ms;
+    fe_check_deadline(e, "deadline_ms", ev);
     ev->payload = pe->payload.data ? pe->payload.data : (const uint8_t *)"";
     ev->payload_len = pe->payload.len;
     ev->data_field = "payload";

@@ -104,6 +104,11 @@ static void msm_headers(const fe_parse_ctx_t *ctx, const fe_header_t *h, size_t 
                                  (long long)FE_DELAY_MAX_MS);
             else
                 ev->deliver_at_ms = ctx->now_ms + x;
+        } else if (strcasecmp(name, "Msm-Deadline") == 0) {
+            if (parse_int_text(v, 1, INT64_MAX, &x) != 0)
+                msm_json_err_add(e, "Msm-Deadline", "must be a positive integer (unix ms)");
+            else
+                ev->deadline_ms = x;
         } else if (strcasecmp(name, "Msm-Deliver-At") == 0) {
             have_at = 1;
             if (msm_time_parse(v, &x) != MSM_OK || x < 0)
@@ -112,12 +117,13 @@ static void msm_headers(const fe_parse_ctx_t *ctx, const fe_header_t *h, size_t 
                 ev->deliver_at_ms = x;
         } else {
             msm_json_err_add(e, name, "unknown header (Msm-Key, Msm-Ordering-Key, "
-                             "Msm-Delay-Ms, Msm-Deliver-At, Msm-Idempotency-Key, Msm-Priority, "
-                             "Msm-Attr-<name>)");
+                             "Msm-Delay-Ms, Msm-Deliver-At, Msm-Deadline, Msm-Idempotency-Key, "
+                             "Msm-Priority, Msm-Attr-<name>)");
         }
     }
     if (have_delay && have_at)
         msm_json_err_add(e, "Msm-Deliver-At", "cannot be used with Msm-Delay-Ms");
+    fe_check_deadline(e, "Msm-Deadline", ev);
 }
 
 static int ext_name_ok(const char *s)

@@ -136,6 +136,7 @@ record_begin(const example_t *ex, const msm_event_t *ev, int64_t received_ms, si
     json_object_set_new(o, "key", string_or_null(msm_event_key(ev)));
     json_object_set_new(o, "ordering_key", string_or_null(msm_event_ordering_key(ev)));
     json_object_set_new(o, "received_ms", json_integer(received_ms));
+    json_object_set_new(o, "deadline_ms", json_integer(msm_event_deadline_ms(ev)));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)in_flight));
     return o;
 }

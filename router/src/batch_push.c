@@ -175,7 +175,7 @@ static int add_headers(rt_req_t *req, int64_t now)
     req->nh = 0;
     req->h[req->nh++] = (msm_http_header_t){"Content-Type", CONTENT_TYPE};
     req->h[req->nh++] = (msm_http_header_t){"Msm-Subscription", sub->name};
-    snprintf(req->deadline, sizeof(req->deadline), "%" PRId64, now + sub->conf->timeout_ms);
+    snprintf(req->deadline, sizeof(req->deadline), "%" PRId64, req->deadline_ms);
     req->h[req->nh++] = (msm_http_header_t){"Msm-Deadline", req->deadline};
     if (sub->conf->secret && *sub->conf->secret) {
         /* No ce-id and no Msm-Attempt header: both sign as "" (the ids and attempts are
@@ -259,7 +259,7 @@ void msm__rt_batch_settle(rt_req_t *req, const msm_http_result_t *res)
     char err[512];
     const char *left = "not in the batch answer";
     if (res->err != MSM_OK) {
-        msm__rt_transport_error(req->sub, res, err, sizeof(err));
+        msm__rt_transport_error(req, res, err, sizeof(err));
         left = err;
     } else if (res->status < 200 || res->status > 299) {
         msm__rt_http_error(res, "", err, sizeof(err));

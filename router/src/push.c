@@ -294,7 +294,7 @@ static int build_single(rt_req_t *req, int64_t now)
     add(req, "Msm-Subscription", sub->name);
     snprintf(req->attempt, sizeof(req->attempt), "%" PRId32, task->attempt);
     add(req, "Msm-Attempt", req->attempt);
-    snprintf(req->deadline, sizeof(req->deadline), "%" PRId64, now + sub->conf->timeout_ms);
+    snprintf(req->deadline, sizeof(req->deadline), "%" PRId64, req->deadline_ms);
     add(req, "Msm-Deadline", req->deadline);
     add_optional(req, "Msm-Key", ev->key);
     add_optional(req, "Msm-Ordering-Key", ev->ordering_key);
@@ -355,7 +355,7 @@ void msm__rt_http_error(const msm_http_result_t *res, const char *prefix, char *
     *p = '\0';
 }
 
-static Msm__V1__OutcomeKind classify(const rt_sub_t *sub, const msm_http_result_t *res,
+static Msm__V1__OutcomeKind classify(const rt_req_t *req, const msm_http_result_t *res,
                                      char *err, size_t n)
 {
     err[0] = '\0';
@@ -371,7 +371,7 @@ static Msm__V1__OutcomeKind classify(const rt_sub_t *sub, const msm_http_result_
         msm__rt_http_error(res, "", err, n);
         return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
     }
-    msm__rt_transport_error(sub, res, err, n);
+    msm__rt_transport_error(req, res, err, n);
     /* The endpoint's address is not allowed (router.allow_networks / deny_networks): no
      * retry can help, so the task goes dead at once, the reason in its error. */
     if (res->err == MSM_ERR_DENIED)
@@ -379,12 +379,13 @@ static Msm__V1__OutcomeKind classify(const rt_sub_t *sub, const msm_http_result_
     return MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE;
 }
 
-void msm__rt_transport_error(const rt_sub_t *sub, const msm_http_result_t *res, char *err,
+void msm__rt_transport_error(const rt_req_t *req, const msm_http_result_t *res, char *err,
                              size_t n)
 {
     const char *why = res->error ? res->error : msm_err_str(res->err);
     if (res->err == MSM_ERR_TIMEOUT)
-        snprintf(err, n, "timeout after %d ms: %s", sub->conf ? sub->conf->timeout_ms : 0, why);
+        snprintf(err, n, "timeout after %u ms (Msm-Deadline): %s", (unsigned)req->timeout_ms,
+                 why);
     else if (res->err == MSM_ERR_IO)
         snprintf(err, n, "connection failed: %s", why);
     else if (res->err == MSM_ERR_DENIED)
@@ -433,7 +434,7 @@ static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
         /* Nothing reached the endpoint: no attempt spent (flowcontrol sends it again, to a
          * healthy endpoint once this one is ejected). */
         char err[512];
-        msm__rt_transport_error(sub, res, err, sizeof(err));
+        msm__rt_transport_error(req, res, err, sizeof(err));
         for (size_t i = 0; i < req->n; i++)
             msm__rt_finish(rt, req->items[i], MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED, 0,
                            err, (int64_t)res->latency_ms, 0);
@@ -441,7 +442,7 @@ static void on_response(msm_http_client_t *cl, msm_http_call_t *call,
         msm__rt_batch_settle(req, res);
     } else {
         char err[512];
-        Msm__V1__OutcomeKind kind = classify(sub, res, err, sizeof(err));
+        Msm__V1__OutcomeKind kind = classify(req, res, err, sizeof(err));
         msm__rt_finish(rt, req->items[0], kind, res->status, err, (int64_t)res->latency_ms,
                        msm__rt_retry_after_ms(res));
     }
@@ -479,6 +480,19 @@ static void req_requeue(rt_req_t *req)
     req_put(sub, req);
 }
 
+/* The push deadline: the subscription's timeout from now, or the earliest deadline of the
+ * request's events when that comes first. */
+static int64_t push_deadline(const rt_req_t *req, int64_t now)
+{
+    int64_t dl = now + req->sub->conf->timeout_ms;
+    for (size_t i = 0; i < req->n; i++) {
+        int64_t ev_dl = req->items[i]->task->event->deadline_ms;
+        if (ev_dl > 0 && ev_dl < dl)
+            dl = ev_dl;
+    }
+    return dl;
+}
+
 /* @returns 0, or 1 when no endpoint could take it (requeued: stop sending for now). */
 static int send_req(rt_req_t *req)
 {
@@ -494,6 +508,9 @@ static int send_req(rt_req_t *req)
         return 0;
     }
     int64_t now = msm_time_unix_ms();
+    req->deadline_ms = push_deadline(req, now);
+    /* at least 1 ms: an event whose deadline passes now was checked when queued */
+    req->timeout_ms = (uint32_t)(req->deadline_ms > now ? req->deadline_ms - now : 1);
     int rc = req->n == 1 && sub->conf->max_batch_events <= 1 ? build_single(req, now)
                                                              : msm__rt_batch_build(req, now);
     if (rc == MSM_OK) {
@@ -504,7 +521,7 @@ static int send_req(rt_req_t *req)
             .headers = req->h,
             .n_headers = req->nh,
             .flags = MSM_HTTP_BODY_BORROW, /* the request and its tasks live until the end */
-            .timeout_ms = (uint32_t)sub->conf->timeout_ms,
+            .timeout_ms = req->timeout_ms,
         };
         if (req->body.len > 0) {
             hr.body = req->body.data;
@@ -543,6 +560,13 @@ static rt_delivery_t *queue_pop(rt_sub_t *sub)
         sub->queue_tail = NULL;
     d->next = NULL;
     return d;
+}
+
+/* Ends a delivery that was never sent. */
+static void give_up(rt_delivery_t *d, Msm__V1__OutcomeKind kind, const char *why)
+{
+    d->endpoint = "";
+    msm__rt_finish(d->sub->rt, d, kind, 0, why, 0, 0);
 }
 
 /* Why @p d must not be pushed now, or NULL: its lease passed (flowcontrol dispatches it
@@ -633,6 +657,11 @@ void msm__rt_send_queued(rt_sub_t *sub)
                                0);
                 continue;
             }
+            if (d->task->event->deadline_ms > 0 && now >= d->task->event->deadline_ms) {
+                /* past the publisher's deadline: never pushed, dead-lettered at once */
+                give_up(d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL, RT_DEADLINE_EXCEEDED);
+                continue;
+            }
             d->kind = MSM__V1__OUTCOME_KIND__OUTCOME_KIND_UNSPECIFIED;
             req->items[req->n++] = d;
         }
@@ -704,13 +733,6 @@ static int wants_json(const rt_sub_t *sub, const Msm__V1__Event *ev)
 {
     return sub->conf->delivery_format && strcmp(sub->conf->delivery_format, "json") == 0 &&
            ev->schema_id > 0 && !msm_json_media_type(ev->content_type);
-}
-
-/* Ends a delivery that was never sent. */
-static void give_up(rt_delivery_t *d, Msm__V1__OutcomeKind kind, const char *why)
-{
-    d->endpoint = "";
-    msm__rt_finish(d->sub->rt, d, kind, 0, why, 0, 0);
 }
 
 static void on_schema(const msm_schema_t *s, int id, int err, const char *why, void *opaque)

@@ -153,6 +153,8 @@ struct rt_req_s {
     msm_buf_t body;             /**< batch push: the JSON array */
     char attempt[16];
     char deadline[24];
+    int64_t deadline_ms;        /**< the push deadline (Msm-Deadline), unix ms */
+    uint32_t timeout_ms;        /**< the HTTP timeout: from the start until deadline_ms */
     char time[MSM_TIME_RFC3339_SIZE];
     char signature[MSM_SIGNATURE_HEADER_SIZE];
 };
@@ -291,12 +293,15 @@ int msm__rt_ce_extension(const Msm__V1__Event *ev, const char *name);
 /** @brief 1 when @p name may go out as a CloudEvents extension: lower-case letters and
  *  digits, at most 20, and not a context attribute or one of msm's. */
 int msm__rt_ce_extension_name_ok(const char *name);
+/** @brief The error of a delivery not pushed because its event's deadline had passed: it
+ *  ends FATAL (dead-lettered at once) with this text. */
+#define RT_DEADLINE_EXCEEDED "DEADLINE_EXCEEDED"
 /** @brief "HTTP 503: <start of the body>" into @p buf. */
 void msm__rt_http_error(const msm_http_result_t *res, const char *prefix, char *buf, size_t n);
 /** @brief Retry-After of a 429/503 answer in ms (0 when none). */
 int64_t msm__rt_retry_after_ms(const msm_http_result_t *res);
 /** @brief The error text of a request that got no answer. */
-void msm__rt_transport_error(const rt_sub_t *sub, const msm_http_result_t *res, char *err,
+void msm__rt_transport_error(const rt_req_t *req, const msm_http_result_t *res, char *err,
                              size_t n);
 
 /* ---- batch_push.c ---- */

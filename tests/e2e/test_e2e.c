@@ -193,6 +193,7 @@ typedef struct {
     char id[64];
     int attempt;
     int64_t received_ms;
+    int64_t deadline_ms; /* the push's Msm-Deadline */
     char result[8];
     char ordering_key[32];
 } record_t;
@@ -216,6 +217,7 @@ static size_t records_read(const char *path, record_t **out)
         snprintf(x->id, sizeof(x->id), "%s", json_string_value(json_object_get(j, "id")));
         x->attempt = (int)json_integer_value(json_object_get(j, "attempt"));
         x->received_ms = json_integer_value(json_object_get(j, "received_ms"));
+        x->deadline_ms = json_integer_value(json_object_get(j, "deadline_ms"));
         snprintf(x->result, sizeof(x->result), "%s",
                  json_string_value(json_object_get(j, "result")));
         const char *okey = json_string_value(json_object_get(j, "ordering_key"));
@@ -530,6 +532,90 @@ static void test_delayed_never_early(void)
     fprintf(stderr, "  delay_ms 1500: handled after %lld..%lld ms\n", (long long)min_wait,
             (long long)max_wait);
     CU_ASSERT_TRUE(min_wait >= 1500);
+    free(sent);
+    lambda_stop(&l);
+}
+
+/* @p unix_ms as RFC 3339 with milliseconds ({"deadline": ...}) into @p out. */
+static void json_deadline(int64_t unix_ms, char *out, size_t n)
+{
+    time_t secs = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char at[32];
+    strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, n, "{\"deadline\":\"%s.%03dZ\"}", at, (int)(unix_ms % 1000));
+}
+
+/* Event deadlines: events published already past theirs, and events whose deadline passes
+ * while their subscription is paused, end dead with DEADLINE_EXCEEDED and never reach the
+ * lambda; a push's Msm-Deadline is the earlier of the event's and now + timeout_ms. */
+static void test_deadline_expired_dead_lettered(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-deadline", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("expiring", "expiring-sub", &l, "\"timeout_ms\":20000"), 0);
+    enum { N = 20, M = 10 };
+    sent_t *sent = calloc(2 * N + 2 * M, sizeof(*sent));
+    sent_t *past = sent, *lapsed = sent + N, *near = sent + 2 * N, *far = sent + 2 * N + M;
+    CU_ASSERT_EQUAL_FATAL(publish("expiring", past, N, "{\"deadline\":\"2001-02-03T04:05:06Z\"}"),
+                          0);
+    /* valid when published, past by the time the subscription resumes */
+    json_t *j = NULL;
+    CU_ASSERT_EQUAL(api("POST", "/v1/subscriptions/expiring-sub:pause", NULL, &j), 200);
+    json_decref(j);
+    sleep(1); /* the router sees the pause */
+    char extra[128];
+    json_deadline(unix_ms() + 1000, extra, sizeof(extra));
+    CU_ASSERT_EQUAL_FATAL(publish("expiring", lapsed, N, extra), 0);
+    sleep(2);
+    j = NULL;
+    CU_ASSERT_EQUAL(api("POST", "/v1/subscriptions/expiring-sub:resume", NULL, &j), 200);
+    json_decref(j);
+    /* pushed: a deadline 5 s ahead caps the 20 s timeout; one in 2100 does not */
+    int64_t near_deadline = unix_ms() + 5000;
+    json_deadline(near_deadline, extra, sizeof(extra));
+    CU_ASSERT_EQUAL_FATAL(publish("expiring", near, M, extra), 0);
+    CU_ASSERT_EQUAL_FATAL(publish("expiring", far, M, "{\"deadline\":\"2100-01-01T00:00:00Z\"}"),
+                          0);
+    int dups = 0, max_attempts = 0;
+    CU_ASSERT_EQUAL(wait_handled(&l, near, 2 * M, 30, &dups), 2 * M);
+    CU_ASSERT_EQUAL(wait_states("expiring-sub", past, 2 * N, "dead", 30, &max_attempts), 2 * N);
+    for (int i = 0; i < 2 * N; i++) {
+        json_t *tk = task("expiring-sub", past[i].id);
+        const char *err = json_string_value(json_object_get(tk, "last_error"));
+        CU_ASSERT(err && strcmp(err, "DEADLINE_EXCEEDED") == 0);
+        json_decref(tk);
+    }
+    json_t *dlq = NULL;
+    CU_ASSERT_EQUAL(api("GET", "/v1/subscriptions/expiring-sub/dlq?limit=1000", NULL, &dlq), 200);
+    json_t *tasks = json_object_get(dlq, "tasks"), *t;
+    size_t i;
+    CU_ASSERT_EQUAL(json_array_size(tasks), 2 * N);
+    json_array_foreach(tasks, i, t) {
+        const char *err = json_string_value(json_object_get(t, "last_error"));
+        CU_ASSERT(err && strcmp(err, "DEADLINE_EXCEEDED") == 0);
+        CU_ASSERT_PTR_NOT_NULL(json_object_get(json_object_get(t, "event"), "deadline"));
+    }
+    json_decref(dlq);
+    /* the lambda saw none of the expired events, and each pushed one with its deadline */
+    record_t *r = NULL;
+    size_t nr = records_read(l.record, &r), pushed_expired = 0, near_ok = 0, far_ok = 0;
+    for (size_t k = 0; k < nr; k++) {
+        if (find_sent(past, 2 * N, r[k].id))
+            pushed_expired++;
+        else if (find_sent(near, M, r[k].id))
+            near_ok += r[k].deadline_ms == near_deadline;
+        else if (find_sent(far, M, r[k].id))
+            far_ok += r[k].deadline_ms > r[k].received_ms + 19000 &&
+                      r[k].deadline_ms <= r[k].received_ms + 20000;
+    }
+    free(r);
+    CU_ASSERT_EQUAL(pushed_expired, 0);
+    CU_ASSERT_EQUAL(near_ok, M);
+    CU_ASSERT_EQUAL(far_ok, M);
+    fprintf(stderr, "  deadline: %d expired dead, %zu of them pushed; %zu/%zu deadlines right\n",
+            2 * N, pushed_expired, near_ok + far_ok, (size_t)(2 * M));
     free(sent);
     lambda_stop(&l);
 }
@@ -1157,6 +1243,8 @@ static CU_TestInfo tests[] = {
     {"fatal-rate 1: dead after one attempt", test_fatal_goes_dead},
     {"pause holds every event, resume delivers them", test_pause_holds_then_resume},
     {"delay_ms 1500: never early", test_delayed_never_early},
+    {"deadline: expired events dead-lettered, never pushed; Msm-Deadline the earlier",
+     test_deadline_expired_dead_lettered},
     {"ordered: 100 keys x 100 events in publish order, a poison holds only its key",
      test_ordered_keys_in_publish_order},
     {"rate_limit_per_s 500 over 10 s", test_rate_limit},

@@ -724,13 +724,16 @@ static void check_record_line(json_t *o,
                               const char *okey,
                               long long t0,
                               long long t1,
+                              long long deadline,
                               const char *result)
 {
-    static const char *const keys[] = {"id",        "subscription", "attempt",
-                                       "key",       "ordering_key", "received_ms",
-                                       "in_flight", "result",       NULL};
+    static const char *const keys[] = {"id",          "subscription", "attempt",
+                                       "key",         "ordering_key", "received_ms",
+                                       "deadline_ms", "in_flight",    "result",
+                                       NULL};
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-    CU_ASSERT_EQUAL(json_object_size(o), 8);
+    CU_ASSERT_EQUAL(json_object_size(o), 9);
+    CU_ASSERT_EQUAL(jint(o, "deadline_ms"), deadline); /* Msm-Deadline, 0 when absent */
     /* Pushed one at a time: only itself was in progress. */
     CU_ASSERT_EQUAL(jint(o, "in_flight"), 1);
     for (int i = 0; keys[i]; i++)
@@ -762,7 +765,8 @@ static void test_record(void)
     msm_test_proc_t c;
     CU_ASSERT_EQUAL_FATAL(lt_child_start(&c, dir, MSM_EXAMPLE_LAMBDA, args), 0);
     long long t0 = lt_unix_ms();
-    lt_http_t h = {.headers = {"Msm-Key: k1", "Msm-Ordering-Key: o1", "Msm-Attempt: 2", NULL}};
+    lt_http_t h = {.headers = {"Msm-Key: k1", "Msm-Ordering-Key: o1", "Msm-Attempt: 2",
+                                "Msm-Deadline: 4102444800000", NULL}};
     push(&c, &h, "rec-sub", "r1", NULL);
     CU_ASSERT_EQUAL(h.status, 200);
     lt_http_free(&h);
@@ -803,10 +807,10 @@ static void test_record(void)
         lines[n++] = json_loads(l, 0, NULL);
     CU_ASSERT_EQUAL_FATAL(n, 4);
     CU_ASSERT_EQUAL(text[len - 1], '\0'); /* strtok replaced the last '\n' */
-    check_record_line(lines[0], "r1", 2, "k1", "o1", t0, t1, "ok");
-    check_record_line(lines[1], "r2", 1, NULL, NULL, t0, t1, "ok");
-    check_record_line(lines[2], "r3", 1, NULL, NULL, t0, t2, "fatal");
-    check_record_line(lines[3], "r4", 1, NULL, NULL, t0, t2, "retry");
+    check_record_line(lines[0], "r1", 2, "k1", "o1", t0, t1, 4102444800000, "ok");
+    check_record_line(lines[1], "r2", 1, NULL, NULL, t0, t1, 0, "ok");
+    check_record_line(lines[2], "r3", 1, NULL, NULL, t0, t2, 0, "fatal");
+    check_record_line(lines[3], "r4", 1, NULL, NULL, t0, t2, 0, "retry");
     for (int i = 0; i < n; i++)
         json_decref(lines[i]);
     free(text);
@@ -856,7 +860,7 @@ static void test_record_concurrent_writers(void)
     for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         json_t *o = json_loads(l, 0, NULL);
         lines++;
-        valid += o && json_object_size(o) == 8;
+        valid += o && json_object_size(o) == 9;
         json_decref(o);
     }
     CU_ASSERT_EQUAL(lines, 120);
@@ -1240,8 +1244,8 @@ static void test_batch_push_signed_record(void)
          l = strtok_r(NULL, "\n", &save))
         lines[n++] = json_loads(l, 0, NULL);
     CU_ASSERT_EQUAL_FATAL(n, 2);
-    check_record_line(lines[0], "s1", 2, "k", NULL, t0, t1, "ok");
-    check_record_line(lines[1], "s2", 1, NULL, NULL, t0, t1, "ok");
+    check_record_line(lines[0], "s1", 2, "k", NULL, t0, t1, deadline, "ok");
+    check_record_line(lines[1], "s2", 1, NULL, NULL, t0, t1, deadline, "ok");
     for (int i = 0; i < n; i++)
         json_decref(lines[i]);
     free(text);

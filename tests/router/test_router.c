@@ -463,6 +463,7 @@ typedef struct {
     int attempt;
     int schema_id;
     int64_t lease_until_ms;
+    int64_t deadline_ms; /* the event's */
 } task_spec_t;
 
 /* What one task of a record needs while it is packed. */
@@ -488,6 +489,7 @@ static void fill_task(const task_spec_t *t, task_mem_t *m)
     ev.tracestate = (char *)(t->tracestate ? t->tracestate : "");
     ev.cdc_source = (char *)(t->cdc_source ? t->cdc_source : "");
     ev.schema_id = t->schema_id;
+    ev.deadline_ms = t->deadline_ms;
     size_t n = 0;
     for (size_t i = 0; t->attrs && t->attrs[i] && n < 12; i += 2, n++) {
         Msm__V1__Event__AttributesEntry e = MSM__V1__EVENT__ATTRIBUTES_ENTRY__INIT;
@@ -1330,6 +1332,76 @@ static void test_expired_lease_not_pushed(void)
     stop();
 }
 
+static const req_rec_t *req_of(const char *id)
+{
+    for (int i = 0; i < F.nreqs; i++) {
+        const char *ce_id = hdr(&F.reqs[i], "ce-id");
+        if (ce_id && strcmp(ce_id, id) == 0)
+            return &F.reqs[i];
+    }
+    return NULL;
+}
+
+/* An event past its deadline is not pushed: FATAL, DEADLINE_EXCEEDED (flowcontrol
+ * dead-letters it). Msm-Deadline is the event's deadline when that comes before now +
+ * timeout_ms, else now + timeout_ms. */
+static void test_event_deadline(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub(",\"timeout_ms\":4000");
+    start_all();
+    F.mode = ANSWER_200;
+    int64_t now = msm_time_unix_ms();
+    task_spec_t ts[4] = {
+        {.id = "0190a3e2-0000-7000-8000-000000000901", .deadline_ms = now - 1},
+        {.id = "0190a3e2-0000-7000-8000-000000000902", .deadline_ms = now + 2000},
+        {.id = "0190a3e2-0000-7000-8000-000000000903", .deadline_ms = now + 600000},
+        {.id = "0190a3e2-0000-7000-8000-000000000904"},
+    };
+    append_tasks(ts, 4);
+    wait_outs(4, 10000);
+    CU_ASSERT_EQUAL(F.nreqs, 3);
+    CU_ASSERT_PTR_NULL(req_of(ts[0].id));
+    const Msm__V1__DeliveryOutcome *o = outcome_of(ts[0].id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL);
+    CU_ASSERT_STRING_EQUAL(o->error, "DEADLINE_EXCEEDED");
+    CU_ASSERT_EQUAL(o->http_status, 0);
+    CU_ASSERT_STRING_EQUAL(o->endpoint, "");
+    const req_rec_t *r = req_of(ts[1].id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(atoll(hdr(r, "Msm-Deadline")), ts[1].deadline_ms);
+    for (int i = 2; i < 4; i++) {
+        r = req_of(ts[i].id);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+        long long dl = atoll(hdr(r, "Msm-Deadline"));
+        CU_ASSERT(dl >= now + 4000 && dl <= r->at_ms + 4000);
+        o = outcome_of(ts[i].id);
+        CU_ASSERT(o && o->kind == MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS);
+    }
+    assert_dispatch_acked();
+    stop();
+}
+
+/* The event's deadline also bounds the wait for the answer: 300 ms, not timeout_ms. */
+static void test_event_deadline_caps_timeout(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    put_standard_sub(",\"timeout_ms\":30000");
+    start_all();
+    F.mode = HOLD;
+    int64_t now = msm_time_unix_ms();
+    task_spec_t t = {.id = "0190a3e2-0000-7000-8000-000000000911", .deadline_ms = now + 300};
+    append_task(&t);
+    wait_outs(1, 10000);
+    CU_ASSERT_EQUAL_FATAL(F.nouts, 1);
+    const Msm__V1__DeliveryOutcome *o = F.outs[0];
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(o->error, "timeout"));
+    CU_ASSERT(o->latency_ms >= 150 && o->latency_ms < 2000);
+    stop();
+}
+
 static json_t *find_event(json_t *events, const char *id)
 {
     size_t i;
@@ -1850,6 +1922,9 @@ static CU_TestInfo tests[] = {
      test_record_acked_when_all_durable},
     {"outcomes of a turn share a status record", test_one_status_record_per_turn},
     {"expired lease: NOT_PUSHED, no request", test_expired_lease_not_pushed},
+    {"event deadline: past is FATAL DEADLINE_EXCEEDED, unpushed; Msm-Deadline the earlier",
+     test_event_deadline},
+    {"event deadline caps the wait for the answer", test_event_deadline_caps_timeout},
     {"paused: nothing pushed until resumed", test_paused},
     {"batch push: one request, per-event results", test_batch_push},
     {"priority across subscriptions when the router is full", test_priority_across_subscriptions},

@@ -56,7 +56,7 @@ const char *msm_event_attr(const Msm__V1__Event *ev, const char *name);
 
 /**
  * @brief A JSON view of @p ev for the HTTP APIs: id, topic, key, ordering_key,
- * attributes, content_type, schema_id, publish_time (RFC 3339), deliver_at, priority, CDC
+ * attributes, content_type, schema_id, publish_time (RFC 3339), deliver_at, deadline, priority, CDC
  * fields when set, and the payload as "data" (when it is JSON) or "data_base64".
  * @returns a new reference, or NULL on allocation failure.
  */
