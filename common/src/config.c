@@ -532,6 +532,9 @@ static int apply_json(loader_t *ld, const msm_conf_def_t *d, void *conf, json_t 
             return fail(ld, d, MSM_ERR_INVALID, "expected a number, got %s", json_kind(v));
         return check_double(ld, d, conf, json_number_value(v));
     case MSM_CONF_T_STR:
+        /* null is "unset", as msm_conf_to_json() shows an unset string: its output loads. */
+        if (json_is_null(v))
+            return set_str(d, conf, NULL);
         if (json_text(ld, d, v, &s) != MSM_OK)
             return MSM_ERR_INVALID;
         if (set_str(d, conf, s) != MSM_OK)

@@ -573,7 +573,6 @@ static void test_to_json_masks(void)
     char *env2[] = {"MSM_WORKERS=17", "MSM_KAFKA_PROPS=a.b=1", NULL};
     CU_ASSERT_EQUAL_FATAL(load(&c, env2, NULL), MSM_OK);
     j = msm_conf_to_json(t_defs, NDEFS, &c);
-    json_object_del(json_object_get(j, "auth"), "token"); /* null is not a string */
     json_object_del(j, "label");
     char *text = json_dumps(j, 0);
     json_decref(j);
