@@ -85,6 +85,15 @@ typedef struct {
     char *h_value;
 } hdr_t;
 
+/* A connection before its first request line, or a request before its last body byte: what
+ * the deadline sweep may drop. A connection's one is its socket context. */
+typedef struct arrival_s {
+    struct arrival_s *ar_prev, *ar_next;
+    struct MHD_Connection *ar_conn;
+    uint64_t ar_since_ns; /* accepted / request line received */
+    int ar_listed;
+} arrival_t;
+
 struct msm_http_req_s {
     msm_http_server_t *rq_srv;
     struct MHD_Connection *rq_conn;
@@ -123,8 +132,7 @@ struct msm_http_req_s {
     int rq_status;
     msm_http_cancel_cb *rq_cancel_cb;
     void *rq_cancel_opaque;
-    msm_http_req_t *rq_iprev, *rq_inext; /* the server's arriving list (deadline sweep) */
-    int rq_arriving;
+    arrival_t rq_arrival;
     char *rq_subject; /* CN of the verified client certificate, or NULL */
     char rq_mem[]; /* copy of the raw URI, then the scratch area */
 };
@@ -144,9 +152,9 @@ struct msm_http_server_s {
     void *hs_guard_opaque;
     uint64_t hs_max_conn_age_ns; /* 0: no limit */
     uint64_t hs_deadline_ns;     /* request line to last body byte */
-    /* Requests still arriving, oldest first (FIFO by request line): the sweep timer drops
-     * those past the deadline. */
-    msm_http_req_t *hs_arriving, *hs_arriving_tail;
+    /* Connections and requests still arriving, oldest first: the sweep timer drops those
+     * past the deadline. */
+    arrival_t *hs_arriving, *hs_arriving_tail;
     msm_timer_t hs_sweep;
     msm_metric_child_t *hs_dropped_deadline;
     char *hs_tls_pem[3]; /* certificate, key, client CA (PEM text), until MHD stops */
@@ -629,56 +637,65 @@ static void arm_sweep(msm_http_server_t *srv)
 {
     if (!srv->hs_arriving || msm_timer_active(&srv->hs_sweep))
         return;
-    uint64_t due = srv->hs_arriving->rq_start_ns + srv->hs_deadline_ns, now = mono_ns();
+    uint64_t due = srv->hs_arriving->ar_since_ns + srv->hs_deadline_ns, now = mono_ns();
     uint64_t ms = due > now ? (due - now + 999999u) / 1000000u : 0;
     msm_loop_timer_start(srv->hs_loop, &srv->hs_sweep, ms, sweep, srv);
 }
 
-static void arriving_add(msm_http_server_t *srv, msm_http_req_t *req)
+/* Lists @p ar (since "now": the list stays ordered by time). */
+static void arriving_add(msm_http_server_t *srv, arrival_t *ar, struct MHD_Connection *conn,
+                         uint64_t since_ns)
 {
-    req->rq_arriving = 1;
-    req->rq_inext = NULL;
-    req->rq_iprev = srv->hs_arriving_tail;
+    ar->ar_conn = conn;
+    ar->ar_since_ns = since_ns;
+    ar->ar_listed = 1;
+    ar->ar_next = NULL;
+    ar->ar_prev = srv->hs_arriving_tail;
     if (srv->hs_arriving_tail)
-        srv->hs_arriving_tail->rq_inext = req;
+        srv->hs_arriving_tail->ar_next = ar;
     else
-        srv->hs_arriving = req;
-    srv->hs_arriving_tail = req;
+        srv->hs_arriving = ar;
+    srv->hs_arriving_tail = ar;
     arm_sweep(srv);
 }
 
-/* The whole request is in (or it is being answered, or it ended): no deadline any more. */
-static void arriving_remove(msm_http_server_t *srv, msm_http_req_t *req)
+/* Its request line or its whole request is in (or it is being answered, or it ended): no
+ * deadline any more. */
+static void arriving_remove(msm_http_server_t *srv, arrival_t *ar)
 {
-    if (!req->rq_arriving)
+    if (!ar->ar_listed)
         return;
-    req->rq_arriving = 0;
-    if (req->rq_iprev)
-        req->rq_iprev->rq_inext = req->rq_inext;
+    ar->ar_listed = 0;
+    if (ar->ar_prev)
+        ar->ar_prev->ar_next = ar->ar_next;
     else
-        srv->hs_arriving = req->rq_inext;
-    if (req->rq_inext)
-        req->rq_inext->rq_iprev = req->rq_iprev;
+        srv->hs_arriving = ar->ar_next;
+    if (ar->ar_next)
+        ar->ar_next->ar_prev = ar->ar_prev;
     else
-        srv->hs_arriving_tail = req->rq_iprev;
-    req->rq_iprev = req->rq_inext = NULL;
+        srv->hs_arriving_tail = ar->ar_prev;
+    ar->ar_prev = ar->ar_next = NULL;
 }
 
-/* Drops every request past its deadline. shutdown() rather than close(): libmicrohttpd still
- * owns the fd; it sees the end of the stream on its next run and closes the connection
- * cleanly, ending the request with on_completed(). */
+static void format_addr(struct MHD_Connection *conn, char *out, size_t n);
+
+/* Drops every connection and request past its deadline. shutdown() rather than close():
+ * libmicrohttpd still owns the fd; it sees the end of the stream on its next run and closes
+ * the connection cleanly (on_completed() ends a request, on_connection() the rest). */
 static void sweep(msm_loop_t *loop, void *opaque)
 {
     (void)loop;
     msm_http_server_t *srv = opaque;
     uint64_t now = mono_ns();
-    while (srv->hs_arriving && now - srv->hs_arriving->rq_start_ns >= srv->hs_deadline_ns) {
-        msm_http_req_t *req = srv->hs_arriving;
-        arriving_remove(srv, req);
+    while (srv->hs_arriving && now - srv->hs_arriving->ar_since_ns >= srv->hs_deadline_ns) {
+        arrival_t *ar = srv->hs_arriving;
+        arriving_remove(srv, ar);
         const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(req->rq_conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        msm_log(MSM_LOG_INFO, FAC, "%s: dropped a request from %s still arriving after %llu ms",
-                srv->hs_name, msm_http_req_remote_addr(req),
+            MHD_get_connection_info(ar->ar_conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char addr[64];
+        format_addr(ar->ar_conn, addr, sizeof(addr));
+        msm_log(MSM_LOG_INFO, FAC, "%s: dropped a connection from %s: its request still "
+                "arriving after %llu ms", srv->hs_name, addr,
                 (unsigned long long)(srv->hs_deadline_ns / 1000000u));
         if (ci)
             shutdown(ci->connect_fd, SHUT_RDWR);
@@ -692,7 +709,7 @@ static void req_free(msm_http_req_t *req)
 {
     msm_http_server_t *srv = req->rq_srv;
     deferred_remove(srv, req);
-    arriving_remove(srv, req);
+    arriving_remove(srv, &req->rq_arrival);
     if (req->rq_resp)
         MHD_destroy_response(req->rq_resp);
     for (size_t i = 0; i < req->rq_nhdrs; i++) {
@@ -767,7 +784,11 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     msm_http_req_t *req = req_new(cls, uri);
     if (req) {
         req->rq_conn = conn;
-        arriving_add(cls, req);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        if (ci && ci->socket_context)
+            arriving_remove(cls, ci->socket_context); /* the connection's wait is over */
+        arriving_add(cls, &req->rq_arrival, conn, req->rq_start_ns);
         check_client_cert(cls, req);
     }
     return req;
@@ -892,12 +913,11 @@ const char *msm_http_req_body(const msm_http_req_t *req, size_t *len)
     return req->rq_body ? req->rq_body : "";
 }
 
-const char *msm_http_req_remote_addr(msm_http_req_t *req)
+/* The client's address of @p conn as "1.2.3.4:5678" or "[::1]:5678". */
+static void format_addr(struct MHD_Connection *conn, char *out, size_t n)
 {
-    if (req->rq_remote[0])
-        return req->rq_remote;
     const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(req->rq_conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0, v6 = 0;
     if (ci && ci->client_addr) {
@@ -913,7 +933,13 @@ const char *msm_http_req_remote_addr(msm_http_req_t *req)
             v6 = 1;
         }
     }
-    snprintf(req->rq_remote, sizeof(req->rq_remote), v6 ? "[%s]:%d" : "%s:%d", host, port);
+    snprintf(out, n, v6 ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+const char *msm_http_req_remote_addr(msm_http_req_t *req)
+{
+    if (!req->rq_remote[0])
+        format_addr(req->rq_conn, req->rq_remote, sizeof(req->rq_remote));
     return req->rq_remote;
 }
 
@@ -999,18 +1025,28 @@ static uint64_t connection_age_ns(const msm_http_req_t *req)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(req->rq_conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    uint64_t opened = ci ? (uint64_t)(uintptr_t)ci->socket_context : 0;
-    return opened ? mono_ns() - opened : 0;
+    const arrival_t *ar = ci ? ci->socket_context : NULL;
+    return ar ? mono_ns() - ar->ar_since_ns : 0;
 }
 
-/* Notes when a connection opened, in its socket context (a number, not an allocation). */
+/* A new connection's socket context notes when it opened and lists it until its first
+ * request line arrives (a client trickling that line, or the TLS handshake, is dropped at
+ * the deadline too). Out of memory: no age, no deadline, but served. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
-    (void)cls;
-    (void)conn;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED)
-        *socket_context = (void *)(uintptr_t)mono_ns();
+    msm_http_server_t *srv = cls;
+    arrival_t *ar = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        ar = calloc(1, sizeof(*ar));
+        if (ar)
+            arriving_add(srv, ar, conn, mono_ns());
+        *socket_context = ar;
+    } else if (ar) {
+        arriving_remove(srv, ar);
+        free(ar);
+        *socket_context = NULL;
+    }
 }
 
 /* Sends or stores @p resp (NULL: could not build one; the connection will be closed). */
@@ -1092,7 +1128,7 @@ int msm_http_respond_error(msm_http_req_t *req, int status, const char *code,
 static enum MHD_Result answer_now(msm_http_req_t *req, int status, const char *code,
                                   const char *msg)
 {
-    arriving_remove(req->rq_srv, req);
+    arriving_remove(req->rq_srv, &req->rq_arrival);
     req->rq_state = RQ_HANDLER;
     req->rq_in_handler = 1;
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
@@ -1242,7 +1278,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             *data_size = 0;
             return r;
         }
-        arriving_remove(srv, req);
+        arriving_remove(srv, &req->rq_arrival);
         return dispatch(srv, req);
     case RQ_READY: {
         struct MHD_Response *resp = req->rq_resp;

@@ -1332,16 +1332,18 @@ static int no_connections(void *arg)
 static void test_slow_clients_dropped(void)
 {
     start_sink(1000, 0);
-    /* Slow headers (each byte resets the idle timeout), and a slow body. */
-    slow_t sl[2] = {{.sl_head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "},
-                    {.sl_head = "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"}};
+    /* Slow headers (each byte resets the idle timeout), a slow body, a slow request line. */
+    slow_t sl[3] = {{.sl_head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "},
+                    {.sl_head = "POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"},
+                    {.sl_head = "GET /"}};
     normal_t nc = {0};
-    job_t jobs[3] = {{.j_fn = slow_client, .j_arg = &sl[0]},
+    job_t jobs[4] = {{.j_fn = slow_client, .j_arg = &sl[0]},
                      {.j_fn = slow_client, .j_arg = &sl[1]},
+                     {.j_fn = slow_client, .j_arg = &sl[2]},
                      {.j_fn = normal_clients, .j_arg = &nc}};
-    jobs_start(jobs, 3);
-    jobs_finish(jobs, 3);
-    for (int i = 0; i < 2; i++) {
+    jobs_start(jobs, 4);
+    jobs_finish(jobs, 4);
+    for (int i = 0; i < 3; i++) {
         CU_ASSERT_FALSE(sl[i].sl_answered);
         CU_ASSERT_TRUE(sl[i].sl_closed_after >= 0.9);
         CU_ASSERT_TRUE(sl[i].sl_closed_after < 2.5);
@@ -1352,7 +1354,7 @@ static void test_slow_clients_dropped(void)
     call_t c = {.path = "/metrics"};
     call(&c);
     CU_ASSERT_PTR_NOT_NULL(c.rbody ? strstr(c.rbody, "msm_http_requests_dropped_total{reason="
-                                                     "\"deadline\"} 2")
+                                                     "\"deadline\"} 3")
                                    : NULL);
     call_free(&c);
     /* The dropped connections are gone (the last client's close may still be on its way). */

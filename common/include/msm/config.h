@@ -203,8 +203,8 @@ typedef struct {
     MSM_CONF_INT("http.max_body_bytes", type, member.http_max_body_bytes, 1024LL * 1024, 1024,     \
                  1024LL * 1024 * 1024, "largest request body; larger ones get 413"),               \
     MSM_CONF_INT("http.request_deadline_ms", type, member.http_request_deadline_ms, 30000, 100,    \
-                 3600000, "a request not fully received this long after its request line is "      \
-                 "dropped (slow clients)"),                                                        \
+                 3600000, "a request not fully received this long after its request line (a new "   \
+                 "connection: after accept) is dropped (slow clients)"),                                                        \
     MSM_CONF_INT("http.max_connections", type, member.http_max_connections, 1024, 1, 1000000,      \
                  "most client connections open at once"),                                          \
     MSM_CONF_INT("http.max_connections_per_ip", type, member.http_max_connections_per_ip, 0, 0,    \

@@ -61,8 +61,9 @@ typedef struct {
      *  the same socket (gRPC's max connection age); 0 = connections live until idle. */
     unsigned max_connection_age_ms;
     /** A request whose headers and body have not all arrived this long after its request
-     *  line is dropped (the connection is shut down, no answer): a slow client cannot hold
-     *  a connection by trickling bytes, which the idle timeout alone allows.
+     *  line, or a new connection without a complete request line this long after it was
+     *  accepted, is dropped (the connection is shut down, no answer): a slow client cannot
+     *  hold a connection by trickling bytes, which the idle timeout alone allows.
      *  0 = MSM_HTTP_DEFAULT_REQUEST_DEADLINE_MS. */
     unsigned request_deadline_ms;
     /** Most connections open at once from one client IP address; 0 = no cap besides
