@@ -78,7 +78,10 @@ int msm_access_guard(msm_http_req_t *req, const char *pattern, void *opaque, cha
     const char *kind = rule ? rule->kind : "admin";
     if (rule && !kind)
         return 0; /* open */
+    /* A bearer token, else a verified TLS client certificate whose CN names a principal. */
     msm_principal_t *p = bearer(a, req);
+    if (!p && !msm_http_req_header(req, "Authorization"))
+        p = msm_auth_by_name(a->ac_auth, msm_http_req_client_subject(req));
     if (!p) {
         msm_http_add_header(req, "WWW-Authenticate", "Bearer");
         snprintf(msg, n, "%s",

@@ -1437,56 +1437,26 @@ static void test_oversize_cut_off(void)
 
 /* ---- TLS and client certificates ---- */
 
-static char tls_dir[64];
+static char tls_dir[256];
 
 /* The path of @p name in tls_dir (one of a few static buffers, for several at once). */
 static const char *tls_path(const char *name)
 {
-    static char bufs[6][128];
+    static char bufs[6][320];
     static int next;
     char *b = bufs[next++ % 6];
     snprintf(b, sizeof(bufs[0]), "%s/%s", tls_dir, name);
     return b;
 }
 
-static const char *const tls_files[] = {
-    "ca.key",     "ca.pem",  "ca.srl",  "rogue-ca.key", "rogue-ca.pem", "rogue-ca.srl",
-    "srv.key",    "srv.csr", "srv.pem", "srv.ext",      "cli.key",      "cli.csr",
-    "cli.pem",    "cli.ext", "rogue.key", "rogue.csr",  "rogue.pem",
-};
-
-/* A CA, a server certificate for 127.0.0.1 and a client certificate (CN orders-service) it
- * signs, and a client certificate with the same CN from another CA. */
 static int make_certs(void)
 {
-    snprintf(tls_dir, sizeof(tls_dir), "/tmp/msm-tls-XXXXXX");
-    if (!mkdtemp(tls_dir))
-        return -1;
-    char cmd[4096];
-    snprintf(cmd, sizeof(cmd),
-             "cd '%s' && (set -e; k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes';"
-             " openssl req -x509 $k -keyout ca.key -out ca.pem -subj /CN=test-ca -days 2;"
-             " openssl req -x509 $k -keyout rogue-ca.key -out rogue-ca.pem -subj /CN=rogue -days 2;"
-             " printf 'subjectAltName=IP:127.0.0.1\\n' > srv.ext;"
-             " printf 'extendedKeyUsage=clientAuth\\n' > cli.ext;"
-             " openssl req $k -keyout srv.key -out srv.csr -subj /CN=127.0.0.1;"
-             " openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
-             "  -out srv.pem -days 2 -extfile srv.ext;"
-             " openssl req $k -keyout cli.key -out cli.csr -subj /CN=orders-service;"
-             " openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
-             "  -out cli.pem -days 2 -extfile cli.ext;"
-             " openssl req $k -keyout rogue.key -out rogue.csr -subj /CN=orders-service;"
-             " openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key"
-             "  -CAcreateserial -out rogue.pem -days 2 -extfile cli.ext) >/dev/null 2>&1",
-             tls_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return msm_test_certs_make(tls_dir, sizeof(tls_dir));
 }
 
 static void remove_certs(void)
 {
-    for (size_t i = 0; i < sizeof(tls_files) / sizeof(tls_files[0]); i++)
-        unlink(tls_path(tls_files[i]));
-    rmdir(tls_dir);
+    msm_test_certs_remove(tls_dir);
 }
 
 static void h_whoami(msm_http_req_t *req, void *opaque)

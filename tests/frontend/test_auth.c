@@ -34,11 +34,12 @@ static void sha256_hex(const char *s, char out[65])
 
 static int write_tokens(const char *path)
 {
-    char a[65], p[65], s[65], sch[65];
+    char a[65], p[65], s[65], sch[65], svc[65];
     sha256_hex("admin-token", a);
     sha256_hex("pub-token", p);
     sha256_hex("sub-token", s);
     sha256_hex("schema-token", sch);
+    sha256_hex("orders-service-token-unused", svc);
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
@@ -47,8 +48,10 @@ static int write_tokens(const char *path)
             " {\"name\":\"orders-svc\",\"token_sha256\":\"%s\",\"scopes\":[\"publish:orders*\"],"
             "\"publish_per_s\":%d},\n"
             " {\"name\":\"billing\",\"token_sha256\":\"%s\",\"scopes\":[\"subscribe:orders*\"]},\n"
-            " {\"name\":\"schemer\",\"token_sha256\":\"%s\",\"scopes\":[\"schemas\"]}]\n",
-            a, p, QUOTA, s, sch);
+            " {\"name\":\"schemer\",\"token_sha256\":\"%s\",\"scopes\":[\"schemas\"]},\n"
+            " {\"name\":\"orders-service\",\"token_sha256\":\"%s\","
+            "\"scopes\":[\"publish:orders*\"]}]\n",
+            a, p, QUOTA, s, sch, svc);
     return fclose(f);
 }
 
@@ -237,6 +240,85 @@ static void test_bad_token_file_refused(void)
     free(log);
 }
 
+/* mTLS: a second frontend serving HTTPS with a client CA; a verified client certificate
+ * whose CN names a principal ("orders-service") is that principal without any token. */
+static long
+tls_call(int port, const char *certs, const char *cert, const char *path, const char *body)
+{
+    char url[128], ca[400], crt[400], key[400];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d%s", port, path);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certs);
+    snprintf(crt, sizeof(crt), "%s/%s.pem", certs, cert ? cert : "");
+    snprintf(key, sizeof(key), "%s/%s.key", certs, cert ? cert : "");
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fwrite);
+    FILE *sink = fopen("/dev/null", "w");
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, sink);
+    if (cert) {
+        curl_easy_setopt(e, CURLOPT_SSLCERT, crt);
+        curl_easy_setopt(e, CURLOPT_SSLKEY, key);
+    }
+    if (body)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    long status = 0;
+    if (curl_easy_perform(e) == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(e);
+    if (sink)
+        fclose(sink);
+    return status;
+}
+
+static void test_mtls_principal(void)
+{
+    char certs[256];
+    CU_ASSERT_EQUAL_FATAL(msm_test_certs_make(certs, sizeof(certs)), 0);
+    char f1[400], f2[400], f3[400], f4[400];
+    snprintf(f1, sizeof(f1), "--auth.tokens=%s", tokens);
+    snprintf(f2, sizeof(f2), "--tls.cert=%s/srv.pem", certs);
+    snprintf(f3, sizeof(f3), "--tls.key=%s/srv.key", certs);
+    snprintf(f4, sizeof(f4), "--tls.client_ca=%s/ca.pem", certs);
+    msm_test_proc_t tls;
+    memset(&tls, 0, sizeof(tls));
+    tls.port = msm_test_free_port();
+    snprintf(tls.log, sizeof(tls.log), "%s/frontend-tls.log", dir);
+    msm_test_proc_arg(&tls, "%s", frontend_bin);
+    msm_test_proc_arg(&tls, "--redis.url=%s", redis_srv.url);
+    msm_test_proc_arg(&tls, "--namespace=%s", ns);
+    msm_test_proc_arg(&tls, "--http.port=%d", tls.port);
+    msm_test_proc_arg(&tls, "--http.bind=127.0.0.1");
+    msm_test_proc_arg(&tls, "%s", f1);
+    msm_test_proc_arg(&tls, "%s", f2);
+    msm_test_proc_arg(&tls, "%s", f3);
+    msm_test_proc_arg(&tls, "%s", f4);
+    CU_ASSERT_EQUAL_FATAL(msm_test_proc_start(&tls), 0);
+    long ready = 0;
+    for (int i = 0; i < 150 && ready != 200; i++) {
+        usleep(100000);
+        ready = tls_call(tls.port, certs, NULL, "/readyz", NULL);
+    }
+    CU_ASSERT_EQUAL(ready, 200);
+    long long before = events_in("orders");
+    /* the certificate's CN is the principal: its scopes apply, no token needed */
+    CU_ASSERT_EQUAL(tls_call(tls.port, certs, "cli", "/v1/topics/orders:publish", ONE_EVENT), 200);
+    CU_ASSERT_EQUAL(events_in("orders"), before + 1);
+    CU_ASSERT_EQUAL(tls_call(tls.port, certs, "cli", "/v1/topics/payments:publish", ONE_EVENT),
+                    403);
+    /* no certificate, or one from another CA with the same CN: refused */
+    CU_ASSERT_EQUAL(tls_call(tls.port, certs, NULL, "/v1/topics/orders:publish", ONE_EVENT), 401);
+    CU_ASSERT_EQUAL(tls_call(tls.port, certs, "rogue", "/v1/topics/orders:publish", ONE_EVENT),
+                    401);
+    CU_ASSERT_EQUAL(events_in("orders"), before + 1);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&tls, SIGTERM, MSM_TEST_PROC_GRACE_MS), 0);
+    msm_test_certs_remove(certs);
+}
+
 /* msmctl sends --token (or MSM_TOKEN) as the bearer token. */
 static void test_msmctl_token(void)
 {
@@ -263,6 +345,7 @@ static void test_msmctl_token(void)
 
 static CU_TestInfo tests[] = {
     {"msmctl --token and MSM_TOKEN", test_msmctl_token},
+    {"mTLS: a client certificate's CN names the principal", test_mtls_principal},
     {"probes open; /metrics and /debug/info need admin", test_probes_open_rest_needs_a_token},
     {"no or an unknown token: 401 and nothing published", test_no_token_publishes_nothing},
     {"scopes: publish, subscribe (and its topic), replay, schemas, admin", test_scopes},

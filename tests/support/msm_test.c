@@ -271,3 +271,47 @@ redisReply *msm_test_redis_query(const msm_test_redis_t *r, const char *fmt, ...
     redisFree(ctx);
     return reply;
 }
+
+/* ---- TLS certificates ---- */
+
+static const char *const cert_files[] = {
+    "ca.key",  "ca.pem",  "ca.srl",  "rogue-ca.key", "rogue-ca.pem", "rogue-ca.srl",
+    "srv.key", "srv.csr", "srv.pem", "srv.ext",      "cli.key",      "cli.csr",
+    "cli.pem", "cli.ext", "rogue.key", "rogue.csr",  "rogue.pem",
+};
+
+int msm_test_certs_make(char *dir, size_t n)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, n, "%s/msm-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir))
+        return -1;
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "cd '%s' && (set -e; k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes';"
+             " openssl req -x509 $k -keyout ca.key -out ca.pem -subj /CN=test-ca -days 2;"
+             " openssl req -x509 $k -keyout rogue-ca.key -out rogue-ca.pem -subj /CN=rogue -days 2;"
+             " printf 'subjectAltName=IP:127.0.0.1\\n' > srv.ext;"
+             " printf 'extendedKeyUsage=clientAuth\\n' > cli.ext;"
+             " openssl req $k -keyout srv.key -out srv.csr -subj /CN=127.0.0.1;"
+             " openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+             "  -out srv.pem -days 2 -extfile srv.ext;"
+             " openssl req $k -keyout cli.key -out cli.csr -subj /CN=orders-service;"
+             " openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -CAcreateserial"
+             "  -out cli.pem -days 2 -extfile cli.ext;"
+             " openssl req $k -keyout rogue.key -out rogue.csr -subj /CN=orders-service;"
+             " openssl x509 -req -in rogue.csr -CA rogue-ca.pem -CAkey rogue-ca.key"
+             "  -CAcreateserial -out rogue.pem -days 2 -extfile cli.ext) >/dev/null 2>&1",
+             dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+void msm_test_certs_remove(const char *dir)
+{
+    char path[512];
+    for (size_t i = 0; i < sizeof(cert_files) / sizeof(cert_files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, cert_files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}

@@ -24,6 +24,16 @@ int msm_test_run(CU_SuiteInfo *suites);
 /** @brief A loopback TCP port nobody listens on right now (bound and released), or -1. */
 int msm_test_free_port(void);
 
+/**
+ * @brief Makes, with openssl, a fresh temporary directory (its path in @p dir) holding a CA
+ * (ca.pem), a server certificate for 127.0.0.1 (srv.pem, srv.key) and a client certificate
+ * with CN "orders-service" (cli.pem, cli.key) it signs, and a client certificate with the
+ * same CN from another CA (rogue.pem, rogue.key). @returns 0 or -1.
+ */
+int msm_test_certs_make(char *dir, size_t n);
+/** @brief Removes what msm_test_certs_make() made in @p dir, and @p dir. */
+void msm_test_certs_remove(const char *dir);
+
 /** A redis-server of our own: free port, temporary directory, AOF with fsync always. */
 typedef struct {
     pid_t pid;

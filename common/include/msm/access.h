@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The guard in front of a daemon's routes (API.md "Security"): the caller's bearer token
- * names a principal (msm/auth.h), and one table per daemon says which scope each route
- * needs. /healthz and /readyz stay open; a route the table does not name needs "admin"
+ * names a principal (msm/auth.h) — or, without an Authorization header, the CN of its
+ * verified TLS client certificate does — and one table per daemon says which scope each
+ * route needs. /healthz and /readyz stay open; a route the table does not name needs "admin"
  * (/metrics, /debug/info and anything internal). With no token file there is no guard. */
 #ifndef MSM_ACCESS_H
 #define MSM_ACCESS_H
