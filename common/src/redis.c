@@ -229,6 +229,12 @@ int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, siz
     out->host = "127.0.0.1";
     if (!url)
         url = "redis://127.0.0.1:6379";
+    if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(errbuf, errbuf_size,
+                 "redis over TLS (rediss://) is not supported yet: use redis:// on a private "
+                 "network or through a local TLS tunnel (docs/security.md)");
+        return MSM_ERR_PARSE;
+    }
     if (strncmp(url, "redis://", 8) != 0) {
         snprintf(errbuf, errbuf_size, "redis url must start with redis:// (got \"%s\")", url);
         return MSM_ERR_PARSE;

@@ -108,6 +108,9 @@ static void test_url_parse(void)
     CU_ASSERT_EQUAL(msm_redis_url_parse("redis://h:99999", &u, err, sizeof(err)), MSM_ERR_PARSE);
     CU_ASSERT_EQUAL(msm_redis_url_parse("redis://h:1/x", &u, err, sizeof(err)), MSM_ERR_PARSE);
     CU_ASSERT_EQUAL(msm_redis_url_parse("redis://[::1", &u, err, sizeof(err)), MSM_ERR_PARSE);
+    /* TLS to Redis: refused with the reason, not as a malformed URL */
+    CU_ASSERT_EQUAL(msm_redis_url_parse("rediss://h:6380", &u, err, sizeof(err)), MSM_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "not supported"));
 
     msm_redis_conf_t conf = {0};
     conf.url = "redis://h:0";
