@@ -3,6 +3,7 @@
 #include "msm/daemon.h"
 #include "msm/access.h"
 #include "msm/auth.h"
+#include "msm/buf.h"
 #include "msm/err.h"
 #include "msm/log.h"
 #include "msm/version.h"
@@ -127,16 +128,51 @@ static void make_member(msm_daemon_t *d)
              d->common->http_port);
 }
 
+/* redis.password_file: the URL with the file's first line as its password (kept out of the
+ * settings, so /debug/info never shows it). */
+static int redis_url_with_file_password(const msm_common_conf_t *c, char *url, size_t url_size,
+                                        char *err, size_t n)
+{
+    msm_buf_t b = {0};
+    if (msm_buf_append_file(&b, c->redis_password_file) != MSM_OK) {
+        snprintf(err, n, "redis.password_file %s: %s", c->redis_password_file, strerror(errno));
+        msm_buf_deinit(&b);
+        return -1;
+    }
+    size_t len = 0;
+    while (len < b.len && b.data[len] != '\n' && b.data[len] != '\r' && b.data[len] != '\0')
+        len++;
+    char *password = strndup((const char *)b.data, len);
+    msm_buf_deinit(&b);
+    int rc = password && len > 0 ? msm_redis_url_with_password(c->redis_url, password, url,
+                                                                url_size)
+                                  : MSM_ERR_INVALID;
+    if (password)
+        explicit_bzero(password, len);
+    free(password);
+    if (rc != MSM_OK)
+        snprintf(err, n, "redis.password_file %s: %s", c->redis_password_file,
+                 len == 0 ? "empty first line" : "cannot combine with redis.url");
+    return rc == MSM_OK ? 0 : -1;
+}
+
 static int start_backends(msm_daemon_t *d, char *err, size_t n)
 {
     const msm_common_conf_t *c = d->common;
-    msm_redis_conf_t rc = {.url = c->redis_url, .ns = c->ns, .client_name = d->spec->name};
+    char url_buf[1024];
+    const char *url = c->redis_url;
+    if (c->redis_password_file && *c->redis_password_file) {
+        if (redis_url_with_file_password(c, url_buf, sizeof(url_buf), err, n) != 0)
+            return -1;
+        url = url_buf;
+    }
+    msm_redis_conf_t rc = {.url = url, .ns = c->ns, .client_name = d->spec->name};
     d->redis = msm_redis_new(d->loop, &rc, err, n);
     if (!d->redis)
         return -1;
     msm_stream_conf_t sc = {
         .backend = (msm_stream_backend_t)c->log_backend,
-        .redis_url = c->redis_url,
+        .redis_url = url,
         .name_prefix = c->ns,
         .kafka_brokers = c->kafka_brokers,
         .kafka_props = (const char *const *)c->kafka_props,
@@ -144,6 +180,7 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
         .lease_ms = (uint64_t)c->log_lease_ms,
     };
     d->stream = msm_stream_new(d->loop, &sc, err, n);
+    explicit_bzero(url_buf, sizeof(url_buf));
     return d->stream ? 0 : -1;
 }
 

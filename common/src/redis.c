@@ -222,6 +222,34 @@ static int parse_uint(const char *s, long max, long *out)
     return 0;
 }
 
+int msm_redis_url_with_password(const char *url, const char *password, char *out, size_t n)
+{
+    static const char scheme[] = "redis://";
+    if (!url)
+        url = "redis://127.0.0.1:6379";
+    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return MSM_ERR_PARSE;
+    const char *rest = url + sizeof(scheme) - 1;
+    size_t authority = strcspn(rest, "/");
+    const char *at = memchr(rest, '@', authority);
+    size_t user_len = 0;
+    if (at) {
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        user_len = (size_t)((colon ? colon : at) - rest);
+    }
+    size_t used = (size_t)snprintf(out, n, "%s%.*s:", scheme, (int)user_len, rest);
+    /* Percent-encode all but unreserved characters: the URL parser decodes them back. */
+    for (const unsigned char *p = (const unsigned char *)password; *p && used < n; p++) {
+        if (isalnum(*p) || strchr("-._~", *p))
+            used += (size_t)snprintf(out + used, n - used, "%c", *p);
+        else
+            used += (size_t)snprintf(out + used, n - used, "%%%02X", *p);
+    }
+    if (used < n)
+        used += (size_t)snprintf(out + used, n - used, "@%s", at ? at + 1 : rest);
+    return used < n ? MSM_OK : MSM_ERR_INVALID;
+}
+
 int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, size_t errbuf_size)
 {
     memset(out, 0, sizeof(*out));

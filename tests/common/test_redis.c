@@ -108,6 +108,20 @@ static void test_url_parse(void)
     CU_ASSERT_EQUAL(msm_redis_url_parse("redis://h:99999", &u, err, sizeof(err)), MSM_ERR_PARSE);
     CU_ASSERT_EQUAL(msm_redis_url_parse("redis://h:1/x", &u, err, sizeof(err)), MSM_ERR_PARSE);
     CU_ASSERT_EQUAL(msm_redis_url_parse("redis://[::1", &u, err, sizeof(err)), MSM_ERR_PARSE);
+    /* A password from a file replaces the URL's, percent-encoded, the user kept. */
+    char built[256];
+    CU_ASSERT_EQUAL(msm_redis_url_with_password("redis://bob:old@h:7000/2", "p@ss:w/rd", built,
+                                                sizeof(built)),
+                    MSM_OK);
+    CU_ASSERT_STRING_EQUAL(built, "redis://bob:p%40ss%3Aw%2Frd@h:7000/2");
+    CU_ASSERT_EQUAL(msm_redis_url_parse(built, &u, err, sizeof(err)), 0);
+    CU_ASSERT_STRING_EQUAL(u.user, "bob");
+    CU_ASSERT_STRING_EQUAL(u.password, "p@ss:w/rd");
+    CU_ASSERT_EQUAL(msm_redis_url_with_password("redis://h", "s3", built, sizeof(built)), MSM_OK);
+    CU_ASSERT_STRING_EQUAL(built, "redis://:s3@h");
+    CU_ASSERT_EQUAL(msm_redis_url_with_password("http://h", "s3", built, sizeof(built)),
+                    MSM_ERR_PARSE);
+    CU_ASSERT_EQUAL(msm_redis_url_with_password("redis://h", "s3", built, 8), MSM_ERR_INVALID);
     /* TLS to Redis: refused with the reason, not as a malformed URL */
     CU_ASSERT_EQUAL(msm_redis_url_parse("rediss://h:6380", &u, err, sizeof(err)), MSM_ERR_PARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "not supported"));

@@ -161,6 +161,7 @@ extern const char *const msm_conf_log_formats[];  /* "logfmt", "json" */
  *  MSM_KAFKA_BROKERS are part of the public contract (API.md). */
 typedef struct {
     char *redis_url;     /**< redis.url, default redis://127.0.0.1:6379 */
+    char *redis_password_file; /**< redis.password_file: the password's file, or NULL */
     char *ns;            /**< namespace: key/stream prefix, default "msm" */
     int log_backend;     /**< log.backend: msm_stream_backend_t (0 redis, 1 kafka) */
     int log_append_timeout_ms; /**< log.append_timeout_ms: an append not durable by then fails */
@@ -185,6 +186,8 @@ typedef struct {
 #define MSM_CONF_COMMON(type, member, default_port)                                                \
     MSM_CONF_STR("redis.url", type, member.redis_url, "redis://127.0.0.1:6379",                    \
                  "Redis URL: redis://[[user]:password@]host:port[/db]"),                           \
+    MSM_CONF_STR("redis.password_file", type, member.redis_password_file, NULL,                    \
+                 "file whose first line is the Redis password (overrides redis.url's)"),         \
     MSM_CONF_STR("namespace", type, member.ns, "msm",                                              \
                  "prefix of every Redis key and log stream"),                                      \
     MSM_CONF_ENUM("log.backend", type, member.log_backend, "redis", msm_conf_log_backends,         \

@@ -83,6 +83,13 @@ typedef struct {
 int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, size_t errbuf_size);
 
 /**
+ * @brief @p url with its password replaced by @p password (percent-encoded; the user, if
+ * any, kept): for a password read from a file (redis.password_file).
+ * @returns MSM_OK, MSM_ERR_PARSE (not a redis:// URL) or MSM_ERR_INVALID (@p n too small).
+ */
+int msm_redis_url_with_password(const char *url, const char *password, char *out, size_t n);
+
+/**
  * @brief Creates a client and starts connecting (non-blocking; AUTH and SELECT from the
  * URL are sent first on every connection). Commands may be issued right away: they queue
  * behind the handshake while the first connection is being made.
