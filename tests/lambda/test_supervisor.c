@@ -383,34 +383,24 @@ static void test_threads(void)
 
 /* ---- kill -9 of a worker mid-request, and the watchdog ---- */
 
-/* Handler threads busy in all workers. */
-static int busy_threads(const lambda_t *l)
+/* Handler threads busy in all workers; @p pid (may be NULL) gets a busy worker's, or 0. */
+static int busy_threads(const lambda_t *l, int *pid)
 {
     json_t *j = workers(l);
     int n = 0;
     size_t i;
     json_t *w;
+    if (pid)
+        *pid = 0;
     json_array_foreach(json_object_get(j, "workers"), i, w)
     {
-        n += (int)json_integer_value(json_object_get(w, "busy_threads"));
+        int busy = (int)json_integer_value(json_object_get(w, "busy_threads"));
+        n += busy;
+        if (pid && busy > 0)
+            *pid = (int)json_integer_value(json_object_get(w, "pid"));
     }
     json_decref(j);
     return n;
-}
-
-static int busy_worker_pid(const lambda_t *l)
-{
-    json_t *j = workers(l);
-    int pid = 0;
-    size_t i;
-    json_t *w;
-    json_array_foreach(json_object_get(j, "workers"), i, w)
-    {
-        if (json_integer_value(json_object_get(w, "busy_threads")) > 0)
-            pid = (int)json_integer_value(json_object_get(w, "pid"));
-    }
-    json_decref(j);
-    return pid;
 }
 
 static void test_kill_worker(void)
@@ -426,7 +416,7 @@ static void test_kill_worker(void)
     while (!pid && lt_unix_ms() < until) {
         int still;
         curl_multi_perform(ld.multi, &still);
-        pid = busy_worker_pid(&l);
+        busy_threads(&l, &pid);
     }
     CU_ASSERT_TRUE_FATAL(pid > 0);
     long long killed = lt_unix_ms();
@@ -505,11 +495,11 @@ static void test_group_sigterm_drains(void)
     for (int i = 0; i < 3; i++)
         load_send(&ld);
     long long until = lt_unix_ms() + 3000;
-    while (busy_threads(&l) < 3 && lt_unix_ms() < until) {
+    while (busy_threads(&l, NULL) < 3 && lt_unix_ms() < until) {
         int still;
         curl_multi_perform(ld.multi, &still);
     }
-    CU_ASSERT_EQUAL(busy_threads(&l), 3);
+    CU_ASSERT_EQUAL(busy_threads(&l, NULL), 3);
     /* The group's SIGTERM reaches every worker directly and through the supervisor: one
      * drain, not a forced stop. The pushes in flight are answered 200, the exit is 0. */
     CU_ASSERT_EQUAL(msm_test_proc_stop(&l.proc, SIGTERM, 10000), 0);
