@@ -84,14 +84,10 @@ static void append_raw(char *buf, size_t cap, size_t *pos, const char *s)
     *pos += n;
 }
 
-void msm__log_write(msm_log_level_t level, const char *facility, const char *fmt, ...)
+/* One record: the common head, @p msg, then @p fields. */
+static void log_record(msm_log_level_t level, const char *facility, const char *msg,
+                       const msm_log_field_t *fields, size_t n)
 {
-    char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -101,33 +97,30 @@ void msm__log_write(msm_log_level_t level, const char *facility, const char *fmt
     snprintf(ts + tn, sizeof(ts) - tn, ".%03dZ", (int)(tv.tv_usec / 1000));
 
     const char *lvl = level_names[level <= MSM_LOG_ERROR ? level : MSM_LOG_ERROR];
+    int json = log_format == MSM_LOG_JSON;
     char line[4096];
     size_t pos = 0;
-    if (log_format == MSM_LOG_JSON) {
-        append_raw(line, sizeof(line), &pos, "{\"ts\":\"");
-        append_raw(line, sizeof(line), &pos, ts);
-        append_raw(line, sizeof(line), &pos, "\",\"level\":\"");
-        append_raw(line, sizeof(line), &pos, lvl);
-        append_raw(line, sizeof(line), &pos, "\",\"daemon\":\"");
-        append_escaped(line, sizeof(line), &pos, log_daemon);
-        append_raw(line, sizeof(line), &pos, "\",\"facility\":\"");
-        append_escaped(line, sizeof(line), &pos, facility ? facility : "");
-        append_raw(line, sizeof(line), &pos, "\",\"msg\":\"");
-        append_escaped(line, sizeof(line), &pos, msg);
-        append_raw(line, sizeof(line), &pos, "\"}\n");
-    } else {
-        append_raw(line, sizeof(line), &pos, "ts=");
-        append_raw(line, sizeof(line), &pos, ts);
-        append_raw(line, sizeof(line), &pos, " level=");
-        append_raw(line, sizeof(line), &pos, lvl);
-        append_raw(line, sizeof(line), &pos, " daemon=");
-        append_escaped(line, sizeof(line), &pos, log_daemon);
-        append_raw(line, sizeof(line), &pos, " facility=");
-        append_escaped(line, sizeof(line), &pos, facility ? facility : "-");
-        append_raw(line, sizeof(line), &pos, " msg=\"");
-        append_escaped(line, sizeof(line), &pos, msg);
-        append_raw(line, sizeof(line), &pos, "\"\n");
+    append_raw(line, sizeof(line), &pos, json ? "{\"ts\":\"" : "ts=");
+    append_raw(line, sizeof(line), &pos, ts);
+    append_raw(line, sizeof(line), &pos, json ? "\",\"level\":\"" : " level=");
+    append_raw(line, sizeof(line), &pos, lvl);
+    append_raw(line, sizeof(line), &pos, json ? "\",\"daemon\":\"" : " daemon=");
+    append_escaped(line, sizeof(line), &pos, log_daemon);
+    append_raw(line, sizeof(line), &pos, json ? "\",\"facility\":\"" : " facility=");
+    append_escaped(line, sizeof(line), &pos, facility ? facility : json ? "" : "-");
+    append_raw(line, sizeof(line), &pos, json ? "\",\"msg\":\"" : " msg=\"");
+    append_escaped(line, sizeof(line), &pos, msg);
+    append_raw(line, sizeof(line), &pos, "\"");
+    for (size_t i = 0; i < n; i++) {
+        if (!fields[i].value)
+            continue;
+        append_raw(line, sizeof(line), &pos, json ? ",\"" : " ");
+        append_raw(line, sizeof(line), &pos, fields[i].key);
+        append_raw(line, sizeof(line), &pos, json ? "\":\"" : "=\"");
+        append_escaped(line, sizeof(line), &pos, fields[i].value);
+        append_raw(line, sizeof(line), &pos, "\"");
     }
+    append_raw(line, sizeof(line), &pos, json ? "}\n" : "\n");
     /* A truncated line still ends in a newline. */
     if (pos >= sizeof(line) - 1) {
         pos = sizeof(line) - 2;
@@ -136,4 +129,21 @@ void msm__log_write(msm_log_level_t level, const char *facility, const char *fmt
     FILE *out = log_out ? log_out : stderr;
     fwrite(line, 1, pos, out);
     fflush(out);
+}
+
+void msm__log_write(msm_log_level_t level, const char *facility, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_record(level, facility, msg, NULL, 0);
+}
+
+void msm_log_fields(msm_log_level_t level, const char *facility, const char *msg,
+                    const msm_log_field_t *fields, size_t n)
+{
+    if (level >= msm__log_threshold)
+        log_record(level, facility, msg, fields, n);
 }

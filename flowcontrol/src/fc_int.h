@@ -136,6 +136,7 @@ struct fc_task_s {
     fc_task_t *knext;         /**< in its key's followers */
     int parked;               /**< handed to the parked store behind its held key */
     fc_flow_t *flow;          /**< fair share: the flow it waits in */
+    uint64_t queued_us;       /**< a sampled task's entry into the pending queue (its span) */
 };
 
 /** An outgoing pipeline: the Redis commands of one subscription and loop turn. */

@@ -6,6 +6,7 @@
  * from the retry store. A ready record stays unacknowledged until every task in it is
  * settled (task.c), so a member that dies loses nothing: the next owner reads it again. */
 #include "fc_int.h"
+#include "msm/trace.h"
 #include "msm/err.h"
 #include "msm/log.h"
 
@@ -290,6 +291,24 @@ static void lease_and_send(fc_sub_t *sub, fc_task_t *task, int64_t now)
         msm_counter_inc(sub->m_dispatch_failures); /* sent again when the lease passes */
 }
 
+/* The flowcontrol span of a sampled task, from its entry into the pending queue to its
+ * admission; the dispatched task carries its traceparent to the router. */
+static void trace_admit(const fc_sub_t *sub, const fc_task_t *task)
+{
+    Msm__V1__Event *ev = task->t->event;
+    msm_span_t span;
+    if (!ev || !msm_span_start(&span, ev->traceparent))
+        return;
+    if (task->queued_us && task->queued_us < span.start_us)
+        span.start_us = task->queued_us;
+    memcpy(ev->traceparent, span.tp, sizeof(span.tp)); /* a valid one is at least as long */
+    char attempt[16];
+    snprintf(attempt, sizeof(attempt), "%d", task->t->attempt);
+    msm_log_field_t f[] = {{"subscription", sub->name}, {"event_id", ev->id},
+                           {"attempt", attempt}};
+    msm_span_end(&span, "flowcontrol", "admit", f, 3);
+}
+
 static void on_pace_timer(msm_loop_t *loop, void *opaque)
 {
     (void)loop;
@@ -307,6 +326,7 @@ static void sub_admit(fc_sub_t *sub)
     fc_task_t *task;
     while (n < allowed && (task = fc_pq_pop(sub))) {
         task->t->attempt++;
+        trace_admit(sub, task);
         lease_and_send(sub, task, now);
         n++;
     }

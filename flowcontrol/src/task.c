@@ -4,6 +4,9 @@
  * running list in dispatch order, which is also lease order. */
 #include "fc_int.h"
 
+#include "msm/time.h"
+#include "msm/trace.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,6 +270,10 @@ void fc_pq_push(fc_sub_t *sub, fc_task_t *t, int front)
 {
     int p = t->priority;
     t->state = FC_TASK_PENDING;
+    /* A sampled task's flowcontrol span starts (sub.c). */
+    t->queued_us = t->t->event && msm_traceparent_sampled(t->t->event->traceparent)
+                       ? msm_time_mono_us()
+                       : 0;
     if (sub->fairness_key && fair_push(sub, t, front) == MSM_OK) {
         sub->npending++;
         return;

@@ -41,6 +41,9 @@ typedef struct {
      *  endpoints are refused). Read during fe_new(). */
     const char *allow_networks;
     const char *deny_networks;
+    /** The share of events published without a trace context whose new trace is sampled
+     *  (spans logged at every hop, docs/tracing.md): 0..1. */
+    double trace_sample_ratio;
 } fe_settings_t;
 
 /** What the frontend borrows; each must outlive it (the metrics registry must also outlive

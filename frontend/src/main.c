@@ -20,6 +20,7 @@ typedef struct {
     int status_partitions;
     long long idempotency_window_ms;
     char *allow_networks;
+    double trace_sample_ratio;
     char *deny_networks;
 } fe_conf_t;
 
@@ -40,6 +41,10 @@ static const msm_conf_def_t fe_defs[] = {
     MSM_CONF_INT("publish.idempotency_window_ms", fe_conf_t, idempotency_window_ms,
                  (long long)FE_DEFAULT_IDEMPOTENCY_WINDOW_MS, 1000, 30LL * 24 * 3600 * 1000,
                  "how long an idempotency key answers its first event's id"),
+    MSM_CONF_DOUBLE("trace.sample_ratio", fe_conf_t, trace_sample_ratio, 0.01, 0, 1,
+                    "share of events published without a traceparent whose new trace is "
+                    "sampled (a span line at every hop); a publisher's own traceparent "
+                    "decides for its events"),
     /* The router's names: one config file serves both (PUT refuses what it would). */
     MSM_CONF_STR(MSM_NETPOLICY_ALLOW_SETTING, fe_conf_t, allow_networks, "",
                  "CIDRs endpoints may be in although denied by default (as the router's; "
@@ -74,6 +79,7 @@ int main(int argc, char **argv)
         .status_partitions = conf.status_partitions,
         .idempotency_window_ms = (uint64_t)conf.idempotency_window_ms,
         .allow_networks = conf.allow_networks,
+        .trace_sample_ratio = conf.trace_sample_ratio,
         .deny_networks = conf.deny_networks,
     };
     char err[256];

@@ -18,6 +18,7 @@
 #include "msm/envelope.h"
 #include "msm/id.h"
 #include "msm/json.h"
+#include "msm/trace.h"
 
 #include <stdint.h>
 
@@ -46,6 +47,8 @@ typedef struct {
     const char *data_field;       /**< error path of the payload: "data", ..., NULL = body */
     int64_t deliver_at_ms;
     int64_t deadline_ms;          /**< unix ms, 0 = none */
+    const char *traceparent;      /**< the event's own trace context (body field), or NULL */
+    const char *tracestate;
     int priority;
     int32_t schema_id;
     int unschematized;            /**< no body to check (a CDC delete without data) */
@@ -132,6 +135,10 @@ int fe_same_media_type(const char *a, const char *b);
 int fe_has_control_chars(const char *s);
 /** @brief The trace context headers of a request, when well formed. */
 void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *tracestate);
+/** @brief An event's own trace context given at @p field / @p state_field (a body field or
+ *  CloudEvents extension): a malformed one is an error, unlike a header. */
+void fe_event_trace(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, const char *field,
+                    const char *traceparent, const char *state_field, const char *tracestate);
 
 /* ---- parsers ---- */
 
@@ -176,6 +183,12 @@ struct fe_pub_s {
     json_t *fin_error;
     const char *fin_result;
     uint64_t start_us;
+    /* Trace context per event (trace.c): its traceparent in the envelope, and the spans
+     * this request logs once the events are durable. */
+    char (*tps)[MSM_TRACEPARENT_LEN + 1];
+    msm_spans_t spans;              /**< per event: its own, sampled context's */
+    msm_span_t req_span;            /**< the request's, under its traceparent header */
+    int has_req_span;
     fe_pub_done_cb *done;
     void (*release)(fe_pub_t *p);   /**< frees the form's own state, may be NULL */
 };
@@ -188,6 +201,13 @@ struct fe_pub_s {
  */
 void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
                  const char *subject, fe_pub_done_cb *done, uint64_t start_us);
+
+/** @brief Gives each event of @p p its traceparent (p->tps) and starts the frontend's spans;
+ *  a new trace is sampled with probability @p sample_ratio (pub_trace.c).
+ *  @returns MSM_OK or MSM_ERR_NOMEM. */
+int fe_pub_trace_begin(fe_pub_t *p, double sample_ratio);
+/** @brief Logs the spans fe_pub_trace_begin() started: the events are durable. */
+void fe_pub_trace_end(const fe_pub_t *p);
 
 /** @brief Runs the pipeline over p->batch (parsed, ids not yet assigned). */
 void fe_pub_submit(fe_pub_t *p);

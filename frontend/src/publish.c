@@ -239,6 +239,8 @@ static void pub_cleanup(fe_call_t *c)
     free(p->ids);
     free(p->dup);
     free(p->claimed);
+    free(p->tps);
+    msm_spans_deinit(&p->spans);
     json_decref(p->fin_error);
 }
 
@@ -371,6 +373,7 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
     if (!p->base.req)
         msm_log(MSM_LOG_WARN, FAC, "%zu events published to %s after the request was "
                 "cancelled", p->batch.n, p->topic);
+    fe_pub_trace_end(p);
     settle_and_finish(p, 1, 200, NULL, "ok");
 }
 
@@ -393,11 +396,9 @@ static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__
     env->deadline_ms = ev->deadline_ms;
     env->priority = ev->priority;
     env->idempotency_key = (char *)ev->idempotency_key;
-    if (p->batch.traceparent) {
-        env->traceparent = (char *)p->batch.traceparent;
-        if (p->batch.tracestate)
-            env->tracestate = (char *)p->batch.tracestate;
-    }
+    env->traceparent = p->tps[i];
+    if (ev->tracestate || (!ev->traceparent && p->batch.tracestate))
+        env->tracestate = (char *)(ev->tracestate ? ev->tracestate : p->batch.tracestate);
     if (p->cdc_source) {
         env->cdc_source = (char *)p->cdc_source;
         env->cdc_partition = (char *)(ev->cdc_partition ? ev->cdc_partition : "");
@@ -423,7 +424,7 @@ static void append_step(fe_pub_t *p)
     msm_record_t *records = calloc(n, sizeof(*records));
     uint8_t *buf = NULL;
     int rc = MSM_ERR_NOMEM;
-    if (!sizes || !records)
+    if (!sizes || !records || fe_pub_trace_begin(p, fe->fe_set.trace_sample_ratio) != MSM_OK)
         goto out;
     for (size_t i = 0; i < p->batch.n; i++) {
         if (p->dup[i])

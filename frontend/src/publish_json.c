@@ -109,7 +109,8 @@ static void parse_event(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_e
 {
     static const char *const known[] = {
         "data", "data_base64", "content_type", "key", "ordering_key", "attributes",
-        "delay_ms", "deliver_at", "deadline", "idempotency_key", "priority", NULL};
+        "delay_ms", "deliver_at", "deadline", "idempotency_key", "priority", "traceparent",
+        "tracestate", NULL};
     if (msm_json_expect_object(e, ev) != MSM_OK)
         return;
     msm_json_check_known(e, ev, known);
@@ -129,6 +130,10 @@ static void parse_event(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_e
     int64_t prio = FE_DEFAULT_PRIORITY;
     msm_json_get_int(e, ev, "priority", MSM_JSON_NULLABLE, 0, 9, &prio);
     out->priority = (int)prio;
+    const char *tp = NULL, *ts = NULL;
+    msm_json_get_str(e, ev, "traceparent", MSM_JSON_NULLABLE, &tp);
+    msm_json_get_str(e, ev, "tracestate", MSM_JSON_NULLABLE, &ts);
+    fe_event_trace(b, out, e, "traceparent", tp, "tracestate", ts);
     parse_timing(e, ev, ctx->now_ms, out);
     parse_payload(ctx, e, big, ev, keep_json, out);
 }

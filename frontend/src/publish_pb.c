@@ -56,6 +56,8 @@ static void parse_event(const fe_parse_ctx_t *ctx, const Msm__V1__PublishEvent *
     else
         ev->deadline_ms = pe->deadline_ms;
     fe_check_deadline(e, "deadline_ms", ev);
+    fe_event_trace(b, ev, e, "traceparent", *pe->traceparent ? pe->traceparent : NULL,
+                   "tracestate", *pe->tracestate ? pe->tracestate : NULL);
     ev->payload = pe->payload.data ? pe->payload.data : (const uint8_t *)"";
     ev->payload_len = pe->payload.len;
     ev->data_field = "payload";

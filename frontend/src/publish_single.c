@@ -238,11 +238,17 @@ static void ce_structured(const fe_parse_ctx_t *ctx, json_t *ce, int keep_json,
                       FE_CONTENT_TYPE_MAX, &ct);
     if (ct && !fe_media_type_ok(ct))
         msm_json_err_add(e, "datacontenttype", "must be a media type such as type/subtype");
+    /* The Distributed Tracing extension is the event's trace context, not an attribute. */
+    const char *tp = NULL, *ts = NULL;
+    msm_json_get_str(e, ce, "traceparent", MSM_JSON_NULLABLE, &tp);
+    msm_json_get_str(e, ce, "tracestate", MSM_JSON_NULLABLE, &ts);
+    fe_event_trace(b, ev, e, "traceparent", tp, "tracestate", ts);
     const char *name;
     json_t *v;
     json_object_foreach(ce, name, v) {
         if (strcmp(name, "data") == 0 || strcmp(name, "data_base64") == 0 ||
-            strcmp(name, "datacontenttype") == 0 || json_is_null(v))
+            strcmp(name, "datacontenttype") == 0 || strcmp(name, "traceparent") == 0 ||
+            strcmp(name, "tracestate") == 0 || json_is_null(v))
             continue;
         char num[64];
         const char *text = json_is_string(v) ? json_string_value(v) : NULL;

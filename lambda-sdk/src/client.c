@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 
 /* A response body larger than this is not the API's answer: the request fails. */
 #define MAX_RESPONSE_BYTES ((size_t)16 * 1024 * 1024)
@@ -210,22 +209,9 @@ uint64_t msm_client_connects(const msm_client_t *c)
 
 int msm_client_child_traceparent(const char *parent, char *out, size_t out_size)
 {
-    if (!out || out_size < MSM_TRACEPARENT_LEN + 1 || !msm_traceparent_valid(parent))
+    if (!out || out_size < MSM_TRACEPARENT_LEN + 1)
         return MSM_ERR_INVALID;
-    unsigned char span[8];
-    int all_zero = 1;
-    do {
-        if (getrandom(span, sizeof(span), 0) != (ssize_t)sizeof(span))
-            return MSM_ERR_IO;
-        for (size_t i = 0; i < sizeof(span); i++)
-            all_zero &= span[i] == 0;
-    } while (all_zero);
-    char hex[17];
-    for (size_t i = 0; i < sizeof(span); i++)
-        snprintf(hex + 2 * i, 3, "%02x", span[i]);
-    /* We speak version 00: a later version's parent is answered in 00's format. */
-    snprintf(out, out_size, "00-%.32s-%s-%.2s", parent + 3, hex, parent + 53);
-    return MSM_OK;
+    return msm_traceparent_child(parent, out);
 }
 
 /* ---- building the body ---- */

@@ -4,6 +4,7 @@
  * keep using it after the HTTP request is gone. */
 #include "lambda_int.h"
 
+#include "msm/trace.h"
 #include "msm/base64.h"
 #include "msm/err.h"
 #include "msm/json.h"
@@ -50,6 +51,7 @@ struct msm_event_s {
     size_t ev_nexts;
     const char *ev_payload;
     size_t ev_payload_len;
+    char ev_span_tp[MSM_TRACEPARENT_LEN + 1]; /* the handler's span, when traced */
 };
 
 /* ---- collecting Msm-Attr-* headers ---- */
@@ -454,6 +456,15 @@ msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
     msm_event_t *ev = event_build(&p, why, why_size);
     free(owned);
     return ev;
+}
+
+int msm__event_trace(msm_event_t *ev, msm_span_t *span)
+{
+    if (!msm_span_start(span, ev->ev_traceparent))
+        return 0;
+    memcpy(ev->ev_span_tp, span->tp, sizeof(ev->ev_span_tp));
+    ev->ev_traceparent = ev->ev_span_tp; /* what the handler sees, and its publishes carry */
+    return 1;
 }
 
 void msm__event_free(msm_event_t *ev)

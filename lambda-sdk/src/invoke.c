@@ -59,6 +59,8 @@ struct msm_ctx_s {
     lm_batch_t *cx_batch;     /* a member of a batch push: the verdict goes there */
     size_t cx_index;
     lm_job_t cx_job;          /* --threads: the handler call handed to a thread */
+    msm_span_t cx_span;       /* the handler's span, when cx_traced (docs/tracing.md) */
+    int cx_traced;
     char cx_error[256];
 };
 
@@ -117,6 +119,15 @@ static void observe(msm_ctx_t *ctx, lm_result_t result)
     msm_log(MSM_LOG_DEBUG, FAC, "event %s subscription=%s attempt=%d: %s", msm_event_id(ctx->cx_ev),
             msm_event_subscription(ctx->cx_ev), msm_event_attempt(ctx->cx_ev),
             result_names[result]);
+    if (ctx->cx_traced) {
+        char attempt[16];
+        snprintf(attempt, sizeof(attempt), "%d", msm_event_attempt(ctx->cx_ev));
+        msm_log_field_t f[] = {{"subscription", msm_event_subscription(ctx->cx_ev)},
+                               {"event_id", msm_event_id(ctx->cx_ev)},
+                               {"attempt", attempt},
+                               {"result", result_names[result]}};
+        msm_span_end(&ctx->cx_span, "lambda", "handle", f, 4);
+    }
 }
 
 static void respond_failure(
@@ -570,6 +581,7 @@ static msm_ctx_t *ctx_new(msm_lambda_t *l, lm_handler_t *h, msm_event_t *ev,
     ctx->cx_req = req;
     ctx->cx_early_status = -1;
     ctx->cx_start_us = msm_time_mono_us();
+    ctx->cx_traced = msm__event_trace(ev, &ctx->cx_span);
     msm_timer_init(&ctx->cx_deadline_timer);
     ctx_link(l, ctx);
     return ctx;

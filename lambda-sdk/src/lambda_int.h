@@ -3,6 +3,7 @@
 #ifndef MSM_LAMBDA_INT_H
 #define MSM_LAMBDA_INT_H
 
+#include "msm/trace.h"
 #include "msm/http_server.h"
 #include "msm/lambda.h"
 #include "msm/metrics.h"
@@ -136,6 +137,9 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
 msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
                                   int64_t deadline_ms, char *why, size_t why_size);
 void msm__event_free(msm_event_t *ev);
+/** Starts the handler's span when the event's trace is sampled: the event's traceparent is
+ *  then the span's. @returns 1 when traced. */
+int msm__event_trace(msm_event_t *ev, msm_span_t *span);
 
 /* ---- signature.c ---- */
 

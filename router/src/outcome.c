@@ -39,6 +39,18 @@ void msm__rt_finish(router_t *rt, rt_delivery_t *d, Msm__V1__OutcomeKind kind, i
     msm_log(MSM_LOG_DEBUG, RT_FACILITY, "sub=%s event=%s attempt=%d %s status=%d %s",
             sub->name, d->task->event->id, d->task->attempt,
             kind >= 0 && kind < RT_KINDS ? kind_names[kind] : "?", http_status, d->error);
+    if (d->span) {
+        char attempt[16], status[16];
+        snprintf(attempt, sizeof(attempt), "%d", d->task->attempt);
+        snprintf(status, sizeof(status), "%d", http_status);
+        msm_log_field_t f[] = {
+            {"subscription", sub->name}, {"event_id", d->task->event->id},
+            {"attempt", attempt}, {"outcome", kind >= 0 && kind < RT_KINDS ? kind_names[kind] : "?"},
+            {"http_status", status}, {"endpoint", d->endpoint}};
+        msm_span_end(d->span, "router", "push", f, 6);
+        free(d->span);
+        d->span = NULL;
+    }
     d->next = NULL;
     if (sub->finished_tail)
         sub->finished_tail->next = d;

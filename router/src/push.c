@@ -493,6 +493,25 @@ static int64_t push_deadline(const rt_req_t *req, int64_t now)
     return dl;
 }
 
+/* The router's span of each sampled event of the request (once: a requeued one keeps its
+ * own); the push carries its traceparent. Out of memory, the event is not traced here. */
+static void trace_start(rt_req_t *req)
+{
+    for (size_t i = 0; i < req->n; i++) {
+        rt_delivery_t *d = req->items[i];
+        Msm__V1__Event *ev = d->task->event;
+        if (d->span || !msm_traceparent_sampled(ev->traceparent) ||
+            !(d->span = malloc(sizeof(*d->span))))
+            continue;
+        if (msm_span_start(d->span, ev->traceparent)) {
+            memcpy(ev->traceparent, d->span->tp, sizeof(d->span->tp));
+        } else {
+            free(d->span);
+            d->span = NULL;
+        }
+    }
+}
+
 /* @returns 0, or 1 when no endpoint could take it (requeued: stop sending for now). */
 static int send_req(rt_req_t *req)
 {
@@ -508,6 +527,7 @@ static int send_req(rt_req_t *req)
         return 0;
     }
     int64_t now = msm_time_unix_ms();
+    trace_start(req);
     req->deadline_ms = push_deadline(req, now);
     /* at least 1 ms: an event whose deadline passes now was checked when queued */
     req->timeout_ms = (uint32_t)(req->deadline_ms > now ? req->deadline_ms - now : 1);

@@ -40,8 +40,10 @@ void msm__rt_record_free(router_t *rt, rt_record_t *rec)
         rt->records = rec->next;
     if (rec->next)
         rec->next->prev = rec->prev;
-    for (size_t i = 0; i < rec->n; i++)
+    for (size_t i = 0; i < rec->n; i++) {
         free(rec->items[i].body);
+        free(rec->items[i].span);
+    }
     free(rec->items);
     msm__rt_arena_free(rec->arena);
     free(rec);

@@ -17,6 +17,7 @@
 #include "router.h"
 #include "canary.h"
 
+#include "msm/trace.h"
 #include "msm/envelope.h"
 #include "msm/http_client.h"
 #include "msm/registry.h"
@@ -135,6 +136,8 @@ struct rt_delivery_s {
     int64_t finished_at_ms;
     char *body;                 /**< delivery_format "json": the payload as JSON, else NULL */
     size_t body_len;
+    msm_span_t *span;           /**< the router's span of a sampled event, from its first
+                                     send to its outcome (docs/tracing.md); else NULL */
     char error[RT_ERROR_MAX];
 };
 

@@ -42,6 +42,7 @@ typedef struct {
     Msm__V1__Event **events; /* their events (NULL where missing or invalid) */
     int replies;             /* removal replies still awaited */
     int failed;
+    msm_spans_t spans;       /* of its sampled events */
 } sch_fire_t;
 
 struct sch_cycle_s {
@@ -156,6 +157,7 @@ static void fire_free(sch_fire_t *f)
     free(f->ids);
     free(f->events);
     free(f->sub);
+    msm_spans_deinit(&f->spans);
     free(f);
 }
 
@@ -284,6 +286,7 @@ static void on_fire_appended(msm_err_t err, const char *reason, void *opaque)
         s->append_failures = 0;
         msm_sub_count_enqueued(s->redis, f->sub, count);
         record_fired(f, count);
+        sch__trace_end(&f->spans, f->events, f->n, "fire", f->sub);
         send_remove(f);
     } else if (s->stopping) {
         fire_done(f); /* due again after the lease */
@@ -325,6 +328,8 @@ static void append_fired(sch_fire_t *f)
     sch_sub_t *sub = sch__sub(s, f->sub);
     if (sub)
         sch__ensure_ready(s, sub);
+    if (!f->spans.started) /* not again when a failed append is retried */
+        sch__trace_start(&f->spans, f->events, f->n);
     char name[SCH_KEY_MAX];
     snprintf(name, sizeof(name), MSM_STREAM_READY, f->sub);
     sch_records_t recs;

@@ -56,6 +56,7 @@ struct sch_job_s {
     int synced;      /* the registry was checked: ops are built */
     uint32_t attempt;
     msm_timer_t retry_timer;
+    msm_spans_t spans; /* of its sampled events */
 };
 
 static void job_send(sch_job_t *job);
@@ -97,6 +98,7 @@ static void job_free(sch_job_t *job)
         free(job->skips[i].sub);
     for (size_t i = 0; i < job->n; i++)
         msm_event_free(job->events[i]);
+    msm_spans_deinit(&job->spans);
     free(job->skips);
     free(job->ops);
     free(job->events);
@@ -145,6 +147,7 @@ static void job_settle(sch_job_t *job)
             if (sub)
                 msm_counter_add(sub->m_filtered, job->skips[i].n);
         }
+        sch__trace_end(&job->spans, job->events, job->n, "fanout", NULL);
         job_free(job);
         return;
     }
@@ -484,6 +487,7 @@ static sch_job_t *job_new(sch_topic_t *t, msm_stream_msg_t *const *msgs, size_t 
         job->msgs[job->n] = msgs[i];
         job->events[job->n++] = ev;
     }
+    sch__trace_start(&job->spans, job->events, job->n);
     /* Linked only now: job_free above must not unlink a job that was never linked. */
     job->next = t->jobs;
     if (t->jobs)

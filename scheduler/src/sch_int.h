@@ -7,6 +7,7 @@
 
 #include "scheduler.h"
 
+#include "msm/trace.h"
 #include "msm/envelope.h"
 #include "msm/metrics.h"
 #include "msm/registry.h"
@@ -111,6 +112,15 @@ int sch__records_build(const scheduler_t *s,
                        size_t n,
                        sch_records_t *out);
 void sch__records_deinit(sch_records_t *r);
+
+/**
+ * @brief Starts the scheduler's span of every sampled event of @p evs (NULL entries
+ * skipped) and gives the event that span's traceparent, which its tasks carry on.
+ */
+void sch__trace_start(msm_spans_t *spans, Msm__V1__Event *const *evs, size_t n);
+/** @brief Logs the spans sch__trace_start() made (@p sub: the one subscription, or NULL). */
+void sch__trace_end(const msm_spans_t *spans, Msm__V1__Event *const *evs, size_t n,
+                    const char *name, const char *sub);
 
 /* ---- fanout.c ---- */
 /** msm_consumer_batch_cb of every topic consumer (opaque: the sch_topic_t). */

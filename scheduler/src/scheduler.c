@@ -162,6 +162,30 @@ out:
     return rc;
 }
 
+void sch__trace_start(msm_spans_t *spans, Msm__V1__Event *const *evs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        msm_span_t *s = evs[i] && msm_traceparent_sampled(evs[i]->traceparent)
+                            ? msm_spans_start(spans, n, i, evs[i]->traceparent)
+                            : NULL;
+        if (s) /* a valid traceparent is at least as long as the new one */
+            memcpy(evs[i]->traceparent, s->tp, sizeof(s->tp));
+    }
+}
+
+void sch__trace_end(const msm_spans_t *spans, Msm__V1__Event *const *evs, size_t n,
+                    const char *name, const char *sub)
+{
+    for (size_t i = 0; spans->started && i < n; i++) {
+        const msm_span_t *s = msm_spans_get(spans, i);
+        if (s) {
+            msm_log_field_t f[] = {{"topic", evs[i]->topic}, {"event_id", evs[i]->id},
+                                   {"subscription", sub}};
+            msm_span_end(s, "scheduler", name, f, 3);
+        }
+    }
+}
+
 void sch__records_deinit(sch_records_t *r)
 {
     msm_buf_deinit(&r->buf);

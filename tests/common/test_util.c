@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: MIT */
-/* Small utilities: RFC 3339 time, UUIDv7 ids, and exponential backoff with full jitter. */
+/* Small utilities: RFC 3339 time, UUIDv7 ids, exponential backoff with full jitter, trace
+ * context and span lines. */
 #include "msm_test.h"
 #include "msm/backoff.h"
 #include "msm/err.h"
 #include "msm/id.h"
+#include "msm/log.h"
 #include "msm/time.h"
+#include "msm/trace.h"
 
+#include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -442,6 +447,91 @@ static void test_rand_helpers(void)
         CU_ASSERT_TRUE(ones[b] > 4500 && ones[b] < 5500);
 }
 
+/* ---- trace context and spans ---- */
+
+#define PARENT "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+static void test_trace_ids(void)
+{
+    char a[MSM_TRACEPARENT_LEN + 1], b[MSM_TRACEPARENT_LEN + 1];
+    msm_traceparent_new(a, 1);
+    msm_traceparent_new(b, 0);
+    CU_ASSERT_TRUE(msm_traceparent_valid(a));
+    CU_ASSERT_TRUE(msm_traceparent_valid(b));
+    CU_ASSERT_TRUE(msm_traceparent_sampled(a));
+    CU_ASSERT_FALSE(msm_traceparent_sampled(b));
+    CU_ASSERT_NOT_EQUAL(strncmp(a + 3, b + 3, 32), 0);
+    /* A child keeps trace and flags; a later version's parent is answered in 00. */
+    CU_ASSERT_EQUAL(msm_traceparent_child(PARENT, a), MSM_OK);
+    CU_ASSERT_TRUE(msm_test_tp_child_of(a, PARENT));
+    char later[] = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+    CU_ASSERT_EQUAL(msm_traceparent_child(later, later), MSM_OK);
+    CU_ASSERT_TRUE(msm_test_tp_child_of(later, PARENT));
+    CU_ASSERT_EQUAL(msm_traceparent_child("00-bad", a), MSM_ERR_INVALID);
+    CU_ASSERT_FALSE(msm_traceparent_sampled(NULL));
+    CU_ASSERT_FALSE(msm_traceparent_sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"));
+    CU_ASSERT_TRUE(msm_traceparent_sampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"));
+}
+
+static void test_spans(void)
+{
+    msm_span_t s;
+    CU_ASSERT_FALSE(msm_span_start(&s, NULL));
+    CU_ASSERT_FALSE(msm_span_start(&s, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+    CU_ASSERT_TRUE(msm_span_start(&s, PARENT));
+    CU_ASSERT_STRING_EQUAL(s.parent, PARENT);
+    CU_ASSERT_TRUE(msm_test_tp_child_of(s.tp, PARENT));
+    /* A batch's spans: storage only once one is sampled. */
+    msm_spans_t set = {0};
+    CU_ASSERT_PTR_NULL(msm_spans_start(&set, 3, 0, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"));
+    CU_ASSERT_PTR_NULL(set.spans);
+    CU_ASSERT_PTR_NOT_NULL(msm_spans_start(&set, 3, 1, PARENT));
+    msm_span_t *root = msm_spans_start(&set, 3, 2, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    CU_ASSERT_STRING_EQUAL(root->parent, "");
+    CU_ASSERT_TRUE(msm_traceparent_sampled(root->tp));
+    CU_ASSERT_PTR_NULL(msm_spans_get(&set, 0));
+    CU_ASSERT_PTR_NOT_NULL(msm_spans_get(&set, 1));
+    CU_ASSERT_PTR_NULL(msm_spans_start(&set, 3, 3, PARENT)); /* out of range */
+    msm_spans_deinit(&set);
+    CU_ASSERT_PTR_NULL(msm_spans_get(&set, 1));
+}
+
+/* The span line as logfmt and as JSON: every field, values escaped. */
+static void test_span_lines(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    msm_span_t s;
+    CU_ASSERT_TRUE_FATAL(msm_span_start(&s, PARENT));
+    msm_log_field_t f[] = {{"topic", "or\"ders"}, {"skipped", NULL}};
+    msm_log_setup("test", MSM_LOG_INFO, MSM_LOG_LOGFMT, out);
+    msm_span_end(&s, "router", "push", f, 2);
+    msm_log_setup("test", MSM_LOG_INFO, MSM_LOG_JSON, out);
+    msm_span_end(&s, "router", "push", f, 2);
+    msm_log_setup("test", MSM_LOG_WARN, MSM_LOG_JSON, out);
+    msm_span_end(&s, "router", "push", f, 2); /* below the level: nothing */
+    fclose(out);
+    msm_log_setup("test_util", MSM_LOG_INFO, MSM_LOG_LOGFMT, NULL);
+    char want[256];
+    snprintf(want, sizeof(want), " facility=trace msg=\"span\" trace_id=\"%.32s\" span_id=\"%.16s\" "
+             "parent_id=\"00f067aa0ba902b7\" hop=\"router\" name=\"push\" duration_us=\"",
+             s.tp + 3, s.tp + 36);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, want));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\" topic=\"or\\\"ders\"\n"));
+    CU_ASSERT_PTR_NULL(strstr(text, "skipped"));
+    const char *json_line = strchr(text, '\n') + 1;
+    json_t *j = json_loads(json_line, JSON_DISABLE_EOF_CHECK, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "hop")), "router");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "topic")), "or\"ders");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(j, "parent_id")), "00f067aa0ba902b7");
+    CU_ASSERT_EQUAL(strchr(json_line, '\n')[1], '\0'); /* two lines in all */
+    json_decref(j);
+    free(text);
+}
+
 static CU_TestInfo time_tests[] = {
     {"clocks", test_time_clocks},
     {"parse RFC 3339 examples", test_time_parse_examples},
@@ -468,10 +558,18 @@ static CU_TestInfo backoff_tests[] = {
     CU_TEST_INFO_NULL,
 };
 
+static CU_TestInfo trace_tests[] = {
+    {"traceparent: new, child, sampled", test_trace_ids},
+    {"spans: start, a batch's set", test_spans},
+    {"span lines: logfmt and JSON", test_span_lines},
+    CU_TEST_INFO_NULL,
+};
+
 static CU_SuiteInfo suites[] = {
     {"time", NULL, NULL, NULL, NULL, time_tests},
     {"id", NULL, NULL, NULL, NULL, id_tests},
     {"backoff", NULL, NULL, NULL, NULL, backoff_tests},
+    {"trace", NULL, NULL, NULL, NULL, trace_tests},
     CU_SUITE_INFO_NULL,
 };
 

@@ -438,6 +438,107 @@ static void test_thousand_exactly_once(void)
     lambda_stop(&l);
 }
 
+/* ---- tracing ---- */
+
+typedef struct {
+    char span_id[17], parent_id[17];
+    long long duration_us;
+    int found;
+} span_line_t;
+
+/* The value of logfmt field @p key="…" in @p line into @p out ("" when absent). */
+static void logfmt_field(const char *line, const char *key, char *out, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), " %s=\"", key);
+    const char *at = strstr(line, pat);
+    out[0] = '\0';
+    if (!at)
+        return;
+    at += strlen(pat);
+    size_t n = strcspn(at, "\"");
+    snprintf(out, size, "%.*s", (int)(n < size ? n : size - 1), at);
+}
+
+/* The span line of trace @p trace_id in the log at @p path (hop @p hop); how many there are. */
+static int find_span(const char *path, const char *trace_id, const char *hop, span_line_t *out)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096], pat[64], v[64];
+    snprintf(pat, sizeof(pat), "trace_id=\"%s\"", trace_id);
+    memset(out, 0, sizeof(*out));
+    while (f && fgets(line, sizeof(line), f)) {
+        if (!strstr(line, pat))
+            continue;
+        logfmt_field(line, "hop", v, sizeof(v));
+        if (strcmp(v, hop) != 0)
+            continue;
+        if (!out->found++) {
+            logfmt_field(line, "span_id", out->span_id, sizeof(out->span_id));
+            logfmt_field(line, "parent_id", out->parent_id, sizeof(out->parent_id));
+            logfmt_field(line, "duration_us", v, sizeof(v));
+            out->duration_us = strtoll(v, NULL, 10);
+        }
+    }
+    if (f)
+        fclose(f);
+    return out->found;
+}
+
+/* One grep of a sampled event's trace id finds a span in each of the five processes' logs,
+ * each the child of the one before; an unsampled event leaves no span line. */
+static void test_trace_spans_at_every_hop(void)
+{
+    lambda_t l;
+    CU_ASSERT_EQUAL_FATAL(lambda_start(&l, "lambda-trace", NULL, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(setup_route("traced", "traced-sub", &l, NULL), 0);
+    const char *sampled = "4bf92f3577b34da6a3ce929d0e0e4736", *unsampled =
+                                                                "5bf92f3577b34da6a3ce929d0e0e4737";
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"events\":[{\"data\":{\"n\":1},\"traceparent\":\"00-%s-00f067aa0ba902b7-01\"},"
+             "{\"data\":{\"n\":2},\"delay_ms\":300,"
+             "\"traceparent\":\"00-%s-00f067aa0ba902b8-01\",\"tracestate\":\"k=v\"},"
+             "{\"data\":{\"n\":3},\"traceparent\":\"00-%s-00f067aa0ba902b9-00\"}]}",
+             sampled, sampled, unsampled);
+    json_t *resp = NULL;
+    CU_ASSERT_EQUAL_FATAL(api("POST", "/v1/topics/traced:publish", body, &resp), 200);
+    sent_t sent[3];
+    memset(sent, 0, sizeof(sent));
+    for (int i = 0; i < 3; i++)
+        snprintf(sent[i].id, sizeof(sent[i].id), "%s",
+                 json_string_value(json_object_get(
+                     json_array_get(json_object_get(resp, "results"), (size_t)i), "id")));
+    json_decref(resp);
+    int dups = 0;
+    CU_ASSERT_EQUAL(wait_handled(&l, sent, 3, 30, &dups), 3);
+    usleep(300 * 1000); /* the handler's span line follows its answer */
+
+    const char *hops[] = {"frontend", "scheduler", "flowcontrol", "router", "lambda"};
+    const char *logs[] = {daemons[FRONTEND].proc.log, daemons[SCHEDULER].proc.log,
+                          daemons[FLOWCONTROL].proc.log, daemons[ROUTER].proc.log, l.proc.log};
+    /* Two events share the sampled trace (one delayed: its scheduler span is the firing). */
+    span_line_t prev = {.span_id = "00f067aa0ba902b7", .found = 1};
+    for (int h = 0; h < 5; h++) {
+        span_line_t sp;
+        int n = find_span(logs[h], sampled, hops[h], &sp);
+        CU_ASSERT(n >= 2);
+        if (n < 2)
+            fprintf(stderr, "  no span of hop %s in %s\n", hops[h], logs[h]);
+        /* The first line of each hop is the first event's: each the child of the last. */
+        CU_ASSERT_STRING_EQUAL(sp.parent_id, prev.span_id);
+        CU_ASSERT_EQUAL(strlen(sp.span_id), 16);
+        CU_ASSERT_STRING_NOT_EQUAL(sp.span_id, prev.span_id);
+        CU_ASSERT(sp.duration_us >= 0 && sp.duration_us < 30 * 1000 * 1000);
+        prev = sp;
+        span_line_t none;
+        CU_ASSERT_EQUAL(find_span(logs[h], unsampled, hops[h], &none), 0);
+    }
+    fprintf(stderr, "\n  trace %s: a span in each of the 5 logs, each the child of the last\n",
+            sampled);
+    lambda_stop(&l);
+}
+
 static void test_retries_until_success(void)
 {
     lambda_t l;
@@ -1239,6 +1340,8 @@ static void test_canary_rollback_and_promote(void)
 
 static CU_TestInfo tests[] = {
     {"1,000 events handled exactly once", test_thousand_exactly_once},
+    {"tracing: one grep of a trace id finds a span in each of the five logs",
+     test_trace_spans_at_every_hop},
     {"fail-rate 0.2: retried until all succeed", test_retries_until_success},
     {"fatal-rate 1: dead after one attempt", test_fatal_goes_dead},
     {"pause holds every event, resume delivers them", test_pause_holds_then_resume},

@@ -4,6 +4,7 @@
  * CloudEvents binary and structured mode, the protobuf RPC, idempotency keys and CDC push. */
 #include "fe_fixture.h"
 
+#include "msm/trace.h"
 #include "msm/envelope.h"
 #include "msm/err.h"
 
@@ -138,6 +139,19 @@ static const bad_t bad_cases[] = {
      400, INV, "events[0].deadline"},
     {"POST", BATCH, JSON, 0, 0, 0, 0, "{\"events\":[{\"data_base64\":\"a=b=\"}]}", 0, 400, INV,
      "events[0].data_base64"},
+    /* An event's own trace context is refused when malformed (a header's is ignored). */
+    {"POST", BATCH, JSON, 0, 0, 0, 0, "{\"events\":[{\"data\":1,\"traceparent\":\"garbage\"}]}",
+     0, 400, INV, "events[0].traceparent"},
+    {"POST", BATCH, JSON, 0, 0, 0, 0,
+     "{\"events\":[{\"data\":1,\"traceparent\":"
+     "\"00-00000000000000000000000000000000-00f067aa0ba902b7-01\"}]}",
+     0, 400, INV, "events[0].traceparent"},
+    {"POST", BATCH, JSON, 0, 0, 0, 0, "{\"events\":[{\"data\":1,\"tracestate\":\"a=b\"}]}", 0,
+     400, INV, "events[0].tracestate"},
+    {"POST", ONE, CEJ, 0, 0, 0, 0,
+     "{\"specversion\":\"1.0\",\"id\":\"1\",\"source\":\"/s\",\"type\":\"t\","
+     "\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7\"}",
+     0, 400, INV, "traceparent"},
     {"POST", BATCH, JSON, 0, 0, 0, 0, "{\"events\":[{\"data\":1,\"key\":5}]}", 0, 400, INV,
      "events[0].key"},
     {"POST", BATCH, JSON, 0, 0, 0, 0, "{\"events\":[{\"data\":1,\"attributes\":{\"a\":1}}]}", 0,
@@ -301,6 +315,79 @@ static void test_malformed(void)
     resp_clear(&r);
 }
 
+/* ---- trace context ---- */
+
+#define TP_OWN      "00-11111111111111111111111111111111-2222222222222222-01"
+#define TP_UNSAMPLED "00-33333333333333333333333333333333-4444444444444444-00"
+
+/* The traceparent of event @p i of the answer @p r (read back from the topic's log). */
+static Msm__V1__Event *answered_event(const resp_t *r, size_t i)
+{
+    const json_t *res = json_array_get(json_object_get(r->json, "results"), i);
+    return find_event(TOPIC, json_string_value(json_object_get(res, "id")));
+}
+
+/* Each event's own context wins over the request's header; a sampled one gets the
+ * frontend's span (a child), an unsampled one travels as given, none makes a new trace. */
+static void test_trace_context(void)
+{
+    put_topic(TOPIC, "{\"partitions\":1}");
+    const char *batch = "{\"events\":["
+                        "{\"data\":1,\"traceparent\":\"" TP_OWN "\",\"tracestate\":\"a=1\"},"
+                        "{\"data\":2,\"traceparent\":\"" TP_UNSAMPLED "\"},"
+                        "{\"data\":3},{\"data\":4}]}";
+    msm_http_header_t hs[] = {{"Content-Type", "application/json"},
+                              {"traceparent", TRACEPARENT},
+                              {"tracestate", "req=1"}};
+    resp_t r;
+    http_hs(&r, "POST", BATCH, batch, strlen(batch), hs, 3);
+    CU_ASSERT_EQUAL_FATAL(r.status, 200);
+    Msm__V1__Event *ev[4];
+    for (size_t i = 0; i < 4; i++) {
+        ev[i] = answered_event(&r, i);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ev[i]);
+    }
+    CU_ASSERT_TRUE(msm_test_tp_child_of(ev[0]->traceparent, TP_OWN));
+    CU_ASSERT_STRING_EQUAL(ev[0]->tracestate, "a=1");
+    CU_ASSERT_STRING_EQUAL(ev[1]->traceparent, TP_UNSAMPLED);
+    CU_ASSERT_STRING_EQUAL(ev[1]->tracestate, "");
+    /* The events without their own share the request's span. */
+    CU_ASSERT_TRUE(msm_test_tp_child_of(ev[2]->traceparent, TRACEPARENT));
+    CU_ASSERT_STRING_EQUAL(ev[2]->traceparent, ev[3]->traceparent);
+    CU_ASSERT_STRING_EQUAL(ev[2]->tracestate, "req=1");
+    for (size_t i = 0; i < 4; i++)
+        msm__v1__event__free_unpacked(ev[i], NULL);
+    resp_clear(&r);
+
+    /* No context at all: a new trace per event (trace.sample_ratio 0 here: unsampled). */
+    const char *plain = "{\"events\":[{\"data\":1},{\"data\":2}]}";
+    http_hs(&r, "POST", BATCH, plain, strlen(plain), hs, 1);
+    CU_ASSERT_EQUAL_FATAL(r.status, 200);
+    ev[0] = answered_event(&r, 0);
+    ev[1] = answered_event(&r, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev[0]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev[1]);
+    CU_ASSERT_TRUE(msm_traceparent_valid(ev[0]->traceparent));
+    CU_ASSERT_FALSE(msm_traceparent_sampled(ev[0]->traceparent));
+    CU_ASSERT_NOT_EQUAL(strncmp(ev[0]->traceparent, ev[1]->traceparent, 35), 0);
+    msm__v1__event__free_unpacked(ev[0], NULL);
+    msm__v1__event__free_unpacked(ev[1], NULL);
+    resp_clear(&r);
+
+    /* A structured CloudEvent's Distributed Tracing extension is its context. */
+    const char *ce = "{\"specversion\":\"1.0\",\"id\":\"c1\",\"source\":\"/s\","
+                     "\"type\":\"t\",\"traceparent\":\"" TP_OWN "\",\"data\":{}}";
+    msm_http_header_t ch[] = {{"Content-Type", "application/cloudevents+json"}};
+    http_hs(&r, "POST", ONE, ce, strlen(ce), ch, 1);
+    CU_ASSERT_EQUAL_FATAL(r.status, 200);
+    Msm__V1__Event *one = find_event(TOPIC, jstr(r.json, "id"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(one);
+    CU_ASSERT_TRUE(msm_test_tp_child_of(one->traceparent, TP_OWN));
+    CU_ASSERT_STRING_EQUAL(attr(one, "traceparent"), "(none)");
+    msm__v1__event__free_unpacked(one, NULL);
+    resp_clear(&r);
+}
+
 /* ---- the single-event form ---- */
 
 static void test_single(void)
@@ -325,7 +412,7 @@ static void test_single(void)
     CU_ASSERT_STRING_EQUAL(ev->content_type, "application/avro");
     CU_ASSERT_EQUAL(ev->payload.len, 2);
     CU_ASSERT(ev->payload.len == 2 && memcmp(ev->payload.data, "\x02\x04", 2) == 0);
-    CU_ASSERT_STRING_EQUAL(ev->traceparent, TRACEPARENT);
+    CU_ASSERT_TRUE(msm_test_tp_child_of(ev->traceparent, TRACEPARENT)); /* the frontend's span */
     CU_ASSERT_EQUAL(ev->schema_id, 0);
     msm__v1__event__free_unpacked(ev, NULL);
     resp_clear(&r);
@@ -658,6 +745,7 @@ int main(void)
     CU_TestInfo tests[] = {
         {"malformed", test_malformed},
         {"single", test_single},
+        {"trace context: own, header, new", test_trace_context},
         {"cloudevents", test_cloudevents},
         {"protobuf_rpc", test_protobuf_rpc},
         {"deadline", test_deadline},

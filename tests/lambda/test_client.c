@@ -10,6 +10,7 @@
 #include "msm_test.h"
 
 #include "msm/client.h"
+#include "msm/trace.h"
 #include "msm/v1/event.pb-c.h" /* the envelope the frontend appends */
 
 #include <curl/curl.h>
@@ -208,7 +209,7 @@ static void test_publish_one(void)
         const char *want = strcmp(ev->attributes[i]->key, "kind") == 0 ? "image" : "t-1";
         CU_ASSERT_STRING_EQUAL(ev->attributes[i]->value, want);
     }
-    CU_ASSERT_TRUE(!ev->traceparent || !*ev->traceparent); /* no parent, no trace */
+    CU_ASSERT_TRUE(msm_traceparent_valid(ev->traceparent)); /* no parent: a new trace */
 
     ev = find_event(&e, rb.id);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ev);

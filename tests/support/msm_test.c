@@ -30,11 +30,24 @@ int msm_test_run(CU_SuiteInfo *suites)
         CU_cleanup_registry();
         return 1;
     }
+    /* MSM_TEST_ONLY=text runs only the tests whose names contain it (while working on one). */
+    const char *only = getenv("MSM_TEST_ONLY");
+    for (CU_pSuite s = CU_get_registry()->pSuite; only && *only && s; s = s->pNext) {
+        for (CU_pTest t = s->pTest; t; t = t->pNext)
+            CU_set_test_active(t, strstr(t->pName, only) ? CU_TRUE : CU_FALSE);
+    }
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
     CU_cleanup_registry();
     return failed ? 1 : 0;
+}
+
+int msm_test_tp_child_of(const char *tp, const char *parent)
+{
+    return tp && parent && strlen(tp) == 55 && strncmp(tp, "00-", 3) == 0 &&
+           strncmp(tp + 3, parent + 3, 33) == 0 && strncmp(tp + 36, parent + 36, 16) != 0 &&
+           strcmp(tp + 52, parent + 52) == 0 && strspn(tp + 36, "0123456789abcdef") == 16;
 }
 
 static uint64_t now_ms(void)

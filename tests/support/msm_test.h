@@ -24,6 +24,10 @@ int msm_test_run(CU_SuiteInfo *suites);
 /** @brief A loopback TCP port nobody listens on right now (bound and released), or -1. */
 int msm_test_free_port(void);
 
+/** @brief Whether @p tp is a traceparent a hop made under @p parent (a span of its own):
+ *  version 00, the same trace id and flags, another span id. */
+int msm_test_tp_child_of(const char *tp, const char *parent);
+
 /**
  * @brief Makes, with openssl, a fresh temporary directory (its path in @p dir) holding a CA
  * (ca.pem), a server certificate for 127.0.0.1 (srv.pem, srv.key) and a client certificate

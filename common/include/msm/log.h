@@ -4,6 +4,7 @@
 #ifndef MSM_LOG_H
 #define MSM_LOG_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 typedef enum {
@@ -37,6 +38,19 @@ extern msm_log_level_t msm__log_threshold;
 
 void msm__log_write(msm_log_level_t level, const char *facility, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/** One field of a structured record: key=value in logfmt, "key":"value" in JSON. */
+typedef struct {
+    const char *key;   /**< a bare word: letters, digits, '_' */
+    const char *value; /**< NULL fields are left out */
+} msm_log_field_t;
+
+/**
+ * @brief Logs one record with @p msg and @p n extra fields after it, when @p level is at or
+ * above the threshold. For records that tools read by field (span lines). Thread-safe.
+ */
+void msm_log_fields(msm_log_level_t level, const char *facility, const char *msg,
+                    const msm_log_field_t *fields, size_t n);
 
 /** @brief Logs one record when @p level is at or above the threshold. Thread-safe. */
 #define msm_log(level, facility, ...)                                                              \
