@@ -3,6 +3,7 @@
  * with connect/command timeouts, reconnection with backoff, prompt failure while down,
  * EVALSHA with a NOSCRIPT fallback, and namespaced keys (see msm/redis.h). */
 #include "hex_int.h"
+#include "tls_tunnel_int.h"
 #include "msm/redis.h"
 #include "msm/err.h"
 #include "msm/log.h"
@@ -56,6 +57,7 @@ struct msm_redis_script_s {
 struct msm_redis_s {
     msm_loop_t *rd_loop;
     msm_redis_url_t rd_url;
+    msm_tls_tunnel_t *rd_tunnel; /* rediss://: hiredis connects through it */
     char *rd_ns;
     char *rd_name;
     uint32_t rd_connect_timeout_ms;
@@ -174,6 +176,7 @@ static void really_free(msm_redis_t *r)
         r->rd_pool = q->rq_next;
         free(q);
     }
+    msm_tls_tunnel_free(r->rd_tunnel);
     free(r->rd_ns);
     free(r->rd_name);
     free(r);
@@ -224,13 +227,13 @@ static int parse_uint(const char *s, long max, long *out)
 
 int msm_redis_url_with_password(const char *url, const char *password, char *out, size_t n)
 {
-    static const char scheme[] = "redis://";
     if (!url)
         url = "redis://127.0.0.1:6379";
-    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+    const char *scheme = strncmp(url, "rediss://", 9) == 0 ? "rediss://" : "redis://";
+    if (strncmp(url, scheme, strlen(scheme)) != 0)
         return MSM_ERR_PARSE;
-    const char *rest = url + sizeof(scheme) - 1;
-    size_t authority = strcspn(rest, "/");
+    const char *rest = url + strlen(scheme);
+    size_t authority = strcspn(rest, "/?");
     const char *at = memchr(rest, '@', authority);
     size_t user_len = 0;
     if (at) {
@@ -250,6 +253,41 @@ int msm_redis_url_with_password(const char *url, const char *password, char *out
     return used < n ? MSM_OK : MSM_ERR_INVALID;
 }
 
+/* The query options of a redis URL (only TLS files, only with rediss://): in place. */
+static int parse_query(char *q, msm_redis_url_t *out, char *errbuf, size_t errbuf_size)
+{
+    static const char *const names[] = {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile"};
+    const char **slots[] = {&out->tls_ca, &out->tls_cert, &out->tls_key};
+    char *save = NULL;
+    for (char *opt = strtok_r(q, "&", &save); opt; opt = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(opt, '=');
+        size_t i = 0;
+        if (eq)
+            *eq = '\0';
+        while (i < 3 && strcmp(opt, names[i]) != 0)
+            i++;
+        if (i == 3 || !eq || !eq[1]) {
+            snprintf(errbuf, errbuf_size,
+                     i == 3 ? "unknown redis url option \"%s\" (known: ssl_ca_certs, "
+                              "ssl_certfile, ssl_keyfile)"
+                            : "redis url option %s needs a value",
+                     opt);
+            return MSM_ERR_PARSE;
+        }
+        if (!out->tls) {
+            snprintf(errbuf, errbuf_size, "redis url option %s needs rediss:// (TLS)", opt);
+            return MSM_ERR_PARSE;
+        }
+        percent_decode(eq + 1);
+        *slots[i] = eq + 1;
+    }
+    if (!out->tls_cert != !out->tls_key) {
+        snprintf(errbuf, errbuf_size, "redis url: ssl_certfile and ssl_keyfile go together");
+        return MSM_ERR_PARSE;
+    }
+    return MSM_OK;
+}
+
 int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, size_t errbuf_size)
 {
     memset(out, 0, sizeof(*out));
@@ -257,25 +295,25 @@ int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, siz
     out->host = "127.0.0.1";
     if (!url)
         url = "redis://127.0.0.1:6379";
-    if (strncmp(url, "rediss://", 9) == 0) {
-        snprintf(errbuf, errbuf_size,
-                 "redis over TLS (rediss://) is not supported yet: use redis:// on a private "
-                 "network or through a local TLS tunnel (docs/security.md)");
+    out->tls = strncmp(url, "rediss://", 9) == 0;
+    if (!out->tls && strncmp(url, "redis://", 8) != 0) {
+        snprintf(errbuf, errbuf_size, "redis url must start with redis:// or rediss:// (got \"%s\")",
+                 url);
         return MSM_ERR_PARSE;
     }
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(errbuf, errbuf_size, "redis url must start with redis:// (got \"%s\")", url);
-        return MSM_ERR_PARSE;
-    }
-    if (strlen(url + 8) >= sizeof(out->buf)) {
+    const char *rest = url + (out->tls ? 9 : 8);
+    if (strlen(rest) >= sizeof(out->buf)) {
         snprintf(errbuf, errbuf_size, "redis url too long");
         return MSM_ERR_PARSE;
     }
-    strcpy(out->buf, url + 8);
+    strcpy(out->buf, rest);
     char *p = out->buf;
-    char *q = strchr(p, '?'); /* query options are not supported: ignore them */
-    if (q)
+    char *q = strchr(p, '?');
+    if (q) {
         *q = '\0';
+        if (parse_query(q + 1, out, errbuf, errbuf_size) != MSM_OK)
+            return MSM_ERR_PARSE;
+    }
     char *at = strrchr(p, '@');
     if (at) {
         *at = '\0';
@@ -580,8 +618,9 @@ static void became_up(msm_redis_t *r)
     r->rd_stats.connects++;
     r->rd_backoff_ms = r->rd_backoff_min_ms;
     if (!r->rd_ever_up)
-        msm_log(MSM_LOG_INFO, FAC, "%s%sconnected to %s:%d db %d", r->rd_name ? r->rd_name : "",
-                r->rd_name ? ": " : "", r->rd_url.host, r->rd_url.port, r->rd_url.db);
+        msm_log(MSM_LOG_INFO, FAC, "%s%sconnected to %s:%d db %d%s", r->rd_name ? r->rd_name : "",
+                r->rd_name ? ": " : "", r->rd_url.host, r->rd_url.port, r->rd_url.db,
+                r->rd_tunnel ? " over TLS" : "");
     else if (r->rd_down_logged)
         msm_log(MSM_LOG_INFO, FAC, "%s%sreconnected to %s:%d", r->rd_name ? r->rd_name : "",
                 r->rd_name ? ": " : "", r->rd_url.host, r->rd_url.port);
@@ -719,7 +758,9 @@ static void connect_start(msm_redis_t *r)
 {
     r->rd_drop_reason = NULL;
     r->rd_handshake_left = 0;
-    redisAsyncContext *ac = redisAsyncConnect(r->rd_url.host, r->rd_url.port);
+    redisAsyncContext *ac = r->rd_tunnel
+                                ? redisAsyncConnectUnix(msm_tls_tunnel_path(r->rd_tunnel))
+                                : redisAsyncConnect(r->rd_url.host, r->rd_url.port);
     if (!ac || ac->err) {
         snprintf(r->rd_last_err, sizeof(r->rd_last_err), "%s",
                  ac ? ac->errstr : "out of memory");
@@ -824,6 +865,17 @@ msm_redis_t *msm_redis_new(msm_loop_t *loop, const msm_redis_conf_t *conf, char 
     if (r->rd_backoff_max_ms < r->rd_backoff_min_ms)
         r->rd_backoff_max_ms = r->rd_backoff_min_ms;
     r->rd_backoff_ms = r->rd_backoff_min_ms;
+    if (r->rd_url.tls) {
+        msm_tls_tunnel_conf_t tc = {.host = r->rd_url.host,
+                                    .port = r->rd_url.port,
+                                    .ca_file = r->rd_url.tls_ca,
+                                    .cert_file = r->rd_url.tls_cert,
+                                    .key_file = r->rd_url.tls_key,
+                                    .timeout_ms = r->rd_connect_timeout_ms,
+                                    .name = r->rd_name ? r->rd_name : "redis"};
+        if (!(r->rd_tunnel = msm_tls_tunnel_new(&tc, errbuf, errbuf_size)))
+            goto fail;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     r->rd_rand = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)(uintptr_t)r ^ (uint64_t)getpid();
@@ -832,6 +884,7 @@ msm_redis_t *msm_redis_new(msm_loop_t *loop, const msm_redis_conf_t *conf, char 
     connect_start(r);
     return r;
 fail:
+    msm_tls_tunnel_free(r->rd_tunnel);
     free(r->rd_ns);
     free(r->rd_name);
     free(r);

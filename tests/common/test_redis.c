@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The Redis client against a real redis-server: reply types, pipelining, scripts with the
- * NOSCRIPT fallback, AUTH/SELECT from the URL, disconnects, reconnects and timeouts. */
+ * NOSCRIPT fallback, AUTH/SELECT from the URL, disconnects, reconnects and timeouts, and
+ * rediss:// against a redis-server serving TLS with client certificates. */
 #include "msm_test.h"
 #include "msm/err.h"
 #include "msm/redis.h"
@@ -122,9 +123,31 @@ static void test_url_parse(void)
     CU_ASSERT_EQUAL(msm_redis_url_with_password("http://h", "s3", built, sizeof(built)),
                     MSM_ERR_PARSE);
     CU_ASSERT_EQUAL(msm_redis_url_with_password("redis://h", "s3", built, 8), MSM_ERR_INVALID);
-    /* TLS to Redis: refused with the reason, not as a malformed URL */
-    CU_ASSERT_EQUAL(msm_redis_url_parse("rediss://h:6380", &u, err, sizeof(err)), MSM_ERR_PARSE);
-    CU_ASSERT_PTR_NOT_NULL(strstr(err, "not supported"));
+    /* TLS: rediss:// and its file options, percent-decoded; a password from a file too. */
+    CU_ASSERT_EQUAL(msm_redis_url_parse("rediss://u:p@h:6380/1?ssl_ca_certs=/c%20a.pem&"
+                                        "ssl_certfile=/c.pem&ssl_keyfile=/k.pem",
+                                        &u, err, sizeof(err)),
+                    MSM_OK);
+    CU_ASSERT_TRUE(u.tls);
+    CU_ASSERT_STRING_EQUAL(u.host, "h");
+    CU_ASSERT_EQUAL(u.port, 6380);
+    CU_ASSERT_EQUAL(u.db, 1);
+    CU_ASSERT_STRING_EQUAL(u.password, "p");
+    CU_ASSERT_STRING_EQUAL(u.tls_ca, "/c a.pem");
+    CU_ASSERT_STRING_EQUAL(u.tls_cert, "/c.pem");
+    CU_ASSERT_STRING_EQUAL(u.tls_key, "/k.pem");
+    CU_ASSERT_EQUAL(msm_redis_url_parse("rediss://h", &u, err, sizeof(err)), MSM_OK);
+    CU_ASSERT_TRUE(u.tls && !u.tls_ca && !u.tls_cert);
+    CU_ASSERT_EQUAL(msm_redis_url_with_password("rediss://h:1?ssl_ca_certs=/a@b", "s", built,
+                                                sizeof(built)),
+                    MSM_OK);
+    CU_ASSERT_STRING_EQUAL(built, "rediss://:s@h:1?ssl_ca_certs=/a@b");
+    /* Options that would be ignored are errors: unknown, valueless, TLS ones without TLS. */
+    const char *bad[] = {"redis://h?timeout=5", "rediss://h?ssl_ca_certs", "rediss://h?x=1",
+                         "redis://h?ssl_ca_certs=/a", "rediss://h?ssl_certfile=/c.pem",
+                         "http://h"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CU_ASSERT_EQUAL(msm_redis_url_parse(bad[i], &u, err, sizeof(err)), MSM_ERR_PARSE);
 
     msm_redis_conf_t conf = {0};
     conf.url = "redis://h:0";
@@ -572,6 +595,77 @@ static void test_free_runs_pending_callbacks(void)
 }
 
 /* Integer, numeric string, nil and other replies, built the way hiredis builds them. */
+/* rediss:// through the TLS tunnel: commands work, the server's certificate is checked
+ * against the given CA, and a server that requires client certificates refuses a client
+ * without one. Files that cannot be loaded fail at msm_redis_new(). */
+static void test_tls(void)
+{
+    char certs[256];
+    CU_ASSERT_EQUAL_FATAL(msm_test_certs_make(certs, sizeof(certs)), 0);
+    msm_test_redis_t tls;
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_start_tls(&tls, certs), 0);
+    msm_loop_t *loop = msm_loop_new();
+    char ns[64], url[1024];
+    msm_test_namespace(ns, sizeof(ns));
+
+    msm_redis_t *r = client(loop, tls.tls_url, ns);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, connected_flag, r, 5000), MSM_OK);
+    result_t res;
+    run(loop, r, &res, "SET %s:tls %b", ns, "over TLS", (size_t)8);
+    CU_ASSERT_EQUAL(res.type, REDIS_REPLY_STATUS);
+    /* Bigger than one TLS record and one tunnel buffer, both ways. */
+    size_t big_len = 200 * 1024;
+    char *big = malloc(big_len);
+    memset(big, 'x', big_len);
+    run(loop, r, &res, "SET %s:big %b", ns, big, big_len);
+    CU_ASSERT_EQUAL(res.type, REDIS_REPLY_STATUS);
+    run(loop, r, &res, "STRLEN %s:big", ns);
+    CU_ASSERT_EQUAL(res.integer, (long long)big_len);
+    free(big);
+    msm_redis_t *plain = client(loop, tls.url, ns); /* the same data, seen without TLS */
+    run(loop, plain, &res, "GET %s:tls", ns);
+    CU_ASSERT_STRING_EQUAL(res.str, "over TLS");
+    msm_redis_free(plain);
+    msm_redis_free(r);
+
+    /* Another CA than the server's: never connected, commands fail with a reason. */
+    snprintf(url, sizeof(url), "rediss://127.0.0.1:%d?ssl_ca_certs=%s/rogue-ca.pem",
+             tls.tls_port, certs);
+    const char *refused[] = {url, NULL};
+    char nocert[1024];
+    /* The right CA but no client certificate: the server refuses it (tls-auth-clients). */
+    snprintf(nocert, sizeof(nocert), "rediss://127.0.0.1:%d?ssl_ca_certs=%s/ca.pem",
+             tls.tls_port, certs);
+    refused[1] = nocert;
+    for (int i = 0; i < 2; i++) {
+        msm_redis_t *bad = client(loop, refused[i], ns);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(bad);
+        run(loop, bad, &res, "PING");
+        CU_ASSERT_EQUAL(res.type, -1);
+        CU_ASSERT_FALSE(msm_redis_connected(bad));
+        msm_redis_free(bad);
+    }
+
+    /* Files that cannot be used are refused at once, with the reason. */
+    msm_redis_conf_t conf = {.url = url, .ns = ns};
+    char err[512];
+    snprintf(url, sizeof(url), "rediss://127.0.0.1:%d?ssl_ca_certs=%s/none.pem", tls.tls_port,
+             certs);
+    CU_ASSERT_PTR_NULL(msm_redis_new(loop, &conf, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "none.pem"));
+    snprintf(url, sizeof(url),
+             "rediss://127.0.0.1:%d?ssl_ca_certs=%s/ca.pem&ssl_certfile=%s/cli.pem&"
+             "ssl_keyfile=%s/srv.key",
+             tls.tls_port, certs, certs, certs); /* a key that is not the certificate's */
+    CU_ASSERT_PTR_NULL(msm_redis_new(loop, &conf, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "cli.pem"));
+
+    msm_loop_free(loop);
+    msm_test_redis_destroy(&tls);
+    msm_test_certs_remove(certs);
+}
+
 static void test_reply_int(void)
 {
     redisReply i = {.type = REDIS_REPLY_INTEGER, .integer = -42};
@@ -599,6 +693,7 @@ int main(void)
         {"unreachable server fails fast", test_unreachable_fails_fast},
         {"free runs pending callbacks", test_free_runs_pending_callbacks},
         {"integer of a reply", test_reply_int},
+        {"rediss://: TLS with CA and client certificate", test_tls},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -319,6 +320,41 @@ static void test_mtls_principal(void)
     msm_test_certs_remove(certs);
 }
 
+/* The frontend on a Redis that speaks only TLS to it (rediss://, client certificate): ready,
+ * and a publish lands in the log. */
+static void test_redis_over_tls(void)
+{
+    char certs[256];
+    CU_ASSERT_EQUAL_FATAL(msm_test_certs_make(certs, sizeof(certs)), 0);
+    msm_test_redis_t tls;
+    CU_ASSERT_EQUAL_FATAL(msm_test_redis_start_tls(&tls, certs), 0);
+    char sub_dir[300];
+    snprintf(sub_dir, sizeof(sub_dir), "%s/tls", dir);
+    mkdir(sub_dir, 0700);
+    msm_test_proc_t f;
+    CU_ASSERT_EQUAL_FATAL(lt_frontend_start(&f, frontend_bin, sub_dir, tls.tls_url, ns, NULL), 0);
+    const char *paths[] = {"/v1/topics/tls-orders", "/v1/topics/tls-orders:publish"};
+    const char *bodies[] = {"{\"partitions\":1}", ONE_EVENT};
+    const char *methods[] = {"PUT", "POST"};
+    for (int i = 0; i < 2; i++) {
+        lt_http_t h = {.method = methods[i],
+                       .path = paths[i],
+                       .body = bodies[i],
+                       .body_len = strlen(bodies[i]),
+                       .headers = {"Content-Type: application/json"}};
+        lt_http(f.port, &h);
+        CU_ASSERT_EQUAL(h.status, 200);
+        lt_http_free(&h);
+    }
+    redisReply *r = msm_test_redis_query(&tls, "XLEN %s:log:{events.tls-orders}:0", ns);
+    CU_ASSERT_TRUE(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    if (r)
+        freeReplyObject(r);
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&f, SIGTERM, MSM_TEST_PROC_GRACE_MS), 0);
+    msm_test_redis_destroy(&tls);
+    msm_test_certs_remove(certs);
+}
+
 /* msmctl sends --token (or MSM_TOKEN) as the bearer token. */
 static void test_msmctl_token(void)
 {
@@ -344,6 +380,7 @@ static void test_msmctl_token(void)
 }
 
 static CU_TestInfo tests[] = {
+    {"Redis over TLS: rediss:// with a client certificate", test_redis_over_tls},
     {"msmctl --token and MSM_TOKEN", test_msmctl_token},
     {"mTLS: a client certificate's CN names the principal", test_mtls_principal},
     {"probes open; /metrics and /debug/info need admin", test_probes_open_rest_needs_a_token},

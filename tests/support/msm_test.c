@@ -92,8 +92,12 @@ static int redis_ping(int port)
 
 static int redis_spawn(msm_test_redis_t *r)
 {
-    char port[16];
+    char port[16], tls_port[16], cert[300], key[300], ca[300];
     snprintf(port, sizeof(port), "%d", r->port);
+    snprintf(tls_port, sizeof(tls_port), "%d", r->tls_port);
+    snprintf(cert, sizeof(cert), "%s/srv.pem", r->certs);
+    snprintf(key, sizeof(key), "%s/srv.key", r->certs);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", r->certs);
     pid_t pid = fork();
     if (pid < 0)
         return -1;
@@ -109,9 +113,16 @@ static int redis_spawn(msm_test_redis_t *r)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         /* Durability as msm documents it: AOF, fsync before every reply. */
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
-               r->dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-               "--daemonize", "no", "--loglevel", "warning", (char *)NULL);
+        if (r->certs[0]) /* the plain port stays: the readiness check uses it */
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                   "--dir", r->dir, "--appendonly", "yes", "--appendfsync", "always", "--save",
+                   "", "--daemonize", "no", "--loglevel", "warning", "--tls-port", tls_port,
+                   "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca,
+                   (char *)NULL);
+        else
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
+                   "--dir", r->dir, "--appendonly", "yes", "--appendfsync", "always", "--save",
+                   "", "--daemonize", "no", "--loglevel", "warning", (char *)NULL);
         _exit(127);
     }
     r->pid = pid;
@@ -132,21 +143,39 @@ static int redis_spawn(msm_test_redis_t *r)
     return -1;
 }
 
-int msm_test_redis_start(msm_test_redis_t *r)
+static int redis_start(msm_test_redis_t *r, const char *certs)
 {
     memset(r, 0, sizeof(*r));
+    if (certs)
+        snprintf(r->certs, sizeof(r->certs), "%s", certs);
     const char *tmp = getenv("TMPDIR");
     snprintf(r->dir, sizeof(r->dir), "%s/msm-redis-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(r->dir))
         return -1;
     for (int attempt = 0; attempt < 5; attempt++) {
         r->port = msm_test_free_port();
+        r->tls_port = certs ? msm_test_free_port() : 0;
         if (r->port > 0 && redis_spawn(r) == 0) {
             snprintf(r->url, sizeof(r->url), "redis://127.0.0.1:%d", r->port);
+            if (certs)
+                snprintf(r->tls_url, sizeof(r->tls_url),
+                         "rediss://127.0.0.1:%d?ssl_ca_certs=%s/ca.pem&ssl_certfile=%s/cli.pem"
+                         "&ssl_keyfile=%s/cli.key",
+                         r->tls_port, certs, certs, certs);
             return 0;
         }
     }
     return -1;
+}
+
+int msm_test_redis_start(msm_test_redis_t *r)
+{
+    return redis_start(r, NULL);
+}
+
+int msm_test_redis_start_tls(msm_test_redis_t *r, const char *certs)
+{
+    return redis_start(r, certs);
 }
 
 static int redis_signal(msm_test_redis_t *r, int sig)

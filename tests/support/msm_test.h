@@ -44,10 +44,17 @@ typedef struct {
     int port;
     char dir[256];
     char url[96];
+    /* msm_test_redis_start_tls(): a TLS port too, requiring client certificates */
+    char certs[256];
+    int tls_port;
+    char tls_url[1024]; /**< rediss:// with the CA and the client certificate */
 } msm_test_redis_t;
 
 /** @brief Starts redis-server and waits until it answers PING. @returns 0 or -1. */
 int msm_test_redis_start(msm_test_redis_t *r);
+/** @brief Like msm_test_redis_start(), serving TLS too (tls_port, tls_url) with the
+ *  certificates msm_test_certs_make() made in @p certs (server srv.pem, clients of ca.pem). */
+int msm_test_redis_start_tls(msm_test_redis_t *r, const char *certs);
 /** @brief SIGTERM and wait (data kept in dir). */
 int msm_test_redis_stop(msm_test_redis_t *r);
 /** @brief SIGKILL and wait, like a crash (the AOF keeps what was fsynced). */

@@ -185,7 +185,8 @@ typedef struct {
 /** The shared settings as table entries, for a msm_common_conf_t at @p member of @p type. */
 #define MSM_CONF_COMMON(type, member, default_port)                                                \
     MSM_CONF_STR("redis.url", type, member.redis_url, "redis://127.0.0.1:6379",                    \
-                 "Redis URL: redis://[[user]:password@]host:port[/db]"),                           \
+                 "Redis URL: redis[s]://[[user]:password@]host:port[/db][?ssl_ca_certs=F&"       \
+                 "ssl_certfile=F&ssl_keyfile=F] (rediss: TLS, docs/security.md)"),               \
     MSM_CONF_STR("redis.password_file", type, member.redis_password_file, NULL,                    \
                  "file whose first line is the Redis password (overrides redis.url's)"),         \
     MSM_CONF_STR("namespace", type, member.ns, "msm",                                              \

@@ -22,7 +22,11 @@ typedef struct msm_redis_script_s msm_redis_script_t;
 typedef struct {
     /** redis://[[user]:password@]host[:port][/db]; NULL = redis://127.0.0.1:6379. An IPv6
      *  host goes in brackets; "%XX" escapes are decoded in user and password. The host is
-     *  resolved with getaddrinfo() (blocking): prefer addresses or /etc/hosts names. */
+     *  resolved with getaddrinfo() (blocking): prefer addresses or /etc/hosts names.
+     *  rediss://… is Redis over TLS, with the query options ssl_ca_certs=FILE (CAs to
+     *  trust; default the system's), ssl_certfile=FILE and ssl_keyfile=FILE (a client
+     *  certificate, for servers with tls-auth-clients); the server's certificate must name
+     *  the host. Any other query option is an error. */
     const char *url;
     /** Key namespace for msm_redis_key(); NULL = "msm". */
     const char *ns;
@@ -49,6 +53,10 @@ typedef struct {
     const char *user;     /**< NULL when absent */
     const char *password; /**< NULL when absent */
     int db;
+    int tls;              /**< rediss:// */
+    const char *tls_ca;   /**< ssl_ca_certs, ssl_certfile, ssl_keyfile: NULL when absent */
+    const char *tls_cert;
+    const char *tls_key;
 } msm_redis_url_t;
 
 /**
