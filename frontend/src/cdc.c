@@ -437,6 +437,11 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
         status = 400;
         snprintf(msg, sizeof(msg), "partition %s is not one of source %s's partitions",
                  ps->partition, ps->source);
+    } else if (p->base.req && !msm_access_can(p->base.req, "publish", topic)) {
+        /* A connector needs the publish scope of its source's topic, like a publisher. */
+        status = 403;
+        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s", topic,
+                 ps->source);
     }
     msm_json_err_t e, big;
     msm_json_err_init(&e);
@@ -449,13 +454,23 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
     }
     if (!status && msm_json_err_count(&big))
         status = 413;
+    int64_t wait_ms = !status && p->base.req ? msm_access_take(p->base.req, p->batch.n) : 0;
+    if (wait_ms > 0) { /* the principal's publish_per_s counts changes as events */
+        status = 429;
+        char secs[24];
+        snprintf(secs, sizeof(secs), "%lld", (long long)((wait_ms + 999) / 1000));
+        msm_http_add_header(p->base.req, "Retry-After", secs);
+        snprintf(msg, sizeof(msg), "the publish quota of this principal (publish_per_s) is spent");
+    }
     json_decref(src);
     if (status) {
+        const char *code = status == 404   ? "NOT_FOUND"
+                           : status == 400 ? "INVALID_ARGUMENT"
+                           : status == 403 ? "PERMISSION_DENIED"
+                           : status == 429 ? "RATE_LIMITED"
+                                           : "INTERNAL";
         json_t *body = status == 413 ? msm_json_err_body(&big, "PAYLOAD_TOO_LARGE")
-                                     : msm_json_error_body(status == 404 ? "NOT_FOUND"
-                                                           : status == 400 ? "INVALID_ARGUMENT"
-                                                                           : "INTERNAL",
-                                                           msg, NULL);
+                                     : msm_json_error_body(code, msg, NULL);
         msm_json_err_deinit(&e);
         msm_json_err_deinit(&big);
         settle_and_answer(ps, 0, status, body);

@@ -4,8 +4,9 @@
  * as the resource; "schemas" and "admin" none. MSM_ACCESS_ANY is any valid token (reads
  * that show no event data). A route missing here needs "admin". Two checks live in their
  * handlers because the resource is not in the path: the protobuf publish RPC's topic
- * (publish.c) and a subscription's topic (control.c: a subscription reads its topic's
- * events, so "subscribe" must cover both names). The publish quota is taken in publish.c. */
+ * (publish.c), a CDC source's topic for the changes pushed into it (cdc.c), and a
+ * subscription's topic (control.c: a subscription reads its topic's events, so "subscribe"
+ * must cover both names). The publish quota is taken in publish.c and cdc.c. */
 #include "frontend.h"
 
 static const msm_access_rule_t fe_rules[] = {
@@ -34,13 +35,13 @@ static const msm_access_rule_t fe_rules[] = {
     /* dead letters */
     {"GET", "/v1/subscriptions/{name}/dlq", "replay", "name"},
     {"POST", "/v1/subscriptions/{name}/dlq:replay", "replay", "name"},
-    /* CDC sources and the changes pushed into them: admin (a source's topic is known only
-     * once its partition is claimed; a per-topic scope for connectors is left for later) */
+    /* CDC sources are admin's; the changes pushed into one need "publish" on its topic,
+     * checked once the source is read (cdc.c) */
     {"GET", "/v1/cdc/sources", "admin", NULL},
     {"PUT", "/v1/cdc/sources/{name}", "admin", NULL},
     {"GET", "/v1/cdc/sources/{name}", "admin", NULL},
     {"DELETE", "/v1/cdc/sources/{name}", "admin", NULL},
-    {"POST", "/v1/cdc/sources/{name}/changes", "admin", NULL},
+    {"POST", "/v1/cdc/sources/{name}/changes", "publish", NULL},
     /* schema registry (Confluent-compatible): reads for anyone with a token, changes need
      * "schemas" */
     {"GET", "/subjects", MSM_ACCESS_ANY, NULL},

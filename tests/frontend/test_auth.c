@@ -179,6 +179,34 @@ static void test_scopes(void)
     /* admin holds every scope */
     CU_ASSERT_EQUAL(call("POST", "/v1/topics/payments:publish", ONE_EVENT, "admin-token", NULL),
                     200);
+    /* CDC: sources are admin's; pushing changes needs publish on the source's topic */
+    CU_ASSERT_EQUAL(call("PUT", "/v1/cdc/sources/cdc-orders",
+                         "{\"topic\":\"orders\",\"partitions\":[\"p0\"]}", "pub-token", NULL),
+                    403);
+    CU_ASSERT_EQUAL(call("PUT", "/v1/cdc/sources/cdc-orders",
+                         "{\"topic\":\"orders\",\"partitions\":[\"p0\"]}", "admin-token", NULL),
+                    200);
+    CU_ASSERT_EQUAL(call("PUT", "/v1/cdc/sources/cdc-pay",
+                         "{\"topic\":\"payments\",\"partitions\":[\"p0\"]}", "admin-token",
+                         NULL),
+                    200);
+    const char *change = "{\"partition\":\"p0\",\"changes\":[{\"sequence\":1,\"op\":\"create\","
+                         "\"entity\":\"e1\",\"data\":{\"n\":1}}]}";
+    long long orders = events_in("orders"), payments = events_in("payments");
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-orders/changes", change, "pub-token", NULL),
+                    200);
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay/changes", change, "pub-token", &h),
+                    403);
+    CU_ASSERT_PTR_NOT_NULL(h.rbody && strstr(h.rbody, "payments"));
+    lt_http_free(&h);
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay/changes", change, "sub-token", NULL),
+                    403);
+    CU_ASSERT_EQUAL(events_in("orders"), orders + 1);
+    CU_ASSERT_EQUAL(events_in("payments"), payments);
+    /* the refused push left the partition free: the right token gets it through */
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay/changes", change, "admin-token", NULL),
+                    200);
+    CU_ASSERT_EQUAL(events_in("payments"), payments + 1);
 }
 
 /* publish_per_s 100: batches of 50 as fast as they are answered for 2 s. */
