@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* The router's life: the registry decides which subscriptions exist; each gets a consumer of
  * dispatch.<sub> (group "router", this process's stable member name) once its status.<sub>
- * exists, and loses it when the subscription goes away or is paused, its max_concurrency
- * changes or the router stops. A consumer is only freed when none of its records is in
- * flight, so every record taken ends acknowledged (all its outcomes durable) or handed back
- * unacknowledged. */
+ * exists, and loses it when the subscription goes away, its max_concurrency changes or the
+ * router stops. A paused subscription keeps its consumer (none is made while paused): what
+ * it still reads ends NOT_PUSHED ("subscription paused"), so flowcontrol holds it until
+ * :resume — and no consumer leaves and rejoins its group, which on Kafka can leave the
+ * partitions with a departed member until its session times out. A consumer is only freed
+ * when none of its records is in flight, so every record taken ends acknowledged (all its
+ * outcomes durable) or handed back unacknowledged. */
 #include "rt_int.h"
 
 #include "msm/err.h"
@@ -61,10 +64,10 @@ static int max_unacked_of(const msm_sub_t *conf)
     return conf->max_concurrency < MAX_UNACKED_CAP ? conf->max_concurrency : MAX_UNACKED_CAP;
 }
 
-/* Taking new records: consuming with the current settings, not paused, not stopping. */
+/* Taking new records: consuming with the current settings, not stopping (paused or not). */
 static int accepting(const rt_sub_t *sub)
 {
-    return sub->consumer && sub->conf && !sub->conf->paused && !sub->rt->stopping &&
+    return sub->consumer && sub->conf && !sub->rt->stopping &&
            sub->consumer_max == max_unacked_of(sub->conf);
 }
 
