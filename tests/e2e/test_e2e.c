@@ -3,7 +3,11 @@
  * ports, driven only through the public HTTP API (API.md) and checked through the lambdas'
  * record files and the task API.
  *
- *   test_e2e FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA */
+ *   test_e2e FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA [redis | kafka KAFKA_MOCK]
+ *
+ * The log backend is Redis unless "kafka" is given: then the log is a librdkafka mock
+ * cluster of three brokers served by KAFKA_MOCK (tools/msm-kafka-mock, a process of its own,
+ * real protocol over TCP), and Redis keeps only the state. */
 #include "msm_test.h"
 #include "msm_test_proc.h"
 
@@ -26,6 +30,10 @@ static const char *daemon_names[NDAEMONS] = {"frontend", "scheduler", "flowcontr
 static const char *bins[NDAEMONS + 1];
 
 static msm_test_redis_t redis_srv;
+static int on_kafka;
+static const char *kafka_mock_bin;
+static msm_test_proc_t kafka_mock;
+static char kafka_brokers[512];
 static char ns[64];
 static char dir[256];
 
@@ -110,16 +118,54 @@ static void daemon_setup(int i)
     msm_test_proc_arg(p, "--namespace=%s", ns);
     msm_test_proc_arg(p, "--http.port=%d", p->port);
     msm_test_proc_arg(p, "--http.bind=127.0.0.1");
+    if (on_kafka) {
+        msm_test_proc_arg(p, "--log.backend=kafka");
+        msm_test_proc_arg(p, "--kafka.brokers=%s", kafka_brokers);
+        /* The mock broker holds a Fetch that found nothing for its whole wait, records
+         * arriving meanwhile or not (measured: 64 pushes in flight ran at 128/s with the
+         * default 500 ms, 500/s with 20 ms); a real broker answers as they arrive. */
+        msm_test_proc_arg(p, "--kafka.props=fetch.wait.max.ms=20");
+        /* A killed member's partitions move after its session timeout: the shortest a
+         * broker allows, so the kill -9 tests wait seconds, not half a minute. */
+        msm_test_proc_arg(p, "--log.lease_ms=6000");
+    }
     /* The lambdas are on loopback, which PUT and the router refuse unless allowed. */
     if (i == FRONTEND || i == ROUTER)
         msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
+}
+
+/* Starts tools/msm-kafka-mock and reads the bootstrap servers it prints first. */
+static int kafka_mock_start(void)
+{
+    memset(&kafka_mock, 0, sizeof(kafka_mock));
+    snprintf(kafka_mock.log, sizeof(kafka_mock.log), "%s/kafka-mock.log", dir);
+    msm_test_proc_arg(&kafka_mock, "%s", kafka_mock_bin);
+    msm_test_proc_arg(&kafka_mock, "--brokers=3");
+    if (msm_test_proc_start(&kafka_mock) != 0)
+        return -1;
+    for (int i = 0; i < 100; i++) {
+        FILE *f = fopen(kafka_mock.log, "r");
+        char line[512] = "";
+        if (f && fgets(line, sizeof(line), f) && strchr(line, '\n') && strchr(line, ':')) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(kafka_brokers, sizeof(kafka_brokers), "%s", line);
+        }
+        if (f)
+            fclose(f);
+        if (kafka_brokers[0])
+            return 0;
+        usleep(50 * 1000);
+    }
+    fprintf(stderr, "msm-kafka-mock printed no bootstrap servers; see %s\n", kafka_mock.log);
+    return -1;
 }
 
 static int suite_init(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(dir, sizeof(dir), "/tmp/msm-e2e-XXXXXX");
-    if (!mkdtemp(dir) || msm_test_redis_start(&redis_srv) != 0)
+    if (!mkdtemp(dir) || msm_test_redis_start(&redis_srv) != 0 ||
+        (on_kafka && kafka_mock_start() != 0))
         return -1;
     msm_test_namespace(ns, sizeof(ns));
     for (int i = 0; i < NDAEMONS; i++) {
@@ -147,6 +193,8 @@ static int suite_clean(void)
                     daemons[i].proc.log);
     }
     msm_test_redis_destroy(&redis_srv);
+    if (on_kafka && msm_test_proc_stop(&kafka_mock, SIGTERM, MSM_TEST_PROC_GRACE_MS) != 0)
+        fprintf(stderr, "msm-kafka-mock did not stop cleanly (log: %s)\n", kafka_mock.log);
     curl_global_cleanup();
     return 0;
 }
@@ -1374,11 +1422,17 @@ static CU_SuiteInfo suites[] = {
 
 int main(int argc, char **argv)
 {
-    if (argc != NDAEMONS + 2) {
-        fprintf(stderr, "usage: %s FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA\n",
+    int plain = argc == NDAEMONS + 2 ||
+                (argc == NDAEMONS + 3 && strcmp(argv[NDAEMONS + 2], "redis") == 0);
+    on_kafka = argc == NDAEMONS + 4 && strcmp(argv[NDAEMONS + 2], "kafka") == 0;
+    if (!plain && !on_kafka) {
+        fprintf(stderr,
+                "usage: %s FRONTEND SCHEDULER FLOWCONTROL ROUTER EXAMPLE_LAMBDA "
+                "[redis | kafka KAFKA_MOCK]\n",
                 argv[0]);
         return 2;
     }
+    kafka_mock_bin = on_kafka ? argv[NDAEMONS + 3] : NULL;
     for (int i = 0; i <= NDAEMONS; i++)
         bins[i] = argv[i + 1];
     signal(SIGPIPE, SIG_IGN);
