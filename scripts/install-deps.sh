@@ -10,6 +10,7 @@ packages=(
     libjansson-dev libmicrohttpd-dev libgnutls28-dev libcunit1-dev libcurl4-openssl-dev libssl-dev
     openssl
     redis-server
+    python3 python3-yaml systemd binutils
 )
 
 missing=()
