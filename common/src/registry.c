@@ -4,6 +4,7 @@
 #include "msm/id.h"
 #include "msm/err.h"
 #include "msm/log.h"
+#include "msm/pem.h"
 #include "msm/time.h"
 
 #include <stdlib.h>
@@ -221,13 +222,69 @@ static void sub_canary(msm_json_err_t *e, const json_t *o, msm_sub_t *s)
     s->canary.min_events = (int)min_events;
 }
 
+static int present(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return v && !json_is_null(v);
+}
+
+/* One PEM member of "push_tls": a string of at most MSM_PUSH_TLS_PEM_MAX holding a block
+ * whose label ends with @p label. */
+static void push_tls_pem(msm_json_err_t *e, const json_t *o, const char *key, const char *label,
+                         char **out)
+{
+    const char *pem = NULL;
+    if (msm_json_get_strn(e, o, key, MSM_JSON_NULLABLE | MSM_JSON_NONEMPTY,
+                          MSM_PUSH_TLS_PEM_MAX, &pem) != MSM_OK || !pem)
+        return;
+    if (!msm_pem_has_block(pem, label))
+        msm_json_err_add(e, key, "must hold a PEM block (-----BEGIN …%s----- … -----END …)",
+                         label);
+    else if (!(*out = strdup(pem)))
+        msm_json_err_add(e, key, "out of memory"); /* never accepted and then left out */
+}
+
+/* "push_tls" is honoured on https:// only: on an http:// endpoint it would be ignored. */
+static void push_tls_endpoints(msm_json_err_t *e, const msm_sub_t *s)
+{
+    for (size_t i = 0; i < s->nendpoints; i++) {
+        if (strncmp(s->endpoints[i].url, "https://", 8) != 0) {
+            msm_json_err_add(e, NULL,
+                             "is used on https:// endpoints only: endpoints[%zu] is not one", i);
+            return;
+        }
+    }
+}
+
+/* "push_tls": the CAs and client certificate of pushes (docs/security.md "Outbound TLS"). */
+static void sub_push_tls(msm_json_err_t *e, const json_t *o, msm_sub_t *s)
+{
+    static const char *const known[] = {"ca_pem", "client_cert_pem", "client_key_pem", NULL};
+    msm_push_tls_t *t = &s->push_tls;
+    msm_json_path_push_key(e, "push_tls");
+    if (msm_json_expect_object(e, o) == MSM_OK) {
+        msm_json_check_known(e, o, known);
+        push_tls_pem(e, o, "ca_pem", "CERTIFICATE", &t->ca_pem);
+        push_tls_pem(e, o, "client_cert_pem", "CERTIFICATE", &t->client_cert_pem);
+        push_tls_pem(e, o, "client_key_pem", "PRIVATE KEY", &t->client_key_pem);
+        int cert = present(o, "client_cert_pem"), key = present(o, "client_key_pem");
+        if (cert != key)
+            msm_json_err_add(e, cert ? "client_key_pem" : "client_cert_pem", "is required with %s",
+                             cert ? "client_cert_pem" : "client_key_pem");
+        if (!cert && !key && !present(o, "ca_pem"))
+            msm_json_err_add(e, NULL, "must name ca_pem, or client_cert_pem and client_key_pem");
+        push_tls_endpoints(e, s);
+    }
+    msm_json_path_pop(e);
+}
+
 msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_t *e)
 {
     static const char *const known[] = {
         "name", "topic", "endpoints", "filter", "ordered", "max_concurrency",
         "rate_limit_per_s", "timeout_ms", "priority", "delivery_format", "locality", "retry",
         "secret", "max_batch_events", "task_retention_ms", "paused", "created_ms",
-        "fairness_key", "canary", NULL};
+        "fairness_key", "canary", "push_tls", NULL};
     if (msm_json_expect_object(e, body) != MSM_OK)
         return NULL;
     msm_sub_t *s = calloc(1, sizeof(*s));
@@ -242,7 +299,7 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
     s->task_retention_ms = 3600000;
     msm_json_check_known(e, body, known);
     const char *topic = NULL, *filter = NULL, *format = "native", *secret = NULL, *given = NULL;
-    json_t *endpoints = NULL, *locality = NULL, *retry = NULL, *canary = NULL;
+    json_t *endpoints = NULL, *locality = NULL, *retry = NULL, *canary = NULL, *tls = NULL;
     int ordered = 0, paused = 0;
     int64_t batch_events = 1;
     int64_t conc = s->max_concurrency, timeout = s->timeout_ms, prio = s->priority, created = 0;
@@ -284,6 +341,8 @@ msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_
         sub_retry(e, retry, s);
     if (msm_json_get_object(e, body, "canary", MSM_JSON_NULLABLE, &canary) == MSM_OK && canary)
         sub_canary(e, canary, s);
+    if (msm_json_get_object(e, body, "push_tls", MSM_JSON_NULLABLE, &tls) == MSM_OK && tls)
+        sub_push_tls(e, tls, s);
     msm_json_get_strn(e, body, "secret", MSM_JSON_NULLABLE, 1024, &secret);
     const char *fairness = NULL;
     msm_json_get_strn(e, body, "fairness_key", MSM_JSON_NULLABLE, 256, &fairness);
@@ -363,8 +422,28 @@ json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret)
                                           s->canary.min_events));
     }
     if (o && s->secret)
-        json_object_set_new(o, "secret", with_secret ? json_string(s->secret) : json_string("***"));
+        json_object_set_new(o, "secret", json_string(s->secret));
+    if (o && (s->push_tls.ca_pem || s->push_tls.client_cert_pem))
+        json_object_set_new(o, "push_tls",
+                            json_pack("{s:s*,s:s*,s:s*}", "ca_pem", s->push_tls.ca_pem,
+                                      "client_cert_pem", s->push_tls.client_cert_pem,
+                                      "client_key_pem", s->push_tls.client_key_pem));
+    if (o && !with_secret)
+        msm_sub_mask_secrets(o);
     return o;
+}
+
+static void mask_member(json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    if (v && !json_is_null(v))
+        json_object_set_new(o, key, json_string("***"));
+}
+
+void msm_sub_mask_secrets(json_t *sub)
+{
+    mask_member(sub, "secret");
+    mask_member(json_object_get(sub, "push_tls"), "client_key_pem");
 }
 
 void msm_sub_free(msm_sub_t *s)
@@ -389,6 +468,9 @@ void msm_sub_free(msm_sub_t *s)
     msm_filter_free(s->filter_expr);
     free(s->delivery_format);
     free(s->secret);
+    free(s->push_tls.ca_pem);
+    free(s->push_tls.client_cert_pem);
+    free(s->push_tls.client_key_pem);
     free(s);
 }
 

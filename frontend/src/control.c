@@ -9,6 +9,7 @@
 #include "msm/err.h"
 #include "msm/json.h"
 #include "msm/log.h"
+#include "msm/pem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,7 @@ static json_t *list_body(const redisReply *r, const char *member, int mask)
             continue;
         }
         if (mask)
-            fe_mask_secret(o);
+            msm_sub_mask_secrets(o);
         items[k++] = o;
     }
     qsort(items, k, sizeof(*items), by_name);
@@ -102,7 +103,7 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
         return;
     }
     if (rc->kind->mask)
-        fe_mask_secret(o);
+        msm_sub_mask_secrets(o);
     fe_call_json(&rc->base, 200, o);
 }
 
@@ -496,6 +497,24 @@ static void on_sub_checked(msm_redis_t *r, redisReply *reply, const char *err, v
         fe_call_unavailable(&sp->base, msm_err_str(rc));
 }
 
+/* push_tls's PEM parses and its key is the certificate's: a 400 now rather than failed pushes
+ * later. The match matters beyond that: libcurl reuses a connection for the same certificate
+ * without looking at the key, so a key that is not the certificate's must never be stored. */
+static void check_push_tls_pem(const msm_sub_t *s, msm_json_err_t *e)
+{
+    const msm_push_tls_t *t = &s->push_tls;
+    char why[256];
+    msm_json_path_push_key(e, "push_tls");
+    if (t->ca_pem && msm_pem_certs_check(t->ca_pem, why, sizeof(why)) < 0)
+        msm_json_err_add(e, "ca_pem", "%s", why);
+    const char *cert = t->client_cert_pem, *key = t->client_key_pem;
+    if (cert && msm_pem_certs_check(cert, why, sizeof(why)) < 0)
+        msm_json_err_add(e, "client_cert_pem", "%s", why);
+    else if (cert && msm_pem_key_matches(cert, key, why, sizeof(why)) != MSM_OK)
+        msm_json_err_add(e, "client_key_pem", "%s", why);
+    msm_json_path_pop(e);
+}
+
 static void sub_put(msm_http_req_t *req, void *opaque)
 {
     fe_t *fe = opaque;
@@ -508,6 +527,12 @@ static void sub_put(msm_http_req_t *req, void *opaque)
     msm_sub_t *s = msm_sub_from_json(name, body, &e);
     int explicit_paused = json_object_get(body, "paused") != NULL;
     json_decref(body);
+    if (s)
+        check_push_tls_pem(s, &e);
+    if (s && msm_json_err_count(&e) > 0) {
+        msm_sub_free(s);
+        s = NULL;
+    }
     if (!s) {
         respond_invalid(req, &e);
         msm_json_err_deinit(&e);

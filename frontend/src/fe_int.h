@@ -103,8 +103,6 @@ void fe_not_found(msm_http_req_t *req, const char *what, const char *name);
 int fe_parse_body(msm_http_req_t *req, int allow_empty, json_t **out);
 /** @brief A JSON text stored in Redis (bulk string) parsed, or NULL. */
 json_t *fe_reply_json(const redisReply *r);
-/** @brief Replaces a non-null "secret" member with "***". */
-void fe_mask_secret(json_t *sub);
 
 /* ---- topics as publish sees them ---- */
 
@@ -135,7 +133,7 @@ typedef struct {
     const char *key;    /**< the hash (MSM_KEY_TOPICS, ...) */
     const char *what;   /**< "topic", ... (messages) */
     const char *member; /**< the list answer's member: {"topics":[...]} */
-    int mask;           /**< mask "secret" members */
+    int mask;           /**< mask the secrets (msm_sub_mask_secrets) */
     int topic;          /**< deletes are noted for publish */
 } fe_kind_t;
 

@@ -313,13 +313,6 @@ json_t *fe_reply_json(const redisReply *r)
     return json_loadb(r->str, r->len, JSON_DECODE_ANY, NULL);
 }
 
-void fe_mask_secret(json_t *sub)
-{
-    json_t *s = json_object_get(sub, "secret");
-    if (s && !json_is_null(s))
-        json_object_set_new(sub, "secret", json_string("***"));
-}
-
 /* ---- topics as publish sees them ---- */
 
 int fe_topic_lookup(const fe_t *fe, const char *name, const char **subject)

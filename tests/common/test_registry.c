@@ -73,6 +73,11 @@ static void test_sub_defaults_and_round_trip(void)
     msm_json_err_deinit(&e);
 }
 
+/* PEM of the right shape (registry checks only the shape; the frontend parses it). */
+#define CERT_PEM  "-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n"
+#define KEY_PEM   "-----BEGIN EC PRIVATE KEY-----\\nMHcC\\n-----END EC PRIVATE KEY-----\\n"
+#define HTTPS_SUB "{\"topic\":\"t\",\"endpoints\":[{\"url\":\"https://x/\"}],"
+
 /* Each bad body names the field at fault. */
 static void test_sub_errors(void)
 {
@@ -102,6 +107,23 @@ static void test_sub_errors(void)
          "endpoints[0].health.path"},
         {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"http://x/\",\"health\":{\"bogus\":1}}]}",
          "endpoints[0].health.bogus"},
+        /* push_tls: honoured on https:// only, cert and key together, PEM blocks */
+        {"{\"topic\":\"t\",\"endpoints\":[{\"url\":\"https://x/\"},{\"url\":\"http://y/\"}],"
+         "\"push_tls\":{\"ca_pem\":\"" CERT_PEM "\"}}",
+         "push_tls"},
+        {HTTPS_SUB "\"push_tls\":{}}", "push_tls"},
+        {HTTPS_SUB "\"push_tls\":\"" CERT_PEM "\"}", "push_tls"},
+        {HTTPS_SUB "\"push_tls\":{\"client_cert_pem\":\"" CERT_PEM "\"}}",
+         "push_tls.client_key_pem"},
+        {HTTPS_SUB "\"push_tls\":{\"client_key_pem\":\"" KEY_PEM "\"}}",
+         "push_tls.client_cert_pem"},
+        {HTTPS_SUB "\"push_tls\":{\"ca_pem\":\"not pem\"}}", "push_tls.ca_pem"},
+        {HTTPS_SUB "\"push_tls\":{\"ca_pem\":\"" KEY_PEM "\"}}", "push_tls.ca_pem"},
+        {HTTPS_SUB "\"push_tls\":{\"client_cert_pem\":\"" CERT_PEM "\",\"client_key_pem\":\""
+         CERT_PEM "\"}}",
+         "push_tls.client_key_pem"},
+        {HTTPS_SUB "\"push_tls\":{\"ca_pem\":\"" CERT_PEM "\",\"crl_pem\":\"x\"}}",
+         "push_tls.crl_pem"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         json_t *body = parse(cases[i].body);
@@ -125,6 +147,61 @@ static void test_sub_errors(void)
         json_decref(body);
         msm_json_err_deinit(&e);
     }
+}
+
+/* push_tls: stored whole, shown with the key masked; a PEM member over 64 KiB is refused. */
+static void test_sub_push_tls(void)
+{
+    json_t *body = parse(HTTPS_SUB "\"push_tls\":{\"ca_pem\":\"" CERT_PEM
+                                   "\",\"client_cert_pem\":\"" CERT_PEM
+                                   "\",\"client_key_pem\":\"" KEY_PEM "\"}}");
+    msm_json_err_t e;
+    msm_json_err_init(&e);
+    msm_sub_t *s = msm_sub_from_json("s", body, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s->push_tls.client_key_pem, "EC PRIVATE KEY"));
+    json_t *pub = msm_sub_to_json(s, false), *stored = msm_sub_to_json(s, true);
+    json_t *pub_tls = json_object_get(pub, "push_tls");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(pub_tls, "client_key_pem")), "***");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(pub_tls, "ca_pem")),
+                           s->push_tls.ca_pem);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(pub_tls, "client_cert_pem")),
+                           s->push_tls.client_cert_pem);
+    /* masking stored JSON (what GET reads from Redis) gives the same as the public form */
+    json_t *masked = json_deep_copy(stored);
+    msm_sub_mask_secrets(masked);
+    CU_ASSERT_TRUE(json_equal(masked, pub));
+    msm_sub_t *again = msm_sub_from_json("s", stored, &e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(again);
+    CU_ASSERT_STRING_EQUAL(again->push_tls.client_key_pem, s->push_tls.client_key_pem);
+    msm_sub_free(again);
+    json_decref(masked);
+    json_decref(pub);
+    json_decref(stored);
+    msm_sub_free(s);
+
+    /* one byte over the limit */
+    char *big = malloc(MSM_PUSH_TLS_PEM_MAX + 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    size_t head = strlen("-----BEGIN CERTIFICATE-----\n");
+    memset(big, 'A', MSM_PUSH_TLS_PEM_MAX + 1);
+    memcpy(big, "-----BEGIN CERTIFICATE-----\n", head);
+    memcpy(big + MSM_PUSH_TLS_PEM_MAX + 1 - 26, "\n-----END CERTIFICATE-----", 26);
+    big[MSM_PUSH_TLS_PEM_MAX + 1] = '\0';
+    json_object_set_new(json_object_get(body, "push_tls"), "ca_pem", json_string(big));
+    CU_ASSERT_PTR_NULL(msm_sub_from_json("s", body, &e));
+    CU_ASSERT_EQUAL(msm_json_err_count(&e), 1);
+    big[MSM_PUSH_TLS_PEM_MAX] = '\0'; /* exactly at the limit: accepted */
+    memcpy(big + MSM_PUSH_TLS_PEM_MAX - 26, "\n-----END CERTIFICATE-----", 26);
+    msm_json_err_deinit(&e);
+    msm_json_err_init(&e);
+    json_object_set_new(json_object_get(body, "push_tls"), "ca_pem", json_string(big));
+    s = msm_sub_from_json("s", body, &e);
+    CU_ASSERT_PTR_NOT_NULL(s);
+    msm_sub_free(s);
+    free(big);
+    json_decref(body);
+    msm_json_err_deinit(&e);
 }
 
 /* The detail recorded for @p field in @p e, or NULL (borrowed from @p err). */
@@ -456,6 +533,7 @@ static CU_TestInfo tests[] = {
     {"names", test_names},
     {"subscription defaults and JSON round trip", test_sub_defaults_and_round_trip},
     {"subscription errors name their field", test_sub_errors},
+    {"subscription push_tls: stored whole, key masked, size bounded", test_sub_push_tls},
     {"subscription filter: parsed, errors with their position", test_sub_filter},
     {"topics", test_topic},
     {"store and watch in Redis", test_store_and_watch},

@@ -252,6 +252,98 @@ static void test_subscriptions(void)
     resp_clear(&r);
 }
 
+/* PUT of subscription "tls-sub" on @p url with push_tls @p tls (taken); the answer in @p r. */
+static void put_tls_sub(resp_t *r, const char *url, json_t *tls)
+{
+    json_t *body = json_pack("{s:s,s:[{s:s}],s:o}", "topic", "tls-topic", "endpoints", "url",
+                             url, "push_tls", tls);
+    char *text = json_dumps(body, JSON_COMPACT);
+    http(r, "PUT", "/v1/subscriptions/tls-sub", text);
+    free(text);
+    json_decref(body);
+}
+
+/* PUT answers 400 naming @p field. */
+static void assert_tls_refused(const char *url, json_t *tls, const char *field)
+{
+    resp_t r;
+    put_tls_sub(&r, url, tls);
+    CU_ASSERT_EQUAL(r.status, 400);
+    CU_ASSERT_STRING_EQUAL(err_code(&r), "INVALID_ARGUMENT");
+    if (!has_detail(&r, field))
+        fprintf(stderr, "%s not named in %s\n", field, r.body);
+    CU_ASSERT(has_detail(&r, field));
+    resp_clear(&r);
+}
+
+/* push_tls (docs/security.md "Outbound TLS"): the PEM is parsed at PUT, the key never shows
+ * in an answer, and what cannot be honoured is a 400. */
+static void test_subscription_push_tls(void)
+{
+    char dir[256];
+    CU_ASSERT_EQUAL_FATAL(msm_test_certs_make(dir, sizeof(dir)), 0);
+    char *ca = msm_test_certs_read(dir, "ca.pem"), *cert = msm_test_certs_read(dir, "cli.pem");
+    char *key = msm_test_certs_read(dir, "cli.key"), *rogue = msm_test_certs_read(dir, "rogue.key");
+    CU_ASSERT_FATAL(ca && cert && key && rogue);
+    const char *https = "https://127.0.0.1:9443/hook";
+    put_topic("tls-topic", "{}");
+
+    resp_t r;
+    put_tls_sub(&r, https,
+                json_pack("{s:s,s:s,s:s}", "ca_pem", ca, "client_cert_pem", cert,
+                          "client_key_pem", key));
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *tls = json_object_get(r.json, "push_tls");
+    CU_ASSERT_STRING_EQUAL(jstr(tls, "client_key_pem"), "***");
+    CU_ASSERT_STRING_EQUAL(jstr(tls, "ca_pem"), ca);
+    CU_ASSERT_STRING_EQUAL(jstr(tls, "client_cert_pem"), cert);
+    resp_clear(&r);
+    /* stored with the key, for the router */
+    redisReply *stored = cmd("HGET %s:subs tls-sub", F.ns);
+    CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "PRIVATE KEY"));
+    freeReplyObject(stored);
+    /* no answer shows it: GET, the list, :pause */
+    static const struct {
+        const char *method, *path;
+    } reads[] = {{"GET", "/v1/subscriptions/tls-sub"},
+                 {"GET", "/v1/subscriptions"},
+                 {"POST", "/v1/subscriptions/tls-sub:pause"}};
+    for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+        http(&r, reads[i].method, reads[i].path, NULL);
+        CU_ASSERT_EQUAL(r.status, 200);
+        CU_ASSERT_PTR_NULL(strstr(r.body, "PRIVATE KEY"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(r.body, "\"client_key_pem\":\"***\""));
+        resp_clear(&r);
+    }
+
+    /* what cannot be honoured, or would fail every push, is refused */
+    assert_tls_refused("http://127.0.0.1:9000/", json_pack("{s:s}", "ca_pem", ca), "push_tls");
+    assert_tls_refused(https, json_pack("{s:s}", "client_cert_pem", cert),
+                       "push_tls.client_key_pem");
+    assert_tls_refused(https, json_pack("{s:s}", "client_key_pem", key),
+                       "push_tls.client_cert_pem");
+    const char *garbage = "-----BEGIN CERTIFICATE-----\ngarbage!\n-----END CERTIFICATE-----\n";
+    assert_tls_refused(https, json_pack("{s:s}", "ca_pem", garbage), "push_tls.ca_pem");
+    assert_tls_refused(https, json_pack("{s:s}", "ca_pem", "not PEM at all"), "push_tls.ca_pem");
+    assert_tls_refused(https,
+                       json_pack("{s:s,s:s}", "client_cert_pem", cert, "client_key_pem", rogue),
+                       "push_tls.client_key_pem");
+    assert_tls_refused(https, json_pack("{s:s,s:s}", "ca_pem", ca, "ca_file", "/etc/passwd"),
+                       "push_tls.ca_file");
+    /* the refused ones changed nothing */
+    http(&r, "GET", "/v1/subscriptions/tls-sub", NULL);
+    CU_ASSERT_STRING_EQUAL(jstr(json_object_get(r.json, "push_tls"), "ca_pem"), ca);
+    resp_clear(&r);
+    http(&r, "DELETE", "/v1/subscriptions/tls-sub", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    free(ca);
+    free(cert);
+    free(key);
+    free(rogue);
+    msm_test_certs_remove(dir);
+}
+
 /* The description of detail @p field of an error answer, or "". */
 static const char *detail_description(const resp_t *r, const char *field)
 {
@@ -816,6 +908,7 @@ int main(void)
         {"subscriptions", test_subscriptions},
         {"subscription filters", test_subscription_filters},
         {"subscription endpoint addresses", test_subscription_endpoint_addresses},
+        {"subscription push_tls", test_subscription_push_tls},
         {"publish_invalid", test_publish_invalid},
         {"publish_roundtrip", test_publish_roundtrip},
         {"readyz", test_readyz},

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Test support: CUnit runner, redis-server per test, librdkafka mock cluster, loop waits. */
 #include "msm_test.h"
+#include "msm/buf.h"
+#include "msm/err.h"
 
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
@@ -346,6 +348,18 @@ int msm_test_certs_make(char *dir, size_t n)
              "  -CAcreateserial -out rogue.pem -days 2 -extfile cli.ext) >/dev/null 2>&1",
              dir);
     return system(cmd) == 0 ? 0 : -1;
+}
+
+char *msm_test_certs_read(const char *dir, const char *file)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    msm_buf_t b = {0};
+    if (msm_buf_append_file(&b, path) != MSM_OK || !b.data) {
+        msm_buf_deinit(&b);
+        return NULL;
+    }
+    return (char *)b.data; /* msm_buf_t's storage is one malloc'd block */
 }
 
 void msm_test_certs_remove(const char *dir)

@@ -37,6 +37,9 @@ int msm_test_tp_child_of(const char *tp, const char *parent);
 int msm_test_certs_make(char *dir, size_t n);
 /** @brief Removes what msm_test_certs_make() made in @p dir, and @p dir. */
 void msm_test_certs_remove(const char *dir);
+/** @brief The text of @p file ("ca.pem", "cli.key", …) in @p dir, NUL-terminated; the caller
+ *  frees it. NULL when it cannot be read. */
+char *msm_test_certs_read(const char *dir, const char *file);
 
 /** A redis-server of our own: free port, temporary directory, AOF with fsync always. */
 typedef struct {

@@ -120,6 +120,17 @@ typedef struct {
     int min_events;           /**< outcomes per side before any judgement, >= 1 */
 } msm_canary_t;
 
+/** Longest PEM text of one push_tls member (a CA bundle of a few dozen certificates). */
+#define MSM_PUSH_TLS_PEM_MAX ((size_t)64 * 1024)
+
+/** TLS of pushes to https:// endpoints (docs/security.md "Outbound TLS"); every member NULL:
+ *  the router's default trust, no client certificate. */
+typedef struct {
+    char *ca_pem;          /**< CAs trusted instead of the router's default store */
+    char *client_cert_pem; /**< client certificate (chain), with client_key_pem */
+    char *client_key_pem;  /**< its unencrypted private key: a secret, never in an answer */
+} msm_push_tls_t;
+
 typedef struct {
     char *name;
     char *topic;
@@ -144,6 +155,7 @@ typedef struct {
     int64_t task_retention_ms; /**< finished task records stay this long, default 3600000 */
     bool paused;            /**< :pause / :resume; nothing is pushed while set */
     msm_canary_t canary;    /**< canary.version NULL: no canary */
+    msm_push_tls_t push_tls; /**< only with https:// endpoints */
     int64_t created_ms;
 } msm_sub_t;
 
@@ -158,10 +170,16 @@ void msm_topic_free(msm_topic_t *t);
 
 /** @brief As msm_topic_from_json(), for a subscription (defaults filled in). The filter is
  *  parsed here (an error on "filter" names its position; "" means no filter), so every
- *  snapshot's subscriptions carry it parsed in filter_expr. */
+ *  snapshot's subscriptions carry it parsed in filter_expr. push_tls is checked for shape
+ *  only (PEM blocks, sizes, https:// endpoints): parsing the PEM is the frontend's, once,
+ *  before it stores the subscription (msm/pem.h), not every daemon's on every load. */
 msm_sub_t *msm_sub_from_json(const char *name, const json_t *body, msm_json_err_t *e);
-/** @brief JSON of @p s; the secret is included only when @p with_secret (storage). */
+/** @brief JSON of @p s; the secrets are included only when @p with_secret (storage),
+ *  otherwise masked as msm_sub_mask_secrets() does. */
 json_t *msm_sub_to_json(const msm_sub_t *s, bool with_secret);
+/** @brief Replaces every secret of a subscription's JSON @p sub ("secret",
+ *  "push_tls"."client_key_pem") that is set with "***": what any answer may show. */
+void msm_sub_mask_secrets(json_t *sub);
 void msm_sub_free(msm_sub_t *s);
 
 /* ---- writing (the frontend) ---- */
