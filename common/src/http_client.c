@@ -45,11 +45,18 @@ struct msm_http_headers_s {
     size_t hd_n, hd_ent_cap;
 };
 
+/* The PEM lives in the blobs' own copies; libcurl borrows them (CURL_BLOB_NOCOPY). */
+struct msm_http_tls_s {
+    unsigned tl_refs;
+    struct curl_blob tl_ca, tl_cert, tl_key; /* data NULL: not given */
+};
+
 struct msm_http_call_s {
     msm_http_call_t *ca_prev, *ca_next;
     msm_http_client_t *ca_client;
     CURL *ca_easy;
     int ca_ready;  /* the client-wide options are set (kept across reuses of the handle) */
+    msm_http_tls_t *ca_tls; /* the TLS settings on ca_easy (a reference); NULL: the client's */
     struct curl_slist *ca_hdrs;  /* points into ca_nodes: no allocation per header */
     struct curl_slist *ca_nodes;
     size_t ca_nodes_cap;
@@ -81,6 +88,8 @@ struct msm_http_client_s {
     msm_timer_t cl_timer;
     char *cl_user_agent;
     char *cl_proxy;
+    char *cl_ca_file;              /* NULL: libcurl's default store */
+    const char *cl_default_capath; /* libcurl's default CA directory (static), or NULL */
     msm_netpolicy_t *cl_policy; /* NULL: every address may be connected to */
     uint32_t cl_timeout_ms;
     uint32_t cl_connect_timeout_ms;
@@ -305,6 +314,7 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
 static void call_destroy(msm_http_call_t *c)
 {
     curl_easy_cleanup(c->ca_easy);
+    msm_http_tls_release(c->ca_tls);
     free(c->ca_nodes);
     free(c->ca_htext);
     free(c->ca_body);
@@ -528,12 +538,47 @@ static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
     SETOPT(e, CURLOPT_WRITEDATA, c);
     SETOPT(e, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(e, CURLOPT_HEADERDATA, c);
+    SETOPT(e, CURLOPT_SSLCERTTYPE, "PEM");
+    if (cl->cl_ca_file) {
+        SETOPT(e, CURLOPT_CAINFO, cl->cl_ca_file);
+        SETOPT(e, CURLOPT_CAPATH, (char *)NULL); /* the file replaces the whole default store */
+    }
     if (cl->cl_policy) {
         SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
         SETOPT(e, CURLOPT_OPENSOCKETDATA, c);
     }
     c->ca_ready = 1;
     return MSM_OK;
+}
+
+static int set_tls_options(msm_http_client_t *cl, CURL *e, msm_http_tls_t *tls)
+{
+    int own_ca = tls && tls->tl_ca.data;
+    SETOPT(e, CURLOPT_CAINFO_BLOB, own_ca ? &tls->tl_ca : NULL);
+    /* A CA blob replaces only the CA file: the default CA directory would still be trusted. */
+    SETOPT(e, CURLOPT_CAPATH, own_ca || cl->cl_ca_file ? NULL : cl->cl_default_capath);
+    SETOPT(e, CURLOPT_SSLCERT_BLOB, tls && tls->tl_cert.data ? &tls->tl_cert : NULL);
+    SETOPT(e, CURLOPT_SSLKEY_BLOB, tls && tls->tl_key.data ? &tls->tl_key : NULL);
+    return MSM_OK;
+}
+
+/* The request's TLS settings on the handle, unless they are there already (a pooled handle
+ * keeps its last ones). libcurl keeps pointers into the PEM, so the handle holds a reference
+ * for as long as they are set. */
+static int setup_tls(msm_http_client_t *cl, msm_http_call_t *c, msm_http_tls_t *tls)
+{
+    if (c->ca_tls == tls)
+        return MSM_OK;
+    int rc = set_tls_options(cl, c->ca_easy, tls);
+    if (rc != MSM_OK) {
+        /* Half set: back to a fresh handle, so no option points into released PEM. */
+        curl_easy_reset(c->ca_easy);
+        c->ca_ready = 0;
+        tls = NULL;
+    }
+    msm_http_tls_release(c->ca_tls);
+    c->ca_tls = tls ? msm_http_tls_keep(tls) : NULL;
+    return rc;
 }
 
 static int setup_body(msm_http_call_t *c, const msm_http_request_t *req)
@@ -558,6 +603,8 @@ static int setup_request(msm_http_client_t *cl,
 {
     CURL *e = c->ca_easy;
     int rc = setup_common(cl, c);
+    if (rc == MSM_OK)
+        rc = setup_tls(cl, c, req->tls);
     if (rc != MSM_OK)
         return rc;
     SETOPT(e, CURLOPT_URL, req->url);
@@ -797,6 +844,55 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- public API ---- */
 
+static int blob_set(struct curl_blob *b, const char *pem)
+{
+    if (!pem)
+        return MSM_OK;
+    if (!(b->data = strdup(pem)))
+        return MSM_ERR_NOMEM;
+    b->len = strlen(pem);
+    b->flags = CURL_BLOB_NOCOPY;
+    return MSM_OK;
+}
+
+static void tls_free(msm_http_tls_t *tls)
+{
+    if (tls->tl_key.data)
+        explicit_bzero(tls->tl_key.data, tls->tl_key.len); /* a secret: not left in the heap */
+    free(tls->tl_ca.data);
+    free(tls->tl_cert.data);
+    free(tls->tl_key.data);
+    free(tls);
+}
+
+msm_http_tls_t *msm_http_tls_new(const char *ca_pem, const char *cert_pem, const char *key_pem)
+{
+    if (!cert_pem != !key_pem)
+        return NULL;
+    msm_http_tls_t *tls = calloc(1, sizeof(*tls));
+    if (!tls)
+        return NULL;
+    tls->tl_refs = 1;
+    if (blob_set(&tls->tl_ca, ca_pem) != MSM_OK || blob_set(&tls->tl_cert, cert_pem) != MSM_OK ||
+        blob_set(&tls->tl_key, key_pem) != MSM_OK) {
+        tls_free(tls);
+        return NULL;
+    }
+    return tls;
+}
+
+msm_http_tls_t *msm_http_tls_keep(msm_http_tls_t *tls)
+{
+    tls->tl_refs++;
+    return tls;
+}
+
+void msm_http_tls_release(msm_http_tls_t *tls)
+{
+    if (tls && --tls->tl_refs == 0)
+        tls_free(tls);
+}
+
 void msm_http_client_conf_init(msm_http_client_conf_t *conf)
 {
     memset(conf, 0, sizeof(*conf));
@@ -888,8 +984,12 @@ msm_http_client_t *msm_http_client_new(msm_loop_t *loop,
         cl->cl_user_agent = strdup(ua);
     }
     cl->cl_proxy = dup_or_null(conf->proxy);
-    if (!cl->cl_user_agent || (conf->proxy && !cl->cl_proxy))
+    cl->cl_ca_file = dup_or_null(conf->ca_file);
+    if (!cl->cl_user_agent || (conf->proxy && !cl->cl_proxy) ||
+        (conf->ca_file && !cl->cl_ca_file))
         goto nomem;
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    cl->cl_default_capath = v->age >= CURLVERSION_SEVENTH ? v->capath : NULL;
     if (conf->netpolicy && !(cl->cl_policy = msm_netpolicy_dup(conf->netpolicy)))
         goto nomem;
     if (!(cl->cl_multi = curl_multi_init()))
@@ -910,6 +1010,7 @@ fail:
         curl_multi_cleanup(cl->cl_multi);
         free(cl->cl_user_agent);
         free(cl->cl_proxy);
+        free(cl->cl_ca_file);
         msm_netpolicy_free(cl->cl_policy);
         free(cl);
     }
@@ -932,6 +1033,7 @@ static void really_free(msm_http_client_t *cl)
     }
     free(cl->cl_user_agent);
     free(cl->cl_proxy);
+    free(cl->cl_ca_file);
     msm_netpolicy_free(cl->cl_policy);
     free(cl);
     curl_global_cleanup();

@@ -72,6 +72,9 @@ static void h_never(msm_http_req_t *req, void *opaque)
 }
 
 static unsigned server_idle_s; /* 0 = the server's default */
+/* When set, the server speaks HTTPS with the test certificates in this directory
+ * (msm_test_certs_make()) and requires client certificates its CA signed. */
+static const char *server_tls_dir;
 
 static void start_conf(msm_http_client_conf_t *cconf)
 {
@@ -83,12 +86,22 @@ static void start_conf(msm_http_client_conf_t *cconf)
     sconf.bind_address = "127.0.0.1";
     sconf.name = "test";
     sconf.idle_timeout_s = server_idle_s;
+    char cert[300], key[300], ca[300];
+    if (server_tls_dir) {
+        snprintf(cert, sizeof(cert), "%s/srv.pem", server_tls_dir);
+        snprintf(key, sizeof(key), "%s/srv.key", server_tls_dir);
+        snprintf(ca, sizeof(ca), "%s/ca.pem", server_tls_dir);
+        sconf.tls_cert_file = cert;
+        sconf.tls_key_file = key;
+        sconf.tls_client_ca_file = ca;
+    }
     char err[256];
     srv = msm_http_server_new(loop, &sconf, err, sizeof(err));
     if (!srv)
         fprintf(stderr, "server: %s\n", err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(srv);
-    snprintf(base, sizeof(base), "http://127.0.0.1:%u", (unsigned)msm_http_server_port(srv));
+    snprintf(base, sizeof(base), "%s://127.0.0.1:%u", server_tls_dir ? "https" : "http",
+             (unsigned)msm_http_server_port(srv));
     CU_ASSERT_EQUAL(msm_http_server_route(srv, "GET", "/echo", h_echo, NULL), MSM_OK);
     CU_ASSERT_EQUAL(msm_http_server_route(srv, "POST", "/echo", h_echo, NULL), MSM_OK);
     CU_ASSERT_EQUAL(msm_http_server_route(srv, "PUT", "/echo", h_echo, NULL), MSM_OK);
@@ -921,6 +934,88 @@ static void test_cancel_from_callback(void)
     stop();
 }
 
+/* GET /echo with @p tls; waits for the answer into @p r. */
+static void get_tls(msm_http_tls_t *tls, result_t *r)
+{
+    char url[256];
+    snprintf(url, sizeof(url), "%s/echo", base);
+    msm_http_request_t req = {.url = url, .tls = tls};
+    memset(r, 0, sizeof(*r));
+    CU_ASSERT_EQUAL_FATAL(submit(&req, r, NULL), MSM_OK);
+    CU_ASSERT_EQUAL(wait_all(r, 1, 10000), MSM_OK);
+}
+
+/* TLS settings per request: a kept-alive connection serves only requests whose settings
+ * are equal to those it was opened with (equal, not the same object: a reloaded setting
+ * keeps its connections), and a request keeps its settings alive after the caller's
+ * release. The test server requires a client certificate (else 401). */
+static void test_tls_per_request(void)
+{
+    char dir[256];
+    CU_ASSERT_EQUAL_FATAL(msm_test_certs_make(dir, sizeof(dir)), 0);
+    char *ca = msm_test_certs_read(dir, "ca.pem"), *cert = msm_test_certs_read(dir, "cli.pem");
+    char *key = msm_test_certs_read(dir, "cli.key");
+    CU_ASSERT_FATAL(ca && cert && key);
+    CU_ASSERT_PTR_NULL(msm_http_tls_new(ca, cert, NULL)); /* a certificate needs its key */
+    server_tls_dir = dir;
+    start();
+    msm_http_tls_t *with_cert = msm_http_tls_new(ca, cert, key);
+    msm_http_tls_t *ca_only = msm_http_tls_new(ca, NULL, NULL);
+    CU_ASSERT_FATAL(with_cert && ca_only);
+    struct {
+        msm_http_tls_t *tls; /* NULL: the system's store */
+        int fresh_copy;      /* an equal copy of tls, made for this request only */
+        int status;          /* 0: no answer (the server's CA is not trusted) */
+        int reused;
+    } steps[] = {
+        {NULL, 0, 0, 0},
+        {with_cert, 0, 200, 0},
+        {with_cert, 0, 200, 1},
+        {with_cert, 1, 200, 1}, /* equal settings, another object: the same connection */
+        {ca_only, 0, 401, 0},   /* no certificate: never over the certificate's connection */
+        {with_cert, 0, 200, 1},
+    };
+    for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        msm_http_tls_t *copy = steps[i].fresh_copy ? msm_http_tls_new(ca, cert, key) : NULL;
+        result_t r;
+        get_tls(copy ? copy : steps[i].tls, &r);
+        msm_http_tls_release(copy); /* the pooled handle holds its own reference */
+        if (r.status != steps[i].status || r.reused != steps[i].reused)
+            fprintf(stderr, "step %zu: status %d reused %d (%s)\n", i, r.status, r.reused,
+                    r.error);
+        CU_ASSERT_EQUAL(r.status, steps[i].status);
+        CU_ASSERT_EQUAL(r.reused, steps[i].reused);
+        CU_ASSERT(steps[i].status != 0 || strstr(r.error, "certificate"));
+        results_free(&r, 1);
+    }
+    stop();
+    msm_http_tls_release(with_cert);
+    msm_http_tls_release(ca_only);
+
+    /* the client's ca_file is the default trust; a request's client certificate adds to it */
+    char ca_file[300];
+    snprintf(ca_file, sizeof(ca_file), "%s/ca.pem", dir);
+    msm_http_client_conf_t conf;
+    msm_http_client_conf_init(&conf);
+    conf.ca_file = ca_file;
+    start_conf(&conf);
+    msm_http_tls_t *cert_only = msm_http_tls_new(NULL, cert, key);
+    result_t r;
+    get_tls(NULL, &r);
+    CU_ASSERT_EQUAL(r.status, 401); /* trusted: an answer, though no certificate */
+    results_free(&r, 1);
+    get_tls(cert_only, &r);
+    CU_ASSERT_EQUAL(r.status, 200);
+    results_free(&r, 1);
+    msm_http_tls_release(cert_only);
+    stop();
+    server_tls_dir = NULL;
+    free(ca);
+    free(cert);
+    free(key);
+    msm_test_certs_remove(dir);
+}
+
 static CU_TestInfo http_client_tests[] = {
     {"GET/POST/PUT/DELETE/HEAD round trips", test_round_trip},
     {"header accessor", test_headers_accessor},
@@ -928,6 +1023,7 @@ static CU_TestInfo http_client_tests[] = {
     {"invalid requests are refused at submit", test_invalid_requests},
     {"200 concurrent requests", test_many_concurrent},
     {"keep-alive reuse over 50 sequential requests", test_keep_alive},
+    {"TLS settings per request; connections only among equal ones", test_tls_per_request},
     {"per-request and default timeouts", test_timeout},
     {"connection refused fails promptly", test_connection_refused},
     {"netpolicy: a denied address is never connected to", test_netpolicy},

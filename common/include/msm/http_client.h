@@ -20,6 +20,8 @@
 #include "msm/netpolicy.h"
 
 typedef struct msm_http_client_s msm_http_client_t;
+/** TLS settings of requests to https:// URLs, as PEM text in memory (see msm_http_tls_new()). */
+typedef struct msm_http_tls_s msm_http_tls_t;
 /** One request from submission to its callback (or cancellation). */
 typedef struct msm_http_call_s msm_http_call_t;
 /** The headers of a response (read-only, see msm_http_headers_get()). */
@@ -44,6 +46,10 @@ typedef struct {
     size_t max_response_bytes;      /**< body cap; 0 = MSM_HTTP_CLIENT_DEFAULT_MAX_RESPONSE */
     const char *user_agent;         /**< NULL = "msm/<version>" */
     const char *proxy;              /**< proxy URL; NULL = none (environment ignored) */
+    /** PEM CA bundle file trusted for https:// instead of libcurl's default store (the
+     *  system's CA file and directory); read by libcurl when it opens a connection. NULL =
+     *  the default store. A request's own CAs (msm_http_tls_new()) replace either. Copied. */
+    const char *ca_file;
     /** When set, every address the client is about to connect to is judged first (curl's
      *  open-socket callback: the address of the connection itself, after any DNS lookup,
      *  so a name that changes its answer cannot slip through). A denied one is never
@@ -81,6 +87,12 @@ typedef struct {
     uint32_t timeout_ms;
     /** Response body cap for this request; 0 = the client's max_response_bytes. */
     size_t max_response_bytes;
+    /** TLS settings for an https:// URL; NULL = the client's trust (ca_file or the default
+     *  store) and no client certificate. The request takes a reference (released once
+     *  libcurl cannot read it any more), so the caller may release its own at any time.
+     *  A kept-alive connection serves only requests whose settings are equal to those it
+     *  was opened with (libcurl compares CAs and certificates, not keys). */
+    msm_http_tls_t *tls;
 } msm_http_request_t;
 
 /**
@@ -136,6 +148,23 @@ typedef struct {
     uint64_t connections_opened; /**< new connections the requests made (CURLINFO_NUM_CONNECTS) */
     uint64_t connections_reused; /**< responses that came over a reused connection */
 } msm_http_client_stats_t;
+
+/**
+ * @brief TLS settings from PEM text, copied: @p ca_pem the CAs trusted instead of the client's
+ * (NULL = the client's), @p cert_pem with @p key_pem a client certificate and its
+ * unencrypted key (both NULL = none). Nothing is parsed here: bad PEM fails the requests
+ * that use it (MSM_ERR_IO with libcurl's reason); check it first (msm/pem.h).
+ * @returns a reference the caller owns (msm_http_tls_release()), or NULL when out of memory
+ * or given only one of @p cert_pem and @p key_pem.
+ * @remark loop thread only, like the client (the count is not atomic).
+ */
+msm_http_tls_t *msm_http_tls_new(const char *ca_pem, const char *cert_pem, const char *key_pem);
+
+/** @brief Takes another reference to @p tls. @returns @p tls. */
+msm_http_tls_t *msm_http_tls_keep(msm_http_tls_t *tls);
+
+/** @brief Drops a reference; the last one wipes the key and frees. Safe with NULL. */
+void msm_http_tls_release(msm_http_tls_t *tls);
 
 /** @brief Fills @p conf with the defaults above (all zero / NULL). */
 void msm_http_client_conf_init(msm_http_client_conf_t *conf);
