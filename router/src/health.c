@@ -114,6 +114,7 @@ static void on_check_timer(msm_loop_t *loop, void *opaque)
     check_url(ep->url, ep->health.path, url, sizeof(url));
     msm_http_request_t hr = {.method = "GET",
                              .url = url,
+                             .tls = ep->sub->tls, /* checks trust as the pushes do */
                              .timeout_ms = (uint32_t)(ep->health.interval_ms < CHECK_TIMEOUT_MS
                                                           ? ep->health.interval_ms
                                                           : CHECK_TIMEOUT_MS)};

@@ -25,6 +25,9 @@ static const msm_conf_def_t router_defs[] = {
     MSM_CONF_STR("lifecycle.topic", router_conf_t, lifecycle_topic, "",
                  "topic where canary rollbacks and promotions are announced as events "
                  "(msm.canary.rolled_back, msm.canary.promoted); empty: off"),
+    MSM_CONF_STR("push.ca_bundle", router_conf_t, ca_bundle, "",
+                 "PEM CA bundle file trusted for https:// pushes instead of the system's CA "
+                 "store (a subscription's push_tls.ca_pem replaces either); empty: the system's"),
     MSM_CONF_INT("consume.max_batch", router_conf_t, max_batch, 64, 1, 4096,
                  "dispatch entries handed over per consumer callback"),
     MSM_CONF_STR(MSM_NETPOLICY_ALLOW_SETTING, router_conf_t, allow_networks, "",

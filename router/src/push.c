@@ -542,6 +542,7 @@ static int send_req(rt_req_t *req)
             .n_headers = req->nh,
             .flags = MSM_HTTP_BODY_BORROW, /* the request and its tasks live until the end */
             .timeout_ms = req->timeout_ms,
+            .tls = sub->tls,
         };
         if (req->body.len > 0) {
             hr.body = req->body.data;

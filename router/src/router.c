@@ -12,6 +12,7 @@
 
 #include "msm/err.h"
 #include "msm/log.h"
+#include "msm/pem.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,7 @@ static void sub_free(rt_sub_t *sub)
         ((rt_token_t *)sub->ensure_token)->sub = NULL;
     msm_sub_free(sub->conf);
     sub_free_retired(sub);
+    msm_http_tls_release(sub->tls);
     json_decref(sub->conf_json);
     free(sub->wrr);
     free(sub->status_stream);
@@ -255,6 +257,17 @@ void msm__rt_delivery_done(router_t *rt, rt_delivery_t *d, int ack)
         retry_later(rt);
 }
 
+/* push_tls as libcurl takes it, made once per change of the settings, not per push.
+ * @returns MSM_OK with *out NULL when there is none, or MSM_ERR_NOMEM. */
+static int tls_of(const msm_push_tls_t *t, msm_http_tls_t **out)
+{
+    *out = NULL;
+    if (!t->ca_pem && !t->client_cert_pem)
+        return MSM_OK;
+    *out = msm_http_tls_new(t->ca_pem, t->client_cert_pem, t->client_key_pem);
+    return *out ? MSM_OK : MSM_ERR_NOMEM;
+}
+
 /* Takes a subscription's new settings from the registry snapshot (a deep copy: the
  * snapshot dies with the next change, deliveries may outlive it). */
 static int sub_update(rt_sub_t *sub, const msm_sub_t *s)
@@ -270,11 +283,16 @@ static int sub_update(rt_sub_t *sub, const msm_sub_t *s)
     msm_json_err_init(&e);
     msm_sub_t *copy = msm_sub_from_json(s->name, j, &e);
     msm_json_err_deinit(&e);
-    if (!copy || sub_set_conf(sub, copy) != MSM_OK) {
+    msm_http_tls_t *tls = NULL;
+    if (!copy || tls_of(&copy->push_tls, &tls) != MSM_OK || sub_set_conf(sub, copy) != MSM_OK) {
+        msm_http_tls_release(tls);
         msm_sub_free(copy);
         json_decref(j);
         return MSM_ERR_NOMEM;
     }
+    /* Requests in flight hold their own reference to the previous one. */
+    msm_http_tls_release(sub->tls);
+    sub->tls = tls;
     json_decref(sub->conf_json);
     sub->conf_json = j;
     if (sub->consumer) /* a new timeout_ms: the lease follows */
@@ -445,10 +463,31 @@ static int register_metrics(router_t *rt)
     return MSM_OK;
 }
 
+/* push.ca_bundle parses as certificates: a daemon that could push nothing over https refuses
+ * to start rather than fail every push. */
+static int ca_bundle_check(const char *path, char *errbuf, size_t n)
+{
+    msm_buf_t pem = {0};
+    char why[256];
+    int rc = msm_buf_append_file(&pem, path);
+    if (rc != MSM_OK)
+        snprintf(errbuf, n, "push.ca_bundle %s: cannot read it", path);
+    else if ((rc = msm_pem_certs_check((const char *)pem.data, why, sizeof(why))) < 0)
+        snprintf(errbuf, n, "push.ca_bundle %s: %s", path, why);
+    msm_buf_deinit(&pem);
+    return rc < 0 ? rc : MSM_OK;
+}
+
 static int start_http(router_t *rt, char *errbuf, size_t n)
 {
     msm_http_client_conf_t hc;
     msm_http_client_conf_init(&hc);
+    const char *ca_bundle = rt->conf.ca_bundle;
+    if (ca_bundle && *ca_bundle) {
+        if (ca_bundle_check(ca_bundle, errbuf, n) != MSM_OK)
+            return MSM_ERR_INVALID;
+        hc.ca_file = ca_bundle;
+    }
     hc.max_total_connections = (unsigned)rt->conf.max_connections;
     hc.max_host_connections = (unsigned)rt->conf.max_host_connections;
     hc.connect_timeout_ms = (uint32_t)rt->conf.connect_timeout_ms;

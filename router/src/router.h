@@ -41,6 +41,9 @@ typedef struct {
                                   locality; NULL or "" = none */
     char *lifecycle_topic;   /**< canary rollbacks and promotions are announced here as
                                   events; NULL or "" = off */
+    char *ca_bundle;         /**< PEM CA file trusted for https:// pushes instead of the
+                                  system's store (a subscription's push_tls.ca_pem wins);
+                                  NULL or "" = the system's */
 } router_conf_t;
 
 /** What the router runs on, all borrowed (they must outlive the router). */

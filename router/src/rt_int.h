@@ -84,6 +84,8 @@ struct rt_sub_s {
     char *status_stream;      /**< "status.<name>" */
     msm_sub_t *conf;          /**< own deep copy; NULL once gone from the registry */
     json_t *conf_json;        /**< to notice changes */
+    msm_http_tls_t *tls;      /**< conf->push_tls made once per change, for every push and
+                                   health check; NULL: none */
     rt_retired_t *retired;    /**< older settings, freed once nothing is live */
     int status_ready;         /**< status.<name> exists: consuming may start */
     void *ensure_token;       /**< status.<name> ensure in flight */

@@ -81,6 +81,7 @@ typedef struct {
     int up_status;     /* what GET /up answers (active health checks); 0: 200 */
     const char *fail_path; /* requests to this path answer 500 whatever the mode; NULL none */
     const char *lifecycle_topic; /* the router's --lifecycle.topic; NULL: off */
+    const char *ca_bundle;       /* the router's --push.ca_bundle; NULL: the system's store */
     char url[128];
     ep_mode_t mode;
     req_rec_t reqs[MAX_REQS];
@@ -99,6 +100,14 @@ typedef struct {
 } fixture_t;
 
 static fixture_t F;
+
+/* When dir is set, start() serves the endpoint over HTTPS with the test CA's server
+ * certificate (msm_test_certs_make()), and with client_ca requires client certificates that
+ * CA signed (the server itself answers 401 without one). */
+static struct {
+    const char *dir;
+    int client_ca;
+} ep_tls;
 
 static const char *hdr(const req_rec_t *r, const char *name)
 {
@@ -362,7 +371,8 @@ static void start_router(void)
                           .max_in_flight = F.max_in_flight,
                           .allow_networks = allow,
                           .deny_networks = deny,
-                          .lifecycle_topic = (char *)F.lifecycle_topic};
+                          .lifecycle_topic = (char *)F.lifecycle_topic,
+                          .ca_bundle = (char *)F.ca_bundle};
     char err[256] = "";
     F.rt = router_new_env(&env, &conf, err, sizeof(err));
     if (!F.rt)
@@ -398,6 +408,15 @@ static int start(void)
     msm_http_server_conf_init(&hc);
     hc.bind_address = "127.0.0.1";
     hc.name = "lambda";
+    char cert[300], key[300], client_ca[300];
+    if (ep_tls.dir) {
+        snprintf(cert, sizeof(cert), "%s/srv.pem", ep_tls.dir);
+        snprintf(key, sizeof(key), "%s/srv.key", ep_tls.dir);
+        snprintf(client_ca, sizeof(client_ca), "%s/ca.pem", ep_tls.dir);
+        hc.tls_cert_file = cert;
+        hc.tls_key_file = key;
+        hc.tls_client_ca_file = ep_tls.client_ca ? client_ca : NULL;
+    }
     F.ep = msm_http_server_new(F.loop, &hc, err, sizeof(err));
     if (!F.loop || !F.metrics || !F.redis || !F.stream || !F.ep) {
         fprintf(stderr, "fixture: %s\n", err);
@@ -405,7 +424,7 @@ static int start(void)
     }
     msm_http_server_route(F.ep, "POST", "/hook/{name}", h_hook, NULL);
     msm_http_server_route(F.ep, "GET", "/up", h_up, NULL);
-    snprintf(F.url, sizeof(F.url), "http://127.0.0.1:%u/hook/a",
+    snprintf(F.url, sizeof(F.url), "%s://127.0.0.1:%u/hook/a", ep_tls.dir ? "https" : "http",
              (unsigned)msm_http_server_port(F.ep));
     return 0;
 }
@@ -1402,6 +1421,170 @@ static void test_event_deadline_caps_timeout(void)
     stop();
 }
 
+/* ---- https endpoints: push_tls (docs/security.md "Outbound TLS") ---- */
+
+static char tls_dir[256];
+
+/* start() with an HTTPS endpoint and fresh test certificates. */
+static int start_https(int client_ca)
+{
+    if (msm_test_certs_make(tls_dir, sizeof(tls_dir)) != 0)
+        return -1;
+    ep_tls.dir = tls_dir;
+    ep_tls.client_ca = client_ca;
+    int rc = start();
+    ep_tls.dir = NULL;
+    return rc;
+}
+
+static void stop_https(void)
+{
+    stop();
+    msm_test_certs_remove(tls_dir);
+}
+
+/* Member @p name of @p tls: @p pem itself when it is PEM text, else the text of that test
+ * file (NULL: none). */
+static void tls_member(json_t *tls, const char *name, const char *pem)
+{
+    char *text = pem && strncmp(pem, "-----", 5) != 0 ? msm_test_certs_read(tls_dir, pem) : NULL;
+    CU_ASSERT(!pem || text || strncmp(pem, "-----", 5) == 0);
+    if (pem && (text || strncmp(pem, "-----", 5) == 0))
+        json_object_set_new(tls, name, json_string(text ? text : pem));
+    free(text);
+}
+
+/* The subscription on F.url with push_tls made of @p ca, @p cert, @p key (tls_member(); all
+ * NULL: no push_tls); @p health adds an active health check every 100 ms. */
+static void put_tls_sub(const char *ca, const char *cert, const char *key, int health)
+{
+    json_t *tls = json_object();
+    tls_member(tls, "ca_pem", ca);
+    tls_member(tls, "client_cert_pem", cert);
+    tls_member(tls, "client_key_pem", key);
+    json_t *ep = json_pack("{s:s}", "url", F.url);
+    if (health)
+        json_object_set_new(ep, "health",
+                            json_pack("{s:s,s:i}", "path", "/up", "interval_ms", 100));
+    json_t *body = json_pack("{s:s,s:[o]}", "topic", "orders", "endpoints", ep);
+    if (json_object_size(tls) > 0)
+        json_object_set_new(body, "push_tls", tls);
+    else
+        json_decref(tls);
+    char *text = json_dumps(body, JSON_COMPACT);
+    put_sub(text);
+    free(text);
+    json_decref(body);
+}
+
+/* New push_tls for the running router: put_tls_sub(), then time for its registry poll. */
+static void change_tls(const char *ca, const char *cert, const char *key)
+{
+    put_tls_sub(ca, cert, key, 0);
+    msm_test_spin(F.loop, 300);
+}
+
+/* Pushes task @p id and checks its outcome: @p kind, @p http_status and an error holding
+ * @p error_part. */
+static void expect_push(const char *id, Msm__V1__OutcomeKind kind, int http_status,
+                        const char *error_part)
+{
+    append_simple(id);
+    wait_outs(F.nouts + 1, 10000);
+    const Msm__V1__DeliveryOutcome *o = outcome_of(id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(o->kind, kind);
+    CU_ASSERT_EQUAL(o->http_status, http_status);
+    if (!strstr(o->error, error_part))
+        fprintf(stderr, "%s: error \"%s\" lacks \"%s\"\n", id, o->error, error_part);
+    CU_ASSERT_PTR_NOT_NULL(strstr(o->error, error_part));
+}
+
+/* start_https(), the subscription (put_tls_sub()), the router; the endpoint answers 200. */
+static void start_https_sub(int client_ca, const char *ca, const char *cert, const char *key,
+                            int health)
+{
+    CU_ASSERT_EQUAL_FATAL(start_https(client_ca), 0);
+    put_tls_sub(ca, cert, key, health);
+    start_all();
+    F.mode = ANSWER_200;
+}
+
+#define PUSHED   MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS
+#define RETRIED  MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE
+
+/* A push over https with the subscription's CA: delivered; its health checks trust the same
+ * CA (else the endpoint would be marked down after three failed checks and nothing sent). */
+static void test_https_push_with_ca_pem(void)
+{
+    start_https_sub(0, "ca.pem", NULL, NULL, 1);
+    msm_test_spin(F.loop, 600); /* several health checks */
+    expect_push("0190a3e2-0000-7000-8000-000000000a01", PUSHED, 200, "");
+    CU_ASSERT_EQUAL(F.nreqs, 1);
+    assert_dispatch_acked();
+    stop_https();
+}
+
+/* A CA nobody named is not trusted: without ca_pem (the system's store) or with another CA's
+ * ca_pem the push fails before any byte of the event leaves (retriable, the reason in the
+ * error); with the right one it goes; a ca_pem that is not a certificate (the frontend
+ * refuses it; stored anyway) fails it again, saying why. */
+static void test_https_push_untrusted(void)
+{
+    start_https_sub(0, NULL, NULL, NULL, 0);
+    expect_push("0190a3e2-0000-7000-8000-000000000a11", RETRIED, 0, "certificate");
+    change_tls("rogue-ca.pem", NULL, NULL);
+    expect_push("0190a3e2-0000-7000-8000-000000000a12", RETRIED, 0, "certificate");
+    change_tls("ca.pem", NULL, NULL);
+    expect_push("0190a3e2-0000-7000-8000-000000000a13", PUSHED, 200, "");
+    change_tls("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", NULL, NULL);
+    expect_push("0190a3e2-0000-7000-8000-000000000a14", RETRIED, 0, "CA certificate");
+    CU_ASSERT_EQUAL(F.nreqs, 1);
+    assert_dispatch_acked();
+    stop_https();
+}
+
+/* push.ca_bundle: the router's default trust for every https push; a file that is not PEM
+ * certificates stops the router at start, naming it. */
+static void test_https_push_router_ca_bundle(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start_https(0), 0);
+    put_tls_sub(NULL, NULL, NULL, 0);
+    char path[300], err[256] = "";
+    snprintf(path, sizeof(path), "%s/ca.srl", tls_dir); /* a serial number, not PEM */
+    router_env_t env = {F.loop, F.redis, F.stream, F.metrics, F.member};
+    router_conf_t bad = {.ca_bundle = path};
+    CU_ASSERT_PTR_NULL(router_new_env(&env, &bad, err, sizeof(err)));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "push.ca_bundle"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "ca.srl"));
+    snprintf(path, sizeof(path), "%s/ca.pem", tls_dir);
+    F.ca_bundle = path;
+    start_all();
+    F.mode = ANSWER_200;
+    expect_push("0190a3e2-0000-7000-8000-000000000a31", PUSHED, 200, "");
+    stop_https();
+}
+
+/* An endpoint that requires a client certificate: with the subscription's certificate and
+ * key the push is delivered; once the subscription has none, or another CA's, the next push
+ * is refused (401): the kept-alive connection the right certificate opened is not reused
+ * without it. */
+static void test_https_push_client_certificate(void)
+{
+    start_https_sub(1, "ca.pem", "cli.pem", "cli.key", 0);
+    expect_push("0190a3e2-0000-7000-8000-000000000a21", PUSHED, 200, "");
+    change_tls("ca.pem", NULL, NULL);
+    expect_push("0190a3e2-0000-7000-8000-000000000a22", RETRIED, 401, "UNAUTHENTICATED");
+    change_tls("ca.pem", "rogue.pem", "rogue.key");
+    expect_push("0190a3e2-0000-7000-8000-000000000a23", RETRIED, 401, "UNAUTHENTICATED");
+    CU_ASSERT_EQUAL(F.nreqs, 1);
+    change_tls("ca.pem", "cli.pem", "cli.key");
+    expect_push("0190a3e2-0000-7000-8000-000000000a24", PUSHED, 200, "");
+    CU_ASSERT_EQUAL(F.nreqs, 2);
+    assert_dispatch_acked();
+    stop_https();
+}
+
 static json_t *find_event(json_t *events, const char *id)
 {
     size_t i;
@@ -1925,6 +2108,11 @@ static CU_TestInfo tests[] = {
     {"event deadline: past is FATAL DEADLINE_EXCEEDED, unpushed; Msm-Deadline the earlier",
      test_event_deadline},
     {"event deadline caps the wait for the answer", test_event_deadline_caps_timeout},
+    {"https: push_tls.ca_pem trusted, for pushes and health checks", test_https_push_with_ca_pem},
+    {"https: an unnamed CA is not trusted (retriable, the reason)", test_https_push_untrusted},
+    {"https: push.ca_bundle, the router's default trust", test_https_push_router_ca_bundle},
+    {"https: client certificate; a connection never crosses settings",
+     test_https_push_client_certificate},
     {"paused: nothing pushed until resumed", test_paused},
     {"batch push: one request, per-event results", test_batch_push},
     {"priority across subscriptions when the router is full", test_priority_across_subscriptions},
