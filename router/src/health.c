@@ -90,7 +90,17 @@ static void on_checked(msm_http_client_t *cl, msm_http_call_t *call, const msm_h
     int ok = res->err == MSM_OK && res->status >= 200 && res->status <= 299;
     if (ok) {
         ep->check_fails = 0;
-        if (++ep->check_oks >= ep->health.healthy_threshold)
+        if (++ep->check_oks >= ep->health.healthy_threshold && ep->healthy &&
+            ep->ejected_until_ms > msm_time_unix_ms()) {
+            /* Passing checks since the ejection: it answers again (restarted quicker than
+             * the checks could call it unhealthy). */
+            ep->ejected_until_ms = 0;
+            ep->push_fails = 0;
+            msm_log(MSM_LOG_INFO, RT_FACILITY, "subscription %s: endpoint %s: ejection lifted, "
+                    "its health check passes", ep->sub->name, ep->url);
+            msm__rt_send_queued(ep->sub);
+        }
+        if (ep->check_oks >= ep->health.healthy_threshold)
             set_healthy(ep, 1, NULL);
     } else {
         ep->check_oks = 0;
@@ -151,10 +161,14 @@ void msm__rt_health_observe(rt_sub_t *sub, const char *url, const msm_http_resul
         ep->push_fails = 0;
         return;
     }
-    if (res->err == MSM_ERR_SHUTDOWN || ++ep->push_fails < PASSIVE_FAILURES)
-        return;
     int64_t now = msm_time_unix_ms();
+    /* Pushes that were in flight when it was ejected fail too: they are the same evidence,
+     * not a new ejection (each would lengthen it, as a burst once did to 50 s). */
+    if (res->err == MSM_ERR_SHUTDOWN || now < ep->ejected_until_ms ||
+        ++ep->push_fails < PASSIVE_FAILURES)
+        return;
     ep->ejections++;
+    ep->check_oks = 0; /* an active check lifts it only once it passes again after this */
     int64_t t = (int64_t)EJECT_BASE_MS * ep->ejections;
     ep->ejected_until_ms = now + (t < EJECT_MAX_MS ? t : EJECT_MAX_MS);
     ep->push_fails = 0;
