@@ -160,6 +160,13 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
 {
     const msm_common_conf_t *c = d->common;
     char url_buf[1024];
+    if (c->redis_min_replicas_acks > 0 && c->log_backend != MSM_STREAM_REDIS) {
+        /* Never accepted and ignored: on Kafka, replication is acks=all and the topics'
+         * min.insync.replicas (docs/log-kafka.md). */
+        snprintf(err, n, "redis.min_replicas_acks applies to log.backend redis; on kafka, "
+                 "set the topics' min.insync.replicas");
+        return -1;
+    }
     const char *url = c->redis_url;
     if (c->redis_password_file && *c->redis_password_file) {
         if (redis_url_with_file_password(c, url_buf, sizeof(url_buf), err, n) != 0)
@@ -178,6 +185,8 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
         .kafka_props = (const char *const *)c->kafka_props,
         .append_timeout_ms = (uint64_t)c->log_append_timeout_ms,
         .lease_ms = (uint64_t)c->log_lease_ms,
+        .redis_min_replicas_acks = c->redis_min_replicas_acks,
+        .redis_wait_timeout_ms = (uint64_t)c->redis_wait_timeout_ms,
     };
     d->stream = msm_stream_new(d->loop, &sc, err, n);
     explicit_bzero(url_buf, sizeof(url_buf));

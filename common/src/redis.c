@@ -58,6 +58,8 @@ struct msm_redis_s {
     msm_loop_t *rd_loop;
     msm_redis_url_t rd_url;
     msm_tls_tunnel_t *rd_tunnel; /* rediss://: hiredis connects through it */
+    char rd_master_host[256];    /* redis-sentinel://: the master's address as last told */
+    int rd_master_port;
     char *rd_ns;
     char *rd_name;
     uint32_t rd_connect_timeout_ms;
@@ -229,7 +231,9 @@ int msm_redis_url_with_password(const char *url, const char *password, char *out
 {
     if (!url)
         url = "redis://127.0.0.1:6379";
-    const char *scheme = strncmp(url, "rediss://", 9) == 0 ? "rediss://" : "redis://";
+    const char *scheme = strncmp(url, "rediss://", 9) == 0           ? "rediss://"
+                         : strncmp(url, "redis-sentinel://", 17) == 0 ? "redis-sentinel://"
+                                                                      : "redis://";
     if (strncmp(url, scheme, strlen(scheme)) != 0)
         return MSM_ERR_PARSE;
     const char *rest = url + strlen(scheme);
@@ -288,6 +292,48 @@ static int parse_query(char *q, msm_redis_url_t *out, char *errbuf, size_t errbu
     return MSM_OK;
 }
 
+/* redis-sentinel://…: "host:port,…/MASTER[/db]" at @p p (in place). */
+static int parse_sentinels(char *p, const char *url, msm_redis_url_t *out, char *errbuf,
+                           size_t errbuf_size)
+{
+    char *slash = strchr(p, '/');
+    if (!slash || !slash[1] || slash == p) {
+        snprintf(errbuf, errbuf_size,
+                 "redis-sentinel url needs host:port[,host:port…]/MASTER (got \"%s\")", url);
+        return MSM_ERR_PARSE;
+    }
+    *slash = '\0';
+    out->sentinels = p;
+    out->master = slash + 1;
+    char *db = strchr(slash + 1, '/');
+    if (db) {
+        *db = '\0';
+        long v = 0;
+        if (db[1] && parse_uint(db + 1, 1 << 20, &v) != 0) {
+            snprintf(errbuf, errbuf_size, "bad database number in redis url \"%s\"", url);
+            return MSM_ERR_PARSE;
+        }
+        out->db = (int)v;
+    }
+    for (const char *h = p; *h;) { /* every entry is host:port */
+        size_t n = strcspn(h, ",");
+        const char *colon = memrchr(h, ':', n);
+        long port = 0;
+        char num[8] = "";
+        if (colon && (size_t)(h + n - colon - 1) < sizeof(num))
+            memcpy(num, colon + 1, (size_t)(h + n - colon - 1));
+        if (!colon || colon == h || parse_uint(num, 65535, &port) != 0 || port == 0) {
+            snprintf(errbuf, errbuf_size, "redis-sentinel url: \"%.*s\" is not host:port",
+                     (int)n, h);
+            return MSM_ERR_PARSE;
+        }
+        h += n + (h[n] == ',');
+    }
+    out->host = "(sentinel)";
+    out->port = 0;
+    return MSM_OK;
+}
+
 int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, size_t errbuf_size)
 {
     memset(out, 0, sizeof(*out));
@@ -295,13 +341,16 @@ int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, siz
     out->host = "127.0.0.1";
     if (!url)
         url = "redis://127.0.0.1:6379";
+    static const char sentinel_scheme[] = "redis-sentinel://";
+    int sentinel = strncmp(url, sentinel_scheme, sizeof(sentinel_scheme) - 1) == 0;
     out->tls = strncmp(url, "rediss://", 9) == 0;
-    if (!out->tls && strncmp(url, "redis://", 8) != 0) {
-        snprintf(errbuf, errbuf_size, "redis url must start with redis:// or rediss:// (got \"%s\")",
+    if (!out->tls && !sentinel && strncmp(url, "redis://", 8) != 0) {
+        snprintf(errbuf, errbuf_size,
+                 "redis url must start with redis://, rediss:// or redis-sentinel:// (got \"%s\")",
                  url);
         return MSM_ERR_PARSE;
     }
-    const char *rest = url + (out->tls ? 9 : 8);
+    const char *rest = url + (sentinel ? sizeof(sentinel_scheme) - 1 : out->tls ? 9 : 8);
     if (strlen(rest) >= sizeof(out->buf)) {
         snprintf(errbuf, errbuf_size, "redis url too long");
         return MSM_ERR_PARSE;
@@ -330,6 +379,8 @@ int msm_redis_url_parse(const char *url, msm_redis_url_t *out, char *errbuf, siz
         percent_decode((char *)out->password);
         p = at + 1;
     }
+    if (sentinel)
+        return parse_sentinels(p, url, out, errbuf, errbuf_size);
     char *slash = strchr(p, '/');
     if (slash) {
         *slash = '\0';
@@ -727,6 +778,10 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
         break;
     }
     req_put(r, q);
+    /* A master demoted by a failover answers writes READONLY: find the new one. */
+    if (r->rd_url.sentinels && reply && reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "READONLY", 8) == 0 && r->rd_ac && !r->rd_closing)
+        drop(r, "the server is a replica now (failover): asking the Sentinels again");
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -754,10 +809,64 @@ static void send_handshake(msm_redis_t *r, int argc, const char **argv, int fata
     issue(r, q, cmd, len);
 }
 
+/* Asks the Sentinels, in order, for the master's address. Blocks the loop up to 500 ms
+ * per Sentinel that does not answer: it runs only when (re)connecting. @returns 0 or -1
+ * with the reason in r->rd_last_err. */
+static int sentinel_discover(msm_redis_t *r)
+{
+    char list[sizeof(r->rd_url.buf)], *save = NULL;
+    snprintf(list, sizeof(list), "%s", r->rd_url.sentinels);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 500 * 1000};
+    snprintf(r->rd_last_err, sizeof(r->rd_last_err), "no Sentinel answered");
+    for (char *h = strtok_r(list, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
+        char *colon = strrchr(h, ':');
+        *colon = '\0';
+        redisContext *c = redisConnectWithTimeout(h, atoi(colon + 1), tv);
+        redisReply *rep = NULL;
+        if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK)
+            rep = redisCommand(c, "SENTINEL get-master-addr-by-name %s", r->rd_url.master);
+        int ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+                 rep->element[0]->type == REDIS_REPLY_STRING &&
+                 rep->element[1]->type == REDIS_REPLY_STRING;
+        if (ok) {
+            int port = atoi(rep->element[1]->str);
+            if (strcmp(r->rd_master_host, rep->element[0]->str) != 0 || port != r->rd_master_port)
+                msm_log(MSM_LOG_INFO, FAC, "%s%sSentinel %s:%s: master %s is %s:%d",
+                        r->rd_name ? r->rd_name : "", r->rd_name ? ": " : "", h, colon + 1,
+                        r->rd_url.master, rep->element[0]->str, port);
+            snprintf(r->rd_master_host, sizeof(r->rd_master_host), "%s", rep->element[0]->str);
+            r->rd_master_port = port;
+        } else if (rep && rep->type == REDIS_REPLY_NIL) {
+            snprintf(r->rd_last_err, sizeof(r->rd_last_err), "Sentinel %s:%s knows no master %s",
+                     h, colon + 1, r->rd_url.master);
+        }
+        if (rep)
+            freeReplyObject(rep);
+        if (c)
+            redisFree(c);
+        if (ok) {
+            r->rd_url.host = r->rd_master_host;
+            r->rd_url.port = r->rd_master_port;
+            return 0;
+        }
+    }
+    return -1;
+}
+
 static void connect_start(msm_redis_t *r)
 {
     r->rd_drop_reason = NULL;
     r->rd_handshake_left = 0;
+    if (r->rd_url.sentinels && sentinel_discover(r) != 0) {
+        if (!r->rd_down_logged) {
+            msm_log(MSM_LOG_WARN, FAC, "%s%smaster %s: %s; retrying with backoff",
+                    r->rd_name ? r->rd_name : "", r->rd_name ? ": " : "", r->rd_url.master,
+                    r->rd_last_err);
+            r->rd_down_logged = 1;
+        }
+        schedule_reconnect(r);
+        return;
+    }
     redisAsyncContext *ac = r->rd_tunnel
                                 ? redisAsyncConnectUnix(msm_tls_tunnel_path(r->rd_tunnel))
                                 : redisAsyncConnect(r->rd_url.host, r->rd_url.port);
@@ -1080,12 +1189,61 @@ const char *msm_redis_script_sha(const msm_redis_script_t *s)
     return s->sc_sha;
 }
 
+/* CRC16-CCITT (XMODEM), the hash of Redis Cluster's key slots. */
+static uint16_t crc16(const char *s, size_t n)
+{
+    uint16_t crc = 0;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= (uint16_t)((unsigned char)s[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc;
+}
+
+int msm_redis_key_slot(const char *key, size_t len)
+{
+    /* Only the hash tag counts: what lies between the first '{' and the first '}' after
+     * it, when that is not empty. */
+    const char *open = memchr(key, '{', len);
+    if (open) {
+        size_t rest = len - (size_t)(open + 1 - key);
+        const char *close = memchr(open + 1, '}', rest);
+        if (close && close > open + 1) {
+            key = open + 1;
+            len = (size_t)(close - key);
+        }
+    }
+    return crc16(key, len) & 16383;
+}
+
+/* A script's keys must share one hash slot, or it fails on Redis Cluster (CROSSSLOT): the
+ * check runs on every server, so a script that would fail there fails in every test. */
+static int keys_one_slot(const msm_redis_t *r, int nkeys, const char **argv,
+                         const size_t *argvlen)
+{
+    int slot = -1;
+    for (int i = 0; i < nkeys; i++) {
+        size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
+        int s = msm_redis_key_slot(argv[i], len);
+        if (slot >= 0 && s != slot) {
+            msm_log(MSM_LOG_ERROR, FAC, "%s%sa script's keys are in different hash slots: "
+                    "%.*s (%d) and %.*s (%d)", r->rd_name ? r->rd_name : "",
+                    r->rd_name ? ": " : "", (int)(argvlen ? argvlen[0] : strlen(argv[0])),
+                    argv[0], slot, (int)len, argv[i], s);
+            return 0;
+        }
+        slot = s;
+    }
+    return 1;
+}
+
 int msm_redis_eval(msm_redis_t *r, const msm_redis_script_t *s, msm_redis_reply_cb *cb,
                    void *opaque, int nkeys, int argc, const char **argv, const size_t *argvlen)
 {
     if (r->rd_closing)
         return MSM_ERR_SHUTDOWN;
-    if (argc < 0 || nkeys < 0 || nkeys > argc)
+    if (argc < 0 || nkeys < 0 || nkeys > argc || !keys_one_slot(r, nkeys, argv, argvlen))
         return MSM_ERR_INVALID;
     const char *sv[16];
     size_t sl[16];

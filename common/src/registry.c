@@ -572,6 +572,7 @@ struct msm_registry_s {
     void *opaque;
     msm_timer_t timer;
     int loaded;
+    int legacy_checked; /* looked for the keys of msm 0.1's layout once */
     int polling;      /* a check (poll or reload) is in flight */
     int freed;        /* freed while a reply is pending: the reply frees */
     long long version;
@@ -740,10 +741,32 @@ static void on_version(msm_redis_t *r, redisReply *reply, const char *err, void 
         check_done(reg, rc);
 }
 
+/* Keys of the layout before the {registry} hash tag: their topics and subscriptions would
+ * look gone. Said loudly, once; scripts/migrate-registry-keys.sh moves them. */
+static void on_legacy(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)opaque;
+    if (!err && reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        msm_log(MSM_LOG_ERROR, "registry",
+                "namespace %s holds registry keys of msm 0.1 (%s:topics, %s:subs, "
+                "%s:schemas:*): they are not read any more; stop msm and run "
+                "scripts/migrate-registry-keys.sh to move them under {registry}",
+                msm_redis_namespace(r), msm_redis_namespace(r), msm_redis_namespace(r),
+                msm_redis_namespace(r));
+}
+
 /* Sends the version check (the whole reload before the first load); the waiting syncs
  * become the ones this check answers. Its end re-arms the timer. */
 static int check_send(msm_registry_t *reg)
 {
+    if (!reg->legacy_checked) {
+        char kt[KEY_MAX], ks[KEY_MAX], kn[KEY_MAX];
+        msm_redis_key(reg->redis, kt, sizeof(kt), "topics");
+        msm_redis_key(reg->redis, ks, sizeof(ks), "subs");
+        msm_redis_key(reg->redis, kn, sizeof(kn), "schemas:next_id");
+        reg->legacy_checked = msm_redis_command(reg->redis, on_legacy, NULL, "EXISTS %s %s %s",
+                                                kt, ks, kn) == MSM_OK;
+    }
     char kv[KEY_MAX];
     msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
     int rc = reg->loaded ? msm_redis_command(reg->redis, on_version, reg, "GET %s", kv)

@@ -222,6 +222,9 @@ static int redis_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
     lg->maxlen = s->s_conf.redis_maxlen;
     lg->lease_ms = s->s_conf.lease_ms;
     lg->append_timeout_ms = s->s_conf.append_timeout_ms;
+    lg->min_replicas_acks = s->s_conf.redis_min_replicas_acks;
+    snprintf(lg->wait_timeout, sizeof(lg->wait_timeout), "%" PRIu64,
+             s->s_conf.redis_wait_timeout_ms ? s->s_conf.redis_wait_timeout_ms : 1000);
     lg->loop = s->s_loop;
     msm_timer_init(&lg->deferred_timer);
     msm_timer_init(&lg->trim_timer);
@@ -403,6 +406,44 @@ static void append_complete(append_t *a, msm_err_t err, const char *reason)
     cb(err, reason, opaque);
 }
 
+/* WAIT's answer: how many replicas have every write of this connection so far. */
+static void on_replicated(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    append_t *a = opaque;
+    redis_log_t *lg = a->log;
+    const char *why = msm_redis_reply_err(reply, err);
+    char msg[160];
+    if (!why && (reply->type != REDIS_REPLY_INTEGER || reply->integer < lg->min_replicas_acks)) {
+        snprintf(msg, sizeof(msg), "written, but %lld of %d replicas acknowledged within %s ms "
+                 "(redis.min_replicas_acks)",
+                 reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1LL,
+                 lg->min_replicas_acks, lg->wait_timeout);
+        why = msg;
+    }
+    append_complete(a, why ? (lg->closing ? MSM_ERR_SHUTDOWN : MSM_ERR_BACKEND) : MSM_OK, why);
+}
+
+/* The append is written: durable at once, or once enough replicas have it. WAIT goes after
+ * the write's answer, not pipelined behind it: a write retried after NOSCRIPT goes to the
+ * end of the pipeline, where a WAIT sent before it would not cover it. */
+static void append_written(append_t *a)
+{
+    redis_log_t *lg = a->log;
+    if (lg->min_replicas_acks <= 0) {
+        append_complete(a, MSM_OK, NULL);
+        return;
+    }
+    char n[16];
+    snprintf(n, sizeof(n), "%d", lg->min_replicas_acks);
+    const char *argv[] = {"WAIT", n, lg->wait_timeout};
+    /* WAIT holds the connection up to its timeout: not a stuck server. */
+    int rc = msm_redis_command_blocking_argv(lg->redis, (uint32_t)strtoul(lg->wait_timeout, NULL, 10),
+                                             on_replicated, a, 3, argv, NULL);
+    if (rc != MSM_OK)
+        append_complete(a, rc, msm_err_str(rc));
+}
+
 static void on_append(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
     (void)r;
@@ -421,7 +462,7 @@ static void on_append(msm_redis_t *r, redisReply *reply, const char *err, void *
         }
         append_complete(a, code, why);
     } else {
-        append_complete(a, MSM_OK, NULL);
+        append_written(a);
     }
 }
 
@@ -487,7 +528,7 @@ static void on_append_one(msm_redis_t *r, redisReply *reply, const char *err, vo
         return;
     }
     if (!err && reply && reply->type == REDIS_REPLY_STRING) {
-        append_complete(a, MSM_OK, NULL);
+        append_written(a);
         return;
     }
     on_append(r, reply, err, opaque);

@@ -50,6 +50,8 @@ typedef struct redis_log_s {
     uint64_t maxlen;       /* approximate MAXLEN per partition; 0 = keep everything */
     uint64_t lease_ms;
     uint64_t append_timeout_ms;
+    int min_replicas_acks;  /* WAIT for this many replicas after each append (0: none) */
+    char wait_timeout[24];  /* WAIT's timeout argument, ms */
     msm_loop_t *loop;
     append_t *deferred;    /* held while Redis is unreachable, oldest first */
     append_t *deferred_tail;

@@ -20,7 +20,9 @@
 
 #define FAC                  "cdc"
 #define KEY_MAX              600
-#define CDC_KIND             "cdc:sources"
+/* A push's claim script reads its source and takes the partition's lock: the cursor and
+ * the lock share the registry's hash slot (Redis Cluster), as the sources do. */
+#define CDC_KIND             "{registry}:cdc:sources"
 #define CDC_LOCK_MS          60000
 #define ENTITY_MAX           FE_KEY_MAX_BYTES
 #define PARTITIONS_MAX       1024
@@ -236,8 +238,8 @@ static void settle_and_answer(push_t *ps, int64_t last, int status, json_t *answ
 {
     fe_t *fe = ps->pub.base.fe;
     char k_cur[KEY_MAX], k_lock[KEY_MAX], seq[24] = "";
-    msm_redis_key(fe->fe_deps.redis, k_cur, sizeof(k_cur), "cdc:{%s}:cursor", ps->source);
-    msm_redis_key(fe->fe_deps.redis, k_lock, sizeof(k_lock), "cdc:{%s}:lock:%s", ps->source,
+    msm_redis_key(fe->fe_deps.redis, k_cur, sizeof(k_cur), "{registry}:cdc:%s:cursor", ps->source);
+    msm_redis_key(fe->fe_deps.redis, k_lock, sizeof(k_lock), "{registry}:cdc:%s:lock:%s", ps->source,
                   ps->partition);
     if (last > 0)
         snprintf(seq, sizeof(seq), "%lld", (long long)last);
@@ -532,8 +534,8 @@ static void push(msm_http_req_t *req, void *opaque)
     msm_id_new_str(ps->token);
     char k_src[KEY_MAX], k_cur[KEY_MAX], k_lock[KEY_MAX], lock_ms[24];
     msm_redis_key(fe->fe_deps.redis, k_src, sizeof(k_src), "%s", CDC_KIND);
-    msm_redis_key(fe->fe_deps.redis, k_cur, sizeof(k_cur), "cdc:{%s}:cursor", name);
-    msm_redis_key(fe->fe_deps.redis, k_lock, sizeof(k_lock), "cdc:{%s}:lock:%s", name, partition);
+    msm_redis_key(fe->fe_deps.redis, k_cur, sizeof(k_cur), "{registry}:cdc:%s:cursor", name);
+    msm_redis_key(fe->fe_deps.redis, k_lock, sizeof(k_lock), "{registry}:cdc:%s:lock:%s", name, partition);
     snprintf(lock_ms, sizeof(lock_ms), "%d", CDC_LOCK_MS);
     const char *argv[] = {k_src, k_cur, k_lock, name, partition, ps->token, lock_ms};
     int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_claim, on_claimed, ps, 3, 7, argv,

@@ -259,7 +259,7 @@ static void register_start(reg_t *g)
     key(fe, k_subjects, "%s", MSM_KEY_SCHEMA_SUBJECTS);
     key(fe, k_next, "%s", MSM_KEY_SCHEMA_NEXT_ID);
     key(fe, k_version, "%s", MSM_KEY_VERSION);
-    key(fe, prefix, "%s", "schemas:id:");
+    key(fe, prefix, "%s", MSM_KEY_SCHEMA_ID_PREFIX);
     snprintf(expected, sizeof(expected), "%d", g->expected);
     const char *mn = msm_schema_message_name(g->schema);
     const char *argv[] = {k_fp, k_vers, k_subjects, k_next, k_version, g->fp, g->subject,
@@ -688,7 +688,7 @@ static void get_version(msm_http_req_t *req, void *opaque)
         return;
     char k[KEY_MAX], prefix[KEY_MAX], ver[24];
     key(fe, k, MSM_KEY_SCHEMA_VERSIONS, subject);
-    key(fe, prefix, "%s", "schemas:id:");
+    key(fe, prefix, "%s", MSM_KEY_SCHEMA_ID_PREFIX);
     snprintf(ver, sizeof(ver), "%lld", version);
     const char *argv[] = {k, ver, prefix};
     int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_sr_version, on_version, rd, 1, 3, argv,

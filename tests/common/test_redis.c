@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static msm_test_redis_t srv;
 
@@ -666,6 +667,66 @@ static void test_tls(void)
     msm_test_certs_remove(certs);
 }
 
+/* msm_redis_key_slot() against a real server's CLUSTER KEYSLOT (a redis-server started in
+ * cluster mode: a node with no slots still answers it), and a script whose keys span two
+ * slots refused before it is sent. */
+static void test_key_slots(void)
+{
+    char dir[64], cmd[600];
+    snprintf(dir, sizeof(dir), "/tmp/msm-slots-XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    int port = msm_test_free_port();
+    snprintf(cmd, sizeof(cmd),
+             "redis-server --port %d --bind 127.0.0.1 --cluster-enabled yes --dir %s "
+             "--cluster-config-file nodes.conf --save '' --daemonize yes --loglevel warning "
+             "--pidfile %s/pid",
+             port, dir, dir);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    redisContext *c = NULL;
+    for (int i = 0; i < 100 && !(c && !c->err); i++) {
+        if (c)
+            redisFree(c);
+        usleep(20000);
+        c = redisConnect("127.0.0.1", port);
+    }
+    CU_ASSERT_TRUE_FATAL(c && !c->err);
+    const char *keys[] = {"", "a", "foo", "{user1000}.following", "foo{}{bar}", "foo{{bar}}zap",
+                          "foo{bar}{zap}", "{}x", "msm:sub:{orders-sub}:delayed",
+                          "msm:log:{events.orders}:0", "x{y"};
+    int checked = 0;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) + 500; i++) {
+        char rnd[40];
+        const char *k = keys[i % (sizeof(keys) / sizeof(keys[0]))];
+        if (i >= sizeof(keys) / sizeof(keys[0])) {
+            snprintf(rnd, sizeof(rnd), "k%zu:{t%zu}:%zu", i * 7919, i % 13, i);
+            k = i % 2 ? rnd : rnd + 4;
+        }
+        redisReply *rep = redisCommand(c, "CLUSTER KEYSLOT %b", k, strlen(k));
+        CU_ASSERT_TRUE_FATAL(rep && rep->type == REDIS_REPLY_INTEGER);
+        CU_ASSERT_EQUAL(msm_redis_key_slot(k, strlen(k)), (int)rep->integer);
+        checked += msm_redis_key_slot(k, strlen(k)) == (int)rep->integer;
+        freeReplyObject(rep);
+    }
+    CU_ASSERT_EQUAL(checked, (int)(sizeof(keys) / sizeof(keys[0])) + 500);
+    redisCommand(c, "SHUTDOWN NOSAVE");
+    redisFree(c);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+
+    msm_loop_t *loop = msm_loop_new();
+    msm_redis_t *r = client(loop, srv.url, "slots");
+    msm_redis_script_t *s = msm_redis_script_new("return 1");
+    const char *same[] = {"sub:{a}:x", "sub:{a}:y"}, *apart[] = {"sub:{a}:x", "sub:{b}:x"};
+    result_t res = {0};
+    CU_ASSERT_EQUAL(msm_redis_eval(r, s, on_result, &res, 2, 2, same, NULL), MSM_OK);
+    CU_ASSERT_EQUAL(msm_test_wait_flag(loop, &res.done, 5000), 0);
+    CU_ASSERT_EQUAL(res.integer, 1);
+    CU_ASSERT_EQUAL(msm_redis_eval(r, s, on_result, &res, 2, 2, apart, NULL), MSM_ERR_INVALID);
+    msm_redis_free(r);
+    msm_redis_script_free(s);
+    msm_loop_free(loop);
+}
+
 static void test_reply_int(void)
 {
     redisReply i = {.type = REDIS_REPLY_INTEGER, .integer = -42};
@@ -694,6 +755,7 @@ int main(void)
         {"free runs pending callbacks", test_free_runs_pending_callbacks},
         {"integer of a reply", test_reply_int},
         {"rediss://: TLS with CA and client certificate", test_tls},
+        {"hash slots: CLUSTER KEYSLOT agrees, a cross-slot script is refused", test_key_slots},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {

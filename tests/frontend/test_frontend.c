@@ -107,7 +107,7 @@ static void test_topics(void)
     http(&r, "POST", "/v1/topics/invoices:publish", "{\"events\":[{\"data\":1}]}");
     CU_ASSERT_EQUAL(r.status, 404);
     resp_clear(&r);
-    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:topics invoices", F.ns), 0);
+    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:{registry}:topics invoices", F.ns), 0);
 }
 
 /* PUT /v1/subscriptions/{name} with <url> as its only endpoint (or two, comma-separated in
@@ -193,7 +193,7 @@ static void test_subscriptions(void)
     CU_ASSERT_EQUAL(jint(json_object_get(r.json, "retry"), "max_attempts"), 3);
     resp_clear(&r);
     /* Stored with its secret, and its streams exist. */
-    redisReply *stored = cmd("HGET %s:subs sub-a", F.ns);
+    redisReply *stored = cmd("HGET %s:{registry}:subs sub-a", F.ns);
     CU_ASSERT_EQUAL(stored->type, REDIS_REPLY_STRING);
     CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "\"secret\":\"s3cr3t\""));
     freeReplyObject(stored);
@@ -299,7 +299,7 @@ static void test_subscription_push_tls(void)
     CU_ASSERT_STRING_EQUAL(jstr(tls, "client_cert_pem"), cert);
     resp_clear(&r);
     /* stored with the key, for the router */
-    redisReply *stored = cmd("HGET %s:subs tls-sub", F.ns);
+    redisReply *stored = cmd("HGET %s:{registry}:subs tls-sub", F.ns);
     CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "PRIVATE KEY"));
     freeReplyObject(stored);
     /* no answer shows it: GET, the list, :pause */
@@ -375,7 +375,7 @@ static void test_subscription_filters(void)
     CU_ASSERT_PTR_NOT_NULL(
         strstr(jstr(json_object_get(r.json, "error"), "message"), "filter: position 19"));
     resp_clear(&r);
-    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:subs filtered", F.ns), 0); /* nothing stored */
+    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:{registry}:subs filtered", F.ns), 0); /* nothing stored */
 
     const char *good =
         "{\"topic\":\"filter-topic\",\"endpoints\":[{\"url\":\"http://127.0.0.1:9000/\"}],"
@@ -417,7 +417,7 @@ static void test_subscription_filters(void)
     CU_ASSERT_EQUAL(r.status, 409);
     resp_clear(&r);
     /* A filter stored before filters were checked may be replaced by a valid one. */
-    redisReply *old = cmd("HSET %s:subs legacy {\"topic\":\"filter-topic\",\"endpoints\":"
+    redisReply *old = cmd("HSET %s:{registry}:subs legacy {\"topic\":\"filter-topic\",\"endpoints\":"
                           "[{\"url\":\"http://127.0.0.1:9000/\"}],\"filter\":\"kind=image\"}",
                           F.ns);
     CU_ASSERT(old && old->type == REDIS_REPLY_INTEGER && old->integer == 1);

@@ -689,7 +689,7 @@ static void test_cdc_push(void)
         CU_ASSERT_STRING_EQUAL(evs[i]->ordering_key, entity);
         msm__v1__event__free_unpacked(evs[i], NULL);
     }
-    CU_ASSERT_EQUAL(cmd_int("HGET %s:cdc:{files}:cursor p0", F.ns), 5);
+    CU_ASSERT_EQUAL(cmd_int("HGET %s:{registry}:cdc:files:cursor p0", F.ns), 5);
     http(&r, "GET", "/v1/cdc/sources", NULL);
     CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "sources")), 2);
     resp_clear(&r);

@@ -914,7 +914,7 @@ static void test_pause_resume(void)
     CU_ASSERT_STRING_EQUAL(jstr(r.json, "secret"), "***");
     CU_ASSERT_EQUAL(jint(r.json, "max_batch_events"), 10);
     resp_clear(&r);
-    redisReply *stored = cmd("HGET %s:subs pz-sub", F.ns);
+    redisReply *stored = cmd("HGET %s:{registry}:subs pz-sub", F.ns);
     CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "\"paused\":true"));
     CU_ASSERT_PTR_NOT_NULL(strstr(stored->str, "\"secret\":\"k\""));
     freeReplyObject(stored);

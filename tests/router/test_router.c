@@ -803,7 +803,7 @@ static void test_delivery_format_json(void)
     const char *schema = "{\"type\":\"record\",\"name\":\"Order\",\"fields\":["
                          "{\"name\":\"id\",\"type\":\"long\"},"
                          "{\"name\":\"note\",\"type\":[\"null\",\"string\"]}]}";
-    redisReply *x = msm_test_redis_query(&redis_srv, "HSET %s:schemas:id:7 type AVRO schema %s",
+    redisReply *x = msm_test_redis_query(&redis_srv, "HSET %s:{registry}:schemas:id:7 type AVRO schema %s",
                                          F.ns, schema);
     freeReplyObject(x);
     char extra[128];

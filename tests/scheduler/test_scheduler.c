@@ -1059,12 +1059,12 @@ static void test_subscription_barrier(void)
         json_pack("{s:s,s:[{s:s}]}", "topic", "bar", "endpoints", "url", "http://127.0.0.1:9/");
     char *text = json_dumps(sub, JSON_COMPACT);
     json_decref(sub);
-    redisReply *r = redisCommand(fx.sync, "HSET %s:subs old %s", fx.ns, text);
+    redisReply *r = redisCommand(fx.sync, "HSET %s:{registry}:subs old %s", fx.ns, text);
     free(text);
     CU_ASSERT(r && r->type == REDIS_REPLY_INTEGER);
     if (r)
         freeReplyObject(r);
-    r = redisCommand(fx.sync, "INCR %s:registry:version", fx.ns);
+    r = redisCommand(fx.sync, "INCR %s:{registry}:version", fx.ns);
     if (r)
         freeReplyObject(r);
     CU_ASSERT_FATAL(daemon_up(&fx, 600000) == 0);

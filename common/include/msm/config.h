@@ -162,6 +162,8 @@ extern const char *const msm_conf_log_formats[];  /* "logfmt", "json" */
 typedef struct {
     char *redis_url;     /**< redis.url, default redis://127.0.0.1:6379 */
     char *redis_password_file; /**< redis.password_file: the password's file, or NULL */
+    int redis_min_replicas_acks; /**< redis.min_replicas_acks: WAIT after each log append */
+    int redis_wait_timeout_ms;   /**< redis.wait_timeout_ms: how long WAIT may take */
     char *ns;            /**< namespace: key/stream prefix, default "msm" */
     int log_backend;     /**< log.backend: msm_stream_backend_t (0 redis, 1 kafka) */
     int log_append_timeout_ms; /**< log.append_timeout_ms: an append not durable by then fails */
@@ -189,6 +191,11 @@ typedef struct {
                  "ssl_certfile=F&ssl_keyfile=F] (rediss: TLS, docs/security.md)"),               \
     MSM_CONF_STR("redis.password_file", type, member.redis_password_file, NULL,                    \
                  "file whose first line is the Redis password (overrides redis.url's)"),         \
+    MSM_CONF_INT("redis.min_replicas_acks", type, member.redis_min_replicas_acks, 0, 0, 16,        \
+                 "log appends are durable only once this many replicas have them (WAIT; "        \
+                 "log.backend redis)"),                                                            \
+    MSM_CONF_INT("redis.wait_timeout_ms", type, member.redis_wait_timeout_ms, 1000, 1, 60000,      \
+                 "fewer replicas than redis.min_replicas_acks after this fails the append"),       \
     MSM_CONF_STR("namespace", type, member.ns, "msm",                                              \
                  "prefix of every Redis key and log stream"),                                      \
     MSM_CONF_ENUM("log.backend", type, member.log_backend, "redis", msm_conf_log_backends,         \

@@ -26,7 +26,10 @@ typedef struct {
      *  rediss://… is Redis over TLS, with the query options ssl_ca_certs=FILE (CAs to
      *  trust; default the system's), ssl_certfile=FILE and ssl_keyfile=FILE (a client
      *  certificate, for servers with tls-auth-clients); the server's certificate must name
-     *  the host. Any other query option is an error. */
+     *  the host. Any other query option is an error.
+     *  redis-sentinel://[[user]:password@]host:port[,host:port…]/MASTER[/db] asks the
+     *  Sentinels for MASTER's address at every (re)connect, and reconnects when the server
+     *  it is on answers READONLY (it was demoted by a failover). */
     const char *url;
     /** Key namespace for msm_redis_key(); NULL = "msm". */
     const char *ns;
@@ -54,6 +57,8 @@ typedef struct {
     const char *password; /**< NULL when absent */
     int db;
     int tls;              /**< rediss:// */
+    const char *sentinels; /**< redis-sentinel://: "host:port,host:port", else NULL */
+    const char *master;    /**< redis-sentinel://: the master's name */
     const char *tls_ca;   /**< ssl_ca_certs, ssl_certfile, ssl_keyfile: NULL when absent */
     const char *tls_cert;
     const char *tls_key;
@@ -198,9 +203,17 @@ void msm_redis_script_free(msm_redis_script_t *s);
 const char *msm_redis_script_sha(const msm_redis_script_t *s);
 
 /**
+ * @brief The Redis Cluster hash slot of @p key (0..16383): CRC16 of the key, or of its hash
+ * tag (the text between the first '{' and the next '}', when not empty).
+ */
+int msm_redis_key_slot(const char *key, size_t len);
+
+/**
  * @brief Runs @p s with EVALSHA; when the server answers NOSCRIPT (script cache flushed,
  * server restarted) it is sent again with EVAL and @p cb sees only that second reply.
- * @param nkeys how many of the @p argc arguments are keys (they come first)
+ * @param nkeys how many of the @p argc arguments are keys (they come first); they must
+ *        share one hash slot (msm_redis_key_slot()), as Redis Cluster requires, whatever
+ *        the server: keys in two slots are MSM_ERR_INVALID, logged
  * @remark the arguments are copied; @p s must stay alive until @p cb has run. A retried
  * EVAL goes to the end of the pipeline, after commands issued since.
  * @returns as msm_redis_command().

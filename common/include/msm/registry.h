@@ -4,7 +4,7 @@
  * layers meet in (docs/pipeline.md has the whole map).
  *
  * Storage (under the namespace): hash "topics" name → topic JSON, hash "subs" name →
- * subscription JSON, counter "registry:version" bumped by every change. A watcher polls the
+ * subscription JSON, counter "{registry}:version" bumped by every change. A watcher polls the
  * counter and reloads both hashes when it moves, so a change reaches every daemon within
  * one poll interval without a pub/sub connection per daemon. */
 #ifndef MSM_REGISTRY_H
@@ -31,9 +31,9 @@
 /* ---- Redis keys (msm_redis_key() adds "<ns>:"); one subscription's keys share a hash tag.
  * The happy path keeps no per-task key but the task record; the stores below hold tasks
  * only off it (delayed, waiting for a retry, dead). */
-#define MSM_KEY_TOPICS      "topics"
-#define MSM_KEY_SUBS        "subs"
-#define MSM_KEY_VERSION     "registry:version"
+#define MSM_KEY_TOPICS      "{registry}:topics"
+#define MSM_KEY_SUBS        "{registry}:subs"
+#define MSM_KEY_VERSION     "{registry}:version"
 /** hash per second of publish time (read from the UUIDv7 event id; 0 for other ids): event
  *  id → the task API's JSON {"event_id","state","attempts","next_attempt_at","last_error",
  *  "updated_ms","history"}. The hash expires task_retention_ms after its last write: one

@@ -3,12 +3,15 @@
  * by every daemon that handles payloads) and a cache of compiled schemas by id.
  *
  * Keys (under the namespace, docs/schemas.md):
+ * (all under the hash tag {registry}, with the registry's keys: the scripts that register
+ * a version touch several of them and the registry's version, so they share one Redis
+ * Cluster slot)
  *   schemas:next_id                     counter of global ids (the first id is 1)
  *   schemas:id:<id>                     hash: type, schema (text as first registered),
  *                                       message_name (PROTOBUF)
  *   schemas:fingerprints                hash: SHA-256 hex of "<TYPE>\n<canonical>" -> id
  *   schemas:subjects                    set of subjects with at least one version
- *   schemas:subject:{<subject>}:versions  list of ids, version N at index N-1
+ *   schemas:subject:<subject>:versions  list of ids, version N at index N-1
  *   schemas:config                      hash: subject -> compatibility; "" = global
  * A schema's id never changes and its text never changes: compiled schemas are cached by id
  * forever (bounded by count). Registering a version also bumps registry:version, so every
@@ -23,12 +26,13 @@
 
 #include <stddef.h>
 
-#define MSM_KEY_SCHEMA_NEXT_ID       "schemas:next_id"
-#define MSM_KEY_SCHEMA               "schemas:id:%d"
-#define MSM_KEY_SCHEMA_FINGERPRINTS  "schemas:fingerprints"
-#define MSM_KEY_SCHEMA_SUBJECTS      "schemas:subjects"
-#define MSM_KEY_SCHEMA_VERSIONS      "schemas:subject:{%s}:versions"
-#define MSM_KEY_SCHEMA_CONFIG        "schemas:config"
+#define MSM_KEY_SCHEMA_ID_PREFIX     "{registry}:schemas:id:"
+#define MSM_KEY_SCHEMA_NEXT_ID       "{registry}:schemas:next_id"
+#define MSM_KEY_SCHEMA               MSM_KEY_SCHEMA_ID_PREFIX "%d"
+#define MSM_KEY_SCHEMA_FINGERPRINTS  "{registry}:schemas:fingerprints"
+#define MSM_KEY_SCHEMA_SUBJECTS      "{registry}:schemas:subjects"
+#define MSM_KEY_SCHEMA_VERSIONS      "{registry}:schemas:subject:%s:versions"
+#define MSM_KEY_SCHEMA_CONFIG        "{registry}:schemas:config"
 
 /** Compiled schemas kept by default. */
 #define MSM_SCHEMA_STORE_DEFAULT_CACHE 1024

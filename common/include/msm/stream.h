@@ -40,6 +40,11 @@ typedef struct {
     /** Redis: approximate MAXLEN per partition stream on top of the trimming behind the
      *  slowest group; 0 = no cap (default). */
     uint64_t redis_maxlen;
+    /** Redis: an append is durable only once this many replicas have it (WAIT after the
+     *  write); fewer within redis_wait_timeout_ms fails the append. 0 = the master's word
+     *  (its AOF) is enough. */
+    int redis_min_replicas_acks;
+    uint64_t redis_wait_timeout_ms; /**< 0 = 1000 */
 } msm_stream_conf_t;
 
 /** One record to append. The key chooses the partition (hash); no key = partition 0..n by
