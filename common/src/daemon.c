@@ -164,9 +164,28 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
         /* Never accepted and ignored: on Kafka, replication is acks=all and the topics'
          * min.insync.replicas (docs/log-kafka.md). */
         snprintf(err, n, "redis.min_replicas_acks applies to log.backend redis; on kafka, "
-                 "set the topics' min.insync.replicas");
+                 "set kafka.min_insync_replicas");
         return -1;
     }
+    int kafka_topics = c->kafka_replication_factor || c->kafka_min_insync_replicas ||
+                       c->kafka_retention_ms;
+    if (kafka_topics && c->log_backend != MSM_STREAM_KAFKA) {
+        snprintf(err, n, "kafka.replication_factor, kafka.min_insync_replicas and "
+                 "kafka.retention_ms apply to log.backend kafka");
+        return -1;
+    }
+    if (c->kafka_min_insync_replicas && c->kafka_replication_factor &&
+        c->kafka_min_insync_replicas > c->kafka_replication_factor) {
+        /* Every acks=all produce would fail: NOT_ENOUGH_REPLICAS, for ever. */
+        snprintf(err, n, "kafka.min_insync_replicas %d is more than kafka.replication_factor %d",
+                 c->kafka_min_insync_replicas, c->kafka_replication_factor);
+        return -1;
+    }
+    if (c->log_backend == MSM_STREAM_KAFKA && c->kafka_replication_factor > 0 &&
+        (c->kafka_replication_factor < 3 || c->kafka_min_insync_replicas < 2))
+        msm_log(MSM_LOG_WARN, "daemon", "kafka.replication_factor %d, min_insync_replicas %d: "
+                "an acknowledged event survives losing a broker only with 3 and 2",
+                c->kafka_replication_factor, c->kafka_min_insync_replicas);
     const char *url = c->redis_url;
     if (c->redis_password_file && *c->redis_password_file) {
         if (redis_url_with_file_password(c, url_buf, sizeof(url_buf), err, n) != 0)
@@ -186,6 +205,9 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
         .append_timeout_ms = (uint64_t)c->log_append_timeout_ms,
         .lease_ms = (uint64_t)c->log_lease_ms,
         .redis_min_replicas_acks = c->redis_min_replicas_acks,
+        .kafka_replication_factor = c->kafka_replication_factor,
+        .kafka_min_insync_replicas = c->kafka_min_insync_replicas,
+        .kafka_retention_ms = c->kafka_retention_ms,
         .redis_wait_timeout_ms = (uint64_t)c->redis_wait_timeout_ms,
     };
     d->stream = msm_stream_new(d->loop, &sc, err, n);

@@ -237,9 +237,21 @@ static rd_kafka_resp_err_t worker_controller(kf_stream_t *ks, int *usable)
  * -1 when the broker does not support the request (the caller falls back). */
 static int worker_create_topic(kf_stream_t *ks, kf_job_t *j)
 {
-    char err[200];
-    rd_kafka_NewTopic_t *nt =
-        rd_kafka_NewTopic_new(j->kj_topic, j->kj_partitions, -1, err, sizeof(err));
+    char err[200], isr[16], retention[24];
+    const msm_stream_conf_t *sc = &ks->ks_s->s_conf;
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(
+        j->kj_topic, j->kj_partitions,
+        sc->kafka_replication_factor > 0 ? sc->kafka_replication_factor : -1, err, sizeof(err));
+    snprintf(isr, sizeof(isr), "%d", sc->kafka_min_insync_replicas);
+    snprintf(retention, sizeof(retention), "%lld", (long long)sc->kafka_retention_ms);
+    if (nt && ((sc->kafka_min_insync_replicas > 0 &&
+                rd_kafka_NewTopic_set_config(nt, "min.insync.replicas", isr)) ||
+               (sc->kafka_retention_ms != 0 &&
+                rd_kafka_NewTopic_set_config(nt, "retention.ms", retention)))) {
+        rd_kafka_NewTopic_destroy(nt);
+        nt = NULL;
+        snprintf(err, sizeof(err), "bad topic settings");
+    }
     if (!nt) {
         j->kj_err = MSM_ERR_INVALID;
         snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka create topic: %s", err);

@@ -170,6 +170,9 @@ typedef struct {
     int log_lease_ms;    /**< log.lease_ms: unacknowledged entries go to another member after */
     char *kafka_brokers; /**< kafka.brokers, default 127.0.0.1:9092 */
     char **kafka_props;  /**< kafka.props: extra librdkafka "key=value" (NULL-terminated) */
+    int kafka_replication_factor;  /**< kafka.replication_factor of topics msm creates */
+    int kafka_min_insync_replicas; /**< kafka.min_insync_replicas of topics msm creates */
+    long long kafka_retention_ms;  /**< kafka.retention_ms of topics msm creates */
     char *http_bind;     /**< http.bind, default 0.0.0.0 */
     int http_port;       /**< http.port, the daemon's own default */
     long long http_max_body_bytes; /**< http.max_body_bytes: larger request bodies get 413 */
@@ -206,6 +209,13 @@ typedef struct {
                  "unacknowledged log entries of a silent member go to another after this"),        \
     MSM_CONF_STR("kafka.brokers", type, member.kafka_brokers, "127.0.0.1:9092",                    \
                  "Kafka bootstrap servers (log.backend=kafka)"),                                   \
+    MSM_CONF_INT("kafka.replication_factor", type, member.kafka_replication_factor, 0, 0, 32,      \
+                 "replicas of each topic msm creates (0: the broker's default; use 3)"),           \
+    MSM_CONF_INT("kafka.min_insync_replicas", type, member.kafka_min_insync_replicas, 0, 0, 32,    \
+                 "min.insync.replicas of each topic msm creates (0: the broker's; use 2 of 3)"),   \
+    MSM_CONF_INT("kafka.retention_ms", type, member.kafka_retention_ms, 0, -1,                     \
+                 (long long)365 * 24 * 3600 * 1000,                                                \
+                 "retention.ms of each topic msm creates (0: the broker's; -1: forever)"),         \
     MSM_CONF_PROPS("kafka.props", type, member.kafka_props,                                        \
                    "extra librdkafka properties, key=value"),                                      \
     MSM_CONF_STR("http.bind", type, member.http_bind, "0.0.0.0", "HTTP listen address"),           \

@@ -45,6 +45,12 @@ typedef struct {
      *  (its AOF) is enough. */
     int redis_min_replicas_acks;
     uint64_t redis_wait_timeout_ms; /**< 0 = 1000 */
+    /** Kafka: topics msm creates get this replication factor (0 = the broker's
+     *  default.replication.factor), min.insync.replicas (0 = the broker's) and retention.ms
+     *  (0 = the broker's; -1 = forever). Existing topics keep theirs. */
+    int kafka_replication_factor;
+    int kafka_min_insync_replicas;
+    int64_t kafka_retention_ms;
 } msm_stream_conf_t;
 
 /** One record to append. The key chooses the partition (hash); no key = partition 0..n by
