@@ -211,6 +211,12 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
         .redis_wait_timeout_ms = (uint64_t)c->redis_wait_timeout_ms,
     };
     d->stream = msm_stream_new(d->loop, &sc, err, n);
+    if (d->stream && c->log_lag_interval_ms > 0 &&
+        msm_stream_export_lag(d->stream, d->metrics, (uint32_t)c->log_lag_interval_ms) != MSM_OK) {
+        snprintf(err, n, "metrics: cannot register msm_log_consumer_lag");
+        msm_stream_free(d->stream);
+        d->stream = NULL;
+    }
     explicit_bzero(url_buf, sizeof(url_buf));
     return d->stream ? 0 : -1;
 }

@@ -118,6 +118,88 @@ size_t msm_stream_pending_appends(const msm_stream_t *s)
     return s->s_driver->pending_appends(s);
 }
 
+/* ---- the lag gauge ---- */
+
+/* One consumer's measure. It outlives its consumer while a backlog question is out. */
+typedef struct lag_probe_s {
+    msm_stream_t *s;
+    msm_consumer_t *c; /* NULL once the consumer is freed */
+    char *name, *group;
+    msm_metric_child_t *gauge;
+    msm_timer_t timer;
+    int asking;
+} lag_probe_t;
+
+static void lag_free(lag_probe_t *p)
+{
+    free(p->name);
+    free(p->group);
+    free(p);
+}
+
+static void on_lag(msm_err_t err, int64_t backlog, void *opaque)
+{
+    lag_probe_t *p = opaque;
+    p->asking = 0;
+    if (!p->c) {
+        lag_free(p);
+        return;
+    }
+    if (err == MSM_OK)
+        msm_gauge_set(p->gauge, (double)backlog);
+}
+
+static void on_lag_timer(msm_loop_t *loop, void *opaque)
+{
+    lag_probe_t *p = opaque;
+    if (!p->asking) {
+        p->asking = 1;
+        if (msm_stream_backlog(p->s, p->name, p->group, on_lag, p) != MSM_OK)
+            p->asking = 0;
+    }
+    msm_loop_timer_start(loop, &p->timer, p->s->s_lag_every_ms, on_lag_timer, p);
+}
+
+/* Out of memory the consumer is only not measured. */
+static void lag_start(msm_consumer_t *c, const char *name, const char *group)
+{
+    msm_stream_t *s = c->c_stream;
+    lag_probe_t *p = calloc(1, sizeof(*p));
+    if (!p || !(p->name = strdup(name)) || !(p->group = strdup(group)) ||
+        !(p->gauge = msm_metric_labels(s->s_lag, name, group, NULL))) {
+        if (p)
+            lag_free(p);
+        return;
+    }
+    p->s = s;
+    p->c = c;
+    msm_timer_init(&p->timer);
+    c->c_lag = p;
+    on_lag_timer(s->s_loop, p); /* at once: a new consumer's lag is known from the start */
+}
+
+static void lag_stop(msm_consumer_t *c)
+{
+    lag_probe_t *p = c->c_lag;
+    if (!p)
+        return;
+    c->c_lag = NULL;
+    msm_loop_timer_stop(p->s->s_loop, &p->timer);
+    msm_gauge_set(p->gauge, 0); /* the label set stays: say nothing is pending here */
+    p->c = NULL;
+    if (!p->asking)
+        lag_free(p);
+}
+
+int msm_stream_export_lag(msm_stream_t *s, msm_metrics_t *metrics, uint32_t every_ms)
+{
+    static const char *const labels[] = {"stream", "group", NULL};
+    s->s_lag_every_ms = every_ms ? every_ms : 10000;
+    return msm_metrics_gauge(metrics, "msm_log_consumer_lag",
+                             "entries of the stream the consumer group has not acknowledged",
+                             labels, &s->s_lag);
+}
+
 msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char *group,
                                    const char *member, size_t max_batch, size_t max_unacked,
                                    msm_consumer_batch_cb *cb, void *opaque, char *errbuf,
@@ -133,8 +215,12 @@ msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char
         max_batch = max_unacked; /* the bound on unacknowledged records wins */
     msm_consumer_t *c = s->s_driver->consume(s, name, group, member, max_batch, max_unacked, cb,
                                              opaque, errbuf, errbuf_size);
-    if (c)
+    if (c) {
         c->c_stream = s;
+        c->c_lag = NULL;
+        if (s->s_lag)
+            lag_start(c, name, group);
+    }
     return c;
 }
 
@@ -150,8 +236,10 @@ size_t msm_consumer_unacked(const msm_consumer_t *c)
 
 void msm_consumer_free(msm_consumer_t *c)
 {
-    if (c)
-        c->c_stream->s_driver->consumer_free(c);
+    if (!c)
+        return;
+    lag_stop(c);
+    c->c_stream->s_driver->consumer_free(c);
 }
 
 int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,

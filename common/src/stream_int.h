@@ -3,6 +3,7 @@
 #ifndef MSM_STREAM_INT_H
 #define MSM_STREAM_INT_H
 
+#include "msm/metrics.h"
 #include "msm/stream.h"
 
 typedef struct msm_stream_driver_s {
@@ -35,11 +36,16 @@ struct msm_stream_s {
     msm_loop_t *s_loop;
     msm_stream_conf_t s_conf; /* strings owned (copied in msm_stream_new) */
     void *s_impl;
+    msm_metric_t *s_lag;      /* msm_log_consumer_lag, once msm_stream_export_lag() ran */
+    uint32_t s_lag_every_ms;
 };
+
+struct lag_probe_s;
 
 /* The common head of every driver's consumer. */
 struct msm_consumer_s {
     msm_stream_t *c_stream;
+    struct lag_probe_s *c_lag; /* its backlog, measured for the lag gauge (stream.c) */
 };
 
 extern const msm_stream_driver_t msm__stream_redis_driver;

@@ -420,6 +420,59 @@ static void test_max_unacked_holds_delivery(void)
     fixture_close(&f);
 }
 
+/* The value of the gauge line starting with @p prefix in @p text, or -1. */
+static double gauge_value(const char *text, const char *prefix)
+{
+    const char *at = text ? strstr(text, prefix) : NULL;
+    return at ? strtod(at + strlen(prefix), NULL) : -1;
+}
+
+static double lag_now(msm_metrics_t *m, const char *line)
+{
+    char *text = msm_metrics_render(m, NULL);
+    double v = gauge_value(text, line);
+    free(text);
+    return v;
+}
+
+/* msm_stream_export_lag(): each consumer's unacknowledged backlog as a gauge, measured on
+ * its own, back to 0 when the consumer goes. */
+static void test_lag_gauge(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 10000), 0);
+    msm_metrics_t *m = msm_metrics_new();
+    CU_ASSERT_EQUAL_FATAL(msm_stream_export_lag(f.stream, m, 100), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.lag", 1), MSM_OK);
+    enum { N = 40 };
+    CU_ASSERT_EQUAL_FATAL(append_range(&f, "events.lag", 0, N, 10, 0), 0);
+    collector_t c;
+    collector_init(&c, N, ACK_NONE, 0);
+    CU_ASSERT_EQUAL_FATAL(start_collector(&f, &c, "events.lag", "g", "m", 10, 100), 0);
+    CU_ASSERT_EQUAL(wait_all_seen(&f, &c, 30000), MSM_OK);
+    const char *line = "msm_log_consumer_lag{stream=\"events.lag\",group=\"g\"} ";
+    double lag = -1;
+    for (int i = 0; i < 100 && lag != N; i++) { /* read, none acknowledged: all 40 */
+        msm_test_spin(f.loop, 100);
+        lag = lag_now(m, line);
+    }
+    CU_ASSERT_EQUAL(lag, N);
+    for (size_t i = 0; i < c.nheld; i++)
+        msm_consumer_ack(c.consumer, c.held[i]);
+    c.nheld = 0;
+    for (int i = 0; i < 100 && lag != 0; i++) { /* acknowledged (Kafka: committed) */
+        msm_test_spin(f.loop, 100);
+        lag = lag_now(m, line);
+    }
+    CU_ASSERT_EQUAL(lag, 0);
+    CU_ASSERT_EQUAL(append_range(&f, "events.lag", N, 5, 5, 0), 0);
+    msm_consumer_free(c.consumer); /* the gauge says 0 for a consumer that is gone */
+    CU_ASSERT_EQUAL(lag_now(m, line), 0);
+    collector_deinit(&c);
+    fixture_close(&f);
+    msm_metrics_free(m);
+}
+
 /* ---- backend faults ---- */
 
 static void fault_begin(void)
@@ -617,6 +670,7 @@ static CU_TestInfo contract_tests[] = {
     {"a dead member's unacked records go to another", test_dead_member_redelivered},
     {"two groups each see every record", test_two_groups_each_see_all},
     {"max_unacked holds delivery back", test_max_unacked_holds_delivery},
+    {"consumer lag exported as a gauge", test_lag_gauge},
     {"backend down: fail or complete later, never false success",
      test_backend_fault_never_false_success},
     {"delete a stream", test_delete},

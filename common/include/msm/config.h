@@ -168,6 +168,7 @@ typedef struct {
     int log_backend;     /**< log.backend: msm_stream_backend_t (0 redis, 1 kafka) */
     int log_append_timeout_ms; /**< log.append_timeout_ms: an append not durable by then fails */
     int log_lease_ms;    /**< log.lease_ms: unacknowledged entries go to another member after */
+    int log_lag_interval_ms; /**< log.lag_interval_ms: consumers' lag measured this often */
     char *kafka_brokers; /**< kafka.brokers, default 127.0.0.1:9092 */
     char **kafka_props;  /**< kafka.props: extra librdkafka "key=value" (NULL-terminated) */
     int kafka_replication_factor;  /**< kafka.replication_factor of topics msm creates */
@@ -207,6 +208,8 @@ typedef struct {
                  "an append not durable after this fails (publish answers 503)"),                  \
     MSM_CONF_INT("log.lease_ms", type, member.log_lease_ms, 30000, 100, 3600000,                   \
                  "unacknowledged log entries of a silent member go to another after this"),        \
+    MSM_CONF_INT("log.lag_interval_ms", type, member.log_lag_interval_ms, 10000, 0, 3600000,      \
+                 "how often each consumer's lag (msm_log_consumer_lag) is measured (0: never)"),   \
     MSM_CONF_STR("kafka.brokers", type, member.kafka_brokers, "127.0.0.1:9092",                    \
                  "Kafka bootstrap servers (log.backend=kafka)"),                                   \
     MSM_CONF_INT("kafka.replication_factor", type, member.kafka_replication_factor, 0, 0, 32,      \

@@ -10,6 +10,7 @@
 #ifndef MSM_STREAM_H
 #define MSM_STREAM_H
 
+#include "msm/metrics.h"
 #include "msm/err.h"
 #include "msm/loop.h"
 
@@ -178,6 +179,14 @@ void msm_consumer_set_lease(msm_consumer_t *c, uint64_t lease_ms);
  * @returns MSM_OK when the deletion was started; an error (and no callback) otherwise.
  */
 int msm_stream_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque);
+
+/**
+ * @brief Exports every consumer's lag from now on: the gauge
+ * msm_log_consumer_lag{stream,group} (entries of the stream its group has not acknowledged,
+ * msm_stream_backlog()) measured every @p every_ms, on either driver. A freed consumer's
+ * gauge drops to 0. @returns MSM_OK or MSM_ERR_NOMEM.
+ */
+int msm_stream_export_lag(msm_stream_t *s, msm_metrics_t *metrics, uint32_t every_ms);
 
 /** @brief Asks for the backlog of @p group on @p name; @p cb fires once. */
 int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,
