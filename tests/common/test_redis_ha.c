@@ -12,7 +12,6 @@
 
 #include <hiredis/hiredis.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,29 +22,17 @@ static msm_test_redis_t master;
 static char dir[64];
 static int replica_port, sentinel_port;
 
-/* One synchronous command to 127.0.0.1:@p port; NULL when it does not answer. */
-static redisReply *query(int port, const char *fmt, ...)
+/* The servers the suite did not start through msm_test_redis_start(), by port. */
+static msm_test_redis_t at(int port)
 {
-    struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-    if (!c || c->err) {
-        if (c)
-            redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    redisFree(c);
-    return r;
+    return (msm_test_redis_t){.port = port};
 }
 
 /* Whether the reply to INFO replication on @p port contains @p text. */
 static int info_has(int port, const char *text)
 {
-    redisReply *r = query(port, "INFO replication");
+    msm_test_redis_t srv = at(port);
+    redisReply *r = msm_test_redis_query(&srv, "INFO replication");
     int has = r && r->type == REDIS_REPLY_STRING && strstr(r->str, text);
     if (r)
         freeReplyObject(r);
@@ -55,7 +42,8 @@ static int info_has(int port, const char *text)
 /* The port Sentinel names as the master's, or 0. */
 static int sentinel_master_port(void)
 {
-    redisReply *r = query(sentinel_port, "SENTINEL get-master-addr-by-name mymaster");
+    msm_test_redis_t sentinel = at(sentinel_port);
+    redisReply *r = msm_test_redis_query(&sentinel, "SENTINEL get-master-addr-by-name mymaster");
     int port = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? atoi(r->element[1]->str) : 0;
     if (r)
         freeReplyObject(r);
@@ -252,7 +240,8 @@ static void test_failover_loses_no_ack(void)
     CU_ASSERT_TRUE(promoted);
     CU_ASSERT_EQUAL(nacked, BEFORE + AFTER);
     /* Everything acknowledged is on the promoted replica. */
-    redisReply *r = query(replica_port, "XRANGE %s:log:{ha}:0 - +", ns);
+    msm_test_redis_t promoted_srv = at(replica_port);
+    redisReply *r = msm_test_redis_query(&promoted_srv, "XRANGE %s:log:{ha}:0 - +", ns);
     CU_ASSERT_TRUE_FATAL(r && r->type == REDIS_REPLY_ARRAY);
     int found = 0;
     for (int a = 0; a < nacked; a++) {

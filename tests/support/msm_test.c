@@ -303,8 +303,10 @@ msm_err_t msm_test_stream_backlog(msm_loop_t *loop, msm_stream_t *s, const char 
 
 redisReply *msm_test_redis_query(const msm_test_redis_t *r, const char *fmt, ...)
 {
-    redisContext *ctx = redisConnect("127.0.0.1", r->port);
-    if (!ctx || ctx->err) {
+    /* Bounded: a test may ask a server it has just killed, or one that is failing over. */
+    struct timeval connect_tv = {2, 0}, command_tv = {10, 0};
+    redisContext *ctx = redisConnectWithTimeout("127.0.0.1", r->port, connect_tv);
+    if (!ctx || ctx->err || redisSetTimeout(ctx, command_tv) != REDIS_OK) {
         redisFree(ctx);
         return NULL;
     }
