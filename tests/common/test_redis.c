@@ -678,11 +678,12 @@ static void test_key_slots(void)
     int port = msm_test_free_port();
     snprintf(cmd, sizeof(cmd),
              "redis-server --port %d --bind 127.0.0.1 --cluster-enabled yes --dir %s "
-             "--cluster-config-file nodes.conf --save '' --daemonize yes --loglevel warning "
-             "--pidfile %s/pid --logfile %s/redis.log",
-             port, dir, dir, dir);
+             "--cluster-port %d --cluster-config-file nodes.conf --save '' --daemonize yes "
+             "--loglevel warning --pidfile %s/pid --logfile %s/redis.log",
+             port, dir, msm_test_free_port(), dir, dir);
     CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
     redisContext *c = NULL;
+    /* The bus port is set: by default it is port + 10000, impossible above 55535. */
     for (int i = 0; i < 500 && !(c && !c->err); i++) { /* up to 10 s on a loaded machine */
         if (c)
             redisFree(c);
