@@ -223,8 +223,9 @@ static int redis_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
     lg->lease_ms = s->s_conf.lease_ms;
     lg->append_timeout_ms = s->s_conf.append_timeout_ms;
     lg->min_replicas_acks = s->s_conf.redis_min_replicas_acks;
-    snprintf(lg->wait_timeout, sizeof(lg->wait_timeout), "%" PRIu64,
-             s->s_conf.redis_wait_timeout_ms ? s->s_conf.redis_wait_timeout_ms : 1000);
+    lg->wait_timeout_ms =
+        (uint32_t)(s->s_conf.redis_wait_timeout_ms ? s->s_conf.redis_wait_timeout_ms : 1000);
+    snprintf(lg->wait_timeout, sizeof(lg->wait_timeout), "%" PRIu32, lg->wait_timeout_ms);
     lg->loop = s->s_loop;
     msm_timer_init(&lg->deferred_timer);
     msm_timer_init(&lg->trim_timer);
@@ -438,8 +439,8 @@ static void append_written(append_t *a)
     snprintf(n, sizeof(n), "%d", lg->min_replicas_acks);
     const char *argv[] = {"WAIT", n, lg->wait_timeout};
     /* WAIT holds the connection up to its timeout: not a stuck server. */
-    int rc = msm_redis_command_blocking_argv(lg->redis, (uint32_t)strtoul(lg->wait_timeout, NULL, 10),
-                                             on_replicated, a, 3, argv, NULL);
+    int rc = msm_redis_command_blocking_argv(lg->redis, lg->wait_timeout_ms, on_replicated, a, 3,
+                                             argv, NULL);
     if (rc != MSM_OK)
         append_complete(a, rc, msm_err_str(rc));
 }

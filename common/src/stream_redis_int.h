@@ -51,7 +51,8 @@ typedef struct redis_log_s {
     uint64_t lease_ms;
     uint64_t append_timeout_ms;
     int min_replicas_acks;  /* WAIT for this many replicas after each append (0: none) */
-    char wait_timeout[24];  /* WAIT's timeout argument, ms */
+    uint32_t wait_timeout_ms;
+    char wait_timeout[24];  /* the same, as WAIT's argument */
     msm_loop_t *loop;
     append_t *deferred;    /* held while Redis is unreachable, oldest first */
     append_t *deferred_tail;

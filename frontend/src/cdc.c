@@ -456,13 +456,10 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
     }
     if (!status && msm_json_err_count(&big))
         status = 413;
-    int64_t wait_ms = !status && p->base.req ? msm_access_take(p->base.req, p->batch.n) : 0;
-    if (wait_ms > 0) { /* the principal's publish_per_s counts changes as events */
+    /* The principal's publish_per_s counts changes as events. */
+    if (!status && p->base.req && fe_quota_spent(p->base.req, p->batch.n)) {
         status = 429;
-        char secs[24];
-        snprintf(secs, sizeof(secs), "%lld", (long long)((wait_ms + 999) / 1000));
-        msm_http_add_header(p->base.req, "Retry-After", secs);
-        snprintf(msg, sizeof(msg), "the publish quota of this principal (publish_per_s) is spent");
+        snprintf(msg, sizeof(msg), "%s", FE_QUOTA_SPENT);
     }
     json_decref(src);
     if (status) {

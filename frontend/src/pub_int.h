@@ -202,6 +202,12 @@ struct fe_pub_s {
 void *fe_pub_new(fe_t *fe, msm_http_req_t *req, size_t size, const char *topic,
                  const char *subject, fe_pub_done_cb *done, uint64_t start_us);
 
+/** The 429 message of a spent publish quota. */
+#define FE_QUOTA_SPENT "the publish quota of this principal (publish_per_s) is spent"
+/** @brief Takes @p n events from the caller's publish quota. @returns 0, or 1 when it is
+ *  spent: Retry-After is then on the answer, which the caller makes a 429. */
+int fe_quota_spent(msm_http_req_t *req, size_t n);
+
 /** @brief Gives each event of @p p its traceparent (p->tps) and starts the frontend's spans;
  *  a new trace is sampled with probability @p sample_ratio (pub_trace.c).
  *  @returns MSM_OK or MSM_ERR_NOMEM. */

@@ -274,17 +274,22 @@ static int pub_allowed(fe_t *fe, msm_http_req_t *req, const char *topic, size_t 
         msm_http_respond_error(req, 403, "PERMISSION_DENIED", msg, NULL);
         return 0;
     }
-    int64_t wait_ms = msm_access_take(req, n);
-    if (wait_ms > 0) {
+    if (fe_quota_spent(req, n)) {
         fe_pub_count(fe, topic, "rate_limited", 0, start_us);
-        char secs[24];
-        snprintf(secs, sizeof(secs), "%lld", (long long)((wait_ms + 999) / 1000));
-        msm_http_add_header(req, "Retry-After", secs);
-        msm_http_respond_error(req, 429, "RATE_LIMITED",
-                               "the publish quota of this principal (publish_per_s) is spent",
-                               NULL);
+        msm_http_respond_error(req, 429, "RATE_LIMITED", FE_QUOTA_SPENT, NULL);
         return 0;
     }
+    return 1;
+}
+
+int fe_quota_spent(msm_http_req_t *req, size_t n)
+{
+    int64_t wait_ms = msm_access_take(req, n);
+    if (wait_ms <= 0)
+        return 0;
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%lld", (long long)((wait_ms + 999) / 1000));
+    msm_http_add_header(req, "Retry-After", secs);
     return 1;
 }
 
