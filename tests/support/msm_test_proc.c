@@ -271,8 +271,12 @@ int msm_test_proc_stop(msm_test_proc_t *p, int sig, int grace_ms)
 
 /* ---- the Kafka mock cluster as a process ---- */
 
-int msm_test_kafka_mock_start(msm_test_proc_t *p, const char *bin, int brokers, const char *log,
-                              char *bootstrap, size_t bootstrap_size)
+int msm_test_kafka_mock_start(msm_test_proc_t *p,
+                              const char *bin,
+                              int brokers,
+                              const char *log,
+                              char *bootstrap,
+                              size_t bootstrap_size)
 {
     memset(p, 0, sizeof(*p));
     snprintf(p->log, sizeof(p->log), "%s", log);

@@ -68,7 +68,11 @@ int msm_test_proc_stop(msm_test_proc_t *p, int sig, int grace_ms);
  * @returns 0 with "127.0.0.1:PORT,…" in @p bootstrap, or -1 (the process stopped again)
  * when it printed none within 5 s.
  */
-int msm_test_kafka_mock_start(msm_test_proc_t *p, const char *bin, int brokers, const char *log,
-                              char *bootstrap, size_t bootstrap_size);
+int msm_test_kafka_mock_start(msm_test_proc_t *p,
+                              const char *bin,
+                              int brokers,
+                              const char *log,
+                              char *bootstrap,
+                              size_t bootstrap_size);
 
 #endif
