@@ -45,7 +45,7 @@ struct msm_daemon_s {
 static int daemon_ready(void *opaque, char *why, size_t n)
 {
     msm_daemon_t *d = opaque;
-    if (!msm_redis_connected(d->redis)) {
+    if (!d->spec->no_backends && !msm_redis_connected(d->redis)) {
         snprintf(why, n, "redis not connected");
         return 0;
     }
@@ -322,15 +322,19 @@ int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, 
         snprintf(err, sizeof(err), "start-up failed: %s", strerror(errno));
         goto fail;
     }
-    if (start_backends(d, err, sizeof(err)) != 0 || start_http(d, err, sizeof(err)) != 0 ||
-        start_auth(d, err, sizeof(err)) != 0)
+    if ((!spec->no_backends && start_backends(d, err, sizeof(err)) != 0) ||
+        start_http(d, err, sizeof(err)) != 0 || start_auth(d, err, sizeof(err)) != 0)
         goto fail;
     char url[256];
-    msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u; redis %s; log %s; member %s",
-            spec->name, msm_version(), msm_git_sha(), d->common->http_bind,
-            msm_http_server_port(d->http),
-            msm_conf_mask_url(d->common->redis_url, url, sizeof(url)),
-            msm_stream_backend_name(d->stream), d->member);
+    if (spec->no_backends)
+        msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u", spec->name, msm_version(),
+                msm_git_sha(), d->common->http_bind, msm_http_server_port(d->http));
+    else
+        msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u; redis %s; log %s; member %s",
+                spec->name, msm_version(), msm_git_sha(), d->common->http_bind,
+                msm_http_server_port(d->http),
+                msm_conf_mask_url(d->common->redis_url, url, sizeof(url)),
+                msm_stream_backend_name(d->stream), d->member);
     *out = d;
     return 0;
 fail:

@@ -43,6 +43,10 @@ typedef struct {
     size_t ndefs;
     void *conf;                  /**< the daemon's struct, filled by msm_daemon_new() */
     size_t common_offset;        /**< offsetof its msm_common_conf_t */
+    /** Non-zero for a tool that keeps no msm state (msm-pg-cdc): no Redis client and no log
+     *  are started (msm_daemon_redis() and msm_daemon_stream() are NULL), its table needs
+     *  only MSM_CONF_SERVING, and /readyz is the tool's own condition alone. */
+    int no_backends;
 } msm_daemon_spec_t;
 
 /** Called once when SIGTERM/SIGINT arrives: stop taking new work. */
