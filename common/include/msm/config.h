@@ -228,7 +228,7 @@ typedef struct {
                    "extra librdkafka properties, key=value")
 
 /** The HTTP, TLS, auth and logging settings of msm_common_conf_t: all a tool that keeps no
- *  msm state needs (msm_daemon_spec_t.no_backends). */
+ *  msm state needs (msm_daemon_new_serving()). */
 #define MSM_CONF_SERVING(type, member, default_port)                                               \
     MSM_CONF_STR("http.bind", type, member.http_bind, "0.0.0.0", "HTTP listen address"),           \
     MSM_CONF_INT("http.port", type, member.http_port, (default_port), 0, 65535,                    \

@@ -43,10 +43,6 @@ typedef struct {
     size_t ndefs;
     void *conf;                  /**< the daemon's struct, filled by msm_daemon_new() */
     size_t common_offset;        /**< offsetof its msm_common_conf_t */
-    /** Non-zero for a tool that keeps no msm state (msm-pg-cdc): no Redis client and no log
-     *  are started (msm_daemon_redis() and msm_daemon_stream() are NULL), its table needs
-     *  only MSM_CONF_SERVING, and /readyz is the tool's own condition alone. */
-    int no_backends;
 } msm_daemon_spec_t;
 
 /** Called once when SIGTERM/SIGINT arrives: stop taking new work. */
@@ -61,6 +57,14 @@ typedef int msm_daemon_drained_cb(void *opaque);
  * something could not start).
  */
 int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv);
+
+/**
+ * @brief msm_daemon_new() for a tool that keeps no msm state (msm-pg-cdc): no Redis client
+ * and no log are started (msm_daemon_redis() and msm_daemon_stream() are NULL), its table
+ * needs only MSM_CONF_SERVING, and /readyz is the tool's own condition alone.
+ */
+int msm_daemon_new_serving(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc,
+                           char **argv);
 
 /**
  * @brief The daemon's access table (msm/access.h; borrowed: a static table): which scope

@@ -21,9 +21,8 @@ int main(int argc, char **argv)
         .ndefs = pgc_conf_ndefs,
         .conf = &conf,
         .common_offset = offsetof(pgc_conf_t, common),
-        .no_backends = 1,
     };
-    int rc = msm_daemon_new(&d, &spec, argc, argv);
+    int rc = msm_daemon_new_serving(&d, &spec, argc, argv);
     if (!d)
         return rc;
     char err[256];
