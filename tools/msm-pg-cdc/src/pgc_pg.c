@@ -5,6 +5,7 @@
 #include "pgc_pg.h"
 
 #include "msm/err.h"
+#include "msm/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,14 @@ struct pgc_pg_s {
 };
 
 static void on_io(msm_loop_t *loop, int fd, int events, void *opaque);
+
+/* The server's notices and warnings (wal2json's among them) go to our log, not stderr. */
+static void on_notice(void *opaque, const char *message)
+{
+    (void)opaque;
+    int len = (int)strcspn(message, "\n");
+    msm_log(MSM_LOG_WARN, "postgres", "%.*s", len, message);
+}
 static void drain_copy(pgc_pg_t *pg);
 
 static void watch(pgc_pg_t *pg, int events)
@@ -150,6 +159,7 @@ int pgc_pg_connect(pgc_pg_t *pg, unsigned timeout_ms)
         msm_loop_timer_start(pg->pg_loop, &pg->pg_kick, 0, on_kick, pg);
         return MSM_OK;
     }
+    PQsetNoticeProcessor(pg->pg_conn, on_notice, NULL);
     watch(pg, MSM_LOOP_WRITE); /* libpq: poll for writing first */
     msm_loop_timer_start(pg->pg_loop, &pg->pg_deadline, timeout_ms, on_deadline, pg);
     return MSM_OK;
