@@ -175,6 +175,9 @@ static int on_wal2json(pgc_repl_t *r, const char *text, size_t len)
     }
     switch (m.kind) {
     case PGC_MSG_BEGIN:
+        /* Its commit record exists: a cursor inside this transaction is not "ahead". */
+        if (m.next_lsn > r->r_received)
+            r->r_received = m.next_lsn;
         pgc_backlog_begin(r->r_backlog, m.lsn, m.next_lsn);
         break;
     case PGC_MSG_COMMIT:

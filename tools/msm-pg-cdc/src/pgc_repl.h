@@ -57,7 +57,8 @@ int pgc_repl_paused(const pgc_repl_t *r);
 /** @brief The backlog was acknowledged further: confirm what became safe, read on. */
 void pgc_repl_acked(pgc_repl_t *r);
 
-/** @brief The highest position any change or keepalive of this stream reported. */
+/** @brief The highest WAL position this stream has shown to exist (messages, keepalives,
+ *  and the commit records of transactions being read). */
 uint64_t pgc_repl_received(const pgc_repl_t *r);
 
 #endif
