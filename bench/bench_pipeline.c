@@ -11,7 +11,7 @@
  * by tools/msm-kafka-mock (beside the daemons in the build tree, or the sixth argument). */
 #include "bench_http.h"
 #include "msm_test.h"
-#include "msm_test_proc.h"
+#include "msm_test_daemons.h"
 #include "msm/id.h"
 #include "msm/time.h"
 
@@ -216,14 +216,7 @@ static int daemons_start(bench_t *b)
     }
     for (int i = 0; i < NDAEMONS; i++) {
         msm_test_proc_t *p = &b->daemons[i];
-        proc_common(b, p, i);
-        msm_test_proc_arg(p, "--redis.url=%s", b->redis.url);
-        msm_test_proc_arg(p, "--namespace=%s", b->ns);
-        msm_test_proc_arg(p, "--http.port=%d", p->port);
-        msm_test_proc_arg(p, "--http.bind=127.0.0.1");
-        /* The lambda is on loopback, which PUT and the router refuse unless allowed. */
-        if (i == FRONTEND || i == ROUTER)
-            msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
+        msm_test_daemon_setup(p, i, b->bins[i], b->dir, b->redis.url, b->ns);
         if (b->on_kafka) {
             msm_test_proc_arg(p, "--log.backend=kafka");
             msm_test_proc_arg(p, "--kafka.brokers=%s", b->kafka_brokers);
@@ -239,16 +232,9 @@ static int daemons_start(bench_t *b)
         /* A short registry poll: a new subscription is seen within SETTLE_MS. */
         msm_test_proc_arg(p, "--%sregistry%spoll_ms=%d", i == SCHEDULER ? "scheduler." : "",
                           i == SCHEDULER ? "_" : ".", REGISTRY_POLL_MS);
-        if (msm_test_proc_start(p) != 0)
-            return -1;
     }
-    for (int i = 0; i < NDAEMONS; i++) {
-        if (msm_test_proc_wait_ready(&b->daemons[i], NULL, 15000) != 0) {
-            fprintf(stderr, "msm-bench-pipeline: %s did not become ready (log: %s)\n",
-                    short_names[i], b->daemons[i].log);
-            return -1;
-        }
-    }
+    if (msm_test_daemons_start(b->daemons, NDAEMONS, 15000) != 0)
+        return -1;
     snprintf(b->frontend_url, sizeof(b->frontend_url), "http://127.0.0.1:%d",
              b->daemons[FRONTEND].port);
     return 0;

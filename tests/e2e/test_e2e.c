@@ -9,7 +9,7 @@
  * cluster of three brokers served by KAFKA_MOCK (tools/msm-kafka-mock, a process of its own,
  * real protocol over TCP), and Redis keeps only the state. */
 #include "msm_test.h"
-#include "msm_test_proc.h"
+#include "msm_test_daemons.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS };
-static const char *daemon_names[NDAEMONS] = {"frontend", "scheduler", "flowcontrol", "router"};
 static const char *bins[NDAEMONS + 1];
 
 static msm_test_redis_t redis_srv;
@@ -47,48 +46,10 @@ static char frontend_url[64];
 
 /* ---- HTTP ---- */
 
-typedef struct {
-    char *data;
-    size_t len;
-} buf_t;
-
-static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
-{
-    buf_t *b = ud;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    if (!d)
-        return 0;
-    memcpy(d + b->len, ptr, size * n);
-    b->data = d;
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 /* One request; returns the HTTP status (0 when there was no answer) and the parsed JSON. */
 static long http(const char *method, const char *url, const char *body, json_t **out)
 {
-    CURL *e = curl_easy_init();
-    buf_t b = {0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    if (body)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (out)
-        *out = b.data ? json_loads(b.data, 0, NULL) : NULL;
-    free(b.data);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
-    return status;
+    return msm_test_http_json(method, url, body, out);
 }
 
 static long api(const char *method, const char *path, const char *body, json_t **out)
@@ -110,14 +71,8 @@ static int64_t unix_ms(void)
 static void daemon_setup(int i)
 {
     msm_test_proc_t *p = &daemons[i].proc;
-    daemons[i].name = daemon_names[i];
-    p->port = msm_test_free_port();
-    snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, daemon_names[i]);
-    msm_test_proc_arg(p, "%s", bins[i]);
-    msm_test_proc_arg(p, "--redis.url=%s", redis_srv.url);
-    msm_test_proc_arg(p, "--namespace=%s", ns);
-    msm_test_proc_arg(p, "--http.port=%d", p->port);
-    msm_test_proc_arg(p, "--http.bind=127.0.0.1");
+    daemons[i].name = msm_test_daemon_names[i];
+    msm_test_daemon_setup(p, i, bins[i], dir, redis_srv.url, ns);
     if (on_kafka) {
         msm_test_proc_arg(p, "--log.backend=kafka");
         msm_test_proc_arg(p, "--kafka.brokers=%s", kafka_brokers);
@@ -129,9 +84,6 @@ static void daemon_setup(int i)
          * broker allows, so the kill -9 tests wait seconds, not half a minute. */
         msm_test_proc_arg(p, "--log.lease_ms=6000");
     }
-    /* The lambdas are on loopback, which PUT and the router refuse unless allowed. */
-    if (i == FRONTEND || i == ROUTER)
-        msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
 }
 
 static int kafka_mock_start(void)
@@ -761,9 +713,9 @@ static void test_deadline_expired_dead_lettered(void)
 static void kill9_mid_delivery(int which, int early)
 {
     char name[64], topic[64], sub[64];
-    snprintf(name, sizeof(name), "lambda-k9-%s", daemon_names[which]);
-    snprintf(topic, sizeof(topic), "crashy-%s", daemon_names[which]);
-    snprintf(sub, sizeof(sub), "crashy-%s-sub", daemon_names[which]);
+    snprintf(name, sizeof(name), "lambda-k9-%s", msm_test_daemon_names[which]);
+    snprintf(topic, sizeof(topic), "crashy-%s", msm_test_daemon_names[which]);
+    snprintf(sub, sizeof(sub), "crashy-%s-sub", msm_test_daemon_names[which]);
     lambda_t l;
     CU_ASSERT_EQUAL_FATAL(lambda_start(&l, name, "--latency-ms=20", NULL), 0);
     CU_ASSERT_EQUAL_FATAL(setup_route(topic, sub, &l, "\"max_concurrency\":16"), 0);
@@ -790,7 +742,7 @@ static void kill9_mid_delivery(int which, int early)
     int max_attempts = 0;
     CU_ASSERT_EQUAL(wait_states(sub, sent, N, "succeeded", 60, &max_attempts), N);
     fprintf(stderr, "  %s kill -9 with %d of %d handled: all handled, %d handled twice\n",
-            daemon_names[which], handled_at_kill, N, dups);
+            msm_test_daemon_names[which], handled_at_kill, N, dups);
     free(sent);
     lambda_stop(&l);
 }

@@ -86,6 +86,7 @@ static json_t *describe(const char *handler, const msm_event_t *ev, msm_ctx_t *c
         msm_event_attr_at(ev, msm_event_attr_count(ev), &no_name, &no_value) == MSM_ERR_NOTFOUND,
         "remaining_ms", (json_int_t)(remaining == INT64_MAX ? -1 : remaining), "opaque_ok",
         msm_ctx_opaque(ctx) != NULL, "same_event", msm_ctx_event(ctx) == ev);
+    json_object_set_new(o, "received_ms", json_integer(msm_time_unix_ms()));
     /* The producer's CloudEvents context (events published as CloudEvents). */
     json_object_set_new(o, "subject", json_string(msm_event_subject(ev)));
     json_object_set_new(o, "dataschema", json_string(msm_event_dataschema(ev)));

@@ -10,7 +10,7 @@
  *
  * Without node or npm on PATH it is skipped (exit 77) with a message saying so. */
 #include "msm_test.h"
-#include "msm_test_proc.h"
+#include "msm_test_daemons.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -28,8 +28,7 @@
 #define TOPIC            "shop-orders"
 
 enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS };
-static const char *const daemon_names[NDAEMONS] = {"frontend", "scheduler", "flowcontrol",
-                                                   "router"};
+#define daemon_names msm_test_daemon_names
 static const char *bins[NDAEMONS];
 static const char *client_dir;
 
@@ -108,26 +107,7 @@ static long api(const char *method, const char *path, const char *body)
 {
     char url[512];
     snprintf(url, sizeof(url), "%s%s", frontend_url, path);
-    CURL *e = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, fwrite);
-    FILE *sink = fopen("/dev/null", "w");
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, sink);
-    if (body)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (sink)
-        fclose(sink);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
-    return status;
+    return msm_test_http_json(method, url, body, NULL);
 }
 
 /* Node and npm children: never outlive the test, their own children included. */
@@ -162,26 +142,12 @@ static int suite_init(void)
     if (!mkdtemp(work_dir) || msm_test_redis_start(&redis_srv) != 0)
         return -1;
     msm_test_namespace(ns, sizeof(ns));
-    for (int i = 0; i < NDAEMONS; i++) {
-        msm_test_proc_t *p = &daemons[i];
-        p->port = msm_test_free_port();
-        snprintf(p->log, sizeof(p->log), "%s/%s.log", work_dir, daemon_names[i]);
-        msm_test_proc_arg(p, "%s", bins[i]);
-        msm_test_proc_arg(p, "--redis.url=%s", redis_srv.url);
-        msm_test_proc_arg(p, "--namespace=%s", ns);
-        msm_test_proc_arg(p, "--http.port=%d", p->port);
-        msm_test_proc_arg(p, "--http.bind=127.0.0.1");
-        /* The receiver is on loopback, which PUT and the router refuse unless allowed. */
-        if (i == FRONTEND || i == ROUTER)
-            msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
-        if (msm_test_proc_start(p) != 0)
-            return -1;
-    }
-    for (int i = 0; i < NDAEMONS; i++) {
-        if (msm_test_proc_wait_ready(&daemons[i], NULL, READY_TIMEOUT_MS) != 0) {
+    for (int i = 0; i < NDAEMONS; i++)
+        msm_test_daemon_setup(&daemons[i], i, bins[i], work_dir, redis_srv.url, ns);
+    if (msm_test_daemons_start(daemons, NDAEMONS, READY_TIMEOUT_MS) != 0) {
+        for (int i = 0; i < NDAEMONS; i++)
             print_file(daemon_names[i], daemons[i].log);
-            return -1;
-        }
+        return -1;
     }
     snprintf(frontend_url, sizeof(frontend_url), "http://127.0.0.1:%d", daemons[FRONTEND].port);
     return 0;
