@@ -68,7 +68,7 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *opaque)
     return size * n;
 }
 
-long msm_test_http_json(const char *method, const char *url, const char *body, json_t **out)
+long msm_test_http_text(const char *method, const char *url, const char *body, char **text)
 {
     CURL *e = curl_easy_init();
     body_t b = {0};
@@ -85,10 +85,18 @@ long msm_test_http_json(const char *method, const char *url, const char *body, j
     long status = 0;
     if (curl_easy_perform(e) == CURLE_OK)
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (out)
-        *out = b.data ? json_loads(b.data, JSON_DECODE_ANY, NULL) : NULL;
-    free(b.data);
     curl_slist_free_all(h);
     curl_easy_cleanup(e);
+    *text = b.data;
+    return status;
+}
+
+long msm_test_http_json(const char *method, const char *url, const char *body, json_t **out)
+{
+    char *text = NULL;
+    long status = msm_test_http_text(method, url, body, &text);
+    if (out)
+        *out = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    free(text);
     return status;
 }

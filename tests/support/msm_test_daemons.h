@@ -46,4 +46,7 @@ int msm_test_daemons_start(msm_test_proc_t *procs, int n, int ready_ms);
  */
 long msm_test_http_json(const char *method, const char *url, const char *body, json_t **out);
 
+/** @brief The same, the answer as text (malloc'd, NULL when empty) in @p text. */
+long msm_test_http_text(const char *method, const char *url, const char *body, char **text);
+
 #endif

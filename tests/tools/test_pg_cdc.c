@@ -8,7 +8,7 @@
  * measurement (printed, not asserted). argv[1]: the msm-pg-cdc binary. */
 #include "msm_test.h"
 #include "msm_test_pg.h"
-#include "msm_test_proc.h"
+#include "msm_test_daemons.h"
 
 #include <curl/curl.h>
 #include <inttypes.h>
@@ -40,46 +40,18 @@ static uint64_t now_ms(void)
 
 /* ---- HTTP ---- */
 
-typedef struct {
-    char *data;
-    size_t len;
-} body_t;
-
-static size_t on_body(char *ptr, size_t size, size_t n, void *opaque)
-{
-    body_t *b = opaque;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    if (!d)
-        return 0;
-    memcpy(d + b->len, ptr, size * n);
-    b->data = d;
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 /* GET path on the adapter: the status (0: no answer), the body as text and as JSON. */
 static long get(const char *path, char **text, json_t **json)
 {
-    char url[512];
+    char url[512], *b = NULL;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", adapter_port, path);
-    CURL *e = curl_easy_init();
-    body_t b = {0};
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(e);
+    long status = msm_test_http_text("GET", url, NULL, &b);
     if (json)
-        *json = b.data ? json_loads(b.data, 0, NULL) : NULL;
+        *json = b ? json_loads(b, 0, NULL) : NULL;
     if (text)
-        *text = b.data;
+        *text = b;
     else
-        free(b.data);
+        free(b);
     return status;
 }
 
