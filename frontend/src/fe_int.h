@@ -8,6 +8,7 @@
 
 #include "msm/registry.h"
 
+#include "msm/idempotency.h"
 #include "msm/netpolicy.h"
 #include "msm/schema_store.h"
 
@@ -50,8 +51,7 @@ struct fe_s {
     msm_redis_script_t *fe_sr_lookup;   /* schema registry */
     msm_redis_script_t *fe_sr_register;
     msm_redis_script_t *fe_sr_version;
-    msm_redis_script_t *fe_idem_claim;  /* idempotency keys */
-    msm_redis_script_t *fe_idem_settle;
+    msm_idem_t *fe_idem;                /* idempotency keys (msm/idempotency.h) */
     msm_redis_script_t *fe_cdc_claim;   /* CDC push */
     msm_redis_script_t *fe_cdc_settle;
     msm_schema_store_t *fe_schemas;     /* compiled schemas by id */
@@ -183,7 +183,7 @@ void fe_publish_single(msm_http_req_t *req, void *opaque);
 void fe_publish_pb(msm_http_req_t *req, void *opaque);
 /** @brief Prepares the schema registry's Lua scripts. */
 int fe_schema_scripts(fe_t *fe);
-/** @brief Prepares the publish pipeline's Lua scripts (idempotency, CDC cursors). */
+/** @brief Prepares the publish pipeline's idempotency scripts. */
 int fe_publish_scripts(fe_t *fe);
 /** @brief Prepares the tasks file's Lua scripts. @returns MSM_OK or MSM_ERR_NOMEM. */
 int fe_tasks_scripts(fe_t *fe);

@@ -42,8 +42,7 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_sr_lookup);
     msm_redis_script_free(fe->fe_sr_register);
     msm_redis_script_free(fe->fe_sr_version);
-    msm_redis_script_free(fe->fe_idem_claim);
-    msm_redis_script_free(fe->fe_idem_settle);
+    msm_idem_free(fe->fe_idem);
     msm_redis_script_free(fe->fe_cdc_claim);
     msm_redis_script_free(fe->fe_cdc_settle);
     fe_schemas_changed(fe);
