@@ -332,8 +332,9 @@ static void pub_finish(fe_pub_t *p, int status, json_t *error, const char *resul
     size_t fresh = 0;
     for (size_t i = 0; i < p->batch.n; i++)
         fresh += !p->dup[i];
-    fe_pub_count(p->base.fe, p->topic, result, status == 200 ? fresh : p->batch.n,
-                 p->start_us);
+    if (!p->prepare_only)
+        fe_pub_count(p->base.fe, p->topic, result, status == 200 ? fresh : p->batch.n,
+                     p->start_us);
     p->done(p, status, error);
 }
 
@@ -382,12 +383,10 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
     settle_and_finish(p, 1, 200, NULL, "ok");
 }
 
-static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__Event *env)
+void fe_event_envelope(const fe_event_t *ev, const char *topic, Msm__V1__Event *env)
 {
-    const fe_event_t *ev = &p->batch.evs[i];
     msm__v1__event__init(env);
-    env->id = (char *)p->ids[i];
-    env->topic = p->topic;
+    env->topic = (char *)topic;
     env->key = (char *)ev->key;
     env->ordering_key = (char *)ev->ordering_key;
     env->attributes = ev->attrs;
@@ -396,11 +395,18 @@ static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__
     env->payload.len = ev->payload_len;
     env->content_type = (char *)(ev->content_type ? ev->content_type : "application/octet-stream");
     env->schema_id = ev->schema_id;
-    env->publish_time_ms = now_ms;
     env->deliver_at_ms = ev->deliver_at_ms;
     env->deadline_ms = ev->deadline_ms;
     env->priority = ev->priority;
     env->idempotency_key = (char *)ev->idempotency_key;
+}
+
+static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__Event *env)
+{
+    const fe_event_t *ev = &p->batch.evs[i];
+    fe_event_envelope(ev, p->topic, env);
+    env->id = (char *)p->ids[i];
+    env->publish_time_ms = now_ms;
     env->traceparent = p->tps[i];
     if (ev->tracestate || (!ev->traceparent && p->batch.tracestate))
         env->tracestate = (char *)(ev->tracestate ? ev->tracestate : p->batch.tracestate);
@@ -614,6 +620,16 @@ static void idem_step(fe_pub_t *p)
 
 /* ---- step 1: the topic's schema ---- */
 
+/* The events are valid and in their wire form: on to the keys and the append, or back to a
+ * form that only prepares them. */
+static void schema_done(fe_pub_t *p)
+{
+    if (p->prepare_only)
+        pub_finish(p, 200, NULL, "ok");
+    else
+        idem_step(p);
+}
+
 /* The wire bytes of event @p i under schema @p s; errors into @p e / @p big. */
 static void convert_event(fe_pub_t *p, const msm_schema_t *s, int id, size_t i,
                           msm_json_err_t *e, msm_json_err_t *big, size_t limit)
@@ -689,6 +705,9 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
     if (p->batch.list) {
         msm_json_path_push_key(&e, p->batch.list);
         msm_json_path_push_key(&big, p->batch.list);
+    } else if (p->batch.event_path) {
+        msm_json_path_push_key(&e, p->batch.event_path);
+        msm_json_path_push_key(&big, p->batch.event_path);
     }
     for (size_t i = 0; i < p->batch.n; i++) {
         const char *field = p->batch.evs[i].data_field;
@@ -719,7 +738,7 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
     if (body)
         pub_finish(p, bad ? 400 : 413, body, bad ? "invalid" : "too_large");
     else
-        idem_step(p);
+        schema_done(p);
 }
 
 static void on_latest_id(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -759,7 +778,7 @@ void fe_pub_submit(fe_pub_t *p)
     for (size_t i = 0; i < n; i++)
         msm_id_new_str(p->ids[i]);
     if (!p->subject) {
-        idem_step(p);
+        schema_done(p);
         return;
     }
     int id = fe_subject_latest(fe, p->subject);
