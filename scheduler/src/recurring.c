@@ -73,6 +73,8 @@ struct sch_sched_s {
     uint32_t failures;   /* consecutive failed firings: their backoff */
     uint32_t busy_tries; /* consecutive firings that met another scheduler's claim */
     int64_t counted_ms;  /* skipped ticks up to here are counted already */
+    int64_t *open;       /* ticks the last plan meant to publish that stayed unsettled */
+    size_t nopen;        /* (skipped later, they are counted then) */
     msm_metric_child_t *m_fired, *m_skipped, *m_no_topic;
 };
 
@@ -124,6 +126,7 @@ static void arm(sch_sched_t *sc, int64_t at_ms)
 static void sched_free(sch_sched_t *sc)
 {
     msm_loop_timer_stop(sc->rec->sch->loop, &sc->timer);
+    free(sc->open);
     msm_schedule_free(sc->spec);
     msm_schedule_free(sc->next_spec);
     free(sc);
@@ -529,10 +532,20 @@ static void on_last_due(msm_redis_t *r, redisReply *reply, const char *err, void
         fire_end(f, 1);
         return;
     }
-    if (f->plan.skipped) {
-        msm_counter_add(has_topic ? sc->m_skipped : sc->m_no_topic, f->plan.skipped);
-        msm_log(MSM_LOG_INFO, FAC, "schedule %s: %llu ticks skipped (%s)", spec->name,
-                (unsigned long long)f->plan.skipped,
+    /* The plan counts the ticks it skips after counted_ms; ticks an earlier plan meant to
+     * publish (then another scheduler's claim was in the way) are counted when skipped now. */
+    uint64_t skipped = f->plan.skipped;
+    for (size_t i = 0; i < sc->nopen; i++) {
+        int64_t t = sc->open[i];
+        int planned = 0;
+        for (size_t j = 0; j < f->plan.n && !planned; j++)
+            planned = f->plan.due[j] == t;
+        skipped += t > f->from_ms && t <= f->plan.last_ms && t <= sc->counted_ms && !planned;
+    }
+    if (skipped) {
+        msm_counter_add(has_topic ? sc->m_skipped : sc->m_no_topic, skipped);
+        msm_log(MSM_LOG_INFO, FAC, "schedule %s: %llu missed tick(s) skipped (%s)", spec->name,
+                (unsigned long long)skipped,
                 has_topic ? msm_catch_up_name(spec->catch_up) : "its topic does not exist");
     }
     if (!has_topic && !sc->topic_missing)
@@ -573,8 +586,20 @@ static void fire_end(fire_t *f, int failed)
     sch_recurring_t *rec = sc->rec;
     scheduler_t *s = rec->sch;
     int open = 0;
-    for (size_t i = 0; i < f->plan.n && f->state; i++)
-        open |= f->state[i] != TICK_SETTLED;
+    if (f->state) { /* planned: what stays unsettled is looked at again */
+        size_t k = 0;
+        int64_t *keep = f->plan.n ? malloc(f->plan.n * sizeof(*keep)) : NULL;
+        for (size_t i = 0; i < f->plan.n; i++) {
+            if (f->state[i] == TICK_SETTLED)
+                continue;
+            open = 1;
+            if (keep)
+                keep[k++] = f->plan.due[i];
+        }
+        free(sc->open);
+        sc->open = keep;
+        sc->nopen = k;
+    }
     int64_t planned_at = f->now_ms;
     sc->fire = NULL;
     fire_free(f);

@@ -505,6 +505,87 @@ static void test_catch_up(void)
     free(l.t);
 }
 
+/* The tick of @p schedule due at @p due, or NULL. */
+static const tick_t *tick_at(const ticks_t *l, const char *schedule, int64_t due)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->t[i].schedule, schedule) == 0 && l->t[i].due_ms == due)
+            return &l->t[i];
+    }
+    return NULL;
+}
+
+/* A tick claimed by a scheduler that died before settling it (the claim is written here, as
+ * msm/idempotency.h writes it, lapsing 6.5 s after the due time): the ticks after it are not
+ * held up; "all" publishes it once the claim lapses, "none" skips it (by then it is later
+ * than the grace, 5 s) and counts it. */
+static void test_claim_lapse(void)
+{
+    static const char *const names[] = {"lapse-all", "lapse-none"};
+    put_topic("lapse");
+    msm_test_proc_t s;
+    CU_ASSERT_EQUAL_FATAL(scheduler_start(&s, "scheduler-lapse", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/schedules/lapse-all",
+                              "{\"topic\":\"lapse\",\"every_ms\":1000,\"catch_up\":\"all\","
+                              "\"event\":{\"data\":1}}",
+                              NULL),
+                          200);
+    CU_ASSERT_EQUAL_FATAL(api("PUT", "/v1/schedules/lapse-none",
+                              "{\"topic\":\"lapse\",\"every_ms\":1000,\"catch_up\":\"none\","
+                              "\"event\":{\"data\":2}}",
+                              NULL),
+                          200);
+    ticks_t l = {0};
+    int64_t now = lt_unix_ms();
+    CU_ASSERT_EQUAL_FATAL(wait_due("lapse", names[0], 0, &l, now + 10000), 0);
+    CU_ASSERT_EQUAL_FATAL(wait_due("lapse", names[1], 0, &l, now + 10000), 0);
+    int64_t first = latest_due(&l, names[0]), t = first + 3000;
+    for (int i = 0; i < 2; i++) {
+        char id[MSM_ID_STR_SIZE], key[MSM_SCHEDULE_TICK_KEY_MAX];
+        msm_schedule_tick_id(names[i], t, id);
+        msm_schedule_tick_key(names[i], t, key, sizeof(key));
+        long long ttl = (long long)(t + 6500 - lt_unix_ms());
+        redisReply *r =
+            msm_test_redis_query(&srv, "SET %s:idem:{lapse}:%s p:%s PX %lld NX", ns, key, id, ttl);
+        CU_ASSERT_TRUE_FATAL(r && r->type == REDIS_REPLY_STATUS);
+        freeReplyObject(r);
+    }
+    CU_ASSERT_EQUAL_FATAL(wait_due("lapse", names[1], t + 9000, &l, t + 25000), 0);
+    CU_ASSERT_EQUAL_FATAL(wait_window("lapse", names[0], t, t, 1, &l, t + 25000), 0);
+    read_log("lapse", &l);
+    const tick_t *late = tick_at(&l, names[0], t);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(late);
+    CU_ASSERT(late->publish_ms - t >= 6000);
+    CU_ASSERT_PTR_NULL(tick_at(&l, names[1], t));
+    printf("\n    a claim left by a dead scheduler on the tick due %+lld ms: \"all\" published it "
+           "%lld ms late, \"none\" skipped it\n",
+           (long long)(t - first), (long long)(late->publish_ms - t));
+    for (int i = 0; i < 2; i++) {
+        char got[256], want[256], series[160];
+        dues_text(&l, names[i], first, first - 1, t + 7000, got, sizeof(got));
+        snprintf(want, sizeof(want), "+0,+1,+2,%s+4,+5,+6,+7,+8,+9,+10", i == 0 ? "+3," : "");
+        CU_ASSERT_STRING_EQUAL(got, want);
+        /* the ticks after the held one came on time */
+        for (int64_t d = t + 1000; d <= t + 7000; d += 1000) {
+            const tick_t *k = tick_at(&l, names[i], d);
+            CU_ASSERT_TRUE(k && k->publish_ms - d < 1000);
+        }
+        snprintf(series, sizeof(series),
+                 "msm_scheduler_schedule_ticks_skipped_total{schedule=\"%s\",reason=\"catch_up\"}",
+                 names[i]);
+        CU_ASSERT_EQUAL(metric(s.port, series), i == 0 ? 0 : 1);
+        printf("    %-10s due after the first: %s\n", names[i], got);
+    }
+    CU_ASSERT_TRUE(ids_unique(&l));
+    for (int i = 0; i < 2; i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/schedules/%s", names[i]);
+        CU_ASSERT_EQUAL(api("DELETE", path, NULL, NULL), 200);
+    }
+    CU_ASSERT_EQUAL(msm_test_proc_stop(&s, SIGTERM, MSM_TEST_PROC_GRACE_MS), 0);
+    free(l.t);
+}
+
 static int suite_init(void)
 {
     if (lt_suite_setup(dir, sizeof(dir)) != 0 || msm_test_redis_start(&srv) != 0)
@@ -539,6 +620,7 @@ int main(int argc, char **argv)
     static CU_TestInfo process_tests[] = {
         {"acceptance: every second, two schedulers, kill -9", test_acceptance},
         {"catch_up none, last, all after a stop", test_catch_up},
+        {"a claim left by a dead scheduler lapses", test_claim_lapse},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {
