@@ -18,10 +18,11 @@
 
 #define FAC     "schedules"
 #define KEY_MAX 512
-/* A schedule's event is loaded by every daemon with the registry: kept small. */
-#define FE_SCHEDULE_EVENT_MAX ((size_t)64 * 1024)
-/* Every daemon holds every schedule (and the scheduler a timer each). */
-#define FE_SCHEDULES_MAX 10000
+/* Every daemon loads every schedule with each registry reload (and the scheduler keeps a
+ * timer each): at most FE_SCHEDULES_MAX * FE_SCHEDULE_STORED_MAX bytes (32 MB). */
+#define FE_SCHEDULE_EVENT_MAX  ((size_t)8 * 1024)  /* the event's payload */
+#define FE_SCHEDULE_STORED_MAX ((size_t)32 * 1024) /* the stored JSON, envelope included */
+#define FE_SCHEDULES_MAX       1000
 
 static void schedule_view(json_t *o)
 {
@@ -136,6 +137,17 @@ static void on_checked(msm_redis_t *r, redisReply *reply, const char *err, void 
     pt->sched->created_ms = created > 0 ? created : now;
     pt->sched->updated_ms = now;
     json_t *j = msm_schedule_to_json(pt->sched, 1);
+    char *text = j ? msm_json_dump(j, NULL) : NULL;
+    if (text && strlen(text) > FE_SCHEDULE_STORED_MAX) { /* attributes, keys: beyond the payload */
+        json_t *d = json_pack("[{s:s,s:s}]", "field", "event", "description",
+                              "too large: a schedule is stored in at most 32 KiB");
+        fe_call_error(&pt->pub.base, 413, "PAYLOAD_TOO_LARGE",
+                      "event: too large: a schedule is stored in at most 32 KiB", d);
+        free(text);
+        json_decref(j);
+        return;
+    }
+    free(text);
     int rc = j ? msm_registry_put(fe->fe_deps.redis, MSM_KEY_SCHEDULES, pt->sched->name, j,
                                   on_stored, pt)
                : MSM_ERR_NOMEM;
