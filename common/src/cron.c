@@ -82,9 +82,9 @@ parse_field(const field_t *f, const char *text, uint64_t *bits, int *star, char 
     *star = *p == '*';
     for (;;) {
         int lo, hi, step = 1, ranged = 0;
-        if (*p == '*') {
+        if (*p == '*') { /* day-of-week: 0-7, as in Vixie cron (7 is Sunday again) */
             lo = f->min;
-            hi = f->max == 7 ? 6 : f->max; /* "*" of day-of-week: 0-6 */
+            hi = f->max;
             ranged = 1;
             p++;
         } else {
@@ -117,8 +117,8 @@ parse_field(const field_t *f, const char *text, uint64_t *bits, int *star, char 
                 return MSM_ERR_PARSE;
             }
             step = (int)s;
-            if (!ranged) /* "a/n": from a to the field's end */
-                hi = f->max == 7 ? 6 : f->max;
+            if (!ranged) /* "a/n": from a to the field's end ("7/n" of day-of-week: Sunday) */
+                hi = f->max;
         }
         for (int v = lo; v <= hi; v += step)
             *bits |= 1ULL << (f->max == 7 && v == 7 ? 0 : v);

@@ -63,8 +63,11 @@ static void test_next(void)
         {"0 12 * JAN,jul *", "2026-02-01T00:00:00Z", "2026-07-01T12:00:00.000Z"},
         {"0 9 * * MON-FRI", "2026-03-06T09:00:00Z", "2026-03-09T09:00:00.000Z"}, /* Fri->Mon */
         {"0 9 * * sun", "2026-03-01T09:00:00Z", "2026-03-08T09:00:00.000Z"},
-        /* day of week 7 is Sunday */
+        /* day of week 7 is Sunday, also as the end of "a/n" (found by fuzz_cron: "7/7") */
         {"0 0 * * 7", "2026-03-02T00:00:00Z", "2026-03-08T00:00:00.000Z"},
+        {"0 0 * * 7/7", "2026-03-02T00:00:00Z", "2026-03-08T00:00:00.000Z"},
+        {"0 0 * * 1/2", "2026-03-07T00:00:00Z", "2026-03-08T00:00:00.000Z"},
+        {"0 0 * * */7", "2026-03-02T00:00:00Z", "2026-03-08T00:00:00.000Z"},
         {"0 0 * * 5-7", "2026-03-02T00:00:00Z", "2026-03-06T00:00:00.000Z"},
         /* both day fields restricted: either matches (the 13th, or any Friday) */
         {"0 0 13 * 5", "2026-03-01T00:00:00Z", "2026-03-06T00:00:00.000Z"},
@@ -152,7 +155,7 @@ static void test_refused(void)
         {"L * * * *", "minute field"},
         {"* * 15W * *", "day-of-month field: unexpected"},
         {"* * * * 5#3", "day-of-week field: unexpected"},
-        {"0 0 * * MON/2", "day-of-week field"}, /* names fine, "/2" after a name ok: 1,3,5 */
+        {"0 0 * * MON/2", "day-of-week field"}, /* accepted: checked below */
         {"@reboot", "unknown macro"},
         {"@every 5m", "unknown macro"},
         {"@daily extra", "unknown macro"},
@@ -163,9 +166,9 @@ static void test_refused(void)
         char why[160] = "";
         int rc = msm_cron_parse(cases[i].expr, &c, why, sizeof(why));
         if (strcmp(cases[i].expr, "0 0 * * MON/2") == 0) {
-            /* a start name with a step is "a/n": accepted, Mon Wed Fri */
+            /* a start name with a step is "a/n", to 7: Mon Wed Fri Sun */
             CU_ASSERT_EQUAL(rc, MSM_OK);
-            CU_ASSERT_EQUAL(c.wdays, (1 << 1) | (1 << 3) | (1 << 5));
+            CU_ASSERT_EQUAL(c.wdays, (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5));
             continue;
         }
         if (rc == MSM_OK || !strstr(why, cases[i].why))
