@@ -9,6 +9,7 @@
 #include "msm/err.h"
 #include "msm/time.h"
 
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -69,6 +70,21 @@ void msm_id_new(msm_id_t *out)
     b[13] = (uint8_t)(rnd >> 16);
     b[14] = (uint8_t)(rnd >> 8);
     b[15] = (uint8_t)rnd;
+}
+
+void msm_id_derive(int64_t ts_ms, const void *seed, size_t seed_len, msm_id_t *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(seed, seed_len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 16)
+        memset(md, 0, sizeof(md)); /* only when libcrypto is broken: still a valid id */
+    uint64_t ts = (uint64_t)(ts_ms < 0 ? 0 : ts_ms) & ((UINT64_C(1) << 48) - 1);
+    uint8_t *b = out->b;
+    for (int i = 0; i < 6; i++)
+        b[i] = (uint8_t)(ts >> (40 - 8 * i));
+    memcpy(b + 6, md, 10);
+    b[6] = (uint8_t)(0x70 | (b[6] & 0x0f));
+    b[8] = (uint8_t)(0x80 | (b[8] & 0x3f));
 }
 
 char *msm_id_format(const msm_id_t *id, char *buf)

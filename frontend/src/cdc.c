@@ -30,7 +30,7 @@
 #define POLL_MAX_MS          3600000
 #define BATCH_MAX            10000
 
-const fe_kind_t fe_kind_cdc = {CDC_KIND, "CDC source", "sources", 0, 0};
+const fe_kind_t fe_kind_cdc = {CDC_KIND, "CDC source", "sources", 0, 0, NULL};
 
 /* KEYS sources hash, cursor hash, lock; ARGV name, partition, token, lock ms.
  * -> {-2} no such source; {-1} another push holds the partition; {last, source json}. */

@@ -33,9 +33,11 @@ static int by_name(const void *a, const void *b)
     return strcmp(nx ? nx : "", ny ? ny : "");
 }
 
-/* {"<member>":[objects of an HGETALL reply, sorted by name]}; subscriptions masked. */
-static json_t *list_body(const redisReply *r, const char *member, int mask)
+/* {"<member>":[objects of an HGETALL reply, sorted by name]}, each as its kind answers it. */
+static json_t *list_body(const redisReply *r, const fe_kind_t *kind)
 {
+    const char *member = kind->member;
+    int mask = kind->mask;
     size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
     json_t **items = calloc(n ? n : 1, sizeof(*items));
     json_t *arr = json_array();
@@ -53,6 +55,8 @@ static json_t *list_body(const redisReply *r, const char *member, int mask)
         }
         if (mask)
             msm_sub_mask_secrets(o);
+        if (kind->view)
+            kind->view(o);
         items[k++] = o;
     }
     qsort(items, k, sizeof(*items), by_name);
@@ -62,8 +66,8 @@ static json_t *list_body(const redisReply *r, const char *member, int mask)
     return json_pack("{s:o}", member, arr);
 }
 
-const fe_kind_t fe_kind_topics = {MSM_KEY_TOPICS, "topic", "topics", 0, 1};
-const fe_kind_t fe_kind_subs = {MSM_KEY_SUBS, "subscription", "subscriptions", 1, 0};
+const fe_kind_t fe_kind_topics = {MSM_KEY_TOPICS, "topic", "topics", 0, 1, NULL};
+const fe_kind_t fe_kind_subs = {MSM_KEY_SUBS, "subscription", "subscriptions", 1, 0, NULL};
 
 typedef struct {
     fe_call_t base;
@@ -87,7 +91,7 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
         return;
     }
     if (rc->list) {
-        json_t *body = list_body(reply, rc->kind->member, rc->kind->mask);
+        json_t *body = list_body(reply, rc->kind);
         if (body)
             fe_call_json(&rc->base, 200, body);
         else
@@ -104,6 +108,8 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
     }
     if (rc->kind->mask)
         msm_sub_mask_secrets(o);
+    if (rc->kind->view)
+        rc->kind->view(o);
     fe_call_json(&rc->base, 200, o);
 }
 

@@ -8,6 +8,7 @@
 
 #include "msm/registry.h"
 
+#include "msm/idempotency.h"
 #include "msm/netpolicy.h"
 #include "msm/schema_store.h"
 
@@ -50,10 +51,11 @@ struct fe_s {
     msm_redis_script_t *fe_sr_lookup;   /* schema registry */
     msm_redis_script_t *fe_sr_register;
     msm_redis_script_t *fe_sr_version;
-    msm_redis_script_t *fe_idem_claim;  /* idempotency keys */
-    msm_redis_script_t *fe_idem_settle;
+    msm_idem_t *fe_idem;                /* idempotency keys (msm/idempotency.h) */
     msm_redis_script_t *fe_cdc_claim;   /* CDC push */
     msm_redis_script_t *fe_cdc_settle;
+    msm_redis_script_t *fe_sched_check;  /* schedules: the stored one and the count */
+    msm_redis_script_t *fe_sched_delete; /* schedules: the entry, its state, the version */
     msm_schema_store_t *fe_schemas;     /* compiled schemas by id */
     fe_subject_latest_t *fe_latest;     /* subject -> latest schema id, cleared on changes */
     size_t fe_nlatest;
@@ -135,9 +137,10 @@ typedef struct {
     const char *member; /**< the list answer's member: {"topics":[...]} */
     int mask;           /**< mask the secrets (msm_sub_mask_secrets) */
     int topic;          /**< deletes are noted for publish */
+    void (*view)(json_t *obj); /**< turns a stored object into its answer, or NULL */
 } fe_kind_t;
 
-extern const fe_kind_t fe_kind_topics, fe_kind_subs, fe_kind_cdc;
+extern const fe_kind_t fe_kind_topics, fe_kind_subs, fe_kind_cdc, fe_kind_schedules;
 
 /** @brief GET of one object (@p name) or of the list (@p name NULL). */
 void fe_read_start(fe_t *fe, msm_http_req_t *req, const fe_kind_t *kind, const char *name);
@@ -177,13 +180,15 @@ int fe_publish_routes(fe_t *fe);
 int fe_tasks_routes(fe_t *fe);
 int fe_schema_routes(fe_t *fe);
 int fe_cdc_routes(fe_t *fe);
+/** @brief PUT/GET/DELETE /v1/schedules (schedules.c) and its scripts. */
+int fe_schedule_routes(fe_t *fe);
 /** @brief Prepares the CDC push's Lua scripts. */
 int fe_cdc_scripts(fe_t *fe);
 void fe_publish_single(msm_http_req_t *req, void *opaque);
 void fe_publish_pb(msm_http_req_t *req, void *opaque);
 /** @brief Prepares the schema registry's Lua scripts. */
 int fe_schema_scripts(fe_t *fe);
-/** @brief Prepares the publish pipeline's Lua scripts (idempotency, CDC cursors). */
+/** @brief Prepares the publish pipeline's idempotency scripts. */
 int fe_publish_scripts(fe_t *fe);
 /** @brief Prepares the tasks file's Lua scripts. @returns MSM_OK or MSM_ERR_NOMEM. */
 int fe_tasks_scripts(fe_t *fe);

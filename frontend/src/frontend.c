@@ -42,10 +42,11 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_sr_lookup);
     msm_redis_script_free(fe->fe_sr_register);
     msm_redis_script_free(fe->fe_sr_version);
-    msm_redis_script_free(fe->fe_idem_claim);
-    msm_redis_script_free(fe->fe_idem_settle);
+    msm_idem_free(fe->fe_idem);
     msm_redis_script_free(fe->fe_cdc_claim);
     msm_redis_script_free(fe->fe_cdc_settle);
+    msm_redis_script_free(fe->fe_sched_check);
+    msm_redis_script_free(fe->fe_sched_delete);
     fe_schemas_changed(fe);
     msm_schema_store_free(fe->fe_schemas);
     msm_netpolicy_free(fe->fe_netpolicy);
@@ -143,7 +144,7 @@ fe_t *fe_new(const fe_deps_t *deps, const fe_settings_t *settings, char *errbuf,
      * then the process exits without serving). */
     if ((rc = fe_control_routes(fe)) != MSM_OK || (rc = fe_publish_routes(fe)) != MSM_OK ||
         (rc = fe_tasks_routes(fe)) != MSM_OK || (rc = fe_schema_routes(fe)) != MSM_OK ||
-        (rc = fe_cdc_routes(fe)) != MSM_OK) {
+        (rc = fe_cdc_routes(fe)) != MSM_OK || (rc = fe_schedule_routes(fe)) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "routes: %s", msm_err_str(rc));
         goto fail;
     }

@@ -65,6 +65,8 @@ typedef struct {
     size_t n;
     const char *list;             /**< error path of the list ("events", "changes"), NULL
                                        for a single event */
+    const char *event_path;       /**< with no list: the error path of the one event inside
+                                       a larger body ("event" of a schedule), NULL = the body */
     Msm__V1__Event__AttributesEntry *attr_entries;
     Msm__V1__Event__AttributesEntry **attr_ptrs;
     size_t attr_used, attr_cap;
@@ -152,6 +154,12 @@ void fe_event_trace(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, const char
 
 /* ---- parsers ---- */
 
+/** @brief One event given as a JSON object inside another body (a schedule's "event"),
+ *  validated exactly as one event of the JSON batch; errors at e's and big's current path.
+ *  @p event is stolen (kept alive by the batch). @returns 0, 400 or 413. */
+int fe_parse_json_event(const fe_parse_ctx_t *ctx, json_t *event, int keep_json,
+                        fe_batch_t *b, msm_json_err_t *e, msm_json_err_t *big);
+
 /** @brief The JSON batch body of POST /v1/topics/{t}:publish. @p body is stolen. When
  *  @p keep_json, events given as "data" keep their JSON value (the topic has a schema);
  *  otherwise their payload is its compact text.
@@ -210,6 +218,9 @@ struct fe_pub_s {
     int has_req_span;
     fe_pub_done_cb *done;
     void (*release)(fe_pub_t *p);   /**< frees the form's own state, may be NULL */
+    /** Only validate and convert: @p done gets 200 after the schema step, nothing is claimed
+     *  or appended and no publish is counted (a schedule's event, stored for later). */
+    int prepare_only;
 };
 
 /**
@@ -233,6 +244,11 @@ int fe_quota_spent(msm_http_req_t *req, size_t n);
 int fe_pub_trace_begin(fe_pub_t *p, double sample_ratio);
 /** @brief Logs the spans fe_pub_trace_begin() started: the events are durable. */
 void fe_pub_trace_end(const fe_pub_t *p);
+
+/** @brief The envelope fields event @p ev determines (topic, key, ordering key, attributes,
+ *  payload, content type, schema id, deliver_at, deadline, priority, idempotency key), the
+ *  rest zero; strings are borrowed from the event's batch. */
+void fe_event_envelope(const fe_event_t *ev, const char *topic, Msm__V1__Event *env);
 
 /** @brief Runs the pipeline over p->batch (parsed, ids not yet assigned). */
 void fe_pub_submit(fe_pub_t *p);

@@ -7,6 +7,7 @@
 #include "msm/access.h"
 #include "msm/base64.h"
 #include "msm/err.h"
+#include "msm/idempotency.h"
 #include "msm/log.h"
 #include "msm/time.h"
 #include "msm/trace.h"
@@ -20,7 +21,6 @@
 #define KEY_MAX 1600
 /* A claimed idempotency key not settled by then is free again (the frontend died). */
 #define IDEM_PENDING_MS 60000
-#define IDEM_PENDING_PREFIX "p:"
 
 /* ---- batches ---- */
 
@@ -333,8 +333,9 @@ static void pub_finish(fe_pub_t *p, int status, json_t *error, const char *resul
     size_t fresh = 0;
     for (size_t i = 0; i < p->batch.n; i++)
         fresh += !p->dup[i];
-    fe_pub_count(p->base.fe, p->topic, result, status == 200 ? fresh : p->batch.n,
-                 p->start_us);
+    if (!p->prepare_only)
+        fe_pub_count(p->base.fe, p->topic, result, status == 200 ? fresh : p->batch.n,
+                     p->start_us);
     p->done(p, status, error);
 }
 
@@ -383,12 +384,10 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
     settle_and_finish(p, 1, 200, NULL, "ok");
 }
 
-static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__Event *env)
+void fe_event_envelope(const fe_event_t *ev, const char *topic, Msm__V1__Event *env)
 {
-    const fe_event_t *ev = &p->batch.evs[i];
     msm__v1__event__init(env);
-    env->id = (char *)p->ids[i];
-    env->topic = p->topic;
+    env->topic = (char *)topic;
     env->key = (char *)ev->key;
     env->ordering_key = (char *)ev->ordering_key;
     env->attributes = ev->attrs;
@@ -397,11 +396,18 @@ static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__
     env->payload.len = ev->payload_len;
     env->content_type = (char *)(ev->content_type ? ev->content_type : "application/octet-stream");
     env->schema_id = ev->schema_id;
-    env->publish_time_ms = now_ms;
     env->deliver_at_ms = ev->deliver_at_ms;
     env->deadline_ms = ev->deadline_ms;
     env->priority = ev->priority;
     env->idempotency_key = (char *)ev->idempotency_key;
+}
+
+static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__Event *env)
+{
+    const fe_event_t *ev = &p->batch.evs[i];
+    fe_event_envelope(ev, p->topic, env);
+    env->id = (char *)p->ids[i];
+    env->publish_time_ms = now_ms;
     env->traceparent = p->tps[i];
     if (ev->tracestate || (!ev->traceparent && p->batch.tracestate))
         env->tracestate = (char *)(ev->tracestate ? ev->tracestate : p->batch.tracestate);
@@ -465,100 +471,34 @@ out:
         settle_and_finish(p, 0, 503, unavailable_body(p, msm_err_str(rc)), "unavailable");
 }
 
-/* ---- step 2: idempotency keys ---- */
-
-/* KEYS: the keys; ARGV: pending ttl ms, then per key "p:<id>".
- * -> per key: "" = claimed now, else the value there (an id, or "p:<id>" in flight). */
-static const char CLAIM_LUA[] =
-    "local r = {}\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  if redis.call('SET', k, ARGV[i + 1], 'NX', 'PX', ARGV[1]) then r[i] = ''\n"
-    "  else r[i] = redis.call('GET', k) or '' end\n"
-    "end\n"
-    "return r\n";
-
-/* KEYS: the claimed keys; ARGV: "commit" or "release", window ms, then per key its id.
- * Only keys still holding this request's claim change. */
-static const char SETTLE_LUA[] =
-    "for i, k in ipairs(KEYS) do\n"
-    "  if redis.call('GET', k) == 'p:' .. ARGV[i + 2] then\n"
-    "    if ARGV[1] == 'commit' then redis.call('SET', k, ARGV[i + 2], 'PX', ARGV[2])\n"
-    "    else redis.call('DEL', k) end\n"
-    "  end\n"
-    "end\n"
-    "return 0\n";
+/* ---- step 2: idempotency keys (msm/idempotency.h) ---- */
 
 int fe_publish_scripts(fe_t *fe)
 {
-    fe->fe_idem_claim = msm_redis_script_new(CLAIM_LUA);
-    fe->fe_idem_settle = msm_redis_script_new(SETTLE_LUA);
-    return fe->fe_idem_claim && fe->fe_idem_settle ? MSM_OK : MSM_ERR_NOMEM;
+    fe->fe_idem = msm_idem_new();
+    return fe->fe_idem ? MSM_OK : MSM_ERR_NOMEM;
 }
 
-typedef struct {
-    const char **argv;
-    size_t *lens;
-    char *keys; /* KEY_MAX per key */
-    char *vals; /* "p:<id>" per key */
-    int argc;
-} idem_args_t;
-
-static void idem_args_free(idem_args_t *a)
+/* The keys and ids of the events @p pick selects, into @p keys and @p ids (batch.n each).
+ * @returns how many. */
+static size_t idem_pick(const fe_pub_t *p, const unsigned char *pick, const char **keys,
+                        const char **ids)
 {
-    free(a->argv);
-    free(a->lens);
-    free(a->keys);
-    free(a->vals);
-}
-
-/* Builds KEYS (the events with keys selected by @p pick) then @p nhead args then a value
- * per key. Returns the number of keys, or -1 when out of memory. */
-static int idem_args(fe_pub_t *p, const unsigned char *pick, const char *const *head,
-                     int nhead, int pending_vals, idem_args_t *a)
-{
-    fe_t *fe = p->base.fe;
-    int nk = 0;
-    for (size_t i = 0; i < p->batch.n; i++)
-        nk += pick[i] != 0;
-    memset(a, 0, sizeof(*a));
-    a->argc = 2 * nk + nhead;
-    a->argv = calloc((size_t)a->argc + 1, sizeof(*a->argv));
-    a->lens = calloc((size_t)a->argc + 1, sizeof(*a->lens));
-    a->keys = malloc((size_t)nk * KEY_MAX + 1);
-    a->vals = malloc((size_t)nk * (MSM_ID_STR_SIZE + 2) + 1);
-    if (!a->argv || !a->lens || !a->keys || !a->vals) {
-        idem_args_free(a);
-        return -1;
-    }
-    int k = 0;
-    for (int h = 0; h < nhead; h++) {
-        a->argv[nk + h] = head[h];
-        a->lens[nk + h] = strlen(head[h]);
-    }
+    size_t k = 0;
     for (size_t i = 0; i < p->batch.n; i++) {
         if (!pick[i])
             continue;
-        char *key = a->keys + (size_t)k * KEY_MAX;
-        char *val = a->vals + (size_t)k * (MSM_ID_STR_SIZE + 2);
-        int kl = msm_redis_key(fe->fe_deps.redis, key, KEY_MAX, "idem:{%s}:%s", p->topic,
-                               p->batch.evs[i].idempotency_key);
-        snprintf(val, MSM_ID_STR_SIZE + 2, "%s%s", pending_vals ? IDEM_PENDING_PREFIX : "",
-                 p->ids[i]);
-        a->argv[k] = key;
-        a->lens[k] = kl > 0 ? (size_t)kl : 0;
-        a->argv[nk + nhead + k] = val;
-        a->lens[nk + nhead + k] = strlen(val);
+        keys[k] = p->batch.evs[i].idempotency_key;
+        ids[k] = p->ids[i];
         k++;
     }
-    return nk;
+    return k;
 }
 
-static void idem_settled(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+static void idem_settled(int err, const char *why, void *opaque)
 {
     fe_pub_t *p = opaque;
-    (void)r;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why) /* the pending claims expire after IDEM_PENDING_MS */
+    if (err != MSM_OK) /* the pending claims expire after IDEM_PENDING_MS */
         msm_log(MSM_LOG_WARN, FAC, "idempotency keys of %s not settled: %s", p->topic, why);
     json_t *error = p->fin_error;
     p->fin_error = NULL;
@@ -576,36 +516,28 @@ static void settle_and_finish(fe_pub_t *p, int commit, int status, json_t *error
         return;
     }
     fe_t *fe = p->base.fe;
-    char window[24];
-    snprintf(window, sizeof(window), "%llu", (unsigned long long)fe->fe_set.idempotency_window_ms);
-    const char *head[] = {commit ? "commit" : "release", window};
-    idem_args_t a;
-    int nk = idem_args(p, p->claimed, head, 2, 0, &a);
+    const char **keys = calloc(p->batch.n, sizeof(*keys)), **ids = calloc(p->batch.n, sizeof(*ids));
     p->nclaimed = 0;
     p->fin_status = status;
     p->fin_error = error;
     p->fin_result = result;
-    if (nk < 0) {
-        idem_settled(NULL, NULL, "out of memory", p);
-        return;
+    int rc = MSM_ERR_NOMEM;
+    if (keys && ids) {
+        size_t n = idem_pick(p, p->claimed, keys, ids);
+        rc = msm_idem_settle(fe->fe_idem, fe->fe_deps.redis, p->topic, keys, ids, n, commit,
+                             fe->fe_set.idempotency_window_ms, idem_settled, p);
     }
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_idem_settle, idem_settled, p, nk, a.argc,
-                       a.argv, a.lens) != MSM_OK)
-        idem_settled(NULL, NULL, "not sent", p);
-    idem_args_free(&a);
+    free(keys);
+    free(ids);
+    if (rc != MSM_OK)
+        idem_settled(rc, msm_err_str(rc), p);
 }
 
-static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+static void on_claimed(int err, const char *why, const msm_idem_result_t *res, size_t n,
+                       void *opaque)
 {
-    (void)r;
     fe_pub_t *p = opaque;
-    const char *why = msm_redis_reply_err(reply, err);
-    size_t nk = 0;
-    for (size_t i = 0; i < p->batch.n; i++)
-        nk += p->claimed[i];
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != nk))
-        why = "unexpected reply from Redis";
-    if (why) {
+    if (err != MSM_OK) {
         memset(p->claimed, 0, p->batch.n); /* unknown: the pending claims expire */
         pub_unavailable(p, why);
         return;
@@ -613,20 +545,20 @@ static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void 
     p->nclaimed = 0;
     const char *busy = NULL;
     size_t k = 0;
-    for (size_t i = 0; i < p->batch.n; i++) {
+    for (size_t i = 0; i < p->batch.n && k < n; i++) {
         if (!p->claimed[i])
             continue;
-        const redisReply *v = reply->element[k++];
-        if (v->type != REDIS_REPLY_STRING || v->len == 0) {
+        const msm_idem_result_t *r = &res[k++];
+        if (r->state == MSM_IDEM_CLAIMED) {
             p->nclaimed++;
             continue;
         }
         p->claimed[i] = 0;
-        if (strncmp(v->str, IDEM_PENDING_PREFIX, 2) == 0) {
+        if (r->state == MSM_IDEM_BUSY) {
             busy = p->batch.evs[i].idempotency_key;
         } else {
             p->dup[i] = 1;
-            snprintf(p->ids[i], sizeof(p->ids[i]), "%.*s", (int)v->len, v->str);
+            memcpy(p->ids[i], r->id, sizeof(p->ids[i]));
         }
     }
     /* Repeats inside this request take the id their first occurrence ends up with. */
@@ -672,16 +604,15 @@ static void idem_step(fe_pub_t *p)
         append_step(p);
         return;
     }
-    char ttl[24];
-    snprintf(ttl, sizeof(ttl), "%d", IDEM_PENDING_MS);
-    const char *head[] = {ttl};
-    idem_args_t a;
-    int nk = idem_args(p, p->claimed, head, 1, 1, &a);
-    int rc = nk < 0 ? MSM_ERR_NOMEM
-                    : msm_redis_eval(fe->fe_deps.redis, fe->fe_idem_claim, on_claimed, p, nk,
-                                     a.argc, a.argv, a.lens);
-    if (nk >= 0)
-        idem_args_free(&a);
+    const char **keys = calloc(p->batch.n, sizeof(*keys)), **ids = calloc(p->batch.n, sizeof(*ids));
+    int rc = MSM_ERR_NOMEM;
+    if (keys && ids) {
+        size_t n = idem_pick(p, p->claimed, keys, ids);
+        rc = msm_idem_claim(fe->fe_idem, fe->fe_deps.redis, p->topic, keys, ids, n,
+                            IDEM_PENDING_MS, on_claimed, p);
+    }
+    free(keys);
+    free(ids);
     if (rc != MSM_OK) {
         memset(p->claimed, 0, p->batch.n);
         pub_unavailable(p, msm_err_str(rc));
@@ -689,6 +620,16 @@ static void idem_step(fe_pub_t *p)
 }
 
 /* ---- step 1: the topic's schema ---- */
+
+/* The events are valid and in their wire form: on to the keys and the append, or back to a
+ * form that only prepares them. */
+static void schema_done(fe_pub_t *p)
+{
+    if (p->prepare_only)
+        pub_finish(p, 200, NULL, "ok");
+    else
+        idem_step(p);
+}
 
 /* The wire bytes of event @p i under schema @p s; errors into @p e / @p big. */
 static void convert_event(fe_pub_t *p, const msm_schema_t *s, int id, size_t i,
@@ -765,6 +706,9 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
     if (p->batch.list) {
         msm_json_path_push_key(&e, p->batch.list);
         msm_json_path_push_key(&big, p->batch.list);
+    } else if (p->batch.event_path) {
+        msm_json_path_push_key(&e, p->batch.event_path);
+        msm_json_path_push_key(&big, p->batch.event_path);
     }
     for (size_t i = 0; i < p->batch.n; i++) {
         const char *field = p->batch.evs[i].data_field;
@@ -795,7 +739,7 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
     if (body)
         pub_finish(p, bad ? 400 : 413, body, bad ? "invalid" : "too_large");
     else
-        idem_step(p);
+        schema_done(p);
 }
 
 static void on_latest_id(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
@@ -835,7 +779,7 @@ void fe_pub_submit(fe_pub_t *p)
     for (size_t i = 0; i < n; i++)
         msm_id_new_str(p->ids[i]);
     if (!p->subject) {
-        idem_step(p);
+        schema_done(p);
         return;
     }
     int id = fe_subject_latest(fe, p->subject);

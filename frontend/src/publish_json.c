@@ -162,6 +162,19 @@ static size_t count_attributes(const json_t *events)
     return n;
 }
 
+int fe_parse_json_event(const fe_parse_ctx_t *ctx, json_t *event, int keep_json,
+                        fe_batch_t *b, msm_json_err_t *e, msm_json_err_t *big)
+{
+    b->json = event;
+    b->accepted_ms = ctx->now_ms;
+    if (fe_batch_init(b, 1, json_object_size(json_object_get(event, "attributes"))) != MSM_OK) {
+        msm_json_err_add(e, NULL, "out of memory");
+        return 400;
+    }
+    parse_event(ctx, e, big, event, keep_json, b, &b->evs[0]);
+    return msm_json_err_count(e) ? 400 : msm_json_err_count(big) ? 413 : 0;
+}
+
 int fe_parse_json_batch(const fe_parse_ctx_t *ctx, json_t *body, int keep_json,
                         fe_batch_t *b, msm_json_err_t *e, msm_json_err_t *big)
 {

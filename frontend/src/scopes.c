@@ -42,6 +42,11 @@ static const msm_access_rule_t fe_rules[] = {
     {"GET", "/v1/cdc/sources/{name}", "admin", NULL},
     {"DELETE", "/v1/cdc/sources/{name}", "admin", NULL},
     {"POST", "/v1/cdc/sources/{name}/changes", "publish", NULL},
+    /* recurring schedules publish into their topic on their own: admin's, like CDC sources */
+    {"GET", "/v1/schedules", "admin", NULL},
+    {"PUT", "/v1/schedules/{name}", "admin", NULL},
+    {"GET", "/v1/schedules/{name}", "admin", NULL},
+    {"DELETE", "/v1/schedules/{name}", "admin", NULL},
     /* schema registry (Confluent-compatible): reads for anyone with a token, changes need
      * "schemas" */
     {"GET", "/subjects", MSM_ACCESS_ANY, NULL},

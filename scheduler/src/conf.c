@@ -29,6 +29,15 @@ const msm_conf_def_t sch_conf_defs[] = {
     MSM_CONF_INT("scheduler.registry_poll_ms", sch_conf_t, registry_poll_ms, 500, 10, 3600000,
                  "how often the registry of topics and subscriptions is polled (fan-out checks "
                  "it before every batch anyway; the poll starts and stops topic consumers)"),
+    MSM_CONF_INT("schedules.misfire_grace_ms", sch_conf_t, schedules_grace_ms, 5000, 0, 3600000,
+                 "a schedule's tick found later than this after its due time is missed: its "
+                 "catch_up decides (docs/schedules.md)"),
+    MSM_CONF_INT("schedules.catch_up_max", sch_conf_t, schedules_catch_up_max, 100, 1, 10000,
+                 "most missed ticks a schedule with catch_up \"all\" publishes (the latest)"),
+    /* The frontend's name: one config file serves both. */
+    MSM_CONF_INT("publish.idempotency_window_ms", sch_conf_t, idempotency_window_ms,
+                 24LL * 3600 * 1000, 1000, 30LL * 24 * 3600 * 1000,
+                 "how long a published tick's idempotency key is kept (as the frontend's)"),
 };
 /* clang-format on */
 

@@ -11,6 +11,7 @@
 #include "msm/envelope.h"
 #include "msm/metrics.h"
 #include "msm/registry.h"
+#include "msm/schedule.h"
 #include "msm/stream.h"
 
 #include <stdint.h>
@@ -47,6 +48,8 @@ typedef struct sch_sub_s {
     msm_metric_child_t *m_filtered; /* events its filter kept out */
 } sch_sub_t;
 
+typedef struct sch_recurring_s sch_recurring_t;
+
 struct scheduler_s {
     msm_daemon_t *daemon;
     msm_loop_t *loop;
@@ -73,6 +76,8 @@ struct scheduler_s {
     size_t firing;            /* claimed batches whose append or removal is in flight */
     int fire_waiting;         /* a cycle waits for firing to go below its bound */
     uint32_t append_failures; /* consecutive failed appends of claimed events: their backoff */
+
+    sch_recurring_t *recurring; /* recurring schedules (recurring.c) */
 
     /* metrics */
     msm_metric_t *f_consumed, *f_invalid, *f_fanned, *f_scheduled, *f_fired, *f_filtered;
@@ -135,5 +140,37 @@ void sch__delayed_kick(scheduler_t *s);
 void sch__delayed_hint(scheduler_t *s, int64_t deliver_at_ms);
 /** Stops the timer (stop and free). */
 void sch__delayed_stop(scheduler_t *s);
+
+/* ---- recurring.c: recurring schedules (docs/schedules.md) ---- */
+/** Registers its metrics; NULL when out of memory. */
+sch_recurring_t *sch__recurring_new(scheduler_t *s);
+/** The registry changed: a timer per schedule, started, replaced or stopped. */
+void sch__recurring_sync(sch_recurring_t *rec);
+/** Stops the timers; firings in flight finish their step and end. */
+void sch__recurring_stop(sch_recurring_t *rec);
+/** Frees it (nothing of it may be in flight: the scheduler's inflight count is 0). */
+void sch__recurring_free(sch_recurring_t *rec);
+
+/* ---- recurring_plan.c: which ticks a firing publishes (pure) ---- */
+/** Missed ticks further back than this are dropped without being counted. */
+#define SCH_CATCH_UP_LOOKBACK_MS (31LL * 24 * 3600 * 1000)
+
+typedef struct {
+    int64_t *due;     /* the due times to publish, in order */
+    size_t n;
+    int64_t last_ms;  /* the latest due time considered (<= now), or from_ms when none */
+    uint64_t skipped; /* ticks catch_up skipped, counting only those after count_after_ms */
+} sch_plan_t;
+
+/**
+ * The ticks of @p s due in (@p from_ms, @p now_ms]: those due at most @p grace_ms ago are on
+ * time and published; older ones are missed and catch_up decides (none: skipped; last: the
+ * latest published; all: the latest @p cap published, older ones skipped). Missed ticks
+ * more than SCH_CATCH_UP_LOOKBACK_MS ago are dropped.
+ * @returns MSM_OK or MSM_ERR_NOMEM.
+ */
+int sch__plan(const msm_schedule_t *s, int64_t from_ms, int64_t now_ms, int64_t grace_ms,
+              size_t cap, int64_t count_after_ms, sch_plan_t *out);
+void sch__plan_deinit(sch_plan_t *p);
 
 #endif

@@ -459,6 +459,7 @@ static void on_registry(msm_registry_t *reg, void *opaque)
         return;
     reconcile_subs(s);
     reconcile_topics(s);
+    sch__recurring_sync(s->recurring);
     /* A subscription may have come with delayed events of an earlier life: look now. */
     sch__delayed_kick(s);
 }
@@ -534,7 +535,8 @@ scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
     msm_timer_init(&s->delay_timer);
     s->hint_ms = INT64_MAX;
     s->claim_script = msm_redis_script_new(CLAIM_LUA);
-    if (!s->claim_script || register_metrics(s, msm_daemon_metrics(d)) != 0)
+    if (!s->claim_script || register_metrics(s, msm_daemon_metrics(d)) != 0 ||
+        !(s->recurring = sch__recurring_new(s)))
         goto fail;
     s->registry = msm_registry_new(s->redis, (uint32_t)s->conf.registry_poll_ms, on_registry, s);
     if (!s->registry)
@@ -542,6 +544,7 @@ scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
     msm_daemon_set_ready(d, ready_cb, s);
     return s;
 fail:
+    sch__recurring_free(s->recurring);
     msm_redis_script_free(s->claim_script);
     free(s);
     return NULL;
@@ -558,6 +561,7 @@ void scheduler_stop(void *opaque)
     for (sch_topic_t *t = s->topics; t; t = t->next)
         topic_stop_consumer(t); /* its last XACKs count in msm_stream_pending_appends() */
     sch__delayed_stop(s);
+    sch__recurring_stop(s->recurring);
     msm_log(MSM_LOG_INFO, "scheduler",
             "stopped consuming; unacknowledged events will be redelivered");
 }
@@ -582,6 +586,7 @@ void scheduler_stats(const scheduler_t *s, sch_stats_t *out)
 
 static void destroy(scheduler_t *s)
 {
+    sch__recurring_free(s->recurring);
     msm_redis_script_free(s->claim_script);
     free(s);
 }

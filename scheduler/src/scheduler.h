@@ -2,7 +2,8 @@
 /* msm-scheduler (layer 2): consumes events.<topic> and fans every consumed batch out to the
  * subscriptions of its topic as msm.v1.TaskBatch records on ready.<subscription>; events
  * whose deliver_at lies ahead are held in Redis (sub:{s}:delayed + sub:{s}:delayed:events)
- * and appended to ready.<subscription> when due. The logic lives here, in the msm_scheduler
+ * and appended to ready.<subscription> when due; recurring schedules publish an event to
+ * their topic at every tick (recurring.c). The logic lives here, in the msm_scheduler
  * library; main.c only wires it to msm_daemon (see scheduler/README.md). */
 #ifndef MSM_SCHEDULER_H
 #define MSM_SCHEDULER_H
@@ -26,6 +27,9 @@ typedef struct {
     int retry_min_ms;     /**< scheduler.retry_min_ms: first backoff after a failed write */
     int retry_max_ms;     /**< scheduler.retry_max_ms: backoff cap */
     int registry_poll_ms; /**< scheduler.registry_poll_ms: how often the registry is polled */
+    int schedules_grace_ms;     /**< schedules.misfire_grace_ms: later than this, a tick is missed */
+    int schedules_catch_up_max; /**< schedules.catch_up_max: missed ticks "all" publishes at most */
+    long long idempotency_window_ms; /**< publish.idempotency_window_ms: tick keys kept this long */
 } sch_conf_t;
 
 /** The settings table (MSM_CONF_COMMON with port 8081 first), shared by main.c and tests. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Topics and subscriptions: validation with field paths, defaults, JSON round trip, and the
+/* Topics, subscriptions (and schedules in the snapshot): validation with field paths, defaults, JSON round trip, and the
  * store + watcher pair against a real redis-server. */
 #include "msm_test.h"
 #include "msm/err.h"
@@ -429,6 +429,47 @@ static void test_store_and_watch(void)
     msm_loop_free(loop);
 }
 
+/* Schedules are part of the snapshot: a stored one with its envelope loads, one that does
+ * not validate (no envelope: not written by a frontend) is skipped. */
+static void test_schedules_watch(void)
+{
+    char ns[64];
+    msm_loop_t *loop = msm_loop_new();
+    msm_redis_conf_t rc = {.url = srv.url, .ns = msm_test_namespace(ns, sizeof(ns))};
+    char err[256];
+    msm_redis_t *r = msm_redis_new(loop, &rc, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    watch_t w = {0};
+    msm_registry_t *reg = msm_registry_new(r, 50, on_change, &w);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    CU_ASSERT_EQUAL(msm_registry_schedule_count(reg), 0);
+    w.changes = 0;
+    /* "EgZvcmRlcnM=" is an msm.v1.Event with topic "orders" */
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SCHEDULES, "tick",
+                               "{\"topic\":\"orders\",\"every_ms\":1000,\"event\":{\"data\":1},"
+                               "\"updated_ms\":7,\"envelope\":\"EgZvcmRlcnM=\"}"),
+                    MSM_OK);
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SCHEDULES, "raw",
+                               "{\"topic\":\"orders\",\"every_ms\":1000,\"event\":{}}"),
+                    MSM_OK);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    msm_test_spin(loop, 200);
+    CU_ASSERT_EQUAL_FATAL(msm_registry_schedule_count(reg), 1);
+    const msm_schedule_t *s = msm_registry_schedule_at(reg, 0);
+    CU_ASSERT_STRING_EQUAL(s->name, "tick");
+    CU_ASSERT_EQUAL(s->every_ms, 1000);
+    CU_ASSERT_EQUAL(s->updated_ms, 7);
+    CU_ASSERT_EQUAL(s->envelope_len, 8);
+    CU_ASSERT_PTR_NULL(msm_registry_schedule_at(reg, 1));
+    w.changes = 0;
+    CU_ASSERT_EQUAL(write_sync(loop, r, MSM_KEY_SCHEDULES, "tick", NULL), MSM_OK);
+    CU_ASSERT_EQUAL(msm_loop_run_until(loop, has_changes, &w, 5000), MSM_OK);
+    CU_ASSERT_EQUAL(msm_registry_schedule_count(reg), 0);
+    msm_registry_free(reg);
+    msm_redis_free(r);
+    msm_loop_free(loop);
+}
+
 /* ---- the barrier ---- */
 
 typedef struct {
@@ -537,6 +578,7 @@ static CU_TestInfo tests[] = {
     {"subscription filter: parsed, errors with their position", test_sub_filter},
     {"topics", test_topic},
     {"store and watch in Redis", test_store_and_watch},
+    {"schedules in the snapshot", test_schedules_watch},
     {"sync: the subscription barrier", test_sync_barrier},
     CU_TEST_INFO_NULL,
 };

@@ -207,6 +207,17 @@ static void test_scopes(void)
     CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay/changes", change, "admin-token", NULL),
                     200);
     CU_ASSERT_EQUAL(events_in("payments"), payments + 1);
+    /* Recurring schedules publish on their own: admin's, like CDC sources. */
+    const char *sched = "{\"topic\":\"orders\",\"every_ms\":3600000,\"event\":{\"data\":1}}";
+    CU_ASSERT_EQUAL(call("PUT", "/v1/schedules/hourly", sched, "pub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("PUT", "/v1/schedules/hourly", sched, "sub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("PUT", "/v1/schedules/hourly", sched, NULL, NULL), 401);
+    CU_ASSERT_EQUAL(call("PUT", "/v1/schedules/hourly", sched, "admin-token", NULL), 200);
+    CU_ASSERT_EQUAL(call("GET", "/v1/schedules", NULL, "pub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("GET", "/v1/schedules/hourly", NULL, "sub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("GET", "/v1/schedules/hourly", NULL, "admin-token", NULL), 200);
+    CU_ASSERT_EQUAL(call("DELETE", "/v1/schedules/hourly", NULL, "pub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("DELETE", "/v1/schedules/hourly", NULL, "admin-token", NULL), 200);
 }
 
 /* publish_per_s 100: batches of 50 as fast as they are answered for 2 s. */

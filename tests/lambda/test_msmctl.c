@@ -175,6 +175,27 @@ static void h_publish(msm_http_req_t *req, void *opaque)
     msm_http_respond_json(req, 200, json_pack("{s:o}", "results", results));
 }
 
+static void h_schedule_put(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    json_t *r = remember(req);
+    json_t *out = json_deep_copy(json_object_get(r, "body"));
+    json_object_set_new(out, "name", json_string(msm_http_req_param(req, "name")));
+    msm_http_respond_json(req, 200, out);
+}
+
+static void h_schedules_get(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    remember(req);
+    msm_http_respond_json(req, 200,
+                          json_pack("{s:[{s:s,s:s,s:s,s:n,s:s,s:s},{s:s,s:s,s:n,s:i,s:s,s:s}]}",
+                                    "schedules", "name", "nightly", "topic", "orders", "cron",
+                                    "0 3 * * *", "every_ms", "timezone", "UTC", "catch_up", "last",
+                                    "name", "pulse", "topic", "orders", "cron", "every_ms", 60000,
+                                    "timezone", "UTC", "catch_up", "all"));
+}
+
 static void h_subject_post(msm_http_req_t *req, void *opaque)
 {
     (void)opaque;
@@ -219,6 +240,10 @@ static int suite_init(void)
         {"POST", "/v1/subscriptions/{name}/canary:promote", h_canary},
         {"POST", "/v1/subscriptions/{name}/canary:rollback", h_canary},
         {"POST", "/v1/topics/{topic}:publish", h_publish},
+        {"PUT", "/v1/schedules/{name}", h_schedule_put},
+        {"GET", "/v1/schedules", h_schedules_get},
+        {"GET", "/v1/schedules/{name}", h_schedule_put},
+        {"DELETE", "/v1/schedules/{name}", h_topic_delete},
         {"POST", "/subjects/{s}/versions", h_subject_post},
         {"GET", "/subjects", h_subjects_get},
     };
@@ -564,6 +589,72 @@ static void test_subscriptions(void)
     run_free(&r);
 }
 
+static void test_schedules(void)
+{
+    run_t r;
+    const char *put[] = {"schedule", "put",   "nightly",  "--topic",    "orders",
+                         "--cron",   "0 3 * * *", "--catch-up", "none", "--data",
+                         "{\"job\":\"report\"}", "--key", "k1", "--attr", "team=ops",
+                         "--priority", "7", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, put), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("method"), "PUT");
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/schedules/nightly");
+    json_t *want = json_pack("{s:s,s:s,s:s,s:{s:{s:s},s:s,s:i,s:{s:s}}}", "topic", "orders",
+                             "cron", "0 3 * * *", "catch_up", "none", "event", "data", "job",
+                             "report", "key", "k1", "priority", 7, "attributes", "team", "ops");
+    if (!json_equal(body_of_last(), want)) {
+        char *s = json_dumps(body_of_last(), 0);
+        fprintf(stderr, "\nsent %s\n", s);
+        free(s);
+    }
+    CU_ASSERT_TRUE(json_equal(body_of_last(), want));
+    json_decref(want);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "schedule nightly saved"));
+    run_free(&r);
+
+    const char *every[] = {"schedule", "put",    "pulse", "--topic", "orders", "--every-ms",
+                           "60000",    "--data", "1",     NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, every), 0);
+    want = json_pack("{s:s,s:I,s:{s:i}}", "topic", "orders", "every_ms", (json_int_t)60000,
+                     "event", "data", 1);
+    CU_ASSERT_TRUE(json_equal(body_of_last(), want));
+    json_decref(want);
+    run_free(&r);
+
+    const char *list[] = {"schedule", "list", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, list), 0);
+    CU_ASSERT_EQUAL(count_lines(r.out.buf), 3);
+    CU_ASSERT_EQUAL(strncmp(r.out.buf, "NAME", 4), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "CATCH_UP"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "0 3 * * *"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "60000"));
+    run_free(&r);
+
+    const char *get[] = {"schedule", "get", "nightly", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, get), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("method"), "GET");
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/schedules/nightly");
+    run_free(&r);
+
+    const char *del[] = {"schedule", "delete", "nightly", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, del), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("method"), "DELETE");
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/schedules/nightly");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "schedule nightly deleted"));
+    run_free(&r);
+
+    /* Exactly one of --cron and --every-ms; --topic and --data required: usage errors. */
+    const char *both[] = {"schedule", "put",    "x", "--topic", "t", "--cron", "* * * * *",
+                          "--every-ms", "1000", "--data", "1", NULL};
+    expect_one_line_error(both, 2, "exactly one of --cron and --every-ms");
+    const char *neither[] = {"schedule", "put", "x", "--topic", "t", "--data", "1", NULL};
+    expect_one_line_error(neither, 2, "exactly one of --cron and --every-ms");
+    const char *notopic[] = {"schedule", "put", "x", "--every-ms", "1000", "--data", "1", NULL};
+    expect_one_line_error(notopic, 2, "--topic is required");
+    const char *nodata[] = {"schedule", "put", "x", "--topic", "t", "--every-ms", "1000", NULL};
+    expect_one_line_error(nodata, 2, "--data is required");
+}
+
 static void test_publish(void)
 {
     run_t r;
@@ -723,6 +814,7 @@ static CU_TestInfo msmctl_tests[] = {
     {"topic create/list/delete", test_topics},
     {"sub create/list/stats/delete", test_subscriptions},
     {"publish: batches, rate, progress", test_publish},
+    {"schedule put/list/get/delete", test_schedules},
     {"tasks and dlq", test_tasks_and_dlq},
     {"schema, MSM_FRONTEND_URL", test_schema_and_env_url},
     {"canary promote/rollback", test_canary},

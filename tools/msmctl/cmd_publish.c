@@ -43,8 +43,7 @@ static void progress_draw(progress_t *p, long long done, int final)
     fflush(stderr);
 }
 
-/* The event every copy starts from; NULL (reason printed) on bad input. */
-static json_t *event_template(ctl_t *c)
+json_t *ctl_event_json(ctl_t *c)
 {
     if (!c->o.data) {
         ctl_error(c, "--data is required (JSON, or @FILE)");
@@ -135,7 +134,7 @@ static void print_single(ctl_t *c, const ctl_resp_t *r)
 int ctl_publish(ctl_t *c, const char **args, int nargs)
 {
     (void)nargs;
-    json_t *tmpl = event_template(c);
+    json_t *tmpl = ctl_event_json(c);
     if (!tmpl)
         return CTL_EXIT_USAGE;
     char *esc = ctl_escape(c, args[0]);

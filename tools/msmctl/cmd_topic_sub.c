@@ -14,13 +14,12 @@ static const char *const sub_columns[] = {
     "name",       "topic",        "endpoints", "ordered", "max_concurrency",
     "timeout_ms", "max_attempts", "priority",  "filter",  NULL};
 
-/* GET/PUT/DELETE on "/v1/<collection>/<name>", printing the answer. */
-static int on_named(ctl_t *c,
-                    const char *method,
-                    const char *collection,
-                    const char *name,
-                    const json_t *body,
-                    const char *done_word)
+int ctl_named(ctl_t *c,
+              const char *method,
+              const char *collection,
+              const char *name,
+              const json_t *body,
+              const char *done_word)
 {
     char *esc = ctl_escape(c, name);
     if (!esc) {
@@ -45,8 +44,11 @@ static int on_named(ctl_t *c,
         ctl_print_raw(&r);
     } else {
         if (done_word)
-            printf("%s %s %s\n", strcmp(collection, "topics") == 0 ? "topic" : "subscription", name,
-                   done_word);
+            printf("%s %s %s\n",
+                   strcmp(collection, "topics") == 0      ? "topic"
+                   : strcmp(collection, "schedules") == 0 ? "schedule"
+                                                          : "subscription",
+                   name, done_word);
         if (json_is_object(r.json) && json_object_size(r.json) > 0 && strcmp(method, "DELETE"))
             ctl_print_object(stdout, r.json, NULL);
     }
@@ -54,9 +56,8 @@ static int on_named(ctl_t *c,
     return CTL_EXIT_OK;
 }
 
-/* GET "/v1/<collection>" as a table. @p shape adjusts each row for display. */
-static int
-list(ctl_t *c, const char *collection, const char *const *columns, void (*shape)(json_t *row))
+int ctl_list(ctl_t *c, const char *collection, const char *const *columns,
+             void (*shape)(json_t *row))
 {
     char path[64];
     snprintf(path, sizeof(path), "/v1/%s", collection);
@@ -97,7 +98,7 @@ int ctl_topic_create(ctl_t *c, const char **args, int nargs)
     json_t *body = json_object();
     if (c->o.schema_subject)
         json_object_set_new(body, "schema_subject", json_string(c->o.schema_subject));
-    int rc = on_named(c, "PUT", "topics", args[0], body, "saved");
+    int rc = ctl_named(c, "PUT", "topics", args[0], body, "saved");
     json_decref(body);
     return rc;
 }
@@ -105,19 +106,19 @@ int ctl_topic_create(ctl_t *c, const char **args, int nargs)
 int ctl_topic_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return list(c, "topics", topic_columns, NULL);
+    return ctl_list(c, "topics", topic_columns, NULL);
 }
 
 int ctl_topic_get(ctl_t *c, const char **args, int nargs)
 {
     (void)nargs;
-    return on_named(c, "GET", "topics", args[0], NULL, NULL);
+    return ctl_named(c, "GET", "topics", args[0], NULL, NULL);
 }
 
 int ctl_topic_delete(ctl_t *c, const char **args, int nargs)
 {
     (void)nargs;
-    return on_named(c, "DELETE", "topics", args[0], NULL, "deleted");
+    return ctl_named(c, "DELETE", "topics", args[0], NULL, "deleted");
 }
 
 /* ---- subscriptions ---- */
@@ -186,7 +187,7 @@ int ctl_sub_create(ctl_t *c, const char **args, int nargs)
     if (json_object_size(retry) > 0)
         json_object_set(body, "retry", retry);
     json_decref(retry);
-    int rc = on_named(c, "PUT", "subscriptions", args[0], body, "saved");
+    int rc = ctl_named(c, "PUT", "subscriptions", args[0], body, "saved");
     json_decref(body);
     return rc;
 }
@@ -215,19 +216,19 @@ static void shape_sub(json_t *row)
 int ctl_sub_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return list(c, "subscriptions", sub_columns, shape_sub);
+    return ctl_list(c, "subscriptions", sub_columns, shape_sub);
 }
 
 int ctl_sub_get(ctl_t *c, const char **args, int nargs)
 {
     (void)nargs;
-    return on_named(c, "GET", "subscriptions", args[0], NULL, NULL);
+    return ctl_named(c, "GET", "subscriptions", args[0], NULL, NULL);
 }
 
 int ctl_sub_delete(ctl_t *c, const char **args, int nargs)
 {
     (void)nargs;
-    return on_named(c, "DELETE", "subscriptions", args[0], NULL, "deleted");
+    return ctl_named(c, "DELETE", "subscriptions", args[0], NULL, "deleted");
 }
 
 /* POST /v1/subscriptions/{name}<action> (":pause", "/canary:promote", ...) into @p r.

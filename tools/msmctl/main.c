@@ -43,7 +43,8 @@ static const msm_conf_def_t all_opts[] = {
                  schema_subject,
                  NULL,
                  "validate the topic's events against this schema subject"),
-    MSM_CONF_STR("topic", ctl_opts_t, topic, NULL, "topic to subscribe to (required)"),
+    MSM_CONF_STR("topic", ctl_opts_t, topic, NULL,
+                 "topic subscribed to, or published to by a schedule (required)"),
     MSM_CONF_STR("endpoint",
                  ctl_opts_t,
                  endpoint,
@@ -156,6 +157,13 @@ static const msm_conf_def_t all_opts[] = {
     MSM_CONF_STR("message-name", ctl_opts_t, message_name, NULL,
                  "PROTOBUF: the message's full name (default: the first message of the last "
                  "file)"),
+    MSM_CONF_STR("cron", ctl_opts_t, cron, NULL,
+                 "5-field cron expression in UTC, e.g. '*/5 * * * *' (or --every-ms)"),
+    MSM_CONF_INT("every-ms", ctl_opts_t, every_ms, CTL_UNSET, CTL_UNSET, 31622400000LL,
+                 "publish every this many ms, at least 1000 (or --cron)"),
+    MSM_CONF_STR("timezone", ctl_opts_t, timezone, NULL, "the cron's time zone (only UTC)"),
+    MSM_CONF_STR("catch-up", ctl_opts_t, catch_up, NULL,
+                 "missed ticks after downtime: none, last (server default) or all"),
 };
 #define N_ALL    MSM_CONF_COUNT(all_opts)
 #define N_GLOBAL 4 /* url, json, http-timeout-ms, token come first */
@@ -207,6 +215,12 @@ static const ctl_cmd_t commands[] = {
     {"schema register", "SUBJECT", 1, 1, "register a schema version",
      "schema type message-name", ctl_schema_register},
     {"schema list", "", 0, 0, "list schema subjects", "", ctl_schema_list},
+    {"schedule put", "NAME", 1, 1, "create or update a recurring schedule",
+     "topic cron every-ms timezone catch-up data key ordering-key attr priority",
+     ctl_schedule_put},
+    {"schedule list", "", 0, 0, "list recurring schedules", "", ctl_schedule_list},
+    {"schedule get", "NAME", 1, 1, "show a recurring schedule", "", ctl_schedule_get},
+    {"schedule delete", "NAME", 1, 1, "delete a recurring schedule", "", ctl_schedule_delete},
     {"up", "", 0, 0, "start redis-server and the four daemons here, in the foreground", "",
      ctl_up},
 };

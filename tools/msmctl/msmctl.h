@@ -61,6 +61,11 @@ typedef struct {
     char *schema;
     char *schema_type;
     char *message_name;
+    /* schedule */
+    char *cron;
+    long long every_ms;
+    char *timezone;
+    char *catch_up;
 } ctl_opts_t;
 
 typedef struct {
@@ -123,6 +128,21 @@ void ctl_print_object(FILE *out, const json_t *obj, const char *const *skip);
  */
 json_t *ctl_list_items(json_t *answer, const char *member);
 
+/* ---- resources (cmd_topic_sub.c) ---- */
+
+/** @brief GET, PUT (@p body) or DELETE "/v1/<collection>/<name>", printing the answer (or
+ *  "<kind> <name> <done_word>" first when @p done_word). @returns an exit status. */
+int ctl_named(ctl_t *c, const char *method, const char *collection, const char *name,
+              const json_t *body, const char *done_word);
+/** @brief GET "/v1/<collection>" as a table of @p columns; @p shape adjusts each row for
+ *  display (may be NULL). @returns an exit status. */
+int ctl_list(ctl_t *c, const char *collection, const char *const *columns,
+             void (*shape)(json_t *row));
+
+/** @brief One event from --data (required), --key, --ordering-key, --delay-ms, --priority
+ *  and --attr (cmd_publish.c); NULL with the reason printed. */
+json_t *ctl_event_json(ctl_t *c);
+
 /* ---- commands ---- */
 
 int ctl_topic_create(ctl_t *c, const char **args, int nargs);
@@ -145,6 +165,10 @@ int ctl_canary_rollback(ctl_t *c, const char **args, int nargs);
 int ctl_schema_register(ctl_t *c, const char **args, int nargs);
 int ctl_schema_list(ctl_t *c, const char **args, int nargs);
 int ctl_up(ctl_t *c, const char **args, int nargs);
+int ctl_schedule_put(ctl_t *c, const char **args, int nargs);
+int ctl_schedule_list(ctl_t *c, const char **args, int nargs);
+int ctl_schedule_get(ctl_t *c, const char **args, int nargs);
+int ctl_schedule_delete(ctl_t *c, const char **args, int nargs);
 
 /** @brief Reads "@FILE" arguments: returns a malloc'd copy of the text or file contents,
  *  or NULL with the reason printed. */

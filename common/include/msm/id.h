@@ -35,6 +35,14 @@ void msm_id_new(msm_id_t *out);
 char *msm_id_new_str(char *buf);
 
 /**
+ * @brief A UUIDv7 made of @p ts_ms and the SHA-256 of @p seed instead of a counter and random
+ * bits: the same inputs always give the same id (a recurring schedule's tick is one event
+ * whoever publishes it, and however often). Ids of different seeds collide no more often
+ * than random ones.
+ */
+void msm_id_derive(int64_t ts_ms, const void *seed, size_t seed_len, msm_id_t *out);
+
+/**
  * @brief Writes the canonical text form of @p id: 8-4-4-4-12 lowercase hex digits.
  * @param buf at least MSM_ID_STR_SIZE bytes
  * @returns @p buf

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* The control plane's state: topics and subscriptions as the frontend stores them in Redis
- * and every daemon watches them, plus the names of the Redis keys and log streams the
- * layers meet in (docs/pipeline.md has the whole map).
+/* The control plane's state: topics, subscriptions and recurring schedules as the frontend
+ * stores them in Redis and every daemon watches them, plus the names of the Redis keys and
+ * log streams the layers meet in (docs/pipeline.md has the whole map).
  *
  * Storage (under the namespace): hash "topics" name → topic JSON, hash "subs" name →
- * subscription JSON, counter "{registry}:version" bumped by every change. A watcher polls the
- * counter and reloads both hashes when it moves, so a change reaches every daemon within
- * one poll interval without a pub/sub connection per daemon. */
+ * subscription JSON, hash "schedules" name → schedule JSON (msm/schedule.h), counter
+ * "{registry}:version" bumped by every change. A watcher polls the counter and reloads the
+ * hashes when it moves, so a change reaches every daemon within one poll interval without a
+ * pub/sub connection per daemon. */
 #ifndef MSM_REGISTRY_H
 #define MSM_REGISTRY_H
 
@@ -14,6 +15,7 @@
 #include "msm/json.h"
 #include "msm/loop.h"
 #include "msm/redis.h"
+#include "msm/schedule.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -236,5 +238,7 @@ const msm_topic_t *msm_registry_topic(const msm_registry_t *reg, const char *nam
 size_t msm_registry_sub_count(const msm_registry_t *reg);
 const msm_sub_t *msm_registry_sub_at(const msm_registry_t *reg, size_t i);
 const msm_sub_t *msm_registry_sub(const msm_registry_t *reg, const char *name);
+size_t msm_registry_schedule_count(const msm_registry_t *reg);
+const msm_schedule_t *msm_registry_schedule_at(const msm_registry_t *reg, size_t i);
 
 #endif
