@@ -78,7 +78,7 @@ static json_t *source_from_json(const char *name, const json_t *body, msm_json_e
         !msm_name_valid(topic))
         msm_json_err_add(e, "topic", "must match [A-Za-z0-9._-]{1,200}");
     if (msm_json_get_strn(e, body, "range_url", MSM_JSON_NULLABLE, 2048, &url) == MSM_OK && url &&
-        (!url_ok(url) || fe_has_control_chars(url)))
+        (!url_ok(url) || msm_json_has_control_chars(url)))
         msm_json_err_add(e, "range_url", "must be an http:// or https:// URL");
     if (msm_json_get_array(e, body, "partitions", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY,
                            &parts) == MSM_OK) {
@@ -314,7 +314,7 @@ static int changes_valid(const fe_parse_ctx_t *ctx, const json_t *body, msm_json
                 msm_json_err_add(e, "op", "must be create, update or delete");
             if (msm_json_get_str(e, c, "entity", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY,
                                  &entity) == MSM_OK)
-                fe_check_text(e, big, "entity", entity, ENTITY_MAX);
+                msm_json_check_text(e, big, "entity", entity, ENTITY_MAX);
             const json_t *data = json_object_get(c, "data");
             if (!data && op && strcmp(op, "delete") != 0)
                 msm_json_err_add(e, "data", "is required (except for delete)");

@@ -116,9 +116,6 @@ void fe_event_data_base64(fe_event_t *ev, const char *b64, size_t limit, msm_jso
 
 /* ---- shared field checks: errors into e (400) or big (413) at e's path ---- */
 
-/** @brief A text that may travel as an HTTP header (key, ordering key, ...). */
-void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, const char *v,
-                   size_t max);
 /** @brief An attribute @p name = @p value, errors at @p field (event's attribute count so
  *  far in @p count). */
 void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
@@ -131,8 +128,6 @@ void fe_check_deadline(msm_json_err_t *e, const char *field, const fe_event_t *e
 int fe_media_type_ok(const char *ct);
 /** @brief Same media type (parameters ignored, case-insensitive). */
 int fe_same_media_type(const char *a, const char *b);
-/** @brief Non-zero when @p s has a byte below 0x20 or 0x7f. */
-int fe_has_control_chars(const char *s);
 /** @brief The trace context headers of a request, when well formed. */
 void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *tracestate);
 /** @brief An event's own trace context given at @p field / @p state_field (a body field or

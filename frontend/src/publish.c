@@ -129,24 +129,6 @@ void fe_event_data_base64(fe_event_t *ev, const char *b64, size_t limit, msm_jso
 
 /* ---- shared checks ---- */
 
-int fe_has_control_chars(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            return 1;
-    }
-    return 0;
-}
-
-void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, const char *v,
-                   size_t max)
-{
-    if (strlen(v) > max)
-        msm_json_err_add(big, field, "must be at most %zu bytes long", max);
-    else if (fe_has_control_chars(v))
-        msm_json_err_add(e, field, "must not contain control characters");
-}
-
 void fe_check_deadline(msm_json_err_t *e, const char *field, const fe_event_t *ev)
 {
     if (ev->deadline_ms > 0 && ev->deliver_at_ms > 0 && ev->deadline_ms <= ev->deliver_at_ms)
@@ -168,7 +150,7 @@ void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
         msm_json_err_add(e, field, "name must match [A-Za-z0-9._-]{1,%d}", FE_ATTR_NAME_MAX);
     else if (strlen(value) > FE_ATTR_VALUE_MAX)
         msm_json_err_add(big, field, "must be at most %d bytes long", FE_ATTR_VALUE_MAX);
-    else if (fe_has_control_chars(value))
+    else if (msm_json_has_control_chars(value))
         msm_json_err_add(e, field, "must not contain control characters");
 }
 
@@ -176,7 +158,7 @@ int fe_media_type_ok(const char *ct)
 {
     size_t n = strcspn(ct, ";");
     const char *slash = memchr(ct, '/', n);
-    return n > 0 && slash && slash != ct && slash + 1 < ct + n && !fe_has_control_chars(ct);
+    return n > 0 && slash && slash != ct && slash + 1 < ct + n && !msm_json_has_control_chars(ct);
 }
 
 int fe_same_media_type(const char *a, const char *b)
@@ -192,7 +174,7 @@ void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *traces
         return;
     b->traceparent = fe_batch_keep(b, traceparent, strlen(traceparent));
     if (b->traceparent && tracestate && strlen(tracestate) <= 512 &&
-        !fe_has_control_chars(tracestate))
+        !msm_json_has_control_chars(tracestate))
         b->tracestate = fe_batch_keep(b, tracestate, strlen(tracestate));
 }
 
