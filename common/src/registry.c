@@ -580,24 +580,31 @@ struct msm_registry_s {
     size_t ntopics;
     msm_sub_t **subs;
     size_t nsubs;
+    msm_cdc_source_t **sources;
+    size_t nsources;
     sync_waiter_t *checking;  /* answered by the check in flight */
     sync_waiter_t *waiting;   /* asked after it was sent: wait for the next check */
     sync_waiter_t **wait_end; /* where the next waiter is linked (FIFO) */
 };
 
-static void snapshot_free(msm_topic_t **topics, size_t nt, msm_sub_t **subs, size_t ns)
+static void snapshot_free(msm_topic_t **topics, size_t nt, msm_sub_t **subs, size_t ns,
+                          msm_cdc_source_t **sources, size_t nc)
 {
     for (size_t i = 0; i < nt; i++)
         msm_topic_free(topics[i]);
     for (size_t i = 0; i < ns; i++)
         msm_sub_free(subs[i]);
+    for (size_t i = 0; i < nc; i++)
+        msm_cdc_source_free(sources[i]);
     free(topics);
     free(subs);
+    free(sources);
 }
 
 static void registry_destroy(msm_registry_t *reg)
 {
-    snapshot_free(reg->topics, reg->ntopics, reg->subs, reg->nsubs);
+    snapshot_free(reg->topics, reg->ntopics, reg->subs, reg->nsubs, reg->sources,
+                  reg->nsources);
     free(reg);
 }
 
@@ -625,10 +632,13 @@ static void check_done(msm_registry_t *reg, int err)
     waiters_call(reg, done, err);
 }
 
+enum { KIND_TOPIC, KIND_SUB, KIND_CDC };
+
 /* Parses one hash's HGETALL (name, json, name, json, ...) into objects; bad entries are
  * logged and skipped (the frontend validated them; a hand edit must not stop a daemon). */
-static size_t parse_all(const redisReply *r, int subs, void **out)
+static size_t parse_all(const redisReply *r, int kind, void **out)
 {
+    static const char *const what[] = {"topic", "subscription", "CDC source"};
     size_t n = 0;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const char *name = r->element[i]->str;
@@ -637,13 +647,14 @@ static size_t parse_all(const redisReply *r, int subs, void **out)
         json_t *j = msm_json_parse(r->element[i + 1]->str, r->element[i + 1]->len, &e);
         void *obj = NULL;
         if (j)
-            obj = subs ? (void *)msm_sub_from_json(name, j, &e)
-                       : (void *)msm_topic_from_json(name, j, &e);
+            obj = kind == KIND_SUB   ? (void *)msm_sub_from_json(name, j, &e)
+                  : kind == KIND_CDC ? (void *)msm_cdc_source_from_json(name, j, &e)
+                                     : (void *)msm_topic_from_json(name, j, &e);
         if (obj)
             out[n++] = obj;
         else
-            msm_log(MSM_LOG_WARN, "registry", "skipping stored %s %s: %s",
-                    subs ? "subscription" : "topic", name, msm_json_err_message(&e));
+            msm_log(MSM_LOG_WARN, "registry", "skipping stored %s %s: %s", what[kind], name,
+                    msm_json_err_message(&e));
         json_decref(j);
         msm_json_err_deinit(&e);
     }
@@ -659,37 +670,43 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
         return;
     }
     const char *why = msm_redis_reply_err(reply, err);
-    /* [version, HGETALL topics, HGETALL subs] */
-    if (why || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+    /* [version, HGETALL topics, HGETALL subs, HGETALL cdc sources] */
+    if (why || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
         check_done(reg, MSM_ERR_BACKEND);
         return;
     }
     long long version = reply->element[0]->type == REDIS_REPLY_STRING
                             ? atoll(reply->element[0]->str)
                             : 0;
-    const redisReply *rt = reply->element[1], *rs = reply->element[2];
+    const redisReply *rt = reply->element[1], *rs = reply->element[2], *rc = reply->element[3];
     msm_topic_t **topics = calloc(rt->elements / 2 + 1, sizeof(*topics));
     msm_sub_t **subs = calloc(rs->elements / 2 + 1, sizeof(*subs));
-    if (!topics || !subs) {
+    msm_cdc_source_t **sources = calloc(rc->elements / 2 + 1, sizeof(*sources));
+    if (!topics || !subs || !sources) {
         free(topics);
         free(subs);
+        free(sources);
         check_done(reg, MSM_ERR_NOMEM);
         return;
     }
-    size_t nt = parse_all(rt, 0, (void **)topics);
-    size_t ns = parse_all(rs, 1, (void **)subs);
+    size_t nt = parse_all(rt, KIND_TOPIC, (void **)topics);
+    size_t ns = parse_all(rs, KIND_SUB, (void **)subs);
+    size_t nc = parse_all(rc, KIND_CDC, (void **)sources);
     msm_topic_t **old_topics = reg->topics;
     msm_sub_t **old_subs = reg->subs;
-    size_t old_nt = reg->ntopics, old_ns = reg->nsubs;
+    msm_cdc_source_t **old_sources = reg->sources;
+    size_t old_nt = reg->ntopics, old_ns = reg->nsubs, old_nc = reg->nsources;
     reg->topics = topics;
     reg->ntopics = nt;
     reg->subs = subs;
     reg->nsubs = ns;
+    reg->sources = sources;
+    reg->nsources = nc;
     reg->version = version;
     reg->loaded = 1;
     if (reg->cb)
         reg->cb(reg, reg->opaque); /* still "polling": a free from here is deferred */
-    snapshot_free(old_topics, old_nt, old_subs, old_ns);
+    snapshot_free(old_topics, old_nt, old_subs, old_ns, old_sources, old_nc);
     if (reg->freed) {
         registry_destroy(reg);
         return;
@@ -697,23 +714,24 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
     check_done(reg, MSM_OK); /* after the change callback: waiters see the new snapshot */
 }
 
-/* Version and both hashes in one script: a snapshot never mixes two versions. */
+/* Version and the hashes in one script: a snapshot never mixes two versions. */
 static const char RELOAD_LUA[] =
     "return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]),"
-    " redis.call('HGETALL', KEYS[3])}";
+    " redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}";
 /* The whole reload (version and both hashes in one script, by SHA): process-wide, never
  * freed, so a reply due after msm_registry_free() never meets a freed script. */
 static int reload_send(msm_registry_t *reg)
 {
     static msm_redis_script_t *reload_script;
-    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX];
+    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX], kc[KEY_MAX];
     if (!reload_script && !(reload_script = msm_redis_script_new(RELOAD_LUA)))
         return MSM_ERR_NOMEM;
     msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
     msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
     msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
-    const char *argv[] = {kv, kt, ks};
-    return msm_redis_eval(reg->redis, reload_script, on_reload, reg, 3, 3, argv, NULL);
+    msm_redis_key(reg->redis, kc, sizeof(kc), "%s", MSM_KEY_CDC_SOURCES);
+    const char *argv[] = {kv, kt, ks, kc};
+    return msm_redis_eval(reg->redis, reload_script, on_reload, reg, 4, 4, argv, NULL);
 }
 
 /* The cheap check, a plain GET of the version (the scheduler checks before every batch):
@@ -892,6 +910,25 @@ const msm_sub_t *msm_registry_sub(const msm_registry_t *reg, const char *name)
     for (size_t i = 0; i < reg->nsubs; i++) {
         if (strcmp(reg->subs[i]->name, name) == 0)
             return reg->subs[i];
+    }
+    return NULL;
+}
+
+size_t msm_registry_cdc_count(const msm_registry_t *reg)
+{
+    return reg->nsources;
+}
+
+const msm_cdc_source_t *msm_registry_cdc_at(const msm_registry_t *reg, size_t i)
+{
+    return i < reg->nsources ? reg->sources[i] : NULL;
+}
+
+const msm_cdc_source_t *msm_registry_cdc(const msm_registry_t *reg, const char *name)
+{
+    for (size_t i = 0; i < reg->nsources; i++) {
+        if (strcmp(reg->sources[i]->name, name) == 0)
+            return reg->sources[i];
     }
     return NULL;
 }

@@ -52,8 +52,11 @@ struct fe_s {
     msm_redis_script_t *fe_sr_version;
     msm_redis_script_t *fe_idem_claim;  /* idempotency keys */
     msm_redis_script_t *fe_idem_settle;
-    msm_redis_script_t *fe_cdc_claim;   /* CDC push */
-    msm_redis_script_t *fe_cdc_settle;
+    msm_redis_script_t *fe_cdc_put;     /* CDC sources (cdc.c) */
+    msm_redis_script_t *fe_cdc_delete;
+    msm_redis_script_t *fe_cdc_notify;
+    msm_redis_script_t *fe_cdc_state_read;
+    struct msm_cdc_state_s *fe_cdc;     /* the batch protocol push shares with pull */
     msm_schema_store_t *fe_schemas;     /* compiled schemas by id */
     fe_subject_latest_t *fe_latest;     /* subject -> latest schema id, cleared on changes */
     size_t fe_nlatest;
@@ -177,8 +180,10 @@ int fe_publish_routes(fe_t *fe);
 int fe_tasks_routes(fe_t *fe);
 int fe_schema_routes(fe_t *fe);
 int fe_cdc_routes(fe_t *fe);
-/** @brief Prepares the CDC push's Lua scripts. */
+/** @brief Prepares the CDC sources' Lua scripts. */
 int fe_cdc_scripts(fe_t *fe);
+/** @brief POST /v1/cdc/sources/{name}/changes (cdc_push.c). */
+void fe_cdc_push(msm_http_req_t *req, void *opaque);
 void fe_publish_single(msm_http_req_t *req, void *opaque);
 void fe_publish_pb(msm_http_req_t *req, void *opaque);
 /** @brief Prepares the schema registry's Lua scripts. */

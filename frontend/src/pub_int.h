@@ -51,9 +51,7 @@ typedef struct {
     const char *tracestate;
     int priority;
     int32_t schema_id;
-    int unschematized;            /**< no body to check (a CDC delete without data) */
-    /* CDC origin */
-    const char *cdc_partition;
+    /* CDC origin (the batch's source and partition are the fe_pub_t's) */
     const char *cdc_entity;
     int64_t cdc_sequence;
     int cdc_operation;
@@ -169,6 +167,11 @@ struct fe_pub_s {
     char *topic;
     char *subject;                  /**< the topic's schema subject, or NULL */
     const char *cdc_source;         /**< envelopes' cdc_source (borrowed), or NULL */
+    const char *cdc_partition;      /**< CDC: envelopes' cdc_partition (borrowed) */
+    const char *cdc_tag;            /**< CDC: the batch's token: the append is marked with it
+                                         (msm/cdc_state.h); NULL: not marked */
+    int append_sent;                /**< the log append was started (a failure after it may
+                                         have stored some events) */
     fe_batch_t batch;
     char (*ids)[MSM_ID_STR_SIZE];
     unsigned char *dup;             /**< 1: a repeat; ids[i] is the first event's id */
@@ -209,6 +212,11 @@ int fe_quota_spent(msm_http_req_t *req, size_t n);
 int fe_pub_trace_begin(fe_pub_t *p, double sample_ratio);
 /** @brief Logs the spans fe_pub_trace_begin() started: the events are durable. */
 void fe_pub_trace_end(const fe_pub_t *p);
+
+/** @brief The schema step of a CDC batch's event @p i (cdc_push.c): its change's payload
+ *  from msm_cdc_payload(), as the scheduler's pull makes it. Errors at e's path. */
+void fe_cdc_convert(fe_pub_t *p, const msm_schema_t *s, int id, size_t i, msm_json_err_t *e,
+                    msm_json_err_t *big, size_t limit);
 
 /** @brief Runs the pipeline over p->batch (parsed, ids not yet assigned). */
 void fe_pub_submit(fe_pub_t *p);
