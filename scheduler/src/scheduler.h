@@ -2,8 +2,9 @@
 /* msm-scheduler (layer 2): consumes events.<topic> and fans every consumed batch out to the
  * subscriptions of its topic as msm.v1.TaskBatch records on ready.<subscription>; events
  * whose deliver_at lies ahead are held in Redis (sub:{s}:delayed + sub:{s}:delayed:events)
- * and appended to ready.<subscription> when due. The logic lives here, in the msm_scheduler
- * library; main.c only wires it to msm_daemon (see scheduler/README.md). */
+ * and appended to ready.<subscription> when due; CDC sources with a range_url are pulled
+ * into events.<topic> (docs/cdc.md). The logic lives here, in the msm_scheduler library;
+ * main.c only wires it to msm_daemon (see scheduler/README.md). */
 #ifndef MSM_SCHEDULER_H
 #define MSM_SCHEDULER_H
 
@@ -26,6 +27,13 @@ typedef struct {
     int retry_min_ms;     /**< scheduler.retry_min_ms: first backoff after a failed write */
     int retry_max_ms;     /**< scheduler.retry_max_ms: backoff cap */
     int registry_poll_ms; /**< scheduler.registry_poll_ms: how often the registry is polled */
+    /* CDC pull (docs/cdc.md) */
+    int cdc_fetch_timeout_ms; /**< cdc.fetch_timeout_ms: a range request's whole time */
+    int cdc_lease_ms;         /**< cdc.lease_ms: a partition's lease (taken over after it) */
+    int cdc_backoff_min_ms;   /**< cdc.backoff_min_ms: first backoff of a failing partition */
+    int cdc_backoff_max_ms;   /**< cdc.backoff_max_ms: backoff cap */
+    int cdc_max_answer_bytes; /**< cdc.max_answer_bytes: a range answer's body at most */
+    int cdc_max_event_bytes;  /**< cdc.max_event_bytes: one change's payload at most */
 } sch_conf_t;
 
 /** The settings table (MSM_CONF_COMMON with port 8081 first), shared by main.c and tests. */
