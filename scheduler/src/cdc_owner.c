@@ -28,8 +28,9 @@
 #define NOTIFY_COUNT    "256"
 
 /* KEYS: members, then per partition its lease, lock, cursor hash, notified hash.
- * ARGV: member, lease ms, take (1: may take free partitions), then per partition its name and
- * the token of our batch in flight ("" = none). -> per partition {held, cursor, notified}. */
+ * ARGV: member, lease ms, take (1: may take free partitions), then per partition its name,
+ * the token of our batch holding its lock ("" = none) and whether a round of ours is in
+ * flight (1: not given back now). -> per partition {held, cursor, notified}. */
 static const char LEASE_LUA[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -40,7 +41,7 @@ static const char LEASE_LUA[] =
     "local fair = math.ceil(n / math.max(1, redis.call('ZCARD', KEYS[1])))\n"
     "local held, r = 0, {}\n"
     "for i = 1, n do\n"
-    "  local k, tok = 2 + (i - 1) * 4, ARGV[3 + 2 * i]\n"
+    "  local k, tok = 2 + (i - 1) * 4, ARGV[2 + 3 * i]\n"
     "  r[i] = 0\n"
     "  if redis.call('GET', KEYS[k]) == me then\n"
     "    redis.call('PEXPIRE', KEYS[k], lease)\n"
@@ -52,8 +53,8 @@ static const char LEASE_LUA[] =
     "  end\n"
     "end\n"
     "for i = 1, n do\n"
-    "  local k, tok = 2 + (i - 1) * 4, ARGV[3 + 2 * i]\n"
-    "  if r[i] == 1 and held > fair and tok == '' then\n"
+    "  local k = 2 + (i - 1) * 4\n"
+    "  if r[i] == 1 and held > fair and ARGV[3 + 3 * i] == '0' then\n"
     "    redis.call('DEL', KEYS[k])\n"
     "    r[i] = 0\n"
     "    held = held - 1\n"
@@ -65,7 +66,7 @@ static const char LEASE_LUA[] =
     "end\n"
     "local out = {}\n"
     "for i = 1, n do\n"
-    "  local k, p = 2 + (i - 1) * 4, ARGV[2 + 2 * i]\n"
+    "  local k, p = 2 + (i - 1) * 4, ARGV[1 + 3 * i]\n"
     "  out[i] = {r[i], redis.call('HGET', KEYS[k + 2], p) or '0',"
     " redis.call('HGET', KEYS[k + 3], p) or '0'}\n"
     "end\n"
@@ -166,7 +167,7 @@ static int lease_send(sch_cdc_t *c)
         for (sch_cdc_part_t *p = s->parts; p; p = p->next)
             n++;
     round_t *r = calloc(1, sizeof(*r));
-    size_t nkeys = 1 + 4 * n, argc = nkeys + 3 + 2 * n;
+    size_t nkeys = 1 + 4 * n, argc = nkeys + 3 + 3 * n;
     char(*keys)[SCH_CDC_KEY_MAX] = calloc(nkeys, SCH_CDC_KEY_MAX);
     const char **argv = calloc(argc, sizeof(*argv));
     int rc = MSM_ERR_NOMEM;
@@ -193,8 +194,9 @@ static int lease_send(sch_cdc_t *c)
                           MSM_KEY_CDC_NOTIFIED, s->name);
             for (int j = 0; j < 4; j++)
                 argv[1 + 4 * i + j] = k + j * SCH_CDC_KEY_MAX;
-            argv[nkeys + 3 + 2 * i] = p->name;
-            argv[nkeys + 4 + 2 * i] = p->token; /* "" when no batch holds the lock */
+            argv[nkeys + 3 + 3 * i] = p->name;
+            argv[nkeys + 4 + 3 * i] = p->token; /* "" when no batch holds the lock */
+            argv[nkeys + 5 + 3 * i] = p->busy ? "1" : "0";
             if (!(r->names[2 * i] = strdup(s->name)) || !(r->names[2 * i + 1] = strdup(p->name)))
                 goto out;
             r->n = i + 1;

@@ -86,13 +86,22 @@ static int ours(const sch_cdc_part_t *p)
            msm_loop_now_ms(p->cdc->loop) < p->lease_until;
 }
 
+/* A round starts only while no lease round is in flight: that one may give the partition
+ * back (an idle one above the fair share), and a page fetched meanwhile would be fetched
+ * again by the next holder. The answer of the lease round kicks the partitions it left us
+ * that wait (idle, no timer). */
+static void fetch_if_ours(sch_cdc_part_t *p)
+{
+    if (ours(p) && !p->busy && !p->cdc->lease_running)
+        fetch(p);
+}
+
 static void on_timer(msm_loop_t *loop, void *opaque)
 {
     (void)loop;
     sch_cdc_part_t *p = opaque;
     p->waiting_backoff = 0;
-    if (ours(p) && !p->busy)
-        fetch(p);
+    fetch_if_ours(p);
 }
 
 void sch__cdc_kick(sch_cdc_part_t *p, int notified)
@@ -105,7 +114,7 @@ void sch__cdc_kick(sch_cdc_part_t *p, int notified)
         return;
     msm_loop_timer_stop(p->cdc->loop, &p->timer);
     p->waiting_backoff = 0;
-    fetch(p);
+    fetch_if_ours(p);
 }
 
 void sch__cdc_lost(sch_cdc_part_t *p)
