@@ -156,6 +156,9 @@ static const msm_conf_def_t all_opts[] = {
     MSM_CONF_STR("message-name", ctl_opts_t, message_name, NULL,
                  "PROTOBUF: the message's full name (default: the first message of the last "
                  "file)"),
+    MSM_CONF_STR("partition", ctl_opts_t, partition, NULL, "the source's partition (required)"),
+    MSM_CONF_INT("sequence", ctl_opts_t, sequence, 0, 0, INT64_MAX,
+                 "the sequence the source has reached there (required, >= 1)"),
 };
 #define N_ALL    MSM_CONF_COUNT(all_opts)
 #define N_GLOBAL 4 /* url, json, http-timeout-ms, token come first */
@@ -207,6 +210,11 @@ static const ctl_cmd_t commands[] = {
     {"schema register", "SUBJECT", 1, 1, "register a schema version",
      "schema type message-name", ctl_schema_register},
     {"schema list", "", 0, 0, "list schema subjects", "", ctl_schema_list},
+    {"cdc list", "", 0, 0, "list CDC sources", "", ctl_cdc_list},
+    {"cdc get", "NAME", 1, 1, "show a CDC source with its partitions' cursors, lag and puller",
+     "", ctl_cdc_get},
+    {"cdc notify", "NAME", 1, 1, "tell the scheduler pulling a partition to fetch now",
+     "partition sequence", ctl_cdc_notify},
     {"up", "", 0, 0, "start redis-server and the four daemons here, in the foreground", "",
      ctl_up},
 };

@@ -61,6 +61,9 @@ typedef struct {
     char *schema;
     char *schema_type;
     char *message_name;
+    /* cdc notify */
+    char *partition;
+    long long sequence;
 } ctl_opts_t;
 
 typedef struct {
@@ -144,6 +147,9 @@ int ctl_canary_promote(ctl_t *c, const char **args, int nargs);
 int ctl_canary_rollback(ctl_t *c, const char **args, int nargs);
 int ctl_schema_register(ctl_t *c, const char **args, int nargs);
 int ctl_schema_list(ctl_t *c, const char **args, int nargs);
+int ctl_cdc_list(ctl_t *c, const char **args, int nargs);
+int ctl_cdc_get(ctl_t *c, const char **args, int nargs);
+int ctl_cdc_notify(ctl_t *c, const char **args, int nargs);
 int ctl_up(ctl_t *c, const char **args, int nargs);
 
 /** @brief Reads "@FILE" arguments: returns a malloc'd copy of the text or file contents,
