@@ -48,7 +48,9 @@
 
 /* KEYS: sources, cursor, lock, intent, lease. ARGV: source, partition, token, lock ms,
  * lease member ("" = push), last sequence, append timeout ms.
- * -> {-2} no source; {-5} no such partition; {-4} not the lease's member; {-1, ms} busy;
+ * -> {-2} no source; {-5} no such partition; {-4} not the lease's member; {-1, ms} busy
+ *    (a batch holds the lock: batches take milliseconds, so at most a second, however long
+ *    a renewed lock lives; an intent too young to recover: until it is old enough);
  *    {-3, intent} an unresolved intent to recover; {cursor, source json, skip, topic}. */
 static const char CLAIM_LUA[] =
     INTENT_PARSE
@@ -60,7 +62,7 @@ static const char CLAIM_LUA[] =
     "if not known then return {-5} end\n"
     "if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[5] then return {-4} end\n"
     "local ttl = redis.call('PTTL', KEYS[3])\n"
-    "if ttl ~= -2 then return {-1, ttl > 0 and ttl or 1000} end\n"
+    "if ttl ~= -2 then return {-1, math.min(ttl > 0 and ttl or 1000, 1000)} end\n"
     "local raw = redis.call('HGET', KEYS[4], ARGV[2])\n"
     "local tok, since, to, topic, skip = intent(raw)\n"
     "if tok ~= '' then\n"

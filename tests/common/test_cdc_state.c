@@ -193,7 +193,7 @@ static void test_claim_excludes(void)
     CU_ASSERT_STRING_EQUAL(c.topic, "files");
     /* a second batch of the partition waits; the other partition is free */
     CU_ASSERT_EQUAL(claim(&f, "p0", "t2", NULL, 5000, 10, &c), MSM_CDC_BUSY);
-    CU_ASSERT_TRUE(c.res.retry_ms > 0 && c.res.retry_ms <= 5000);
+    CU_ASSERT_TRUE(c.res.retry_ms > 0 && c.res.retry_ms <= 1000); /* batches are short */
     CU_ASSERT_EQUAL(claim(&f, "p1", "t3", NULL, 5000, 10, &c), MSM_CDC_CLAIMED);
     int ours = 0;
     CU_ASSERT_EQUAL(settle(&f, "p0", "t1", MSM_CDC_DURABLE, 10, &ours), 10);
