@@ -38,12 +38,15 @@ test-asan: deps
 bench: deps
 	cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 	cmake --build $(BENCH_DIR) -j$(JOBS) --target msm-bench-stream msm-bench-publish \
-	    msm-bench-pipeline
+	    msm-bench-pipeline msm-kafka-mock
 	$(BENCH_DIR)/bench/msm-bench-stream
 	$(BENCH_DIR)/bench/msm-bench-publish $(BENCH_DIR)/frontend/msm-frontend
+	$(BENCH_DIR)/bench/msm-bench-publish -k $(BENCH_DIR)/tools/msm-kafka-mock/msm-kafka-mock \
+	    $(BENCH_DIR)/frontend/msm-frontend json
 	$(BENCH_DIR)/bench/msm-bench-pipeline $(BENCH_DIR)/frontend/msm-frontend \
 	    $(BENCH_DIR)/scheduler/msm-scheduler $(BENCH_DIR)/flowcontrol/msm-flowcontrol \
-	    $(BENCH_DIR)/router/msm-router $(BENCH_DIR)/lambda-sdk/msm-example-lambda
+	    $(BENCH_DIR)/router/msm-router $(BENCH_DIR)/lambda-sdk/msm-example-lambda \
+	    $(BENCH_DIR)/tools/msm-kafka-mock/msm-kafka-mock
 
 # libFuzzer needs clang; CC only counts when $(FUZZ_DIR) is configured the first time.
 # FUZZ_SECONDS (default 60) per target; docs/fuzzing.md.

@@ -6,7 +6,9 @@
  *
  *   msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER LAMBDA]
  *   MSM_BENCH_SCALE=0.1 scales every workload (default 1: the issue's sizes).
- *   MSM_BENCH_ONLY=W1,W0 runs only the rows named (default: every row), e.g. W4,W5,W6. */
+ *   MSM_BENCH_ONLY=W1,W0 runs only the rows named (default: every row), e.g. W4,W5,W6.
+ * The rows named *-kafka run the daemons on the Kafka log: a librdkafka mock cluster served
+ * by tools/msm-kafka-mock (beside the daemons in the build tree, or the sixth argument). */
 #include "bench_http.h"
 #include "msm_test.h"
 #include "msm_test_proc.h"
@@ -46,20 +48,24 @@
 #define RATE_WINDOW_MS     10000 /* W5: the window judged after it */
 #define PROBE_EVENTS       10    /* W6: tenant B's events (a probe: not scaled) */
 #define PROBE_WAIT_MS      30000 /* W6: for B's events once A's are all handled */
+#define KAFKA_FETCH_WAIT_MS 2     /* fetch.wait.max.ms on the mock cluster (bench/README.md) */
+#define WARM_UP_MS          60000 /* Kafka rows: for the first event through a new route */
 
 /* The ~100-byte JSON payload of every event. */
 #define PAYLOAD_FMT                                                                                \
     "{\"order_id\":%d,\"customer\":\"customer-42\",\"status\":\"paid\",\"amount\":1299.5,"         \
     "\"items\":[\"sku-1\",\"sku-2\"]}"
 
-enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS, LAMBDA = NDAEMONS, NBINS };
-static const char *const bin_names[NBINS] = {"frontend/msm-frontend", "scheduler/msm-scheduler",
-                                             "flowcontrol/msm-flowcontrol", "router/msm-router",
-                                             "lambda-sdk/msm-example-lambda"};
-static const char *const short_names[NBINS] = {"frontend", "scheduler", "flowcontrol", "router",
-                                               "lambda"};
-/* CPU columns: redis-server, the daemons, the lambda (reported apart: it is the user's). */
-enum { CPU_REDIS, CPU_DAEMON0, CPU_LAMBDA = CPU_DAEMON0 + NDAEMONS, NCPU };
+enum { FRONTEND, SCHEDULER, FLOWCONTROL, ROUTER, NDAEMONS, LAMBDA = NDAEMONS, KAFKA_MOCK, NBINS };
+static const char *const bin_names[NBINS] = {
+    "frontend/msm-frontend",         "scheduler/msm-scheduler",
+    "flowcontrol/msm-flowcontrol",   "router/msm-router",
+    "lambda-sdk/msm-example-lambda", "tools/msm-kafka-mock/msm-kafka-mock"};
+static const char *const short_names[NBINS] = {"frontend", "scheduler", "flowcontrol",
+                                               "router",   "lambda",    "kafka-mock"};
+/* CPU columns: redis-server (plus the Kafka mock on its rows), the daemons, the lambda
+ * (reported apart: it is the user's). CPU_BROKER is only shown in a note. */
+enum { CPU_REDIS, CPU_DAEMON0, CPU_LAMBDA = CPU_DAEMON0 + NDAEMONS, CPU_BROKER, NCPU };
 
 typedef struct {
     char bins[NBINS][PATH_MAX];
@@ -70,6 +76,9 @@ typedef struct {
     msm_test_redis_t redis;
     msm_test_proc_t daemons[NDAEMONS];
     int failed;
+    int on_kafka;               /* the daemons run on the Kafka log */
+    msm_test_proc_t kafka_mock; /* serving it */
+    char kafka_brokers[512];
 } bench_t;
 
 /* ---- small helpers ---- */
@@ -159,8 +168,8 @@ done:
 /* The binaries: from the command line, else beside this one in the build tree. */
 static int find_bins(bench_t *b, int argc, char **argv)
 {
-    if (argc == 1 + NBINS) {
-        for (int i = 0; i < NBINS; i++)
+    if (argc == NBINS || argc == 1 + NBINS) { /* the Kafka mock is optional */
+        for (int i = 0; i < argc - 1; i++)
             snprintf(b->bins[i], sizeof(b->bins[i]), "%s", argv[1 + i]);
         return 0;
     }
@@ -177,6 +186,10 @@ static int find_bins(bench_t *b, int argc, char **argv)
     *slash = '\0';
     for (int i = 0; i < NBINS; i++) {
         int len = snprintf(b->bins[i], sizeof(b->bins[i]), "%s/../%s", self, bin_names[i]);
+        if (i == KAFKA_MOCK && access(b->bins[i], X_OK) != 0) {
+            b->bins[i][0] = '\0'; /* the Kafka rows say so */
+            continue;
+        }
         if (len >= (int)sizeof(b->bins[i]) || access(b->bins[i], X_OK) != 0) {
             fprintf(stderr, "msm-bench-pipeline: %s: %s\n", b->bins[i], strerror(errno));
             return -1;
@@ -211,6 +224,14 @@ static int daemons_start(bench_t *b)
         /* The lambda is on loopback, which PUT and the router refuse unless allowed. */
         if (i == FRONTEND || i == ROUTER)
             msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
+        if (b->on_kafka) {
+            msm_test_proc_arg(p, "--log.backend=kafka");
+            msm_test_proc_arg(p, "--kafka.brokers=%s", b->kafka_brokers);
+            /* The mock holds a Fetch that found nothing for its whole wait, even when
+             * records arrive meanwhile (a real broker answers as they arrive): a short
+             * wait keeps the hops from idling (bench/README.md). */
+            msm_test_proc_arg(p, "--kafka.props=fetch.wait.max.ms=%d", KAFKA_FETCH_WAIT_MS);
+        }
         if (bench_auth())
             msm_test_proc_arg(p, "--auth.tokens=%s", tokens);
         /* Warnings only: a log line per event would be part of what is measured. */
@@ -238,7 +259,35 @@ static void daemons_stop(bench_t *b)
     for (int i = 0; i < NDAEMONS; i++) {
         if (b->daemons[i].pid > 0)
             msm_test_proc_stop(&b->daemons[i], SIGTERM, MSM_TEST_PROC_GRACE_MS);
+        memset(&b->daemons[i], 0, sizeof(b->daemons[i]));
     }
+    if (b->kafka_mock.pid > 0)
+        msm_test_proc_stop(&b->kafka_mock, SIGTERM, MSM_TEST_PROC_GRACE_MS);
+}
+
+/* The daemons again, on the Kafka log of a fresh mock cluster (the first *-kafka row).
+ * Redis stays: the registry, task records and delayed sets live there on both logs. */
+static int daemons_to_kafka(bench_t *b, char *why, size_t why_size)
+{
+    if (!b->bins[KAFKA_MOCK][0]) {
+        snprintf(why, why_size, "no msm-kafka-mock beside the daemons, nor given");
+        return 1;
+    }
+    daemons_stop(b);
+    char log[300];
+    snprintf(log, sizeof(log), "%s/kafka-mock.log", b->dir);
+    if (msm_test_kafka_mock_start(&b->kafka_mock, b->bins[KAFKA_MOCK], 3, log, b->kafka_brokers,
+                                  sizeof(b->kafka_brokers)) != 0) {
+        snprintf(why, why_size, "msm-kafka-mock printed no bootstrap servers (log: %s)", log);
+        return -1;
+    }
+    b->on_kafka = 1;
+    msm_test_namespace(b->ns, sizeof(b->ns)); /* nothing of the Redis rows' subscriptions */
+    if (daemons_start(b) != 0) {
+        snprintf(why, why_size, "the daemons did not start on Kafka (logs in %s)", b->dir);
+        return -1;
+    }
+    return 0;
 }
 
 typedef struct {
@@ -321,6 +370,7 @@ static void cpu_sample(const bench_t *b, const lambda_t *l, uint64_t out[NCPU])
     for (int i = 0; i < NDAEMONS; i++)
         out[CPU_DAEMON0 + i] = cpu_ticks(b->daemons[i].pid);
     out[CPU_LAMBDA] = cpu_ticks_tree(l->proc.pid);
+    out[CPU_BROKER] = b->kafka_mock.pid > 0 ? cpu_ticks(b->kafka_mock.pid) : 0;
 }
 
 /* INFO memory's used_memory in bytes, -1 when Redis does not answer. */
@@ -732,6 +782,7 @@ typedef struct {
     const char *needs; /* a field a frontend may refuse (400): the row is "not supported" */
     int sample_limit;  /* sample the stats' concurrency_limit every second (W4) */
     int fair;          /* tenant A's burst, then tenant B's 10 (W6) */
+    int kafka;         /* the daemons on the Kafka log (a mock cluster) */
     /* lines after the row (W4-W6); @returns 0, or -1 when the row failed */
     int (*report)(const bench_t *b, run_t *r);
 } workload_t;
@@ -825,6 +876,27 @@ static int make_route(bench_t *b, run_t *r, char *why, size_t why_size)
     return 0;
 }
 
+/* Kafka rows: one event through the new route before the clock starts, so the row does not
+ * measure the consumer groups' first join (seconds on Kafka). The lambda's record of it
+ * counts as an unknown id. @returns 0, or -1 with the reason in @p why. */
+static int warm_up(bench_t *b, run_t *r, char *why, size_t why_size)
+{
+    char path[256], answer[ANSWER_KEEP];
+    snprintf(path, sizeof(path), "/v1/topics/%s:publish", r->topic);
+    long st = api(b, "POST", path, "{\"events\":[{\"data\":{\"warm_up\":true}}]}", answer);
+    if (st != 200) {
+        snprintf(why, why_size, "POST %s: HTTP %ld %s", path, st, answer);
+        return -1;
+    }
+    for (int64_t until = unix_us() + WARM_UP_MS * 1000LL; unix_us() < until; sleep_ms(20)) {
+        struct stat sb;
+        if (stat(r->lambda.record, &sb) == 0 && sb.st_size > 0)
+            return 0;
+    }
+    snprintf(why, why_size, "the warm-up event was not handled within %d s", WARM_UP_MS / 1000);
+    return -1;
+}
+
 /* The subscription's stats, shown when a wait runs out. */
 static void print_stats(const bench_t *b, const run_t *r)
 {
@@ -834,11 +906,23 @@ static void print_stats(const bench_t *b, const run_t *r)
     printf("|            |   stats of %s: HTTP %ld %s\n", r->sub, st, answer);
 }
 
+/* The log file of process @p which (an index of bin_names). */
+static const char *proc_log(const bench_t *b, const lambda_t *l, int which)
+{
+    return which < NDAEMONS  ? b->daemons[which].log
+           : which == LAMBDA ? l->proc.log
+                             : b->kafka_mock.log;
+}
+
 /* The first of the processes that has exited (a zombie until its stop reaps it), or -1. */
 static int exited_process(const bench_t *b, const lambda_t *l)
 {
     for (int i = 0; i < NBINS; i++) {
-        pid_t pid = i < NDAEMONS ? b->daemons[i].pid : l->proc.pid;
+        pid_t pid = i < NDAEMONS  ? b->daemons[i].pid
+                    : i == LAMBDA ? l->proc.pid
+                                  : b->kafka_mock.pid;
+        if (i == KAFKA_MOCK && !b->on_kafka)
+            continue;
         char path[64], line[512];
         snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
         FILE *f = fopen(path, "r");
@@ -879,7 +963,7 @@ wait_handled(const bench_t *b, run_t *r, track_t *t, int64_t deadline_us, int64_
         }
         if ((dead = exited_process(b, &r->lambda)) >= 0) {
             snprintf(why, sizeof(why), "then %s exited (log: %s)", short_names[dead],
-                     dead < NDAEMONS ? b->daemons[dead].log : r->lambda.proc.log);
+                     proc_log(b, &r->lambda, dead));
             break;
         }
         sleep_ms(20);
@@ -1065,6 +1149,8 @@ static void print_row(const run_t *r)
         if (i != CPU_LAMBDA)
             msm += us[i];
     }
+    double redis_alone = us[CPU_REDIS];
+    us[CPU_REDIS] += us[CPU_BROKER]; /* the log's server, whichever it is */
     /* W2's pace is its due times, not the pipeline's: no events/s. */
     char rate[16] = "-";
     if (!r->w->delayed)
@@ -1078,6 +1164,10 @@ static void print_row(const run_t *r)
     if (late_published)
         printf("|            |   note: %d events were published after their deliver_at\n",
                late_published);
+    if (r->w->kafka)
+        printf("|            |   on Kafka: the redis column is redis-server %.1f + msm-kafka-mock "
+               "%.1f µs per event\n",
+               redis_alone, us[CPU_BROKER]);
     if (t->retries || t->duplicates)
         printf("|            |   %ld retry answers, %ld events handled again after an ok\n",
                t->retries, t->duplicates);
@@ -1313,9 +1403,22 @@ static int run_workload(bench_t *b, const workload_t *w)
     int rc = -1;
     snprintf(r.topic, sizeof(r.topic), "bench-%s", w->name);
     snprintf(r.sub, sizeof(r.sub), "bench-%s-sub", w->name);
-    if (w->fsync && redis_fsync(b, w->fsync) != 0) {
-        row_failed(&r, "CONFIG SET appendfsync %s refused", w->fsync);
+    /* Every row sets it: the rows after W1-always run with everysec again. */
+    const char *fsync = w->fsync ? w->fsync : "everysec";
+    if (redis_fsync(b, fsync) != 0) {
+        row_failed(&r, "CONFIG SET appendfsync %s refused", fsync);
         return -1;
+    }
+    if (w->kafka && !b->on_kafka) {
+        int moved = daemons_to_kafka(b, why, sizeof(why));
+        if (moved == 1) {
+            printf("| %-10s | not run (%s)\n", w->name, why);
+            return 0;
+        }
+        if (moved != 0) {
+            row_failed(&r, "%s", why);
+            return -1;
+        }
     }
     int n = scaled(b, w->events);
     if (track_init(&r.track, n) != 0) {
@@ -1332,8 +1435,7 @@ static int run_workload(bench_t *b, const workload_t *w)
     }
     int dead = exited_process(b, &r.lambda);
     if (dead >= 0) {
-        row_failed(&r, "%s has exited (log: %s)", short_names[dead],
-                   dead < NDAEMONS ? b->daemons[dead].log : r.lambda.proc.log);
+        row_failed(&r, "%s has exited (log: %s)", short_names[dead], proc_log(b, &r.lambda, dead));
         goto done;
     }
     int route = make_route(b, &r, why, sizeof(why));
@@ -1342,7 +1444,8 @@ static int run_workload(bench_t *b, const workload_t *w)
         rc = 0;
         goto done;
     }
-    if (route != 0 || run_publish(b, &r, why, sizeof(why)) != 0) {
+    if (route != 0 || (w->kafka && warm_up(b, &r, why, sizeof(why)) != 0) ||
+        run_publish(b, &r, why, sizeof(why)) != 0) {
         row_failed(&r, "%s", why);
         goto done;
     }
@@ -1448,6 +1551,17 @@ int main(int argc, char **argv)
          .needs = "fairness_key",
          .fair = 1,
          .report = report_fair},
+        /* Last: once on Kafka, the daemons stay there. */
+        {.name = "W0-kafka",
+         .title = "W0 on the Kafka log (mock cluster)",
+         .events = 5000,
+         .rate = 1000,
+         .kafka = 1},
+        {.name = "W1-kafka",
+         .title = "W1 on the Kafka log (mock cluster)",
+         .events = 200000,
+         .batch = BATCH,
+         .kafka = 1},
     };
     bench_t b = {.scale = 1.0};
     const char *only = getenv("MSM_BENCH_ONLY");
@@ -1458,8 +1572,8 @@ int main(int argc, char **argv)
     }
     if (find_bins(&b, argc, argv) != 0) {
         fprintf(stderr, "usage: msm-bench-pipeline [FRONTEND SCHEDULER FLOWCONTROL ROUTER "
-                        "LAMBDA]\n(without arguments: found beside this binary in the build "
-                        "tree)\n");
+                        "LAMBDA [KAFKA_MOCK]]\n(without arguments: found beside this binary in "
+                        "the build tree; without KAFKA_MOCK the *-kafka rows are not run)\n");
         return 2;
     }
     const char *tmp = getenv("TMPDIR");

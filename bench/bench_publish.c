@@ -2,9 +2,11 @@
 /* Publish over HTTP: a real msm-frontend process and a private redis-server (fsync always),
  * driven by libcurl multi with keep-alive and a fixed number of requests in flight. Events/s
  * and per-request latency for plain JSON events and for the same JSON converted to Avro by a
- * topic bound to a registry subject. Method and caveats: bench/README.md.
+ * topic bound to a registry subject; with -k, the frontend's log is Kafka (a mock cluster
+ * served by tools/msm-kafka-mock) instead of Redis. Method and caveats: bench/README.md.
  *
- *   msm-bench-publish [-c CONCURRENCY] [-n REQUESTS] FRONTEND [json|avro [BATCH]] */
+ *   msm-bench-publish [-c CONCURRENCY] [-n REQUESTS] [-k KAFKA_MOCK] FRONTEND
+ *                     [json|avro [BATCH]] */
 #include "bench_http.h"
 #include "msm_test.h"
 #include "msm_test_proc.h"
@@ -119,7 +121,12 @@ typedef struct {
     char url[64];
 } frontend_t;
 
-static int frontend_start(frontend_t *fe, const char *bin, const char *redis_url, const char *dir)
+/* @p kafka_brokers: the log's bootstrap servers, NULL for the Redis log. */
+static int frontend_start(frontend_t *fe,
+                          const char *bin,
+                          const char *redis_url,
+                          const char *dir,
+                          const char *kafka_brokers)
 {
     msm_test_proc_t *p = &fe->proc;
     char ns[64];
@@ -138,6 +145,10 @@ static int frontend_start(frontend_t *fe, const char *bin, const char *redis_url
     msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1"); /* as every local run */
     /* Warnings only: a log line per request would be part of what is measured. */
     msm_test_proc_arg(p, "--logging.level=warn");
+    if (kafka_brokers) {
+        msm_test_proc_arg(p, "--log.backend=kafka");
+        msm_test_proc_arg(p, "--kafka.brokers=%s", kafka_brokers);
+    }
     if (msm_test_proc_start(p) != 0)
         return -1;
     return msm_test_proc_wait_ready(p, NULL, 15000);
@@ -397,17 +408,20 @@ static int prepare_form(const frontend_t *fe, const char *form, char *why, size_
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: msm-bench-publish [-c CONCURRENCY] [-n REQUESTS] FRONTEND "
-                    "[json|avro [BATCH]]\n");
+    fprintf(stderr, "usage: msm-bench-publish [-c CONCURRENCY] [-n REQUESTS] [-k KAFKA_MOCK] "
+                    "FRONTEND [json|avro [BATCH]]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     int concurrency = DEFAULT_CONCURRENCY, only_requests = 0, opt;
-    while ((opt = getopt(argc, argv, "c:n:")) != -1) {
+    const char *kafka_mock_bin = NULL;
+    while ((opt = getopt(argc, argv, "c:n:k:")) != -1) {
         if (opt == 'c')
             concurrency = atoi(optarg);
+        else if (opt == 'k')
+            kafka_mock_bin = optarg;
         else if (opt == 'n')
             only_requests = atoi(optarg);
         else
@@ -423,34 +437,48 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     msm_test_redis_t redis;
     frontend_t fe = {0};
+    msm_test_proc_t kafka_mock = {0};
+    char brokers[512] = "", mock_log[600];
     if (msm_test_redis_start(&redis) != 0) {
         fprintf(stderr, "could not start redis-server\n");
         return 1;
     }
-    if (frontend_start(&fe, bin, redis.url, redis.dir) != 0) {
+    snprintf(mock_log, sizeof(mock_log), "%s/kafka-mock.log", redis.dir);
+    if (kafka_mock_bin && msm_test_kafka_mock_start(&kafka_mock, kafka_mock_bin, 3, mock_log,
+                                                    brokers, sizeof(brokers)) != 0) {
+        fprintf(stderr, "%s printed no bootstrap servers (log: %s)\n", kafka_mock_bin, mock_log);
+        msm_test_redis_destroy(&redis);
+        return 1;
+    }
+    if (frontend_start(&fe, bin, redis.url, redis.dir, kafka_mock_bin ? brokers : NULL) != 0) {
         fprintf(stderr, "%s did not become ready\n", bin);
         frontend_stop(&fe);
         print_log_tail(fe.proc.log, 20);
+        msm_test_proc_stop(&kafka_mock, SIGTERM, MSM_TEST_PROC_GRACE_MS);
         msm_test_redis_destroy(&redis);
         return 1;
     }
 
-    printf("publish over HTTP: %d-byte JSON events, %d requests in flight, keep-alive\n",
+    printf("publish over HTTP to the %s log: %d-byte JSON events, %d requests in flight, "
+           "keep-alive\n",
+           kafka_mock_bin ? "Kafka (librdkafka mock cluster, 3 brokers)" : "Redis",
            snprintf(NULL, 0, EVENT_FMT, 1000000), concurrency);
     printf("| form | batch | requests | events  | events/s  | p50 ms  | p99 ms  |\n");
     printf("|------|-------|----------|---------|-----------|---------|---------|\n");
     fflush(stdout);
     static const char *const forms[] = {"json", "avro"};
-    static const int batches[] = {1, 100};
+    static const int batches[] = {1, 100, 1000};
     /* A few seconds to a quarter of a minute a row on a 2-core machine with fsync always. */
-    static const int requests[] = {12000, 1000};
+    static const int requests[] = {12000, 1000, 300};
+    /* Batches of 1000 show what one frontend can put into Kafka (issue 13's publish row). */
+    size_t nbatches = kafka_mock_bin ? 3 : 2;
     int rc = 0;
     for (size_t f = 0; f < 2; f++) {
         if (only_form && strcmp(only_form, forms[f]) != 0)
             continue;
         char why[600] = "";
         int prepared = prepare_form(&fe, forms[f], why, sizeof(why));
-        for (size_t i = 0; i < 2; i++) {
+        for (size_t i = 0; i < nbatches; i++) {
             if (only_batch && only_batch != batches[i])
                 continue;
             row_t r = {.form = forms[f], .batch = batches[i], .concurrency = concurrency};
@@ -465,9 +493,16 @@ int main(int argc, char **argv)
             }
         }
     }
-    printf("(p50/p99: one request, from sending it to its 200 answer, i.e. until every event "
-           "in it is fsynced; redis-server with appendfsync always)\n");
+    if (kafka_mock_bin)
+        printf("(p50/p99: one request, from sending it to its 200 answer, i.e. until every "
+               "event in it is acknowledged by all in-sync replicas: acks=all; the mock keeps "
+               "records in memory)\n");
+    else
+        printf("(p50/p99: one request, from sending it to its 200 answer, i.e. until every "
+               "event in it is fsynced; redis-server with appendfsync always)\n");
     frontend_stop(&fe);
+    if (kafka_mock_bin)
+        msm_test_proc_stop(&kafka_mock, SIGTERM, MSM_TEST_PROC_GRACE_MS);
     if (rc != 0) {
         fprintf(stderr, "msm-bench-publish: some rows FAILED (see the table)\n");
         print_log_tail(fe.proc.log, 20);

@@ -10,6 +10,7 @@ packages=(
     libjansson-dev libmicrohttpd-dev libgnutls28-dev libcunit1-dev libcurl4-openssl-dev libssl-dev
     openssl
     redis-server
+    postgresql-15 postgresql-15-wal2json libpq-dev
     python3 python3-yaml systemd binutils
 )
 

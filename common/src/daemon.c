@@ -21,6 +21,7 @@
 
 struct msm_daemon_s {
     const msm_daemon_spec_t *spec;
+    int no_backends; /* msm_daemon_new_serving() */
     msm_common_conf_t *common;
     msm_loop_t *loop;
     msm_redis_t *redis;
@@ -45,7 +46,7 @@ struct msm_daemon_s {
 static int daemon_ready(void *opaque, char *why, size_t n)
 {
     msm_daemon_t *d = opaque;
-    if (!msm_redis_connected(d->redis)) {
+    if (!d->no_backends && !msm_redis_connected(d->redis)) {
         snprintf(why, n, "redis not connected");
         return 0;
     }
@@ -296,7 +297,8 @@ void msm_daemon_set_access(msm_daemon_t *d, const msm_access_rule_t *rules, size
         msm_access_set_rules(d->access, rules, n);
 }
 
-int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv)
+static int daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int no_backends,
+                      int argc, char **argv)
 {
     *out = NULL;
     char err[512] = "";
@@ -319,6 +321,7 @@ int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, 
         return 1;
     }
     d->spec = spec;
+    d->no_backends = no_backends;
     d->sigfd = -1;
     d->common = (msm_common_conf_t *)((char *)spec->conf + spec->common_offset);
     const char *tokens = d->common->auth_tokens;
@@ -338,21 +341,36 @@ int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, 
         snprintf(err, sizeof(err), "start-up failed: %s", strerror(errno));
         goto fail;
     }
-    if (start_backends(d, err, sizeof(err)) != 0 || start_http(d, err, sizeof(err)) != 0 ||
-        start_auth(d, err, sizeof(err)) != 0)
+    if ((!no_backends && start_backends(d, err, sizeof(err)) != 0) ||
+        start_http(d, err, sizeof(err)) != 0 || start_auth(d, err, sizeof(err)) != 0)
         goto fail;
     char url[256];
-    msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u; redis %s; log %s; member %s",
-            spec->name, msm_version(), msm_git_sha(), d->common->http_bind,
-            msm_http_server_port(d->http),
-            msm_conf_mask_url(d->common->redis_url, url, sizeof(url)),
-            msm_stream_backend_name(d->stream), d->member);
+    if (no_backends)
+        msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u", spec->name, msm_version(),
+                msm_git_sha(), d->common->http_bind, msm_http_server_port(d->http));
+    else
+        msm_log(MSM_LOG_INFO, "daemon", "%s %s (%s) serving on %s:%u; redis %s; log %s; member %s",
+                spec->name, msm_version(), msm_git_sha(), d->common->http_bind,
+                msm_http_server_port(d->http),
+                msm_conf_mask_url(d->common->redis_url, url, sizeof(url)),
+                msm_stream_backend_name(d->stream), d->member);
     *out = d;
     return 0;
 fail:
     msm_log(MSM_LOG_ERROR, "daemon", "%s", err);
     msm_daemon_free(d);
     return 1;
+}
+
+int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv)
+{
+    return daemon_new(out, spec, 0, argc, argv);
+}
+
+int msm_daemon_new_serving(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc,
+                           char **argv)
+{
+    return daemon_new(out, spec, 1, argc, argv);
 }
 
 void msm_daemon_free(msm_daemon_t *d)

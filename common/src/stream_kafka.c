@@ -263,7 +263,7 @@ static int kf_init(msm_stream_t *s, char *errbuf, size_t errbuf_size)
         msm__kafka_conf_set(conf, "client.id", "msm", errbuf, errbuf_size) ||
         msm__kafka_conf_set(conf, "enable.idempotence", "true", errbuf, errbuf_size) ||
         msm__kafka_conf_set(conf, "acks", "all", errbuf, errbuf_size) ||
-        msm__kafka_conf_set(conf, "linger.ms", "5", errbuf, errbuf_size) ||
+        msm__kafka_conf_set(conf, "linger.ms", KF_LINGER_MS, errbuf, errbuf_size) ||
         msm__kafka_conf_set(conf, "message.timeout.ms", num, errbuf, errbuf_size) ||
         msm__kafka_conf_set(conf, "partitioner", "murmur2_random", errbuf, errbuf_size) ||
         msm__kafka_conf_set(conf, "allow.auto.create.topics", "false", errbuf, errbuf_size) ||

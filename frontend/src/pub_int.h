@@ -68,6 +68,7 @@ typedef struct {
     size_t attr_used, attr_cap;
     json_t *json;                 /**< a parsed body kept alive */
     void *pb;                     /**< an unpacked protobuf request kept alive */
+    char *arena;                  /**< strings and payloads of the fast JSON parser */
     char **strings;               /**< copies (header values) */
     size_t nstrings;
     const char *traceparent;      /**< valid W3C trace context, or NULL */
@@ -122,6 +123,15 @@ void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
  *  an error at @p field (the event could never be pushed). A deadline already past is
  *  accepted: the event is dead-lettered with DEADLINE_EXCEEDED (docs/publish.md). */
 void fe_check_deadline(msm_json_err_t *e, const char *field, const fe_event_t *ev);
+/** @brief The event's delay_ms (@p delay, -1 when absent or invalid; @p have_delay: the
+ *  field was given), deliver_at and deadline (RFC 3339 texts or NULL) into @p out. */
+void fe_event_timing(msm_json_err_t *e,
+                     int64_t now_ms,
+                     int have_delay,
+                     int64_t delay,
+                     const char *deliver_at,
+                     const char *deadline,
+                     fe_event_t *out);
 /** @brief A media type such as type/subtype[; params]. */
 int fe_media_type_ok(const char *ct);
 /** @brief Same media type (parameters ignored, case-insensitive). */
@@ -141,6 +151,15 @@ void fe_event_trace(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, const char
  *  @returns 0 or the HTTP status of the errors in @p e (400) / @p big (413). */
 int fe_parse_json_batch(const fe_parse_ctx_t *ctx, json_t *body, int keep_json,
                         fe_batch_t *b, msm_json_err_t *e, msm_json_err_t *big);
+
+/** @brief The same for a topic without schema, in one pass over the raw @p body (no JSON
+ *  tree): @returns 1 with the events in @p b when the body is valid and fe_parse_json_batch()
+ *  would accept it with the same events, 0 (nothing to free) for anything else, including
+ *  every error: fe_parse_json_batch() then decides and words the answer. */
+int fe_parse_json_batch_fast(const fe_parse_ctx_t *ctx,
+                             const char *body,
+                             size_t len,
+                             fe_batch_t *b);
 
 /** @brief POST /v1/topics/{t}/events: one event from its body and headers (Msm-*,
  *  CloudEvents binary mode, or a structured application/cloudevents+json body).

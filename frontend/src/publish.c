@@ -48,6 +48,7 @@ void fe_batch_free(fe_batch_t *b)
     free(b->attr_entries);
     free(b->attr_ptrs);
     json_decref(b->json);
+    free(b->arena);
     if (b->pb)
         protobuf_c_message_free_unpacked(b->pb, NULL);
     for (size_t i = 0; i < b->nstrings; i++)

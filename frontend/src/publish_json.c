@@ -74,17 +74,19 @@ static void parse_payload(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json
         out->content_type = keep_json ? NULL : "application/octet-stream";
 }
 
-static void parse_timing(msm_json_err_t *e, const json_t *ev, int64_t now_ms, fe_event_t *out)
+void fe_event_timing(msm_json_err_t *e,
+                     int64_t now_ms,
+                     int have_delay,
+                     int64_t delay,
+                     const char *deliver_at,
+                     const char *deadline,
+                     fe_event_t *out)
 {
-    int64_t delay = -1;
-    const char *at = NULL;
-    int have_delay = json_object_get(ev, "delay_ms") != NULL;
-    msm_json_get_int(e, ev, "delay_ms", MSM_JSON_OPTIONAL, 0, FE_DELAY_MAX_MS, &delay);
-    if (msm_json_get_str(e, ev, "deliver_at", MSM_JSON_OPTIONAL, &at) == MSM_OK && at) {
+    if (deliver_at) {
         int64_t t;
         if (have_delay)
             msm_json_err_add(e, "deliver_at", "cannot be used with delay_ms");
-        else if (msm_time_parse(at, &t) != MSM_OK)
+        else if (msm_time_parse(deliver_at, &t) != MSM_OK)
             msm_json_err_add(e, "deliver_at", "must be an RFC 3339 date-time");
         else if (t < 0)
             msm_json_err_add(e, "deliver_at", "must not be before 1970-01-01T00:00:00Z");
@@ -93,15 +95,27 @@ static void parse_timing(msm_json_err_t *e, const json_t *ev, int64_t now_ms, fe
     }
     if (delay >= 0)
         out->deliver_at_ms = now_ms + delay;
-    const char *dl = NULL;
-    if (msm_json_get_str(e, ev, "deadline", MSM_JSON_NULLABLE, &dl) == MSM_OK && dl) {
+    if (deadline) {
         int64_t t;
-        if (msm_time_parse(dl, &t) != MSM_OK || t <= 0)
+        if (msm_time_parse(deadline, &t) != MSM_OK || t <= 0)
             msm_json_err_add(e, "deadline", "must be an RFC 3339 date-time after 1970");
         else
             out->deadline_ms = t;
         fe_check_deadline(e, "deadline", out);
     }
+}
+
+static void parse_timing(msm_json_err_t *e, const json_t *ev, int64_t now_ms, fe_event_t *out)
+{
+    int64_t delay = -1;
+    const char *at = NULL, *dl = NULL;
+    int have_delay = json_object_get(ev, "delay_ms") != NULL;
+    msm_json_get_int(e, ev, "delay_ms", MSM_JSON_OPTIONAL, 0, FE_DELAY_MAX_MS, &delay);
+    if (msm_json_get_str(e, ev, "deliver_at", MSM_JSON_OPTIONAL, &at) != MSM_OK)
+        at = NULL;
+    if (msm_json_get_str(e, ev, "deadline", MSM_JSON_NULLABLE, &dl) != MSM_OK)
+        dl = NULL;
+    fe_event_timing(e, now_ms, have_delay, delay, at, dl, out);
 }
 
 static void parse_event(const fe_parse_ctx_t *ctx, msm_json_err_t *e, msm_json_err_t *big,
@@ -206,16 +220,24 @@ static void publish(msm_http_req_t *req, void *opaque)
         fe_not_found(req, "topic", topic);
         return;
     }
-    json_t *body;
-    if (fe_parse_body(req, 0, &body) != 0) {
-        fe_pub_count(fe, topic, "invalid", 0, start_us);
-        return;
-    }
     fe_parse_ctx_t ctx = fe_parse_ctx(fe);
     fe_batch_t b = {0};
     msm_json_err_t e, big;
     msm_json_err_init(&e);
     msm_json_err_init(&big);
+    size_t len;
+    const char *raw = msm_http_req_body(req, &len);
+    if (!subject && fe_parse_json_batch_fast(&ctx, raw, len, &b)) {
+        fe_pub_run(fe, req, topic, subject, on_done, start_us, 0, &b, &e, &big, b.n);
+        return;
+    }
+    json_t *body;
+    if (fe_parse_body(req, 0, &body) != 0) {
+        msm_json_err_deinit(&e);
+        msm_json_err_deinit(&big);
+        fe_pub_count(fe, topic, "invalid", 0, start_us);
+        return;
+    }
     size_t events = json_array_size(json_object_get(body, "events"));
     int status = fe_parse_json_batch(&ctx, body, subject != NULL, &b, &e, &big);
     fe_pub_run(fe, req, topic, subject, on_done, start_us, status, &b, &e, &big, events);

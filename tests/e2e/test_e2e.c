@@ -134,29 +134,14 @@ static void daemon_setup(int i)
         msm_test_proc_arg(p, "--router.allow_networks=127.0.0.0/8,::1");
 }
 
-/* Starts tools/msm-kafka-mock and reads the bootstrap servers it prints first. */
 static int kafka_mock_start(void)
 {
-    memset(&kafka_mock, 0, sizeof(kafka_mock));
-    snprintf(kafka_mock.log, sizeof(kafka_mock.log), "%s/kafka-mock.log", dir);
-    msm_test_proc_arg(&kafka_mock, "%s", kafka_mock_bin);
-    msm_test_proc_arg(&kafka_mock, "--brokers=3");
-    if (msm_test_proc_start(&kafka_mock) != 0)
-        return -1;
-    for (int i = 0; i < 100; i++) {
-        FILE *f = fopen(kafka_mock.log, "r");
-        char line[512] = "";
-        if (f && fgets(line, sizeof(line), f) && strchr(line, '\n') && strchr(line, ':')) {
-            line[strcspn(line, "\n")] = '\0';
-            snprintf(kafka_brokers, sizeof(kafka_brokers), "%s", line);
-        }
-        if (f)
-            fclose(f);
-        if (kafka_brokers[0])
-            return 0;
-        usleep(50 * 1000);
-    }
-    fprintf(stderr, "msm-kafka-mock printed no bootstrap servers; see %s\n", kafka_mock.log);
+    char log[sizeof(kafka_mock.log)];
+    snprintf(log, sizeof(log), "%s/kafka-mock.log", dir);
+    if (msm_test_kafka_mock_start(&kafka_mock, kafka_mock_bin, 3, log, kafka_brokers,
+                                  sizeof(kafka_brokers)) == 0)
+        return 0;
+    fprintf(stderr, "msm-kafka-mock printed no bootstrap servers; see %s\n", log);
     return -1;
 }
 

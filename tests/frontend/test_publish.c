@@ -3,6 +3,7 @@
  * (each with its status, error code and field), the single-event form with Msm-* headers,
  * CloudEvents binary and structured mode, the protobuf RPC, idempotency keys and CDC push. */
 #include "fe_fixture.h"
+#include "fast_parse_check.h"
 
 #include "msm/trace.h"
 #include "msm/envelope.h"
@@ -830,6 +831,102 @@ static void test_settled_before_answer(void)
     }
 }
 
+/* The fast JSON batch parser: the bodies it must take (and read as the full parser does),
+ * and the ones it must leave to the full parser (errors, and forms it does not handle). */
+static void test_fast_parser(void)
+{
+    static const char *const taken[] = {
+        "{\"events\":[{\"data\":{\"order_id\":1,\"amount\":1299.5,\"items\":[\"a\",\"b\"]}}]}",
+        " { \"events\" : [ { \"data\" : [ 1 , -0 , 0.25 , true , false , null , { } , [ ] ] } ] } ",
+        "{\"events\":[{\"data\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}]}",
+        "{\"events\":[{\"data\":\"q\\\"b\\\\s\\/n\\nt\\tr\\rb\\bf\\f\"}]}",
+        "{\"events\":[{\"data\":1,\"key\":\"k\\\"1\",\"ordering_key\":\"o\","
+        "\"idempotency_key\":\"i\",\"priority\":0,\"attributes\":{\"a\":\"1\",\"b\":\"\"}},"
+        "{\"data\":{\"x\":{\"y\":{\"z\":[1,2,{\"w\":null}]}}},\"priority\":9,\"delay_ms\":5000,"
+        "\"content_type\":\"application/vnd.x+json; charset=utf-8\"}]}",
+        "{\"events\":[{\"deliver_at\":\"2030-01-01T00:00:00Z\",\"deadline\":"
+        "\"2030-01-02T00:00:00Z\",\"data\":2,\"traceparent\":"
+        "\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\",\"tracestate\":\"v=1\"}]}",
+        "{\"events\":[{\"data\":123456789012345678,\"attributes\":{}}]}",
+    };
+    static const char *const declined[] = {
+        "",
+        "{}",
+        "[]",
+        "{\"events\":[]}",
+        "{\"events\":[{}]}",
+        "{\"events\":{}}",
+        "{\"events\":[{\"data\":1}],\"x\":1}",
+        "{\"events\":[{\"data\":1,\"data\":2}]}",
+        "{\"events\":[{\"data\":{\"a\":1,\"a\":2}}]}",       /* a duplicate inside data */
+        "{\"events\":[{\"data\":{\"a\":1,\"\\u0061\":2}}]}", /* the same, escaped */
+        "{\"events\":[{\"data\":\"\\u00e9\"}]}",             /* \u: the full parser's */
+        "{\"events\":[{\"data\":1234567890123456789012}]}",  /* beyond int64 */
+        "{\"events\":[{\"data\":1e999}]}",
+        "{\"events\":[{\"data\":01}]}",
+        "{\"events\":[{\"data\":1.}]}",
+        "{\"events\":[{\"data\":-}]}",
+        "{\"events\":[{\"data\":\"\xc3\"}]}",         /* truncated UTF-8 */
+        "{\"events\":[{\"data\":\"\xed\xa0\x80\"}]}", /* a surrogate */
+        "{\"events\":[{\"data\":\"\xc0\xaf\"}]}",     /* overlong */
+        "{\"events\":[{\"data\":\"a\tb\"}]}",         /* a raw control character */
+        "{\"events\":[{\"data\":tru}]}",
+        "{\"events\":[{\"data\":[1,]}]}",
+        "{\"events\":[{\"data\":{\"a\":1,}}]}",
+        "{\"events\":[{\"data\":1}]} x",
+        "{\"events\":[{\"data\":1,\"priority\":10}]}",
+        "{\"events\":[{\"data\":1,\"priority\":-1}]}",
+        "{\"events\":[{\"data\":1,\"priority\":1.0}]}",
+        "{\"events\":[{\"data\":1,\"key\":null}]}",
+        "{\"events\":[{\"data\":1,\"key\":5}]}",
+        "{\"events\":[{\"data\":1,\"key\":\"a\\nb\"}]}",
+        "{\"events\":[{\"data\":1,\"attributes\":{\"a\":1}}]}",
+        "{\"events\":[{\"data\":1,\"attributes\":{\"a\":\"1\",\"a\":\"2\"}}]}",
+        "{\"events\":[{\"data\":1,\"content_type\":\"text/plain\"}]}",
+        "{\"events\":[{\"data\":1,\"content_type\":\"\"}]}",
+        "{\"events\":[{\"data\":1,\"delay_ms\":1,\"deliver_at\":\"2030-01-01T00:00:00Z\"}]}",
+        "{\"events\":[{\"data\":1,\"deadline\":\"yesterday\"}]}",
+        "{\"events\":[{\"data\":1,\"traceparent\":\"garbage\"}]}",
+        "{\"events\":[{\"data\":1,\"tracestate\":\"a=b\"}]}",
+        "{\"events\":[{\"data_base64\":\"AAAA\"}]}",
+        "{\"events\":[{\"data\":1,\"other\":1}]}",
+        "{\"events\":[{\"data\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+        "]]}]}",
+    };
+    char why[200] = "";
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+        fast_verdict_t v = fast_parse_check(taken[i], strlen(taken[i]), why, sizeof(why));
+        if (v != FAST_AGREES)
+            fprintf(stderr, "taken[%zu] %s: %s\n", i, v == FAST_DECLINED ? "declined" : why,
+                    taken[i]);
+        CU_ASSERT_EQUAL(v, FAST_AGREES);
+    }
+    for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++) {
+        fast_verdict_t v = fast_parse_check(declined[i], strlen(declined[i]), why, sizeof(why));
+        if (v != FAST_DECLINED)
+            fprintf(stderr, "declined[%zu] %s: %s\n", i, v == FAST_AGREES ? "taken" : why,
+                    declined[i]);
+        CU_ASSERT_EQUAL(v, FAST_DECLINED);
+    }
+    /* Over the frontend: what the fast parser took is what was published. */
+    resp_t r;
+    put_topic(TOPIC, "{\"partitions\":1}");
+    http(&r, "POST", "/v1/topics/" TOPIC ":publish",
+         "{ \"events\" : [ { \"data\" : { \"a\" : [ 1 , 2.50 ] , \"b\" : \"x y\" } , "
+         "\"key\" : \"k\" , \"attributes\" : { \"t\" : \"A\" } } ] }");
+    CU_ASSERT_EQUAL_FATAL(r.status, 200);
+    const char *id = json_string_value(
+        json_object_get(json_array_get(json_object_get(r.json, "results"), 0), "id"));
+    Msm__V1__Event *ev = id ? find_event(TOPIC, id) : NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+    CU_ASSERT_EQUAL(ev->payload.len, strlen("{\"a\":[1,2.50],\"b\":\"x y\"}"));
+    CU_ASSERT(memcmp(ev->payload.data, "{\"a\":[1,2.50],\"b\":\"x y\"}", ev->payload.len) == 0);
+    CU_ASSERT_STRING_EQUAL(ev->key, "k");
+    CU_ASSERT(ev->n_attributes == 1 && strcmp(ev->attributes[0]->value, "A") == 0);
+    msm__v1__event__free_unpacked(ev, NULL);
+    resp_clear(&r);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -843,6 +940,7 @@ int main(void)
         {"cdc_push", test_cdc_push},
         {"cdc_notify", test_cdc_notify},
         {"settled_before_answer", test_settled_before_answer},
+        {"fast JSON parser agrees with the full one", test_fast_parser},
         CU_TEST_INFO_NULL,
     };
     CU_SuiteInfo suites[] = {

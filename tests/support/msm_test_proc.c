@@ -268,3 +268,38 @@ int msm_test_proc_stop(msm_test_proc_t *p, int sig, int grace_ms)
     p->pid = 0;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+/* ---- the Kafka mock cluster as a process ---- */
+
+int msm_test_kafka_mock_start(msm_test_proc_t *p,
+                              const char *bin,
+                              int brokers,
+                              const char *log,
+                              char *bootstrap,
+                              size_t bootstrap_size)
+{
+    memset(p, 0, sizeof(*p));
+    snprintf(p->log, sizeof(p->log), "%s", log);
+    p->death_signal = SIGTERM;
+    msm_test_proc_arg(p, "%s", bin);
+    msm_test_proc_arg(p, "--brokers=%d", brokers);
+    if (msm_test_proc_start(p) != 0)
+        return -1;
+    bootstrap[0] = '\0';
+    for (int i = 0; i < 100 && !bootstrap[0]; i++) {
+        FILE *f = fopen(p->log, "r");
+        char line[512] = "";
+        if (f && fgets(line, sizeof(line), f) && strchr(line, '\n') && strchr(line, ':')) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(bootstrap, bootstrap_size, "%s", line);
+        }
+        if (f)
+            fclose(f);
+        if (!bootstrap[0])
+            nap_ms(50);
+    }
+    if (bootstrap[0])
+        return 0;
+    msm_test_proc_stop(p, SIGTERM, MSM_TEST_PROC_GRACE_MS);
+    return -1;
+}

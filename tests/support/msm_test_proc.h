@@ -62,4 +62,17 @@ int msm_test_proc_wait_ready(msm_test_proc_t *p, const char *path, int timeout_m
  */
 int msm_test_proc_stop(msm_test_proc_t *p, int sig, int grace_ms);
 
+/**
+ * @brief Starts tools/msm-kafka-mock (@p bin) with @p brokers brokers as @p p (its output in
+ * @p log, SIGTERM when the caller dies) and reads the bootstrap servers it prints first.
+ * @returns 0 with "127.0.0.1:PORT,…" in @p bootstrap, or -1 (the process stopped again)
+ * when it printed none within 5 s.
+ */
+int msm_test_kafka_mock_start(msm_test_proc_t *p,
+                              const char *bin,
+                              int brokers,
+                              const char *log,
+                              char *bootstrap,
+                              size_t bootstrap_size);
+
 #endif

@@ -188,8 +188,13 @@ typedef struct {
     int logging_format;  /**< logging.format: msm_log_format_t, default logfmt */
 } msm_common_conf_t;
 
-/** The shared settings as table entries, for a msm_common_conf_t at @p member of @p type. */
+/** The shared settings as table entries, for a msm_common_conf_t at @p member of @p type:
+ *  the backends' (Redis, the log) and the serving ones (HTTP, TLS, auth, logging). */
 #define MSM_CONF_COMMON(type, member, default_port)                                                \
+    MSM_CONF_BACKENDS(type, member), MSM_CONF_SERVING(type, member, default_port)
+
+/** The Redis and durable-log settings of msm_common_conf_t. */
+#define MSM_CONF_BACKENDS(type, member)                                                            \
     MSM_CONF_STR("redis.url", type, member.redis_url, "redis://127.0.0.1:6379",                    \
                  "Redis URL: redis[s]://[[user]:password@]host:port[/db][?ssl_ca_certs=F&"       \
                  "ssl_certfile=F&ssl_keyfile=F] (rediss: TLS, docs/security.md)"),               \
@@ -220,7 +225,11 @@ typedef struct {
                  (long long)365 * 24 * 3600 * 1000,                                                \
                  "retention.ms of each topic msm creates (0: the broker's; -1: forever)"),         \
     MSM_CONF_PROPS("kafka.props", type, member.kafka_props,                                        \
-                   "extra librdkafka properties, key=value"),                                      \
+                   "extra librdkafka properties, key=value")
+
+/** The HTTP, TLS, auth and logging settings of msm_common_conf_t: all a tool that keeps no
+ *  msm state needs (msm_daemon_new_serving()). */
+#define MSM_CONF_SERVING(type, member, default_port)                                               \
     MSM_CONF_STR("http.bind", type, member.http_bind, "0.0.0.0", "HTTP listen address"),           \
     MSM_CONF_INT("http.port", type, member.http_port, (default_port), 0, 65535,                    \
                  "HTTP listen port (0: any free port)"),                                          \

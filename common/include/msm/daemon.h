@@ -59,6 +59,14 @@ typedef int msm_daemon_drained_cb(void *opaque);
 int msm_daemon_new(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc, char **argv);
 
 /**
+ * @brief msm_daemon_new() for a tool that keeps no msm state (msm-pg-cdc): no Redis client
+ * and no log are started (msm_daemon_redis() and msm_daemon_stream() are NULL), its table
+ * needs only MSM_CONF_SERVING, and /readyz is the tool's own condition alone.
+ */
+int msm_daemon_new_serving(msm_daemon_t **out, const msm_daemon_spec_t *spec, int argc,
+                           char **argv);
+
+/**
  * @brief The daemon's access table (msm/access.h; borrowed: a static table): which scope
  * each of its routes needs when auth.tokens is set. Routes it does not name need "admin".
  * Without auth.tokens it does nothing.
