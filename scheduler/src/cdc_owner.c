@@ -140,8 +140,10 @@ static void on_lease(msm_redis_t *rd, redisReply *reply, const char *err, void *
         }
         owned++;
         p->lease_until = r->sent_ms + (uint64_t)c->lease_ms * 9 / 10;
-        if (!p->busy)
-            p->cursor = cursor; /* a push may have moved it */
+        /* a push may have moved it; only forward: a batch of ours may have settled since the
+         * round read it */
+        if (!p->busy && cursor > p->cursor)
+            p->cursor = cursor;
         if (!p->owned) {
             p->owned = 1;
             msm_log(MSM_LOG_INFO, FAC, "source %s partition %s: lease taken, pulling after "

@@ -284,6 +284,13 @@ static void on_fetched(msm_http_client_t *cl, msm_http_call_t *call, const msm_h
         backoff(p, res->status >= 500 ? "server_error" : "http_error", 0, why);
     } else if (answer_parse(p, res->body, res->body_len, why, sizeof(why))) {
         backoff(p, "malformed", 0, why);
+    } else if (json_array_size(p->changes) &&
+               json_integer_value(json_object_get(json_array_get(p->changes, 0), "sequence")) <=
+                   p->after) {
+        /* a source that answers what it was not asked for would be asked again for ever */
+        snprintf(why, sizeof(why), "malformed range answer: changes[0].sequence is not after "
+                 "%" PRId64, p->after);
+        backoff(p, "malformed", 0, why);
     } else if (!p->src || c->stopping) {
         round_end(p, 0);
     } else {

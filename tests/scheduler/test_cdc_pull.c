@@ -38,7 +38,7 @@ static msm_loop_t *loop;
 
 /* ---- the range server ---- */
 
-enum fault { F_NONE, F_429, F_503, F_500, F_MALFORMED, F_STALL };
+enum fault { F_NONE, F_429, F_503, F_500, F_MALFORMED, F_STALL, F_STALE };
 
 typedef struct {
     int pi;
@@ -213,7 +213,13 @@ static void h_changes(msm_http_req_t *req, void *opaque)
         return;
     }
     size_t n = 0;
-    char *body = page(pi, after, limit, &n);
+    /* F_STALE: the page starts at or before `after` (what was not asked for) */
+    char *body = page(pi, f == F_STALE ? after - 1 : after, limit, &n);
+    if (f == F_STALE) {
+        msm_http_respond(req, 200, "application/json", body, strlen(body));
+        free(body);
+        return;
+    }
     if (f == F_STALL) {
         stall_t *st = calloc(1, sizeof(*st));
         st->req = req;
@@ -631,7 +637,8 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
 }
 
 /* p0: a streak of four 503s, then a 429, a 500 and a malformed answer, each between good
- * pages; p1: a stall past the fetch timeout, then a 429. */
+ * pages; p1: a stall past the fetch timeout, a 429, and a page that starts at or before
+ * `after`. */
 static enum fault faults_mixed(int pi, int reqno)
 {
     if (pi == 0) {
@@ -639,7 +646,7 @@ static enum fault faults_mixed(int pi, int reqno)
             return F_503;
         return reqno == 8 ? F_429 : reqno == 12 ? F_500 : reqno == 15 ? F_MALFORMED : F_NONE;
     }
-    return reqno == 3 ? F_STALL : reqno == 6 ? F_429 : F_NONE;
+    return reqno == 3 ? F_STALL : reqno == 6 ? F_429 : reqno == 9 ? F_STALE : F_NONE;
 }
 
 static void test_pages_and_faults(void)
@@ -676,6 +683,7 @@ static void test_pages_and_faults(void)
     CU_ASSERT_EQUAL(count_in_file(log, "partition p0: the source answered 500"), 1);
     CU_ASSERT_EQUAL(count_in_file(log, "partition p0: malformed range answer"), 1);
     CU_ASSERT_EQUAL(count_in_file(log, "partition p1: range request timed out"), 1);
+    CU_ASSERT_EQUAL(count_in_file(log, "partition p1: malformed range answer: changes[0]"), 1);
     CU_ASSERT_TRUE(count_in_file(log, "partition p0: pulling again") >= 4);
     int port = F.sch[0].port;
     CU_ASSERT_EQUAL(metric(port, "msm_scheduler_cdc_backoffs_total{source=\"db\",partition=\"p0\","
