@@ -133,6 +133,33 @@ static void worker_log_drain(rd_kafka_t *rk)
     rd_kafka_queue_destroy(q);
 }
 
+/* Worker thread: a consumer handle of the client's brokers and properties, of @p group (NULL:
+ * none), committing nothing by itself, its logs queued for worker_log_drain(). */
+static rd_kafka_t *worker_consumer(kf_stream_t *ks, const char *group, const char *client_id,
+                                   char *errbuf, size_t n)
+{
+    const msm_stream_conf_t *sc = &ks->ks_s->s_conf;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (msm__kafka_conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf, n) != MSM_OK ||
+        (group && msm__kafka_conf_set(conf, "group.id", group, errbuf, n) != MSM_OK) ||
+        msm__kafka_conf_set(conf, "client.id", client_id, errbuf, n) != MSM_OK ||
+        msm__kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, n) != MSM_OK ||
+        msm__kafka_conf_set(conf, "log.queue", "true", errbuf, n) != MSM_OK ||
+        msm__kafka_conf_apply_props(conf, sc->kafka_props, errbuf, n) != MSM_OK) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk) {
+        snprintf(errbuf, n, "kafka consumer: %.200s", err);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_set_log_queue(rk, NULL);
+    return rk;
+}
+
 /* Worker thread: a consumer handle of @p group (no subscription), created on first use. */
 static rd_kafka_t *worker_group(kf_stream_t *ks, const char *group, char *errbuf, size_t n)
 {
@@ -153,38 +180,20 @@ static rd_kafka_t *worker_group(kf_stream_t *ks, const char *group, char *errbuf
         rd_kafka_destroy_flags(old->kg_rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         free(old);
     }
-    const msm_stream_conf_t *sc = &ks->ks_s->s_conf;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     kf_group_t *g = calloc(1, sizeof(*g) + strlen(group) + 1);
     if (!g) {
         snprintf(errbuf, n, "out of memory");
-        goto fail;
+        return NULL;
     }
-    if (msm__kafka_conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "group.id", group, errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "client.id", "msm-backlog", errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "log.queue", "true", errbuf, n) != MSM_OK ||
-        msm__kafka_conf_apply_props(conf, sc->kafka_props, errbuf, n) != MSM_OK)
-        goto fail;
-    char err[256];
-    g->kg_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!g->kg_rk) {
-        snprintf(errbuf, n, "kafka consumer: %.200s", err);
-        goto fail;
+    if (!(g->kg_rk = worker_consumer(ks, group, "msm-backlog", errbuf, n))) {
+        free(g);
+        return NULL;
     }
-    conf = NULL;
-    rd_kafka_set_log_queue(g->kg_rk, NULL);
     strcpy(g->kg_group, group);
     g->kg_used = ++w->kw_clock;
     g->kg_next = w->kw_groups;
     w->kw_groups = g;
     return g->kg_rk;
-fail:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    free(g);
-    return NULL;
 }
 
 /* Worker thread: makes the broker auto-create the topic through a metadata request (the
@@ -400,6 +409,51 @@ static rd_kafka_topic_partition_list_t *parts_copy(const rd_kafka_topic_partitio
     return c;
 }
 
+/* Worker thread: the partitions of @p topic (*all) with their high (*hi) and low (*lo)
+ * watermarks, each list in the same order; on failure *what says which query failed. The
+ * caller destroys the lists set (even on failure). */
+static rd_kafka_resp_err_t worker_watermarks(rd_kafka_t *rk, const char *topic, int t,
+                                             rd_kafka_topic_partition_list_t **all,
+                                             rd_kafka_topic_partition_list_t **hi,
+                                             rd_kafka_topic_partition_list_t **lo,
+                                             const char **what)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = rkt ? rd_kafka_metadata(rk, 0, rkt, &md, t) : rd_kafka_last_error();
+    *what = "metadata";
+    if (!e && md->topic_cnt != 1)
+        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    if (!e)
+        e = md->topics[0].err;
+    if (!e && md->topics[0].partition_cnt == 0)
+        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    if (!e) {
+        *all = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+        for (int i = 0; i < md->topics[0].partition_cnt; i++)
+            rd_kafka_topic_partition_list_add(*all, topic, md->topics[0].partitions[i].id);
+        /* ListOffsets with the logical timestamps END and BEGINNING: one request per leader
+         * for all partitions, instead of a watermark query per partition. */
+        *what = "high watermarks";
+        *hi = parts_copy(*all, RD_KAFKA_OFFSET_END);
+        e = rd_kafka_offsets_for_times(rk, *hi, t);
+    }
+    if (!e) {
+        *what = "low watermarks";
+        *lo = parts_copy(*all, RD_KAFKA_OFFSET_BEGINNING);
+        e = rd_kafka_offsets_for_times(rk, *lo, t);
+    }
+    for (int i = 0; !e && i < (*all)->cnt; i++) {
+        if ((e = (*hi)->elems[i].err) || (e = (*lo)->elems[i].err))
+            break;
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return e;
+}
+
 /* Worker thread: sum over partitions of high watermark minus committed offset (or minus the
  * low watermark when the group never committed). */
 static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
@@ -407,8 +461,6 @@ static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
     char errbuf[256];
     int t = ks->ks_query_ms;
     rd_kafka_t *rk = worker_group(ks, j->kj_group, errbuf, sizeof(errbuf));
-    rd_kafka_topic_t *rkt = NULL;
-    const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_partition_list_t *all = NULL, *hi = NULL, *lo = NULL, *co = NULL;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     const char *what = "metadata";
@@ -417,32 +469,7 @@ static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
         snprintf(j->kj_reason, sizeof(j->kj_reason), "%s", errbuf);
         return;
     }
-    rkt = rd_kafka_topic_new(rk, j->kj_topic, NULL);
-    if (!rkt) {
-        e = rd_kafka_last_error();
-        goto fail;
-    }
-    e = rd_kafka_metadata(rk, 0, rkt, &md, t);
-    if (!e && md->topic_cnt != 1)
-        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (!e)
-        e = md->topics[0].err;
-    if (!e && md->topics[0].partition_cnt == 0)
-        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (e)
-        goto fail;
-    all = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-    for (int i = 0; i < md->topics[0].partition_cnt; i++)
-        rd_kafka_topic_partition_list_add(all, j->kj_topic, md->topics[0].partitions[i].id);
-    /* ListOffsets with the logical timestamps END and BEGINNING: one request per leader for
-     * all partitions, instead of a watermark query per partition. */
-    what = "high watermarks";
-    hi = parts_copy(all, RD_KAFKA_OFFSET_END);
-    if ((e = rd_kafka_offsets_for_times(rk, hi, t)))
-        goto fail;
-    what = "low watermarks";
-    lo = parts_copy(all, RD_KAFKA_OFFSET_BEGINNING);
-    if ((e = rd_kafka_offsets_for_times(rk, lo, t)))
+    if ((e = worker_watermarks(rk, j->kj_topic, t, &all, &hi, &lo, &what)))
         goto fail;
     what = "committed offsets";
     co = parts_copy(all, RD_KAFKA_OFFSET_INVALID);
@@ -450,7 +477,7 @@ static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
         goto fail;
     int64_t sum = 0;
     for (int i = 0; i < all->cnt; i++) {
-        if ((e = hi->elems[i].err) || (e = lo->elems[i].err) || (e = co->elems[i].err))
+        if ((e = co->elems[i].err))
             goto fail;
         int64_t h = hi->elems[i].offset, l = lo->elems[i].offset, c = co->elems[i].offset;
         int64_t base = c >= 0 ? (c > l ? c : l) : l;
@@ -475,10 +502,6 @@ out:
         rd_kafka_topic_partition_list_destroy(hi);
     if (all)
         rd_kafka_topic_partition_list_destroy(all);
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    if (rkt)
-        rd_kafka_topic_destroy(rkt);
     worker_log_drain(rk);
 }
 
@@ -563,58 +586,27 @@ static int marks_read(kf_job_t *j, rd_kafka_topic_t *rkt, int32_t p, int64_t fro
  * a group: nothing is committed. */
 static void worker_marks(kf_stream_t *ks, kf_job_t *j)
 {
-    const msm_stream_conf_t *sc = &ks->ks_s->s_conf;
     int t = ks->ks_query_ms;
     uint64_t deadline = msm_time_mono_ms() + 6 * (uint64_t)t;
     char errbuf[256];
-    rd_kafka_t *rk = NULL;
+    rd_kafka_t *rk = worker_consumer(ks, NULL, "msm-marks", errbuf, sizeof(errbuf));
     rd_kafka_topic_t *rkt = NULL;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_topic_partition_list_t *hi = NULL, *lo = NULL;
+    rd_kafka_topic_partition_list_t *all = NULL, *hi = NULL, *lo = NULL;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     const char *what = "metadata";
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (msm__kafka_conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf,
-                            sizeof(errbuf)) != MSM_OK ||
-        msm__kafka_conf_set(conf, "client.id", "msm-marks", errbuf, sizeof(errbuf)) != MSM_OK ||
-        msm__kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, sizeof(errbuf)) !=
-            MSM_OK ||
-        msm__kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, sizeof(errbuf)) !=
-            MSM_OK ||
-        msm__kafka_conf_set(conf, "log.queue", "true", errbuf, sizeof(errbuf)) != MSM_OK ||
-        msm__kafka_conf_apply_props(conf, sc->kafka_props, errbuf, sizeof(errbuf)) != MSM_OK ||
-        !(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, sizeof(errbuf)))) {
-        rd_kafka_conf_destroy(conf);
+    if (!rk) {
         j->kj_err = MSM_ERR_BACKEND;
         snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka marks: %.200s", errbuf);
         return;
     }
-    rd_kafka_set_log_queue(rk, NULL);
+    if ((e = worker_watermarks(rk, j->kj_topic, t, &all, &hi, &lo, &what)))
+        goto fail;
+    what = "topic handle";
     if (!(rkt = rd_kafka_topic_new(rk, j->kj_topic, NULL))) {
         e = rd_kafka_last_error();
         goto fail;
     }
-    e = rd_kafka_metadata(rk, 0, rkt, &md, t);
-    if (!e && md->topic_cnt != 1)
-        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (!e)
-        e = md->topics[0].err;
-    if (e)
-        goto fail;
-    int np = md->topics[0].partition_cnt;
-    hi = rd_kafka_topic_partition_list_new(np);
-    lo = rd_kafka_topic_partition_list_new(np);
-    for (int i = 0; i < np; i++) {
-        int32_t id = md->topics[0].partitions[i].id;
-        rd_kafka_topic_partition_list_add(hi, j->kj_topic, id)->offset = RD_KAFKA_OFFSET_END;
-        rd_kafka_topic_partition_list_add(lo, j->kj_topic, id)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    }
-    what = "watermarks";
-    if ((e = rd_kafka_offsets_for_times(rk, hi, t)) || (e = rd_kafka_offsets_for_times(rk, lo, t)))
-        goto fail;
-    for (int i = 0; i < np; i++) {
-        if ((e = hi->elems[i].err) || (e = lo->elems[i].err))
-            goto fail;
+    for (int i = 0; i < all->cnt; i++) {
         int64_t end = hi->elems[i].offset, start, low = lo->elems[i].offset, ts;
         for (int64_t chunk = 256; end > low; end = start, chunk *= 2) {
             start = end - low > chunk ? end - chunk : low;
@@ -635,8 +627,8 @@ out:
         rd_kafka_topic_partition_list_destroy(lo);
     if (hi)
         rd_kafka_topic_partition_list_destroy(hi);
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    if (all)
+        rd_kafka_topic_partition_list_destroy(all);
     if (rkt)
         rd_kafka_topic_destroy(rkt);
     worker_log_drain(rk);
