@@ -9,6 +9,7 @@
  * cluster of three brokers served by KAFKA_MOCK (tools/msm-kafka-mock, a process of its own,
  * real protocol over TCP), and Redis keeps only the state. */
 #include "msm_test.h"
+#include "msm_test_http.h"
 #include "msm_test_proc.h"
 
 #include <curl/curl.h>
@@ -47,47 +48,14 @@ static char frontend_url[64];
 
 /* ---- HTTP ---- */
 
-typedef struct {
-    char *data;
-    size_t len;
-} buf_t;
-
-static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
-{
-    buf_t *b = ud;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    if (!d)
-        return 0;
-    memcpy(d + b->len, ptr, size * n);
-    b->data = d;
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 /* One request; returns the HTTP status (0 when there was no answer) and the parsed JSON. */
 static long http(const char *method, const char *url, const char *body, json_t **out)
 {
-    CURL *e = curl_easy_init();
-    buf_t b = {0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    if (body)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    char *text = NULL;
+    long status = msm_test_http(method, url, body, &text);
     if (out)
-        *out = b.data ? json_loads(b.data, 0, NULL) : NULL;
-    free(b.data);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
+        *out = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
     return status;
 }
 

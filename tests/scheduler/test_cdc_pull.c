@@ -7,6 +7,7 @@
  *
  *   test_cdc_pull FRONTEND_BIN SCHEDULER_BIN */
 #include "msm_test.h"
+#include "msm_test_http.h"
 #include "msm_test_proc.h"
 
 #include "msm/cdc_state.h"
@@ -16,7 +17,6 @@
 #include "msm/registry.h"
 #include "msm/time.h"
 
-#include <curl/curl.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -249,48 +249,11 @@ static void stalls_free(void)
 
 /* ---- HTTP to the frontend and the scheduler (blocking: the loop waits meanwhile) ---- */
 
-typedef struct {
-    char *data;
-    size_t len;
-} buf_t;
-
-static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
-{
-    buf_t *b = ud;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    memcpy(d + b->len, ptr, size * n);
-    b->data = d;
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 static long http(const char *method, int port, const char *path, const char *body, char **out)
 {
     char url[512];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-    CURL *e = curl_easy_init();
-    buf_t b = {0};
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    if (body)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    if (out)
-        *out = b.data;
-    else
-        free(b.data);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
-    return status;
+    return msm_test_http(method, url, body, out);
 }
 
 /* ---- the suite's processes ---- */
@@ -1029,7 +992,6 @@ static void test_help_lists_settings(void)
 
 static int suite_init(void)
 {
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(dir, sizeof(dir), "/tmp/msm-cdc-XXXXXX");
     if (!mkdtemp(dir) || msm_test_redis_start(&redis_srv) != 0 || !(loop = msm_loop_new()))
         return -1;
@@ -1051,7 +1013,6 @@ static int suite_clean(void)
     got_reset();
     msm_loop_free(loop);
     msm_test_redis_destroy(&redis_srv);
-    curl_global_cleanup();
     return 0;
 }
 

@@ -7,6 +7,7 @@
  * confirmed_flush_lsn moving only with acknowledgements, bad requests, and one throughput
  * measurement (printed, not asserted). argv[1]: the msm-pg-cdc binary. */
 #include "msm_test.h"
+#include "msm_test_http.h"
 #include "msm_test_pg.h"
 #include "msm_test_proc.h"
 
@@ -40,46 +41,18 @@ static uint64_t now_ms(void)
 
 /* ---- HTTP ---- */
 
-typedef struct {
-    char *data;
-    size_t len;
-} body_t;
-
-static size_t on_body(char *ptr, size_t size, size_t n, void *opaque)
-{
-    body_t *b = opaque;
-    char *d = realloc(b->data, b->len + size * n + 1);
-    if (!d)
-        return 0;
-    memcpy(d + b->len, ptr, size * n);
-    b->data = d;
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 /* GET path on the adapter: the status (0: no answer), the body as text and as JSON. */
 static long get(const char *path, char **text, json_t **json)
 {
-    char url[512];
+    char url[512], *data = NULL;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", adapter_port, path);
-    CURL *e = curl_easy_init();
-    body_t b = {0};
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    long status = 0;
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(e);
+    long status = msm_test_http("GET", url, NULL, &data);
     if (json)
-        *json = b.data ? json_loads(b.data, 0, NULL) : NULL;
+        *json = data ? json_loads(data, 0, NULL) : NULL;
     if (text)
-        *text = b.data;
+        *text = data;
     else
-        free(b.data);
+        free(data);
     return status;
 }
 
