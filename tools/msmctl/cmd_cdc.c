@@ -30,24 +30,7 @@ static char *source_path(ctl_t *c, const char *name, const char *suffix)
 int ctl_cdc_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    ctl_resp_t r;
-    if (ctl_http(c, "GET", "/v1/cdc/sources", NULL, &r) != 0)
-        return CTL_EXIT_ERROR;
-    if (c->o.json) {
-        ctl_print_raw(&r);
-        ctl_resp_free(&r);
-        return CTL_EXIT_OK;
-    }
-    json_t *items = ctl_list_items(r.json, "sources");
-    if (!items) {
-        ctl_error(c, "GET /v1/cdc/sources: unexpected answer (try --json)");
-        ctl_resp_free(&r);
-        return CTL_EXIT_ERROR;
-    }
-    ctl_print_table(stdout, items, source_columns);
-    json_decref(items);
-    ctl_resp_free(&r);
-    return CTL_EXIT_OK;
+    return ctl_list(c, "cdc/sources", "sources", source_columns, NULL);
 }
 
 int ctl_cdc_get(ctl_t *c, const char **args, int nargs)

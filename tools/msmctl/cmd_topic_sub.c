@@ -54,9 +54,8 @@ static int on_named(ctl_t *c,
     return CTL_EXIT_OK;
 }
 
-/* GET "/v1/<collection>" as a table. @p shape adjusts each row for display. */
-static int
-list(ctl_t *c, const char *collection, const char *const *columns, void (*shape)(json_t *row))
+int ctl_list(ctl_t *c, const char *collection, const char *member, const char *const *columns,
+             void (*shape)(json_t *row))
 {
     char path[64];
     snprintf(path, sizeof(path), "/v1/%s", collection);
@@ -68,7 +67,7 @@ list(ctl_t *c, const char *collection, const char *const *columns, void (*shape)
         ctl_resp_free(&r);
         return CTL_EXIT_OK;
     }
-    json_t *items = ctl_list_items(r.json, collection);
+    json_t *items = ctl_list_items(r.json, member ? member : collection);
     if (!items) {
         ctl_error(c, "GET %s: unexpected answer (try --json)", path);
         ctl_resp_free(&r);
@@ -105,7 +104,7 @@ int ctl_topic_create(ctl_t *c, const char **args, int nargs)
 int ctl_topic_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return list(c, "topics", topic_columns, NULL);
+    return ctl_list(c, "topics", NULL, topic_columns, NULL);
 }
 
 int ctl_topic_get(ctl_t *c, const char **args, int nargs)
@@ -215,7 +214,7 @@ static void shape_sub(json_t *row)
 int ctl_sub_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return list(c, "subscriptions", sub_columns, shape_sub);
+    return ctl_list(c, "subscriptions", NULL, sub_columns, shape_sub);
 }
 
 int ctl_sub_get(ctl_t *c, const char **args, int nargs)

@@ -126,6 +126,14 @@ void ctl_print_object(FILE *out, const json_t *obj, const char *const *skip);
  */
 json_t *ctl_list_items(json_t *answer, const char *member);
 
+/**
+ * @brief GET "/v1/<collection>" printed as a table of @p columns (or raw with --json); the
+ * rows are the answer's member @p member (NULL: named as the collection). @p shape (may be
+ * NULL) adjusts each row for display. @returns the exit status.
+ */
+int ctl_list(ctl_t *c, const char *collection, const char *member, const char *const *columns,
+             void (*shape)(json_t *row));
+
 /* ---- commands ---- */
 
 int ctl_topic_create(ctl_t *c, const char **args, int nargs);
