@@ -93,6 +93,13 @@ static int source_keys(fe_t *fe, const char *name, char keys[5][KEY_MAX])
                : MSM_OK;
 }
 
+void fe_cdc_not_found(fe_call_t *c, const char *name)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "CDC source %s not found", name);
+    fe_call_error(c, 404, "NOT_FOUND", msg, NULL);
+}
+
 /* ---- the registry ---- */
 
 typedef struct {
@@ -190,9 +197,7 @@ static void on_source_deleted(msm_redis_t *r, redisReply *reply, const char *err
         return;
     }
     if (msm_redis_reply_int(reply, 0) == 0) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "CDC source %s not found", sc->name);
-        fe_call_error(&sc->base, 404, "NOT_FOUND", msg, NULL);
+        fe_cdc_not_found(&sc->base, sc->name);
         return;
     }
     msm_log(MSM_LOG_INFO, FAC, "CDC source %s deleted with its cursors", sc->name);
@@ -261,9 +266,7 @@ static void on_source_read(msm_redis_t *r, redisReply *reply, const char *err, v
     msm_json_err_deinit(&e);
     json_decref(j);
     if (!rs->src) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "CDC source %s not found", rs->name);
-        fe_call_error(&rs->base, 404, "NOT_FOUND", msg, NULL);
+        fe_cdc_not_found(&rs->base, rs->name);
         return;
     }
     rs->then(rs, rs->src);
@@ -312,9 +315,7 @@ static void on_notified(msm_redis_t *r, redisReply *reply, const char *err, void
     }
     long long notified = msm_redis_reply_int(reply, -2);
     if (notified == -2) { /* deleted meanwhile */
-        char msg[300];
-        snprintf(msg, sizeof(msg), "CDC source %s not found", rs->name);
-        fe_call_error(&rs->base, 404, "NOT_FOUND", msg, NULL);
+        fe_cdc_not_found(&rs->base, rs->name);
         return;
     }
     fe_call_json(&rs->base, 200,

@@ -201,8 +201,7 @@ static void answer_claim_error(push_t *ps, const msm_cdc_claim_t *res)
     char msg[700];
     switch (res->status) {
     case MSM_CDC_NO_SOURCE:
-        snprintf(msg, sizeof(msg), "CDC source %s not found", ps->source);
-        fe_call_error(&p->base, 404, "NOT_FOUND", msg, NULL);
+        fe_cdc_not_found(&p->base, ps->source);
         return;
     case MSM_CDC_NO_PARTITION:
         snprintf(msg, sizeof(msg), "partition %s is not one of source %s's partitions",

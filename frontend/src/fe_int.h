@@ -182,6 +182,8 @@ int fe_schema_routes(fe_t *fe);
 int fe_cdc_routes(fe_t *fe);
 /** @brief Prepares the CDC sources' Lua scripts. */
 int fe_cdc_scripts(fe_t *fe);
+/** @brief 404 NOT_FOUND "CDC source <name> not found" (cdc.c). */
+void fe_cdc_not_found(fe_call_t *c, const char *name);
 /** @brief POST /v1/cdc/sources/{name}/changes (cdc_push.c). */
 void fe_cdc_push(msm_http_req_t *req, void *opaque);
 void fe_publish_single(msm_http_req_t *req, void *opaque);
