@@ -36,7 +36,8 @@ static void check_partitions(msm_json_err_t *e, const json_t *parts)
     msm_json_path_push_key(e, "partitions");
     size_t i;
     json_t *p;
-    json_array_foreach(parts, i, p) {
+    json_array_foreach(parts, i, p)
+    {
         msm_json_path_push_index(e, i);
         if (!json_is_string(p) || !msm_name_valid(json_string_value(p)))
             msm_json_err_add(e, NULL, "must be a name matching [A-Za-z0-9._-]{1,200}");
@@ -49,11 +50,10 @@ static void check_partitions(msm_json_err_t *e, const json_t *parts)
     msm_json_path_pop(e);
 }
 
-msm_cdc_source_t *msm_cdc_source_from_json(const char *name, const json_t *body,
-                                           msm_json_err_t *e)
+msm_cdc_source_t *msm_cdc_source_from_json(const char *name, const json_t *body, msm_json_err_t *e)
 {
-    static const char *const known[] = {"topic", "range_url", "partitions",
-                                        "poll_interval_ms", "batch_size", "name", NULL};
+    static const char *const known[] = {"topic",      "range_url", "partitions", "poll_interval_ms",
+                                        "batch_size", "name",      NULL};
     const char *topic = NULL, *url = NULL;
     json_t *parts = NULL;
     int64_t poll = MSM_CDC_POLL_DEFAULT_MS, batch = MSM_CDC_BATCH_DEFAULT;
@@ -67,8 +67,8 @@ msm_cdc_source_t *msm_cdc_source_from_json(const char *name, const json_t *body,
             MSM_OK &&
         url && (!url_ok(url) || msm_json_has_control_chars(url)))
         msm_json_err_add(e, "range_url", "must be an http:// or https:// URL");
-    if (msm_json_get_array(e, body, "partitions", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY,
-                           &parts) == MSM_OK)
+    if (msm_json_get_array(e, body, "partitions", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &parts) ==
+        MSM_OK)
         check_partitions(e, parts);
     msm_json_get_int(e, body, "poll_interval_ms", MSM_JSON_NULLABLE, MSM_CDC_POLL_MIN_MS,
                      MSM_CDC_POLL_MAX_MS, &poll);
@@ -101,9 +101,9 @@ json_t *msm_cdc_source_to_json(const msm_cdc_source_t *s)
     json_t *parts = json_array();
     for (size_t i = 0; parts && i < s->npartitions; i++)
         json_array_append_new(parts, json_string(s->partitions[i]));
-    return json_pack("{s:s,s:s,s:s?,s:o*,s:i,s:i}", "name", s->name, "topic", s->topic,
-                     "range_url", s->range_url, "partitions", parts, "poll_interval_ms",
-                     s->poll_interval_ms, "batch_size", s->batch_size);
+    return json_pack("{s:s,s:s,s:s?,s:o*,s:i,s:i}", "name", s->name, "topic", s->topic, "range_url",
+                     s->range_url, "partitions", parts, "poll_interval_ms", s->poll_interval_ms,
+                     "batch_size", s->batch_size);
 }
 
 int msm_cdc_source_has_partition(const msm_cdc_source_t *s, const char *partition)
@@ -133,8 +133,7 @@ static void check_change(const json_t *c, int64_t *prev, msm_json_err_t *e, msm_
     if (msm_json_get_str(e, c, "op", MSM_JSON_REQUIRED, &op) == MSM_OK &&
         msm_operation_parse(op, &parsed) != MSM_OK)
         msm_json_err_add(e, "op", "must be create, update or delete");
-    if (msm_json_get_str(e, c, "entity", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &entity) ==
-        MSM_OK)
+    if (msm_json_get_str(e, c, "entity", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &entity) == MSM_OK)
         msm_json_check_text(e, big, "entity", entity, MSM_CDC_ENTITY_MAX);
     if (!json_object_get(c, "data") && op && strcmp(op, "delete") != 0)
         msm_json_err_add(e, "data", "is required (except for delete)");
@@ -145,7 +144,8 @@ void msm_cdc_changes_check(const json_t *changes, msm_json_err_t *e, msm_json_er
     int64_t prev = 0;
     size_t i;
     json_t *c;
-    json_array_foreach(changes, i, c) {
+    json_array_foreach(changes, i, c)
+    {
         msm_json_path_push_index(e, i);
         msm_json_path_push_index(big, i);
         check_change(c, &prev, e, big);
@@ -165,8 +165,12 @@ void msm_cdc_change_get(const json_t *c, msm_cdc_change_t *out)
 
 /* ---- events ---- */
 
-int msm_cdc_payload(const msm_cdc_change_t *c, const msm_schema_t *schema, int32_t schema_id,
-                    size_t limit, msm_cdc_payload_t *out, msm_json_err_t *e,
+int msm_cdc_payload(const msm_cdc_change_t *c,
+                    const msm_schema_t *schema,
+                    int32_t schema_id,
+                    size_t limit,
+                    msm_cdc_payload_t *out,
+                    msm_json_err_t *e,
                     msm_json_err_t *big)
 {
     msm_cdc_payload_t p = {.content_type = "application/json"};
@@ -193,7 +197,9 @@ int msm_cdc_payload(const msm_cdc_change_t *c, const msm_schema_t *schema, int32
     return MSM_OK;
 }
 
-void msm_cdc_envelope(Msm__V1__Event *env, const char *source, const char *partition,
+void msm_cdc_envelope(Msm__V1__Event *env,
+                      const char *source,
+                      const char *partition,
                       const msm_cdc_change_t *c)
 {
     env->key = (char *)c->entity;

@@ -18,32 +18,32 @@
 /* An intent is "<token>|<since>|<to>|<topic>|<skip,...>": token "" when no append is
  * pending, only sequences already durable above the cursor (skip) are left. Sequences stay
  * text in Redis; Lua compares them as numbers (exact up to 2^53). */
-#define INTENT_PARSE                                                                             \
-    "local function intent(raw)\n"                                                               \
-    "  local tok, since, to, topic, skip = string.match(raw or '',"                              \
-    " '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')\n"                                               \
-    "  if not tok then return '', '0', '0', '', '' end\n"                                        \
-    "  return tok, since, to, topic, skip\n"                                                     \
-    "end\n"                                                                                      \
-    "local function keep_above(skip, cur, extra)\n"                                              \
-    "  local seen, keep = {}, {}\n"                                                              \
-    "  for _, list in ipairs({skip, extra or ''}) do\n"                                          \
-    "    for s in string.gmatch(list, '[^,]+') do\n"                                             \
-    "      if tonumber(s) > tonumber(cur) and not seen[s] then\n"                                \
-    "        seen[s] = true\n"                                                                   \
-    "        keep[#keep + 1] = s\n"                                                              \
-    "      end\n"                                                                                \
-    "    end\n"                                                                                  \
-    "  end\n"                                                                                    \
-    "  return table.concat(keep, ',')\n"                                                         \
-    "end\n"                                                                                      \
-    "local function store(k, p, skip)\n"                                                         \
-    "  if skip == '' then redis.call('HDEL', k, p)\n"                                            \
-    "  else redis.call('HSET', k, p, '||||' .. skip) end\n"                                      \
-    "end\n"                                                                                      \
-    "local function now()\n"                                                                     \
-    "  local t = redis.call('TIME')\n"                                                           \
-    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                       \
+#define INTENT_PARSE                                                                               \
+    "local function intent(raw)\n"                                                                 \
+    "  local tok, since, to, topic, skip = string.match(raw or '',"                                \
+    " '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')\n"                                                 \
+    "  if not tok then return '', '0', '0', '', '' end\n"                                          \
+    "  return tok, since, to, topic, skip\n"                                                       \
+    "end\n"                                                                                        \
+    "local function keep_above(skip, cur, extra)\n"                                                \
+    "  local seen, keep = {}, {}\n"                                                                \
+    "  for _, list in ipairs({skip, extra or ''}) do\n"                                            \
+    "    for s in string.gmatch(list, '[^,]+') do\n"                                               \
+    "      if tonumber(s) > tonumber(cur) and not seen[s] then\n"                                  \
+    "        seen[s] = true\n"                                                                     \
+    "        keep[#keep + 1] = s\n"                                                                \
+    "      end\n"                                                                                  \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  return table.concat(keep, ',')\n"                                                           \
+    "end\n"                                                                                        \
+    "local function store(k, p, skip)\n"                                                           \
+    "  if skip == '' then redis.call('HDEL', k, p)\n"                                              \
+    "  else redis.call('HSET', k, p, '||||' .. skip) end\n"                                        \
+    "end\n"                                                                                        \
+    "local function now()\n"                                                                       \
+    "  local t = redis.call('TIME')\n"                                                             \
+    "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"                         \
     "end\n"
 
 /* KEYS: sources, cursor, lock, intent, lease. ARGV: source, partition, token, lock ms,
@@ -52,8 +52,7 @@
  *    (a batch holds the lock: batches take milliseconds, so at most a second, however long
  *    a renewed lock lives; an intent too young to recover: until it is old enough);
  *    {-3, intent} an unresolved intent to recover; {cursor, source json, skip, topic}. */
-static const char CLAIM_LUA[] =
-    INTENT_PARSE
+static const char CLAIM_LUA[] = INTENT_PARSE
     "local src = redis.call('HGET', KEYS[1], ARGV[1])\n"
     "if not src then return {-2} end\n"
     "local s = cjson.decode(src)\n"
@@ -77,8 +76,7 @@ static const char CLAIM_LUA[] =
 
 /* KEYS: cursor, lock, intent. ARGV: partition, token, outcome (durable|nothing|unknown), to.
  * -> {1 when the intent was the token's, cursor}. */
-static const char SETTLE_LUA[] =
-    INTENT_PARSE
+static const char SETTLE_LUA[] = INTENT_PARSE
     "local tok, since, to, topic, skip = intent(redis.call('HGET', KEYS[3], ARGV[1]))\n"
     "local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '0'\n"
     "local ours = 0\n"
@@ -95,8 +93,7 @@ static const char SETTLE_LUA[] =
 
 /* KEYS: cursor, intent. ARGV: partition, token, all (1|0), found "s,s,...".
  * -> 1 when the token's intent was resolved here, 0 when someone else did it first. */
-static const char RECOVER_LUA[] =
-    INTENT_PARSE
+static const char RECOVER_LUA[] = INTENT_PARSE
     "local tok, since, to, topic, skip = intent(redis.call('HGET', KEYS[2], ARGV[1]))\n"
     "if tok == '' or tok ~= ARGV[2] then return 0 end\n"
     "local cur = redis.call('HGET', KEYS[1], ARGV[1]) or '0'\n"
@@ -124,8 +121,8 @@ static void state_destroy(msm_cdc_state_t *st)
     free(st);
 }
 
-msm_cdc_state_t *msm_cdc_state_new(msm_redis_t *redis, msm_stream_t *log,
-                                   uint64_t append_timeout_ms)
+msm_cdc_state_t *
+msm_cdc_state_new(msm_redis_t *redis, msm_stream_t *log, uint64_t append_timeout_ms)
 {
     msm_cdc_state_t *st = calloc(1, sizeof(*st));
     if (!st)
@@ -249,8 +246,8 @@ static void on_recovered(msm_redis_t *r, redisReply *reply, const char *err, voi
         claim_fail(c, rc, NULL);
 }
 
-static void on_marks(msm_err_t err, const char *reason, int all, const int64_t *found, size_t n,
-                     void *opaque)
+static void
+on_marks(msm_err_t err, const char *reason, int all, const int64_t *found, size_t n, void *opaque)
 {
     claim_t *c = opaque;
     if (err != MSM_OK) {
@@ -295,8 +292,8 @@ static void recover(claim_t *c, const char *raw, size_t len)
     char *copy = strndup(raw, len);
     int ok = copy && sscanf(copy, "%127[^|]|%lld|%lld|%200[^|]|", tok, &since, &to, topic) == 4;
     free(copy);
-    if (!ok || msm_cdc_mark_name(c->rec_mark, sizeof(c->rec_mark), c->source, c->partition) !=
-                   MSM_OK) {
+    if (!ok ||
+        msm_cdc_mark_name(c->rec_mark, sizeof(c->rec_mark), c->source, c->partition) != MSM_OK) {
         claim_fail(c, MSM_ERR_INVALID, "an unreadable intent is stored for the partition");
         return;
     }
@@ -399,17 +396,19 @@ static int claim_send(claim_t *c)
     snprintf(lock_ms, sizeof(lock_ms), "%" PRIu64, c->lock_ms);
     snprintf(last, sizeof(last), "%" PRId64, c->last);
     snprintf(wait, sizeof(wait), "%" PRIu64, st->append_timeout_ms);
-    const char *argv[] = {k_src,    k_cur,    k_lock,     k_int,
-                          k_lease,  c->source, c->partition, c->token,
-                          lock_ms,  c->member ? c->member : "", last, wait};
+    const char *argv[] = {k_src,     k_cur,        k_lock,   k_int,   k_lease,
+                          c->source, c->partition, c->token, lock_ms, c->member ? c->member : "",
+                          last,      wait};
     return msm_redis_eval(st->redis, st->claim, on_claim, c, 5, 12, argv, NULL);
 }
 
-int msm_cdc_claim(msm_cdc_state_t *st, const msm_cdc_claim_args_t *a, msm_cdc_claim_cb *cb,
+int msm_cdc_claim(msm_cdc_state_t *st,
+                  const msm_cdc_claim_args_t *a,
+                  msm_cdc_claim_cb *cb,
                   void *opaque)
 {
-    if (!a->source || !a->partition || !a->token || !*a->token || strchr(a->token, '|') ||
-        !cb || st->freed)
+    if (!a->source || !a->partition || !a->token || !*a->token || strchr(a->token, '|') || !cb ||
+        st->freed)
         return MSM_ERR_INVALID;
     claim_t *c = calloc(1, sizeof(*c));
     if (!c)
@@ -420,7 +419,8 @@ int msm_cdc_claim(msm_cdc_state_t *st, const msm_cdc_claim_args_t *a, msm_cdc_cl
     c->cb = cb;
     c->opaque = opaque;
     if (!(c->source = strdup(a->source)) || !(c->partition = strdup(a->partition)) ||
-        !(c->token = strdup(a->token)) || (a->lease_member && !(c->member = strdup(a->lease_member)))) {
+        !(c->token = strdup(a->token)) ||
+        (a->lease_member && !(c->member = strdup(a->lease_member)))) {
         claim_free(c);
         return MSM_ERR_NOMEM;
     }
@@ -471,17 +471,21 @@ static void on_settled(msm_redis_t *r, redisReply *reply, const char *err, void 
     state_release(st);
 }
 
-int msm_cdc_settle(msm_cdc_state_t *st, const char *source, const char *partition,
-                   const char *token, msm_cdc_outcome_t outcome, int64_t to,
-                   msm_cdc_settle_cb *cb, void *opaque)
+int msm_cdc_settle(msm_cdc_state_t *st,
+                   const char *source,
+                   const char *partition,
+                   const char *token,
+                   msm_cdc_outcome_t outcome,
+                   int64_t to,
+                   msm_cdc_settle_cb *cb,
+                   void *opaque)
 {
     static const char *const outcomes[] = {"durable", "nothing", "unknown"};
     char k_cur[KEY_MAX], k_lock[KEY_MAX], k_int[KEY_MAX], seq[24];
     if ((unsigned)outcome > MSM_CDC_UNKNOWN)
         return MSM_ERR_INVALID;
     if (msm_redis_key(st->redis, k_cur, sizeof(k_cur), MSM_KEY_CDC_CURSOR, source) < 0 ||
-        msm_redis_key(st->redis, k_lock, sizeof(k_lock), MSM_KEY_CDC_LOCK, source, partition) <
-            0 ||
+        msm_redis_key(st->redis, k_lock, sizeof(k_lock), MSM_KEY_CDC_LOCK, source, partition) < 0 ||
         msm_redis_key(st->redis, k_int, sizeof(k_int), MSM_KEY_CDC_INTENT, source) < 0)
         return MSM_ERR_TOOLARGE;
     settle_t *s = calloc(1, sizeof(*s));

@@ -39,11 +39,10 @@ static const char PUT_LUA[] =
 
 /* KEYS: sources, version, cursor, intent, notified; ARGV: name. The source and its state
  * go in one change; 0 when there was no such source. */
-static const char DELETE_LUA[] =
-    "if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
-    "redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])\n"
-    "redis.call('INCR', KEYS[2])\n"
-    "return 1\n";
+static const char DELETE_LUA[] = "if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+                                 "redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])\n"
+                                 "redis.call('INCR', KEYS[2])\n"
+                                 "return 1\n";
 
 /* KEYS: sources, notified, notify stream; ARGV: name, partition, sequence, maxlen.
  * -> -2 no source; else the partition's highest notified sequence. The schedulers read the
@@ -222,8 +221,8 @@ static void source_delete(msm_http_req_t *req, void *opaque)
     }
     sc->base.cleanup = source_call_cleanup;
     const char *argv[] = {keys[0], keys[1], keys[2], keys[3], keys[4], name};
-    int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_delete, on_source_deleted, sc, 5, 6,
-                            argv, NULL);
+    int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_delete, on_source_deleted, sc, 5, 6, argv,
+                            NULL);
     if (rc != MSM_OK)
         fe_call_unavailable(&sc->base, msm_err_str(rc));
 }
@@ -273,8 +272,7 @@ static void on_source_read(msm_redis_t *r, redisReply *reply, const char *err, v
 }
 
 /* Reads source @p name, then calls @p then (404 when it does not exist). */
-static read_src_t *read_source(fe_t *fe, msm_http_req_t *req, const char *name,
-                               read_src_cb *then)
+static read_src_t *read_source(fe_t *fe, msm_http_req_t *req, const char *name, read_src_cb *then)
 {
     if (!msm_name_valid(name)) {
         fe_not_found(req, "CDC source", name);
@@ -335,14 +333,16 @@ static void notify_source(read_src_t *rs, msm_cdc_source_t *src)
     }
     /* Like a push: a connector needs the publish scope of its source's topic. */
     if (rs->base.req && !msm_access_can(rs->base.req, "publish", src->topic)) {
-        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s",
-                 src->topic, rs->name);
+        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s", src->topic,
+                 rs->name);
         fe_call_error(&rs->base, 403, "PERMISSION_DENIED", msg, NULL);
         return;
     }
     if (!src->range_url) { /* nothing pulls it: a notification would change nothing */
-        snprintf(msg, sizeof(msg), "CDC source %s has no range_url: nothing pulls it (push its "
-                 "changes to /v1/cdc/sources/%s/changes)", rs->name, rs->name);
+        snprintf(msg, sizeof(msg),
+                 "CDC source %s has no range_url: nothing pulls it (push its "
+                 "changes to /v1/cdc/sources/%s/changes)",
+                 rs->name, rs->name);
         fe_call_error(&rs->base, 400, "FAILED_PRECONDITION", msg, NULL);
         return;
     }
@@ -353,8 +353,8 @@ static void notify_source(read_src_t *rs, msm_cdc_source_t *src)
     snprintf(seq, sizeof(seq), "%" PRId64, rs->sequence);
     snprintf(maxlen, sizeof(maxlen), "%d", MSM_CDC_NOTIFY_MAXLEN);
     const char *argv[] = {k_src, k_not, k_stream, rs->name, rs->partition, seq, maxlen};
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_notify, on_notified, rs, 3, 7, argv,
-                       NULL) != MSM_OK)
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_notify, on_notified, rs, 3, 7, argv, NULL) !=
+        MSM_OK)
         fe_call_unavailable(&rs->base, "Redis refused the command");
 }
 
@@ -427,9 +427,8 @@ static void on_state(msm_redis_t *r, redisReply *reply, const char *err, void *o
         for (const char *c = skip ? list + 1 : ""; *c; c++)
             skip += *c == ',';
         json_array_append_new(
-            parts, json_pack("{s:s,s:I,s:I,s:I,s:s?,s:b,s:I}", "partition",
-                             rs->src->partitions[i], "cursor", (json_int_t)cursor, "notified",
-                             (json_int_t)notified, "lag",
+            parts, json_pack("{s:s,s:I,s:I,s:I,s:s?,s:b,s:I}", "partition", rs->src->partitions[i],
+                             "cursor", (json_int_t)cursor, "notified", (json_int_t)notified, "lag",
                              (json_int_t)(notified > cursor ? notified - cursor : 0), "owner",
                              owner, "append_pending", intent && intent[0] && intent[0] != '|',
                              "durable_above_cursor", (json_int_t)skip));
@@ -441,7 +440,7 @@ static void state_source(read_src_t *rs, msm_cdc_source_t *src)
 {
     fe_t *fe = rs->base.fe;
     size_t n = src->npartitions, nk = 3 + n;
-    char (*keys)[KEY_MAX] = calloc(nk, KEY_MAX);
+    char(*keys)[KEY_MAX] = calloc(nk, KEY_MAX);
     const char **argv = calloc(nk + n, sizeof(*argv));
     if (!keys || !argv) {
         free(keys);
@@ -459,8 +458,8 @@ static void state_source(read_src_t *rs, msm_cdc_source_t *src)
         argv[i] = keys[i];
     for (size_t i = 0; i < n; i++)
         argv[nk + i] = src->partitions[i];
-    int rc = msm_redis_eval(r, fe->fe_cdc_state_read, on_state, rs, (int)nk, (int)(nk + n), argv,
-                            NULL);
+    int rc =
+        msm_redis_eval(r, fe->fe_cdc_state_read, on_state, rs, (int)nk, (int)(nk + n), argv, NULL);
     free(keys);
     free(argv);
     if (rc != MSM_OK)
@@ -485,6 +484,5 @@ int fe_cdc_routes(fe_t *fe)
         {"POST", "/v1/cdc/sources/{name}:notify", notify},
         {"GET", "/v1/cdc/sources/{name}/partitions", partitions_get},
     };
-    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]),
-                                  fe);
+    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]), fe);
 }

@@ -24,11 +24,11 @@ typedef struct {
     char *source;
     char *partition;
     char token[MSM_ID_STR_SIZE];
-    json_t *body;          /* the request, kept until the changes are built */
-    size_t received;       /* changes in the request */
-    int64_t last;          /* the request's highest sequence */
-    int64_t cursor;        /* the partition's last sequence when claimed */
-    int answer_status;     /* the answer, given once the batch is settled */
+    json_t *body;      /* the request, kept until the changes are built */
+    size_t received;   /* changes in the request */
+    int64_t last;      /* the request's highest sequence */
+    int64_t cursor;    /* the partition's last sequence when claimed */
+    int answer_status; /* the answer, given once the batch is settled */
     json_t *answer;
 } push_t;
 
@@ -51,13 +51,15 @@ static void on_settled(int err, const char *reason, int64_t cursor, int ours, vo
     push_t *ps = opaque;
     (void)cursor;
     if (err != MSM_OK)
-        msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: batch %s not settled (its lock "
-                "expires, its intent is recovered): %s", ps->source, ps->partition, ps->token,
-                reason ? reason : msm_err_str(err));
+        msm_log(MSM_LOG_WARN, FAC,
+                "source %s partition %s: batch %s not settled (its lock "
+                "expires, its intent is recovered): %s",
+                ps->source, ps->partition, ps->token, reason ? reason : msm_err_str(err));
     else if (!ours)
-        msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: batch %s was resolved without it "
-                "(source deleted, or taken for dead and recovered)", ps->source, ps->partition,
-                ps->token);
+        msm_log(MSM_LOG_WARN, FAC,
+                "source %s partition %s: batch %s was resolved without it "
+                "(source deleted, or taken for dead and recovered)",
+                ps->source, ps->partition, ps->token);
     json_t *answer = ps->answer;
     ps->answer = NULL;
     fe_call_json(&ps->pub.base, ps->answer_status, answer);
@@ -90,8 +92,7 @@ static void on_published(fe_pub_t *p, int status, json_t *error)
     if (status != 200) {
         count(fe, ps->source, "failed", ps->received);
         /* A failed append may be in partly: its intent stays for the recovery. */
-        settle_and_answer(ps, p->append_sent ? MSM_CDC_UNKNOWN : MSM_CDC_NOTHING, status,
-                          error);
+        settle_and_answer(ps, p->append_sent ? MSM_CDC_UNKNOWN : MSM_CDC_NOTHING, status, error);
         return;
     }
     count(fe, ps->source, "published", p->batch.n);
@@ -100,8 +101,8 @@ static void on_published(fe_pub_t *p, int status, json_t *error)
 }
 
 /* Checks the request body {"partition","changes"}. @returns 0, 400 or 413. */
-static int body_check(const fe_parse_ctx_t *ctx, const json_t *body, msm_json_err_t *e,
-                      msm_json_err_t *big)
+static int
+body_check(const fe_parse_ctx_t *ctx, const json_t *body, msm_json_err_t *e, msm_json_err_t *big)
 {
     static const char *const known[] = {"partition", "changes", NULL};
     json_t *changes = NULL;
@@ -128,14 +129,15 @@ static int body_check(const fe_parse_ctx_t *ctx, const json_t *body, msm_json_er
 /* The events of the changes not yet published into the pipeline's batch. Without a schema
  * their payloads are made now; with one, the pipeline's schema step makes them
  * (fe_cdc_convert), both through msm_cdc_payload(). */
-static int build_events(push_t *ps, const msm_cdc_claim_t *claim, int schematized,
-                        msm_json_err_t *big)
+static int
+build_events(push_t *ps, const msm_cdc_claim_t *claim, int schematized, msm_json_err_t *big)
 {
     fe_pub_t *p = &ps->pub;
     const json_t *changes = json_object_get(ps->body, "changes");
     size_t n = 0, i;
     json_t *c;
-    json_array_foreach(changes, i, c) {
+    json_array_foreach(changes, i, c)
+    {
         n += !msm_cdc_published(claim, json_integer_value(json_object_get(c, "sequence")));
     }
     if (fe_batch_init(&p->batch, n, 0) != MSM_OK)
@@ -143,7 +145,8 @@ static int build_events(push_t *ps, const msm_cdc_claim_t *claim, int schematize
     p->batch.list = "changes";
     p->batch.json = json_incref(ps->body);
     size_t k = 0, limit = p->base.fe->fe_set.max_event_bytes;
-    json_array_foreach(changes, i, c) {
+    json_array_foreach(changes, i, c)
+    {
         msm_cdc_change_t ch;
         msm_cdc_change_get(c, &ch);
         if (msm_cdc_published(claim, ch.sequence))
@@ -178,12 +181,17 @@ static int build_events(push_t *ps, const msm_cdc_claim_t *claim, int schematize
     return MSM_OK;
 }
 
-void fe_cdc_convert(fe_pub_t *p, const msm_schema_t *s, int id, size_t i, msm_json_err_t *e,
-                    msm_json_err_t *big, size_t limit)
+void fe_cdc_convert(fe_pub_t *p,
+                    const msm_schema_t *s,
+                    int id,
+                    size_t i,
+                    msm_json_err_t *e,
+                    msm_json_err_t *big,
+                    size_t limit)
 {
     fe_event_t *ev = &p->batch.evs[i];
-    msm_cdc_change_t ch = {ev->cdc_sequence, (Msm__V1__Operation)ev->cdc_operation,
-                           ev->cdc_entity, ev->data};
+    msm_cdc_change_t ch = {ev->cdc_sequence, (Msm__V1__Operation)ev->cdc_operation, ev->cdc_entity,
+                           ev->data};
     msm_cdc_payload_t pl;
     if (msm_cdc_payload(&ch, s, id, limit, &pl, e, big) != MSM_OK)
         return;
@@ -213,8 +221,10 @@ static void answer_claim_error(push_t *ps, const msm_cdc_claim_t *res)
         snprintf(secs, sizeof(secs), "%lld", (long long)((res->retry_ms + 999) / 1000));
         if (p->base.req)
             msm_http_add_header(p->base.req, "Retry-After", secs);
-        snprintf(msg, sizeof(msg), "another batch of source %s partition %s is in progress or "
-                 "being recovered; retry", ps->source, ps->partition);
+        snprintf(msg, sizeof(msg),
+                 "another batch of source %s partition %s is in progress or "
+                 "being recovered; retry",
+                 ps->source, ps->partition);
         fe_call_error(&p->base, 503, "UNAVAILABLE", msg, NULL);
         return;
     }
@@ -241,13 +251,12 @@ static void on_claimed(const msm_cdc_claim_t *res, void *opaque)
     msm_json_err_init(&big);
     if (!fe_topic_lookup(fe, res->topic, &subject)) {
         status = 404;
-        snprintf(msg, sizeof(msg), "topic %s of CDC source %s not found", res->topic,
-                 ps->source);
+        snprintf(msg, sizeof(msg), "topic %s of CDC source %s not found", res->topic, ps->source);
     } else if (p->base.req && !msm_access_can(p->base.req, "publish", res->topic)) {
         /* A connector needs the publish scope of its source's topic, like a publisher. */
         status = 403;
-        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s",
-                 res->topic, ps->source);
+        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s", res->topic,
+                 ps->source);
     } else if (!(p->topic = strdup(res->topic)) || (subject && !(p->subject = strdup(subject))) ||
                build_events(ps, res, subject != NULL, &big) != MSM_OK) {
         status = 500;
@@ -300,9 +309,9 @@ void fe_cdc_push(msm_http_req_t *req, void *opaque)
     msm_json_err_init(&big);
     int status = body_check(&ctx, body, &e, &big);
     if (status) {
-        msm_http_respond_json(req, status, status == 413 ? msm_json_err_body(&big,
-                                                                              "PAYLOAD_TOO_LARGE")
-                                                         : msm_json_err_body(&e, NULL));
+        msm_http_respond_json(req, status,
+                              status == 413 ? msm_json_err_body(&big, "PAYLOAD_TOO_LARGE")
+                                            : msm_json_err_body(&e, NULL));
         msm_json_err_deinit(&e);
         msm_json_err_deinit(&big);
         json_decref(body);
@@ -320,8 +329,8 @@ void fe_cdc_push(msm_http_req_t *req, void *opaque)
     ps->body = body;
     const json_t *changes = json_object_get(body, "changes");
     ps->received = json_array_size(changes);
-    ps->last = json_integer_value(json_object_get(json_array_get(changes, ps->received - 1),
-                                                  "sequence"));
+    ps->last =
+        json_integer_value(json_object_get(json_array_get(changes, ps->received - 1), "sequence"));
     const char *partition = json_string_value(json_object_get(body, "partition"));
     if (!(ps->source = strdup(name)) || !(ps->partition = strdup(partition))) {
         fe_call_error(&ps->pub.base, 500, "INTERNAL", "out of memory", NULL);

@@ -30,8 +30,8 @@ typedef struct sch_cdc_src_s sch_cdc_src_t;
 typedef struct sch_cdc_part_s {
     struct sch_cdc_part_s *next;
     sch_cdc_t *cdc;
-    sch_cdc_src_t *src;      /* NULL once dropped */
-    char *source;            /* names, the part's own copies */
+    sch_cdc_src_t *src; /* NULL once dropped */
+    char *source;       /* names, the part's own copies */
     char *name;
     int owned;               /* this scheduler holds the lease */
     uint64_t lease_until;    /* monotonic ms: surely ours until then */
@@ -47,16 +47,16 @@ typedef struct sch_cdc_part_s {
     /* the batch in flight */
     msm_http_call_t *call;
     uint64_t fetch_start_us;
-    int64_t after;           /* the cursor the fetch asked after */
-    json_t *changes;         /* the answer's changes */
+    int64_t after;   /* the cursor the fetch asked after */
+    json_t *changes; /* the answer's changes */
     int has_more;
-    char token[40];          /* the batch's token (lock value, mark tag); "" when none */
-    char *topic;             /* where the batch goes (the claim's) */
-    int64_t claim_cursor;    /* the claim's view: published up to here, and these above */
+    char token[40];       /* the batch's token (lock value, mark tag); "" when none */
+    char *topic;          /* where the batch goes (the claim's) */
+    int64_t claim_cursor; /* the claim's view: published up to here, and these above */
     int64_t *skip;
     size_t nskip;
-    size_t published;        /* changes the append carries */
-    const char *fail;        /* the batch failed: the backoff's reason once settled, or NULL */
+    size_t published; /* changes the append carries */
+    const char *fail; /* the batch failed: the backoff's reason once settled, or NULL */
     char fail_detail[400];
     msm_metric_child_t *m_lag, *m_pulled;
 } sch_cdc_part_t;
@@ -110,7 +110,7 @@ struct sch_cdc_s {
     msm_redis_t *notify_redis;
     char notify_last[48];
     int notify_reading;
-    int notify_first;  /* the read in flight is the first: where to start */
+    int notify_first; /* the read in flight is the first: where to start */
     /* metrics */
     msm_metric_t *f_lag, *f_latency, *f_backoffs, *f_pulled;
     msm_metric_child_t *m_owned;
@@ -142,8 +142,11 @@ void sch__cdc_owner_free(sch_cdc_t *c);
 
 /* ---- the module's entry points, for scheduler.c ---- */
 /** @brief The CDC pull on the daemon's loop, Redis and log. NULL when out of memory. */
-sch_cdc_t *sch_cdc_new(msm_daemon_t *d, const sch_conf_t *conf, msm_metrics_t *metrics,
-                       char *errbuf, size_t errbuf_size);
+sch_cdc_t *sch_cdc_new(msm_daemon_t *d,
+                       const sch_conf_t *conf,
+                       msm_metrics_t *metrics,
+                       char *errbuf,
+                       size_t errbuf_size);
 /** @brief Brings the pulled sources in line with the registry snapshot. */
 void sch_cdc_reconcile(sch_cdc_t *c, const msm_registry_t *reg);
 /** @brief Stops taking new work; batches in flight end (drain with sch_cdc_drained()). */

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FAC            "cdc"
+#define FAC             "cdc"
 #define NOTIFY_BLOCK_MS 5000
 #define NOTIFY_COUNT    "256"
 
@@ -132,8 +132,10 @@ static void on_lease(msm_redis_t *rd, redisReply *reply, const char *err, void *
             p->notified = notified;
         if (!held) {
             if (p->owned) {
-                msm_log(MSM_LOG_INFO, FAC, "source %s partition %s: lease given up or lost: "
-                        "another scheduler pulls it", p->source, p->name);
+                msm_log(MSM_LOG_INFO, FAC,
+                        "source %s partition %s: lease given up or lost: "
+                        "another scheduler pulls it",
+                        p->source, p->name);
                 sch__cdc_lost(p);
             }
             continue;
@@ -146,8 +148,10 @@ static void on_lease(msm_redis_t *rd, redisReply *reply, const char *err, void *
             p->cursor = cursor;
         if (!p->owned) {
             p->owned = 1;
-            msm_log(MSM_LOG_INFO, FAC, "source %s partition %s: lease taken, pulling after "
-                    "sequence %" PRId64, p->source, p->name, p->cursor);
+            msm_log(MSM_LOG_INFO, FAC,
+                    "source %s partition %s: lease taken, pulling after "
+                    "sequence %" PRId64,
+                    p->source, p->name, p->cursor);
         }
         sch__cdc_lag(p);
         if (!p->busy && !msm_timer_active(&p->timer))
@@ -188,12 +192,12 @@ static int lease_send(sch_cdc_t *c)
         for (sch_cdc_part_t *p = s->parts; p; p = p->next, i++) {
             char *k = keys[1 + 4 * i];
             msm_redis_key(c->redis, k, SCH_CDC_KEY_MAX, MSM_KEY_CDC_LEASE, s->name, p->name);
-            msm_redis_key(c->redis, k + SCH_CDC_KEY_MAX, SCH_CDC_KEY_MAX, MSM_KEY_CDC_LOCK,
-                          s->name, p->name);
-            msm_redis_key(c->redis, k + 2 * SCH_CDC_KEY_MAX, SCH_CDC_KEY_MAX,
-                          MSM_KEY_CDC_CURSOR, s->name);
-            msm_redis_key(c->redis, k + 3 * SCH_CDC_KEY_MAX, SCH_CDC_KEY_MAX,
-                          MSM_KEY_CDC_NOTIFIED, s->name);
+            msm_redis_key(c->redis, k + SCH_CDC_KEY_MAX, SCH_CDC_KEY_MAX, MSM_KEY_CDC_LOCK, s->name,
+                          p->name);
+            msm_redis_key(c->redis, k + 2 * SCH_CDC_KEY_MAX, SCH_CDC_KEY_MAX, MSM_KEY_CDC_CURSOR,
+                          s->name);
+            msm_redis_key(c->redis, k + 3 * SCH_CDC_KEY_MAX, SCH_CDC_KEY_MAX, MSM_KEY_CDC_NOTIFIED,
+                          s->name);
             for (int j = 0; j < 4; j++)
                 argv[1 + 4 * i + j] = k + j * SCH_CDC_KEY_MAX;
             argv[nkeys + 3 + 3 * i] = p->name;
@@ -205,8 +209,7 @@ static int lease_send(sch_cdc_t *c)
         }
     }
     r->sent_ms = msm_loop_now_ms(c->loop);
-    rc = msm_redis_eval(c->redis, c->lease_script, on_lease, r, (int)nkeys, (int)argc, argv,
-                        NULL);
+    rc = msm_redis_eval(c->redis, c->lease_script, on_lease, r, (int)nkeys, (int)argc, argv, NULL);
 out:
     free(keys);
     free(argv);
@@ -283,8 +286,8 @@ static void leases_release(sch_cdc_t *c)
             }
         }
         argv[i] = c->member;
-        if (msm_redis_eval(c->redis, c->lease_script_release, on_released, c, (int)i,
-                           (int)i + 1, argv, NULL) == MSM_OK)
+        if (msm_redis_eval(c->redis, c->lease_script_release, on_released, c, (int)i, (int)i + 1,
+                           argv, NULL) == MSM_OK)
             sch__cdc_hold(c);
     }
     free(keys);
@@ -334,17 +337,15 @@ static void on_notify(msm_redis_t *r, redisReply *reply, const char *err, void *
             msm_log(MSM_LOG_DEBUG, FAC, "reading notifications: %s", why);
     } else if (first) {
         /* XREVRANGE … COUNT 1: start after the newest entry (or at the start) */
-        const redisReply *e = reply->type == REDIS_REPLY_ARRAY && reply->elements == 1
-                                  ? reply->element[0]
-                                  : NULL;
+        const redisReply *e =
+            reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 ? reply->element[0] : NULL;
         snprintf(c->notify_last, sizeof(c->notify_last), "%s",
                  e && e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
                          e->element[0]->type == REDIS_REPLY_STRING
                      ? e->element[0]->str
                      : "0-0");
     } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
-               reply->element[0]->type == REDIS_REPLY_ARRAY &&
-               reply->element[0]->elements == 2) {
+               reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2) {
         /* XREAD: [[stream, [[id, fields], …]]]; nil when the block timed out */
         const redisReply *entries = reply->element[0]->element[1];
         for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
@@ -375,8 +376,8 @@ static void notify_read(sch_cdc_t *c)
         rc = msm_redis_command_argv(c->notify_redis, on_notify, c, 6, argv, NULL);
         c->notify_first = rc == MSM_OK;
     } else {
-        const char *argv[] = {"XREAD", "COUNT", NOTIFY_COUNT, "BLOCK", block, "STREAMS", key,
-                              c->notify_last};
+        const char *argv[] = {"XREAD", "COUNT",   NOTIFY_COUNT, "BLOCK",
+                              block,   "STREAMS", key,          c->notify_last};
         rc = msm_redis_command_blocking_argv(c->notify_redis, NOTIFY_BLOCK_MS, on_notify, c, 8,
                                              argv, NULL);
     }
@@ -390,11 +391,13 @@ void sch__cdc_notify_update(sch_cdc_t *c)
 {
     if (c->sources && !c->notify_redis && !c->stopping) {
         char err[256];
-        c->notify_redis = msm_daemon_redis_connect(c->daemon, "msm-scheduler-cdc-notify", err,
-                                                   sizeof(err));
+        c->notify_redis =
+            msm_daemon_redis_connect(c->daemon, "msm-scheduler-cdc-notify", err, sizeof(err));
         if (!c->notify_redis) {
-            msm_log(MSM_LOG_WARN, FAC, "no connection for notifications (%s): partitions are "
-                    "polled only", err);
+            msm_log(MSM_LOG_WARN, FAC,
+                    "no connection for notifications (%s): partitions are "
+                    "polled only",
+                    err);
             return;
         }
         c->notify_last[0] = '\0';

@@ -27,7 +27,7 @@
 
 /* Range requests take milliseconds, a stall is the fetch timeout. */
 static const double latency_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                         0.25,  0.5,    1,     2.5,  5,    10,   30};
+                                         0.25,  0.5,    1,     2.5,  5,     10,   30};
 
 static void fetch(sch_cdc_part_t *p);
 static void batch_end(sch_cdc_part_t *p);
@@ -149,8 +149,9 @@ static void round_end(sch_cdc_part_t *p, uint64_t next_ms)
 static void round_ok(sch_cdc_part_t *p)
 {
     if (p->backoff_reason[0])
-        msm_log(MSM_LOG_INFO, FAC, "source %s partition %s: pulling again after %" PRIu32
-                " failed rounds (%s)", p->source, p->name, p->failures, p->backoff_reason);
+        msm_log(MSM_LOG_INFO, FAC,
+                "source %s partition %s: pulling again after %" PRIu32 " failed rounds (%s)",
+                p->source, p->name, p->failures, p->backoff_reason);
     p->backoff_reason[0] = '\0';
     p->failures = 0;
     round_end(p, p->src ? (uint64_t)p->src->poll_interval_ms : 0);
@@ -158,8 +159,8 @@ static void round_ok(sch_cdc_part_t *p)
 
 /* Backs the partition off: exponential from backoff_min_ms to backoff_max_ms, full jitter,
  * at least @p retry_after_ms when the source named one. Logged when the reason changes. */
-static void backoff(sch_cdc_part_t *p, const char *reason, uint64_t retry_after_ms,
-                    const char *detail)
+static void
+backoff(sch_cdc_part_t *p, const char *reason, uint64_t retry_after_ms, const char *detail)
 {
     sch_cdc_t *c = p->cdc;
     p->failures++;
@@ -171,9 +172,11 @@ static void backoff(sch_cdc_part_t *p, const char *reason, uint64_t retry_after_
     if (d < retry_after_ms)
         d = retry_after_ms;
     if (strcmp(p->backoff_reason, reason) != 0) {
-        msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: %s; backing off (next try in %" PRIu64
-                " ms, then growing up to %" PRIu32 " ms%s)", p->source, p->name, detail, d,
-                c->backoff_max_ms, retry_after_ms ? " or as Retry-After says" : "");
+        msm_log(MSM_LOG_WARN, FAC,
+                "source %s partition %s: %s; backing off (next try in %" PRIu64
+                " ms, then growing up to %" PRIu32 " ms%s)",
+                p->source, p->name, detail, d, c->backoff_max_ms,
+                retry_after_ms ? " or as Retry-After says" : "");
         snprintf(p->backoff_reason, sizeof(p->backoff_reason), "%s", reason);
     }
     if (!c->freed && p->src)
@@ -185,7 +188,9 @@ static void backoff(sch_cdc_part_t *p, const char *reason, uint64_t retry_after_
 
 /* ---- 1. the range request ---- */
 
-static void on_fetched(msm_http_client_t *cl, msm_http_call_t *call, const msm_http_result_t *res,
+static void on_fetched(msm_http_client_t *cl,
+                       msm_http_call_t *call,
+                       const msm_http_result_t *res,
                        void *opaque);
 
 static void fetch(sch_cdc_part_t *p)
@@ -201,7 +206,10 @@ static void fetch(sch_cdc_part_t *p)
     p->after = p->cursor;
     p->fetch_start_us = msm_time_mono_us();
     const msm_http_header_t hdr = {"Accept", "application/json"};
-    msm_http_request_t req = {.method = "GET", .url = url, .headers = &hdr, .n_headers = 1,
+    msm_http_request_t req = {.method = "GET",
+                              .url = url,
+                              .headers = &hdr,
+                              .n_headers = 1,
                               .timeout_ms = c->fetch_timeout_ms};
     int rc = n > 0 && (size_t)n < sizeof(url)
                  ? msm_http_client_request(c->http, &req, on_fetched, p, &p->call)
@@ -224,8 +232,8 @@ static uint64_t retry_after_ms(const msm_http_headers_t *h)
 
 /* The answer {"changes":[…],"has_more":bool}: its changes kept in p. @returns NULL or why
  * it is not one (into @p why). */
-static const char *answer_parse(sch_cdc_part_t *p, const char *body, size_t len, char *why,
-                                size_t n)
+static const char *
+answer_parse(sch_cdc_part_t *p, const char *body, size_t len, char *why, size_t n)
 {
     msm_json_err_t e, big;
     msm_json_err_init(&e);
@@ -257,8 +265,8 @@ static const char *answer_parse(sch_cdc_part_t *p, const char *body, size_t len,
 
 static void claim(sch_cdc_part_t *p);
 
-static void on_fetched(msm_http_client_t *cl, msm_http_call_t *call, const msm_http_result_t *res,
-                       void *opaque)
+static void
+on_fetched(msm_http_client_t *cl, msm_http_call_t *call, const msm_http_result_t *res, void *opaque)
 {
     (void)cl, (void)call;
     sch_cdc_part_t *p = opaque;
@@ -288,16 +296,18 @@ static void on_fetched(msm_http_client_t *cl, msm_http_call_t *call, const msm_h
                json_integer_value(json_object_get(json_array_get(p->changes, 0), "sequence")) <=
                    p->after) {
         /* a source that answers what it was not asked for would be asked again for ever */
-        snprintf(why, sizeof(why), "malformed range answer: changes[0].sequence is not after "
-                 "%" PRId64, p->after);
+        snprintf(why, sizeof(why),
+                 "malformed range answer: changes[0].sequence is not after "
+                 "%" PRId64,
+                 p->after);
         backoff(p, "malformed", 0, why);
     } else if (!p->src || c->stopping) {
         round_end(p, 0);
     } else {
         size_t n = json_array_size(p->changes);
-        int64_t last = n ? json_integer_value(json_object_get(json_array_get(p->changes, n - 1),
-                                                              "sequence"))
-                         : 0;
+        int64_t last =
+            n ? json_integer_value(json_object_get(json_array_get(p->changes, n - 1), "sequence"))
+              : 0;
         if (last > p->seen)
             p->seen = last;
         if (n == 0)
@@ -313,8 +323,8 @@ static void on_fetched(msm_http_client_t *cl, msm_http_call_t *call, const msm_h
 static int64_t last_sequence(const sch_cdc_part_t *p)
 {
     const json_t *ch = p->changes;
-    return json_integer_value(json_object_get(json_array_get(ch, json_array_size(ch) - 1),
-                                              "sequence"));
+    return json_integer_value(
+        json_object_get(json_array_get(ch, json_array_size(ch) - 1), "sequence"));
 }
 
 static void on_settled(int err, const char *reason, int64_t cursor, int ours, void *opaque);
@@ -334,8 +344,9 @@ static void settle(sch_cdc_part_t *p, msm_cdc_outcome_t outcome)
 }
 
 static void publish(sch_cdc_part_t *p);
-static void fail(sch_cdc_part_t *p, const char *reason, msm_cdc_outcome_t outcome,
-                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void
+fail(sch_cdc_part_t *p, const char *reason, msm_cdc_outcome_t outcome, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static void on_claimed(const msm_cdc_claim_t *res, void *opaque)
 {
@@ -351,8 +362,10 @@ static void on_claimed(const msm_cdc_claim_t *res, void *opaque)
         round_end(p, c->lease_ms);
         goto out;
     case MSM_CDC_NOT_OWNER:
-        msm_log(MSM_LOG_INFO, FAC, "source %s partition %s: the lease went to another "
-                "scheduler; not pulling", p->source, p->name);
+        msm_log(MSM_LOG_INFO, FAC,
+                "source %s partition %s: the lease went to another "
+                "scheduler; not pulling",
+                p->source, p->name);
         sch__cdc_lost(p);
         round_end(p, 0);
         goto out;
@@ -367,8 +380,10 @@ static void on_claimed(const msm_cdc_claim_t *res, void *opaque)
         goto out;
     }
     if (res->recovered)
-        msm_log(MSM_LOG_INFO, FAC, "source %s partition %s: an interrupted batch was "
-                "recovered before this one", p->source, p->name);
+        msm_log(MSM_LOG_INFO, FAC,
+                "source %s partition %s: an interrupted batch was "
+                "recovered before this one",
+                p->source, p->name);
     p->claim_cursor = res->cursor;
     free(p->skip);
     p->skip = NULL;
@@ -419,14 +434,13 @@ static void claim(sch_cdc_part_t *p)
 
 static int published(const sch_cdc_part_t *p, int64_t seq)
 {
-    const msm_cdc_claim_t view = {.cursor = p->claim_cursor, .skip = p->skip,
-                                  .nskip = p->nskip};
+    const msm_cdc_claim_t view = {.cursor = p->claim_cursor, .skip = p->skip, .nskip = p->nskip};
     return msm_cdc_published(&view, seq);
 }
 
 /* Ends a batch that failed: settled with @p outcome, then backed off for @p reason. */
-static void fail(sch_cdc_part_t *p, const char *reason, msm_cdc_outcome_t outcome,
-                 const char *fmt, ...)
+static void
+fail(sch_cdc_part_t *p, const char *reason, msm_cdc_outcome_t outcome, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -452,8 +466,12 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
 
 /* The events of changes @p ch[0..n) with payloads @p pl, packed back to back into *buf;
  * records[i] points into it, keyed by the entity. */
-static int pack_events(const sch_cdc_part_t *p, const msm_cdc_change_t *ch,
-                       const msm_cdc_payload_t *pl, size_t n, msm_record_t *recs, uint8_t **buf)
+static int pack_events(const sch_cdc_part_t *p,
+                       const msm_cdc_change_t *ch,
+                       const msm_cdc_payload_t *pl,
+                       size_t n,
+                       msm_record_t *recs,
+                       uint8_t **buf)
 {
     int64_t now = msm_time_unix_ms();
     size_t total = 0, off = 0;
@@ -487,8 +505,10 @@ static int pack_events(const sch_cdc_part_t *p, const msm_cdc_change_t *ch,
                 continue;
             }
             msm__v1__event__pack(&env, *buf + off);
-            recs[i] = (msm_record_t){.key = ch[i].entity, .key_len = strlen(ch[i].entity),
-                                     .value = *buf + off, .value_len = sizes[i]};
+            recs[i] = (msm_record_t){.key = ch[i].entity,
+                                     .key_len = strlen(ch[i].entity),
+                                     .value = *buf + off,
+                                     .value_len = sizes[i]};
             off += sizes[i];
         }
         if (pass == 0 && !(*buf = malloc(total + 1)))
@@ -642,8 +662,10 @@ static void on_settled(int err, const char *reason, int64_t cursor, int ours, vo
             if (!c->freed && p->src && p->published)
                 msm_counter_add(p->m_pulled, p->published);
         } else {
-            msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: the batch was resolved without "
-                    "us (source deleted, or recovered as interrupted)", p->source, p->name);
+            msm_log(MSM_LOG_WARN, FAC,
+                    "source %s partition %s: the batch was resolved without "
+                    "us (source deleted, or recovered as interrupted)",
+                    p->source, p->name);
         }
         round_ok(p);
     }
@@ -845,11 +867,10 @@ static int register_metrics(sch_cdc_t *c, msm_metrics_t *m)
                             "per pulled partition this scheduler holds: the highest sequence "
                             "notified or seen in a range answer minus the cursor",
                             by_part, &c->f_lag);
-    rc |= msm_metrics_histogram(m, "msm_scheduler_cdc_fetch_seconds",
-                                "range requests to the source, until their answer or failure",
-                                by_source, latency_buckets,
-                                sizeof(latency_buckets) / sizeof(latency_buckets[0]),
-                                &c->f_latency);
+    rc |= msm_metrics_histogram(
+        m, "msm_scheduler_cdc_fetch_seconds",
+        "range requests to the source, until their answer or failure", by_source, latency_buckets,
+        sizeof(latency_buckets) / sizeof(latency_buckets[0]), &c->f_latency);
     rc |= msm_metrics_counter(m, "msm_scheduler_cdc_backoffs_total",
                               "rounds of a partition that failed and backed off, by reason",
                               by_reason, &c->f_backoffs);
@@ -865,8 +886,11 @@ static int register_metrics(sch_cdc_t *c, msm_metrics_t *m)
     return 0;
 }
 
-sch_cdc_t *sch_cdc_new(msm_daemon_t *d, const sch_conf_t *conf, msm_metrics_t *metrics,
-                       char *errbuf, size_t errbuf_size)
+sch_cdc_t *sch_cdc_new(msm_daemon_t *d,
+                       const sch_conf_t *conf,
+                       msm_metrics_t *metrics,
+                       char *errbuf,
+                       size_t errbuf_size)
 {
     sch_cdc_t *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -881,9 +905,9 @@ sch_cdc_t *sch_cdc_new(msm_daemon_t *d, const sch_conf_t *conf, msm_metrics_t *m
     c->fetch_timeout_ms = (uint32_t)conf->cdc_fetch_timeout_ms;
     c->lease_ms = (uint32_t)conf->cdc_lease_ms;
     c->backoff_min_ms = (uint32_t)conf->cdc_backoff_min_ms;
-    c->backoff_max_ms = (uint32_t)(conf->cdc_backoff_max_ms > conf->cdc_backoff_min_ms
-                                       ? conf->cdc_backoff_max_ms
-                                       : conf->cdc_backoff_min_ms);
+    c->backoff_max_ms =
+        (uint32_t)(conf->cdc_backoff_max_ms > conf->cdc_backoff_min_ms ? conf->cdc_backoff_max_ms
+                                                                       : conf->cdc_backoff_min_ms);
     c->max_event_bytes = (size_t)conf->cdc_max_event_bytes;
     msm_http_client_conf_t hc;
     msm_http_client_conf_init(&hc);

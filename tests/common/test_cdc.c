@@ -124,8 +124,8 @@ static void test_payload_and_envelope(void)
     char err[128];
     const char *avro = "{\"type\":\"record\",\"name\":\"F\",\"fields\":[{\"name\":\"n\","
                        "\"type\":\"int\"}]}";
-    msm_schema_t *s = msm_schema_compile(MSM_SCHEMA_AVRO, avro, strlen(avro), NULL, err,
-                                         sizeof(err));
+    msm_schema_t *s =
+        msm_schema_compile(MSM_SCHEMA_AVRO, avro, strlen(avro), NULL, err, sizeof(err));
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     CU_ASSERT_EQUAL_FATAL(msm_cdc_payload(&c[1], s, 3, 1024, &p, &e, &big), MSM_OK);
     CU_ASSERT_EQUAL(p.len, 4);
@@ -140,7 +140,8 @@ static void test_payload_and_envelope(void)
     CU_ASSERT_EQUAL(p.schema_id, 3);
     free(p.data);
     /* refused by the schema, or too large */
-    json_t *bad = parse("{\"sequence\":1,\"op\":\"create\",\"entity\":\"x\",\"data\":{\"n\":\"a\"}}");
+    json_t *bad =
+        parse("{\"sequence\":1,\"op\":\"create\",\"entity\":\"x\",\"data\":{\"n\":\"a\"}}");
     msm_cdc_change_t b;
     msm_cdc_change_get(bad, &b);
     CU_ASSERT_EQUAL(msm_cdc_payload(&b, s, 3, 1024, &p, &e, &big), MSM_ERR_INVALID);

@@ -98,8 +98,13 @@ static void on_claim(const msm_cdc_claim_t *res, void *opaque)
     c->done = 1;
 }
 
-static int claim(fx_t *f, const char *partition, const char *token, const char *member,
-                 uint64_t lock_ms, int64_t last, claim_t *out)
+static int claim(fx_t *f,
+                 const char *partition,
+                 const char *token,
+                 const char *member,
+                 uint64_t lock_ms,
+                 int64_t last,
+                 claim_t *out)
 {
     memset(out, 0, sizeof(*out));
     msm_cdc_claim_args_t a = {"db", partition, token, member, lock_ms, last};
@@ -122,8 +127,8 @@ static void on_settle(int err, const char *reason, int64_t cursor, int ours, voi
     *s = (settle_t){1, err, ours, cursor};
 }
 
-static int64_t settle(fx_t *f, const char *partition, const char *token, msm_cdc_outcome_t o,
-                      int64_t to, int *ours)
+static int64_t settle(
+    fx_t *f, const char *partition, const char *token, msm_cdc_outcome_t o, int64_t to, int *ours)
 {
     settle_t s = {0};
     if (msm_cdc_settle(f->st, "db", partition, token, o, to, on_settle, &s) != MSM_OK ||
@@ -163,7 +168,9 @@ static int append(fx_t *f, const char *token, const int64_t *seqs, size_t n)
     char vals[64][16];
     for (size_t i = 0; i < n; i++) {
         snprintf(vals[i], sizeof(vals[i]), "v%" PRId64, seqs[i]);
-        recs[i] = (msm_record_t){.key = vals[i], .key_len = strlen(vals[i]), .value = vals[i],
+        recs[i] = (msm_record_t){.key = vals[i],
+                                 .key_len = strlen(vals[i]),
+                                 .value = vals[i],
                                  .value_len = strlen(vals[i])};
     }
     char mark[128];
@@ -338,8 +345,7 @@ static int suite_clean(void)
 static CU_TestInfo tests[] = {
     {"claims exclude each other; settle moves the cursor", test_claim_excludes},
     {"crash after the append: recovered, nothing published twice", test_crash_after_append},
-    {"crash before the append, or a failed append: recovered as nothing",
-     test_crash_before_append},
+    {"crash before the append, or a failed append: recovered as nothing", test_crash_before_append},
     {"a partial append: only what is in is skipped", test_partial_append},
     CU_TEST_INFO_NULL,
 };

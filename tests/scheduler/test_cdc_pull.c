@@ -149,11 +149,11 @@ static char *page(int pi, int64_t after, int64_t limit, size_t *nchanges)
         int64_t s = p->seqs[i];
         char entity[16];
         snprintf(entity, sizeof(entity), "e%d", (int)(s % 10));
-        json_t *c = json_pack("{s:I,s:s,s:s}", "sequence", (json_int_t)s, "op", op_of(s),
-                              "entity", entity);
+        json_t *c =
+            json_pack("{s:I,s:s,s:s}", "sequence", (json_int_t)s, "op", op_of(s), "entity", entity);
         if (s % 5 != 0)
-            json_object_set_new(c, "data", json_pack("{s:I,s:s}", "s", (json_int_t)s, "p",
-                                                     p->name));
+            json_object_set_new(c, "data",
+                                json_pack("{s:I,s:s}", "s", (json_int_t)s, "p", p->name));
         json_array_append_new(changes, c);
     }
     *nchanges = n;
@@ -192,8 +192,8 @@ static void h_changes(msm_http_req_t *req, void *opaque)
     int reqno = ++p->requests;
     if (now_ms() + 10 < p->retry_until) { /* 10 ms: two processes' clocks, in ms */
         p->early++;
-        fprintf(stderr, "  p%d request %d after %s came %lld ms before Retry-After allowed\n",
-                pi, reqno, after_s, (long long)(p->retry_until - now_ms()));
+        fprintf(stderr, "  p%d request %d after %s came %lld ms before Retry-After allowed\n", pi,
+                reqno, after_s, (long long)(p->retry_until - now_ms()));
     }
     enum fault f = RS.fault ? RS.fault(pi, reqno) : F_NONE;
     int64_t after = strtoll(after_s, NULL, 10), limit = strtoll(limit_s, NULL, 10);
@@ -317,8 +317,8 @@ static int fixture_up(int nparts)
         return -1;
     if (http("PUT", F.fe.port, "/v1/topics/" TOPIC, "{\"partitions\":1}", NULL) != 200)
         return -1;
-    msm_stream_conf_t sc = {.backend = MSM_STREAM_REDIS, .redis_url = redis_srv.url,
-                            .name_prefix = F.ns};
+    msm_stream_conf_t sc = {
+        .backend = MSM_STREAM_REDIS, .redis_url = redis_srv.url, .name_prefix = F.ns};
     char err[256];
     F.log = msm_stream_new(loop, &sc, err, sizeof(err));
     return F.log ? 0 : -1;
@@ -387,10 +387,10 @@ static void owner_of(int pi, char *out, size_t n)
 /* ---- what arrived in events.files ---- */
 
 typedef struct {
-    int64_t last[MAXP];   /* last sequence per partition, in log order */
+    int64_t last[MAXP]; /* last sequence per partition, in log order */
     int order_errors;
     int dups;
-    int bad;              /* envelopes not as the push path makes them */
+    int bad; /* envelopes not as the push path makes them */
     size_t total;
     /* seen[pi]: sequences received, sorted insertion into a flat set */
     int64_t *seen[MAXP];
@@ -696,8 +696,7 @@ static void test_two_schedulers_and_kill9(void)
     CU_ASSERT_TRUE(both); /* two each: the fair share */
     CU_ASSERT_EQUAL(wait_all(20000), 0);
     CU_ASSERT_EQUAL(max_page_count(), 1); /* no (partition, after) page fetched twice */
-    fprintf(stderr, "  %d range requests, %zu pages, each fetched once\n", RS.requests,
-            RS.npages);
+    fprintf(stderr, "  %d range requests, %zu pages, each fetched once\n", RS.requests, RS.npages);
     /* kill -9 the holder of p0 while changes keep coming */
     int victim = atoi(strrchr(owners[0], '-') + 1) == F.sch[0].port ? 0 : 1;
     uint64_t killed_at = msm_time_mono_ms();
@@ -782,17 +781,18 @@ static void test_recovers_interrupted_batch(void)
         memset(&bufs[i], 0, sizeof(bufs[i]));
         msm_pb_pack(&env.base, &bufs[i]);
         free(pl.data);
-        recs[i] = (msm_record_t){.key = ch.entity, .key_len = strlen(ch.entity),
-                                 .value = bufs[i].data, .value_len = bufs[i].len};
+        recs[i] = (msm_record_t){.key = ch.entity,
+                                 .key_len = strlen(ch.entity),
+                                 .value = bufs[i].data,
+                                 .value_len = bufs[i].len};
         seqs[i] = ch.sequence;
     }
     char mark[128];
     msm_cdc_mark_name(mark, sizeof(mark), SOURCE, "p0");
     msm_stream_mark_t m = {mark, "dead-batch", seqs};
     flag_t ap = {0, -1};
-    CU_ASSERT_EQUAL_FATAL(msm_stream_append_marked(F.log, "events." TOPIC, recs, n, &m,
-                                                   on_appended, &ap),
-                          MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        msm_stream_append_marked(F.log, "events." TOPIC, recs, n, &m, on_appended, &ap), MSM_OK);
     CU_ASSERT_EQUAL_FATAL(msm_test_wait_flag(loop, &ap.done, 10000), 0);
     CU_ASSERT_EQUAL(ap.status, MSM_OK);
     json_decref(j);
@@ -862,14 +862,13 @@ static void test_push_and_pull(void)
     char *text = page(0, 0, 30, &n30);
     json_t *j = json_loads(text, 0, NULL);
     free(text);
-    json_t *req = json_pack("{s:s,s:O}", "partition", "p0", "changes",
-                            json_object_get(j, "changes"));
+    json_t *req =
+        json_pack("{s:s,s:O}", "partition", "p0", "changes", json_object_get(j, "changes"));
     char *body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
     json_decref(j);
     char *answer = NULL;
-    CU_ASSERT_EQUAL(http("POST", F.fe.port, "/v1/cdc/sources/" SOURCE "/changes", body,
-                         &answer),
+    CU_ASSERT_EQUAL(http("POST", F.fe.port, "/v1/cdc/sources/" SOURCE "/changes", body, &answer),
                     200);
     CU_ASSERT_PTR_NOT_NULL(answer && strstr(answer, "\"accepted\":30"));
     free(answer);
@@ -878,8 +877,7 @@ static void test_push_and_pull(void)
     CU_ASSERT_EQUAL_FATAL(scheduler_start(0, NULL), 0);
     CU_ASSERT_EQUAL(wait_all(20000), 0);
     /* and a push of old changes afterwards is all duplicates */
-    CU_ASSERT_EQUAL(http("POST", F.fe.port, "/v1/cdc/sources/" SOURCE "/changes", body,
-                         &answer),
+    CU_ASSERT_EQUAL(http("POST", F.fe.port, "/v1/cdc/sources/" SOURCE "/changes", body, &answer),
                     200);
     CU_ASSERT_PTR_NOT_NULL(answer && strstr(answer, "\"accepted\":0"));
     free(answer);
@@ -966,7 +964,8 @@ static void test_throughput(void)
         msm_test_spin(loop, 20);
     uint64_t took = msm_time_mono_ms() - t0;
     CU_ASSERT_EQUAL(cursor_of(0), N);
-    fprintf(stderr, "  pulled %d changes of one partition (batch_size 500) in %llu ms: "
+    fprintf(stderr,
+            "  pulled %d changes of one partition (batch_size 500) in %llu ms: "
             "%.0f changes/s (the source registered at t0; includes the lease and first poll)\n",
             N, (unsigned long long)took, N * 1000.0 / (double)(took ? took : 1));
     CU_ASSERT_EQUAL(wait_all(30000), 0);
@@ -983,8 +982,8 @@ static void test_help_lists_settings(void)
     msm_test_proc_arg(&p, "--help");
     CU_ASSERT_EQUAL_FATAL(msm_test_proc_start(&p), 0);
     CU_ASSERT_EQUAL(msm_test_proc_stop(&p, 0, 10000), 0);
-    const char *names[] = {"cdc.fetch_timeout_ms", "cdc.lease_ms", "cdc.backoff_min_ms",
-                           "cdc.backoff_max_ms", "cdc.max_answer_bytes", "cdc.max_event_bytes",
+    const char *names[] = {"cdc.fetch_timeout_ms",    "cdc.lease_ms",         "cdc.backoff_min_ms",
+                           "cdc.backoff_max_ms",      "cdc.max_answer_bytes", "cdc.max_event_bytes",
                            "MSM_CDC_FETCH_TIMEOUT_MS"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         CU_ASSERT_TRUE(count_in_file(p.log, names[i]) >= 1);

@@ -6,12 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const source_columns[] = {"name",       "topic",         "range_url",
-                                             "partitions", "poll_interval_ms", "batch_size",
-                                             NULL};
-static const char *const partition_columns[] = {"partition", "cursor",         "notified",
-                                                "lag",       "owner",          "append_pending",
-                                                "durable_above_cursor",        NULL};
+static const char *const source_columns[] = {
+    "name", "topic", "range_url", "partitions", "poll_interval_ms", "batch_size", NULL};
+static const char *const partition_columns[] = {
+    "partition", "cursor", "notified", "lag", "owner", "append_pending", "durable_above_cursor",
+    NULL};
 
 /* "/v1/cdc/sources/<escaped name><suffix>", malloc'd (NULL: out of memory, said). */
 static char *source_path(ctl_t *c, const char *name, const char *suffix)
@@ -78,8 +77,8 @@ int ctl_cdc_notify(ctl_t *c, const char **args, int nargs)
     char *path = source_path(c, args[0], ":notify");
     if (!path)
         return CTL_EXIT_ERROR;
-    json_t *body = json_pack("{s:s,s:I}", "partition", c->o.partition, "sequence",
-                             (json_int_t)c->o.sequence);
+    json_t *body =
+        json_pack("{s:s,s:I}", "partition", c->o.partition, "sequence", (json_int_t)c->o.sequence);
     ctl_resp_t r;
     int rc = CTL_EXIT_ERROR;
     if (ctl_http(c, "POST", path, body, &r) == 0) {

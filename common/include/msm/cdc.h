@@ -18,24 +18,24 @@
 /** The registry hash of sources (name → source JSON), beside topics and subscriptions. */
 #define MSM_KEY_CDC_SOURCES "{registry}:cdc:sources"
 
-#define MSM_CDC_PARTITIONS_MAX  1024   /**< partitions of one source */
-#define MSM_CDC_POLL_MIN_MS     10     /**< poll_interval_ms bounds */
+#define MSM_CDC_PARTITIONS_MAX  1024 /**< partitions of one source */
+#define MSM_CDC_POLL_MIN_MS     10   /**< poll_interval_ms bounds */
 #define MSM_CDC_POLL_MAX_MS     3600000
 #define MSM_CDC_POLL_DEFAULT_MS 1000
-#define MSM_CDC_BATCH_MAX       10000  /**< batch_size bounds: changes per range request */
+#define MSM_CDC_BATCH_MAX       10000 /**< batch_size bounds: changes per range request */
 #define MSM_CDC_BATCH_DEFAULT   500
-#define MSM_CDC_ENTITY_MAX      1024   /**< bytes of an entity (it is the event's key) */
+#define MSM_CDC_ENTITY_MAX      1024 /**< bytes of an entity (it is the event's key) */
 #define MSM_CDC_URL_MAX         2048
 
 /** A source (PUT /v1/cdc/sources/{name}). */
 typedef struct {
     char *name;
     char *topic;
-    char *range_url;        /**< NULL: push only (no pull) */
-    char **partitions;      /**< npartitions unique names */
+    char *range_url;   /**< NULL: push only (no pull) */
+    char **partitions; /**< npartitions unique names */
     size_t npartitions;
-    int poll_interval_ms;   /**< idle pull: next range request after this */
-    int batch_size;         /**< limit of each range request */
+    int poll_interval_ms; /**< idle pull: next range request after this */
+    int batch_size;       /**< limit of each range request */
 } msm_cdc_source_t;
 
 /**
@@ -43,8 +43,7 @@ typedef struct {
  * @p e with their field paths. Defaults: poll_interval_ms 1000, batch_size 500.
  * @returns NULL when invalid (or out of memory: an error at "$").
  */
-msm_cdc_source_t *msm_cdc_source_from_json(const char *name, const json_t *body,
-                                           msm_json_err_t *e);
+msm_cdc_source_t *msm_cdc_source_from_json(const char *name, const json_t *body, msm_json_err_t *e);
 /** @brief The stored and public JSON of @p s (a new reference, NULL when out of memory). */
 json_t *msm_cdc_source_to_json(const msm_cdc_source_t *s);
 void msm_cdc_source_free(msm_cdc_source_t *s);
@@ -73,7 +72,7 @@ void msm_cdc_change_get(const json_t *c, msm_cdc_change_t *out);
 
 /** A change's payload. */
 typedef struct {
-    uint8_t *data;            /**< malloc'd, owned by the caller */
+    uint8_t *data; /**< malloc'd, owned by the caller */
     size_t len;
     const char *content_type; /**< static text */
     int32_t schema_id;        /**< 0: not bound to a schema */
@@ -87,8 +86,12 @@ typedef struct {
  * pushes the change's "data"); a payload over @p limit bytes is an error in @p big.
  * @returns MSM_OK (@p out filled), MSM_ERR_INVALID or MSM_ERR_NOMEM (@p out untouched).
  */
-int msm_cdc_payload(const msm_cdc_change_t *c, const msm_schema_t *schema, int32_t schema_id,
-                    size_t limit, msm_cdc_payload_t *out, msm_json_err_t *e,
+int msm_cdc_payload(const msm_cdc_change_t *c,
+                    const msm_schema_t *schema,
+                    int32_t schema_id,
+                    size_t limit,
+                    msm_cdc_payload_t *out,
+                    msm_json_err_t *e,
                     msm_json_err_t *big);
 
 /**
@@ -96,7 +99,9 @@ int msm_cdc_payload(const msm_cdc_change_t *c, const msm_schema_t *schema, int32
  * stay in order in one partition of the topic's log), cdc_source, cdc_partition,
  * cdc_sequence, cdc_operation, cdc_entity. Pointers are borrowed from the arguments.
  */
-void msm_cdc_envelope(Msm__V1__Event *env, const char *source, const char *partition,
+void msm_cdc_envelope(Msm__V1__Event *env,
+                      const char *source,
+                      const char *partition,
                       const msm_cdc_change_t *c);
 
 #endif

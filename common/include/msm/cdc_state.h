@@ -67,8 +67,8 @@ typedef struct msm_cdc_state_s msm_cdc_state_t;
  * in flight: use log.append_timeout_ms). @returns NULL when out of memory.
  * @remark both clients are borrowed and must outlive the state.
  */
-msm_cdc_state_t *msm_cdc_state_new(msm_redis_t *redis, msm_stream_t *log,
-                                   uint64_t append_timeout_ms);
+msm_cdc_state_t *
+msm_cdc_state_new(msm_redis_t *redis, msm_stream_t *log, uint64_t append_timeout_ms);
 /** @brief Frees @p st; claims and settles still in flight complete first (then it goes). */
 void msm_cdc_state_free(msm_cdc_state_t *st);
 /** @brief Claims and settles in flight. */
@@ -88,15 +88,15 @@ typedef enum {
 
 /** What a claim found; everything is borrowed for the callback's duration. */
 typedef struct {
-    int status;             /**< msm_cdc_claim_status_t, or a negative msm_err_t */
-    const char *reason;     /**< status < 0: why (Redis or the log unavailable...) */
-    int64_t cursor;         /**< CLAIMED: the last sequence published */
-    const json_t *source;   /**< CLAIMED: the stored source */
-    const char *topic;      /**< CLAIMED: its topic, the one the intent names */
-    const int64_t *skip;    /**< CLAIMED: sequences above the cursor known durable */
+    int status;           /**< msm_cdc_claim_status_t, or a negative msm_err_t */
+    const char *reason;   /**< status < 0: why (Redis or the log unavailable...) */
+    int64_t cursor;       /**< CLAIMED: the last sequence published */
+    const json_t *source; /**< CLAIMED: the stored source */
+    const char *topic;    /**< CLAIMED: its topic, the one the intent names */
+    const int64_t *skip;  /**< CLAIMED: sequences above the cursor known durable */
     size_t nskip;
-    int64_t retry_ms;       /**< BUSY: when the partition may be free */
-    int recovered;          /**< an interrupted append was recovered before the claim */
+    int64_t retry_ms; /**< BUSY: when the partition may be free */
+    int recovered;    /**< an interrupted append was recovered before the claim */
 } msm_cdc_claim_t;
 
 typedef void msm_cdc_claim_cb(const msm_cdc_claim_t *res, void *opaque);
@@ -114,7 +114,9 @@ typedef struct {
  * @brief Claims a batch (above). @p cb fires once, never from inside this call.
  * @returns MSM_OK, or an error and no callback.
  */
-int msm_cdc_claim(msm_cdc_state_t *st, const msm_cdc_claim_args_t *a, msm_cdc_claim_cb *cb,
+int msm_cdc_claim(msm_cdc_state_t *st,
+                  const msm_cdc_claim_args_t *a,
+                  msm_cdc_claim_cb *cb,
                   void *opaque);
 
 /** @brief Non-zero when change @p seq of a claimed batch is published already (at or below
@@ -129,16 +131,20 @@ typedef enum {
 
 /** @p ours: 0 when the intent was no longer the token's (the source was deleted, or the
  *  batch was taken for dead and recovered): the cursor did not move. */
-typedef void msm_cdc_settle_cb(int err, const char *reason, int64_t cursor, int ours,
-                               void *opaque);
+typedef void msm_cdc_settle_cb(int err, const char *reason, int64_t cursor, int ours, void *opaque);
 
 /**
  * @brief Ends the batch @p token of a claim (above) and frees its lock; @p to is its highest
  * sequence (used by DURABLE). @p cb may be NULL; it fires once, never from inside this call.
  * @returns MSM_OK, or an error and no callback.
  */
-int msm_cdc_settle(msm_cdc_state_t *st, const char *source, const char *partition,
-                   const char *token, msm_cdc_outcome_t outcome, int64_t to,
-                   msm_cdc_settle_cb *cb, void *opaque);
+int msm_cdc_settle(msm_cdc_state_t *st,
+                   const char *source,
+                   const char *partition,
+                   const char *token,
+                   msm_cdc_outcome_t outcome,
+                   int64_t to,
+                   msm_cdc_settle_cb *cb,
+                   void *opaque);
 
 #endif
