@@ -760,7 +760,7 @@ static void test_recovers_interrupted_batch(void)
     msm_record_t recs[100];
     int64_t seqs[100];
     msm_buf_t bufs[100];
-    char ids[100][40];
+    char ids[100][48];
     for (size_t i = 0; i < n; i++) {
         msm_cdc_change_t ch;
         msm_cdc_change_get(json_array_get(json_object_get(j, "changes"), i), &ch);
