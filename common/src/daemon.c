@@ -157,6 +157,23 @@ static int redis_url_with_file_password(const msm_common_conf_t *c, char *url, s
     return rc == MSM_OK ? 0 : -1;
 }
 
+msm_redis_t *msm_daemon_redis_connect(msm_daemon_t *d, const char *client_name, char *err,
+                                      size_t n)
+{
+    const msm_common_conf_t *c = d->common;
+    char url_buf[1024];
+    const char *url = c->redis_url;
+    if (c->redis_password_file && *c->redis_password_file) {
+        if (redis_url_with_file_password(c, url_buf, sizeof(url_buf), err, n) != 0)
+            return NULL;
+        url = url_buf;
+    }
+    msm_redis_conf_t rc = {.url = url, .ns = c->ns, .client_name = client_name};
+    msm_redis_t *r = msm_redis_new(d->loop, &rc, err, n);
+    explicit_bzero(url_buf, sizeof(url_buf));
+    return r;
+}
+
 static int start_backends(msm_daemon_t *d, char *err, size_t n)
 {
     const msm_common_conf_t *c = d->common;
@@ -193,8 +210,7 @@ static int start_backends(msm_daemon_t *d, char *err, size_t n)
             return -1;
         url = url_buf;
     }
-    msm_redis_conf_t rc = {.url = url, .ns = c->ns, .client_name = d->spec->name};
-    d->redis = msm_redis_new(d->loop, &rc, err, n);
+    d->redis = msm_daemon_redis_connect(d, d->spec->name, err, n);
     if (!d->redis)
         return -1;
     msm_stream_conf_t sc = {

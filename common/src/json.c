@@ -485,3 +485,21 @@ int msm_json_media_type(const char *ct)
     return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
            (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
 }
+
+int msm_json_has_control_chars(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+void msm_json_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field,
+                         const char *v, size_t max)
+{
+    if (strlen(v) > max)
+        msm_json_err_add(big, field, "must be at most %zu bytes long", max);
+    else if (msm_json_has_control_chars(v))
+        msm_json_err_add(e, field, "must not contain control characters");
+}

@@ -582,13 +582,16 @@ struct msm_registry_s {
     size_t nsubs;
     msm_schedule_t **schedules;
     size_t nschedules;
+    msm_cdc_source_t **sources;
+    size_t nsources;
     sync_waiter_t *checking;  /* answered by the check in flight */
     sync_waiter_t *waiting;   /* asked after it was sent: wait for the next check */
     sync_waiter_t **wait_end; /* where the next waiter is linked (FIFO) */
 };
 
 static void snapshot_free(msm_topic_t **topics, size_t nt, msm_sub_t **subs, size_t ns,
-                          msm_schedule_t **schedules, size_t nsch)
+                          msm_schedule_t **schedules, size_t nsch, msm_cdc_source_t **sources,
+                          size_t nc)
 {
     for (size_t i = 0; i < nt; i++)
         msm_topic_free(topics[i]);
@@ -596,15 +599,18 @@ static void snapshot_free(msm_topic_t **topics, size_t nt, msm_sub_t **subs, siz
         msm_sub_free(subs[i]);
     for (size_t i = 0; i < nsch; i++)
         msm_schedule_free(schedules[i]);
+    for (size_t i = 0; i < nc; i++)
+        msm_cdc_source_free(sources[i]);
     free(topics);
     free(subs);
     free(schedules);
+    free(sources);
 }
 
 static void registry_destroy(msm_registry_t *reg)
 {
     snapshot_free(reg->topics, reg->ntopics, reg->subs, reg->nsubs, reg->schedules,
-                  reg->nschedules);
+                  reg->nschedules, reg->sources, reg->nsources);
     free(reg);
 }
 
@@ -633,13 +639,13 @@ static void check_done(msm_registry_t *reg, int err)
 }
 
 /* The kinds of object parse_all() reads. */
-enum { KIND_TOPIC, KIND_SUB, KIND_SCHEDULE };
+enum { KIND_TOPIC, KIND_SUB, KIND_SCHEDULE, KIND_CDC };
 
 /* Parses one hash's HGETALL (name, json, name, json, ...) into objects; bad entries are
  * logged and skipped (the frontend validated them; a hand edit must not stop a daemon). */
 static size_t parse_all(const redisReply *r, int kind, void **out)
 {
-    static const char *const what[] = {"topic", "subscription", "schedule"};
+    static const char *const what[] = {"topic", "subscription", "schedule", "CDC source"};
     size_t n = 0;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const char *name = r->element[i]->str;
@@ -650,8 +656,9 @@ static size_t parse_all(const redisReply *r, int kind, void **out)
         if (j && kind == KIND_SCHEDULE)
             obj = msm_schedule_from_json(name, j, 1, &e);
         else if (j)
-            obj = kind == KIND_SUB ? (void *)msm_sub_from_json(name, j, &e)
-                                   : (void *)msm_topic_from_json(name, j, &e);
+            obj = kind == KIND_SUB   ? (void *)msm_sub_from_json(name, j, &e)
+                  : kind == KIND_CDC ? (void *)msm_cdc_source_from_json(name, j, &e)
+                                     : (void *)msm_topic_from_json(name, j, &e);
         if (obj)
             out[n++] = obj;
         else
@@ -672,43 +679,52 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
         return;
     }
     const char *why = msm_redis_reply_err(reply, err);
-    /* [version, HGETALL topics, HGETALL subs, HGETALL schedules] */
-    if (why || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+    /* [version, HGETALL topics, HGETALL subs, HGETALL schedules, HGETALL cdc sources] */
+    if (why || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
         check_done(reg, MSM_ERR_BACKEND);
         return;
     }
     long long version = reply->element[0]->type == REDIS_REPLY_STRING
                             ? atoll(reply->element[0]->str)
                             : 0;
-    const redisReply *rt = reply->element[1], *rs = reply->element[2], *rk = reply->element[3];
+    const redisReply *rt = reply->element[1], *rs = reply->element[2], *rk = reply->element[3],
+                     *rc = reply->element[4];
     msm_topic_t **topics = calloc(rt->elements / 2 + 1, sizeof(*topics));
     msm_sub_t **subs = calloc(rs->elements / 2 + 1, sizeof(*subs));
     msm_schedule_t **schedules = calloc(rk->elements / 2 + 1, sizeof(*schedules));
-    if (!topics || !subs || !schedules) {
+    msm_cdc_source_t **sources = calloc(rc->elements / 2 + 1, sizeof(*sources));
+    if (!topics || !subs || !schedules || !sources) {
         free(topics);
         free(subs);
         free(schedules);
+        free(sources);
         check_done(reg, MSM_ERR_NOMEM);
         return;
     }
     size_t nt = parse_all(rt, KIND_TOPIC, (void **)topics);
     size_t ns = parse_all(rs, KIND_SUB, (void **)subs);
     size_t nk = parse_all(rk, KIND_SCHEDULE, (void **)schedules);
+    size_t nc = parse_all(rc, KIND_CDC, (void **)sources);
     msm_topic_t **old_topics = reg->topics;
     msm_sub_t **old_subs = reg->subs;
     msm_schedule_t **old_schedules = reg->schedules;
-    size_t old_nt = reg->ntopics, old_ns = reg->nsubs, old_nk = reg->nschedules;
+    msm_cdc_source_t **old_sources = reg->sources;
+    size_t old_nt = reg->ntopics, old_ns = reg->nsubs, old_nk = reg->nschedules,
+           old_nc = reg->nsources;
     reg->topics = topics;
     reg->ntopics = nt;
     reg->subs = subs;
     reg->nsubs = ns;
     reg->schedules = schedules;
     reg->nschedules = nk;
+    reg->sources = sources;
+    reg->nsources = nc;
     reg->version = version;
     reg->loaded = 1;
     if (reg->cb)
         reg->cb(reg, reg->opaque); /* still "polling": a free from here is deferred */
-    snapshot_free(old_topics, old_nt, old_subs, old_ns, old_schedules, old_nk);
+    snapshot_free(old_topics, old_nt, old_subs, old_ns, old_schedules, old_nk, old_sources,
+                  old_nc);
     if (reg->freed) {
         registry_destroy(reg);
         return;
@@ -719,21 +735,23 @@ static void on_reload(msm_redis_t *r, redisReply *reply, const char *err, void *
 /* Version and the hashes in one script: a snapshot never mixes two versions. */
 static const char RELOAD_LUA[] =
     "return {redis.call('GET', KEYS[1]) or '0', redis.call('HGETALL', KEYS[2]),"
-    " redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}";
-/* The whole reload (version and both hashes in one script, by SHA): process-wide, never
+    " redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),"
+    " redis.call('HGETALL', KEYS[5])}";
+/* The whole reload (version and the hashes in one script, by SHA): process-wide, never
  * freed, so a reply due after msm_registry_free() never meets a freed script. */
 static int reload_send(msm_registry_t *reg)
 {
     static msm_redis_script_t *reload_script;
-    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX], kk[KEY_MAX];
+    char kv[KEY_MAX], kt[KEY_MAX], ks[KEY_MAX], kk[KEY_MAX], kc[KEY_MAX];
     if (!reload_script && !(reload_script = msm_redis_script_new(RELOAD_LUA)))
         return MSM_ERR_NOMEM;
     msm_redis_key(reg->redis, kv, sizeof(kv), "%s", MSM_KEY_VERSION);
     msm_redis_key(reg->redis, kt, sizeof(kt), "%s", MSM_KEY_TOPICS);
     msm_redis_key(reg->redis, ks, sizeof(ks), "%s", MSM_KEY_SUBS);
     msm_redis_key(reg->redis, kk, sizeof(kk), "%s", MSM_KEY_SCHEDULES);
-    const char *argv[] = {kv, kt, ks, kk};
-    return msm_redis_eval(reg->redis, reload_script, on_reload, reg, 4, 4, argv, NULL);
+    msm_redis_key(reg->redis, kc, sizeof(kc), "%s", MSM_KEY_CDC_SOURCES);
+    const char *argv[] = {kv, kt, ks, kk, kc};
+    return msm_redis_eval(reg->redis, reload_script, on_reload, reg, 5, 5, argv, NULL);
 }
 
 /* The cheap check, a plain GET of the version (the scheduler checks before every batch):
@@ -924,4 +942,23 @@ size_t msm_registry_schedule_count(const msm_registry_t *reg)
 const msm_schedule_t *msm_registry_schedule_at(const msm_registry_t *reg, size_t i)
 {
     return i < reg->nschedules ? reg->schedules[i] : NULL;
+}
+
+size_t msm_registry_cdc_count(const msm_registry_t *reg)
+{
+    return reg->nsources;
+}
+
+const msm_cdc_source_t *msm_registry_cdc_at(const msm_registry_t *reg, size_t i)
+{
+    return i < reg->nsources ? reg->sources[i] : NULL;
+}
+
+const msm_cdc_source_t *msm_registry_cdc(const msm_registry_t *reg, const char *name)
+{
+    for (size_t i = 0; i < reg->nsources; i++) {
+        if (strcmp(reg->sources[i]->name, name) == 0)
+            return reg->sources[i];
+    }
+    return NULL;
 }

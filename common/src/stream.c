@@ -110,7 +110,36 @@ int msm_stream_append(msm_stream_t *s, const char *name, const msm_record_t *rec
 {
     if (!name || !*name || (n && !records) || !cb)
         return MSM_ERR_INVALID;
-    return s->s_driver->append(s, name, records, n, cb, opaque);
+    return s->s_driver->append(s, name, records, n, NULL, cb, opaque);
+}
+
+/* A mark name or tag: printable, no spaces (the Kafka header separates with spaces). */
+static int mark_text_ok(const char *t)
+{
+    size_t n = t ? strlen(t) : 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)t[i] <= ' ' || t[i] == 0x7f)
+            return 0;
+    }
+    return n > 0 && n <= MSM_STREAM_MARK_MAX;
+}
+
+int msm_stream_append_marked(msm_stream_t *s, const char *name, const msm_record_t *records,
+                             size_t n, const msm_stream_mark_t *mark, msm_stream_done_cb *cb,
+                             void *opaque)
+{
+    if (!name || !*name || (n && !records) || !cb || !mark || !mark_text_ok(mark->name) ||
+        !mark_text_ok(mark->tag) || (n && !mark->values))
+        return MSM_ERR_INVALID;
+    return s->s_driver->append(s, name, records, n, mark, cb, opaque);
+}
+
+int msm_stream_marks(msm_stream_t *s, const char *name, const char *mark, const char *tag,
+                     int64_t since_ms, msm_stream_marks_cb *cb, void *opaque)
+{
+    if (!name || !*name || !cb || !mark_text_ok(mark) || !mark_text_ok(tag))
+        return MSM_ERR_INVALID;
+    return s->s_driver->marks(s, name, mark, tag, since_ms, cb, opaque);
 }
 
 size_t msm_stream_pending_appends(const msm_stream_t *s)

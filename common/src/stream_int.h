@@ -14,8 +14,11 @@ typedef struct msm_stream_driver_s {
     void (*destroy)(msm_stream_t *s);
     int (*ensure)(msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb,
                   void *opaque);
+    /* mark: NULL for a plain append */
     int (*append)(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
-                  msm_stream_done_cb *cb, void *opaque);
+                  const msm_stream_mark_t *mark, msm_stream_done_cb *cb, void *opaque);
+    int (*marks)(msm_stream_t *s, const char *name, const char *mark, const char *tag,
+                 int64_t since_ms, msm_stream_marks_cb *cb, void *opaque);
     size_t (*pending_appends)(const msm_stream_t *s);
     /* Returns a driver struct whose first member is msm_consumer_t, filled by the driver. */
     msm_consumer_t *(*consume)(msm_stream_t *s, const char *name, const char *group,

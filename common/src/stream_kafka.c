@@ -316,4 +316,5 @@ const msm_stream_driver_t msm__stream_kafka_driver = {
     .backlog = msm__kafka_backlog,
     .set_lease = kf_set_lease,
     .remove = msm__kafka_delete,
+    .marks = msm__kafka_marks,
 };

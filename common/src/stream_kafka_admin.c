@@ -20,6 +20,7 @@ typedef enum {
     KF_JOB_ENSURE = 0,  /* CreateTopics, or the auto-creation fallback, on the worker */
     KF_JOB_BACKLOG = 1, /* watermarks and committed offsets, on the worker */
     KF_JOB_DELETE = 2,  /* DeleteTopics, on the worker */
+    KF_JOB_MARKS = 3,   /* a marked append's records read back, on the worker */
 } kf_job_kind_t;
 
 /* An ensure or backlog request; lives in ks_jobs until its callback has fired. */
@@ -36,6 +37,12 @@ struct kf_job_s {
     char kj_reason[256];
     char *kj_topic;
     char *kj_group;
+    /* KF_JOB_MARKS */
+    msm_stream_marks_cb *kj_marks_cb;
+    char *kj_mark;      /* "<name> <tag> ": the header's prefix */
+    int64_t kj_since;   /* unix ms */
+    int64_t *kj_found;  /* the values of the records carrying it */
+    size_t kj_nfound, kj_capfound;
 };
 
 /* A consumer handle with group.id set, owned by the worker (committed offsets need one). */
@@ -82,6 +89,8 @@ static void job_free(kf_stream_t *ks, kf_job_t *j)
         j->kj_next->kj_prev = j->kj_prev;
     free(j->kj_topic);
     free(j->kj_group);
+    free(j->kj_mark);
+    free(j->kj_found);
     free(j);
 }
 
@@ -91,10 +100,20 @@ static void job_finish(kf_stream_t *ks, kf_job_t *j, int err)
     kf_job_kind_t kind = j->kj_kind;
     msm_stream_done_cb *dcb = j->kj_done_cb;
     msm_stream_backlog_cb *bcb = j->kj_backlog_cb;
+    msm_stream_marks_cb *mcb = j->kj_marks_cb;
     void *opaque = j->kj_opaque;
     int64_t backlog = err == MSM_OK ? j->kj_backlog : -1;
     char reason[sizeof(j->kj_reason)];
     snprintf(reason, sizeof(reason), "%s", j->kj_reason[0] ? j->kj_reason : msm_err_str(err));
+    if (kind == KF_JOB_MARKS) {
+        /* the values are the job's: answered before it is freed */
+        j->kj_marks_cb = NULL;
+        if (mcb)
+            mcb(err, err == MSM_OK ? NULL : reason, 0, j->kj_found, err == MSM_OK ? j->kj_nfound : 0,
+                opaque);
+        job_free(ks, j);
+        return;
+    }
     job_free(ks, j);
     if ((kind == KF_JOB_ENSURE || kind == KF_JOB_DELETE) && dcb)
         dcb(err, err == MSM_OK ? NULL : reason, opaque);
@@ -112,6 +131,33 @@ static void worker_log_drain(rd_kafka_t *rk)
         rd_kafka_event_destroy(ev);
     }
     rd_kafka_queue_destroy(q);
+}
+
+/* Worker thread: a consumer handle of the client's brokers and properties, of @p group (NULL:
+ * none), committing nothing by itself, its logs queued for worker_log_drain(). */
+static rd_kafka_t *worker_consumer(kf_stream_t *ks, const char *group, const char *client_id,
+                                   char *errbuf, size_t n)
+{
+    const msm_stream_conf_t *sc = &ks->ks_s->s_conf;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (msm__kafka_conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf, n) != MSM_OK ||
+        (group && msm__kafka_conf_set(conf, "group.id", group, errbuf, n) != MSM_OK) ||
+        msm__kafka_conf_set(conf, "client.id", client_id, errbuf, n) != MSM_OK ||
+        msm__kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, n) != MSM_OK ||
+        msm__kafka_conf_set(conf, "log.queue", "true", errbuf, n) != MSM_OK ||
+        msm__kafka_conf_apply_props(conf, sc->kafka_props, errbuf, n) != MSM_OK) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    char err[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!rk) {
+        snprintf(errbuf, n, "kafka consumer: %.200s", err);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_set_log_queue(rk, NULL);
+    return rk;
 }
 
 /* Worker thread: a consumer handle of @p group (no subscription), created on first use. */
@@ -134,38 +180,20 @@ static rd_kafka_t *worker_group(kf_stream_t *ks, const char *group, char *errbuf
         rd_kafka_destroy_flags(old->kg_rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         free(old);
     }
-    const msm_stream_conf_t *sc = &ks->ks_s->s_conf;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     kf_group_t *g = calloc(1, sizeof(*g) + strlen(group) + 1);
     if (!g) {
         snprintf(errbuf, n, "out of memory");
-        goto fail;
+        return NULL;
     }
-    if (msm__kafka_conf_set(conf, "bootstrap.servers", sc->kafka_brokers, errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "group.id", group, errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "client.id", "msm-backlog", errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, n) != MSM_OK ||
-        msm__kafka_conf_set(conf, "log.queue", "true", errbuf, n) != MSM_OK ||
-        msm__kafka_conf_apply_props(conf, sc->kafka_props, errbuf, n) != MSM_OK)
-        goto fail;
-    char err[256];
-    g->kg_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!g->kg_rk) {
-        snprintf(errbuf, n, "kafka consumer: %.200s", err);
-        goto fail;
+    if (!(g->kg_rk = worker_consumer(ks, group, "msm-backlog", errbuf, n))) {
+        free(g);
+        return NULL;
     }
-    conf = NULL;
-    rd_kafka_set_log_queue(g->kg_rk, NULL);
     strcpy(g->kg_group, group);
     g->kg_used = ++w->kw_clock;
     g->kg_next = w->kw_groups;
     w->kw_groups = g;
     return g->kg_rk;
-fail:
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    free(g);
-    return NULL;
 }
 
 /* Worker thread: makes the broker auto-create the topic through a metadata request (the
@@ -381,6 +409,51 @@ static rd_kafka_topic_partition_list_t *parts_copy(const rd_kafka_topic_partitio
     return c;
 }
 
+/* Worker thread: the partitions of @p topic (*all) with their high (*hi) and low (*lo)
+ * watermarks, each list in the same order; on failure *what says which query failed. The
+ * caller destroys the lists set (even on failure). */
+static rd_kafka_resp_err_t worker_watermarks(rd_kafka_t *rk, const char *topic, int t,
+                                             rd_kafka_topic_partition_list_t **all,
+                                             rd_kafka_topic_partition_list_t **hi,
+                                             rd_kafka_topic_partition_list_t **lo,
+                                             const char **what)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = rkt ? rd_kafka_metadata(rk, 0, rkt, &md, t) : rd_kafka_last_error();
+    *what = "metadata";
+    if (!e && md->topic_cnt != 1)
+        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    if (!e)
+        e = md->topics[0].err;
+    if (!e && md->topics[0].partition_cnt == 0)
+        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    if (!e) {
+        *all = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+        for (int i = 0; i < md->topics[0].partition_cnt; i++)
+            rd_kafka_topic_partition_list_add(*all, topic, md->topics[0].partitions[i].id);
+        /* ListOffsets with the logical timestamps END and BEGINNING: one request per leader
+         * for all partitions, instead of a watermark query per partition. */
+        *what = "high watermarks";
+        *hi = parts_copy(*all, RD_KAFKA_OFFSET_END);
+        e = rd_kafka_offsets_for_times(rk, *hi, t);
+    }
+    if (!e) {
+        *what = "low watermarks";
+        *lo = parts_copy(*all, RD_KAFKA_OFFSET_BEGINNING);
+        e = rd_kafka_offsets_for_times(rk, *lo, t);
+    }
+    for (int i = 0; !e && i < (*all)->cnt; i++) {
+        if ((e = (*hi)->elems[i].err) || (e = (*lo)->elems[i].err))
+            break;
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (rkt)
+        rd_kafka_topic_destroy(rkt);
+    return e;
+}
+
 /* Worker thread: sum over partitions of high watermark minus committed offset (or minus the
  * low watermark when the group never committed). */
 static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
@@ -388,8 +461,6 @@ static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
     char errbuf[256];
     int t = ks->ks_query_ms;
     rd_kafka_t *rk = worker_group(ks, j->kj_group, errbuf, sizeof(errbuf));
-    rd_kafka_topic_t *rkt = NULL;
-    const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_partition_list_t *all = NULL, *hi = NULL, *lo = NULL, *co = NULL;
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
     const char *what = "metadata";
@@ -398,32 +469,7 @@ static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
         snprintf(j->kj_reason, sizeof(j->kj_reason), "%s", errbuf);
         return;
     }
-    rkt = rd_kafka_topic_new(rk, j->kj_topic, NULL);
-    if (!rkt) {
-        e = rd_kafka_last_error();
-        goto fail;
-    }
-    e = rd_kafka_metadata(rk, 0, rkt, &md, t);
-    if (!e && md->topic_cnt != 1)
-        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (!e)
-        e = md->topics[0].err;
-    if (!e && md->topics[0].partition_cnt == 0)
-        e = RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
-    if (e)
-        goto fail;
-    all = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-    for (int i = 0; i < md->topics[0].partition_cnt; i++)
-        rd_kafka_topic_partition_list_add(all, j->kj_topic, md->topics[0].partitions[i].id);
-    /* ListOffsets with the logical timestamps END and BEGINNING: one request per leader for
-     * all partitions, instead of a watermark query per partition. */
-    what = "high watermarks";
-    hi = parts_copy(all, RD_KAFKA_OFFSET_END);
-    if ((e = rd_kafka_offsets_for_times(rk, hi, t)))
-        goto fail;
-    what = "low watermarks";
-    lo = parts_copy(all, RD_KAFKA_OFFSET_BEGINNING);
-    if ((e = rd_kafka_offsets_for_times(rk, lo, t)))
+    if ((e = worker_watermarks(rk, j->kj_topic, t, &all, &hi, &lo, &what)))
         goto fail;
     what = "committed offsets";
     co = parts_copy(all, RD_KAFKA_OFFSET_INVALID);
@@ -431,7 +477,7 @@ static void worker_backlog(kf_stream_t *ks, kf_job_t *j)
         goto fail;
     int64_t sum = 0;
     for (int i = 0; i < all->cnt; i++) {
-        if ((e = hi->elems[i].err) || (e = lo->elems[i].err) || (e = co->elems[i].err))
+        if ((e = co->elems[i].err))
             goto fail;
         int64_t h = hi->elems[i].offset, l = lo->elems[i].offset, c = co->elems[i].offset;
         int64_t base = c >= 0 ? (c > l ? c : l) : l;
@@ -456,11 +502,137 @@ out:
         rd_kafka_topic_partition_list_destroy(hi);
     if (all)
         rd_kafka_topic_partition_list_destroy(all);
-    if (md)
-        rd_kafka_metadata_destroy(md);
+    worker_log_drain(rk);
+}
+
+/* Worker thread: one record's mark header, when it is the job's: its value is kept. */
+static void marks_check(kf_job_t *j, const rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0, plen = strlen(j->kj_mark);
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, MSM__KAFKA_MARK_HEADER, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        n <= plen || n > plen + 24 || memcmp(v, j->kj_mark, plen) != 0)
+        return;
+    char num[32];
+    memcpy(num, (const char *)v + plen, n - plen);
+    num[n - plen] = '\0';
+    if (j->kj_nfound == j->kj_capfound) {
+        size_t cap = j->kj_capfound ? 2 * j->kj_capfound : 64;
+        int64_t *grown = realloc(j->kj_found, cap * sizeof(*grown));
+        if (!grown)
+            return; /* found less: the caller publishes again (a duplicate, never a loss) */
+        j->kj_found = grown;
+        j->kj_capfound = cap;
+    }
+    j->kj_found[j->kj_nfound++] = strtoll(num, NULL, 10);
+}
+
+/* Worker thread: reads partition @p p of @p rkt from @p from up to @p to (exclusive), keeping
+ * the job's mark values; *first_ts: the timestamp of the first record read (-1: none).
+ * @returns 0, or -1 with the reason in the job. */
+static int marks_read(kf_job_t *j, rd_kafka_topic_t *rkt, int32_t p, int64_t from, int64_t to,
+                      uint64_t deadline, int64_t *first_ts)
+{
+    *first_ts = -1;
+    if (rd_kafka_consume_start(rkt, p, from) == -1) {
+        j->kj_err = MSM_ERR_BACKEND;
+        snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka %s [%d]: consume: %s", j->kj_topic,
+                 (int)p, rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    rd_kafka_message_t *msgs[256];
+    int64_t pos = from;
+    int rc = 0;
+    while (pos < to) {
+        if (msm_time_mono_ms() >= deadline) {
+            j->kj_err = MSM_ERR_TIMEOUT;
+            snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka %s [%d]: read back to offset "
+                     "%lld of %lld in time", j->kj_topic, (int)p, (long long)pos, (long long)to);
+            rc = -1;
+            break;
+        }
+        ssize_t got = rd_kafka_consume_batch(rkt, p, 500, msgs, 256);
+        for (ssize_t i = 0; i < got; i++) {
+            if (!msgs[i]->err && msgs[i]->offset < to) {
+                pos = msgs[i]->offset + 1;
+                if (*first_ts < 0)
+                    *first_ts = rd_kafka_message_timestamp(msgs[i], NULL);
+                marks_check(j, msgs[i]);
+            } else if (msgs[i]->err && msgs[i]->err != RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+                       rc == 0) {
+                j->kj_err = msm__kafka_err(msgs[i]->err) == MSM_OK ? MSM_ERR_BACKEND
+                                                                    : msm__kafka_err(msgs[i]->err);
+                snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka %s [%d]: %s", j->kj_topic,
+                         (int)p, rd_kafka_err2str(msgs[i]->err));
+                rc = -1;
+            } else if (!msgs[i]->err) {
+                pos = to; /* past the end as it was asked for */
+            }
+            rd_kafka_message_destroy(msgs[i]);
+        }
+        if (rc)
+            break;
+    }
+    rd_kafka_consume_stop(rkt, p);
+    return rc;
+}
+
+/* Worker thread: the records of a marked append among those appended since kj_since. Each
+ * partition is read backwards from its end (as it is now) in growing chunks until a chunk
+ * starts with a record older than that (or the partition's start): only record timestamps
+ * and absolute offsets, which every cluster answers. A consumer handle of its own, without
+ * a group: nothing is committed. */
+static void worker_marks(kf_stream_t *ks, kf_job_t *j)
+{
+    int t = ks->ks_query_ms;
+    uint64_t deadline = msm_time_mono_ms() + 6 * (uint64_t)t;
+    char errbuf[256];
+    rd_kafka_t *rk = worker_consumer(ks, NULL, "msm-marks", errbuf, sizeof(errbuf));
+    rd_kafka_topic_t *rkt = NULL;
+    rd_kafka_topic_partition_list_t *all = NULL, *hi = NULL, *lo = NULL;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    const char *what = "metadata";
+    if (!rk) {
+        j->kj_err = MSM_ERR_BACKEND;
+        snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka marks: %.200s", errbuf);
+        return;
+    }
+    if ((e = worker_watermarks(rk, j->kj_topic, t, &all, &hi, &lo, &what)))
+        goto fail;
+    what = "topic handle";
+    if (!(rkt = rd_kafka_topic_new(rk, j->kj_topic, NULL))) {
+        e = rd_kafka_last_error();
+        goto fail;
+    }
+    for (int i = 0; i < all->cnt; i++) {
+        int64_t end = hi->elems[i].offset, start, low = lo->elems[i].offset, ts;
+        for (int64_t chunk = 256; end > low; end = start, chunk *= 2) {
+            start = end - low > chunk ? end - chunk : low;
+            if (marks_read(j, rkt, hi->elems[i].partition, start, end, deadline, &ts) != 0)
+                goto out;
+            if (ts >= 0 && ts < j->kj_since)
+                break;
+        }
+    }
+    j->kj_err = MSM_OK;
+    goto out;
+fail:
+    j->kj_err = msm__kafka_err(e) == MSM_OK ? MSM_ERR_BACKEND : msm__kafka_err(e);
+    snprintf(j->kj_reason, sizeof(j->kj_reason), "kafka %s %s: %s", j->kj_topic, what,
+             rd_kafka_err2str(e));
+out:
+    if (lo)
+        rd_kafka_topic_partition_list_destroy(lo);
+    if (hi)
+        rd_kafka_topic_partition_list_destroy(hi);
+    if (all)
+        rd_kafka_topic_partition_list_destroy(all);
     if (rkt)
         rd_kafka_topic_destroy(rkt);
     worker_log_drain(rk);
+    rd_kafka_destroy(rk);
 }
 
 static void *worker_main(void *arg)
@@ -483,6 +655,8 @@ static void *worker_main(void *arg)
             worker_ensure(ks, j);
         else if (j->kj_kind == KF_JOB_DELETE)
             worker_delete(ks, j);
+        else if (j->kj_kind == KF_JOB_MARKS)
+            worker_marks(ks, j);
         else
             worker_backlog(ks, j);
         pthread_mutex_lock(&w->kw_mu);
@@ -619,6 +793,25 @@ int msm__kafka_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb,
     if (rc != MSM_OK)
         return rc;
     j->kj_done_cb = cb;
+    j->kj_opaque = opaque;
+    return job_submit(s->s_impl, j);
+}
+
+int msm__kafka_marks(msm_stream_t *s, const char *name, const char *mark, const char *tag,
+                     int64_t since_ms, msm_stream_marks_cb *cb, void *opaque)
+{
+    kf_job_t *j;
+    int rc = topic_job_new(s, KF_JOB_MARKS, name, NULL, &j);
+    if (rc != MSM_OK)
+        return rc;
+    size_t n = strlen(mark) + strlen(tag) + 3;
+    if (!(j->kj_mark = malloc(n))) {
+        job_free(s->s_impl, j);
+        return MSM_ERR_NOMEM;
+    }
+    snprintf(j->kj_mark, n, "%s %s ", mark, tag);
+    j->kj_since = since_ms;
+    j->kj_marks_cb = cb;
     j->kj_opaque = opaque;
     return job_submit(s->s_impl, j);
 }

@@ -20,6 +20,8 @@
 /* A broker back from an outage is reconnected to within a second, well inside the append
  * timeout (librdkafka's default backoff grows to 10 s). */
 #define KF_RECONNECT_MAX_MS "1000"
+/* The header a marked append's records carry: "<mark name> <tag> <value>". */
+#define MSM__KAFKA_MARK_HEADER "msm-mark"
 /* Every event crosses four appends (events, ready, dispatch, status): librdkafka's 5 ms
  * default would cost 20 ms at low load. 1 ms batches as well under load (measured with
  * msm-bench-publish: batch-1 publishes 2.6k/s at 5 ms, 9.3k/s at 1 ms; batches of 1000
@@ -162,6 +164,7 @@ int msm__kafka_append(msm_stream_t *s,
                       const char *name,
                       const msm_record_t *records,
                       size_t n,
+                      const msm_stream_mark_t *mark,
                       msm_stream_done_cb *cb,
                       void *opaque);
 size_t msm__kafka_pending_appends(const msm_stream_t *s);
@@ -182,6 +185,8 @@ void msm__kafka_topics_free(kf_stream_t *ks);
 int msm__kafka_ensure(
     msm_stream_t *s, const char *name, int partitions, msm_stream_done_cb *cb, void *opaque);
 int msm__kafka_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque);
+int msm__kafka_marks(msm_stream_t *s, const char *name, const char *mark, const char *tag,
+                     int64_t since_ms, msm_stream_marks_cb *cb, void *opaque);
 int msm__kafka_backlog(
     msm_stream_t *s, const char *name, const char *group, msm_stream_backlog_cb *cb, void *opaque);
 /** @brief Fires the callbacks of the jobs the worker finished (loop thread). */

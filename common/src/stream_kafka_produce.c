@@ -6,6 +6,7 @@
 #include "stream_kafka_int.h"
 #include "msm/err.h"
 
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,10 +177,32 @@ static void ks_kick(kf_stream_t *ks)
         msm_loop_timer_start(ks->ks_loop, &ks->ks_kick, 0, on_producer_kick, ks);
 }
 
+/* Produces one record (copied), with the mark header "<name> <tag> <value>" when marked. */
+static rd_kafka_resp_err_t produce_one(kf_stream_t *ks, kf_topic_t *kt, const msm_record_t *r,
+                       const msm_stream_mark_t *mark, int64_t value, kf_batch_t *b)
+{
+    if (!mark)
+        return rd_kafka_produce(kt->kt_rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                (void *)(uintptr_t)r->value, r->value ? r->value_len : 0, r->key,
+                                r->key ? r->key_len : 0, b) == -1
+                   ? rd_kafka_last_error()
+                   : RD_KAFKA_RESP_ERR_NO_ERROR;
+    char hdr[2 * MSM_STREAM_MARK_MAX + 32];
+    int hlen = snprintf(hdr, sizeof(hdr), "%s %s %" PRId64, mark->name, mark->tag, value);
+    return rd_kafka_producev(
+        ks->ks_rk, RD_KAFKA_V_RKT(kt->kt_rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE((void *)(uintptr_t)r->value, r->value ? r->value_len : 0),
+        RD_KAFKA_V_KEY(r->key, r->key ? r->key_len : 0),
+        RD_KAFKA_V_HEADER(MSM__KAFKA_MARK_HEADER, hdr, (ssize_t)hlen), RD_KAFKA_V_OPAQUE(b),
+        RD_KAFKA_V_END);
+}
+
 int msm__kafka_append(msm_stream_t *s,
                       const char *name,
                       const msm_record_t *records,
                       size_t n,
+                      const msm_stream_mark_t *mark,
                       msm_stream_done_cb *cb,
                       void *opaque)
 {
@@ -198,10 +221,8 @@ int msm__kafka_append(msm_stream_t *s,
     for (size_t i = 0; i < n; i++) {
         const msm_record_t *r = &records[i];
         b->kb_remaining++;
-        if (rd_kafka_produce(kt->kt_rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-                             (void *)(uintptr_t)r->value, r->value ? r->value_len : 0, r->key,
-                             r->key ? r->key_len : 0, b) == -1) {
-            rd_kafka_resp_err_t e = rd_kafka_last_error();
+        rd_kafka_resp_err_t e = produce_one(ks, kt, r, mark, mark ? mark->values[i] : 0, b);
+        if (e) {
             b->kb_remaining--;
             if (i == 0) {
                 /* Nothing is in flight: fail now, without a callback. */

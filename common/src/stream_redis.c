@@ -27,15 +27,18 @@
 
 
 /* Atomic batch append. KEYS: the meta hash, then the partition streams; ARGV[1]: MAXLEN
- * (0 = none), then (partition index 1-based, key, value) triples. Returns the number of
- * entries added. A stream deleted since its partition count was read is not re-created. */
+ * (0 = none), ARGV[2]: a mark's meta field ("" = none) and ARGV[3] its tag, then (partition
+ * index 1-based, key, value) triples. Returns the number of entries added. A stream deleted
+ * since its partition count was read is not re-created. The mark is written with the
+ * records: whoever finds the tag there knows the whole batch is in (msm_stream_marks()). */
 static const char APPEND_LUA[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  return redis.error_reply('NOTFOUND stream deleted')\n"
     "end\n"
     "local maxlen = tonumber(ARGV[1])\n"
     "local n = 0\n"
-    "for i = 2, #ARGV, 3 do\n"
+    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end\n"
+    "for i = 4, #ARGV, 3 do\n"
     "  local k = KEYS[tonumber(ARGV[i]) + 1]\n"
     "  if maxlen > 0 then\n"
     "    redis.call('XADD', k, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i+1], 'v', ARGV[i+2])\n"
@@ -109,6 +112,7 @@ static const char TRIM_LUA[] =
 /* ---- the client and its cache of partition counts ---- */
 
 static void append_free(append_t *a);
+static int mark_field(const char *name, char **out);
 static void append_complete(append_t *a, msm_err_t err, const char *reason);
 static void on_deferred_timer(msm_loop_t *loop, void *opaque);
 static void on_redis_state(msm_redis_t *r, int connected, const char *reason, void *opaque);
@@ -561,10 +565,10 @@ static int append_send(append_t *a, const msm_record_t *records)
     int rc = msm__redis_info_keys(lg, info);
     if (rc != MSM_OK)
         return rc;
-    if (a->n == 1 && lg->maxlen == 0 && !a->scripted)
+    if (a->n == 1 && lg->maxlen == 0 && !a->scripted && !a->mark_field)
         return append_one(a, records);
     int nkeys = info->partitions + 1;
-    size_t argc = (size_t)nkeys + 1 + 3 * a->n;
+    size_t argc = (size_t)nkeys + 3 + 3 * a->n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *argvlen = malloc(argc * sizeof(*argvlen));
     rc = MSM_ERR_NOMEM;
@@ -580,6 +584,12 @@ static int append_send(append_t *a, const msm_record_t *records)
     size_t j = (size_t)nkeys;
     argvlen[j] = (size_t)snprintf(maxlen, sizeof(maxlen), "%" PRIu64, lg->maxlen);
     argv[j++] = maxlen;
+    argv[j] = a->mark_field ? a->mark_field : "";
+    argvlen[j] = strlen(argv[j]);
+    j++;
+    argv[j] = a->mark_tag ? a->mark_tag : "";
+    argvlen[j] = strlen(argv[j]);
+    j++;
     for (size_t i = 0; i < a->n; i++) {
         const char *index = info->part_index[partition_of(info, &records[i])];
         argv[j] = index;
@@ -599,6 +609,8 @@ out:
 
 static void append_free(append_t *a)
 {
+    free(a->mark_field);
+    free(a->mark_tag);
     if (a->records) {
         for (size_t i = 0; i < a->n; i++)
             free((void *)a->records[i].value); /* key and value share one allocation */
@@ -741,7 +753,7 @@ static void on_redis_state(msm_redis_t *r, int connected, const char *reason, vo
 /* An append of no records is sent like any other: it completes after the appends before it,
  * on a later loop turn. */
 static int redis_append(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
-                        msm_stream_done_cb *cb, void *opaque)
+                        const msm_stream_mark_t *mark, msm_stream_done_cb *cb, void *opaque)
 {
     redis_log_t *lg = log_of(s);
     if (lg->closing)
@@ -754,7 +766,12 @@ static int redis_append(msm_stream_t *s, const char *name, const msm_record_t *r
     }
     *a = (append_t){.log = lg, .info = info, .cb = cb, .opaque = opaque, .n = n,
                     .deadline_ms = msm_loop_now_ms(s->s_loop) + lg->append_timeout_ms};
-    int rc = append_dispatch(a, records);
+    int rc = MSM_OK;
+    if (mark && (mark_field(mark->name, &a->mark_field) != MSM_OK ||
+                 !(a->mark_tag = strdup(mark->tag))))
+        rc = MSM_ERR_NOMEM;
+    if (rc == MSM_OK)
+        rc = append_dispatch(a, records);
     if (rc != MSM_OK) {
         append_free(a);
         return rc;
@@ -766,6 +783,65 @@ static int redis_append(msm_stream_t *s, const char *name, const msm_record_t *r
 static size_t redis_pending_appends(const msm_stream_t *s)
 {
     return log_of(s)->pending_appends + log_of(s)->pending_acks;
+}
+
+/* ---- marks: the tag the last marked append of a series left in the meta hash ---- */
+
+/* The meta hash field of mark @p name, malloc'd into *out. */
+static int mark_field(const char *name, char **out)
+{
+    size_t n = strlen(name) + sizeof("mark:");
+    if (!(*out = malloc(n)))
+        return MSM_ERR_NOMEM;
+    snprintf(*out, n, "mark:%s", name);
+    return MSM_OK;
+}
+
+typedef struct {
+    redis_log_t *log;
+    char *tag;
+    msm_stream_marks_cb *cb;
+    void *opaque;
+} marks_t;
+
+static void on_mark(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    marks_t *m = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why)
+        m->cb(m->log->closing ? MSM_ERR_SHUTDOWN : MSM_ERR_BACKEND, why, 0, NULL, 0, m->opaque);
+    else /* the batch was one script: all of it or nothing */
+        m->cb(MSM_OK, NULL, reply->type == REDIS_REPLY_STRING && strcmp(reply->str, m->tag) == 0,
+              NULL, 0, m->opaque);
+    free(m->tag);
+    free(m);
+}
+
+static int redis_marks(msm_stream_t *s, const char *name, const char *mark, const char *tag,
+                       int64_t since_ms, msm_stream_marks_cb *cb, void *opaque)
+{
+    (void)since_ms; /* the mark is exact: no records to look through */
+    redis_log_t *lg = log_of(s);
+    char key[KEY_MAX], *field = NULL;
+    if (lg->closing)
+        return MSM_ERR_SHUTDOWN;
+    if (meta_key(lg, name, key, sizeof(key)) < 0)
+        return MSM_ERR_TOOLARGE;
+    marks_t *m = calloc(1, sizeof(*m));
+    int rc = m && mark_field(mark, &field) == MSM_OK && (m->tag = strdup(tag)) ? MSM_OK
+                                                                              : MSM_ERR_NOMEM;
+    if (rc == MSM_OK) {
+        *m = (marks_t){.log = lg, .tag = m->tag, .cb = cb, .opaque = opaque};
+        const char *argv[] = {"HGET", key, field};
+        rc = msm_redis_command_argv(lg->redis, on_mark, m, 3, argv, NULL);
+    }
+    free(field);
+    if (rc != MSM_OK && m) {
+        free(m->tag);
+        free(m);
+    }
+    return rc;
 }
 
 /* ---- backlog: per partition, entries the group has not read (lag) plus those read and
@@ -908,4 +984,5 @@ const msm_stream_driver_t msm__stream_redis_driver = {
     .backlog = redis_backlog,
     .set_lease = msm__redis_set_lease,
     .remove = redis_remove,
+    .marks = redis_marks,
 };

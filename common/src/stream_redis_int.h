@@ -69,6 +69,8 @@ struct append_s {
     size_t n;
     msm_record_t *records;   /* copied while held back, or for the fast path's fallback */
     int scripted;            /* sent (or to be sent) through the append script */
+    char *mark_field;        /* a marked append: "mark:<name>" in the meta hash, or NULL */
+    char *mark_tag;
     uint64_t deadline_ms;    /* held past this: fails with MSM_ERR_TIMEOUT */
 };
 

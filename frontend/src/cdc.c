@@ -1,134 +1,130 @@
 /* SPDX-License-Identifier: MIT */
-/* CDC sources (API.md "CDC"): the registry of sources and push ingestion.
- *
- * A push names one partition. Per (source, partition) Redis keeps the last accepted
- * sequence; a push first takes the partition's lock and reads that sequence (one script),
- * drops every change at or below it (duplicates: acknowledged, not published again), sends
- * the rest through the publish pipeline, and only once they are durable advances the
- * sequence and frees the lock (one script). A frontend that dies mid-push leaves a lock that
- * expires; the sequence did not move, so the retried push publishes those changes again
- * (at least once, never lost). */
+/* CDC sources (API.md "CDC", docs/cdc.md): the registry of sources with the per-partition
+ * state that goes with them, :notify (which wakes the scheduler that pulls the partition),
+ * and the partitions' state for operators. The push of changes is cdc_push.c. */
 #include "pub_int.h"
 
+#include "msm/access.h"
+#include "msm/cdc_state.h"
 #include "msm/err.h"
 #include "msm/log.h"
-#include "msm/time.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define FAC                  "cdc"
-#define KEY_MAX              600
-/* A push's claim script reads its source and takes the partition's lock: the cursor and
- * the lock share the registry's hash slot (Redis Cluster), as the sources do. */
-#define CDC_KIND             "{registry}:cdc:sources"
-#define CDC_LOCK_MS          60000
-#define ENTITY_MAX           FE_KEY_MAX_BYTES
-#define PARTITIONS_MAX       1024
-#define POLL_MIN_MS          10
-#define POLL_MAX_MS          3600000
-#define BATCH_MAX            10000
+#define FAC     "cdc"
+#define KEY_MAX 600
 
-const fe_kind_t fe_kind_cdc = {CDC_KIND, "CDC source", "sources", 0, 0, NULL};
+const fe_kind_t fe_kind_cdc = {MSM_KEY_CDC_SOURCES, "CDC source", "sources", 0, 0, NULL};
 
-/* KEYS sources hash, cursor hash, lock; ARGV name, partition, token, lock ms.
- * -> {-2} no such source; {-1} another push holds the partition; {last, source json}. */
-static const char CLAIM_LUA[] =
-    "local src = redis.call('HGET', KEYS[1], ARGV[1])\n"
-    "if not src then return {-2} end\n"
-    "if not redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then return {-1} end\n"
-    "return {tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or 0), src}\n";
-
-/* KEYS cursor hash, lock; ARGV partition, token, new last sequence ("" = unchanged). */
-static const char SETTLE_LUA[] =
-    "if ARGV[3] ~= '' then\n"
-    "  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or 0)\n"
-    "  if tonumber(ARGV[3]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end\n"
+/* KEYS: sources, version, cursor, intent, notified; ARGV: name, source JSON. Stores the
+ * source and drops the state of the partitions it no longer has (their locks and leases
+ * expire by themselves), as one change of the registry. */
+static const char PUT_LUA[] =
+    "local old = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "if old then\n"
+    "  local keep = {}\n"
+    "  for _, p in ipairs(cjson.decode(ARGV[2]).partitions) do keep[p] = true end\n"
+    "  for _, p in ipairs(cjson.decode(old).partitions or {}) do\n"
+    "    if not keep[p] then\n"
+    "      for k = 3, 5 do redis.call('HDEL', KEYS[k], p) end\n"
+    "    end\n"
+    "  end\n"
     "end\n"
-    "if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end\n"
-    "return 0\n";
+    "redis.call('INCR', KEYS[2])\n"
+    "return 1\n";
+
+/* KEYS: sources, version, cursor, intent, notified; ARGV: name. The source and its state
+ * go in one change; 0 when there was no such source. */
+static const char DELETE_LUA[] = "if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+                                 "redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])\n"
+                                 "redis.call('INCR', KEYS[2])\n"
+                                 "return 1\n";
+
+/* KEYS: sources, notified, notify stream; ARGV: name, partition, sequence, maxlen.
+ * -> -2 no source; else the partition's highest notified sequence. The schedulers read the
+ * stream (the one pulling the partition fetches at once); the hash keeps the highest. */
+static const char NOTIFY_LUA[] =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return -2 end\n"
+    "local cur = redis.call('HGET', KEYS[2], ARGV[2])\n"
+    "if not cur or tonumber(ARGV[3]) > tonumber(cur) then\n"
+    "  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])\n"
+    "  cur = ARGV[3]\n"
+    "end\n"
+    "redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'source', ARGV[1],"
+    " 'partition', ARGV[2], 'sequence', ARGV[3])\n"
+    "return cur\n";
+
+/* KEYS: cursor, notified, intent, then the lease of each partition; ARGV: the partitions.
+ * -> per partition {cursor, notified, intent, lease holder}, false where absent. */
+static const char STATE_LUA[] =
+    "local r = {}\n"
+    "for i, p in ipairs(ARGV) do\n"
+    "  r[i] = {redis.call('HGET', KEYS[1], p), redis.call('HGET', KEYS[2], p),"
+    " redis.call('HGET', KEYS[3], p), redis.call('GET', KEYS[3 + i])}\n"
+    "end\n"
+    "return r\n";
 
 int fe_cdc_scripts(fe_t *fe)
 {
-    fe->fe_cdc_claim = msm_redis_script_new(CLAIM_LUA);
-    fe->fe_cdc_settle = msm_redis_script_new(SETTLE_LUA);
-    return fe->fe_cdc_claim && fe->fe_cdc_settle ? MSM_OK : MSM_ERR_NOMEM;
+    fe->fe_cdc_put = msm_redis_script_new(PUT_LUA);
+    fe->fe_cdc_delete = msm_redis_script_new(DELETE_LUA);
+    fe->fe_cdc_notify = msm_redis_script_new(NOTIFY_LUA);
+    fe->fe_cdc_state_read = msm_redis_script_new(STATE_LUA);
+    return fe->fe_cdc_put && fe->fe_cdc_delete && fe->fe_cdc_notify && fe->fe_cdc_state_read
+               ? MSM_OK
+               : MSM_ERR_NOMEM;
+}
+
+/* KEYS[0..4] of PUT_LUA and DELETE_LUA for source @p name. */
+static int source_keys(fe_t *fe, const char *name, char keys[5][KEY_MAX])
+{
+    msm_redis_t *r = fe->fe_deps.redis;
+    return msm_redis_key(r, keys[0], KEY_MAX, "%s", MSM_KEY_CDC_SOURCES) < 0 ||
+                   msm_redis_key(r, keys[1], KEY_MAX, "%s", MSM_KEY_VERSION) < 0 ||
+                   msm_redis_key(r, keys[2], KEY_MAX, MSM_KEY_CDC_CURSOR, name) < 0 ||
+                   msm_redis_key(r, keys[3], KEY_MAX, MSM_KEY_CDC_INTENT, name) < 0 ||
+                   msm_redis_key(r, keys[4], KEY_MAX, MSM_KEY_CDC_NOTIFIED, name) < 0
+               ? MSM_ERR_TOOLARGE
+               : MSM_OK;
+}
+
+void fe_cdc_not_found(fe_call_t *c, const char *name)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "CDC source %s not found", name);
+    fe_call_error(c, 404, "NOT_FOUND", msg, NULL);
 }
 
 /* ---- the registry ---- */
 
-static int url_ok(const char *u)
-{
-    return (strncmp(u, "http://", 7) == 0 && u[7]) || (strncmp(u, "https://", 8) == 0 && u[8]);
-}
-
-/* The stored form of a source, or NULL with errors in @p e. */
-static json_t *source_from_json(const char *name, const json_t *body, msm_json_err_t *e)
-{
-    static const char *const known[] = {"topic", "range_url", "partitions",
-                                        "poll_interval_ms", "batch_size", "name", NULL};
-    const char *topic = NULL, *url = NULL;
-    json_t *parts = NULL;
-    int64_t poll = 1000, batch = 500;
-    if (msm_json_expect_object(e, body) != MSM_OK)
-        return NULL;
-    msm_json_check_known(e, body, known);
-    if (msm_json_get_str(e, body, "topic", MSM_JSON_REQUIRED, &topic) == MSM_OK &&
-        !msm_name_valid(topic))
-        msm_json_err_add(e, "topic", "must match [A-Za-z0-9._-]{1,200}");
-    if (msm_json_get_strn(e, body, "range_url", MSM_JSON_NULLABLE, 2048, &url) == MSM_OK && url &&
-        (!url_ok(url) || fe_has_control_chars(url)))
-        msm_json_err_add(e, "range_url", "must be an http:// or https:// URL");
-    if (msm_json_get_array(e, body, "partitions", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY,
-                           &parts) == MSM_OK) {
-        if (json_array_size(parts) > PARTITIONS_MAX)
-            msm_json_err_add(e, "partitions", "at most %d partitions", PARTITIONS_MAX);
-        msm_json_path_push_key(e, "partitions");
-        size_t i;
-        json_t *p;
-        json_array_foreach(parts, i, p) {
-            msm_json_path_push_index(e, i);
-            if (!json_is_string(p) || !msm_name_valid(json_string_value(p)))
-                msm_json_err_add(e, NULL, "must be a name matching [A-Za-z0-9._-]{1,200}");
-            for (size_t j = 0; j < i && json_is_string(p); j++) {
-                if (json_equal(p, json_array_get(parts, j)))
-                    msm_json_err_add(e, NULL, "appears twice");
-            }
-            msm_json_path_pop(e);
-        }
-        msm_json_path_pop(e);
-    }
-    msm_json_get_int(e, body, "poll_interval_ms", MSM_JSON_NULLABLE, POLL_MIN_MS, POLL_MAX_MS,
-                     &poll);
-    msm_json_get_int(e, body, "batch_size", MSM_JSON_NULLABLE, 1, BATCH_MAX, &batch);
-    if (msm_json_err_count(e))
-        return NULL;
-    return json_pack("{s:s,s:s,s:s?,s:O,s:I,s:I}", "name", name, "topic", topic, "range_url",
-                     url, "partitions", parts, "poll_interval_ms", (json_int_t)poll,
-                     "batch_size", (json_int_t)batch);
-}
-
 typedef struct {
     fe_call_t base;
     json_t *source;
-} put_t;
+    char *name;
+} source_call_t;
 
-static void put_cleanup(fe_call_t *c)
+static void source_call_cleanup(fe_call_t *c)
 {
-    json_decref(((put_t *)c)->source);
+    source_call_t *sc = (source_call_t *)c;
+    json_decref(sc->source);
+    free(sc->name);
 }
 
-static void on_stored(int err, const char *reason, void *opaque)
+static void on_stored(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
 {
-    put_t *pt = opaque;
-    if (err != MSM_OK) {
-        fe_call_unavailable(&pt->base, reason);
+    (void)r;
+    source_call_t *sc = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) {
+        fe_call_unavailable(&sc->base, why);
         return;
     }
-    msm_log(MSM_LOG_INFO, FAC, "CDC source %s stored",
-            json_string_value(json_object_get(pt->source, "name")));
-    fe_call_json(&pt->base, 200, json_incref(pt->source));
+    msm_log(MSM_LOG_INFO, FAC, "CDC source %s stored", sc->name);
+    fe_call_json(&sc->base, 200, json_incref(sc->source));
 }
 
 static void source_put(msm_http_req_t *req, void *opaque)
@@ -145,7 +141,7 @@ static void source_put(msm_http_req_t *req, void *opaque)
         return;
     msm_json_err_t e;
     msm_json_err_init(&e);
-    json_t *src = source_from_json(name, body, &e);
+    msm_cdc_source_t *src = msm_cdc_source_from_json(name, body, &e);
     json_decref(body);
     if (!src) {
         msm_http_respond_json(req, 400, msm_json_err_body(&e, NULL));
@@ -153,23 +149,31 @@ static void source_put(msm_http_req_t *req, void *opaque)
         return;
     }
     msm_json_err_deinit(&e);
-    const char *topic = json_string_value(json_object_get(src, "topic"));
-    if (!fe_topic_exists(fe, topic)) {
-        fe_not_found(req, "topic", topic); /* before the decref: topic is src's */
-        json_decref(src);
+    if (!fe_topic_exists(fe, src->topic)) {
+        fe_not_found(req, "topic", src->topic);
+        msm_cdc_source_free(src);
         return;
     }
-    put_t *pt = fe_call_new(fe, req, sizeof(*pt));
-    if (!pt) {
-        json_decref(src);
+    source_call_t *sc = fe_call_new(fe, req, sizeof(*sc));
+    json_t *stored = msm_cdc_source_to_json(src);
+    char *text = stored ? msm_json_dump(stored, NULL) : NULL;
+    msm_cdc_source_free(src);
+    char keys[5][KEY_MAX];
+    if (!sc || !text || !(sc->name = strdup(name)) || source_keys(fe, name, keys) != MSM_OK) {
+        json_decref(stored);
+        free(text);
+        if (sc)
+            fe_call_end(&sc->base);
         msm_http_respond_error(req, 500, "INTERNAL", "out of memory", NULL);
         return;
     }
-    pt->base.cleanup = put_cleanup;
-    pt->source = src;
-    int rc = msm_registry_put(fe->fe_deps.redis, CDC_KIND, name, src, on_stored, pt);
+    sc->base.cleanup = source_call_cleanup;
+    sc->source = stored;
+    const char *argv[] = {keys[0], keys[1], keys[2], keys[3], keys[4], name, text};
+    int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_put, on_stored, sc, 5, 7, argv, NULL);
+    free(text);
     if (rc != MSM_OK)
-        fe_call_unavailable(&pt->base, msm_err_str(rc));
+        fe_call_unavailable(&sc->base, msm_err_str(rc));
 }
 
 static void source_get(msm_http_req_t *req, void *opaque)
@@ -182,363 +186,291 @@ static void source_list(msm_http_req_t *req, void *opaque)
     fe_read_start(opaque, req, &fe_kind_cdc, NULL);
 }
 
+static void on_source_deleted(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    source_call_t *sc = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) {
+        fe_call_unavailable(&sc->base, why);
+        return;
+    }
+    if (msm_redis_reply_int(reply, 0) == 0) {
+        fe_cdc_not_found(&sc->base, sc->name);
+        return;
+    }
+    msm_log(MSM_LOG_INFO, FAC, "CDC source %s deleted with its cursors", sc->name);
+    fe_call_json(&sc->base, 200, json_object());
+}
+
 static void source_delete(msm_http_req_t *req, void *opaque)
 {
-    fe_delete_start(opaque, req, &fe_kind_cdc, msm_http_req_param(req, "name"));
-}
-
-/* ---- push ---- */
-
-static const char *const op_names[] = {"", "create", "update", "delete"};
-
-typedef struct {
-    fe_pub_t pub;
-    char *source;
-    char *partition;
-    char token[MSM_ID_STR_SIZE];
-    json_t *body;          /* the request, kept until the changes are built */
-    size_t received;       /* changes in the request */
-    int64_t last_before;   /* the partition's last sequence when claimed */
-    int64_t last_after;    /* the highest sequence published by this push */
-    int answer_status;     /* the answer, given once the lock is freed */
-    json_t *answer;
-} push_t;
-
-static void push_release(fe_pub_t *p)
-{
-    push_t *ps = (push_t *)p;
-    free(ps->source);
-    free(ps->partition);
-    json_decref(ps->body);
-    json_decref(ps->answer);
-}
-
-static void count(fe_t *fe, const char *source, const char *result, size_t n)
-{
-    msm_counter_add(msm_metric_labels(fe->fe_m_cdc, source, result, NULL), n);
-}
-
-static void settled(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    push_t *ps = opaque;
-    (void)r;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (why)
-        msm_log(MSM_LOG_WARN, FAC, "source %s partition %s: lock not released (it expires): %s",
-                ps->source, ps->partition, why);
-    json_t *answer = ps->answer;
-    ps->answer = NULL;
-    fe_call_json(&ps->pub.base, ps->answer_status, answer);
-}
-
-/* Frees the lock (and advances the sequence to @p last after a publish), then answers
- * @p status with @p answer (stolen). The answer waits for the lock: a client that pushes
- * the partition's next changes as soon as it has the answer finds the partition free. */
-static void settle_and_answer(push_t *ps, int64_t last, int status, json_t *answer)
-{
-    fe_t *fe = ps->pub.base.fe;
-    char k_cur[KEY_MAX], k_lock[KEY_MAX], seq[24] = "";
-    msm_redis_key(fe->fe_deps.redis, k_cur, sizeof(k_cur), "{registry}:cdc:%s:cursor", ps->source);
-    msm_redis_key(fe->fe_deps.redis, k_lock, sizeof(k_lock), "{registry}:cdc:%s:lock:%s", ps->source,
-                  ps->partition);
-    if (last > 0)
-        snprintf(seq, sizeof(seq), "%lld", (long long)last);
-    const char *argv[] = {k_cur, k_lock, ps->partition, ps->token, seq};
-    ps->answer_status = status;
-    ps->answer = answer;
-    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_settle, settled, ps, 2, 5, argv, NULL) !=
-        MSM_OK)
-        settled(NULL, NULL, "not sent", ps);
-}
-
-static json_t *push_answer(const push_t *ps, size_t published)
-{
-    int64_t last = ps->last_after > ps->last_before ? ps->last_after : ps->last_before;
-    return json_pack("{s:I,s:I,s:I}", "accepted", (json_int_t)published, "duplicates",
-                     (json_int_t)(ps->received - published), "last_sequence", (json_int_t)last);
-}
-
-static void on_published(fe_pub_t *p, int status, json_t *error)
-{
-    push_t *ps = (push_t *)p;
-    fe_t *fe = p->base.fe;
-    if (status != 200) {
-        count(fe, ps->source, "failed", ps->received);
-        settle_and_answer(ps, 0, status, error);
-        return;
-    }
-    count(fe, ps->source, "published", p->batch.n);
-    count(fe, ps->source, "duplicate", ps->received - p->batch.n);
-    settle_and_answer(ps, ps->last_after, 200, push_answer(ps, p->batch.n));
-}
-
-/* Validates the changes (every one, before anything is claimed). */
-static int changes_valid(const fe_parse_ctx_t *ctx, const json_t *body, msm_json_err_t *e,
-                         msm_json_err_t *big)
-{
-    static const char *const known[] = {"partition", "changes", NULL};
-    static const char *const change_known[] = {"sequence", "op", "entity", "data", NULL};
-    json_t *changes = NULL;
-    const char *partition = NULL;
-    if (msm_json_expect_object(e, body) != MSM_OK)
-        return 400;
-    msm_json_check_known(e, body, known);
-    if (msm_json_get_str(e, body, "partition", MSM_JSON_REQUIRED, &partition) == MSM_OK &&
-        !msm_name_valid(partition))
-        msm_json_err_add(e, "partition", "must match [A-Za-z0-9._-]{1,200}");
-    msm_json_get_array(e, body, "changes", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY, &changes);
-    if (json_array_size(changes) > ctx->max_events) {
-        msm_json_err_add(big, "changes", "at most %zu changes per request", ctx->max_events);
-        return 413;
-    }
-    msm_json_path_push_key(e, "changes");
-    msm_json_path_push_key(big, "changes");
-    int64_t prev = 0;
-    size_t i;
-    json_t *c;
-    json_array_foreach(changes, i, c) {
-        msm_json_path_push_index(e, i);
-        msm_json_path_push_index(big, i);
-        const char *op = NULL, *entity = NULL;
-        int64_t seq = 0;
-        if (msm_json_expect_object(e, c) == MSM_OK) {
-            msm_json_check_known(e, c, change_known);
-            if (msm_json_get_int(e, c, "sequence", MSM_JSON_REQUIRED, 1, INT64_MAX, &seq) ==
-                    MSM_OK &&
-                seq <= prev)
-                msm_json_err_add(e, "sequence", "must be greater than the previous change's");
-            prev = seq > prev ? seq : prev;
-            if (msm_json_get_str(e, c, "op", MSM_JSON_REQUIRED, &op) == MSM_OK &&
-                strcmp(op, "create") != 0 && strcmp(op, "update") != 0 &&
-                strcmp(op, "delete") != 0)
-                msm_json_err_add(e, "op", "must be create, update or delete");
-            if (msm_json_get_str(e, c, "entity", MSM_JSON_REQUIRED | MSM_JSON_NONEMPTY,
-                                 &entity) == MSM_OK)
-                fe_check_text(e, big, "entity", entity, ENTITY_MAX);
-            const json_t *data = json_object_get(c, "data");
-            if (!data && op && strcmp(op, "delete") != 0)
-                msm_json_err_add(e, "data", "is required (except for delete)");
-        }
-        msm_json_path_pop(e);
-        msm_json_path_pop(big);
-    }
-    msm_json_path_pop(e);
-    msm_json_path_pop(big);
-    return msm_json_err_count(e) ? 400 : msm_json_err_count(big) ? 413 : 0;
-}
-
-static int op_of(const char *op)
-{
-    for (int i = 1; i < 4; i++) {
-        if (strcmp(op, op_names[i]) == 0)
-            return i;
-    }
-    return 0;
-}
-
-/* Builds the events of the changes above @p last into the pipeline's batch. */
-static int build_events(push_t *ps, const char *subject, int64_t last, msm_json_err_t *e,
-                        msm_json_err_t *big)
-{
-    fe_pub_t *p = &ps->pub;
-    const json_t *changes = json_object_get(ps->body, "changes");
-    size_t n = 0, i;
-    json_t *c;
-    json_array_foreach(changes, i, c) {
-        n += json_integer_value(json_object_get(c, "sequence")) > last;
-    }
-    if (fe_batch_init(&p->batch, n, 0) != MSM_OK)
-        return MSM_ERR_NOMEM;
-    p->batch.list = "changes";
-    p->batch.json = json_incref(ps->body);
-    size_t k = 0, limit = p->base.fe->fe_set.max_event_bytes;
-    json_array_foreach(changes, i, c) {
-        int64_t seq = json_integer_value(json_object_get(c, "sequence"));
-        if (seq <= last)
-            continue;
-        fe_event_t *ev = &p->batch.evs[k++];
-        const json_t *data = json_object_get(c, "data");
-        ev->key = ev->ordering_key = json_string_value(json_object_get(c, "entity"));
-        ev->cdc_entity = ev->key;
-        ev->cdc_partition = ps->partition;
-        ev->cdc_sequence = seq;
-        ev->cdc_operation = op_of(json_string_value(json_object_get(c, "op")));
-        ev->content_type = "application/json";
-        ev->data_field = "data";
-        ps->last_after = seq;
-        if (subject && data) {
-            ev->data = data;
-            continue;
-        }
-        size_t len = 4;
-        ev->unschematized = !data; /* a delete without data: a tombstone, nothing to check */
-        char *text = data ? msm_json_dump(data, &len) : strdup("null");
-        if (!text)
-            return MSM_ERR_NOMEM;
-        ev->owned = (uint8_t *)text;
-        ev->payload = ev->owned;
-        ev->payload_len = len;
-        if (len > limit) {
-            msm_json_path_push_key(big, "changes");
-            msm_json_path_push_index(big, i);
-            msm_json_err_add(big, "data", "exceeds the limit of %zu bytes", limit);
-            msm_json_path_pop(big);
-            msm_json_path_pop(big);
-        }
-    }
-    (void)e;
-    return MSM_OK;
-}
-
-static void on_claimed(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
-{
-    (void)r;
-    push_t *ps = opaque;
-    fe_pub_t *p = &ps->pub;
-    fe_t *fe = p->base.fe;
-    const char *why = msm_redis_reply_err(reply, err);
-    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1))
-        why = "unexpected reply from Redis";
-    if (why) {
-        fe_call_unavailable(&p->base, why);
-        return;
-    }
-    long long last = msm_redis_reply_int(reply->element[0], -3);
-    if (last == -2) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "CDC source %s not found", ps->source);
-        fe_call_error(&p->base, 404, "NOT_FOUND", msg, NULL);
-        return;
-    }
-    if (last == -1) {
-        if (p->base.req)
-            msm_http_add_header(p->base.req, "Retry-After", "1");
-        char msg[600];
-        snprintf(msg, sizeof(msg), "another push of source %s partition %s is in progress; "
-                 "retry", ps->source, ps->partition);
-        fe_call_error(&p->base, 503, "UNAVAILABLE", msg, NULL);
-        return;
-    }
-    json_t *src = reply->elements == 2 ? fe_reply_json(reply->element[1]) : NULL;
-    const char *topic = json_string_value(json_object_get(src, "topic"));
-    int known_partition = 0;
-    size_t i;
-    json_t *part;
-    json_array_foreach(json_object_get(src, "partitions"), i, part) {
-        known_partition |= json_is_string(part) && strcmp(json_string_value(part),
-                                                          ps->partition) == 0;
-    }
-    const char *subject = NULL;
-    int status = 0;
-    char msg[700] = "";
-    if (!topic || !fe_topic_lookup(fe, topic, &subject)) {
-        status = 404;
-        snprintf(msg, sizeof(msg), "topic %s of CDC source %s not found", topic ? topic : "?",
-                 ps->source);
-    } else if (!known_partition) {
-        status = 400;
-        snprintf(msg, sizeof(msg), "partition %s is not one of source %s's partitions",
-                 ps->partition, ps->source);
-    } else if (p->base.req && !msm_access_can(p->base.req, "publish", topic)) {
-        /* A connector needs the publish scope of its source's topic, like a publisher. */
-        status = 403;
-        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s", topic,
-                 ps->source);
-    }
-    msm_json_err_t e, big;
-    msm_json_err_init(&e);
-    msm_json_err_init(&big);
-    ps->last_before = last;
-    if (!status && (!(p->topic = strdup(topic)) || (subject && !(p->subject = strdup(subject))) ||
-                    build_events(ps, subject, last, &e, &big) != MSM_OK)) {
-        status = 500;
-        snprintf(msg, sizeof(msg), "out of memory");
-    }
-    if (!status && msm_json_err_count(&big))
-        status = 413;
-    /* The principal's publish_per_s counts changes as events. */
-    if (!status && p->base.req && fe_quota_spent(p->base.req, p->batch.n)) {
-        status = 429;
-        snprintf(msg, sizeof(msg), "%s", FE_QUOTA_SPENT);
-    }
-    json_decref(src);
-    if (status) {
-        const char *code = status == 404   ? "NOT_FOUND"
-                           : status == 400 ? "INVALID_ARGUMENT"
-                           : status == 403 ? "PERMISSION_DENIED"
-                           : status == 429 ? "RATE_LIMITED"
-                                           : "INTERNAL";
-        json_t *body = status == 413 ? msm_json_err_body(&big, "PAYLOAD_TOO_LARGE")
-                                     : msm_json_error_body(code, msg, NULL);
-        msm_json_err_deinit(&e);
-        msm_json_err_deinit(&big);
-        settle_and_answer(ps, 0, status, body);
-        return;
-    }
-    msm_json_err_deinit(&e);
-    msm_json_err_deinit(&big);
-    if (p->batch.n == 0) { /* every change was a duplicate */
-        count(fe, ps->source, "duplicate", ps->received);
-        settle_and_answer(ps, 0, 200, push_answer(ps, 0));
-        return;
-    }
-    p->cdc_source = ps->source;
-    fe_pub_submit(p);
-}
-
-static void push(msm_http_req_t *req, void *opaque)
-{
     fe_t *fe = opaque;
-    uint64_t start_us = msm_time_mono_us();
     const char *name = msm_http_req_param(req, "name");
     if (!msm_name_valid(name)) {
         fe_not_found(req, "CDC source", name);
         return;
     }
+    source_call_t *sc = fe_call_new(fe, req, sizeof(*sc));
+    char keys[5][KEY_MAX];
+    if (!sc || !(sc->name = strdup(name)) || source_keys(fe, name, keys) != MSM_OK) {
+        if (sc)
+            fe_call_end(&sc->base);
+        msm_http_respond_error(req, 500, "INTERNAL", "out of memory", NULL);
+        return;
+    }
+    sc->base.cleanup = source_call_cleanup;
+    const char *argv[] = {keys[0], keys[1], keys[2], keys[3], keys[4], name};
+    int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_delete, on_source_deleted, sc, 5, 6, argv,
+                            NULL);
+    if (rc != MSM_OK)
+        fe_call_unavailable(&sc->base, msm_err_str(rc));
+}
+
+/* ---- reading a source first: :notify and the partitions' state ---- */
+
+typedef struct read_src_s read_src_t;
+typedef void read_src_cb(read_src_t *rs, msm_cdc_source_t *src);
+
+struct read_src_s {
+    fe_call_t base;
+    char *name;
+    char *partition; /* :notify */
+    int64_t sequence;
+    msm_cdc_source_t *src;
+    read_src_cb *then;
+};
+
+static void read_src_cleanup(fe_call_t *c)
+{
+    read_src_t *rs = (read_src_t *)c;
+    free(rs->name);
+    free(rs->partition);
+    msm_cdc_source_free(rs->src);
+}
+
+static void on_source_read(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    read_src_t *rs = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) {
+        fe_call_unavailable(&rs->base, why);
+        return;
+    }
+    json_t *j = fe_reply_json(reply);
+    msm_json_err_t e;
+    msm_json_err_init(&e);
+    rs->src = j ? msm_cdc_source_from_json(rs->name, j, &e) : NULL;
+    msm_json_err_deinit(&e);
+    json_decref(j);
+    if (!rs->src) {
+        fe_cdc_not_found(&rs->base, rs->name);
+        return;
+    }
+    rs->then(rs, rs->src);
+}
+
+/* Reads source @p name, then calls @p then (404 when it does not exist). */
+static read_src_t *read_source(fe_t *fe, msm_http_req_t *req, const char *name, read_src_cb *then)
+{
+    if (!msm_name_valid(name)) {
+        fe_not_found(req, "CDC source", name);
+        return NULL;
+    }
+    read_src_t *rs = fe_call_new(fe, req, sizeof(*rs));
+    if (!rs || !(rs->name = strdup(name))) {
+        if (rs)
+            fe_call_end(&rs->base);
+        msm_http_respond_error(req, 500, "INTERNAL", "out of memory", NULL);
+        return NULL;
+    }
+    rs->base.cleanup = read_src_cleanup;
+    rs->then = then;
+    return rs;
+}
+
+static void read_send(read_src_t *rs)
+{
+    fe_t *fe = rs->base.fe;
+    char key[KEY_MAX];
+    msm_redis_key(fe->fe_deps.redis, key, sizeof(key), "%s", MSM_KEY_CDC_SOURCES);
+    if (msm_redis_command(fe->fe_deps.redis, on_source_read, rs, "HGET %s %s", key, rs->name) !=
+        MSM_OK)
+        fe_call_unavailable(&rs->base, "Redis refused the command");
+}
+
+/* ---- :notify ---- */
+
+static void on_notified(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    read_src_t *rs = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (why) {
+        fe_call_unavailable(&rs->base, why);
+        return;
+    }
+    long long notified = msm_redis_reply_int(reply, -2);
+    if (notified == -2) { /* deleted meanwhile */
+        fe_cdc_not_found(&rs->base, rs->name);
+        return;
+    }
+    fe_call_json(&rs->base, 200,
+                 json_pack("{s:s,s:I,s:I}", "partition", rs->partition, "sequence",
+                           (json_int_t)rs->sequence, "notified", (json_int_t)notified));
+}
+
+static void notify_source(read_src_t *rs, msm_cdc_source_t *src)
+{
+    fe_t *fe = rs->base.fe;
+    char msg[600];
+    if (!msm_cdc_source_has_partition(src, rs->partition)) {
+        snprintf(msg, sizeof(msg), "partition %s is not one of source %s's partitions",
+                 rs->partition, rs->name);
+        fe_call_error(&rs->base, 400, "INVALID_ARGUMENT", msg, NULL);
+        return;
+    }
+    /* Like a push: a connector needs the publish scope of its source's topic. */
+    if (rs->base.req && !msm_access_can(rs->base.req, "publish", src->topic)) {
+        snprintf(msg, sizeof(msg), "no publish scope for topic \"%s\" of CDC source %s", src->topic,
+                 rs->name);
+        fe_call_error(&rs->base, 403, "PERMISSION_DENIED", msg, NULL);
+        return;
+    }
+    if (!src->range_url) { /* nothing pulls it: a notification would change nothing */
+        snprintf(msg, sizeof(msg),
+                 "CDC source %s has no range_url: nothing pulls it (push its "
+                 "changes to /v1/cdc/sources/%s/changes)",
+                 rs->name, rs->name);
+        fe_call_error(&rs->base, 400, "FAILED_PRECONDITION", msg, NULL);
+        return;
+    }
+    char k_src[KEY_MAX], k_not[KEY_MAX], k_stream[KEY_MAX], seq[24], maxlen[24];
+    msm_redis_key(fe->fe_deps.redis, k_src, sizeof(k_src), "%s", MSM_KEY_CDC_SOURCES);
+    msm_redis_key(fe->fe_deps.redis, k_not, sizeof(k_not), MSM_KEY_CDC_NOTIFIED, rs->name);
+    msm_redis_key(fe->fe_deps.redis, k_stream, sizeof(k_stream), "%s", MSM_KEY_CDC_NOTIFY);
+    snprintf(seq, sizeof(seq), "%" PRId64, rs->sequence);
+    snprintf(maxlen, sizeof(maxlen), "%d", MSM_CDC_NOTIFY_MAXLEN);
+    const char *argv[] = {k_src, k_not, k_stream, rs->name, rs->partition, seq, maxlen};
+    if (msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_notify, on_notified, rs, 3, 7, argv, NULL) !=
+        MSM_OK)
+        fe_call_unavailable(&rs->base, "Redis refused the command");
+}
+
+static void notify(msm_http_req_t *req, void *opaque)
+{
+    static const char *const known[] = {"partition", "sequence", NULL};
     json_t *body;
     if (fe_parse_body(req, 0, &body) != 0)
         return;
-    fe_parse_ctx_t ctx = fe_parse_ctx(fe);
-    msm_json_err_t e, big;
+    msm_json_err_t e;
     msm_json_err_init(&e);
-    msm_json_err_init(&big);
-    int status = changes_valid(&ctx, body, &e, &big);
-    if (status) {
-        msm_http_respond_json(req, status, status == 413 ? msm_json_err_body(&big,
-                                                                              "PAYLOAD_TOO_LARGE")
-                                                         : msm_json_err_body(&e, NULL));
+    const char *partition = NULL;
+    int64_t sequence = 0;
+    if (msm_json_expect_object(&e, body) == MSM_OK) {
+        msm_json_check_known(&e, body, known);
+        if (msm_json_get_str(&e, body, "partition", MSM_JSON_REQUIRED, &partition) == MSM_OK &&
+            !msm_name_valid(partition))
+            msm_json_err_add(&e, "partition", "must match [A-Za-z0-9._-]{1,200}");
+        msm_json_get_int(&e, body, "sequence", MSM_JSON_REQUIRED, 1, INT64_MAX, &sequence);
+    }
+    if (msm_json_err_count(&e)) {
+        msm_http_respond_json(req, 400, msm_json_err_body(&e, NULL));
         msm_json_err_deinit(&e);
-        msm_json_err_deinit(&big);
         json_decref(body);
         return;
     }
     msm_json_err_deinit(&e);
-    msm_json_err_deinit(&big);
-    /* The topic is known once the source is read: the pipeline's topic is set then. */
-    push_t *ps = fe_pub_new(fe, req, sizeof(*ps), NULL, NULL, on_published, start_us);
-    if (!ps) {
-        json_decref(body);
+    read_src_t *rs = read_source(opaque, req, msm_http_req_param(req, "name"), notify_source);
+    if (rs && !(rs->partition = strdup(partition))) {
+        fe_call_error(&rs->base, 500, "INTERNAL", "out of memory", NULL);
+        rs = NULL;
+    }
+    json_decref(body);
+    if (!rs)
+        return;
+    rs->sequence = sequence;
+    read_send(rs);
+}
+
+/* ---- the partitions' state ---- */
+
+static const char *reply_str(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+}
+
+static void on_state(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    read_src_t *rs = opaque;
+    const char *why = msm_redis_reply_err(reply, err);
+    if (!why && (reply->type != REDIS_REPLY_ARRAY || reply->elements != rs->src->npartitions))
+        why = "unexpected reply from Redis";
+    if (why) {
+        fe_call_unavailable(&rs->base, why);
         return;
     }
-    ps->pub.release = push_release;
-    ps->body = body;
-    ps->received = json_array_size(json_object_get(body, "changes"));
-    const char *partition = json_string_value(json_object_get(body, "partition"));
-    if (!(ps->source = strdup(name)) || !(ps->partition = strdup(partition))) {
-        fe_call_error(&ps->pub.base, 500, "INTERNAL", "out of memory", NULL);
+    json_t *parts = json_array();
+    for (size_t i = 0; parts && i < reply->elements; i++) {
+        const redisReply *p = reply->element[i];
+        if (p->type != REDIS_REPLY_ARRAY || p->elements != 4)
+            continue;
+        long long cursor = msm_redis_reply_int(p->element[0], 0);
+        long long notified = msm_redis_reply_int(p->element[1], 0);
+        const char *intent = reply_str(p->element[2]);
+        const char *owner = reply_str(p->element[3]);
+        /* the intent's last field lists the sequences known durable above the cursor */
+        const char *list = intent ? strrchr(intent, '|') : NULL;
+        size_t skip = list && list[1] ? 1 : 0;
+        for (const char *c = skip ? list + 1 : ""; *c; c++)
+            skip += *c == ',';
+        json_array_append_new(
+            parts, json_pack("{s:s,s:I,s:I,s:I,s:s?,s:b,s:I}", "partition", rs->src->partitions[i],
+                             "cursor", (json_int_t)cursor, "notified", (json_int_t)notified, "lag",
+                             (json_int_t)(notified > cursor ? notified - cursor : 0), "owner",
+                             owner, "append_pending", intent && intent[0] && intent[0] != '|',
+                             "durable_above_cursor", (json_int_t)skip));
+    }
+    fe_call_json(&rs->base, 200, json_pack("{s:s,s:o*}", "source", rs->name, "partitions", parts));
+}
+
+static void state_source(read_src_t *rs, msm_cdc_source_t *src)
+{
+    fe_t *fe = rs->base.fe;
+    size_t n = src->npartitions, nk = 3 + n;
+    char(*keys)[KEY_MAX] = calloc(nk, KEY_MAX);
+    const char **argv = calloc(nk + n, sizeof(*argv));
+    if (!keys || !argv) {
+        free(keys);
+        free(argv);
+        fe_call_error(&rs->base, 500, "INTERNAL", "out of memory", NULL);
         return;
     }
-    msm_id_new_str(ps->token);
-    char k_src[KEY_MAX], k_cur[KEY_MAX], k_lock[KEY_MAX], lock_ms[24];
-    msm_redis_key(fe->fe_deps.redis, k_src, sizeof(k_src), "%s", CDC_KIND);
-    msm_redis_key(fe->fe_deps.redis, k_cur, sizeof(k_cur), "{registry}:cdc:%s:cursor", name);
-    msm_redis_key(fe->fe_deps.redis, k_lock, sizeof(k_lock), "{registry}:cdc:%s:lock:%s", name, partition);
-    snprintf(lock_ms, sizeof(lock_ms), "%d", CDC_LOCK_MS);
-    const char *argv[] = {k_src, k_cur, k_lock, name, partition, ps->token, lock_ms};
-    int rc = msm_redis_eval(fe->fe_deps.redis, fe->fe_cdc_claim, on_claimed, ps, 3, 7, argv,
-                            NULL);
+    msm_redis_t *r = fe->fe_deps.redis;
+    msm_redis_key(r, keys[0], KEY_MAX, MSM_KEY_CDC_CURSOR, rs->name);
+    msm_redis_key(r, keys[1], KEY_MAX, MSM_KEY_CDC_NOTIFIED, rs->name);
+    msm_redis_key(r, keys[2], KEY_MAX, MSM_KEY_CDC_INTENT, rs->name);
+    for (size_t i = 0; i < n; i++)
+        msm_redis_key(r, keys[3 + i], KEY_MAX, MSM_KEY_CDC_LEASE, rs->name, src->partitions[i]);
+    for (size_t i = 0; i < nk; i++)
+        argv[i] = keys[i];
+    for (size_t i = 0; i < n; i++)
+        argv[nk + i] = src->partitions[i];
+    int rc =
+        msm_redis_eval(r, fe->fe_cdc_state_read, on_state, rs, (int)nk, (int)(nk + n), argv, NULL);
+    free(keys);
+    free(argv);
     if (rc != MSM_OK)
-        fe_call_unavailable(&ps->pub.base, msm_err_str(rc));
+        fe_call_unavailable(&rs->base, msm_err_str(rc));
+}
+
+static void partitions_get(msm_http_req_t *req, void *opaque)
+{
+    read_src_t *rs = read_source(opaque, req, msm_http_req_param(req, "name"), state_source);
+    if (rs)
+        read_send(rs);
 }
 
 int fe_cdc_routes(fe_t *fe)
@@ -548,8 +480,9 @@ int fe_cdc_routes(fe_t *fe)
         {"PUT", "/v1/cdc/sources/{name}", source_put},
         {"GET", "/v1/cdc/sources/{name}", source_get},
         {"DELETE", "/v1/cdc/sources/{name}", source_delete},
-        {"POST", "/v1/cdc/sources/{name}/changes", push},
+        {"POST", "/v1/cdc/sources/{name}/changes", fe_cdc_push},
+        {"POST", "/v1/cdc/sources/{name}:notify", notify},
+        {"GET", "/v1/cdc/sources/{name}/partitions", partitions_get},
     };
-    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]),
-                                  fe);
+    return msm_http_server_routes(fe->fe_deps.http, routes, sizeof(routes) / sizeof(routes[0]), fe);
 }

@@ -52,8 +52,11 @@ struct fe_s {
     msm_redis_script_t *fe_sr_register;
     msm_redis_script_t *fe_sr_version;
     msm_idem_t *fe_idem;                /* idempotency keys (msm/idempotency.h) */
-    msm_redis_script_t *fe_cdc_claim;   /* CDC push */
-    msm_redis_script_t *fe_cdc_settle;
+    msm_redis_script_t *fe_cdc_put;     /* CDC sources (cdc.c) */
+    msm_redis_script_t *fe_cdc_delete;
+    msm_redis_script_t *fe_cdc_notify;
+    msm_redis_script_t *fe_cdc_state_read;
+    struct msm_cdc_state_s *fe_cdc;     /* the batch protocol push shares with pull */
     msm_redis_script_t *fe_sched_check;  /* schedules: the stored one and the count */
     msm_redis_script_t *fe_sched_delete; /* schedules: the entry, its state, the version */
     msm_schema_store_t *fe_schemas;     /* compiled schemas by id */
@@ -182,8 +185,12 @@ int fe_schema_routes(fe_t *fe);
 int fe_cdc_routes(fe_t *fe);
 /** @brief PUT/GET/DELETE /v1/schedules (schedules.c) and its scripts. */
 int fe_schedule_routes(fe_t *fe);
-/** @brief Prepares the CDC push's Lua scripts. */
+/** @brief Prepares the CDC sources' Lua scripts. */
 int fe_cdc_scripts(fe_t *fe);
+/** @brief 404 NOT_FOUND "CDC source <name> not found" (cdc.c). */
+void fe_cdc_not_found(fe_call_t *c, const char *name);
+/** @brief POST /v1/cdc/sources/{name}/changes (cdc_push.c). */
+void fe_cdc_push(msm_http_req_t *req, void *opaque);
 void fe_publish_single(msm_http_req_t *req, void *opaque);
 void fe_publish_pb(msm_http_req_t *req, void *opaque);
 /** @brief Prepares the schema registry's Lua scripts. */

@@ -3,6 +3,7 @@
  * and the view of topics publish uses (registry watcher plus own recent writes). */
 #include "fe_int.h"
 
+#include "msm/cdc_state.h"
 #include "msm/err.h"
 #include "msm/json.h"
 #include "msm/log.h"
@@ -43,8 +44,11 @@ static void fe_destroy(fe_t *fe)
     msm_redis_script_free(fe->fe_sr_register);
     msm_redis_script_free(fe->fe_sr_version);
     msm_idem_free(fe->fe_idem);
-    msm_redis_script_free(fe->fe_cdc_claim);
-    msm_redis_script_free(fe->fe_cdc_settle);
+    msm_redis_script_free(fe->fe_cdc_put);
+    msm_redis_script_free(fe->fe_cdc_delete);
+    msm_redis_script_free(fe->fe_cdc_notify);
+    msm_redis_script_free(fe->fe_cdc_state_read);
+    msm_cdc_state_free(fe->fe_cdc);
     msm_redis_script_free(fe->fe_sched_check);
     msm_redis_script_free(fe->fe_sched_delete);
     fe_schemas_changed(fe);
@@ -129,7 +133,8 @@ fe_t *fe_new(const fe_deps_t *deps, const fe_settings_t *settings, char *errbuf,
         goto fail;
     }
     fe->fe_schemas = msm_schema_store_new(deps->redis, 0);
-    if (!fe->fe_schemas || fe_tasks_scripts(fe) != MSM_OK || fe_schema_scripts(fe) != MSM_OK ||
+    fe->fe_cdc = msm_cdc_state_new(deps->redis, deps->stream, fe->fe_set.append_timeout_ms);
+    if (!fe->fe_schemas || !fe->fe_cdc || fe_tasks_scripts(fe) != MSM_OK || fe_schema_scripts(fe) != MSM_OK ||
         fe_publish_scripts(fe) != MSM_OK || fe_cdc_scripts(fe) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;

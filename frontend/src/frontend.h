@@ -44,6 +44,9 @@ typedef struct {
     /** The share of events published without a trace context whose new trace is sampled
      *  (spans logged at every hop, docs/tracing.md): 0..1. */
     double trace_sample_ratio;
+    /** The log's append timeout (log.append_timeout_ms): a CDC batch interrupted longer ago
+     *  than this is recovered (msm/cdc_state.h); 0 = 10000. */
+    uint64_t append_timeout_ms;
 } fe_settings_t;
 
 /** What the frontend borrows; each must outlive it (the metrics registry must also outlive

@@ -81,6 +81,7 @@ int main(int argc, char **argv)
         .allow_networks = conf.allow_networks,
         .trace_sample_ratio = conf.trace_sample_ratio,
         .deny_networks = conf.deny_networks,
+        .append_timeout_ms = (uint64_t)conf.common.log_append_timeout_ms,
     };
     char err[256];
     fe_t *fe = fe_new(&deps, &set, err, sizeof(err));

@@ -51,9 +51,7 @@ typedef struct {
     const char *tracestate;
     int priority;
     int32_t schema_id;
-    int unschematized;            /**< no body to check (a CDC delete without data) */
-    /* CDC origin */
-    const char *cdc_partition;
+    /* CDC origin (the batch's source and partition are the fe_pub_t's) */
     const char *cdc_entity;
     int64_t cdc_sequence;
     int cdc_operation;
@@ -119,9 +117,6 @@ void fe_event_data_base64(fe_event_t *ev, const char *b64, size_t limit, msm_jso
 
 /* ---- shared field checks: errors into e (400) or big (413) at e's path ---- */
 
-/** @brief A text that may travel as an HTTP header (key, ordering key, ...). */
-void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, const char *v,
-                   size_t max);
 /** @brief An attribute @p name = @p value, errors at @p field (event's attribute count so
  *  far in @p count). */
 void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
@@ -143,8 +138,6 @@ void fe_event_timing(msm_json_err_t *e,
 int fe_media_type_ok(const char *ct);
 /** @brief Same media type (parameters ignored, case-insensitive). */
 int fe_same_media_type(const char *a, const char *b);
-/** @brief Non-zero when @p s has a byte below 0x20 or 0x7f. */
-int fe_has_control_chars(const char *s);
 /** @brief The trace context headers of a request, when well formed. */
 void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *tracestate);
 /** @brief An event's own trace context given at @p field / @p state_field (a body field or
@@ -201,6 +194,11 @@ struct fe_pub_s {
     char *topic;
     char *subject;                  /**< the topic's schema subject, or NULL */
     const char *cdc_source;         /**< envelopes' cdc_source (borrowed), or NULL */
+    const char *cdc_partition;      /**< CDC: envelopes' cdc_partition (borrowed) */
+    const char *cdc_tag;            /**< CDC: the batch's token: the append is marked with it
+                                         (msm/cdc_state.h); NULL: not marked */
+    int append_sent;                /**< the log append was started (a failure after it may
+                                         have stored some events) */
     fe_batch_t batch;
     char (*ids)[MSM_ID_STR_SIZE];
     unsigned char *dup;             /**< 1: a repeat; ids[i] is the first event's id */
@@ -249,6 +247,10 @@ void fe_pub_trace_end(const fe_pub_t *p);
  *  payload, content type, schema id, deliver_at, deadline, priority, idempotency key), the
  *  rest zero; strings are borrowed from the event's batch. */
 void fe_event_envelope(const fe_event_t *ev, const char *topic, Msm__V1__Event *env);
+/** @brief The schema step of a CDC batch's event @p i (cdc_push.c): its change's payload
+ *  from msm_cdc_payload(), as the scheduler's pull makes it. Errors at e's path. */
+void fe_cdc_convert(fe_pub_t *p, const msm_schema_t *s, int id, size_t i, msm_json_err_t *e,
+                    msm_json_err_t *big, size_t limit);
 
 /** @brief Runs the pipeline over p->batch (parsed, ids not yet assigned). */
 void fe_pub_submit(fe_pub_t *p);

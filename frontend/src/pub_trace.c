@@ -24,7 +24,7 @@ void fe_event_trace(fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, const char
             ev->traceparent = fe_batch_keep(b, traceparent, strlen(traceparent));
     }
     if (tracestate) {
-        if (strlen(tracestate) > 512 || fe_has_control_chars(tracestate))
+        if (strlen(tracestate) > 512 || msm_json_has_control_chars(tracestate))
             msm_json_err_add(e, state_field, "must be a W3C tracestate of at most 512 bytes");
         else if (!traceparent)
             msm_json_err_add(e, state_field, "needs a traceparent");

@@ -6,6 +6,7 @@
 
 #include "msm/access.h"
 #include "msm/base64.h"
+#include "msm/cdc_state.h"
 #include "msm/err.h"
 #include "msm/idempotency.h"
 #include "msm/log.h"
@@ -130,24 +131,6 @@ void fe_event_data_base64(fe_event_t *ev, const char *b64, size_t limit, msm_jso
 
 /* ---- shared checks ---- */
 
-int fe_has_control_chars(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f)
-            return 1;
-    }
-    return 0;
-}
-
-void fe_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field, const char *v,
-                   size_t max)
-{
-    if (strlen(v) > max)
-        msm_json_err_add(big, field, "must be at most %zu bytes long", max);
-    else if (fe_has_control_chars(v))
-        msm_json_err_add(e, field, "must not contain control characters");
-}
-
 void fe_check_deadline(msm_json_err_t *e, const char *field, const fe_event_t *ev)
 {
     if (ev->deadline_ms > 0 && ev->deliver_at_ms > 0 && ev->deadline_ms <= ev->deliver_at_ms)
@@ -169,7 +152,7 @@ void fe_check_attr(msm_json_err_t *e, msm_json_err_t *big, const char *field,
         msm_json_err_add(e, field, "name must match [A-Za-z0-9._-]{1,%d}", FE_ATTR_NAME_MAX);
     else if (strlen(value) > FE_ATTR_VALUE_MAX)
         msm_json_err_add(big, field, "must be at most %d bytes long", FE_ATTR_VALUE_MAX);
-    else if (fe_has_control_chars(value))
+    else if (msm_json_has_control_chars(value))
         msm_json_err_add(e, field, "must not contain control characters");
 }
 
@@ -177,7 +160,7 @@ int fe_media_type_ok(const char *ct)
 {
     size_t n = strcspn(ct, ";");
     const char *slash = memchr(ct, '/', n);
-    return n > 0 && slash && slash != ct && slash + 1 < ct + n && !fe_has_control_chars(ct);
+    return n > 0 && slash && slash != ct && slash + 1 < ct + n && !msm_json_has_control_chars(ct);
 }
 
 int fe_same_media_type(const char *a, const char *b)
@@ -193,7 +176,7 @@ void fe_trace_context(fe_batch_t *b, const char *traceparent, const char *traces
         return;
     b->traceparent = fe_batch_keep(b, traceparent, strlen(traceparent));
     if (b->traceparent && tracestate && strlen(tracestate) <= 512 &&
-        !fe_has_control_chars(tracestate))
+        !msm_json_has_control_chars(tracestate))
         b->tracestate = fe_batch_keep(b, tracestate, strlen(tracestate));
 }
 
@@ -412,11 +395,9 @@ static void envelope_fill(const fe_pub_t *p, size_t i, int64_t now_ms, Msm__V1__
     if (ev->tracestate || (!ev->traceparent && p->batch.tracestate))
         env->tracestate = (char *)(ev->tracestate ? ev->tracestate : p->batch.tracestate);
     if (p->cdc_source) {
-        env->cdc_source = (char *)p->cdc_source;
-        env->cdc_partition = (char *)(ev->cdc_partition ? ev->cdc_partition : "");
-        env->cdc_sequence = ev->cdc_sequence;
-        env->cdc_operation = (Msm__V1__Operation)ev->cdc_operation;
-        env->cdc_entity = (char *)(ev->cdc_entity ? ev->cdc_entity : "");
+        const msm_cdc_change_t c = {ev->cdc_sequence, (Msm__V1__Operation)ev->cdc_operation,
+                                    ev->cdc_entity, NULL};
+        msm_cdc_envelope(env, p->cdc_source, p->cdc_partition, &c);
     }
 }
 
@@ -434,6 +415,7 @@ static void append_step(fe_pub_t *p)
     Msm__V1__Event env;
     size_t *sizes = calloc(p->batch.n, sizeof(*sizes));
     msm_record_t *records = calloc(n, sizeof(*records));
+    int64_t *seqs = NULL;
     uint8_t *buf = NULL;
     int rc = MSM_ERR_NOMEM;
     if (!sizes || !records || fe_pub_trace_begin(p, fe->fe_set.trace_sample_ratio) != MSM_OK)
@@ -462,8 +444,25 @@ static void append_step(fe_pub_t *p)
     }
     char stream[MSM_NAME_MAX + 32];
     snprintf(stream, sizeof(stream), MSM_STREAM_EVENTS, p->topic);
-    rc = msm_stream_append(fe->fe_deps.stream, stream, records, n, on_appended, p);
+    if (p->cdc_tag) {
+        /* A CDC batch: marked, so that whether it is in can be found out after a crash
+         * (msm/cdc_state.h). */
+        char mark[MSM_STREAM_MARK_MAX + 1];
+        if (!(seqs = calloc(n, sizeof(*seqs))) ||
+            msm_cdc_mark_name(mark, sizeof(mark), p->cdc_source, p->cdc_partition) != MSM_OK)
+            goto out;
+        for (size_t i = 0, j = 0; i < p->batch.n; i++) {
+            if (!p->dup[i])
+                seqs[j++] = p->batch.evs[i].cdc_sequence;
+        }
+        const msm_stream_mark_t m = {mark, p->cdc_tag, seqs};
+        rc = msm_stream_append_marked(fe->fe_deps.stream, stream, records, n, &m, on_appended, p);
+    } else {
+        rc = msm_stream_append(fe->fe_deps.stream, stream, records, n, on_appended, p);
+    }
+    p->append_sent = rc == MSM_OK;
 out:
+    free(seqs);
     free(sizes);
     free(records);
     free(buf);
@@ -720,7 +719,9 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
             msm_json_path_push_key(&e, field);
             msm_json_path_push_key(&big, field);
         }
-        if (!p->batch.evs[i].unschematized)
+        if (p->cdc_source)
+            fe_cdc_convert(p, s, id, i, &e, &big, p->base.fe->fe_set.max_event_bytes);
+        else
             convert_event(p, s, id, i, &e, &big, p->base.fe->fe_set.max_event_bytes);
         if (field) {
             msm_json_path_pop(&e);

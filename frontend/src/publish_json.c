@@ -15,7 +15,7 @@ static void get_text(msm_json_err_t *e, msm_json_err_t *big, const json_t *ev,
 {
     const char *v = NULL;
     if (msm_json_get_str(e, ev, field, MSM_JSON_NULLABLE, &v) == MSM_OK && v) {
-        fe_check_text(e, big, field, v, max);
+        msm_json_check_text(e, big, field, v, max);
         *out = v;
     }
 }

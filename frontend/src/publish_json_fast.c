@@ -413,7 +413,7 @@ static void event_check(const fe_parse_ctx_t *ctx,
                            [F_IDEMPOTENCY_KEY] = &ev->idempotency_key};
     for (int i = F_KEY; i <= F_IDEMPOTENCY_KEY; i++) {
         if (f->text[i]) {
-            fe_check_text(e, big, field_names[i], f->text[i], text_max[i]);
+            msm_json_check_text(e, big, field_names[i], f->text[i], text_max[i]);
             *dest[i] = f->text[i];
         }
     }

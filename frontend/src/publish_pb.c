@@ -16,9 +16,9 @@
 static void parse_event(const fe_parse_ctx_t *ctx, const Msm__V1__PublishEvent *pe,
                         fe_batch_t *b, fe_event_t *ev, msm_json_err_t *e, msm_json_err_t *big)
 {
-    fe_check_text(e, big, "key", pe->key, FE_KEY_MAX_BYTES);
-    fe_check_text(e, big, "ordering_key", pe->ordering_key, FE_KEY_MAX_BYTES);
-    fe_check_text(e, big, "idempotency_key", pe->idempotency_key, FE_IDEMPOTENCY_MAX_BYTES);
+    msm_json_check_text(e, big, "key", pe->key, FE_KEY_MAX_BYTES);
+    msm_json_check_text(e, big, "ordering_key", pe->ordering_key, FE_KEY_MAX_BYTES);
+    msm_json_check_text(e, big, "idempotency_key", pe->idempotency_key, FE_IDEMPOTENCY_MAX_BYTES);
     ev->key = pe->key;
     ev->ordering_key = pe->ordering_key;
     ev->idempotency_key = pe->idempotency_key;

@@ -84,13 +84,13 @@ static void msm_headers(const fe_parse_ctx_t *ctx, const fe_header_t *h, size_t 
             fe_check_attr(e, big, name, name + 9, v, (*nattrs)++);
             fe_batch_attr(b, ev, keep(b, e, name + 9), keep(b, e, v));
         } else if (strcasecmp(name, "Msm-Key") == 0) {
-            fe_check_text(e, big, "Msm-Key", v, FE_KEY_MAX_BYTES);
+            msm_json_check_text(e, big, "Msm-Key", v, FE_KEY_MAX_BYTES);
             ev->key = keep(b, e, v);
         } else if (strcasecmp(name, "Msm-Ordering-Key") == 0) {
-            fe_check_text(e, big, "Msm-Ordering-Key", v, FE_KEY_MAX_BYTES);
+            msm_json_check_text(e, big, "Msm-Ordering-Key", v, FE_KEY_MAX_BYTES);
             ev->ordering_key = keep(b, e, v);
         } else if (strcasecmp(name, "Msm-Idempotency-Key") == 0) {
-            fe_check_text(e, big, "Msm-Idempotency-Key", v, FE_IDEMPOTENCY_MAX_BYTES);
+            msm_json_check_text(e, big, "Msm-Idempotency-Key", v, FE_IDEMPOTENCY_MAX_BYTES);
             ev->idempotency_key = keep(b, e, v);
         } else if (strcasecmp(name, "Msm-Priority") == 0) {
             if (parse_int_text(v, 0, 9, &x) != 0)

@@ -4,9 +4,10 @@
  * as the resource; "schemas" and "admin" none. MSM_ACCESS_ANY is any valid token (reads
  * that show no event data). A route missing here needs "admin". Two checks live in their
  * handlers because the resource is not in the path: the protobuf publish RPC's topic
- * (publish.c), a CDC source's topic for the changes pushed into it (cdc.c), and a
- * subscription's topic (control.c: a subscription reads its topic's events, so "subscribe"
- * must cover both names). The publish quota is taken in publish.c and cdc.c. */
+ * (publish.c), a CDC source's topic for the changes pushed into it and its :notify
+ * (cdc_push.c, cdc.c), and a subscription's topic (control.c: a subscription reads its
+ * topic's events, so "subscribe" must cover both names). The publish quota is taken in
+ * publish.c and cdc_push.c. */
 #include "frontend.h"
 
 static const msm_access_rule_t fe_rules[] = {
@@ -35,18 +36,21 @@ static const msm_access_rule_t fe_rules[] = {
     /* dead letters */
     {"GET", "/v1/subscriptions/{name}/dlq", "replay", "name"},
     {"POST", "/v1/subscriptions/{name}/dlq:replay", "replay", "name"},
-    /* CDC sources are admin's; the changes pushed into one need "publish" on its topic,
-     * checked once the source is read (cdc.c) */
+    /* CDC sources and their partitions' state are admin's; the changes pushed into one and
+     * its :notify need "publish" on its topic, checked once the source is read (cdc.c,
+     * cdc_push.c): the connector that pushes is the one that notifies */
     {"GET", "/v1/cdc/sources", "admin", NULL},
     {"PUT", "/v1/cdc/sources/{name}", "admin", NULL},
     {"GET", "/v1/cdc/sources/{name}", "admin", NULL},
     {"DELETE", "/v1/cdc/sources/{name}", "admin", NULL},
+    {"GET", "/v1/cdc/sources/{name}/partitions", "admin", NULL},
     {"POST", "/v1/cdc/sources/{name}/changes", "publish", NULL},
     /* recurring schedules publish into their topic on their own: admin's, like CDC sources */
     {"GET", "/v1/schedules", "admin", NULL},
     {"PUT", "/v1/schedules/{name}", "admin", NULL},
     {"GET", "/v1/schedules/{name}", "admin", NULL},
     {"DELETE", "/v1/schedules/{name}", "admin", NULL},
+    {"POST", "/v1/cdc/sources/{name}:notify", "publish", NULL},
     /* schema registry (Confluent-compatible): reads for anyone with a token, changes need
      * "schemas" */
     {"GET", "/subjects", MSM_ACCESS_ANY, NULL},

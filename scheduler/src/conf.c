@@ -38,6 +38,22 @@ const msm_conf_def_t sch_conf_defs[] = {
     MSM_CONF_INT("publish.idempotency_window_ms", sch_conf_t, idempotency_window_ms,
                  24LL * 3600 * 1000, 1000, 30LL * 24 * 3600 * 1000,
                  "how long a published tick's idempotency key is kept (as the frontend's)"),
+    MSM_CONF_INT("cdc.fetch_timeout_ms", sch_conf_t, cdc_fetch_timeout_ms, 10000, 100, 600000,
+                 "CDC pull: a range request not answered in this time fails (backoff)"),
+    MSM_CONF_INT("cdc.lease_ms", sch_conf_t, cdc_lease_ms, 10000, 1000, 600000,
+                 "CDC pull: a scheduler holds a partition this long unless it renews (every "
+                 "third of it); another takes it over after a crash within about 4/3 of it"),
+    MSM_CONF_INT("cdc.backoff_min_ms", sch_conf_t, cdc_backoff_min_ms, 100, 1, 600000,
+                 "CDC pull: first backoff of a partition whose round failed (doubling, full "
+                 "jitter; a source's Retry-After is honoured when longer)"),
+    MSM_CONF_INT("cdc.backoff_max_ms", sch_conf_t, cdc_backoff_max_ms, 30000, 1, 3600000,
+                 "CDC pull: backoff cap"),
+    MSM_CONF_INT("cdc.max_answer_bytes", sch_conf_t, cdc_max_answer_bytes, 64 * 1024 * 1024,
+                 1024, 1024 * 1024 * 1024, "CDC pull: a larger range answer fails (backoff)"),
+    MSM_CONF_INT("cdc.max_event_bytes", sch_conf_t, cdc_max_event_bytes, 1024 * 1024, 1,
+                 256 * 1024 * 1024,
+                 "CDC pull: one change's payload at most (as the frontend's "
+                 "publish.max_event_bytes); a larger one stops its partition (backoff)"),
 };
 /* clang-format on */
 

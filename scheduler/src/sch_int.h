@@ -20,6 +20,7 @@
 #define SCH_KEY_MAX 512
 
 typedef struct sch_job_s sch_job_t;
+typedef struct sch_cdc_s sch_cdc_t;
 
 /** A topic with at least one subscription, and its consumer of events.<topic>. */
 typedef struct sch_topic_s {
@@ -61,6 +62,7 @@ struct scheduler_s {
     sch_topic_t *topics;
     sch_sub_t *subs;
     msm_redis_script_t *claim_script; /* delayed.c: claims the due ids of one subscription */
+    sch_cdc_t *cdc;                   /* the CDC pull (cdc_pull.c, cdc_owner.c) */
     int stopping;
     int freed;       /* freed by the owner; the last completion destroys it */
     size_t inflight; /* completions we still wait for (they point at us) */

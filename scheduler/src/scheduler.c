@@ -3,6 +3,7 @@
  * consumer of events.<topic> per topic with subscriptions, the ready.<sub> streams, metrics
  * and readiness. Fan-out is in fanout.c, delayed events in delayed.c. */
 #include "sch_int.h"
+#include "cdc_int.h"
 
 #include "msm/backoff.h"
 #include "msm/err.h"
@@ -460,6 +461,7 @@ static void on_registry(msm_registry_t *reg, void *opaque)
     reconcile_subs(s);
     reconcile_topics(s);
     sch__recurring_sync(s->recurring);
+    sch_cdc_reconcile(s->cdc, s->registry);
     /* A subscription may have come with delayed events of an earlier life: look now. */
     sch__delayed_kick(s);
 }
@@ -538,6 +540,11 @@ scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
     if (!s->claim_script || register_metrics(s, msm_daemon_metrics(d)) != 0 ||
         !(s->recurring = sch__recurring_new(s)))
         goto fail;
+    char err[256];
+    if (!(s->cdc = sch_cdc_new(d, conf, msm_daemon_metrics(d), err, sizeof(err)))) {
+        msm_log(MSM_LOG_ERROR, "scheduler", "CDC pull: %s", err);
+        goto fail;
+    }
     s->registry = msm_registry_new(s->redis, (uint32_t)s->conf.registry_poll_ms, on_registry, s);
     if (!s->registry)
         goto fail;
@@ -545,6 +552,7 @@ scheduler_t *scheduler_new(msm_daemon_t *d, const sch_conf_t *conf)
     return s;
 fail:
     sch__recurring_free(s->recurring);
+    sch_cdc_free(s->cdc);
     msm_redis_script_free(s->claim_script);
     free(s);
     return NULL;
@@ -562,6 +570,7 @@ void scheduler_stop(void *opaque)
         topic_stop_consumer(t); /* its last XACKs count in msm_stream_pending_appends() */
     sch__delayed_stop(s);
     sch__recurring_stop(s->recurring);
+    sch_cdc_stop(s->cdc);
     msm_log(MSM_LOG_INFO, "scheduler",
             "stopped consuming; unacknowledged events will be redelivered");
 }
@@ -569,7 +578,8 @@ void scheduler_stop(void *opaque)
 int scheduler_drained(void *opaque)
 {
     scheduler_t *s = opaque;
-    return s->inflight == 0 && msm_stream_pending_appends(s->stream) == 0;
+    return s->inflight == 0 && sch_cdc_drained(s->cdc) &&
+           msm_stream_pending_appends(s->stream) == 0;
 }
 
 int scheduler_ready(const scheduler_t *s)
@@ -607,6 +617,8 @@ void scheduler_free(scheduler_t *s)
         s->subs = sub->next;
         sub_free(sub);
     }
+    sch_cdc_free(s->cdc); /* what it has in flight completes on its own */
+    s->cdc = NULL;
     s->freed = 1;
     if (s->inflight == 0)
         destroy(s);

@@ -3,8 +3,9 @@
  * subscriptions of its topic as msm.v1.TaskBatch records on ready.<subscription>; events
  * whose deliver_at lies ahead are held in Redis (sub:{s}:delayed + sub:{s}:delayed:events)
  * and appended to ready.<subscription> when due; recurring schedules publish an event to
- * their topic at every tick (recurring.c). The logic lives here, in the msm_scheduler
- * library; main.c only wires it to msm_daemon (see scheduler/README.md). */
+ * their topic at every tick (recurring.c); CDC sources with a range_url are pulled into
+ * events.<topic> (docs/cdc.md). The logic lives here, in the msm_scheduler library; main.c
+ * only wires it to msm_daemon (see scheduler/README.md). */
 #ifndef MSM_SCHEDULER_H
 #define MSM_SCHEDULER_H
 
@@ -30,6 +31,13 @@ typedef struct {
     int schedules_grace_ms;     /**< schedules.misfire_grace_ms: later than this, a tick is missed */
     int schedules_catch_up_max; /**< schedules.catch_up_max: missed ticks "all" publishes at most */
     long long idempotency_window_ms; /**< publish.idempotency_window_ms: tick keys kept this long */
+    /* CDC pull (docs/cdc.md) */
+    int cdc_fetch_timeout_ms; /**< cdc.fetch_timeout_ms: a range request's whole time */
+    int cdc_lease_ms;         /**< cdc.lease_ms: a partition's lease (taken over after it) */
+    int cdc_backoff_min_ms;   /**< cdc.backoff_min_ms: first backoff of a failing partition */
+    int cdc_backoff_max_ms;   /**< cdc.backoff_max_ms: backoff cap */
+    int cdc_max_answer_bytes; /**< cdc.max_answer_bytes: a range answer's body at most */
+    int cdc_max_event_bytes;  /**< cdc.max_event_bytes: one change's payload at most */
 } sch_conf_t;
 
 /** The settings table (MSM_CONF_COMMON with port 8081 first), shared by main.c and tests. */

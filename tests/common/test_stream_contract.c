@@ -646,6 +646,108 @@ static void test_delete(void)
     fixture_close(&f);
 }
 
+/* ---- marked appends ---- */
+
+typedef struct {
+    int done;
+    msm_err_t err;
+    int all;
+    int64_t found[256];
+    size_t n;
+} marks_t;
+
+static void on_marks(msm_err_t err, const char *reason, int all, const int64_t *found, size_t n,
+                     void *opaque)
+{
+    marks_t *m = opaque;
+    CU_ASSERT_FALSE(m->done);
+    m->done = 1;
+    m->err = err;
+    m->all = all;
+    if (err != MSM_OK)
+        fprintf(stderr, "marks: %s\n", reason ? reason : "?");
+    for (size_t i = 0; i < n && m->n < 256; i++)
+        m->found[m->n++] = found[i];
+}
+
+static msm_err_t marks_sync(fixture_t *f, const char *name, const char *tag, marks_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    int64_t since = (int64_t)time(NULL) * 1000 - 60000;
+    if (msm_stream_marks(f->stream, name, "cdc:src:p0", tag, since, on_marks, m) != MSM_OK)
+        return MSM_ERR_INVALID;
+    if (msm_test_wait_flag(f->loop, &m->done, 60000) != 0)
+        return MSM_ERR_TIMEOUT;
+    return m->err;
+}
+
+/* Which records of a marked append are durable can be found out afterwards, by anyone: Redis
+ * answers "all" for the series' last append (one script wrote the records and the mark);
+ * Kafka finds the records carrying the mark's header, one value each. */
+static void test_marked_append(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 10000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.marked", 3), MSM_OK);
+    enum { N = 40 };
+    msm_record_t recs[N];
+    rec_buf_t bufs[N];
+    int64_t values[N];
+    fill_records(recs, bufs, N, 0, 7);
+    for (int i = 0; i < N; i++)
+        values[i] = 1000 + i;
+    msm_stream_mark_t mark = {"cdc:src:p0", "tag-1", values};
+    completion_t c = {0};
+    CU_ASSERT_EQUAL_FATAL(
+        msm_stream_append_marked(f.stream, "events.marked", recs, N, &mark, on_done, &c), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(msm_test_wait_flag(f.loop, &c.done, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(c.err, MSM_OK);
+
+    marks_t m;
+    CU_ASSERT_EQUAL_FATAL(marks_sync(&f, "events.marked", "tag-1", &m), MSM_OK);
+    if (backend == MSM_STREAM_REDIS) {
+        CU_ASSERT_TRUE(m.all);
+        CU_ASSERT_EQUAL(m.n, 0);
+    } else {
+        CU_ASSERT_FALSE(m.all);
+        CU_ASSERT_EQUAL(m.n, N);
+        int seen[N] = {0};
+        for (size_t i = 0; i < m.n; i++) {
+            CU_ASSERT_TRUE(m.found[i] >= 1000 && m.found[i] < 1000 + N);
+            if (m.found[i] >= 1000 && m.found[i] < 1000 + N)
+                seen[m.found[i] - 1000]++;
+        }
+        for (int i = 0; i < N; i++)
+            CU_ASSERT_EQUAL(seen[i], 1);
+    }
+    /* A tag nobody appended with: nothing is durable. */
+    CU_ASSERT_EQUAL(marks_sync(&f, "events.marked", "tag-0", &m), MSM_OK);
+    CU_ASSERT_FALSE(m.all);
+    CU_ASSERT_EQUAL(m.n, 0);
+    /* The series' next append is the one a later question is about. */
+    values[0] = 2000;
+    mark.tag = "tag-2";
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL_FATAL(
+        msm_stream_append_marked(f.stream, "events.marked", recs, 1, &mark, on_done, &c), MSM_OK);
+    CU_ASSERT_EQUAL_FATAL(msm_test_wait_flag(f.loop, &c.done, 30000), 0);
+    CU_ASSERT_EQUAL(c.err, MSM_OK);
+    CU_ASSERT_EQUAL(marks_sync(&f, "events.marked", "tag-2", &m), MSM_OK);
+    CU_ASSERT_TRUE(m.all || (m.n == 1 && m.found[0] == 2000));
+    /* Bad marks are refused; marked records are ordinary records to consumers. */
+    mark.tag = "a tag";
+    CU_ASSERT_EQUAL(msm_stream_append_marked(f.stream, "events.marked", recs, 1, &mark, on_done,
+                                             &c),
+                    MSM_ERR_INVALID);
+    collector_t col;
+    collector_init(&col, N, ACK_ALL, 0);
+    CU_ASSERT_EQUAL_FATAL(start_collector(&f, &col, "events.marked", "g", "m", 100, 500), 0);
+    CU_ASSERT_EQUAL(wait_all_seen(&f, &col, 30000), MSM_OK);
+    msm_consumer_free(col.consumer);
+    collector_deinit(&col);
+    fixture_close(&f);
+}
+
 static int suite_init(void)
 {
     if (msm_test_redis_start(&redis_server) != 0)
@@ -674,6 +776,7 @@ static CU_TestInfo contract_tests[] = {
     {"backend down: fail or complete later, never false success",
      test_backend_fault_never_false_success},
     {"delete a stream", test_delete},
+    {"marked appends: which records are durable", test_marked_append},
     CU_TEST_INFO_NULL,
 };
 

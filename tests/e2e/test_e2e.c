@@ -10,6 +10,7 @@
  * real protocol over TCP), and Redis keeps only the state. */
 #include "msm_test.h"
 #include "msm_test_daemons.h"
+#include "msm_test_http.h"
 
 #include <curl/curl.h>
 #include <errno.h>

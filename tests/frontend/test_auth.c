@@ -218,6 +218,27 @@ static void test_scopes(void)
     CU_ASSERT_EQUAL(call("GET", "/v1/schedules/hourly", NULL, "admin-token", NULL), 200);
     CU_ASSERT_EQUAL(call("DELETE", "/v1/schedules/hourly", NULL, "pub-token", NULL), 403);
     CU_ASSERT_EQUAL(call("DELETE", "/v1/schedules/hourly", NULL, "admin-token", NULL), 200);
+    /* :notify takes the push's scope (the connector that pushes is the one that notifies);
+     * the partitions' state is admin's */
+    const char *pulled = "{\"topic\":\"%s\",\"range_url\":\"http://127.0.0.1:9/c\","
+                         "\"partitions\":[\"p0\"]}";
+    char body[256];
+    snprintf(body, sizeof(body), pulled, "orders");
+    CU_ASSERT_EQUAL(call("PUT", "/v1/cdc/sources/cdc-orders", body, "admin-token", NULL), 200);
+    snprintf(body, sizeof(body), pulled, "payments");
+    CU_ASSERT_EQUAL(call("PUT", "/v1/cdc/sources/cdc-pay", body, "admin-token", NULL), 200);
+    const char *note = "{\"partition\":\"p0\",\"sequence\":9}";
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-orders:notify", note, "pub-token", NULL),
+                    200);
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay:notify", note, "pub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay:notify", note, "sub-token", NULL), 403);
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay:notify", note, "admin-token", NULL),
+                    200);
+    CU_ASSERT_EQUAL(call("POST", "/v1/cdc/sources/cdc-pay:notify", note, NULL, NULL), 401);
+    CU_ASSERT_EQUAL(call("GET", "/v1/cdc/sources/cdc-pay/partitions", NULL, "pub-token", NULL),
+                    403);
+    CU_ASSERT_EQUAL(call("GET", "/v1/cdc/sources/cdc-pay/partitions", NULL, "admin-token", NULL),
+                    200);
 }
 
 /* publish_per_s 100: batches of 50 as fast as they are answered for 2 s. */

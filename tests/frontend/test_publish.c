@@ -694,12 +694,102 @@ static void test_cdc_push(void)
     http(&r, "GET", "/v1/cdc/sources", NULL);
     CU_ASSERT_EQUAL(json_array_size(json_object_get(r.json, "sources")), 2);
     resp_clear(&r);
+    /* The partitions' state: cursors, no batch pending, nobody pulling (no scheduler). */
+    http(&r, "GET", "/v1/cdc/sources/files/partitions", NULL);
+    CU_ASSERT_EQUAL(r.status, 200);
+    json_t *parts = json_object_get(r.json, "partitions");
+    CU_ASSERT_EQUAL(json_array_size(parts), 2);
+    for (size_t i = 0; i < json_array_size(parts); i++) {
+        json_t *p = json_array_get(parts, i);
+        int p0 = strcmp(jstr(p, "partition"), "p0") == 0;
+        CU_ASSERT_EQUAL(jint(p, "cursor"), p0 ? 5 : 1);
+        CU_ASSERT_EQUAL(jint(p, "lag"), 0);
+        CU_ASSERT(json_is_false(json_object_get(p, "append_pending")));
+        CU_ASSERT(json_is_null(json_object_get(p, "owner")) || !json_object_get(p, "owner"));
+    }
+    resp_clear(&r);
+    /* A PUT without p1 forgets p1's cursor; p0 keeps its own. */
+    http(&r, "PUT", "/v1/cdc/sources/files",
+         "{\"topic\":\"cdct\",\"range_url\":\"http://127.0.0.1:1/changes\","
+         "\"partitions\":[\"p0\"]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(cmd_int("HEXISTS %s:{registry}:cdc:files:cursor p1", F.ns), 0);
+    CU_ASSERT_EQUAL(cmd_int("HGET %s:{registry}:cdc:files:cursor p0", F.ns), 5);
     http(&r, "DELETE", "/v1/cdc/sources/files", NULL);
     CU_ASSERT_EQUAL(r.status, 200);
     resp_clear(&r);
     http(&r, "GET", "/v1/cdc/sources/files", NULL);
     CU_ASSERT_EQUAL(r.status, 404);
     resp_clear(&r);
+    /* The source's state went with it: a source made again under the name starts afresh. */
+    CU_ASSERT_EQUAL(cmd_int("EXISTS %s:{registry}:cdc:files:cursor", F.ns), 0);
+    http(&r, "DELETE", "/v1/cdc/sources/files", NULL);
+    CU_ASSERT_EQUAL(r.status, 404);
+    resp_clear(&r);
+}
+
+/* POST /v1/cdc/sources/{name}:notify: recorded (the highest sequence per partition) and put
+ * on the schedulers' notify stream; 404 unknown source, 400 unknown partition, bad body, or
+ * a source nothing pulls. */
+static void test_cdc_notify(void)
+{
+    put_topic("ntopic", "{\"partitions\":1}");
+    resp_t r;
+    http(&r, "PUT", "/v1/cdc/sources/pulled",
+         "{\"topic\":\"ntopic\",\"range_url\":\"http://127.0.0.1:1/changes\","
+         "\"partitions\":[\"p0\",\"p1\"]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    http(&r, "PUT", "/v1/cdc/sources/pushed", "{\"topic\":\"ntopic\",\"partitions\":[\"p0\"]}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    resp_clear(&r);
+    http(&r, "POST", "/v1/cdc/sources/pulled:notify", "{\"partition\":\"p1\",\"sequence\":42}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "notified"), 42);
+    resp_clear(&r);
+    http(&r, "POST", "/v1/cdc/sources/pulled:notify", "{\"partition\":\"p1\",\"sequence\":7}");
+    CU_ASSERT_EQUAL(r.status, 200);
+    CU_ASSERT_EQUAL(jint(r.json, "notified"), 42); /* the highest stays */
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(cmd_int("HGET %s:{registry}:cdc:pulled:notified p1", F.ns), 42);
+    CU_ASSERT_EQUAL(cmd_int("XLEN %s:{registry}:cdc:notify", F.ns), 2);
+    http(&r, "GET", "/v1/cdc/sources/pulled/partitions", NULL);
+    json_t *p1 = json_array_get(json_object_get(r.json, "partitions"), 1);
+    CU_ASSERT_STRING_EQUAL(jstr(p1, "partition"), "p1");
+    CU_ASSERT_EQUAL(jint(p1, "notified"), 42);
+    CU_ASSERT_EQUAL(jint(p1, "lag"), 42);
+    resp_clear(&r);
+    struct {
+        const char *path, *body;
+        int status;
+        const char *field;
+    } bad[] = {
+        {"/v1/cdc/sources/nosuch:notify", "{\"partition\":\"p0\",\"sequence\":1}", 404, NULL},
+        {"/v1/cdc/sources/pulled:notify", "{\"partition\":\"p9\",\"sequence\":1}", 400, NULL},
+        {"/v1/cdc/sources/pulled:notify", "{\"partition\":\"p0\"}", 400, "sequence"},
+        {"/v1/cdc/sources/pulled:notify", "{\"partition\":\"p0\",\"sequence\":0}", 400,
+         "sequence"},
+        {"/v1/cdc/sources/pulled:notify", "{\"sequence\":3}", 400, "partition"},
+        {"/v1/cdc/sources/pulled:notify", "{\"partition\":\"p0\",\"sequence\":3,\"x\":1}", 400,
+         "x"},
+        {"/v1/cdc/sources/pulled:notify", "not json", 400, NULL},
+        {"/v1/cdc/sources/pushed:notify", "{\"partition\":\"p0\",\"sequence\":1}", 400, NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        http(&r, "POST", bad[i].path, bad[i].body);
+        CU_ASSERT_EQUAL(r.status, bad[i].status);
+        if (r.status != bad[i].status)
+            fprintf(stderr, "notify case %zu: %d\n", i, r.status);
+        if (bad[i].field)
+            CU_ASSERT(has_detail(&r, bad[i].field));
+        resp_clear(&r);
+    }
+    /* nothing was recorded by the refused ones */
+    CU_ASSERT_EQUAL(cmd_int("XLEN %s:{registry}:cdc:notify", F.ns), 2);
+    http(&r, "DELETE", "/v1/cdc/sources/pulled", NULL);
+    resp_clear(&r);
+    CU_ASSERT_EQUAL(cmd_int("EXISTS %s:{registry}:cdc:pulled:notified", F.ns), 0);
 }
 
 /* The answer comes after the key or the partition is settled: a client that repeats at once
@@ -848,6 +938,7 @@ int main(void)
         {"deadline", test_deadline},
         {"idempotency", test_idempotency},
         {"cdc_push", test_cdc_push},
+        {"cdc_notify", test_cdc_notify},
         {"settled_before_answer", test_settled_before_answer},
         {"fast JSON parser agrees with the full one", test_fast_parser},
         CU_TEST_INFO_NULL,

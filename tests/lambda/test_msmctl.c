@@ -210,6 +210,51 @@ static void h_subjects_get(msm_http_req_t *req, void *opaque)
     msm_http_respond_json(req, 200, json_pack("[s,s]", "orders-value", "clicks-value"));
 }
 
+static void h_cdc_list(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    remember(req);
+    msm_http_respond_json(
+        req, 200,
+        json_pack("{s:[{s:s,s:s,s:s,s:[s,s],s:i,s:i}]}", "sources", "name", "db", "topic",
+                  "files", "range_url", "http://db/changes", "partitions", "p0", "p1",
+                  "poll_interval_ms", 1000, "batch_size", 500));
+}
+
+static void h_cdc_get(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    remember(req);
+    if (strcmp(msm_http_req_param(req, "name"), "db") != 0) {
+        msm_http_respond_error(req, 404, "NOT_FOUND", "CDC source nope not found", NULL);
+        return;
+    }
+    msm_http_respond_json(req, 200,
+                          json_pack("{s:s,s:s,s:s,s:[s,s]}", "name", "db", "topic", "files",
+                                    "range_url", "http://db/changes", "partitions", "p0", "p1"));
+}
+
+static void h_cdc_partitions(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    remember(req);
+    msm_http_respond_json(
+        req, 200,
+        json_pack("{s:s,s:[{s:s,s:i,s:i,s:i,s:s,s:b},{s:s,s:i,s:i,s:i,s:b}]}", "source", "db",
+                  "partitions", "partition", "p0", "cursor", 120, "notified", 150, "lag", 30,
+                  "owner", "host-msm-scheduler-8081", "append_pending", 0, "partition", "p1",
+                  "cursor", 7, "notified", 0, "lag", 0, "append_pending", 0));
+}
+
+static void h_cdc_notify(msm_http_req_t *req, void *opaque)
+{
+    (void)opaque;
+    json_t *r = remember(req);
+    json_t *seq = json_object_get(json_object_get(r, "body"), "sequence");
+    msm_http_respond_json(req, 200, json_pack("{s:s,s:O,s:O}", "partition", "p0", "sequence", seq,
+                                              "notified", seq));
+}
+
 static int suite_init(void)
 {
     loop = msm_loop_new();
@@ -246,6 +291,10 @@ static int suite_init(void)
         {"DELETE", "/v1/schedules/{name}", h_topic_delete},
         {"POST", "/subjects/{s}/versions", h_subject_post},
         {"GET", "/subjects", h_subjects_get},
+        {"GET", "/v1/cdc/sources", h_cdc_list},
+        {"GET", "/v1/cdc/sources/{name}", h_cdc_get},
+        {"GET", "/v1/cdc/sources/{name}/partitions", h_cdc_partitions},
+        {"POST", "/v1/cdc/sources/{name}:notify", h_cdc_notify},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         /* h_canary tells promote (non-NULL) from rollback by its opaque. */
@@ -809,6 +858,57 @@ static void test_schema_and_env_url(void)
     run_free(&r);
 }
 
+static void test_cdc(void)
+{
+    run_t r;
+    const char *list[] = {"cdc", "list", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, list), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/cdc/sources");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "RANGE_URL"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "http://db/changes"));
+    run_free(&r);
+
+    /* the source, then its partitions: cursors, lag, who pulls them */
+    const char *get[] = {"cdc", "get", "db", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, get), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/cdc/sources/db/partitions");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "topic"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "CURSOR"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "LAG"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "host-msm-scheduler-8081"));
+    run_free(&r);
+    const char *get_json[] = {"cdc", "get", "db", "--json", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, get_json), 0);
+    json_t *j = json_loads(r.out.buf, 0, NULL);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(
+                        json_array_get(json_object_get(j, "state"), 0), "lag")),
+                    30);
+    json_decref(j);
+    run_free(&r);
+
+    const char *notify[] = {"cdc", "notify", "db", "--partition", "p0", "--sequence", "151",
+                            NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, notify), 0);
+    CU_ASSERT_STRING_EQUAL(last_field("method"), "POST");
+    CU_ASSERT_STRING_EQUAL(last_field("path"), "/v1/cdc/sources/db:notify");
+    json_t *want = json_pack("{s:s,s:i}", "partition", "p0", "sequence", 151);
+    CU_ASSERT_TRUE(json_equal(body_of_last(), want));
+    json_decref(want);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.out.buf, "notified of sequence 151"));
+    run_free(&r);
+
+    /* errors: one line, non-zero */
+    const char *missing[] = {"cdc", "notify", "db", "--partition", "p0", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, missing), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err.buf, "--sequence"));
+    run_free(&r);
+    const char *unknown[] = {"cdc", "get", "nope", NULL};
+    CU_ASSERT_EQUAL(run_ctl(&r, unknown), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err.buf, "404 NOT_FOUND"));
+    CU_ASSERT_EQUAL(count_lines(r.err.buf), 1);
+    run_free(&r);
+}
+
 static CU_TestInfo msmctl_tests[] = {
     {"bad arguments: one line, non-zero", test_bad_arguments},
     {"topic create/list/delete", test_topics},
@@ -818,6 +918,7 @@ static CU_TestInfo msmctl_tests[] = {
     {"tasks and dlq", test_tasks_and_dlq},
     {"schema, MSM_FRONTEND_URL", test_schema_and_env_url},
     {"canary promote/rollback", test_canary},
+    {"cdc list/get/notify", test_cdc},
     CU_TEST_INFO_NULL,
 };
 

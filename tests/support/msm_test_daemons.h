@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Test support: msm's four daemons as processes (frontend, scheduler, flowcontrol, router)
- * the way the end-to-end tests and benchmarks run them, and one JSON call to their HTTP API. */
+ * the way the end-to-end tests and benchmarks run them (msm_test_http.h calls their API). */
 #ifndef MSM_TEST_DAEMONS_H
 #define MSM_TEST_DAEMONS_H
 
+#include "msm_test_http.h"
 #include "msm_test_proc.h"
-
-#include <jansson.h>
 
 enum {
     MSM_TEST_FRONTEND,
@@ -38,15 +37,5 @@ void msm_test_daemon_setup(msm_test_proc_t *p,
  * on stderr (with its log's path).
  */
 int msm_test_daemons_start(msm_test_proc_t *procs, int n, int ready_ms);
-
-/**
- * @brief One HTTP request with a JSON body (NULL: none), 20 s at most.
- * @param out when not NULL, the answer parsed as JSON (NULL when it is not), to decref
- * @returns the HTTP status, 0 when there was no answer.
- */
-long msm_test_http_json(const char *method, const char *url, const char *body, json_t **out);
-
-/** @brief The same, the answer as text (malloc'd, NULL when empty) in @p text. */
-long msm_test_http_text(const char *method, const char *url, const char *body, char **text);
 
 #endif

@@ -7,6 +7,7 @@
  * confirmed_flush_lsn moving only with acknowledgements, bad requests, and one throughput
  * measurement (printed, not asserted). argv[1]: the msm-pg-cdc binary. */
 #include "msm_test.h"
+#include "msm_test_http.h"
 #include "msm_test_pg.h"
 #include "msm_test_daemons.h"
 
@@ -43,15 +44,15 @@ static uint64_t now_ms(void)
 /* GET path on the adapter: the status (0: no answer), the body as text and as JSON. */
 static long get(const char *path, char **text, json_t **json)
 {
-    char url[512], *b = NULL;
+    char url[512], *data = NULL;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", adapter_port, path);
-    long status = msm_test_http_text("GET", url, NULL, &b);
+    long status = msm_test_http("GET", url, NULL, &data);
     if (json)
-        *json = b ? json_loads(b, 0, NULL) : NULL;
+        *json = data ? json_loads(data, 0, NULL) : NULL;
     if (text)
-        *text = b;
+        *text = data;
     else
-        free(b);
+        free(data);
     return status;
 }
 

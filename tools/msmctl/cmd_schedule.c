@@ -41,7 +41,7 @@ int ctl_schedule_put(ctl_t *c, const char **args, int nargs)
 int ctl_schedule_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return ctl_list(c, "schedules", schedule_columns, NULL);
+    return ctl_list(c, "schedules", NULL, schedule_columns, NULL);
 }
 
 int ctl_schedule_get(ctl_t *c, const char **args, int nargs)

@@ -56,7 +56,7 @@ int ctl_named(ctl_t *c,
     return CTL_EXIT_OK;
 }
 
-int ctl_list(ctl_t *c, const char *collection, const char *const *columns,
+int ctl_list(ctl_t *c, const char *collection, const char *member, const char *const *columns,
              void (*shape)(json_t *row))
 {
     char path[64];
@@ -69,7 +69,7 @@ int ctl_list(ctl_t *c, const char *collection, const char *const *columns,
         ctl_resp_free(&r);
         return CTL_EXIT_OK;
     }
-    json_t *items = ctl_list_items(r.json, collection);
+    json_t *items = ctl_list_items(r.json, member ? member : collection);
     if (!items) {
         ctl_error(c, "GET %s: unexpected answer (try --json)", path);
         ctl_resp_free(&r);
@@ -106,7 +106,7 @@ int ctl_topic_create(ctl_t *c, const char **args, int nargs)
 int ctl_topic_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return ctl_list(c, "topics", topic_columns, NULL);
+    return ctl_list(c, "topics", NULL, topic_columns, NULL);
 }
 
 int ctl_topic_get(ctl_t *c, const char **args, int nargs)
@@ -216,7 +216,7 @@ static void shape_sub(json_t *row)
 int ctl_sub_list(ctl_t *c, const char **args, int nargs)
 {
     (void)args, (void)nargs;
-    return ctl_list(c, "subscriptions", sub_columns, shape_sub);
+    return ctl_list(c, "subscriptions", NULL, sub_columns, shape_sub);
 }
 
 int ctl_sub_get(ctl_t *c, const char **args, int nargs)

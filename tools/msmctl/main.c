@@ -164,6 +164,9 @@ static const msm_conf_def_t all_opts[] = {
     MSM_CONF_STR("timezone", ctl_opts_t, timezone, NULL, "the cron's time zone (only UTC)"),
     MSM_CONF_STR("catch-up", ctl_opts_t, catch_up, NULL,
                  "missed ticks after downtime: none, last (server default) or all"),
+    MSM_CONF_STR("partition", ctl_opts_t, partition, NULL, "the source's partition (required)"),
+    MSM_CONF_INT("sequence", ctl_opts_t, sequence, 0, 0, INT64_MAX,
+                 "the sequence the source has reached there (required, >= 1)"),
 };
 #define N_ALL    MSM_CONF_COUNT(all_opts)
 #define N_GLOBAL 4 /* url, json, http-timeout-ms, token come first */
@@ -221,6 +224,11 @@ static const ctl_cmd_t commands[] = {
     {"schedule list", "", 0, 0, "list recurring schedules", "", ctl_schedule_list},
     {"schedule get", "NAME", 1, 1, "show a recurring schedule", "", ctl_schedule_get},
     {"schedule delete", "NAME", 1, 1, "delete a recurring schedule", "", ctl_schedule_delete},
+    {"cdc list", "", 0, 0, "list CDC sources", "", ctl_cdc_list},
+    {"cdc get", "NAME", 1, 1, "show a CDC source with its partitions' cursors, lag and puller",
+     "", ctl_cdc_get},
+    {"cdc notify", "NAME", 1, 1, "tell the scheduler pulling a partition to fetch now",
+     "partition sequence", ctl_cdc_notify},
     {"up", "", 0, 0, "start redis-server and the four daemons here, in the foreground", "",
      ctl_up},
 };

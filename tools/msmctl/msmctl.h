@@ -66,6 +66,9 @@ typedef struct {
     long long every_ms;
     char *timezone;
     char *catch_up;
+    /* cdc notify */
+    char *partition;
+    long long sequence;
 } ctl_opts_t;
 
 typedef struct {
@@ -134,9 +137,12 @@ json_t *ctl_list_items(json_t *answer, const char *member);
  *  "<kind> <name> <done_word>" first when @p done_word). @returns an exit status. */
 int ctl_named(ctl_t *c, const char *method, const char *collection, const char *name,
               const json_t *body, const char *done_word);
-/** @brief GET "/v1/<collection>" as a table of @p columns; @p shape adjusts each row for
- *  display (may be NULL). @returns an exit status. */
-int ctl_list(ctl_t *c, const char *collection, const char *const *columns,
+/**
+ * @brief GET "/v1/<collection>" printed as a table of @p columns (or raw with --json); the
+ * rows are the answer's member @p member (NULL: named as the collection). @p shape (may be
+ * NULL) adjusts each row for display. @returns the exit status.
+ */
+int ctl_list(ctl_t *c, const char *collection, const char *member, const char *const *columns,
              void (*shape)(json_t *row));
 
 /** @brief One event from --data (required), --key, --ordering-key, --delay-ms, --priority
@@ -164,6 +170,9 @@ int ctl_canary_promote(ctl_t *c, const char **args, int nargs);
 int ctl_canary_rollback(ctl_t *c, const char **args, int nargs);
 int ctl_schema_register(ctl_t *c, const char **args, int nargs);
 int ctl_schema_list(ctl_t *c, const char **args, int nargs);
+int ctl_cdc_list(ctl_t *c, const char **args, int nargs);
+int ctl_cdc_get(ctl_t *c, const char **args, int nargs);
+int ctl_cdc_notify(ctl_t *c, const char **args, int nargs);
 int ctl_up(ctl_t *c, const char **args, int nargs);
 int ctl_schedule_put(ctl_t *c, const char **args, int nargs);
 int ctl_schedule_list(ctl_t *c, const char **args, int nargs);

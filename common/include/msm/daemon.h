@@ -79,6 +79,13 @@ void msm_daemon_free(msm_daemon_t *d);
 msm_loop_t *msm_daemon_loop(const msm_daemon_t *d);
 /** @brief The Redis client for state (keys under the namespace). */
 msm_redis_t *msm_daemon_redis(const msm_daemon_t *d);
+/**
+ * @brief Another Redis client with the daemon's settings (URL, password file, namespace),
+ * for commands that block (XREAD BLOCK), which need a connection of their own.
+ * @returns the client (the caller frees it, before the daemon) or NULL with the reason.
+ */
+msm_redis_t *msm_daemon_redis_connect(msm_daemon_t *d, const char *client_name, char *errbuf,
+                                      size_t errbuf_size);
 /** @brief The durable log (Redis Streams or Kafka per log.backend). */
 msm_stream_t *msm_daemon_stream(const msm_daemon_t *d);
 msm_http_server_t *msm_daemon_http(const msm_daemon_t *d);

@@ -173,6 +173,18 @@ json_t *msm_json_err_body(msm_json_err_t *e, const char *code);
  */
 char *msm_json_dump(const json_t *v, size_t *len);
 
+/** @brief Non-zero when @p s has a byte below 0x20 or 0x7f (a text that may not travel as an
+ *  HTTP header value or a log field). */
+int msm_json_has_control_chars(const char *s);
+
+/**
+ * @brief Checks a text that may travel as an HTTP header (key, ordering key, CDC entity...):
+ * longer than @p max bytes is an error in @p big (413), a control character one in @p e
+ * (400), both at the current path extended by @p field.
+ */
+void msm_json_check_text(msm_json_err_t *e, msm_json_err_t *big, const char *field,
+                         const char *v, size_t max);
+
 /** @brief Non-zero when the media type @p ct (parameters ignored, case-insensitive) is
  *  application/json or any +json type; 0 for NULL. */
 int msm_json_media_type(const char *ct);

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* The control plane's state: topics, subscriptions and recurring schedules as the frontend
- * stores them in Redis and every daemon watches them, plus the names of the Redis keys and
- * log streams the layers meet in (docs/pipeline.md has the whole map).
+/* The control plane's state: topics, subscriptions, recurring schedules and CDC sources as
+ * the frontend stores them in Redis and every daemon watches them, plus the names of the
+ * Redis keys and log streams the layers meet in (docs/pipeline.md has the whole map).
  *
  * Storage (under the namespace): hash "topics" name → topic JSON, hash "subs" name →
- * subscription JSON, hash "schedules" name → schedule JSON (msm/schedule.h), counter
+ * subscription JSON, hash "schedules" name → schedule JSON (msm/schedule.h), hash
+ * "cdc:sources" name → source JSON (msm/cdc.h), counter
  * "{registry}:version" bumped by every change. A watcher polls the counter and reloads the
  * hashes when it moves, so a change reaches every daemon within one poll interval without a
  * pub/sub connection per daemon. */
 #ifndef MSM_REGISTRY_H
 #define MSM_REGISTRY_H
 
+#include "msm/cdc.h"
 #include "msm/filter.h"
 #include "msm/json.h"
 #include "msm/loop.h"
@@ -240,5 +242,9 @@ const msm_sub_t *msm_registry_sub_at(const msm_registry_t *reg, size_t i);
 const msm_sub_t *msm_registry_sub(const msm_registry_t *reg, const char *name);
 size_t msm_registry_schedule_count(const msm_registry_t *reg);
 const msm_schedule_t *msm_registry_schedule_at(const msm_registry_t *reg, size_t i);
+/** CDC sources (MSM_KEY_CDC_SOURCES), in the same snapshot. */
+size_t msm_registry_cdc_count(const msm_registry_t *reg);
+const msm_cdc_source_t *msm_registry_cdc_at(const msm_registry_t *reg, size_t i);
+const msm_cdc_source_t *msm_registry_cdc(const msm_registry_t *reg, const char *name);
 
 #endif

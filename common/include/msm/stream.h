@@ -119,6 +119,53 @@ int msm_stream_ensure(msm_stream_t *s, const char *name, int partitions, msm_str
 int msm_stream_append(msm_stream_t *s, const char *name, const msm_record_t *records, size_t n,
                       msm_stream_done_cb *cb, void *opaque);
 
+/** Longest mark name (msm_stream_mark_t.name) and tag. */
+#define MSM_STREAM_MARK_MAX 512
+
+/**
+ * What a marked append carries, so that which of its records are durable can be found out
+ * later by anyone (msm_stream_marks()), even when the appender died before its callback:
+ * @c name names a series of appends (e.g. "cdc:<source>:<partition>"; one appender at a
+ * time), @c tag this append (unique, e.g. a UUID), @c values[i] records[i]'s value (e.g. a
+ * sequence number). Names and tags: printable, no spaces, at most MSM_STREAM_MARK_MAX bytes.
+ */
+typedef struct {
+    const char *name;
+    const char *tag;
+    const int64_t *values;
+} msm_stream_mark_t;
+
+/**
+ * @brief As msm_stream_append(), carrying @p mark (copied).
+ * Redis: the append is one script (all records or none) that also stores the tag as the
+ * stream's mark @c name (its meta hash: one field per name, gone with the stream).
+ * Kafka: each record carries the header "msm-mark: <name> <tag> <value>"; records in several
+ * partitions are not appended atomically there.
+ */
+int msm_stream_append_marked(msm_stream_t *s, const char *name, const msm_record_t *records,
+                             size_t n, const msm_stream_mark_t *mark, msm_stream_done_cb *cb,
+                             void *opaque);
+
+/**
+ * What msm_stream_marks() found out: @p all non-zero when every record of the append is
+ * durable; otherwise the values of its records that are, @p found[0..n) (borrowed for the
+ * call; n = 0: none is).
+ */
+typedef void msm_stream_marks_cb(msm_err_t err, const char *reason, int all,
+                                 const int64_t *found, size_t n, void *opaque);
+
+/**
+ * @brief Which records of the append marked (@p mark, @p tag) on @p name are durable.
+ * Redis: all or none (the stream's mark @p mark holds @p tag, or not). Kafka: the records
+ * carrying that mark and tag among those appended since @p since_ms (unix ms, compared with
+ * the records' timestamps: give a margin for clock skew), read from every partition up to
+ * its end when asked. Ask once the append can no longer be in flight (its callback ran, or
+ * its appender died longer ago than the append timeout). @p cb fires once.
+ * @returns MSM_OK, or an error and no callback.
+ */
+int msm_stream_marks(msm_stream_t *s, const char *name, const char *mark, const char *tag,
+                     int64_t since_ms, msm_stream_marks_cb *cb, void *opaque);
+
 /** @brief Appends not yet completed, and acknowledgements not yet confirmed by the backend
  *  (for back-pressure and graceful shutdown: drain until 0, then free). */
 size_t msm_stream_pending_appends(const msm_stream_t *s);
