@@ -1012,6 +1012,14 @@ static int suite_clean(void)
     got_reset();
     msm_loop_free(loop);
     msm_test_redis_destroy(&redis_srv);
+    if (CU_get_number_of_failures() == 0) { /* the daemons' logs stay when something failed */
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", dir);
+    } else {
+        fprintf(stderr, "the daemons' logs: %s\n", dir);
+    }
     return 0;
 }
 
