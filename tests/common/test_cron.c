@@ -24,7 +24,8 @@ static const char *next_of(const char *expr, const char *after, char *buf, size_
     msm_cron_t c;
     char why[160];
     if (msm_cron_parse(expr, &c, why, sizeof(why)) != MSM_OK) {
-        snprintf(buf, n, "parse error: %s", why);
+        if (snprintf(buf, n, "parse error: %s", why) >= (int)n)
+            buf[n - 1] = '\0'; /* cut: still shown */
         return buf;
     }
     int64_t t = msm_cron_next(&c, at(after));
