@@ -2,6 +2,8 @@
 /* Test support: a private PostgreSQL cluster and blocking SQL helpers (msm_test_pg.h). */
 #include "msm_test_pg.h"
 
+#include "msm_test.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -15,11 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,23 +39,6 @@ static void nap_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
 }
 
 static int is_file(const char *dir, const char *name)
@@ -268,7 +250,7 @@ int msm_test_pg_start(msm_test_pg_t *pg, const char *const *settings)
         return -1;
     }
     for (int attempt = 0; attempt < 5; attempt++) {
-        pg->port = free_port();
+        pg->port = msm_test_free_port();
         if (pg->port > 0 && start_server(pg, settings) == 0)
             return 0;
         msm_test_pg_stop(pg);
