@@ -352,15 +352,9 @@ static CU_TestInfo tests[] = {
 
 int main(int argc, char **argv)
 {
-    const char *which = argc > 1 ? argv[1] : "redis";
-    if (strcmp(which, "redis") == 0) {
-        backend = MSM_STREAM_REDIS;
-    } else if (strcmp(which, "kafka") == 0) {
-        backend = MSM_STREAM_KAFKA;
-    } else {
-        fprintf(stderr, "usage: %s redis|kafka\n", argv[0]);
+    const char *which = msm_test_backend_arg(argc, argv, &backend);
+    if (!which)
         return 2;
-    }
     static char name[32];
     snprintf(name, sizeof(name), "cdc_state.%s", which);
     CU_SuiteInfo suites[] = {

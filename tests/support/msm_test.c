@@ -59,6 +59,20 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+const char *msm_test_backend_arg(int argc, char **argv, msm_stream_backend_t *out)
+{
+    const char *which = argc > 1 ? argv[1] : "redis";
+    if (strcmp(which, "redis") == 0) {
+        *out = MSM_STREAM_REDIS;
+    } else if (strcmp(which, "kafka") == 0) {
+        *out = MSM_STREAM_KAFKA;
+    } else {
+        fprintf(stderr, "usage: %s redis|kafka\n", argv[0]);
+        return NULL;
+    }
+    return which;
+}
+
 int msm_test_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);

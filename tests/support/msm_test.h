@@ -24,6 +24,13 @@ int msm_test_run(CU_SuiteInfo *suites);
 /** @brief A loopback TCP port nobody listens on right now (bound and released), or -1. */
 int msm_test_free_port(void);
 
+/**
+ * @brief The log backend a suite run on both names as its first argument: "redis" (also
+ * when none is given) or "kafka", into @p out.
+ * @returns that name, or NULL after printing the usage to stderr.
+ */
+const char *msm_test_backend_arg(int argc, char **argv, msm_stream_backend_t *out);
+
 /** @brief Whether @p tp is a traceparent a hop made under @p parent (a span of its own):
  *  version 00, the same trace id and flags, another span id. */
 int msm_test_tp_child_of(const char *tp, const char *parent);
