@@ -47,17 +47,11 @@ static char frontend_url[64];
 
 /* ---- HTTP ---- */
 
-/* One request; returns the HTTP status (0 when there was no answer) and the parsed JSON. */
-static long http(const char *method, const char *url, const char *body, json_t **out)
-{
-    return msm_test_http_json(method, url, body, out);
-}
-
 static long api(const char *method, const char *path, const char *body, json_t **out)
 {
     char url[1024];
     snprintf(url, sizeof(url), "%s%s", frontend_url, path);
-    return http(method, url, body, out);
+    return msm_test_http_json(method, url, body, out);
 }
 
 static int64_t unix_ms(void)
@@ -758,7 +752,7 @@ static int busy_worker(int admin_port, int *ready)
     json_t *j = NULL;
     int pid = 0;
     *ready = 0;
-    if (http("GET", url, NULL, &j) == 200) {
+    if (msm_test_http_json("GET", url, NULL, &j) == 200) {
         *ready = (int)json_integer_value(json_object_get(j, "ready"));
         size_t i;
         json_t *w;
@@ -921,7 +915,7 @@ static void test_bad_input_answers(void)
     for (int i = 0; i < NDAEMONS; i++) {
         char url[128];
         snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", daemons[i].proc.port);
-        CU_ASSERT_EQUAL(http("GET", url, NULL, NULL), 200);
+        CU_ASSERT_EQUAL(msm_test_http_json("GET", url, NULL, NULL), 200);
     }
 }
 
