@@ -26,6 +26,7 @@
 
 #define FC_KEY_MAX    512
 #define FC_PRIORITIES 10
+#define FC_TASKS_IN_FLIGHT_CAP 100000 /* tasks running per subscription, whatever the settings */
 #define FC_FACILITY   "flowcontrol"
 
 typedef struct fc_sub_s fc_sub_t;
@@ -328,6 +329,10 @@ void fc_order_check(fc_sub_t *sub);
 void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state);
 
 /* ---- pace.c ---- */
+/** @brief The most tasks of @p s running at once: max_concurrency requests of up to
+ *  max_batch_events tasks each, capped at FC_TASKS_IN_FLIGHT_CAP. */
+int fc_tasks_in_flight_max(const msm_sub_t *s);
+
 /** @brief Takes the subscription's settings (first call: starts at max_concurrency). */
 void fc_pace_set(fc_pace_t *p, int max_concurrency, double rate_per_s, int64_t now_ms);
 /** @brief How many tasks may start now with @p running in flight; when fewer than the limit

@@ -127,9 +127,10 @@ static int metrics_init(flowcontrol_t *fc)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_pending", "tasks in memory waiting for a slot",
                                by_sub, &m->pending);
     if (rc == MSM_OK)
-        rc = msm_metrics_gauge(reg, "msm_flowcontrol_concurrency_limit",
-                               "the adaptive concurrency limit (1..max_concurrency)", by_sub,
-                               &m->limit);
+        rc = msm_metrics_gauge(
+            reg, "msm_flowcontrol_concurrency_limit",
+            "the adaptive concurrency limit in tasks (1..max_concurrency x max_batch_events)",
+            by_sub, &m->limit);
     if (rc == MSM_OK)
         rc = msm_metrics_gauge(reg, "msm_flowcontrol_keys_held",
                                "ordering keys held by a failing event", by_sub, &m->held);

@@ -4,7 +4,8 @@
  *  - the adaptive concurrency limit (AIMD, as TCP and Netflix's concurrency-limits do): one
  *    more slot per limit's worth of successes while the limit is in use; a quarter less on a
  *    congestion signal (429, 503, no answer), at most once per round trip so one burst of
- *    refusals counts once. It moves between 1 and max_concurrency.
+ *    refusals counts once. It moves between 1 and max_concurrency (in tasks: times
+ *    max_batch_events with batch push, fc_tasks_in_flight_max()).
  *  - the rate limit: a token bucket of rate_limit_per_s, burst one second's worth.
  *  - the hold: a Retry-After stops the whole subscription that long (capped).
  *

@@ -667,6 +667,17 @@ static int sub_names(fc_sub_t *sub)
     return bad ? MSM_ERR_TOOLARGE : MSM_OK;
 }
 
+int fc_tasks_in_flight_max(const msm_sub_t *s)
+{
+    /* A batch push counts as ONE request against max_concurrency (docs/push.md), so up to
+     * max_batch_events tasks ride on each: counted in tasks, a limit of 64 could never fill
+     * a batch of 100. */
+    long long conc = s->max_concurrency > 0 ? s->max_concurrency : 1;
+    long long per = s->max_batch_events > 1 ? s->max_batch_events : 1;
+    long long n = conc * per;
+    return n < FC_TASKS_IN_FLIGHT_CAP ? (int)n : FC_TASKS_IN_FLIGHT_CAP;
+}
+
 void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s)
 {
     sub->max_concurrency = s->max_concurrency > 0 ? s->max_concurrency : 1;
@@ -699,7 +710,7 @@ void fc_sub_update(fc_sub_t *sub, const msm_sub_t *s)
     }
     if (restart)
         fc_own_start(sub);
-    fc_pace_set(&sub->pace, sub->max_concurrency, s->rate_limit_per_s, fc_now_ms());
+    fc_pace_set(&sub->pace, fc_tasks_in_flight_max(s), s->rate_limit_per_s, fc_now_ms());
     sub->stats_written = 0; /* the concurrency limit may have moved */
 }
 

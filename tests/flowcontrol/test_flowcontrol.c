@@ -54,6 +54,7 @@ typedef struct {
     int retention_ms;
     int paused;
     int ordered;
+    int max_batch_events; /* 0: the default (one event per push) */
     const char *fairness_key;
     const char *lifecycle_topic;
 } opts_t;
@@ -364,6 +365,8 @@ static int put_registry(fx_t *f, const opts_t *o)
                   o->min_backoff_ms, "max_backoff_ms", o->max_backoff_ms);
     if (o->retention_ms)
         json_object_set_new(body, "task_retention_ms", json_integer(o->retention_ms));
+    if (o->max_batch_events)
+        json_object_set_new(body, "max_batch_events", json_integer(o->max_batch_events));
     json_object_set_new(body, "paused", json_boolean(o->paused));
     json_object_set_new(body, "ordered", json_boolean(o->ordered));
     if (o->fairness_key)
@@ -526,6 +529,44 @@ static void test_concurrency_and_success(void)
     CU_ASSERT_EQUAL(flowcontrol_task_count(f.fc), 0);
     CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_dispatched_total", NULL), 20);
     CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_in_flight", NULL), 0);
+    fx_close(&f);
+}
+
+/* With batch push, max_concurrency counts requests (docs/push.md): 2 requests of up to 5
+ * events let 10 tasks run at once, never more. */
+static void test_batch_push_concurrency(void)
+{
+    opts_t o = default_opts;
+    o.max_concurrency = 2;
+    o.max_batch_events = 5;
+    fx_t f;
+    CU_ASSERT_FATAL(fx_open(&f, &o) == 0);
+    const char *ids[25];
+    char names[25][16];
+    for (int i = 0; i < 25; i++) {
+        snprintf(names[i], sizeof(names[i]), "bp-%02d", i);
+        ids[i] = names[i];
+    }
+    CU_ASSERT_FATAL(send_ready(&f, ids, 25) == 0);
+    CU_ASSERT_FATAL(wait_seen(&f, 10, 5000) == 0);
+    msm_test_spin(f.loop, 300);
+    CU_ASSERT_EQUAL(f.nseen, 10);
+    CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_in_flight", NULL), 10);
+    CU_ASSERT_EQUAL(metric(&f, "msm_flowcontrol_concurrency_limit", NULL), 10);
+    uint64_t deadline = msm_time_mono_ms() + 20000;
+    while (f.nanswered < 25 && msm_time_mono_ms() < deadline) {
+        while (f.nanswered < f.nseen) {
+            const seen_t *s = &f.seen[f.nanswered];
+            CU_ASSERT_FATAL(send_outcome(&f, s->id, s->attempt,
+                                         MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS, 200, NULL,
+                                         0) == 0);
+        }
+        if (f.nanswered < 25)
+            wait_seen(&f, f.nanswered + 1, 5000);
+    }
+    CU_ASSERT_EQUAL(f.nanswered, 25);
+    CU_ASSERT_EQUAL(f.max_unanswered, 10);
+    CU_ASSERT(wait_metric(&f, "msm_flowcontrol_outcomes_total", "success", 25) == 0);
     fx_close(&f);
 }
 
@@ -1245,6 +1286,7 @@ static int suite_clean(void)
 
 static CU_TestInfo flowcontrol_tests[] = {
     {"concurrency_and_success", test_concurrency_and_success},
+    {"batch_push_concurrency", test_batch_push_concurrency},
     {"retriable_backoff_then_dead", test_retriable_backoff_then_dead},
     {"fatal_dead_then_replay", test_fatal_dead_then_replay},
     {"stale_outcomes_ignored", test_stale_outcomes_ignored},
