@@ -110,6 +110,38 @@ void msm_outcome_batch_free(Msm__V1__OutcomeBatch *b)
         msm__v1__outcome_batch__free_unpacked(b, NULL);
 }
 
+/* The unpacked form is a few times the packed one: one first chunk holds the usual record. */
+#define UNPACK_CHUNK(len) ((len)*4 + 4096)
+
+static void *arena_alloc(void *opaque, size_t size)
+{
+    msm_arena_t **arena = opaque;
+    return msm_arena_alloc(arena, size, 4096);
+}
+
+static void arena_free_one(void *opaque, void *p)
+{
+    (void)opaque;
+    (void)p; /* freed with the whole arena */
+}
+
+Msm__V1__TaskBatch *msm_task_batch_unpack_in(msm_arena_t **arena, const void *data, size_t len)
+{
+    ProtobufCAllocator a = {arena_alloc, arena_free_one, arena};
+    if (!*arena && !msm_arena_alloc(arena, 0, UNPACK_CHUNK(len)))
+        return NULL;
+    return msm__v1__task_batch__unpack(&a, len, data);
+}
+
+Msm__V1__OutcomeBatch *
+msm_outcome_batch_unpack_in(msm_arena_t **arena, const void *data, size_t len)
+{
+    ProtobufCAllocator a = {arena_alloc, arena_free_one, arena};
+    if (!*arena && !msm_arena_alloc(arena, 0, UNPACK_CHUNK(len)))
+        return NULL;
+    return msm__v1__outcome_batch__unpack(&a, len, data);
+}
+
 const char *msm_event_attr(const Msm__V1__Event *ev, const char *name)
 {
     for (size_t i = 0; i < ev->n_attributes; i++) {

@@ -87,6 +87,7 @@ typedef enum {
 struct fc_rec_s {
     msm_stream_msg_t *msg;      /**< owned by the ready consumer until acknowledged */
     Msm__V1__TaskBatch *batch;  /**< its tasks point into it */
+    msm_arena_t *arena;         /**< where batch was unpacked: dies with the record */
     size_t unsettled;
 };
 

@@ -500,8 +500,11 @@ void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t
     if (!fl)
         return;
     for (size_t i = 0; i < n; i++) {
-        Msm__V1__OutcomeBatch *b = msm_outcome_batch_unpack(msgs[i]->value, msgs[i]->value_len);
+        msm_arena_t *arena = NULL;
+        Msm__V1__OutcomeBatch *b =
+            msm_outcome_batch_unpack_in(&arena, msgs[i]->value, msgs[i]->value_len);
         if (!b) {
+            msm_arena_free(arena);
             msm_log(MSM_LOG_WARN, FC_FACILITY,
                     "subscription %s: dropping status record %s: not an outcome batch", sub->name,
                     msgs[i]->position);
@@ -510,7 +513,7 @@ void fc_on_status_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t
         }
         for (size_t k = 0; k < b->n_outcomes; k++)
             apply(sub, fl, b->outcomes[k]);
-        msm_outcome_batch_free(b);
+        msm_arena_free(arena);
         if (flush_keep_ack(fl, msgs[i]) != MSM_OK)
             fl->failed = 1;
     }

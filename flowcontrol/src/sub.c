@@ -77,17 +77,22 @@ static int already_settled(const redisReply *state)
 }
 
 /* Takes the tasks of one ready record in; @p states (an MGET reply of their task records,
- * from *next on) skips those already settled. Takes @p b. */
-static void rec_take(fc_sub_t *sub, msm_stream_msg_t *msg, Msm__V1__TaskBatch *b,
-                     const redisReply *states, size_t *next)
+ * from *next on) skips those already settled. Takes @p b and its @p arena. */
+static void rec_take(fc_sub_t *sub,
+                     msm_stream_msg_t *msg,
+                     Msm__V1__TaskBatch *b,
+                     msm_arena_t *arena,
+                     const redisReply *states,
+                     size_t *next)
 {
     fc_rec_t *rec = calloc(1, sizeof(*rec));
     if (!rec) {
-        msm_task_batch_free(b); /* unacknowledged: read again after a restart */
+        msm_arena_free(arena); /* unacknowledged: read again after a restart */
         return;
     }
     rec->msg = msg;
     rec->batch = b;
+    rec->arena = arena;
     rec->unsettled = 1; /* held while the tasks are taken in */
     size_t taken = 0, settled = 0;
     for (size_t k = 0; k < b->n_tasks; k++) {
@@ -109,7 +114,7 @@ static void rec_take(fc_sub_t *sub, msm_stream_msg_t *msg, Msm__V1__TaskBatch *b
     sub->c_done += (int64_t)(b->n_tasks - taken); /* never settled here: not in the backlog */
     if (--rec->unsettled == 0) {
         msm_consumer_ack(sub->ready, msg); /* nothing new in it */
-        msm_task_batch_free(b);
+        msm_arena_free(arena);
         free(rec);
     }
 }
@@ -128,12 +133,13 @@ typedef struct {
     size_t n;
     msm_stream_msg_t **msgs;
     Msm__V1__TaskBatch **batches;
+    msm_arena_t **arenas; /* batches[i] lives in arenas[i] */
 } recheck_t;
 
 static void recheck_free(recheck_t *rc)
 {
     for (size_t i = 0; i < rc->n; i++)
-        msm_task_batch_free(rc->batches[i]);
+        msm_arena_free(rc->arenas[i]);
     rc->n = 0;
 }
 
@@ -155,7 +161,7 @@ static void on_rechecked(msm_redis_t *r, redisReply *reply, const char *err, voi
     const redisReply *states = !why && reply->type == REDIS_REPLY_ARRAY ? reply : NULL;
     size_t next = 0;
     for (size_t i = 0; i < rc->n; i++)
-        rec_take(sub, rc->msgs[i], rc->batches[i], states, &next);
+        rec_take(sub, rc->msgs[i], rc->batches[i], rc->arenas[i], states, &next);
     rc->n = 0;
     fc_call_free(c);
     fc_sub_release(sub);
@@ -201,7 +207,7 @@ static void recheck_send(fc_sub_t *sub, recheck_t *rc)
     }
     size_t next = 0;
     for (size_t i = 0; i < rc->n; i++)
-        rec_take(sub, rc->msgs[i], rc->batches[i], NULL, &next);
+        rec_take(sub, rc->msgs[i], rc->batches[i], rc->arenas[i], NULL, &next);
     free(rc);
 }
 
@@ -212,8 +218,11 @@ static void on_ready_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, siz
         return; /* unacknowledged: the next owner reads them again */
     recheck_t *rc = NULL;
     for (size_t i = 0; i < n; i++) {
-        Msm__V1__TaskBatch *b = msm_task_batch_unpack(msgs[i]->value, msgs[i]->value_len);
+        msm_arena_t *arena = NULL;
+        Msm__V1__TaskBatch *b =
+            msm_task_batch_unpack_in(&arena, msgs[i]->value, msgs[i]->value_len);
         if (!b) {
+            msm_arena_free(arena);
             msm_log(MSM_LOG_WARN, FC_FACILITY,
                     "subscription %s: dropping ready record %s: not a task batch", sub->name,
                     msgs[i]->position);
@@ -222,19 +231,22 @@ static void on_ready_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, siz
         }
         if (!msgs[i]->redelivered) {
             size_t next = 0;
-            rec_take(sub, msgs[i], b, NULL, &next);
+            rec_take(sub, msgs[i], b, arena, NULL, &next);
             continue;
         }
         if (!rc) {
-            rc = calloc(1, sizeof(*rc) + n * (sizeof(*rc->msgs) + sizeof(*rc->batches)));
+            rc = calloc(1, sizeof(*rc) + n * (sizeof(*rc->msgs) + sizeof(*rc->batches) +
+                                              sizeof(*rc->arenas)));
             if (!rc) {
-                msm_task_batch_free(b);
+                msm_arena_free(arena);
                 continue;
             }
             rc->msgs = (msm_stream_msg_t **)(rc + 1);
             rc->batches = (Msm__V1__TaskBatch **)(rc->msgs + n);
+            rc->arenas = (msm_arena_t **)(rc->batches + n);
         }
         rc->msgs[rc->n] = msgs[i];
+        rc->arenas[rc->n] = arena;
         rc->batches[rc->n++] = b;
     }
     if (rc)

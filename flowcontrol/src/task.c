@@ -390,7 +390,7 @@ static void rec_settled(fc_sub_t *sub, fc_rec_t *rec)
         return;
     if (sub->ready && rec->msg)
         msm_consumer_ack(sub->ready, rec->msg);
-    msm_task_batch_free(rec->batch);
+    msm_arena_free(rec->arena);
     free(rec);
 }
 
@@ -484,7 +484,7 @@ void fc_task_drop(fc_sub_t *sub, fc_task_t *t, int settled)
         rec_settled(sub, rec);
     } else if (--rec->unsettled == 0) {
         /* Dropped unsettled (ownership lost): the record stays unacknowledged. */
-        msm_task_batch_free(rec->batch);
+        msm_arena_free(rec->arena);
         free(rec);
     }
 }

@@ -793,65 +793,11 @@ static void on_schema(const msm_schema_t *s, int id, int err, const char *why, v
 
 /* ---- one dispatch record ---- */
 
-/* Everything protobuf-c allocates to unpack one record comes from one arena that dies with
- * the record: a chunk or two per record instead of a dozen allocations per task. */
-#define ARENA_ALIGN 16
-#define ARENA_MIN   4096
-
-typedef struct rt_chunk_s {
-    struct rt_chunk_s *next;
-    size_t used, cap;
-    _Alignas(ARENA_ALIGN) unsigned char data[];
-} rt_chunk_t;
-
-static void *arena_alloc(void *opaque, size_t size)
-{
-    rt_chunk_t **head = opaque;
-    size = (size + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-    rt_chunk_t *c = *head;
-    if (!c || c->cap - c->used < size) {
-        size_t cap = size > ARENA_MIN ? size : ARENA_MIN;
-        if (c && cap < c->cap * 2)
-            cap = c->cap * 2;
-        if (!(c = malloc(sizeof(*c) + cap)))
-            return NULL;
-        c->next = *head;
-        c->used = 0;
-        c->cap = cap;
-        *head = c;
-    }
-    void *p = c->data + c->used;
-    c->used += size;
-    return p;
-}
-
-static void arena_free_one(void *opaque, void *p)
-{
-    (void)opaque;
-    (void)p; /* freed with the whole arena */
-}
-
-void msm__rt_arena_free(void *arena)
-{
-    for (rt_chunk_t *c = arena, *next; c; c = next) {
-        next = c->next;
-        free(c);
-    }
-}
-
-/* The record's TaskBatch, unpacked into rec->arena; NULL when the bytes are not one. */
+/* The record's TaskBatch, unpacked into rec->arena (everything protobuf-c allocates for it
+ * dies with the record); NULL when the bytes are not one. */
 static Msm__V1__TaskBatch *unpack(rt_record_t *rec, const msm_stream_msg_t *msg)
 {
-    ProtobufCAllocator a = {arena_alloc, arena_free_one, &rec->arena};
-    /* One chunk holds the usual record: the unpacked form is a few times the packed one. */
-    rt_chunk_t *first = malloc(sizeof(*first) + msg->value_len * 4 + ARENA_MIN);
-    if (first) {
-        first->next = NULL;
-        first->used = 0;
-        first->cap = msg->value_len * 4 + ARENA_MIN;
-        rec->arena = first;
-    }
-    return msm__v1__task_batch__unpack(&a, msg->value_len, msg->value);
+    return msm_task_batch_unpack_in(&rec->arena, msg->value, msg->value_len);
 }
 
 static int task_ok(const Msm__V1__Task *task)
@@ -892,14 +838,14 @@ void msm__rt_take(rt_sub_t *sub, msm_stream_msg_t *msg)
         return; /* unacknowledged: delivered again after a restart */
     Msm__V1__TaskBatch *batch = unpack(rec, msg);
     if (!batch) {
-        msm__rt_arena_free(rec->arena);
+        msm_arena_free(rec->arena);
         free(rec);
         drop_record(sub, msg, "is not a TaskBatch");
         return;
     }
     rt_delivery_t *items = batch->n_tasks ? calloc(batch->n_tasks, sizeof(*items)) : NULL;
     if (batch->n_tasks && !items) {
-        msm__rt_arena_free(rec->arena);
+        msm_arena_free(rec->arena);
         free(rec);
         return;
     }
@@ -926,7 +872,7 @@ void msm__rt_take(rt_sub_t *sub, msm_stream_msg_t *msg)
     }
     if (rec->open == 0) {
         drop_record(sub, msg, "holds no valid task");
-        msm__rt_arena_free(rec->arena);
+        msm_arena_free(rec->arena);
         free(items);
         free(rec);
         return;

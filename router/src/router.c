@@ -49,7 +49,7 @@ void msm__rt_record_free(router_t *rt, rt_record_t *rec)
         free(rec->items[i].span);
     }
     free(rec->items);
-    msm__rt_arena_free(rec->arena);
+    msm_arena_free(rec->arena);
     free(rec);
 }
 

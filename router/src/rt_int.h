@@ -118,7 +118,7 @@ struct rt_record_s {
     rt_sub_t *sub;
     msm_stream_msg_t *msg;      /**< owned by sub->consumer until acknowledged */
     Msm__V1__TaskBatch *batch;  /**< unpacked into arena */
-    void *arena;                /**< the batch's memory (msm__rt_arena_free) */
+    msm_arena_t *arena;         /**< the batch's memory */
     rt_delivery_t *items;       /**< one per task, one allocation */
     size_t n;
     size_t open;                /**< deliveries whose outcome is not durable yet */
@@ -275,8 +275,6 @@ void msm__rt_send_queued(rt_sub_t *sub);
 void msm__rt_send_by_priority(router_t *rt);
 /** @brief Drops the deliveries queued and the idle requests (router_free()). */
 void msm__rt_queue_drop(rt_sub_t *sub);
-/** @brief Frees a record's unpack arena (and with it its TaskBatch). */
-void msm__rt_arena_free(void *arena);
 /** @brief Frees a request and its buffers. */
 void msm__rt_req_free(rt_req_t *req);
 /** @brief 1 when @p s is an HTTP token (a valid header name). */

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "msm/arena.h"
 #include "msm/buf.h" /* msm_buf_t */
 #include "msm/v1/event.pb-c.h"
 #include "msm/v1/publish.pb-c.h"
@@ -50,6 +51,11 @@ Msm__V1__TaskBatch *msm_task_batch_unpack(const void *data, size_t len);
 void msm_task_batch_free(Msm__V1__TaskBatch *b);
 Msm__V1__OutcomeBatch *msm_outcome_batch_unpack(const void *data, size_t len);
 void msm_outcome_batch_free(Msm__V1__OutcomeBatch *b);
+/** The same, unpacked into the arena at @p *arena (a NULL one is started): everything
+ *  they hold dies with msm_arena_free(*arena), which the caller does, also on NULL. */
+Msm__V1__TaskBatch *msm_task_batch_unpack_in(msm_arena_t **arena, const void *data, size_t len);
+Msm__V1__OutcomeBatch *
+msm_outcome_batch_unpack_in(msm_arena_t **arena, const void *data, size_t len);
 
 /** @brief The value of attribute @p name, or NULL (borrowed from @p ev). */
 const char *msm_event_attr(const Msm__V1__Event *ev, const char *name);
