@@ -122,7 +122,8 @@ struct fc_task_s {
     fc_task_t *hnext;         /**< id map chain */
     fc_sub_t *sub;
     fc_rec_t *rec;            /**< the ready record it came from; NULL: from the retry store */
-    Msm__V1__Task *t;         /**< borrowed from rec->batch, or owned when rec is NULL */
+    Msm__V1__Task *t;         /**< borrowed from rec->batch (in its arena), or owned */
+    int owns_t;               /**< t is a heap message of its own (fc_task_own()) */
     fc_task_state_t state;
     int priority;
     int dirty;                /**< its task record is due in this turn's flush */
@@ -333,6 +334,11 @@ void fc_lifecycle_emit(fc_sub_t *sub, const fc_task_t *t, const char *state);
 /** @brief The most tasks of @p s running at once: max_concurrency requests of up to
  *  max_batch_events tasks each, capped at FC_TASKS_IN_FLIGHT_CAP. */
 int fc_tasks_in_flight_max(const msm_sub_t *s);
+
+/** @brief @p t's Task as a heap message of its own, copied out of its record's arena
+ *  (where nothing may be freed or replaced) before a first change of its strings; NULL when
+ *  out of memory. */
+Msm__V1__Task *fc_task_own(fc_task_t *t);
 
 /** @brief Takes the subscription's settings (first call: starts at max_concurrency). */
 void fc_pace_set(fc_pace_t *p, int max_concurrency, double rate_per_s, int64_t now_ms);

@@ -379,9 +379,9 @@ static void settle_failure(fc_sub_t *sub, fc_task_t *t, fc_kind_t kind, int http
                            const char *error, int64_t latency_ms, int64_t retry_after_ms)
 {
     fc_flush_t *fl = flush_of(sub);
-    if (!fl)
+    Msm__V1__Task *task = fl ? fc_task_own(t) : NULL;
+    if (!task)
         return; /* stays running: the lease brings it back */
-    Msm__V1__Task *task = t->t;
     char text[ERROR_MAX];
     if (has_text(error))
         snprintf(text, sizeof(text), "%s", error);

@@ -268,7 +268,8 @@ void fc_sub_take_retries(fc_sub_t *sub, const void *const *data, const size_t *l
             continue;
         }
         task->sub = sub;
-        task->t = t; /* owned: rec is NULL */
+        task->t = t; /* rec is NULL */
+        task->owns_t = 1;
         task->priority = clamp_priority(t->event->priority);
         if (fc_map_add(sub, task) != MSM_OK) {
             fc_task_put(sub->fc, task);

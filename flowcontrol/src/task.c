@@ -25,9 +25,27 @@ fc_task_t *fc_task_get(flowcontrol_t *fc)
     return t;
 }
 
+Msm__V1__Task *fc_task_own(fc_task_t *t)
+{
+    if (t->owns_t)
+        return t->t;
+    msm_buf_t buf = {0};
+    Msm__V1__Task *copy = NULL;
+    if (msm_pb_pack(&t->t->base, &buf) == MSM_OK)
+        copy = msm_task_unpack(buf.data, buf.len);
+    msm_buf_deinit(&buf);
+    if (!copy)
+        return NULL;
+    /* The borrowed one stays in the arena and dies with the record, which outlives the
+     * task (anything built from it this turn still reads valid memory). */
+    t->t = copy;
+    t->owns_t = 1;
+    return copy;
+}
+
 void fc_task_put(flowcontrol_t *fc, fc_task_t *t)
 {
-    if (!t->rec)
+    if (t->owns_t)
         msm_task_free(t->t);
     if (fc->nfree_tasks >= POOL_KEEP) {
         free(t);
