@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define FAC "http_client"
 
@@ -99,6 +100,12 @@ struct msm_http_client_s {
     msm_http_call_t *cl_pool; /* singly linked through ca_next */
     size_t cl_pool_n;
     size_t cl_nsockets; /* sockets curl asked us to watch and not yet removed */
+    /* Per fd: SOCK_OURS for a connection socket curl opened through on_open_socket() (and
+     * will close through on_close_socket()), plus SOCK_PARKED while it idles in curl's
+     * connection cache still watched for reading: a reused keep-alive connection then costs
+     * no epoll_ctl() to leave and rejoin the loop. */
+    unsigned char *cl_sock;
+    size_t cl_nsock;
     msm_http_client_stats_t cl_stats;
     int cl_depth; /* nesting of entry points that may run callbacks */
     int cl_closing;
@@ -491,6 +498,14 @@ static int setopt_err(CURLcode rc)
             return setopt_err(rc_);                                                                \
     } while (0)
 
+#define SOCK_OURS   0x1
+#define SOCK_PARKED 0x2
+
+static unsigned sock_state(const msm_http_client_t *cl, curl_socket_t s)
+{
+    return s >= 0 && (size_t)s < cl->cl_nsock ? cl->cl_sock[s] : 0;
+}
+
 /* curl is about to open a socket to @p addr (after its own DNS lookup, before any byte is
  * sent): the one place that sees the address really connected to, so the netpolicy is
  * judged here. Refusing makes curl try the host's next address, or fail the request. */
@@ -498,7 +513,8 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
                                     struct curl_sockaddr *addr)
 {
     msm_http_call_t *c = clientp;
-    const msm_netpolicy_t *p = c->ca_client->cl_policy;
+    msm_http_client_t *cl = c->ca_client;
+    const msm_netpolicy_t *p = cl->cl_policy;
     if (p && purpose == CURLSOCKTYPE_IPCXN) {
         char why[sizeof(c->ca_denied)];
         if (msm_netpolicy_check_sockaddr(p, &addr->addr, why, sizeof(why)) != MSM_OK) {
@@ -506,7 +522,35 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
             return CURL_SOCKET_BAD;
         }
     }
-    return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (s < 0)
+        return CURL_SOCKET_BAD;
+    if ((size_t)s >= cl->cl_nsock) {
+        size_t n = cl->cl_nsock ? cl->cl_nsock : 64;
+        while (n <= (size_t)s)
+            n *= 2;
+        unsigned char *grown = realloc(cl->cl_sock, n);
+        if (!grown)
+            return s; /* not ours: watched and removed the plain way */
+        memset(grown + cl->cl_nsock, 0, n - cl->cl_nsock);
+        cl->cl_sock = grown;
+        cl->cl_nsock = n;
+    }
+    cl->cl_sock[s] = SOCK_OURS;
+    return s;
+}
+
+/* curl closes a socket it opened: it leaves the loop first, parked or not (a closed fd is
+ * gone from epoll, and a new socket may get its number). @p clientp: the client, which
+ * outlives every connection (curl_multi_cleanup() closes them). */
+static int on_close_socket(void *clientp, curl_socket_t s)
+{
+    msm_http_client_t *cl = clientp;
+    if (sock_state(cl, s)) {
+        msm_loop_unwatch(cl->cl_loop, s);
+        cl->cl_sock[s] = 0;
+    }
+    return close(s);
 }
 
 /* Options every request gets from the client's configuration. */
@@ -543,10 +587,10 @@ static int setup_common(msm_http_client_t *cl, msm_http_call_t *c)
         SETOPT(e, CURLOPT_CAINFO, cl->cl_ca_file);
         SETOPT(e, CURLOPT_CAPATH, (char *)NULL); /* the file replaces the whole default store */
     }
-    if (cl->cl_policy) {
-        SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
-        SETOPT(e, CURLOPT_OPENSOCKETDATA, c);
-    }
+    SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SETOPT(e, CURLOPT_OPENSOCKETDATA, c);
+    SETOPT(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SETOPT(e, CURLOPT_CLOSESOCKETDATA, cl);
     c->ca_ready = 1;
     return MSM_OK;
 }
@@ -784,7 +828,15 @@ static void drive(msm_http_client_t *cl, curl_socket_t fd, int flags)
 
 static void on_fd_ready(msm_loop_t *loop, int fd, int events, void *opaque)
 {
-    (void)loop;
+    msm_http_client_t *cl = opaque;
+    if (sock_state(cl, fd) & SOCK_PARKED) {
+        /* An idle connection readable: the server closed it (or spoke out of turn). curl
+         * finds out when it next checks the connection; until then it leaves the loop,
+         * which would otherwise report it again at every turn. */
+        msm_loop_unwatch(loop, fd);
+        cl->cl_sock[fd] = SOCK_OURS;
+        return;
+    }
     int flags = 0;
     if (events & MSM_LOOP_READ)
         flags |= CURL_CSELECT_IN;
@@ -806,8 +858,12 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
 {
     (void)easy;
     msm_http_client_t *cl = userp;
+    unsigned state = sock_state(cl, s);
     if (what == CURL_POLL_REMOVE) {
-        msm_loop_unwatch(cl->cl_loop, s);
+        if (state && msm_loop_watched(cl->cl_loop, s) == MSM_LOOP_READ)
+            cl->cl_sock[s] = SOCK_OURS | SOCK_PARKED; /* stays watched while it idles */
+        else
+            msm_loop_unwatch(cl->cl_loop, s);
         if (socketp)
             cl->cl_nsockets--;
         return 0;
@@ -817,10 +873,16 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
         events |= MSM_LOOP_READ;
     if (what & CURL_POLL_OUT)
         events |= MSM_LOOP_WRITE;
+    if (state & SOCK_PARKED) {
+        cl->cl_sock[s] = SOCK_OURS;
+        if (events == MSM_LOOP_READ)
+            goto watched; /* as it is watched already */
+    }
     if (msm_loop_watch(cl->cl_loop, s, events, on_fd_ready, cl) != MSM_OK) {
         msm_log(MSM_LOG_ERROR, FAC, "cannot watch socket %d", (int)s);
         return -1; /* curl fails the transfers on this socket */
     }
+watched:
     if (!socketp) {
         /* Any non-NULL mark: curl hands it back until the socket is removed. */
         curl_multi_assign(cl->cl_multi, s, cl);
@@ -1026,6 +1088,7 @@ static void really_free(msm_http_client_t *cl)
     msm_loop_timer_stop(cl->cl_loop, &cl->cl_timer);
     if (cl->cl_nsockets)
         msm_log(MSM_LOG_DEBUG, FAC, "%zu sockets not removed by curl", cl->cl_nsockets);
+    free(cl->cl_sock);
     msm_http_call_t *c;
     while ((c = cl->cl_pool)) {
         cl->cl_pool = c->ca_next;
