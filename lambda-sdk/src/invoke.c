@@ -14,6 +14,7 @@
 #include "pool.h"
 
 #include "msm/err.h"
+#include "msm/json_scan.h"
 #include "msm/log.h"
 #include "msm/time.h"
 
@@ -399,15 +400,31 @@ static void batch_free(lm_batch_t *b)
     free(b);
 }
 
+/* {"results":[{"id":"…","status":"…"},…]} written straight out: the ids are valid UTF-8
+ * (they were read from the JSON body). An event without an id has no result. */
 static void batch_answer(lm_batch_t *b)
 {
-    json_t *results = json_array();
-    for (size_t i = 0; results && i < b->b_n; i++) {
-        if (b->b_ids[i])
-            json_array_append_new(results, json_pack("{s:s,s:s}", "id", b->b_ids[i], "status",
-                                                     b->b_status[i]));
+    msm_buf_t out = {0};
+    int rc = msm_buf_append(&out, "{\"results\":[", 12);
+    const char *sep = "{\"id\":";
+    for (size_t i = 0; rc == MSM_OK && i < b->b_n; i++) {
+        if (!b->b_ids[i])
+            continue;
+        const char *st = b->b_status[i];
+        if ((rc = msm_buf_append(&out, sep, strlen(sep))) == MSM_OK &&
+            (rc = msm_json_append_string(&out, b->b_ids[i], strlen(b->b_ids[i]))) == MSM_OK &&
+            (rc = msm_buf_append(&out, ",\"status\":\"", 11)) == MSM_OK &&
+            (rc = msm_buf_append(&out, st, strlen(st))) == MSM_OK)
+            rc = msm_buf_append(&out, "\"}", 2);
+        sep = ",{\"id\":";
     }
-    msm_http_respond_json(b->b_req, 200, json_pack("{s:o*}", "results", results));
+    if (rc == MSM_OK)
+        rc = msm_buf_append(&out, "]}", 2);
+    if (rc == MSM_OK)
+        msm_http_respond(b->b_req, 200, "application/json", out.data, out.len);
+    else /* the server answers 503 for a request left without its answer */
+        msm_http_respond_json(b->b_req, 200, NULL);
+    msm_buf_deinit(&out);
     batch_free(b);
 }
 
