@@ -4,275 +4,17 @@
  * the other fields there. It accepts only what it fully understands and what the full parser
  * (publish_json.c) would accept too; for anything else (an error to report, an unusual
  * field or form) it gives up and the full parser decides, so answers stay the full parser's.
+ * The scanning itself is msm/json_scan.h's, without its jansson-form options: "data" keeps
+ * its numbers and escapes as written.
  * Measured: parsing a batch into a jansson tree and printing each "data" back was over half
  * of the frontend's CPU per event. */
 #include "pub_int.h"
 
 #include "msm/err.h"
+#include "msm/json_scan.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_DEPTH      32  /* deeper data: the full parser */
-#define MAX_KEYS       32  /* keys of one data object checked for duplicates; more: full */
-#define MAX_INT_DIGITS 18  /* below int64's range whatever the digits */
-#define MAX_REAL_CHARS 300 /* a real without exponent this short cannot overflow a double */
-
-typedef struct {
-    const char *p, *end;
-    char *out; /* arena write position */
-} scan_t;
-
-static void skip_ws(scan_t *s)
-{
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
-        s->p++;
-}
-
-static int eat(scan_t *s, char c)
-{
-    skip_ws(s);
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return 1;
-    }
-    return 0;
-}
-
-/* One UTF-8 sequence at p (first byte >= 0x80), as jansson accepts it: no overlong forms, no
- * surrogates, nothing above U+10FFFF. @returns its length, 0 when invalid. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0], n, v;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2, v = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 3, v = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, v = c & 0x07;
-    else
-        return 0;
-    if ((size_t)(end - p) < n)
-        return 0;
-    for (unsigned i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (p[i] & 0x3f);
-    }
-    if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10ffff ||
-        (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    return n;
-}
-
-/* A string at s->p (its opening quote). @p decode: its value, NUL-terminated, to s->out;
- * else its JSON text as is. \u escapes are left to the full parser (NUL and surrogate pairs
- * have rules of their own there). @returns the start of what was written, NULL to give up. */
-static char *string(scan_t *s, int decode, int *escaped)
-{
-    if (s->p >= s->end || *s->p != '"')
-        return NULL;
-    char *start = s->out;
-    if (!decode)
-        *s->out++ = '"';
-    s->p++;
-    for (;;) {
-        const char *run = s->p;
-        while (s->p < s->end && (unsigned char)*s->p >= 0x20 && (unsigned char)*s->p < 0x80 &&
-               *s->p != '"' && *s->p != '\\')
-            s->p++;
-        memcpy(s->out, run, (size_t)(s->p - run));
-        s->out += s->p - run;
-        if (s->p >= s->end)
-            return NULL;
-        unsigned char c = (unsigned char)*s->p;
-        if (c == '"') {
-            s->p++;
-            if (decode)
-                *s->out++ = '\0';
-            else
-                *s->out++ = '"';
-            return start;
-        }
-        if (c < 0x20)
-            return NULL;
-        if (c >= 0x80) {
-            size_t n = utf8_len((const unsigned char *)s->p, (const unsigned char *)s->end);
-            if (!n)
-                return NULL;
-            memcpy(s->out, s->p, n);
-            s->out += n;
-            s->p += n;
-            continue;
-        }
-        /* a backslash */
-        if (s->end - s->p < 2)
-            return NULL;
-        static const char esc_in[] = "\"\\/bfnrt", esc_out[] = "\"\\/\b\f\n\r\t";
-        const char *at = strchr(esc_in, s->p[1]);
-        if (!at || !s->p[1])
-            return NULL;
-        if (escaped)
-            *escaped = 1;
-        if (decode) {
-            *s->out++ = esc_out[at - esc_in];
-        } else {
-            *s->out++ = '\\';
-            *s->out++ = s->p[1];
-        }
-        s->p += 2;
-    }
-}
-
-static int is_digit(const scan_t *s)
-{
-    return s->p < s->end && *s->p >= '0' && *s->p <= '9';
-}
-
-/* A number, copied. Integers longer than MAX_INT_DIGITS and reals with an exponent or longer
- * than MAX_REAL_CHARS go to the full parser, which knows when they overflow. @p int_value:
- * when not NULL, the number must be a non-negative integer, stored there. */
-static int number(scan_t *s, int64_t *int_value)
-{
-    const char *start = s->p;
-    if (s->p < s->end && *s->p == '-') {
-        if (int_value)
-            return -1;
-        s->p++;
-    }
-    if (!is_digit(s))
-        return -1;
-    if (*s->p == '0')
-        s->p++;
-    else
-        while (is_digit(s))
-            s->p++;
-    size_t digits = (size_t)(s->p - start);
-    int real = 0;
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (!is_digit(s))
-            return -1;
-        while (is_digit(s))
-            s->p++;
-        real = 1;
-    }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E'))
-        return -1;
-    size_t len = (size_t)(s->p - start);
-    if ((!real && digits > MAX_INT_DIGITS) || len > MAX_REAL_CHARS)
-        return -1;
-    if (int_value) {
-        if (real)
-            return -1;
-        int64_t v = 0;
-        for (const char *q = start; q < s->p; q++)
-            v = v * 10 + (*q - '0');
-        *int_value = v;
-        return 0;
-    }
-    memcpy(s->out, start, len);
-    s->out += len;
-    return 0;
-}
-
-static int literal(scan_t *s, const char *word)
-{
-    size_t n = strlen(word);
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
-        return -1;
-    memcpy(s->out, word, n);
-    s->out += n;
-    s->p += n;
-    return 0;
-}
-
-static int value(scan_t *s, int depth);
-
-/* An object's member names as written (a name with an escape gives up: two spellings
- * could be one name), checked for duplicates as jansson's JSON_REJECT_DUPLICATES does. */
-static int object(scan_t *s, int depth)
-{
-    const char *names[MAX_KEYS];
-    size_t lens[MAX_KEYS], n = 0;
-    s->p++;
-    *s->out++ = '{';
-    if (eat(s, '}')) {
-        *s->out++ = '}';
-        return 0;
-    }
-    do {
-        if (n > 0)
-            *s->out++ = ',';
-        skip_ws(s);
-        int escaped = 0;
-        char *name = string(s, 0, &escaped);
-        if (!name || escaped || n == MAX_KEYS)
-            return -1;
-        size_t len = (size_t)(s->out - name);
-        for (size_t i = 0; i < n; i++) {
-            if (lens[i] == len && memcmp(names[i], name, len) == 0)
-                return -1;
-        }
-        names[n] = name;
-        lens[n++] = len;
-        if (!eat(s, ':'))
-            return -1;
-        *s->out++ = ':';
-        if (value(s, depth + 1) != 0)
-            return -1;
-    } while (eat(s, ','));
-    if (!eat(s, '}'))
-        return -1;
-    *s->out++ = '}';
-    return 0;
-}
-
-static int array(scan_t *s, int depth)
-{
-    s->p++;
-    *s->out++ = '[';
-    if (eat(s, ']')) {
-        *s->out++ = ']';
-        return 0;
-    }
-    int first = 1;
-    do {
-        if (!first)
-            *s->out++ = ',';
-        first = 0;
-        if (value(s, depth + 1) != 0)
-            return -1;
-    } while (eat(s, ','));
-    if (!eat(s, ']'))
-        return -1;
-    *s->out++ = ']';
-    return 0;
-}
-
-/* Any JSON value, copied compact (no whitespace) to s->out. */
-static int value(scan_t *s, int depth)
-{
-    skip_ws(s);
-    if (s->p >= s->end || depth > MAX_DEPTH)
-        return -1;
-    switch (*s->p) {
-    case '{':
-        return object(s, depth);
-    case '[':
-        return array(s, depth);
-    case '"':
-        return string(s, 0, NULL) ? 0 : -1;
-    case 't':
-        return literal(s, "true");
-    case 'f':
-        return literal(s, "false");
-    case 'n':
-        return literal(s, "null");
-    default:
-        return number(s, NULL);
-    }
-}
 
 /* ---- one event ---- */
 
@@ -334,20 +76,20 @@ typedef struct {
     size_t data_len;
 } fields_t;
 
-static int attributes(scan_t *s, attr_list_t *attrs, fields_t *f)
+static int attributes(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
 {
     f->attr_from = attrs->n;
-    if (!eat(s, '{'))
+    if (!msm_json_scan_eat(s, '{'))
         return -1;
-    if (eat(s, '}'))
+    if (msm_json_scan_eat(s, '}'))
         return 0;
     do {
-        skip_ws(s);
-        char *name = string(s, 1, NULL);
-        if (!name || !eat(s, ':'))
+        msm_json_scan_ws(s);
+        char *name = msm_json_scan_string(s, 1, NULL);
+        if (!name || !msm_json_scan_eat(s, ':'))
             return -1;
-        skip_ws(s);
-        char *v = string(s, 1, NULL);
+        msm_json_scan_ws(s);
+        char *v = msm_json_scan_string(s, 1, NULL);
         if (!v)
             return -1;
         for (size_t i = f->attr_from; i < attrs->n; i++) {
@@ -356,45 +98,45 @@ static int attributes(scan_t *s, attr_list_t *attrs, fields_t *f)
         }
         if (attr_add(attrs, name, v) != 0)
             return -1;
-    } while (eat(s, ','));
+    } while (msm_json_scan_eat(s, ','));
     f->attr_count = attrs->n - f->attr_from;
-    return eat(s, '}') ? 0 : -1;
+    return msm_json_scan_eat(s, '}') ? 0 : -1;
 }
 
 /* The members of one event object into @p f. */
-static int event_fields(scan_t *s, attr_list_t *attrs, fields_t *f)
+static int event_fields(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
 {
     unsigned seen = 0;
     memset(f, 0, sizeof(*f));
     f->delay = -1;
     f->priority = FE_DEFAULT_PRIORITY;
-    if (!eat(s, '{') || eat(s, '}'))
+    if (!msm_json_scan_eat(s, '{') || msm_json_scan_eat(s, '}'))
         return -1;
     do {
-        skip_ws(s);
-        char *name = string(s, 1, NULL);
+        msm_json_scan_ws(s);
+        char *name = msm_json_scan_string(s, 1, NULL);
         int i = name ? field_index(name) : -1;
-        if (i < 0 || (seen & (1u << i)) || !eat(s, ':'))
+        if (i < 0 || (seen & (1u << i)) || !msm_json_scan_eat(s, ':'))
             return -1;
         s->out = name; /* the name is not kept */
         seen |= 1u << i;
-        skip_ws(s);
+        msm_json_scan_ws(s);
         if (i == F_DATA) {
             f->data = s->out;
-            if (value(s, 0) != 0)
+            if (msm_json_scan_value(s, 0) != 0)
                 return -1;
             f->data_len = (size_t)(s->out - f->data);
         } else if (i == F_ATTRIBUTES) {
             if (attributes(s, attrs, f) != 0)
                 return -1;
         } else if (i == F_DELAY_MS || i == F_PRIORITY) {
-            if (number(s, i == F_DELAY_MS ? &f->delay : &f->priority) != 0)
+            if (msm_json_scan_number(s, i == F_DELAY_MS ? &f->delay : &f->priority) != 0)
                 return -1;
-        } else if (!(f->text[i] = string(s, 1, NULL))) {
+        } else if (!(f->text[i] = msm_json_scan_string(s, 1, NULL))) {
             return -1;
         }
-    } while (eat(s, ','));
-    return eat(s, '}') && f->data ? 0 : -1;
+    } while (msm_json_scan_eat(s, ','));
+    return msm_json_scan_eat(s, '}') && f->data ? 0 : -1;
 }
 
 /* The checks of publish_json.c's parse_event on values it accepted the form of. */
@@ -468,23 +210,25 @@ static fields_t *next_fields(field_list_t *l)
 }
 
 /* Every event's fields, or -1. */
-static int scan_batch(scan_t *s, size_t max_events, field_list_t *events, attr_list_t *attrs)
+static int
+scan_batch(msm_json_scan_t *s, size_t max_events, field_list_t *events, attr_list_t *attrs)
 {
-    if (!eat(s, '{'))
+    if (!msm_json_scan_eat(s, '{'))
         return -1;
-    skip_ws(s);
-    char *name = string(s, 1, NULL);
-    if (!name || strcmp(name, "events") != 0 || !eat(s, ':') || !eat(s, '['))
+    msm_json_scan_ws(s);
+    char *name = msm_json_scan_string(s, 1, NULL);
+    if (!name || strcmp(name, "events") != 0 || !msm_json_scan_eat(s, ':') ||
+        !msm_json_scan_eat(s, '['))
         return -1;
     s->out = name;
     do {
         fields_t *f = events->n < max_events ? next_fields(events) : NULL;
         if (!f || event_fields(s, attrs, f) != 0)
             return -1;
-    } while (eat(s, ','));
-    if (!eat(s, ']') || !eat(s, '}'))
+    } while (msm_json_scan_eat(s, ','));
+    if (!msm_json_scan_eat(s, ']') || !msm_json_scan_eat(s, '}'))
         return -1;
-    skip_ws(s);
+    msm_json_scan_ws(s);
     return s->p == s->end ? 0 : -1;
 }
 
@@ -493,7 +237,8 @@ int fe_parse_json_batch_fast(const fe_parse_ctx_t *ctx, const char *body, size_t
     /* Nothing written is longer than what it was read from (a string's quotes make room
      * for its NUL), so the body's length bounds the arena. */
     char *arena = malloc(len + 1);
-    scan_t s = {.p = body, .end = body + len, .out = arena};
+    msm_json_scan_t s = {
+        .p = body, .end = body + len, .out = arena, .out_end = arena ? arena + len + 1 : NULL};
     field_list_t events = {0};
     attr_list_t attrs = {0};
     msm_json_err_t e, big;

@@ -12,8 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -118,49 +118,175 @@ static const char *status_word(msm_status_t st)
     return st == MSM_OK ? "ok" : (st == MSM_FATAL ? "fatal" : "retry");
 }
 
-static json_t *string_or_null(const char *s)
+/* ---- the --record line, written without a JSON library ---- */
+
+/* One line being built: on the stack, moved to the heap only for very long strings. */
+typedef struct {
+    char *rl_buf;
+    size_t rl_len, rl_cap;
+    int rl_nomem;
+    char rl_inline[512];
+} record_line_t;
+
+static void line_init(record_line_t *l)
 {
-    return *s ? json_string(s) : json_null();
+    l->rl_buf = l->rl_inline;
+    l->rl_len = 0;
+    l->rl_cap = sizeof(l->rl_inline);
+    l->rl_nomem = 0;
 }
 
-/* The record line of @p ev, without its result (added once the answer is known). */
-static json_t *
-record_begin(const example_t *ex, const msm_event_t *ev, int64_t received_ms, size_t in_flight)
+static void line_deinit(record_line_t *l)
+{
+    if (l->rl_buf != l->rl_inline)
+        free(l->rl_buf);
+    l->rl_buf = NULL;
+}
+
+/* Room for @p n more bytes. @returns 0, or -1 (out of memory, remembered). */
+static int line_room(record_line_t *l, size_t n)
+{
+    if (l->rl_nomem)
+        return -1;
+    if (l->rl_cap - l->rl_len >= n)
+        return 0;
+    size_t cap = (l->rl_len + n) * 2;
+    char *buf = l->rl_buf == l->rl_inline ? malloc(cap) : realloc(l->rl_buf, cap);
+    if (!buf) {
+        l->rl_nomem = 1;
+        return -1;
+    }
+    if (l->rl_buf == l->rl_inline)
+        memcpy(buf, l->rl_inline, l->rl_len);
+    l->rl_buf = buf;
+    l->rl_cap = cap;
+    return 0;
+}
+
+static void line_put(record_line_t *l, const char *s, size_t n)
+{
+    if (line_room(l, n) == 0) {
+        memcpy(l->rl_buf + l->rl_len, s, n);
+        l->rl_len += n;
+    }
+}
+
+/* The length of the valid UTF-8 sequence at @p s (first byte >= 0x80), 0 when invalid. */
+static size_t utf8_seq_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n = c >= 0xc2 && c <= 0xdf
+                   ? 2
+                   : (c >= 0xe0 && c <= 0xef ? 3 : (c >= 0xf0 && c <= 0xf4 ? 4 : 0));
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) /* the NUL ends it too */
+            return 0;
+    }
+    /* overlong, surrogates, above U+10FFFF */
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
+/* @p s as a JSON string: UTF-8 kept as it is, a byte that is not UTF-8 as U+FFFD. */
+static void line_put_str(record_line_t *l, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    line_put(l, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        line_put(l, (const char *)run, (size_t)(p - run));
+        if (!*p)
+            break;
+        if (*p >= 0x80) {
+            size_t n = utf8_seq_len(p);
+            line_put(l, n ? (const char *)p : "\\ufffd", n ? n : 6);
+            p += n ? n : 1;
+        } else if (*p == '"' || *p == '\\') {
+            char esc[2] = {'\\', (char)*p++};
+            line_put(l, esc, 2);
+        } else {
+            char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 0xf]};
+            line_put(l, esc, 6);
+            p++;
+        }
+    }
+    line_put(l, "\"", 1);
+}
+
+/* ,"name":"value" (null when empty, with @p empty_is_null). */
+static void
+line_put_member_str(record_line_t *l, const char *name, const char *v, int empty_is_null)
+{
+    line_put(l, ",\"", 2);
+    line_put(l, name, strlen(name));
+    line_put(l, "\":", 2);
+    if (empty_is_null && !*v)
+        line_put(l, "null", 4);
+    else
+        line_put_str(l, v);
+}
+
+static void line_put_member_int(record_line_t *l, const char *name, long long v)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof(digits), "%lld", v);
+    line_put(l, ",\"", 2);
+    line_put(l, name, strlen(name));
+    line_put(l, "\":", 2);
+    line_put(l, digits, (size_t)n);
+}
+
+/* The record line of @p ev, without its result (added once the answer is known).
+ * @returns 0 when not recording (nothing to end). */
+static int record_begin(const example_t *ex,
+                        const msm_event_t *ev,
+                        int64_t received_ms,
+                        size_t in_flight,
+                        record_line_t *l)
 {
     if (ex->record_fd < 0)
-        return NULL;
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(msm_event_id(ev)));
-    json_object_set_new(o, "subscription", json_string(msm_event_subscription(ev)));
-    json_object_set_new(o, "attempt", json_integer(msm_event_attempt(ev)));
-    json_object_set_new(o, "key", string_or_null(msm_event_key(ev)));
-    json_object_set_new(o, "ordering_key", string_or_null(msm_event_ordering_key(ev)));
-    json_object_set_new(o, "received_ms", json_integer(received_ms));
-    json_object_set_new(o, "deadline_ms", json_integer(msm_event_deadline_ms(ev)));
-    json_object_set_new(o, "in_flight", json_integer((json_int_t)in_flight));
-    return o;
+        return 0;
+    line_init(l);
+    line_put(l, "{\"id\":", 6);
+    line_put_str(l, msm_event_id(ev));
+    line_put_member_str(l, "subscription", msm_event_subscription(ev), 0);
+    line_put_member_int(l, "attempt", msm_event_attempt(ev));
+    line_put_member_str(l, "key", msm_event_key(ev), 1);
+    line_put_member_str(l, "ordering_key", msm_event_ordering_key(ev), 1);
+    line_put_member_int(l, "received_ms", received_ms);
+    line_put_member_int(l, "deadline_ms", msm_event_deadline_ms(ev));
+    line_put_member_int(l, "in_flight", (long long)in_flight);
+    return 1;
 }
 
 /* One line, one write(): with O_APPEND, lines from any number of writers never interleave. */
-static void record_end(const example_t *ex, json_t *o, msm_status_t told)
+static void record_end(const example_t *ex, int begun, record_line_t *l, msm_status_t told)
 {
-    if (!o)
+    if (!begun)
         return;
-    json_object_set_new(o, "result", json_string(status_word(told)));
-    char *line = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    size_t len = line ? strlen(line) : 0;
-    char *buf = line ? realloc(line, len + 2) : NULL;
-    if (!buf) {
-        free(line);
+    line_put_member_str(l, "result", status_word(told), 0);
+    line_put(l, "}\n", 2);
+    if (l->rl_nomem)
         msm_log(MSM_LOG_ERROR, "example", "--record: out of memory");
-        return;
-    }
-    buf[len] = '\n';
-    buf[len + 1] = '\0';
-    if (write(ex->record_fd, buf, len + 1) != (ssize_t)(len + 1))
+    else if (write(ex->record_fd, l->rl_buf, l->rl_len) != (ssize_t)l->rl_len)
         msm_log(MSM_LOG_ERROR, "example", "--record: write failed: %s", strerror(errno));
-    free(buf);
+    line_deinit(l);
+}
+
+/* A line for an invocation answered at once. */
+static void record(const example_t *ex,
+                   const msm_event_t *ev,
+                   int64_t received_ms,
+                   size_t in_flight,
+                   msm_status_t told)
+{
+    record_line_t l;
+    record_end(ex, record_begin(ex, ev, received_ms, in_flight, &l), &l, told);
 }
 
 static void on_latency_elapsed(msm_loop_t *loop, void *opaque)
@@ -169,9 +295,11 @@ static void on_latency_elapsed(msm_loop_t *loop, void *opaque)
     pending_t *p = opaque;
     /* The event dies in msm_ctx_complete(): take the line first, the result after, so the
      * record says what the router was told (retry if the deadline passed meanwhile). */
-    json_t *line = record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_ms, p->p_in_flight);
+    record_line_t line;
+    int begun =
+        record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_ms, p->p_in_flight, &line);
     msm_status_t told = msm_ctx_complete(p->p_ctx, p->p_status);
-    record_end(p->p_ex, line, told);
+    record_end(p->p_ex, begun, &line, told);
     p->p_ex->in_progress--;
     free(p);
 }
@@ -223,11 +351,10 @@ static msm_status_t handle_busy(example_t *ex, const msm_event_t *ev, msm_ctx_t 
     msm_status_t st = decide(ex, ev, ctx);
     pthread_mutex_unlock(&ex->mu);
     sleep_ms(ex->busy_ms);
-    json_t *line = record_begin(ex, ev, received_ms, in_flight);
     pthread_mutex_lock(&ex->mu);
     ex->in_progress--;
     pthread_mutex_unlock(&ex->mu);
-    record_end(ex, line, msm_ctx_remaining_ms(ctx) > 0 ? st : MSM_RETRY);
+    record(ex, ev, received_ms, in_flight, msm_ctx_remaining_ms(ctx) > 0 ? st : MSM_RETRY);
     return st;
 }
 
@@ -244,17 +371,17 @@ static msm_status_t handle(const msm_event_t *ev, msm_ctx_t *ctx)
         msm_ctx_set_overloaded(ctx);
         msm_ctx_set_error(ctx, "example: %zu invocations in progress (--max-concurrent)",
                           ex->in_progress);
-        record_end(ex, record_begin(ex, ev, received_ms, in_flight), MSM_RETRY);
+        record(ex, ev, received_ms, in_flight, MSM_RETRY);
         return MSM_RETRY;
     }
     msm_status_t st = decide(ex, ev, ctx);
     if (ex->latency_ms <= 0) {
-        record_end(ex, record_begin(ex, ev, received_ms, in_flight), st);
+        record(ex, ev, received_ms, in_flight, st);
         return st;
     }
     pending_t *p = calloc(1, sizeof(*p));
     if (!p) {
-        record_end(ex, record_begin(ex, ev, received_ms, in_flight), MSM_RETRY);
+        record(ex, ev, received_ms, in_flight, MSM_RETRY);
         return MSM_RETRY;
     }
     p->p_ctx = ctx;

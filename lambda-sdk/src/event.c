@@ -2,7 +2,7 @@
 /* The event a handler reads: built once from the push request's CloudEvents and Msm-*
  * headers and its body, copied into one allocation so that a late (MSM_LATER) handler can
  * keep using it after the HTTP request is gone. */
-#include "lambda_int.h"
+#include "event_parts.h"
 
 #include "msm/trace.h"
 #include "msm/base64.h"
@@ -22,13 +22,6 @@
 #define CE_PREFIX       "ce-"
 #define CE_PREFIX_LEN   (sizeof(CE_PREFIX) - 1)
 #define TOPIC_SOURCE    "/msm/topics/"
-#define MAX_ATTRS       256
-
-typedef struct {
-    const char *a_name;
-    const char *a_value;
-} lm_attr_t;
-
 struct msm_event_s {
     const char *ev_id;
     const char *ev_source;
@@ -56,19 +49,12 @@ struct msm_event_s {
 
 /* ---- collecting Msm-Attr-* headers ---- */
 
-typedef struct {
-    lm_attr_t ac_attrs[MAX_ATTRS];
-    size_t ac_n;
-    size_t ac_bytes; /* name and value bytes with their NULs */
-    int ac_too_many;
-} attr_collect_t;
-
 static int collect_attr(void *opaque, const char *name, const char *value)
 {
     attr_collect_t *ac = opaque;
     if (strncasecmp(name, ATTR_PREFIX, ATTR_PREFIX_LEN) != 0 || name[ATTR_PREFIX_LEN] == '\0')
         return 0;
-    if (ac->ac_n == MAX_ATTRS) {
+    if (ac->ac_n == LM_MAX_ATTRS) {
         ac->ac_too_many = 1;
         return 1;
     }
@@ -100,7 +86,7 @@ static int collect_ext(void *opaque, const char *name, const char *value)
     if (strncasecmp(name, CE_PREFIX, CE_PREFIX_LEN) != 0 || name[CE_PREFIX_LEN] == '\0' ||
         is_ce_context(name + CE_PREFIX_LEN))
         return 0;
-    if (ac->ac_n == MAX_ATTRS) {
+    if (ac->ac_n == LM_MAX_ATTRS) {
         ac->ac_too_many = 1;
         return 1;
     }
@@ -141,23 +127,6 @@ static const char *arena_put(char **pos, const char *s, size_t len)
     *pos = p + len + 1;
     return p;
 }
-
-/* The text fields in one table, so sizing and copying walk the same list. */
-enum {
-    F_ID,
-    F_SOURCE,
-    F_TOPIC,
-    F_TYPE,
-    F_SUBJECT,
-    F_DATASCHEMA,
-    F_SOURCE_ID,
-    F_SUBSCRIPTION,
-    F_KEY,
-    F_ORDERING_KEY,
-    F_TRACEPARENT,
-    F_CONTENT_TYPE,
-    F_COUNT
-};
 
 static const char **field_slot(msm_event_t *ev, int f)
 {
@@ -229,17 +198,6 @@ check_headers(const msm_http_req_t *req, int64_t *attempt, int64_t *deadline, ch
     return 0;
 }
 
-/* The parts of an event before it is copied into its one allocation. */
-typedef struct {
-    const char *text[F_COUNT];
-    size_t lens[F_COUNT];
-    const attr_collect_t *attrs;
-    const attr_collect_t *exts;
-    const char *payload;
-    size_t payload_len;
-    int64_t attempt, deadline_ms, time_ms;
-} event_parts_t;
-
 /* Sets the topic from the source and the lengths of the text fields. */
 static void parts_measure(event_parts_t *p)
 {
@@ -250,7 +208,7 @@ static void parts_measure(event_parts_t *p)
     p->text[F_TOPIC] = topic_of(p->text[F_SOURCE], &p->lens[F_TOPIC]);
 }
 
-static msm_event_t *event_build(const event_parts_t *p, char *why, size_t why_size)
+msm_event_t *msm__event_build(const event_parts_t *p, char *why, size_t why_size)
 {
     const attr_collect_t *ac = p->attrs, *xc = p->exts;
     size_t total = 0;
@@ -297,7 +255,7 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
     attr_collect_t acs = {0}, *ac = &acs;
     msm_http_req_headers(req, collect_attr, ac);
     if (ac->ac_too_many) {
-        snprintf(why, why_size, "more than %d Msm-Attr-* headers", MAX_ATTRS);
+        snprintf(why, why_size, "more than %d Msm-Attr-* headers", LM_MAX_ATTRS);
         return NULL;
     }
     p.attrs = ac;
@@ -305,7 +263,7 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
     attr_collect_t xcs = {0}, *xc = &xcs;
     msm_http_req_headers(req, collect_ext, xc);
     if (xc->ac_too_many) {
-        snprintf(why, why_size, "more than %d ce-* extension headers", MAX_ATTRS);
+        snprintf(why, why_size, "more than %d ce-* extension headers", LM_MAX_ATTRS);
         return NULL;
     }
     p.exts = xc;
@@ -325,29 +283,72 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
     const char *t = msm_http_req_header(req, "ce-time");
     if (!t || msm_time_parse(t, &p.time_ms) != MSM_OK)
         p.time_ms = 0;
-    return event_build(&p, why, why_size);
+    return msm__event_build(&p, why, why_size);
 }
 
 /* ---- one event of a batch push (structured mode) ---- */
 
-/* Members that are CloudEvents context attributes or msm's own, not event attributes. */
-static int is_context(const char *name)
+static const char *const batch_members[BM_COUNT] = {
+    [BM_SPECVERSION] = "specversion",
+    [BM_ID] = "id",
+    [BM_SOURCE] = "source",
+    [BM_TYPE] = "type",
+    [BM_TIME] = "time",
+    [BM_DATACONTENTTYPE] = "datacontenttype",
+    [BM_DATASCHEMA] = "dataschema",
+    [BM_SUBJECT] = "subject",
+    [BM_DATA] = "data",
+    [BM_DATA_BASE64] = "data_base64",
+    [BM_MSMSUBSCRIPTION] = "msmsubscription",
+    [BM_MSMATTEMPT] = "msmattempt",
+    [BM_MSMKEY] = "msmkey",
+    [BM_MSMORDERINGKEY] = "msmorderingkey",
+    [BM_MSMSOURCEID] = "msmsourceid",
+    [BM_TRACEPARENT] = "traceparent",
+    [BM_TRACESTATE] = "tracestate",
+};
+
+const char *msm__batch_member_name(int m)
 {
-    static const char *const names[] = {
-        "specversion", "id", "source", "type", "time", "datacontenttype", "dataschema",
-        "subject", "data", "data_base64", "msmsubscription", "msmattempt", "msmkey",
-        "msmorderingkey", "msmsourceid", "traceparent", "tracestate", NULL};
-    for (size_t i = 0; names[i]; i++) {
-        if (strcmp(names[i], name) == 0)
-            return 1;
-    }
-    return 0;
+    return batch_members[m];
 }
 
-static const char *member_str(const json_t *obj, const char *name)
+int msm__batch_member(const char *name)
 {
-    const char *v = json_string_value(json_object_get(obj, name));
-    return v ? v : "";
+    for (int m = 0; m < BM_COUNT; m++) {
+        if (batch_members[m][0] == name[0] && strcmp(batch_members[m], name) == 0)
+            return m;
+    }
+    return -1;
+}
+
+void msm__batch_parts_texts(event_parts_t *p,
+                            const char *const members[BM_COUNT],
+                            const char *subscription)
+{
+    static const struct {
+        int field, member;
+    } texts[] = {{F_ID, BM_ID},
+                 {F_SOURCE, BM_SOURCE},
+                 {F_TYPE, BM_TYPE},
+                 {F_SUBJECT, BM_SUBJECT},
+                 {F_DATASCHEMA, BM_DATASCHEMA},
+                 {F_SOURCE_ID, BM_MSMSOURCEID},
+                 {F_SUBSCRIPTION, BM_MSMSUBSCRIPTION},
+                 {F_KEY, BM_MSMKEY},
+                 {F_ORDERING_KEY, BM_MSMORDERINGKEY},
+                 {F_TRACEPARENT, BM_TRACEPARENT},
+                 {F_CONTENT_TYPE, BM_DATACONTENTTYPE}};
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        const char *v = members[texts[i].member];
+        p->text[texts[i].field] = v ? v : "";
+    }
+    if (!*p->text[F_SUBSCRIPTION])
+        p->text[F_SUBSCRIPTION] = subscription ? subscription : "";
+    parts_measure(p);
+    const char *t = members[BM_TIME];
+    if (!t || msm_time_parse(t, &p->time_ms) != MSM_OK)
+        p->time_ms = 0;
 }
 
 static int json_attempt(const json_t *v, int64_t *out)
@@ -405,11 +406,14 @@ static int json_payload(const json_t *obj, const char *ct, event_parts_t *p, cha
 msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
                                   int64_t deadline_ms, char *why, size_t why_size)
 {
-    if (!json_is_object(obj) || !*member_str(obj, "id")) {
+    const char *members[BM_COUNT];
+    for (int m = 0; m < BM_COUNT; m++)
+        members[m] = json_string_value(json_object_get(obj, batch_members[m]));
+    if (!json_is_object(obj) || !members[BM_ID] || !*members[BM_ID]) {
         snprintf(why, why_size, "an event without an id");
         return NULL;
     }
-    const char *spec = json_string_value(json_object_get(obj, "specversion"));
+    const char *spec = members[BM_SPECVERSION];
     if (spec && strcmp(spec, "1.0") != 0) {
         snprintf(why, why_size, "specversion \"%.32s\" is not supported (1.0 is)", spec);
         return NULL;
@@ -423,10 +427,10 @@ msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
     const char *name;
     const json_t *v;
     json_object_foreach((json_t *)obj, name, v) {
-        if (is_context(name) || !json_is_string(v))
+        if (msm__batch_member(name) >= 0 || !json_is_string(v))
             continue;
-        if (ac->ac_n == MAX_ATTRS) {
-            snprintf(why, why_size, "more than %d attributes", MAX_ATTRS);
+        if (ac->ac_n == LM_MAX_ATTRS) {
+            snprintf(why, why_size, "more than %d attributes", LM_MAX_ATTRS);
             return NULL;
         }
         ac->ac_attrs[ac->ac_n++] = (lm_attr_t){name, json_string_value(v)};
@@ -434,26 +438,11 @@ msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
     }
     p.attrs = ac;
     p.exts = ac; /* in a batch the attributes are the extensions */
-    const char *sub = member_str(obj, "msmsubscription");
-    p.text[F_ID] = member_str(obj, "id");
-    p.text[F_SOURCE] = member_str(obj, "source");
-    p.text[F_TYPE] = member_str(obj, "type");
-    p.text[F_SUBJECT] = member_str(obj, "subject");
-    p.text[F_DATASCHEMA] = member_str(obj, "dataschema");
-    p.text[F_SOURCE_ID] = member_str(obj, "msmsourceid");
-    p.text[F_SUBSCRIPTION] = *sub ? sub : (subscription ? subscription : "");
-    p.text[F_KEY] = member_str(obj, "msmkey");
-    p.text[F_ORDERING_KEY] = member_str(obj, "msmorderingkey");
-    p.text[F_TRACEPARENT] = member_str(obj, "traceparent");
-    p.text[F_CONTENT_TYPE] = member_str(obj, "datacontenttype");
-    parts_measure(&p);
-    const char *t = json_string_value(json_object_get(obj, "time"));
-    if (!t || msm_time_parse(t, &p.time_ms) != MSM_OK)
-        p.time_ms = 0;
+    msm__batch_parts_texts(&p, members, subscription);
     char *owned;
     if (json_payload(obj, p.text[F_CONTENT_TYPE], &p, &owned, why, why_size) != 0)
         return NULL;
-    msm_event_t *ev = event_build(&p, why, why_size);
+    msm_event_t *ev = msm__event_build(&p, why, why_size);
     free(owned);
     return ev;
 }

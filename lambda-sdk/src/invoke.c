@@ -14,6 +14,7 @@
 #include "pool.h"
 
 #include "msm/err.h"
+#include "msm/json_scan.h"
 #include "msm/log.h"
 #include "msm/time.h"
 
@@ -399,15 +400,31 @@ static void batch_free(lm_batch_t *b)
     free(b);
 }
 
+/* {"results":[{"id":"…","status":"…"},…]} written straight out: the ids are valid UTF-8
+ * (they were read from the JSON body). An event without an id has no result. */
 static void batch_answer(lm_batch_t *b)
 {
-    json_t *results = json_array();
-    for (size_t i = 0; results && i < b->b_n; i++) {
-        if (b->b_ids[i])
-            json_array_append_new(results, json_pack("{s:s,s:s}", "id", b->b_ids[i], "status",
-                                                     b->b_status[i]));
+    msm_buf_t out = {0};
+    int rc = msm_buf_append(&out, "{\"results\":[", 12);
+    const char *sep = "{\"id\":";
+    for (size_t i = 0; rc == MSM_OK && i < b->b_n; i++) {
+        if (!b->b_ids[i])
+            continue;
+        const char *st = b->b_status[i];
+        if ((rc = msm_buf_append(&out, sep, strlen(sep))) == MSM_OK &&
+            (rc = msm_json_append_string(&out, b->b_ids[i], strlen(b->b_ids[i]))) == MSM_OK &&
+            (rc = msm_buf_append(&out, ",\"status\":\"", 11)) == MSM_OK &&
+            (rc = msm_buf_append(&out, st, strlen(st))) == MSM_OK)
+            rc = msm_buf_append(&out, "\"}", 2);
+        sep = ",{\"id\":";
     }
-    msm_http_respond_json(b->b_req, 200, json_pack("{s:o*}", "results", results));
+    if (rc == MSM_OK)
+        rc = msm_buf_append(&out, "]}", 2);
+    if (rc == MSM_OK)
+        msm_http_respond(b->b_req, 200, "application/json", out.data, out.len);
+    else /* the server answers 503 for a request left without its answer */
+        msm_http_respond_json(b->b_req, 200, NULL);
+    msm_buf_deinit(&out);
     batch_free(b);
 }
 
@@ -458,15 +475,13 @@ static msm_ctx_t *ctx_new(msm_lambda_t *l, lm_handler_t *h, msm_event_t *ev,
                           msm_http_req_t *req);
 static void ctx_start(msm_ctx_t *ctx);
 
-/* Starts the handler of event @p i (its verdict may come at once). */
-static void batch_start_one(msm_lambda_t *l, lm_batch_t *b, size_t i, const json_t *obj,
-                            const char *subscription, int64_t deadline)
+/* Starts the handler of event @p i, built as @p ev (NULL: unreadable, @p why says why); its
+ * verdict may come at once. @p id: the event's id, NULL when it has none. */
+static void batch_start_one(
+    msm_lambda_t *l, lm_batch_t *b, size_t i, const char *id, msm_event_t *ev, const char *why)
 {
-    char why[160];
-    const char *id = json_string_value(json_object_get(obj, "id"));
     b->b_ids[i] = id ? strdup(id) : NULL; /* no id: no result can name it (retried) */
     b->b_status[i] = "retry";
-    msm_event_t *ev = msm__event_from_json(obj, subscription, deadline, why, sizeof(why));
     lm_handler_t *h = ev ? find_handler(l, msm_event_subscription(ev)) : NULL;
     msm_ctx_t *ctx = h ? ctx_new(l, h, ev, b->b_req) : NULL;
     if (!ctx) {
@@ -484,6 +499,45 @@ static void batch_start_one(msm_lambda_t *l, lm_batch_t *b, size_t i, const json
     ctx_start(ctx);
 }
 
+/* The batch of @p n events of @p req, its handlers about to start; NULL after answering 503. */
+static lm_batch_t *batch_begin(msm_lambda_t *l, msm_http_req_t *req, size_t n)
+{
+    lm_batch_t *b = batch_new(n);
+    if (!b) {
+        reject(l, req, 503, "UNAVAILABLE", "nomem", "out of memory");
+        return NULL;
+    }
+    b->b_req = req;
+    b->b_starting = 1;
+    return b;
+}
+
+/* Every handler has started: answer now if all have their verdict, else when they do. */
+static void batch_started(lm_batch_t *b)
+{
+    b->b_starting = 0;
+    if (b->b_waiting == 0) {
+        batch_answer(b);
+        return;
+    }
+    msm_http_req_on_cancel(b->b_req, on_batch_cancel, b);
+}
+
+/* The events read by msm__batch_read_fast(): the array is freed, each event handed on. */
+static void batch_start_read(msm_lambda_t *l, msm_http_req_t *req, msm_event_t **evs, size_t n)
+{
+    lm_batch_t *b = batch_begin(l, req, n);
+    for (size_t i = 0; i < n; i++) {
+        if (b)
+            batch_start_one(l, b, i, msm_event_id(evs[i]), evs[i], NULL);
+        else
+            msm__event_free(evs[i]);
+    }
+    free(evs);
+    if (b)
+        batch_started(b);
+}
+
 static void on_batch_push(msm_lambda_t *l, msm_http_req_t *req)
 {
     size_t len;
@@ -492,32 +546,35 @@ static void on_batch_push(msm_lambda_t *l, msm_http_req_t *req)
         return;
     const char *d = msm_http_req_header(req, "Msm-Deadline");
     long long deadline = d ? strtoll(d, NULL, 10) : 0;
+    if (deadline < 0)
+        deadline = 0;
+    const char *subscription = msm_http_req_header(req, "Msm-Subscription");
+    msm_event_t **evs;
+    size_t n;
+    if (msm__batch_read_fast(body, len, subscription, deadline, &evs, &n)) {
+        batch_start_read(l, req, evs, n);
+        return;
+    }
     json_t *events = json_loadb(body, len, 0, NULL);
     if (!json_is_array(events)) {
         json_decref(events);
         reject(l, req, 400, "INVALID_ARGUMENT", "invalid", "a batch push is a JSON array");
         return;
     }
-    lm_batch_t *b = batch_new(json_array_size(events));
-    if (!b) {
-        json_decref(events);
-        reject(l, req, 503, "UNAVAILABLE", "nomem", "out of memory");
-        return;
-    }
-    b->b_req = req;
-    b->b_starting = 1;
-    const char *subscription = msm_http_req_header(req, "Msm-Subscription");
+    lm_batch_t *b = batch_begin(l, req, json_array_size(events));
     size_t i;
     json_t *obj;
     json_array_foreach(events, i, obj)
-        batch_start_one(l, b, i, obj, subscription, deadline > 0 ? deadline : 0);
-    json_decref(events);
-    b->b_starting = 0;
-    if (b->b_waiting == 0) {
-        batch_answer(b);
-        return;
+    {
+        if (!b)
+            break;
+        char why[160];
+        msm_event_t *ev = msm__event_from_json(obj, subscription, deadline, why, sizeof(why));
+        batch_start_one(l, b, i, json_string_value(json_object_get(obj, "id")), ev, why);
     }
-    msm_http_req_on_cancel(req, on_batch_cancel, b);
+    json_decref(events);
+    if (b)
+        batch_started(b);
 }
 
 static int is_batch(const msm_http_req_t *req)

@@ -136,6 +136,18 @@ msm_event_t *msm__event_new(const msm_http_req_t *req, char *why, size_t why_siz
  */
 msm_event_t *msm__event_from_json(const json_t *obj, const char *subscription,
                                   int64_t deadline_ms, char *why, size_t why_size);
+/**
+ * Reads a batch push body without a JSON tree when it can (batch_fast.c): every event as
+ * msm__event_from_json() would build it. @returns 1 with @p events (an array the caller
+ * frees, each event too) and their count @p n, or 0 when it declines: the body is then left
+ * to json_loadb() and msm__event_from_json(), which answer errors as ever.
+ */
+int msm__batch_read_fast(const char *body,
+                         size_t len,
+                         const char *subscription,
+                         int64_t deadline_ms,
+                         msm_event_t ***events,
+                         size_t *n);
 void msm__event_free(msm_event_t *ev);
 /** Starts the handler's span when the event's trace is sampled: the event's traceparent is
  *  then the span's. @returns 1 when traced. */
