@@ -13,6 +13,7 @@
 #include "msm/base64.h"
 #include "msm/err.h"
 #include "msm/json.h"
+#include "msm/json_scan.h"
 #include "msm/log.h"
 #include "msm/signature.h"
 
@@ -222,34 +223,127 @@ static rt_delivery_t *find(rt_req_t *req, const char *id, size_t hint)
     return NULL;
 }
 
+static void settle_one(rt_req_t *req, const msm_http_result_t *res, const char *id,
+                       const char *st, size_t hint)
+{
+    rt_delivery_t *d = id ? find(req, id, hint) : NULL;
+    if (!d)
+        return;
+    router_t *rt = req->sub->rt;
+    if (st && strcmp(st, "ok") == 0)
+        msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS, res->status, "",
+                       (int64_t)res->latency_ms, 0);
+    else if (st && strcmp(st, "fatal") == 0)
+        msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL, res->status,
+                       "fatal: batch result", (int64_t)res->latency_ms, 0);
+    else
+        msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, res->status,
+                       "retry: batch result", (int64_t)res->latency_ms, 0);
+}
+
+/* One {"id":…,"status":…} of the results (other members skipped); the two strings are
+ * decoded in the scan's output, NULL when absent. @returns 0, or -1 to give up. */
+static int scan_result(msm_json_scan_t *s, char **id, char **st)
+{
+    *id = *st = NULL;
+    if (!msm_json_scan_eat(s, '{'))
+        return -1;
+    if (msm_json_scan_eat(s, '}'))
+        return 0;
+    do {
+        msm_json_scan_ws(s);
+        char *name = msm_json_scan_string(s, 1, NULL);
+        if (!name || !msm_json_scan_eat(s, ':'))
+            return -1;
+        char **slot = strcmp(name, "id") == 0 ? id : strcmp(name, "status") == 0 ? st : NULL;
+        msm_json_scan_ws(s);
+        if (!slot) {
+            if (msm_json_scan_value(s, 2) != 0)
+                return -1;
+            continue;
+        }
+        /* A repeated member or one that is not a string: the tree decides. */
+        if (*slot || s->p >= s->end || *s->p != '"' || !(*slot = msm_json_scan_string(s, 1, NULL)))
+            return -1;
+    } while (msm_json_scan_eat(s, ','));
+    return msm_json_scan_eat(s, '}') ? 0 : -1;
+}
+
+int msm__rt_results_scan(const char *body, size_t len, char *out, rt_result_t *results,
+                         size_t max)
+{
+    msm_json_scan_t s = {.p = body,
+                         .end = body + len,
+                         .out = out,
+                         .out_end = out + len + 1,
+                         .flags = MSM_JSON_SCAN_UNICODE};
+    size_t n = 0;
+    int seen = 0;
+    if (!msm_json_scan_eat(&s, '{') || msm_json_scan_eat(&s, '}'))
+        return -1;
+    do {
+        msm_json_scan_ws(&s);
+        char *name = msm_json_scan_string(&s, 1, NULL);
+        if (!name || !msm_json_scan_eat(&s, ':'))
+            return -1;
+        if (strcmp(name, "results") != 0) {
+            msm_json_scan_ws(&s);
+            if (msm_json_scan_value(&s, 1) != 0)
+                return -1;
+            continue;
+        }
+        if (seen++ || !msm_json_scan_eat(&s, '['))
+            return -1; /* a second "results": the tree decides which one counts */
+        if (msm_json_scan_eat(&s, ']'))
+            continue;
+        do {
+            char *id, *st;
+            if (n == max || scan_result(&s, &id, &st) != 0)
+                return -1;
+            results[n++] = (rt_result_t){id, st};
+        } while (msm_json_scan_eat(&s, ','));
+        if (!msm_json_scan_eat(&s, ']'))
+            return -1;
+    } while (msm_json_scan_eat(&s, ','));
+    if (!msm_json_scan_eat(&s, '}'))
+        return -1;
+    msm_json_scan_ws(&s);
+    return s.p == s.end && seen ? (int)n : -1;
+}
+
+/* The results answer read in one pass: nothing is settled unless the whole body reads.
+ * @returns 1 when settled, -1 when it gives up (the jansson reading then decides, which
+ * answers as before). */
+static int settle_results_fast(rt_req_t *req, const msm_http_result_t *res)
+{
+    char *out = malloc(res->body_len + 1); /* decoded strings are never longer */
+    rt_result_t *results = malloc((req->n + 1) * sizeof(*results));
+    int n = out && results ? msm__rt_results_scan(res->body, res->body_len, out, results,
+                                                  req->n + 1)
+                           : -1;
+    for (int i = 0; i < n; i++)
+        settle_one(req, res, results[i].id, results[i].status, (size_t)i);
+    free(results);
+    free(out);
+    return n >= 0 ? 1 : -1;
+}
+
 /* Settles the events the answer names; @returns 0 when it is not a results answer. */
 static int settle_results(rt_req_t *req, const msm_http_result_t *res)
 {
+    if (settle_results_fast(req, res) == 1)
+        return 1;
     json_t *root = json_loadb(res->body, res->body_len, 0, NULL);
     json_t *results = json_object_get(root, "results");
     if (!json_is_array(results)) {
         json_decref(root);
         return 0;
     }
-    router_t *rt = req->sub->rt;
     size_t i;
     json_t *r;
-    json_array_foreach(results, i, r) {
-        const char *id = json_string_value(json_object_get(r, "id"));
-        const char *st = json_string_value(json_object_get(r, "status"));
-        rt_delivery_t *d = id ? find(req, id, i) : NULL;
-        if (!d)
-            continue;
-        if (st && strcmp(st, "ok") == 0)
-            msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_SUCCESS, res->status, "",
-                           (int64_t)res->latency_ms, 0);
-        else if (st && strcmp(st, "fatal") == 0)
-            msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_FATAL, res->status,
-                           "fatal: batch result", (int64_t)res->latency_ms, 0);
-        else
-            msm__rt_finish(rt, d, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_RETRIABLE, res->status,
-                           "retry: batch result", (int64_t)res->latency_ms, 0);
-    }
+    json_array_foreach(results, i, r)
+        settle_one(req, res, json_string_value(json_object_get(r, "id")),
+                   json_string_value(json_object_get(r, "status")), i);
     json_decref(root);
     return 1;
 }

@@ -308,6 +308,22 @@ void msm__rt_transport_error(const rt_req_t *req, const msm_http_result_t *res, 
                              size_t n);
 
 /* ---- batch_push.c ---- */
+/** One result of a batch answer: strings decoded, NULL when absent. */
+typedef struct {
+    const char *id, *status;
+} rt_result_t;
+
+/**
+ * @brief Reads a batch answer of the common form, {"results":[{"id":"…","status":"…"},…]}
+ * (other members skipped), in one pass without a JSON tree; @p out (@p len + 1 bytes)
+ * receives the decoded strings. Gives up on anything unusual (a second "results", a result
+ * that is not an object, a repeated or non-string id or status, more than @p max results,
+ * anything jansson would refuse), which the jansson reading then decides.
+ * @returns the number of results, or -1 to give up.
+ */
+int msm__rt_results_scan(const char *body, size_t len, char *out, rt_result_t *results,
+                         size_t max);
+
 /** @brief Builds the body and headers of a batch request for req->items. @returns MSM_OK,
  *  MSM_ERR_NOMEM or MSM_ERR_INVALID (signing failed). */
 int msm__rt_batch_build(rt_req_t *req, int64_t now_ms);
