@@ -220,6 +220,13 @@ char *msm_json_scan_string(msm_json_scan_t *s, int decode, int *escaped)
     }
 }
 
+char *msm_json_scan_name(msm_json_scan_t *s)
+{
+    msm_json_scan_ws(s);
+    char *name = msm_json_scan_string(s, 1, NULL);
+    return name && msm_json_scan_eat(s, ':') ? name : NULL;
+}
+
 int msm_json_append_string(msm_buf_t *b, const char *str, size_t len)
 {
     /* At most 6 bytes per byte ("\u001F"), the quotes and the NUL. */

@@ -84,9 +84,8 @@ static int attributes(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
     if (msm_json_scan_eat(s, '}'))
         return 0;
     do {
-        msm_json_scan_ws(s);
-        char *name = msm_json_scan_string(s, 1, NULL);
-        if (!name || !msm_json_scan_eat(s, ':'))
+        char *name = msm_json_scan_name(s);
+        if (!name)
             return -1;
         msm_json_scan_ws(s);
         char *v = msm_json_scan_string(s, 1, NULL);
@@ -113,10 +112,9 @@ static int event_fields(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
     if (!msm_json_scan_eat(s, '{') || msm_json_scan_eat(s, '}'))
         return -1;
     do {
-        msm_json_scan_ws(s);
-        char *name = msm_json_scan_string(s, 1, NULL);
+        char *name = msm_json_scan_name(s);
         int i = name ? field_index(name) : -1;
-        if (i < 0 || (seen & (1u << i)) || !msm_json_scan_eat(s, ':'))
+        if (i < 0 || (seen & (1u << i)))
             return -1;
         s->out = name; /* the name is not kept */
         seen |= 1u << i;
@@ -215,10 +213,8 @@ scan_batch(msm_json_scan_t *s, size_t max_events, field_list_t *events, attr_lis
 {
     if (!msm_json_scan_eat(s, '{'))
         return -1;
-    msm_json_scan_ws(s);
-    char *name = msm_json_scan_string(s, 1, NULL);
-    if (!name || strcmp(name, "events") != 0 || !msm_json_scan_eat(s, ':') ||
-        !msm_json_scan_eat(s, '['))
+    char *name = msm_json_scan_name(s);
+    if (!name || strcmp(name, "events") != 0 || !msm_json_scan_eat(s, '['))
         return -1;
     s->out = name;
     do {

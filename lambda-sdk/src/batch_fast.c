@@ -98,10 +98,9 @@ static int event_members(msm_json_scan_t *s, members_t *m)
     if (!msm_json_scan_eat(s, '{') || msm_json_scan_eat(s, '}'))
         return -1; /* {} has no id */
     do {
-        msm_json_scan_ws(s);
-        char *name = msm_json_scan_string(s, 1, NULL);
+        char *name = msm_json_scan_name(s);
         int bm = name ? msm__batch_member(name) : -1;
-        if (!name || (bm >= 0 && (m->seen & (1u << bm))) || !msm_json_scan_eat(s, ':'))
+        if (!name || (bm >= 0 && (m->seen & (1u << bm))))
             return -1;
         msm_json_scan_ws(s);
         if ((bm >= 0 ? context_member(s, m, bm) : other_member(s, m, name)) != 0)

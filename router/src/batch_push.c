@@ -251,9 +251,8 @@ static int scan_result(msm_json_scan_t *s, char **id, char **st)
     if (msm_json_scan_eat(s, '}'))
         return 0;
     do {
-        msm_json_scan_ws(s);
-        char *name = msm_json_scan_string(s, 1, NULL);
-        if (!name || !msm_json_scan_eat(s, ':'))
+        char *name = msm_json_scan_name(s);
+        if (!name)
             return -1;
         char **slot = strcmp(name, "id") == 0 ? id : strcmp(name, "status") == 0 ? st : NULL;
         msm_json_scan_ws(s);
@@ -282,9 +281,8 @@ int msm__rt_results_scan(const char *body, size_t len, char *out, rt_result_t *r
     if (!msm_json_scan_eat(&s, '{') || msm_json_scan_eat(&s, '}'))
         return -1;
     do {
-        msm_json_scan_ws(&s);
-        char *name = msm_json_scan_string(&s, 1, NULL);
-        if (!name || !msm_json_scan_eat(&s, ':'))
+        char *name = msm_json_scan_name(&s);
+        if (!name)
             return -1;
         if (strcmp(name, "results") != 0) {
             msm_json_scan_ws(&s);

@@ -50,6 +50,12 @@ int msm_json_scan_eat(msm_json_scan_t *s, char c);
 char *msm_json_scan_string(msm_json_scan_t *s, int decode, int *escaped);
 
 /**
+ * @brief An object member's name and its colon, whitespace skipped around them: the name
+ * decoded (as msm_json_scan_string() with decode). @returns it, or NULL to give up.
+ */
+char *msm_json_scan_name(msm_json_scan_t *s);
+
+/**
  * @brief A number, copied (as jansson prints it with MSM_JSON_SCAN_AS_JANSSON: "-0" is 0, a
  * real as "%.17g" with ".0" when it looks like an integer; an exponent needs that flag).
  * Gives up on integers of more than 18 characters and reals of more than 300, which jansson
