@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Outcomes: each finished delivery becomes a msm.v1.DeliveryOutcome; a subscription's
- * outcomes finished in one loop turn go to status.<sub> as ONE msm.v1.OutcomeBatch record
- * (key = subscription), and a dispatch record is acknowledged only once the outcomes of all
- * its tasks are durable. A failed append is retried with backoff, never dropped: until then
+ * outcomes go to status.<sub> as ONE msm.v1.OutcomeBatch record (key = subscription) per
+ * loop turn, or, while its previous append is in flight, once that one is answered (group
+ * commit: no wait at low load, larger records under load), and a dispatch record is
+ * acknowledged only once the outcomes of all its tasks are durable. A failed append is retried with backoff, never dropped: until then
  * the records stay unacknowledged. */
 #include "rt_int.h"
 
@@ -16,6 +17,7 @@
 
 #define APPEND_RETRY_MIN_MS 100
 #define APPEND_RETRY_MAX_MS 2000
+#define HELD_MAX            4096 /* outcomes held behind an append in flight, at most */
 
 static const char *const kind_names[RT_KINDS] = {"unspecified", "success", "retriable",
                                                  "fatal", "not_pushed"};
@@ -152,6 +154,7 @@ static void on_appended(msm_err_t err, const char *reason, void *opaque)
         batch_free(b); /* orphaned: its deliveries went with the router */
         return;
     }
+    b->sub->status_appending--; /* what waited behind it leaves before the loop sleeps */
     if (err != MSM_OK && !b->sub->conf) {
         /* The subscription is deleted (its streams with it): nobody will read these. */
         msm_log(MSM_LOG_INFO, RT_FACILITY, "%zu outcomes of deleted %s dropped", b->n,
@@ -185,9 +188,11 @@ static void batch_send(rt_batch_t *b)
                         .value = rt->packed.data,
                         .value_len = rt->packed.len};
     b->appending = 1;
+    b->sub->status_appending++;
     int rc = msm_stream_append(rt->env.stream, b->sub->status_stream, &rec, 1, on_appended, b);
     if (rc != MSM_OK) {
         b->appending = 0;
+        b->sub->status_appending--;
         batch_retry_later(b, msm_err_str(rc));
     }
 }
@@ -222,7 +227,7 @@ void msm__rt_flush(msm_loop_t *loop, void *opaque)
     (void)loop;
     router_t *rt = opaque;
     for (rt_sub_t *sub = rt->subs; sub; sub = sub->next) {
-        if (sub->finished)
+        if (sub->finished && (!sub->status_appending || sub->nfinished >= HELD_MAX))
             flush_sub(rt, sub);
     }
 }

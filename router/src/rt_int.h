@@ -98,6 +98,7 @@ struct rt_sub_s {
     rt_delivery_t *finished;  /**< outcomes waiting for the next append, oldest first */
     rt_delivery_t *finished_tail;
     size_t nfinished;
+    int status_appending;     /**< its status appends in flight (outcomes wait behind one) */
     rt_req_t *idle_reqs;      /**< requests kept for reuse (their buffers with them) */
     int nidle_reqs;
     int *wrr;                 /**< smooth weighted round robin: current weight per endpoint */
