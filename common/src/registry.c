@@ -474,14 +474,18 @@ void msm_sub_free(msm_sub_t *s)
     free(s);
 }
 
+long long msm_task_bucket(const char *event_id)
+{
+    msm_id_t id;
+    if (msm_id_parse(event_id, &id) == MSM_OK && msm_id_version(&id) == 7)
+        return (long long)(msm_id_timestamp_ms(&id) / MSM_TASK_BUCKET_MS);
+    return 0;
+}
+
 int msm_task_key(const msm_redis_t *r, char *buf, size_t n, const char *sub,
                  const char *event_id)
 {
-    msm_id_t id;
-    long long bucket = 0;
-    if (msm_id_parse(event_id, &id) == MSM_OK && msm_id_version(&id) == 7)
-        bucket = (long long)(msm_id_timestamp_ms(&id) / MSM_TASK_BUCKET_MS);
-    return msm_redis_key(r, buf, n, MSM_KEY_TASK, sub, bucket);
+    return msm_redis_key(r, buf, n, MSM_KEY_TASK, sub, msm_task_bucket(event_id));
 }
 
 void msm_sub_count_enqueued(msm_redis_t *r, const char *sub, size_t n)

@@ -210,6 +210,9 @@ struct fc_sub_s {
         k_dlq_tasks[FC_KEY_MAX], k_stats[FC_KEY_MAX], k_owner[FC_KEY_MAX], k_held[FC_KEY_MAX],
         k_parked[FC_KEY_MAX], k_parked_tasks[FC_KEY_MAX];
     char s_ready[FC_KEY_MAX], s_dispatch[FC_KEY_MAX], s_status[FC_KEY_MAX];
+    char rec_key[FC_KEY_MAX]; /**< the task record hash of rec_key_bucket (0 length: none) */
+    int rec_key_len;
+    long long rec_key_bucket;
 
     /* ownership (own.c) */
     int owner;         /**< this member holds the lease and works on the subscription */

@@ -12,7 +12,6 @@
 #include "msm/log.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,27 +168,28 @@ static void json_str(msm_buf_t *out, const char *s, size_t max)
     out->len = (size_t)(p - (char *)out->data);
 }
 
-static void appendf(msm_buf_t *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void appendf(msm_buf_t *out, const char *fmt, ...)
-{
-    char buf[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n > 0 && (size_t)n < sizeof(buf) && msm_buf_reserve(out, (size_t)n) == MSM_OK) {
-        memcpy(out->data + out->len, buf, (size_t)n);
-        out->len += (size_t)n;
-    }
-}
-
 static void append_raw(msm_buf_t *out, const char *s, size_t n)
 {
     if (msm_buf_reserve(out, n) == MSM_OK) {
         memcpy(out->data + out->len, s, n);
         out->len += n;
     }
+}
+
+#define append_lit(out, lit) append_raw((out), (lit), sizeof(lit) - 1)
+
+/* A decimal integer without printf: task records are written for every task. */
+static void append_i64(msm_buf_t *out, int64_t v)
+{
+    char buf[24], *p = buf + sizeof(buf);
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    append_raw(out, p, (size_t)(buf + sizeof(buf) - p));
 }
 
 static int has_text(const char *s)
@@ -220,25 +220,40 @@ void fc_flush_record(fc_sub_t *sub, fc_task_t *t)
     const Msm__V1__Task *task = t->t;
     json.len = 0;
     /* Absent fields are the API's defaults (null, []): the frontend fills them in. */
-    appendf(&json, "{\"event_id\":");
+    append_lit(&json, "{\"event_id\":");
     json_str(&json, task->event->id, MSM_NAME_MAX);
-    appendf(&json, ",\"state\":\"%s\",\"attempts\":%" PRId32, state_name(t), task->attempt);
-    if (t->next_attempt_ms > 0 && t->result && strcmp(t->result, "retrying") == 0)
-        appendf(&json, ",\"next_attempt_at\":%" PRId64, t->next_attempt_ms);
+    const char *state = state_name(t);
+    append_lit(&json, ",\"state\":\"");
+    append_raw(&json, state, strlen(state));
+    append_lit(&json, "\",\"attempts\":");
+    append_i64(&json, task->attempt);
+    if (t->next_attempt_ms > 0 && t->result && strcmp(t->result, "retrying") == 0) {
+        append_lit(&json, ",\"next_attempt_at\":");
+        append_i64(&json, t->next_attempt_ms);
+    }
     if (t->parked)
-        appendf(&json, ",\"parked\":true"); /* behind its held ordering key */
+        append_lit(&json, ",\"parked\":true"); /* behind its held ordering key */
     if (has_text(task->last_error)) {
-        appendf(&json, ",\"last_error\":");
+        append_lit(&json, ",\"last_error\":");
         json_str(&json, task->last_error, ERROR_MAX);
     }
-    appendf(&json, ",\"updated_ms\":%" PRId64, fc_now_ms());
+    append_lit(&json, ",\"updated_ms\":");
+    append_i64(&json, fc_now_ms());
     if (has_text(task->history)) {
-        appendf(&json, ",\"history\":");
+        append_lit(&json, ",\"history\":");
         append_raw(&json, task->history, strlen(task->history));
     }
-    appendf(&json, "}");
-    char key[FC_KEY_MAX];
-    int klen = msm_task_key(sub->fc->env.redis, key, sizeof(key), sub->name, task->event->id);
+    append_lit(&json, "}");
+    /* The tasks of a turn mostly share their publish second: its key is made once. */
+    long long bucket = msm_task_bucket(task->event->id);
+    if (!sub->rec_key_len || bucket != sub->rec_key_bucket) {
+        int n = msm_redis_key(sub->fc->env.redis, sub->rec_key, sizeof(sub->rec_key),
+                              MSM_KEY_TASK, sub->name, bucket);
+        sub->rec_key_len = n > 0 ? n : 0;
+        sub->rec_key_bucket = bucket;
+    }
+    const char *key = sub->rec_key;
+    int klen = sub->rec_key_len ? sub->rec_key_len : -1;
     size_t idlen = strlen(task->event->id);
     if (klen < 0 ||
         grow((void **)&fl->rec_off, &fl->caprecs, 4 * (fl->nrecs + 1), sizeof(*fl->rec_off)) !=
@@ -762,9 +777,13 @@ void fc_flush_hold(fc_sub_t *sub, const fc_key_t *k)
         return;
     static msm_buf_t json;
     json.len = 0;
-    appendf(&json, "{\"event_id\":");
+    append_lit(&json, "{\"event_id\":");
     json_str(&json, k->holder ? k->holder : "", MSM_NAME_MAX);
-    appendf(&json, ",\"attempts\":%d,\"since_ms\":%" PRId64 "}", k->attempts, k->since_ms);
+    append_lit(&json, ",\"attempts\":");
+    append_i64(&json, k->attempts);
+    append_lit(&json, ",\"since_ms\":");
+    append_i64(&json, k->since_ms);
+    append_lit(&json, "}");
     const char *argv[] = {"HSET", sub->k_held, k->name, (const char *)json.data};
     const size_t lens[] = {4, strlen(sub->k_held), strlen(k->name), json.len};
     cmd(fl, 4, argv, lens);

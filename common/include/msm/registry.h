@@ -79,6 +79,9 @@
 /** The names of every key and stream of subscription @p sub live under these patterns
  *  (DELETE cleans them up): the keys "sub:{<sub>}:*", the streams ready/dispatch/status. */
 
+/** @brief The bucket (publish second) of @p event_id's task record: from a UUIDv7 id, else 0. */
+long long msm_task_bucket(const char *event_id);
+
 /** @brief Writes the key of the hash holding @p event_id's task record of @p sub.
  *  @returns the length, or MSM_ERR_TOOLARGE. */
 int msm_task_key(const msm_redis_t *r, char *buf, size_t n, const char *sub,
