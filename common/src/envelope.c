@@ -125,6 +125,12 @@ static void arena_free_one(void *opaque, void *p)
     (void)p; /* freed with the whole arena */
 }
 
+Msm__V1__Event *msm_event_unpack_in(msm_arena_t **arena, const void *data, size_t len)
+{
+    ProtobufCAllocator a = {arena_alloc, arena_free_one, arena};
+    return msm__v1__event__unpack(&a, len, data);
+}
+
 Msm__V1__TaskBatch *msm_task_batch_unpack_in(msm_arena_t **arena, const void *data, size_t len)
 {
     ProtobufCAllocator a = {arena_alloc, arena_free_one, arena};

@@ -51,6 +51,10 @@ Msm__V1__TaskBatch *msm_task_batch_unpack(const void *data, size_t len);
 void msm_task_batch_free(Msm__V1__TaskBatch *b);
 Msm__V1__OutcomeBatch *msm_outcome_batch_unpack(const void *data, size_t len);
 void msm_outcome_batch_free(Msm__V1__OutcomeBatch *b);
+/** An Event unpacked into the arena at @p *arena (a NULL one is started), as the batches
+ *  below: it dies with msm_arena_free(*arena). */
+Msm__V1__Event *msm_event_unpack_in(msm_arena_t **arena, const void *data, size_t len);
+
 /** The same, unpacked into the arena at @p *arena (a NULL one is started): everything
  *  they hold dies with msm_arena_free(*arena), which the caller does, also on NULL. */
 Msm__V1__TaskBatch *msm_task_batch_unpack_in(msm_arena_t **arena, const void *data, size_t len);
