@@ -39,7 +39,8 @@ typedef struct {
     int64_t earliest;        /* smallest score above the cycle's now; INT64_MAX when none */
     char **ids;              /* claimed ids */
     size_t n;
-    Msm__V1__Event **events; /* their events (NULL where missing or invalid) */
+    Msm__V1__Event **events; /* their events (NULL where missing or invalid), in arena */
+    msm_arena_t *arena;
     int replies;             /* removal replies still awaited */
     int failed;
     msm_spans_t spans;       /* of its sampled events */
@@ -150,10 +151,9 @@ static void fire_leave(sch_fire_t *f)
 
 static void fire_free(sch_fire_t *f)
 {
-    for (size_t j = 0; j < f->n; j++) {
+    for (size_t j = 0; j < f->n; j++)
         free(f->ids[j]);
-        msm_event_free(f->events[j]);
-    }
+    msm_arena_free(f->arena);
     free(f->ids);
     free(f->events);
     free(f->sub);
@@ -373,7 +373,7 @@ static const char *take_claimed(sch_fire_t *f, const redisReply *reply)
         if (id->type != REDIS_REPLY_STRING || !(f->ids[f->n] = strdup(id->str)))
             continue;
         if (ev->type == REDIS_REPLY_STRING)
-            f->events[f->n] = msm_event_unpack(ev->str, ev->len);
+            f->events[f->n] = msm_event_unpack_in(&f->arena, ev->str, ev->len);
         if (!f->events[f->n])
             msm_log(MSM_LOG_WARN, "scheduler",
                     "delayed event %s of %s has no valid stored event: dropped", f->ids[f->n],
