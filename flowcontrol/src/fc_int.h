@@ -120,6 +120,7 @@ struct fc_flow_s {
 struct fc_task_s {
     fc_task_t *next, *prev;   /**< pending queue (singly), running list (doubly) or free list */
     fc_task_t *hnext;         /**< id map chain */
+    size_t hash;              /**< of its id, while in the id map */
     fc_sub_t *sub;
     fc_rec_t *rec;            /**< the ready record it came from; NULL: from the retry store */
     Msm__V1__Task *t;         /**< borrowed from rec->batch (in its arena), or owned */
