@@ -219,11 +219,10 @@ void fc_flush_record(fc_sub_t *sub, fc_task_t *t)
     static msm_buf_t json; /* the loop's thread only */
     const Msm__V1__Task *task = t->t;
     json.len = 0;
-    /* Absent fields are the API's defaults (null, []): the frontend fills them in. */
-    append_lit(&json, "{\"event_id\":");
-    json_str(&json, task->event->id, MSM_NAME_MAX);
+    /* Absent fields are the API's defaults (null, []) and the event id is the hash field:
+     * the frontend fills them in. */
     const char *state = state_name(t);
-    append_lit(&json, ",\"state\":\"");
+    append_lit(&json, "{\"state\":\"");
     append_raw(&json, state, strlen(state));
     append_lit(&json, "\",\"attempts\":");
     append_i64(&json, task->attempt);

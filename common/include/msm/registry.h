@@ -39,8 +39,8 @@
 #define MSM_KEY_SUBS        "{registry}:subs"
 #define MSM_KEY_VERSION     "{registry}:version"
 /** hash per second of publish time (read from the UUIDv7 event id; 0 for other ids): event
- *  id → the task API's JSON {"event_id","state","attempts","next_attempt_at","last_error",
- *  "updated_ms","history"}. The hash expires task_retention_ms after its last write: one
+ *  id → the task API's JSON {"state","attempts","next_attempt_at","last_error","updated_ms",
+ *  "history"} (the event id is the field: readers add it). The hash expires task_retention_ms after its last write: one
  *  field per task, no key and no expiry entry per task. Use msm_task_key(). */
 #define MSM_KEY_TASK        "sub:{%s}:t:%lld"
 #define MSM_TASK_BUCKET_MS  1000
