@@ -12,6 +12,7 @@ export MSM_NAMESPACE=${MSM_NAMESPACE:-msm}
 export MSM_FRONTEND_URL=http://127.0.0.1:8080
 
 mkdir -p "$VAR/redis" "$VAR/log"
+VAR=$(cd "$VAR" && pwd) # redis-server needs an absolute --dir; VAR may be either
 pids=()
 
 stop_all() {
@@ -50,7 +51,7 @@ wait_ready() { # url, name
     exit 1
 }
 
-start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$(pwd)/$VAR/redis" \
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$VAR/redis" \
     --appendonly yes --appendfsync always --save ""
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
