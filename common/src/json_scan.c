@@ -227,6 +227,23 @@ char *msm_json_scan_name(msm_json_scan_t *s)
     return name && msm_json_scan_eat(s, ':') ? name : NULL;
 }
 
+int msm_json_scan_member(msm_json_scan_t *s, size_t *count, char **name)
+{
+    if (*count == 0) {
+        if (!msm_json_scan_eat(s, '{'))
+            return -1;
+        if (msm_json_scan_eat(s, '}'))
+            return 0;
+    } else if (!msm_json_scan_eat(s, ',')) {
+        return msm_json_scan_eat(s, '}') ? 0 : -1;
+    }
+    if (!(*name = msm_json_scan_name(s)))
+        return -1;
+    msm_json_scan_ws(s);
+    (*count)++;
+    return 1;
+}
+
 int msm_json_append_string(msm_buf_t *b, const char *str, size_t len)
 {
     /* At most 6 bytes per byte ("\u001F"), the quotes and the NUL. */

@@ -79,15 +79,10 @@ typedef struct {
 static int attributes(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
 {
     f->attr_from = attrs->n;
-    if (!msm_json_scan_eat(s, '{'))
-        return -1;
-    if (msm_json_scan_eat(s, '}'))
-        return 0;
-    do {
-        char *name = msm_json_scan_name(s);
-        if (!name)
-            return -1;
-        msm_json_scan_ws(s);
+    size_t count = 0;
+    char *name;
+    int rc;
+    while ((rc = msm_json_scan_member(s, &count, &name)) == 1) {
         char *v = msm_json_scan_string(s, 1, NULL);
         if (!v)
             return -1;
@@ -97,9 +92,9 @@ static int attributes(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
         }
         if (attr_add(attrs, name, v) != 0)
             return -1;
-    } while (msm_json_scan_eat(s, ','));
+    }
     f->attr_count = attrs->n - f->attr_from;
-    return msm_json_scan_eat(s, '}') ? 0 : -1;
+    return rc;
 }
 
 /* The members of one event object into @p f. */
@@ -109,16 +104,15 @@ static int event_fields(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
     memset(f, 0, sizeof(*f));
     f->delay = -1;
     f->priority = FE_DEFAULT_PRIORITY;
-    if (!msm_json_scan_eat(s, '{') || msm_json_scan_eat(s, '}'))
-        return -1;
-    do {
-        char *name = msm_json_scan_name(s);
-        int i = name ? field_index(name) : -1;
+    size_t count = 0;
+    char *name;
+    int rc;
+    while ((rc = msm_json_scan_member(s, &count, &name)) == 1) {
+        int i = field_index(name);
         if (i < 0 || (seen & (1u << i)))
             return -1;
         s->out = name; /* the name is not kept */
         seen |= 1u << i;
-        msm_json_scan_ws(s);
         if (i == F_DATA) {
             f->data = s->out;
             if (msm_json_scan_value(s, 0) != 0)
@@ -133,8 +127,8 @@ static int event_fields(msm_json_scan_t *s, attr_list_t *attrs, fields_t *f)
         } else if (!(f->text[i] = msm_json_scan_string(s, 1, NULL))) {
             return -1;
         }
-    } while (msm_json_scan_eat(s, ','));
-    return msm_json_scan_eat(s, '}') && f->data ? 0 : -1;
+    }
+    return rc == 0 && f->data ? 0 : -1;
 }
 
 /* The checks of publish_json.c's parse_event on values it accepted the form of. */

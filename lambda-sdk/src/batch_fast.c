@@ -95,18 +95,17 @@ static int context_member(msm_json_scan_t *s, members_t *m, int bm)
 /* The members of the event object at s->p. */
 static int event_members(msm_json_scan_t *s, members_t *m)
 {
-    if (!msm_json_scan_eat(s, '{') || msm_json_scan_eat(s, '}'))
-        return -1; /* {} has no id */
-    do {
-        char *name = msm_json_scan_name(s);
-        int bm = name ? msm__batch_member(name) : -1;
-        if (!name || (bm >= 0 && (m->seen & (1u << bm))))
+    size_t count = 0;
+    char *name;
+    int rc;
+    while ((rc = msm_json_scan_member(s, &count, &name)) == 1) {
+        int bm = msm__batch_member(name);
+        if (bm >= 0 && (m->seen & (1u << bm)))
             return -1;
-        msm_json_scan_ws(s);
         if ((bm >= 0 ? context_member(s, m, bm) : other_member(s, m, name)) != 0)
             return -1;
-    } while (msm_json_scan_eat(s, ','));
-    return msm_json_scan_eat(s, '}') ? 0 : -1;
+    }
+    return rc == 0 && count ? 0 : -1; /* {} has no id */
 }
 
 /* The payload as msm__event_from_json() takes it: "data_base64" decoded, else "data" (a

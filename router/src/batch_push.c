@@ -246,16 +246,11 @@ static void settle_one(rt_req_t *req, const msm_http_result_t *res, const char *
 static int scan_result(msm_json_scan_t *s, char **id, char **st)
 {
     *id = *st = NULL;
-    if (!msm_json_scan_eat(s, '{'))
-        return -1;
-    if (msm_json_scan_eat(s, '}'))
-        return 0;
-    do {
-        char *name = msm_json_scan_name(s);
-        if (!name)
-            return -1;
+    size_t count = 0;
+    char *name;
+    int rc;
+    while ((rc = msm_json_scan_member(s, &count, &name)) == 1) {
         char **slot = strcmp(name, "id") == 0 ? id : strcmp(name, "status") == 0 ? st : NULL;
-        msm_json_scan_ws(s);
         if (!slot) {
             if (msm_json_scan_value(s, 2) != 0)
                 return -1;
@@ -264,8 +259,8 @@ static int scan_result(msm_json_scan_t *s, char **id, char **st)
         /* A repeated member or one that is not a string: the tree decides. */
         if (*slot || s->p >= s->end || *s->p != '"' || !(*slot = msm_json_scan_string(s, 1, NULL)))
             return -1;
-    } while (msm_json_scan_eat(s, ','));
-    return msm_json_scan_eat(s, '}') ? 0 : -1;
+    }
+    return rc;
 }
 
 int msm__rt_results_scan(const char *body, size_t len, char *out, rt_result_t *results,
@@ -276,16 +271,11 @@ int msm__rt_results_scan(const char *body, size_t len, char *out, rt_result_t *r
                          .out = out,
                          .out_end = out + len + 1,
                          .flags = MSM_JSON_SCAN_UNICODE};
-    size_t n = 0;
-    int seen = 0;
-    if (!msm_json_scan_eat(&s, '{') || msm_json_scan_eat(&s, '}'))
-        return -1;
-    do {
-        char *name = msm_json_scan_name(&s);
-        if (!name)
-            return -1;
+    size_t n = 0, count = 0;
+    int seen = 0, rc;
+    char *name;
+    while ((rc = msm_json_scan_member(&s, &count, &name)) == 1) {
         if (strcmp(name, "results") != 0) {
-            msm_json_scan_ws(&s);
             if (msm_json_scan_value(&s, 1) != 0)
                 return -1;
             continue;
@@ -302,11 +292,9 @@ int msm__rt_results_scan(const char *body, size_t len, char *out, rt_result_t *r
         } while (msm_json_scan_eat(&s, ','));
         if (!msm_json_scan_eat(&s, ']'))
             return -1;
-    } while (msm_json_scan_eat(&s, ','));
-    if (!msm_json_scan_eat(&s, '}'))
-        return -1;
+    }
     msm_json_scan_ws(&s);
-    return s.p == s.end && seen ? (int)n : -1;
+    return rc == 0 && s.p == s.end && seen ? (int)n : -1;
 }
 
 /* The results answer read in one pass: nothing is settled unless the whole body reads.

@@ -56,6 +56,16 @@ char *msm_json_scan_string(msm_json_scan_t *s, int decode, int *escaped);
 char *msm_json_scan_name(msm_json_scan_t *s);
 
 /**
+ * @brief Steps through an object's members. The first call (@p *count 0) reads its '{';
+ * each call then reads one member's name and colon, leaving s->p at its value, which the
+ * caller reads before the next call; the call after the last value reads the '}'.
+ * @param count members read so far (start at 0)
+ * @param name the member's name, decoded (as msm_json_scan_name())
+ * @returns 1 for a member, 0 at the end of the object, -1 to give up.
+ */
+int msm_json_scan_member(msm_json_scan_t *s, size_t *count, char **name);
+
+/**
  * @brief A number, copied (as jansson prints it with MSM_JSON_SCAN_AS_JANSSON: "-0" is 0, a
  * real as "%.17g" with ".0" when it looks like an integer; an exponent needs that flag).
  * Gives up on integers of more than 18 characters and reals of more than 300, which jansson
