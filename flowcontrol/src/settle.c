@@ -9,6 +9,7 @@
 #include "fc_int.h"
 #include "msm/backoff.h"
 #include "msm/err.h"
+#include "msm/json_scan.h"
 #include "msm/log.h"
 
 #include <inttypes.h>
@@ -143,29 +144,7 @@ static int flush_keep_ack(fc_flush_t *fl, msm_stream_msg_t *msg)
 /* Appends @p s as a JSON string to @p out (at most @p max bytes of it). */
 static void json_str(msm_buf_t *out, const char *s, size_t max)
 {
-    static const char hex[] = "0123456789abcdef";
-    if (msm_buf_reserve(out, 2 + 6 * (strlen(s) < max ? strlen(s) : max)) != MSM_OK)
-        return;
-    char *p = (char *)out->data + out->len;
-    *p++ = '"';
-    for (size_t i = 0; s[i] && i < max; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *p++ = '\\';
-            *p++ = (char)c;
-        } else if (c < 0x20) {
-            *p++ = '\\';
-            *p++ = 'u';
-            *p++ = '0';
-            *p++ = '0';
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        } else {
-            *p++ = (char)c;
-        }
-    }
-    *p++ = '"';
-    out->len = (size_t)(p - (char *)out->data);
+    msm_json_append_string(out, s, strnlen(s, max));
 }
 
 static void append_raw(msm_buf_t *out, const char *s, size_t n)
