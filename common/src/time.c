@@ -29,6 +29,13 @@ int64_t msm_time_unix_ms(void)
     return (int64_t)ts.tv_sec * 1000 + (int64_t)ts.tv_nsec / 1000000;
 }
 
+int64_t msm_time_unix_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + (int64_t)ts.tv_nsec / 1000;
+}
+
 /* Days since 1970-01-01 of a proleptic Gregorian date; m in 1..12. Years are split into
  * 400-year eras starting in March, so Feb 29 is the last day of its "year". */
 static int64_t days_from_civil(int64_t y, int m, int d)

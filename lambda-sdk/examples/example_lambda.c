@@ -88,7 +88,7 @@ typedef struct {
     msm_ctx_t *p_ctx;
     example_t *p_ex;
     msm_status_t p_status;
-    int64_t p_received_ms;
+    int64_t p_received_us;
     size_t p_in_flight;
 } pending_t;
 
@@ -245,7 +245,7 @@ static void line_put_member_int(record_line_t *l, const char *name, long long v)
  * @returns 0 when not recording (nothing to end). */
 static int record_begin(const example_t *ex,
                         const msm_event_t *ev,
-                        int64_t received_ms,
+                        int64_t received_us,
                         size_t in_flight,
                         record_line_t *l)
 {
@@ -258,7 +258,8 @@ static int record_begin(const example_t *ex,
     line_put_member_int(l, "attempt", msm_event_attempt(ev));
     line_put_member_str(l, "key", msm_event_key(ev), 1);
     line_put_member_str(l, "ordering_key", msm_event_ordering_key(ev), 1);
-    line_put_member_int(l, "received_ms", received_ms);
+    line_put_member_int(l, "received_ms", received_us / 1000);
+    line_put_member_int(l, "received_us", received_us);
     line_put_member_int(l, "deadline_ms", msm_event_deadline_ms(ev));
     line_put_member_int(l, "in_flight", (long long)in_flight);
     return 1;
@@ -281,12 +282,12 @@ static void record_end(const example_t *ex, int begun, record_line_t *l, msm_sta
 /* A line for an invocation answered at once. */
 static void record(const example_t *ex,
                    const msm_event_t *ev,
-                   int64_t received_ms,
+                   int64_t received_us,
                    size_t in_flight,
                    msm_status_t told)
 {
     record_line_t l;
-    record_end(ex, record_begin(ex, ev, received_ms, in_flight, &l), &l, told);
+    record_end(ex, record_begin(ex, ev, received_us, in_flight, &l), &l, told);
 }
 
 static void on_latency_elapsed(msm_loop_t *loop, void *opaque)
@@ -297,7 +298,7 @@ static void on_latency_elapsed(msm_loop_t *loop, void *opaque)
      * record says what the router was told (retry if the deadline passed meanwhile). */
     record_line_t line;
     int begun =
-        record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_ms, p->p_in_flight, &line);
+        record_begin(p->p_ex, msm_ctx_event(p->p_ctx), p->p_received_us, p->p_in_flight, &line);
     msm_status_t told = msm_ctx_complete(p->p_ctx, p->p_status);
     record_end(p->p_ex, begun, &line, told);
     p->p_ex->in_progress--;
@@ -345,7 +346,7 @@ static void sleep_ms(int ms)
 /* --busy-ms: blocks, then answers; the shared state is touched under the mutex only. */
 static msm_status_t handle_busy(example_t *ex, const msm_event_t *ev, msm_ctx_t *ctx)
 {
-    int64_t received_ms = msm_time_unix_ms();
+    int64_t received_us = msm_time_unix_us();
     pthread_mutex_lock(&ex->mu);
     size_t in_flight = ++ex->in_progress;
     msm_status_t st = decide(ex, ev, ctx);
@@ -354,7 +355,7 @@ static msm_status_t handle_busy(example_t *ex, const msm_event_t *ev, msm_ctx_t 
     pthread_mutex_lock(&ex->mu);
     ex->in_progress--;
     pthread_mutex_unlock(&ex->mu);
-    record(ex, ev, received_ms, in_flight, msm_ctx_remaining_ms(ctx) > 0 ? st : MSM_RETRY);
+    record(ex, ev, received_us, in_flight, msm_ctx_remaining_ms(ctx) > 0 ? st : MSM_RETRY);
     return st;
 }
 
@@ -363,7 +364,7 @@ static msm_status_t handle(const msm_event_t *ev, msm_ctx_t *ctx)
     example_t *ex = msm_ctx_opaque(ctx);
     if (ex->busy_ms > 0)
         return handle_busy(ex, ev, ctx);
-    int64_t received_ms = msm_time_unix_ms();
+    int64_t received_us = msm_time_unix_us();
     /* This one included: the concurrency the endpoint is offered, refused or not. */
     size_t in_flight = ex->in_progress + 1;
     if (ex->max_concurrent > 0 && ex->in_progress >= (size_t)ex->max_concurrent) {
@@ -371,23 +372,23 @@ static msm_status_t handle(const msm_event_t *ev, msm_ctx_t *ctx)
         msm_ctx_set_overloaded(ctx);
         msm_ctx_set_error(ctx, "example: %zu invocations in progress (--max-concurrent)",
                           ex->in_progress);
-        record(ex, ev, received_ms, in_flight, MSM_RETRY);
+        record(ex, ev, received_us, in_flight, MSM_RETRY);
         return MSM_RETRY;
     }
     msm_status_t st = decide(ex, ev, ctx);
     if (ex->latency_ms <= 0) {
-        record(ex, ev, received_ms, in_flight, st);
+        record(ex, ev, received_us, in_flight, st);
         return st;
     }
     pending_t *p = calloc(1, sizeof(*p));
     if (!p) {
-        record(ex, ev, received_ms, in_flight, MSM_RETRY);
+        record(ex, ev, received_us, in_flight, MSM_RETRY);
         return MSM_RETRY;
     }
     p->p_ctx = ctx;
     p->p_ex = ex;
     p->p_status = st;
-    p->p_received_ms = received_ms;
+    p->p_received_us = received_us;
     p->p_in_flight = in_flight;
     ex->in_progress++;
     msm_timer_init(&p->p_timer);

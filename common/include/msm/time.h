@@ -29,6 +29,9 @@ uint64_t msm_time_mono_us(void);
  */
 int64_t msm_time_unix_ms(void);
 
+/** @brief msm_time_unix_ms() in microseconds. */
+int64_t msm_time_unix_us(void);
+
 /**
  * @brief Formats @p unix_ms as RFC 3339 in UTC with milliseconds, e.g.
  * "2026-11-25T12:00:00.123Z".
