@@ -885,6 +885,11 @@ void msm_registry_refresh(msm_registry_t *reg)
         arm(reg, 0);
 }
 
+int msm_registry_covers(const msm_registry_t *reg, int64_t version)
+{
+    return reg->loaded && version >= 0 && version <= reg->version;
+}
+
 int msm_registry_sync(msm_registry_t *reg, msm_registry_synced_cb *cb, void *opaque)
 {
     sync_waiter_t *w = malloc(sizeof(*w));

@@ -247,6 +247,7 @@ msm_consumer_t *msm_stream_consume(msm_stream_t *s, const char *name, const char
     if (c) {
         c->c_stream = s;
         c->c_lag = NULL;
+        c->c_stamp = -1;
         if (s->s_lag)
             lag_start(c, name, group);
     }
@@ -282,6 +283,18 @@ int msm_stream_backlog(msm_stream_t *s, const char *name, const char *group,
 void msm_consumer_set_lease(msm_consumer_t *c, uint64_t lease_ms)
 {
     c->c_stream->s_driver->set_lease(c, lease_ms ? lease_ms : c->c_stream->s_conf.lease_ms);
+}
+
+int msm_consumer_set_stamp(msm_consumer_t *c, const char *key)
+{
+    if (!key || !*key || !c->c_stream->s_driver->set_stamp)
+        return MSM_ERR_INVALID;
+    return c->c_stream->s_driver->set_stamp(c, key);
+}
+
+int64_t msm_consumer_stamp(const msm_consumer_t *c)
+{
+    return c->c_stamp;
 }
 
 int msm_stream_delete(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque)

@@ -31,6 +31,7 @@ typedef struct msm_stream_driver_s {
     int (*backlog)(msm_stream_t *s, const char *name, const char *group,
                    msm_stream_backlog_cb *cb, void *opaque);
     void (*set_lease)(msm_consumer_t *c, uint64_t lease_ms); /* 0: the client's */
+    int (*set_stamp)(msm_consumer_t *c, const char *key);     /* NULL: cannot stamp */
     int (*remove)(msm_stream_t *s, const char *name, msm_stream_done_cb *cb, void *opaque);
 } msm_stream_driver_t;
 
@@ -49,6 +50,7 @@ struct lag_probe_s;
 struct msm_consumer_s {
     msm_stream_t *c_stream;
     struct lag_probe_s *c_lag; /* its backlog, measured for the lag gauge (stream.c) */
+    int64_t c_stamp;           /* the stamp of the batch being delivered; -1: none */
 };
 
 extern const msm_stream_driver_t msm__stream_redis_driver;

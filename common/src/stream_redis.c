@@ -983,6 +983,7 @@ const msm_stream_driver_t msm__stream_redis_driver = {
     .consumer_free = msm__redis_consumer_free,
     .backlog = redis_backlog,
     .set_lease = msm__redis_set_lease,
+    .set_stamp = msm__redis_set_stamp,
     .remove = redis_remove,
     .marks = redis_marks,
 };

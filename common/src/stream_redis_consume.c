@@ -59,7 +59,12 @@ typedef struct {
     char (*claim_from)[48];  /* per partition: XPENDING start */
     ack_queue_t *acks;       /* per partition */
     rbatch_t *batches;
-    int reading;             /* a read is in flight on the reader */
+    int reading;             /* a read (and its stamp) is in flight on the reader */
+    char *stamp_key;         /* namespaced key GET behind every read; NULL: no stamps */
+    int stamp_sent;          /* the read in flight has a GET of stamp_key behind it */
+    int read_ok;             /* ... and was answered well: its records wait for the GET */
+    msm_stream_msg_t **held; /* a read's records waiting for their stamp */
+    size_t nheld;
     unsigned rotate;         /* first partition of the next read when room is short */
     int claiming;            /* claims in flight on the shared client */
     int setup_pending;       /* setup replies awaited */
@@ -156,11 +161,26 @@ static void reread_own_pending(rconsumer_t *c)
         strcpy(c->history[p], "0");
 }
 
-/* Delivers entries of several partitions: entries[i] belongs to partition parts[i]. Trimmed
- * entries (no fields) are acknowledged at once: there is nothing left to deliver. */
-static void deliver(rconsumer_t *c, const redisReply *const *entries, const int *parts, size_t n,
-                    uint32_t redelivered)
+/* Hands @p list (taken) to the application in batches of at most max_batch. */
+static void hand_over(rconsumer_t *c, msm_stream_msg_t **list, size_t n)
 {
+    c->in_callback++;
+    for (size_t off = 0; off < n && !c->freed; off += c->max_batch) {
+        size_t len = n - off < c->max_batch ? n - off : c->max_batch;
+        c->cb(&c->base, list + off, len, c->opaque);
+    }
+    c->in_callback--;
+    free(list);
+}
+
+/* Copies entries of several partitions out of a reply (entries[i] belongs to partition
+ * parts[i]) into one batch the consumer owns. Trimmed entries (no fields) are acknowledged
+ * at once: there is nothing left to deliver. @returns the records to hand over (*n of
+ * them), or NULL when there are none. */
+static msm_stream_msg_t **take(rconsumer_t *c, const redisReply *const *entries,
+                               const int *parts, size_t n, uint32_t redelivered, size_t *taken)
+{
+    *taken = 0;
     size_t bytes = 0, good = 0;
     for (size_t i = 0; i < n; i++) {
         const redisReply *fields = entries[i]->element[1];
@@ -174,14 +194,14 @@ static void deliver(rconsumer_t *c, const redisReply *const *entries, const int 
         good++;
     }
     if (!good)
-        return;
+        return NULL;
     rbatch_t *b = malloc(sizeof(*b) + good * sizeof(rmsg_t) + bytes);
     msm_stream_msg_t **list = malloc(good * sizeof(*list));
     if (!b || !list) {
         free(b);
         free(list);
         reread_own_pending(c); /* the entries are ours now: deliver them on a later read */
-        return;
+        return NULL;
     }
     char *data = (char *)&b->msgs[good];
     size_t j = 0;
@@ -216,13 +236,20 @@ static void deliver(rconsumer_t *c, const redisReply *const *entries, const int 
         c->batches->prev = b;
     c->batches = b;
     c->unacked += good;
-    c->in_callback++;
-    for (size_t off = 0; off < good && !c->freed; off += c->max_batch) {
-        size_t len = good - off < c->max_batch ? good - off : c->max_batch;
-        c->cb(&c->base, list + off, len, c->opaque);
+    *taken = good;
+    return list;
+}
+
+/* take() and hand_over() with no stamp: records taken over from another member. */
+static void deliver(rconsumer_t *c, const redisReply *const *entries, const int *parts, size_t n,
+                    uint32_t redelivered)
+{
+    size_t good;
+    msm_stream_msg_t **list = take(c, entries, parts, n, redelivered, &good);
+    if (list) {
+        c->base.c_stamp = -1;
+        hand_over(c, list, good);
     }
-    c->in_callback--;
-    free(list);
 }
 
 static void on_retry(msm_loop_t *loop, void *opaque);
@@ -247,9 +274,9 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
 {
     (void)r;
     rconsumer_t *c = opaque;
-    c->reading = 0;
     if (c->freed)
         return; /* the reader is being freed with the consumer */
+    c->reading = c->stamp_sent; /* until the stamp's answer */
     const char *why = msm_redis_reply_err(reply, err);
     if (why) {
         if (strstr(why, "NOGROUP")) {
@@ -309,12 +336,50 @@ static void on_read(msm_redis_t *r, redisReply *reply, const char *err, void *op
         if (done)
             c->phase = PHASE_LIVE;
     }
+    if (c->stamp_sent) {
+        c->held = take(c, entries, parts, n, history, &c->nheld);
+        c->read_ok = 1;
+        free(entries);
+        free(parts);
+        return; /* on_stamp() hands them over */
+    }
     deliver(c, entries, parts, n, history);
     free(entries);
     free(parts);
     if (c->freed) {
         consumer_release(c);
         return;
+    }
+    consumer_read(c);
+}
+
+/* The stamp read behind a read: the read's records go to the application with it. */
+static void on_stamp(msm_redis_t *r, redisReply *reply, const char *err, void *opaque)
+{
+    (void)r;
+    rconsumer_t *c = opaque;
+    if (c->freed)
+        return; /* the reader is being freed with the consumer (and the held records) */
+    c->reading = 0;
+    c->stamp_sent = 0;
+    if (!c->read_ok) {
+        retry_later(c); /* the read failed (its retry may have found the reader busy) */
+        return;
+    }
+    c->read_ok = 0;
+    msm_stream_msg_t **list = c->held;
+    size_t n = c->nheld;
+    c->held = NULL;
+    c->nheld = 0;
+    if (list) {
+        int good = !msm_redis_reply_err(reply, err) &&
+                   (reply->type == REDIS_REPLY_NIL || reply->type == REDIS_REPLY_STRING);
+        c->base.c_stamp = good ? msm_redis_reply_int(reply, 0) : -1;
+        hand_over(c, list, n);
+        if (c->freed) {
+            consumer_release(c);
+            return;
+        }
     }
     consumer_read(c);
 }
@@ -365,6 +430,14 @@ static void consumer_read(rconsumer_t *c)
                      : msm_redis_command_blocking_argv(c->reader, READ_BLOCK_MS, on_read, c,
                                                        (int)argc, argv, NULL);
     free(argv);
+    if (rc == MSM_OK && c->stamp_key) {
+        /* Behind the read on the same connection: the server runs it once the read is
+         * answered, so the value is at least as new as the records. Not sent (out of
+         * memory): the read's records come without a stamp. */
+        const char *get[] = {"GET", c->stamp_key};
+        c->read_ok = 0;
+        c->stamp_sent = msm_redis_command_argv(c->reader, on_stamp, c, 2, get, NULL) == MSM_OK;
+    }
     if (rc == MSM_OK)
         c->reading = 1;
     else
@@ -768,6 +841,20 @@ void msm__redis_ack(msm_consumer_t *base, msm_stream_msg_t *msg)
     batch_unref(c, m->batch);
 }
 
+int msm__redis_set_stamp(msm_consumer_t *base, const char *key)
+{
+    rconsumer_t *c = (rconsumer_t *)base;
+    char full[KEY_MAX];
+    if (msm_redis_key(c->reader, full, sizeof(full), "%s", key) < 0)
+        return MSM_ERR_INVALID;
+    char *copy = strdup(full);
+    if (!copy)
+        return MSM_ERR_NOMEM;
+    free(c->stamp_key); /* a read in flight keeps the GET it was sent with */
+    c->stamp_key = copy;
+    return MSM_OK;
+}
+
 /* The scan runs again at once with the new lease, and from then on every half lease. */
 void msm__redis_set_lease(msm_consumer_t *base, uint64_t lease_ms)
 {
@@ -799,6 +886,7 @@ static void consumer_release(rconsumer_t *c)
     free(c->name);
     free(c->group);
     free(c->member);
+    free(c->stamp_key);
     free(c);
 }
 
@@ -819,6 +907,8 @@ void msm__redis_consumer_free(msm_consumer_t *base)
         c->batches = b->next;
         free(b);
     }
+    free(c->held); /* records of those batches */
+    c->held = NULL;
     msm_redis_free(c->reader); /* a read in flight completes here, and sees c->freed */
     c->reader = NULL;
     consumer_release(c);

@@ -106,6 +106,7 @@ msm_consumer_t *msm__redis_consume(msm_stream_t *s, const char *name, const char
                                    size_t errbuf_size);
 void msm__redis_ack(msm_consumer_t *base, msm_stream_msg_t *msg);
 void msm__redis_set_lease(msm_consumer_t *base, uint64_t lease_ms);
+int msm__redis_set_stamp(msm_consumer_t *base, const char *key);
 size_t msm__redis_unacked(const msm_consumer_t *base);
 void msm__redis_consumer_free(msm_consumer_t *base);
 

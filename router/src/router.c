@@ -86,18 +86,34 @@ static void on_synced(msm_registry_t *reg, int err, void *opaque)
 
 static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
 {
-    (void)c;
     rt_sub_t *sub = opaque;
+    router_t *rt = sub->rt;
     for (size_t i = 0; i < n; i++) {
         /* Records arriving while a consumer is on its way out stay unacknowledged: the
          * next consumer of this member name reads them again from its pending list. */
         if (accepting(sub))
             msm__rt_take(sub, msgs[i]);
     }
-    /* After the whole run (tasks of consecutive records share batch requests) and a check
-     * of the registry (the checks of one loop turn share one GET). */
-    if (msm_registry_sync(sub->rt->registry, on_synced, sub->rt) != MSM_OK)
+    /* Sent after the whole run (tasks of consecutive records share batch requests), with a
+     * registry at least as new as the records: the batch's stamp says so, and the sends of
+     * this loop turn go out in priority order before it sleeps; or a check of the registry
+     * (the checks of one loop turn share one GET). */
+    if (msm_registry_covers(rt->registry, msm_consumer_stamp(c)))
+        rt->send_due = 1;
+    else if (msm_registry_sync(rt->registry, on_synced, rt) != MSM_OK)
         msm__rt_send_queued(sub);
+}
+
+/* Before the loop sleeps: the sends of this turn's records, in priority order; then the
+ * outcomes. */
+static void before_sleep(msm_loop_t *loop, void *opaque)
+{
+    router_t *rt = opaque;
+    if (rt->send_due) {
+        rt->send_due = 0;
+        msm__rt_send_by_priority(rt);
+    }
+    msm__rt_flush(loop, rt);
 }
 
 static void sub_metrics(router_t *rt, rt_sub_t *sub)
@@ -183,6 +199,8 @@ static void start_consumer(rt_sub_t *sub)
         return;
     }
     sub->consumer_max = max;
+    /* Batches come with the registry version read after them (Kafka: no stamps). */
+    (void)msm_consumer_set_stamp(sub->consumer, MSM_KEY_VERSION);
     /* No other router takes a record of ours while its pushes may still run. */
     msm_consumer_set_lease(sub->consumer, msm__rt_lease_ms(sub->conf));
     msm_log(MSM_LOG_INFO, RT_FACILITY, "consuming %s as %s/%s, at most %d unacknowledged",
@@ -527,7 +545,7 @@ router_t *router_new_env(const router_env_t *env, const router_conf_t *conf, cha
     }
     if (start_http(rt, errbuf, errbuf_size) != MSM_OK)
         goto fail;
-    if (msm_loop_add_before_sleep(rt->env.loop, msm__rt_flush, rt) != MSM_OK) {
+    if (msm_loop_add_before_sleep(rt->env.loop, before_sleep, rt) != MSM_OK) {
         snprintf(errbuf, errbuf_size, "out of memory");
         goto fail;
     }
@@ -550,7 +568,7 @@ void router_free(router_t *rt)
         return;
     msm_loop_timer_stop(rt->env.loop, &rt->retry_timer);
     msm_loop_timer_stop(rt->env.loop, &rt->report_timer);
-    msm_loop_remove_before_sleep(rt->env.loop, msm__rt_flush, rt);
+    msm_loop_remove_before_sleep(rt->env.loop, before_sleep, rt);
     msm_registry_free(rt->registry);
     /* Fetches in flight call back now and do nothing; their deliveries go below. */
     rt->freeing = 1;

@@ -198,6 +198,7 @@ struct router_s {
     rt_batch_t *batches;     /**< appends in flight or waiting to retry */
     size_t live;             /**< deliveries alive, all subscriptions */
     size_t in_http;          /**< push requests in flight, all subscriptions */
+    int send_due;            /**< records came in covered by the registry: send before sleeping */
     int stopping;
     msm_timer_t retry_timer; /**< status ensure / consumer creation retries */
     msm_timer_t report_timer; /**< each second: the endpoints' health for the stats */

@@ -2,8 +2,9 @@
 /* Fan-out: one consumed batch of events.<topic> becomes, per subscription of the topic, one
  * append of a TaskBatch record to ready.<sub> (the events due now; split only past
  * record_max_tasks/bytes) and one pipelined HSET + ZADD NX into the delayed store (events
- * whose deliver_at lies ahead). Before that the registry version is checked (the
- * subscription barrier), so a subscription created before the event was published gets it.
+ * whose deliver_at lies ahead). Before that the registry must be at least as new as the
+ * batch (the subscription barrier: the batch's stamp says so, or a check of the version),
+ * so a subscription created before the event was published gets it.
  * An event its subscription's filter does not match is left out of both writes (and so of
  * everything after them); it is only counted, once the batch is acknowledged.
  * The batch is acknowledged only once every write has completed OK; a failed write is
@@ -321,6 +322,20 @@ out:
 
 static int job_build_ops(sch_job_t *job, int64_t now);
 
+/* The registry is at least as new as the batch: its writes go out. */
+static void job_synced(sch_job_t *job)
+{
+    if (job_build_ops(job, msm_time_unix_ms()) != MSM_OK) {
+        msm_log(MSM_LOG_ERROR, "scheduler", "out of memory: %zu events of %s held back", job->n,
+                job->topic->stream);
+        job_unlink(job); /* unacknowledged: redelivered when this consumer is restarted */
+        job_free(job);
+        return;
+    }
+    job->synced = 1;
+    job_send(job); /* no write at all (no subscription any more): acknowledged at once */
+}
+
 /* The registry is as new as it was when the batch arrived (or could not be asked). */
 static void on_synced(msm_registry_t *reg, int err, void *opaque)
 {
@@ -335,14 +350,8 @@ static void on_synced(msm_registry_t *reg, int err, void *opaque)
                 "checking the registry before fanning out %zu events of %s: %s (retrying)", job->n,
                 job->topic->stream, msm_err_str(err));
         job_retry(job, 1);
-    } else if (job_build_ops(job, msm_time_unix_ms()) != MSM_OK) {
-        msm_log(MSM_LOG_ERROR, "scheduler", "out of memory: %zu events of %s held back", job->n,
-                job->topic->stream);
-        job_unlink(job); /* unacknowledged: redelivered when this consumer is restarted */
-        job_free(job);
     } else {
-        job->synced = 1;
-        job_send(job); /* no write at all (no subscription any more): acknowledged at once */
+        job_synced(job);
     }
     sch__release(s);
 }
@@ -507,7 +516,6 @@ static sch_job_t *job_new(sch_topic_t *t, msm_stream_msg_t *const *msgs, size_t 
 
 void sch__on_events(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, void *opaque)
 {
-    (void)c;
     sch_topic_t *t = opaque;
     msm_counter_add(t->m_consumed, n);
     sch_job_t *job = job_new(t, msgs, n);
@@ -521,5 +529,10 @@ void sch__on_events(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n, 
         job_free(job); /* nothing but invalid records, acknowledged already */
         return;
     }
-    job_send(job); /* the registry check first, then the writes */
+    /* The registry check first (none when the batch's stamp shows the registry is new
+     * enough), then the writes. */
+    if (msm_registry_covers(t->sch->registry, msm_consumer_stamp(c)))
+        job_synced(job);
+    else
+        job_send(job);
 }

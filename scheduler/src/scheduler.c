@@ -333,6 +333,9 @@ static void topic_start_consumer(sch_topic_t *t)
         msm_log(MSM_LOG_ERROR, "scheduler", "consuming %s: %s", t->stream, err);
         return;
     }
+    /* Batches come with the registry version read after them: no check of our own when the
+     * registry is that new already (Kafka: no stamps, every batch checks). */
+    (void)msm_consumer_set_stamp(t->consumer, MSM_KEY_VERSION);
     s->stats.consumers++;
     msm_gauge_set(s->m_consumers, (double)s->stats.consumers);
     msm_log(MSM_LOG_INFO, "scheduler", "consuming %s as %s/%s", t->stream, SCH_GROUP, s->member);

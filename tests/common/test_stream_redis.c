@@ -2,7 +2,7 @@
 /* What the Redis Streams driver promises beyond the shared contract: its key layout, an
  * acknowledged append surviving kill -9 of redis-server, appends held while Redis is away,
  * a restarted member resuming its own pending entries, trimming behind the slowest group,
- * a consumer's own lease, delete, and its error answers. */
+ * a consumer's own lease, delete, stamps read behind reads, and its error answers. */
 #include "msm_test.h"
 #include "msm/err.h"
 #include "msm/redis.h"
@@ -447,6 +447,66 @@ static void test_consumer_lease(void)
     fixture_close(&f);
 }
 
+/* Each record's batch stamp, by value (v<i>). */
+typedef struct {
+    msm_consumer_t *consumer;
+    int64_t stamp[64];
+    int seen;
+} stamped_t;
+
+static void on_stamped(msm_consumer_t *consumer, msm_stream_msg_t *const *msgs, size_t n,
+                       void *opaque)
+{
+    stamped_t *st = opaque;
+    for (size_t i = 0; i < n; i++) {
+        char buf[16] = "";
+        memcpy(buf, msgs[i]->value, msgs[i]->value_len < 15 ? msgs[i]->value_len : 15);
+        int v = atoi(buf + 1);
+        if (v >= 0 && v < 64) {
+            st->stamp[v] = msm_consumer_stamp(consumer);
+            st->seen++;
+        }
+        msm_consumer_ack(consumer, msgs[i]);
+    }
+}
+
+/* A batch's stamp is read after its records: a version set before a record was appended is
+ * never newer than the stamp the record comes with, though the consumer was blocked in its
+ * read (and so had asked before the version moved). */
+static void test_stamp_read_after_records(void)
+{
+    fixture_t f;
+    CU_ASSERT_EQUAL_FATAL(fixture_open(&f, 5000, 30000), 0);
+    CU_ASSERT_EQUAL_FATAL(ensure_sync(&f, "events.stamp", 1), MSM_OK);
+    stamped_t st = {0};
+    char err[256] = "", key[128];
+    st.consumer = msm_stream_consume(f.stream, "events.stamp", "g", "m", 10, 10, on_stamped, &st,
+                                     err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st.consumer);
+    CU_ASSERT_EQUAL(msm_consumer_set_stamp(st.consumer, ""), MSM_ERR_INVALID);
+    CU_ASSERT_EQUAL_FATAL(msm_consumer_set_stamp(st.consumer, "ver"), MSM_OK);
+    snprintf(key, sizeof(key), "%s:ver", f.ns);
+    /* No key yet: stamp 0. */
+    CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.stamp", 0, 1, 1), MSM_OK);
+    for (int t = 0; t < 5000 && st.seen < 1; t += 10)
+        msm_test_spin(f.loop, 10);
+    CU_ASSERT_EQUAL_FATAL(st.seen, 1);
+    CU_ASSERT_EQUAL(st.stamp[0], 0);
+    for (int i = 1; i < 40; i++) {
+        msm_test_spin(f.loop, 5); /* the consumer is blocked in its next read */
+        char val[16];
+        snprintf(val, sizeof(val), "%d", i * 10);
+        freeReplyObject(msm_test_redis_query(&srv, "SET %s %s", key, val));
+        CU_ASSERT_EQUAL_FATAL(append_sync(&f, "events.stamp", i, 1, 1), MSM_OK);
+        for (int t = 0; t < 5000 && st.seen < i + 1; t += 1)
+            msm_test_spin(f.loop, 1);
+        CU_ASSERT_EQUAL_FATAL(st.seen, i + 1);
+        CU_ASSERT_TRUE(st.stamp[i] >= i * 10);
+    }
+    msm_consumer_free(st.consumer);
+    fixture_close(&f);
+}
+
 static void test_delete(void)
 {
     fixture_t f;
@@ -509,6 +569,7 @@ static CU_TestInfo tests[] = {
     {"redis_maxlen still caps partitions", test_maxlen_still_trims},
     {"a consumer's own lease decides when it takes others' entries", test_consumer_lease},
     {"delete: keys gone, appends NOTFOUND, consumers wait", test_delete},
+    {"a batch's stamp is read after its records", test_stamp_read_after_records},
     CU_TEST_INFO_NULL,
 };
 

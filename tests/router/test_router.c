@@ -82,6 +82,7 @@ typedef struct {
     const char *fail_path; /* requests to this path answer 500 whatever the mode; NULL none */
     const char *lifecycle_topic; /* the router's --lifecycle.topic; NULL: off */
     const char *ca_bundle;       /* the router's --push.ca_bundle; NULL: the system's store */
+    int registry_poll_ms;        /* the router's; 0: 50 */
     char url[128];
     ep_mode_t mode;
     req_rec_t reqs[MAX_REQS];
@@ -367,7 +368,7 @@ static void start_router(void)
     /* The test endpoints are on loopback, which the router refuses unless allowed. */
     snprintf(allow, sizeof(allow), "%s", F.allow_networks ? F.allow_networks : "127.0.0.0/8,::1");
     snprintf(deny, sizeof(deny), "%s", F.deny_networks ? F.deny_networks : "");
-    router_conf_t conf = {.registry_poll_ms = 50,
+    router_conf_t conf = {.registry_poll_ms = F.registry_poll_ms ? F.registry_poll_ms : 50,
                           .max_in_flight = F.max_in_flight,
                           .allow_networks = allow,
                           .deny_networks = deny,
@@ -1313,6 +1314,32 @@ static void test_paused(void)
     stop();
 }
 
+/* The barrier at the router: a pause answered before a record was appended keeps that
+ * record from being pushed, though the registry's poll is far off (the record's stamp shows the router's
+ * registry is older, so it is checked first). */
+static void test_pause_before_record_holds_it(void)
+{
+    CU_ASSERT_EQUAL_FATAL(start(), 0);
+    F.registry_poll_ms = 600000;
+    put_standard_sub("");
+    start_all();
+    F.mode = ANSWER_200;
+    append_simple("0190a3e2-0000-7000-8000-000000000731");
+    wait_outs(1, 10000);
+    CU_ASSERT_EQUAL_FATAL(F.nreqs, 1);
+    put_standard_sub(",\"paused\":true");
+    append_simple("0190a3e2-0000-7000-8000-000000000732");
+    msm_test_spin(F.loop, 600);
+    wait_outs(2, 10000);
+    CU_ASSERT_EQUAL(F.nreqs, 1);
+    /* What a paused subscription still reads goes back to flowcontrol, which holds it. */
+    const Msm__V1__DeliveryOutcome *o = outcome_of("0190a3e2-0000-7000-8000-000000000732");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(o->kind, MSM__V1__OUTCOME_KIND__OUTCOME_KIND_NOT_PUSHED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(o->error, "paused"));
+    stop();
+}
+
 /* A task whose lease passed before its push would start is not pushed: NOT_PUSHED, no
  * HTTP request; the live task of the same record is pushed as usual. */
 static void test_expired_lease_not_pushed(void)
@@ -2114,6 +2141,7 @@ static CU_TestInfo tests[] = {
     {"https: client certificate; a connection never crosses settings",
      test_https_push_client_certificate},
     {"paused: nothing pushed until resumed", test_paused},
+    {"a pause answered before a record was appended holds it", test_pause_before_record_holds_it},
     {"batch push: one request, per-event results", test_batch_push},
     {"priority across subscriptions when the router is full", test_priority_across_subscriptions},
     {"locality prefers a zone, a dead endpoint is ejected, no attempt spent",

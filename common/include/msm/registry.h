@@ -236,6 +236,14 @@ typedef void msm_registry_synced_cb(msm_registry_t *reg, int err, void *opaque);
  */
 int msm_registry_sync(msm_registry_t *reg, msm_registry_synced_cb *cb, void *opaque);
 
+/**
+ * @brief The barrier without a round trip: non-zero when the snapshot is at least as new
+ * as @p version, a value of the stored version (MSM_KEY_VERSION) read after the records in
+ * hand, e.g. their batch's stamp (msm_consumer_set_stamp()). 0 when @p version is -1
+ * (unknown) or newer: then msm_registry_sync().
+ */
+int msm_registry_covers(const msm_registry_t *reg, int64_t version);
+
 /** The current snapshot; valid until the next change callback returns. */
 size_t msm_registry_topic_count(const msm_registry_t *reg);
 const msm_topic_t *msm_registry_topic_at(const msm_registry_t *reg, size_t i);

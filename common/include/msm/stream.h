@@ -199,6 +199,24 @@ size_t msm_consumer_unacked(const msm_consumer_t *c);
 void msm_consumer_free(msm_consumer_t *c);
 
 /**
+ * @brief Has every batch come with a stamp: the integer held by key @p key (in the stream's
+ * namespace; a missing key reads 0), read after the batch's records were read. A consumer
+ * stamped with a version that every change increments learns, without a round trip of its
+ * own, whether it already knows every change committed before its records were read.
+ * Redis: a GET sent right behind each read on the consumer's connection, so the server runs
+ * it as soon as the read is answered. Kafka: no stamps (MSM_ERR_INVALID).
+ * @returns MSM_OK, MSM_ERR_NOMEM, or MSM_ERR_INVALID when the backend cannot stamp.
+ */
+int msm_consumer_set_stamp(msm_consumer_t *c, const char *key);
+
+/**
+ * @brief In a batch callback: the batch's stamp (msm_consumer_set_stamp()), or -1 when it
+ * has none (no stamp asked, the key could not be read, records taken over from another
+ * member).
+ */
+int64_t msm_consumer_stamp(const msm_consumer_t *c);
+
+/**
  * @brief Sets this consumer's lease: how long an entry delivered to ANOTHER member of its
  * group must have stayed unacknowledged before this consumer takes it over. 0 restores the
  * client's conf.lease_ms (the default). Set it to more than the longest time a member may
