@@ -315,6 +315,7 @@ static void on_batch(msm_consumer_t *c, msm_stream_msg_t *const *msgs, size_t n,
     sink_t *k = opaque;
     assert_loop_thread();
     CU_ASSERT_FALSE(k->freed);
+    CU_ASSERT_EQUAL(msm_consumer_stamp(c), -1);
     if (n > k->max_batch_seen)
         k->max_batch_seen = n;
     size_t un = msm_consumer_unacked(c);
@@ -353,6 +354,8 @@ static int sink_start(fx_t *f,
                               sizeof(err));
     if (!k->c)
         fprintf(stderr, "consume: %s\n", err);
+    else /* Kafka has no stamps: asking is refused, every batch has none (on_batch) */
+        CU_ASSERT_EQUAL(msm_consumer_set_stamp(k->c, "registry:version"), MSM_ERR_INVALID);
     return k->c ? 0 : -1;
 }
 

@@ -730,10 +730,10 @@ static void check_record_line(json_t *o,
 {
     static const char *const keys[] = {"id",          "subscription", "attempt",
                                        "key",         "ordering_key", "received_ms",
-                                       "deadline_ms", "in_flight",    "result",
-                                       NULL};
+                                       "received_us", "deadline_ms",  "in_flight",
+                                       "result",      NULL};
     CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-    CU_ASSERT_EQUAL(json_object_size(o), 9);
+    CU_ASSERT_EQUAL(json_object_size(o), 10);
     CU_ASSERT_EQUAL(jint(o, "deadline_ms"), deadline); /* Msm-Deadline, 0 when absent */
     /* Pushed one at a time: only itself was in progress. */
     CU_ASSERT_EQUAL(jint(o, "in_flight"), 1);
@@ -755,6 +755,9 @@ static void check_record_line(json_t *o,
     }
     CU_ASSERT_TRUE(json_is_integer(json_object_get(o, "received_ms")));
     CU_ASSERT_TRUE(jint(o, "received_ms") >= t0 && jint(o, "received_ms") <= t1);
+    /* The same instant in microseconds. */
+    CU_ASSERT_TRUE(json_is_integer(json_object_get(o, "received_us")));
+    CU_ASSERT_EQUAL(jint(o, "received_us") / 1000, jint(o, "received_ms"));
     CU_ASSERT_STRING_EQUAL(jstr(o, "result"), result);
 }
 
@@ -861,7 +864,7 @@ static void test_record_concurrent_writers(void)
     for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
         json_t *o = json_loads(l, 0, NULL);
         lines++;
-        valid += o && json_object_size(o) == 9;
+        valid += o && json_object_size(o) == 10;
         json_decref(o);
     }
     CU_ASSERT_EQUAL(lines, 120);
