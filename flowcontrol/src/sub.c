@@ -15,6 +15,9 @@
 #include <string.h>
 
 #define ENSURE_RETRY_MS 1000
+/* Due retries are claimed on this grid: those due within one tick share one claim script
+ * (a steady trickle of failures would otherwise run one per failure), late by < a tick. */
+#define RETRY_TICK_MS 10
 
 static int working(const fc_sub_t *sub)
 {
@@ -462,6 +465,7 @@ void fc_sub_arm_retry(fc_sub_t *sub, int64_t due_ms)
 {
     if (!working(sub))
         return;
+    due_ms = (due_ms + RETRY_TICK_MS - 1) / RETRY_TICK_MS * RETRY_TICK_MS;
     if (sub->retry_due_ms && msm_timer_active(&sub->retry_timer) && sub->retry_due_ms <= due_ms)
         return;
     int64_t delay = due_ms - fc_now_ms();
