@@ -33,6 +33,7 @@ struct msm_loop_s {
     uint64_t lp_timer_seq;
     hook_t *lp_hooks;
     size_t lp_nhooks;
+    msm_flush_t *lp_flush_head, *lp_flush_tail; /* queued flush requests, in order */
     uint64_t lp_now_ms;
     volatile sig_atomic_t lp_stop;
 };
@@ -80,6 +81,8 @@ void msm_loop_free(msm_loop_t *loop)
         return;
     for (size_t i = 0; i < loop->lp_heap_len; i++)
         loop->lp_heap[i]->tm_heap_index = SIZE_MAX;
+    while (loop->lp_flush_head)
+        msm_loop_flush_cancel(loop, loop->lp_flush_head);
     close(loop->lp_epfd);
     close(loop->lp_wakefd);
     free(loop->lp_fds);
@@ -283,6 +286,41 @@ void msm_loop_remove_before_sleep(msm_loop_t *loop, msm_loop_hook_cb *cb, void *
     }
 }
 
+void msm_flush_init(msm_flush_t *f, msm_loop_hook_cb *cb, void *opaque)
+{
+    *f = (msm_flush_t){NULL, NULL, 0, cb, opaque};
+}
+
+void msm_loop_flush_later(msm_loop_t *loop, msm_flush_t *f)
+{
+    if (f->fl_queued)
+        return;
+    f->fl_queued = 1;
+    f->fl_next = NULL;
+    f->fl_prev = loop->lp_flush_tail;
+    if (loop->lp_flush_tail)
+        loop->lp_flush_tail->fl_next = f;
+    else
+        loop->lp_flush_head = f;
+    loop->lp_flush_tail = f;
+}
+
+void msm_loop_flush_cancel(msm_loop_t *loop, msm_flush_t *f)
+{
+    if (!f->fl_queued)
+        return;
+    if (f->fl_prev)
+        f->fl_prev->fl_next = f->fl_next;
+    else
+        loop->lp_flush_head = f->fl_next;
+    if (f->fl_next)
+        f->fl_next->fl_prev = f->fl_prev;
+    else
+        loop->lp_flush_tail = f->fl_prev;
+    f->fl_prev = f->fl_next = NULL;
+    f->fl_queued = 0;
+}
+
 int msm_loop_run_once(msm_loop_t *loop, int max_wait_ms)
 {
     /* Hooks may remove themselves: iterate over a count taken before calling any. */
@@ -291,6 +329,12 @@ int msm_loop_run_once(msm_loop_t *loop, int max_wait_ms)
         loop->lp_hooks[i].h_cb(loop, loop->lp_hooks[i].h_opaque);
         if (loop->lp_nhooks < before)
             i--;
+    }
+    /* Then the output buffered this turn, hooks' included; a flush may queue another. */
+    while (loop->lp_flush_head) {
+        msm_flush_t *f = loop->lp_flush_head;
+        msm_loop_flush_cancel(loop, f);
+        f->fl_cb(loop, f->fl_opaque);
     }
 
     int wait = max_wait_ms;

@@ -129,6 +129,51 @@ static void test_before_sleep_and_stop(void)
     msm_loop_free(loop);
 }
 
+/* Flush requests: after the hooks (a hook's output goes out in the same turn), once per
+ * queuing however often queued, in queuing order, not after a cancel. */
+static char flushed[8];
+static size_t nflushed;
+static msm_flush_t flush_a, flush_b;
+
+static void on_flush(msm_loop_t *loop, void *opaque)
+{
+    (void)loop;
+    if (nflushed < sizeof(flushed) - 1)
+        flushed[nflushed++] = *(const char *)opaque;
+}
+
+static void hook_queues_b(msm_loop_t *loop, void *opaque)
+{
+    (void)opaque;
+    msm_loop_flush_later(loop, &flush_b);
+}
+
+static void test_flush_after_hooks(void)
+{
+    msm_loop_t *loop = msm_loop_new();
+    msm_flush_init(&flush_a, on_flush, "a");
+    msm_flush_init(&flush_b, on_flush, "b");
+    memset(flushed, 0, sizeof(flushed));
+    nflushed = 0;
+    msm_loop_flush_later(loop, &flush_a);
+    msm_loop_flush_later(loop, &flush_a);
+    CU_ASSERT_EQUAL(msm_loop_add_before_sleep(loop, hook_queues_b, NULL), MSM_OK);
+    msm_loop_run_once(loop, 0);
+    CU_ASSERT_STRING_EQUAL(flushed, "ab");
+    msm_loop_remove_before_sleep(loop, hook_queues_b, NULL);
+    msm_loop_flush_later(loop, &flush_b);
+    msm_loop_flush_later(loop, &flush_a);
+    msm_loop_flush_cancel(loop, &flush_b);
+    msm_loop_flush_cancel(loop, &flush_b);
+    msm_loop_run_once(loop, 0);
+    CU_ASSERT_STRING_EQUAL(flushed, "aba");
+    msm_loop_run_once(loop, 0);
+    CU_ASSERT_STRING_EQUAL(flushed, "aba");
+    msm_loop_flush_later(loop, &flush_a); /* queued when the loop goes: forgotten */
+    msm_loop_free(loop);
+    CU_ASSERT_FALSE(flush_a.fl_queued);
+}
+
 static void test_many_timers_heap(void)
 {
     msm_loop_t *loop = msm_loop_new();
@@ -162,6 +207,7 @@ static CU_TestInfo loop_tests[] = {
     {"fd readiness and unwatch", test_fd_readiness},
     {"before-sleep hooks and stop", test_before_sleep_and_stop},
     {"heap of 2000 timers with removals", test_many_timers_heap},
+    {"flush requests run after the hooks, once each", test_flush_after_hooks},
     CU_TEST_INFO_NULL,
 };
 

@@ -243,6 +243,25 @@ static int incr_done(void *arg)
     return ((incr_state_t *)arg)->n == 10000;
 }
 
+/* A command is written before the loop's wait, not on the socket's next writable event:
+ * one turn of the loop sends it and receives its reply. */
+static void test_written_before_the_wait(void)
+{
+    msm_loop_t *loop = msm_loop_new();
+    char ns[64];
+    msm_redis_t *r = client(loop, srv.url, msm_test_namespace(ns, sizeof(ns)));
+    CU_ASSERT_EQUAL_FATAL(msm_loop_run_until(loop, connected_flag, r, 5000), MSM_OK);
+    for (int i = 0; i < 20; i++) {
+        result_t res = {0};
+        CU_ASSERT_EQUAL(msm_redis_command(r, on_result, &res, "PING"), MSM_OK);
+        CU_ASSERT_TRUE(msm_loop_run_once(loop, 5000) >= 1);
+        CU_ASSERT_TRUE(res.done);
+        CU_ASSERT_STRING_EQUAL(res.str, "PONG");
+    }
+    msm_redis_free(r);
+    msm_loop_free(loop);
+}
+
 static void test_pipelining_10k(void)
 {
     msm_loop_t *loop = msm_loop_new();
@@ -754,6 +773,7 @@ int main(void)
         {"url parse", test_url_parse},
         {"commands and reply types", test_commands_and_reply_types},
         {"pipelining 10k INCR in one turn", test_pipelining_10k},
+        {"a command goes out before the loop waits", test_written_before_the_wait},
         {"script EVALSHA with NOSCRIPT fallback", test_script_noscript_fallback},
         {"AUTH and SELECT from the URL", test_auth_and_select_from_url},
         {"disconnect, fail fast, reconnect", test_disconnect_and_reconnect},

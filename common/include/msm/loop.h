@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The event loop every msm daemon runs on: epoll for file descriptors, a min-heap of
- * timers, and before-sleep hooks (where batched work such as acknowledgements is flushed).
+ * timers, before-sleep hooks (where batched work such as acknowledgements is flushed) and
+ * flush requests (buffered output written right after the hooks).
  * One loop per thread; every function here runs on the loop's own thread. */
 #ifndef MSM_LOOP_H
 #define MSM_LOOP_H
@@ -26,6 +27,16 @@ typedef struct msm_timer_s {
     msm_loop_timer_cb *tm_cb;
     void *tm_opaque;
 } msm_timer_t;
+
+/** A flush request (caller-owned, like a timer): output a client has buffered, written
+ *  once per loop turn after the before-sleep hooks (which may still add to it) and before
+ *  the wait, instead of on the socket's next writable event. */
+typedef struct msm_flush_s {
+    struct msm_flush_s *fl_prev, *fl_next; /* the loop's queue while queued */
+    int fl_queued;
+    msm_loop_hook_cb *fl_cb;
+    void *fl_opaque;
+} msm_flush_t;
 
 /** @brief Creates a loop. @returns NULL on failure (errno set). */
 msm_loop_t *msm_loop_new(void);
@@ -66,6 +77,15 @@ static inline int msm_timer_active(const msm_timer_t *t)
  */
 int msm_loop_add_before_sleep(msm_loop_t *loop, msm_loop_hook_cb *cb, void *opaque);
 void msm_loop_remove_before_sleep(msm_loop_t *loop, msm_loop_hook_cb *cb, void *opaque);
+
+void msm_flush_init(msm_flush_t *f, msm_loop_hook_cb *cb, void *opaque);
+
+/** @brief Queues @p f: its callback runs once, before the loop next waits for events (after
+ *  that turn's before-sleep hooks). Queuing a queued request does nothing. */
+void msm_loop_flush_later(msm_loop_t *loop, msm_flush_t *f);
+
+/** @brief Takes @p f off the queue (safe when it is not queued). */
+void msm_loop_flush_cancel(msm_loop_t *loop, msm_flush_t *f);
 
 /**
  * @brief Runs hooks, waits at most @p max_wait_ms (-1: until something happens) and
