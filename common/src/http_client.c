@@ -87,6 +87,7 @@ struct msm_http_client_s {
     msm_loop_t *cl_loop;
     CURLM *cl_multi;
     msm_timer_t cl_timer;
+    msm_flush_t cl_kick; /* curl's "now": before the loop sleeps, not a turn later */
     char *cl_user_agent;
     char *cl_proxy;
     char *cl_ca_file;              /* NULL: libcurl's default store */
@@ -903,15 +904,22 @@ watched:
 }
 
 /* CURLMOPT_TIMERFUNCTION: one timer for the whole multi handle. curl must not be called
- * from here, so even "now" (0) goes through the loop. */
+ * from here, so even "now" (0) goes through the loop: as a flush request, which runs before
+ * the loop next sleeps (requests started this turn go out in it). A kick left queued when
+ * a later deadline comes is harmless: curl does what is due, if anything. */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
     msm_http_client_t *cl = userp;
-    if (timeout_ms < 0)
+    if (timeout_ms < 0) {
         msm_loop_timer_stop(cl->cl_loop, &cl->cl_timer);
-    else
+        msm_loop_flush_cancel(cl->cl_loop, &cl->cl_kick);
+    } else if (timeout_ms == 0) {
+        msm_loop_timer_stop(cl->cl_loop, &cl->cl_timer);
+        msm_loop_flush_later(cl->cl_loop, &cl->cl_kick);
+    } else {
         msm_loop_timer_start(cl->cl_loop, &cl->cl_timer, (uint64_t)timeout_ms, on_timer, cl);
+    }
     return 0;
 }
 
@@ -1043,6 +1051,7 @@ msm_http_client_t *msm_http_client_new(msm_loop_t *loop,
         goto nomem;
     cl->cl_loop = loop;
     msm_timer_init(&cl->cl_timer);
+    msm_flush_init(&cl->cl_kick, on_timer, cl);
     cl->cl_timeout_ms = conf->timeout_ms ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
     cl->cl_connect_timeout_ms =
         conf->connect_timeout_ms ? conf->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
@@ -1097,6 +1106,7 @@ static void really_free(msm_http_client_t *cl)
     curl_multi_cleanup(cl->cl_multi);
     cl->cl_multi = NULL;
     msm_loop_timer_stop(cl->cl_loop, &cl->cl_timer);
+    msm_loop_flush_cancel(cl->cl_loop, &cl->cl_kick);
     if (cl->cl_nsockets)
         msm_log(MSM_LOG_DEBUG, FAC, "%zu sockets not removed by curl", cl->cl_nsockets);
     free(cl->cl_sock);
