@@ -93,8 +93,21 @@ size_t msm_time_format(int64_t unix_ms, char *buf, size_t n)
     int mi = (int)(ms_of_day / 60000 % 60);
     int ss = (int)(ms_of_day / 1000 % 60);
     int ms = (int)(ms_of_day % 1000);
-    int w = snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (int)y, m, d, hh, mi, ss, ms);
-    return w == MSM_TIME_RFC3339_SIZE - 1 ? (size_t)w : 0;
+    /* By hand (every push carries a ce-time): "YYYY-MM-DDTHH:MM:SS.mmmZ", y in 0..9999. */
+    const struct {
+        int v, width;
+        char after;
+    } parts[] = {{(int)y, 4, '-'}, {m, 2, '-'}, {d, 2, 'T'}, {hh, 2, ':'},
+                 {mi, 2, ':'},     {ss, 2, '.'}, {ms, 3, 'Z'}};
+    char *p = buf;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        for (int k = parts[i].width - 1, v = parts[i].v; k >= 0; k--, v /= 10)
+            p[k] = (char)('0' + v % 10);
+        p += parts[i].width;
+        *p++ = parts[i].after;
+    }
+    *p = '\0';
+    return (size_t)(p - buf);
 }
 
 /* Reads exactly @p ndigits decimal digits at s[*pos]. */
