@@ -249,16 +249,19 @@ static void worker_gone(sv_t *sv, worker_t *w, int status)
         snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(status));
     else
         snprintf(how, sizeof(how), "exit status %d", WEXITSTATUS(status));
+    /* Ready by its own account counts, even if no tick saw it yet. */
+    int started =
+        w->w_state == W_READY || atomic_load_explicit(&sv->sv_board->b_slots[slot].s_state,
+                                                      memory_order_acquire) >= LM_SLOT_READY;
     int expected = w->w_state == W_STOPPING || sv->sv_draining;
     if (expected) {
         msm_log(MSM_LOG_INFO, FAC, "worker %u (pid %d) stopped: %s", slot, (int)w->w_pid, how);
-        if (sv->sv_draining && !clean)
+        /* A worker still starting has no SIGTERM handler yet: the stop it was sent (or the
+         * process group's SIGTERM) ends it the default way, and it had nothing to drain. */
+        int stopped_starting = !started && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
+        if (sv->sv_draining && !clean && !stopped_starting)
             sv->sv_failed = 1;
     } else {
-        /* Ready by its own account counts, even if no tick saw it yet. */
-        int started =
-            w->w_state == W_READY || atomic_load_explicit(&sv->sv_board->b_slots[slot].s_state,
-                                                          memory_order_acquire) >= LM_SLOT_READY;
         sv->sv_ever_ready |= started;
         const char *reason = w->w_killed_for ? "watchdog" : (started ? "crashed" : "failed_start");
         msm_counter_inc(msm_metric_labels(sv->m_restarts, reason, NULL));
