@@ -288,7 +288,7 @@ void msm_loop_remove_before_sleep(msm_loop_t *loop, msm_loop_hook_cb *cb, void *
 
 void msm_flush_init(msm_flush_t *f, msm_loop_hook_cb *cb, void *opaque)
 {
-    *f = (msm_flush_t){NULL, NULL, 0, cb, opaque};
+    *f = (msm_flush_t){NULL, 0, cb, opaque};
 }
 
 void msm_loop_flush_later(msm_loop_t *loop, msm_flush_t *f)
@@ -297,27 +297,26 @@ void msm_loop_flush_later(msm_loop_t *loop, msm_flush_t *f)
         return;
     f->fl_queued = 1;
     f->fl_next = NULL;
-    f->fl_prev = loop->lp_flush_tail;
-    if (loop->lp_flush_tail)
-        loop->lp_flush_tail->fl_next = f;
-    else
-        loop->lp_flush_head = f;
+    *(loop->lp_flush_tail ? &loop->lp_flush_tail->fl_next : &loop->lp_flush_head) = f;
     loop->lp_flush_tail = f;
 }
 
+/* A walk of the queue: it holds the few clients with output this turn, and a queued
+ * request is rarely cancelled (its client went away). */
 void msm_loop_flush_cancel(msm_loop_t *loop, msm_flush_t *f)
 {
     if (!f->fl_queued)
         return;
-    if (f->fl_prev)
-        f->fl_prev->fl_next = f->fl_next;
-    else
-        loop->lp_flush_head = f->fl_next;
-    if (f->fl_next)
-        f->fl_next->fl_prev = f->fl_prev;
-    else
-        loop->lp_flush_tail = f->fl_prev;
-    f->fl_prev = f->fl_next = NULL;
+    msm_flush_t *prev = NULL;
+    for (msm_flush_t **at = &loop->lp_flush_head; *at; prev = *at, at = &(*at)->fl_next) {
+        if (*at != f)
+            continue;
+        *at = f->fl_next;
+        if (loop->lp_flush_tail == f)
+            loop->lp_flush_tail = prev;
+        break;
+    }
+    f->fl_next = NULL;
     f->fl_queued = 0;
 }
 
@@ -333,7 +332,10 @@ int msm_loop_run_once(msm_loop_t *loop, int max_wait_ms)
     /* Then the output buffered this turn, hooks' included; a flush may queue another. */
     while (loop->lp_flush_head) {
         msm_flush_t *f = loop->lp_flush_head;
-        msm_loop_flush_cancel(loop, f);
+        if (!(loop->lp_flush_head = f->fl_next))
+            loop->lp_flush_tail = NULL;
+        f->fl_next = NULL;
+        f->fl_queued = 0;
         f->fl_cb(loop, f->fl_opaque);
     }
 

@@ -169,6 +169,13 @@ static void test_flush_after_hooks(void)
     CU_ASSERT_STRING_EQUAL(flushed, "aba");
     msm_loop_run_once(loop, 0);
     CU_ASSERT_STRING_EQUAL(flushed, "aba");
+    /* The tail taken off and queued again: still after the head. */
+    msm_loop_flush_later(loop, &flush_a);
+    msm_loop_flush_later(loop, &flush_b);
+    msm_loop_flush_cancel(loop, &flush_b);
+    msm_loop_flush_later(loop, &flush_b);
+    msm_loop_run_once(loop, 0);
+    CU_ASSERT_STRING_EQUAL(flushed, "abaab");
     msm_loop_flush_later(loop, &flush_a); /* queued when the loop goes: forgotten */
     msm_loop_free(loop);
     CU_ASSERT_FALSE(flush_a.fl_queued);

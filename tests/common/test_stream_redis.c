@@ -124,14 +124,20 @@ typedef struct {
     int distinct;
 } collector_t;
 
+/* The number of a value "v<number>". */
+static int value_num(const msm_stream_msg_t *m)
+{
+    char buf[16] = "";
+    memcpy(buf, m->value, m->value_len < 15 ? m->value_len : 15);
+    return atoi(buf + 1);
+}
+
 static void on_batch(msm_consumer_t *consumer, msm_stream_msg_t *const *msgs, size_t n,
                      void *opaque)
 {
     collector_t *c = opaque;
     for (size_t i = 0; i < n; i++) {
-        char buf[16] = "";
-        memcpy(buf, msgs[i]->value, msgs[i]->value_len < 15 ? msgs[i]->value_len : 15);
-        int v = atoi(buf + 1);
+        int v = value_num(msgs[i]);
         if (v >= 0 && v < 4096 && !c->seen[v]++)
             c->distinct++;
         c->total++;
@@ -459,9 +465,7 @@ static void on_stamped(msm_consumer_t *consumer, msm_stream_msg_t *const *msgs, 
 {
     stamped_t *st = opaque;
     for (size_t i = 0; i < n; i++) {
-        char buf[16] = "";
-        memcpy(buf, msgs[i]->value, msgs[i]->value_len < 15 ? msgs[i]->value_len : 15);
-        int v = atoi(buf + 1);
+        int v = value_num(msgs[i]);
         if (v >= 0 && v < 64) {
             st->stamp[v] = msm_consumer_stamp(consumer);
             st->seen++;

@@ -32,7 +32,7 @@ typedef struct msm_timer_s {
  *  once per loop turn after the before-sleep hooks (which may still add to it) and before
  *  the wait, instead of on the socket's next writable event. */
 typedef struct msm_flush_s {
-    struct msm_flush_s *fl_prev, *fl_next; /* the loop's queue while queued */
+    struct msm_flush_s *fl_next; /* the loop's queue while queued */
     int fl_queued;
     msm_loop_hook_cb *fl_cb;
     void *fl_opaque;
