@@ -83,13 +83,6 @@ typedef struct {
 
 /* ---- small helpers ---- */
 
-static int64_t unix_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -614,7 +607,7 @@ static int slot_send(pub_t *p, slot_t *s)
     s->answer.len = 0;
     curl_easy_setopt(s->easy, CURLOPT_POSTFIELDS, s->body.data);
     curl_easy_setopt(s->easy, CURLOPT_POSTFIELDSIZE, (long)s->body.len);
-    s->sent_us = unix_us();
+    s->sent_us = msm_time_unix_us();
     for (int i = s->first; p->track && i < s->first + s->count; i++)
         p->track->ev[i].sent_us = s->sent_us;
     if (curl_multi_add_handle(p->multi, s->easy) != CURLM_OK) {
@@ -706,11 +699,11 @@ static void pub_deinit(pub_t *p)
  * answered 200, else -1 with p->error. */
 static int pub_run(pub_t *p)
 {
-    int64_t start_us = unix_us();
+    int64_t start_us = msm_time_unix_us();
     int requests = 0;
     int in_flight = p->in_flight > 0 && p->in_flight < IN_FLIGHT ? p->in_flight : IN_FLIGHT;
     while (p->answered < p->n && !p->error[0]) {
-        int64_t now = unix_us();
+        int64_t now = msm_time_unix_us();
         int64_t wait_ms = 100;
         for (int i = 0; i < in_flight && p->next < p->n; i++) {
             if (p->slots[i].count)
@@ -877,7 +870,7 @@ static int warm_up(bench_t *b, run_t *r, char *why, size_t why_size)
         snprintf(why, why_size, "POST %s: HTTP %ld %s", path, st, answer);
         return -1;
     }
-    for (int64_t until = unix_us() + WARM_UP_MS * 1000LL; unix_us() < until; sleep_ms(20)) {
+    for (int64_t until = msm_time_unix_us() + WARM_UP_MS * 1000LL; msm_time_unix_us() < until; sleep_ms(20)) {
         struct stat sb;
         if (stat(r->lambda.record, &sb) == 0 && sb.st_size > 0)
             return 0;
@@ -939,7 +932,7 @@ wait_handled(const bench_t *b, run_t *r, track_t *t, int64_t deadline_us, int64_
         track_read(t, r->lambda.record);
         if (t->handled == t->n)
             return 0;
-        now = unix_us();
+        now = msm_time_unix_us();
         if (t->handled != seen) {
             seen = t->handled;
             progress_us = now > progress_us ? now : progress_us;
@@ -965,7 +958,7 @@ wait_handled(const bench_t *b, run_t *r, track_t *t, int64_t deadline_us, int64_
 
 static int64_t wait_deadline(int events)
 {
-    return unix_us() + (WAIT_SLACK_MS + (int64_t)events * 1000 / MIN_RATE) * 1000;
+    return msm_time_unix_us() + (WAIT_SLACK_MS + (int64_t)events * 1000 / MIN_RATE) * 1000;
 }
 
 /* W2's set-up: the far-out events, published first and then fanned out into the delayed
@@ -973,16 +966,16 @@ static int64_t wait_deadline(int events)
 static int
 publish_far(const bench_t *b, run_t *r, int far, double *rate, char *why, size_t why_size)
 {
-    int64_t t0 = unix_us();
+    int64_t t0 = msm_time_unix_us();
     pub_t p = {.timing = TIMING_FAR, .n = far, .batch = BATCH};
     if (publish(b, r->topic, &p, why, why_size) != 0)
         return -1;
-    *rate = far * 1e6 / (double)(unix_us() - t0 + 1);
+    *rate = far * 1e6 / (double)(msm_time_unix_us() - t0 + 1);
     char path[256], answer[ANSWER_KEEP];
     snprintf(path, sizeof(path), "/v1/subscriptions/%s/stats", r->sub);
     int64_t deadline = wait_deadline(far);
     long long delayed = -1;
-    while (unix_us() < deadline) {
+    while (msm_time_unix_us() < deadline) {
         if (api(b, "GET", path, NULL, answer) == 200) {
             json_t *j = json_loads(answer, 0, NULL);
             delayed = json_integer_value(json_object_get(j, "delayed"));
@@ -1016,7 +1009,7 @@ static void *sampler_main(void *arg)
     sampler_t *sp = arg;
     for (int k = 1; k < sp->sp_n; k++) {
         int64_t at = sp->sp_t0_us + k * 1000000LL;
-        while (!atomic_load(&sp->sp_stop) && unix_us() < at)
+        while (!atomic_load(&sp->sp_stop) && msm_time_unix_us() < at)
             sleep_ms(10);
         if (atomic_load(&sp->sp_stop))
             break;
@@ -1087,7 +1080,7 @@ static int run_publish(bench_t *b, run_t *r, char *why, size_t why_size)
     }
     r->mem0 = used_memory(b);
     cpu_sample(b, &r->lambda, r->cpu0);
-    r->first_sent_us = unix_us();
+    r->first_sent_us = msm_time_unix_us();
     if (w->sample_limit && sampler_start(b, r) != 0) {
         snprintf(why, why_size, "cannot start the stats sampler");
         return -1;
@@ -1358,7 +1351,7 @@ static int report_rate(const bench_t *b, run_t *r)
 static int report_fair(const bench_t *b, run_t *r)
 {
     track_t *q = &r->probe;
-    if (wait_handled(b, r, q, unix_us() + PROBE_WAIT_MS * 1000LL, unix_us()) != 0)
+    if (wait_handled(b, r, q, msm_time_unix_us() + PROBE_WAIT_MS * 1000LL, msm_time_unix_us()) != 0)
         return -1;
     int64_t lat[PROBE_EVENTS];
     for (int i = 0; i < q->n; i++)
@@ -1437,7 +1430,7 @@ static int run_workload(bench_t *b, const workload_t *w)
         goto done;
     }
     /* W2: nothing is due before its first due time; the deadline is after the last one. */
-    int64_t progress_from = w->delayed ? r.track.ev[0].due_ms * 1000 : unix_us();
+    int64_t progress_from = w->delayed ? r.track.ev[0].due_ms * 1000 : msm_time_unix_us();
     int64_t deadline =
         w->delayed ? r.track.ev[n - 1].due_ms * 1000 + WAIT_SLACK_MS * 1000LL : wait_deadline(n);
     if (wait_handled(b, &r, &r.track, deadline, progress_from) != 0)
